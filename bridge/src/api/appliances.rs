@@ -1,0 +1,263 @@
+//! `/1/appliances`: list, create, update, delete, reorder; and
+//! `/1/devices/{id}/appliances`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
+use crate::catalog::{self, ApplianceType, Capabilities};
+use crate::error::{ApiError, ApiResult};
+use crate::form::Form;
+use crate::json::rfc3339;
+use crate::state::AppState;
+use crate::views::{self, Appliances};
+
+/// `GET /1/appliances`.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_READ)?;
+    let client = state.pool.get().await?;
+    let all = views::appliances(&**client, &caller.user_id, Appliances::All).await?;
+    Ok(Json(Value::Array(all)))
+}
+
+/// `GET /1/devices/{id}/appliances`.
+pub async fn list_on_device(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(device): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_READ)?;
+    let client = state.pool.get().await?;
+    let owned = client
+        .query_opt(
+            "SELECT 1 FROM devices WHERE id = $1 AND user_id = $2",
+            &[&device, &caller.user_id],
+        )
+        .await?;
+    if owned.is_none() {
+        return Err(ApiError::not_found());
+    }
+    let on = views::appliances(&**client, &caller.user_id, Appliances::OnDevice(&device)).await?;
+    Ok(Json(Value::Array(on)))
+}
+
+/// One appliance of the caller as `ApplianceResponse`, or 404.
+pub(crate) async fn one(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Value> {
+    let client = state.pool.get().await?;
+    views::appliances(&**client, &caller.user_id, Appliances::One(id))
+        .await?
+        .pop()
+        .ok_or_else(ApiError::not_found)
+}
+
+/// The initial confirmed state of a new appliance of `model`.
+fn initial_state(model: &catalog::Model) -> (Option<Value>, Option<Value>) {
+    let now = rfc3339(time::OffsetDateTime::now_utc());
+    match model.capabilities {
+        Capabilities::Aircon {
+            temp_unit, modes, ..
+        } => {
+            let mode = modes.first();
+            let settings = json!({
+                "temp": mode
+                    .and_then(|m| m.temp.iter().find(|t| **t == "26").or(m.temp.first()))
+                    .copied()
+                    .unwrap_or(""),
+                "temp_unit": temp_unit,
+                "mode": mode.map_or("", |m| m.name),
+                "vol": mode.and_then(|m| m.vol.first()).copied().unwrap_or(""),
+                "dir": mode.and_then(|m| m.dir.first()).copied().unwrap_or(""),
+                "dirh": mode.and_then(|m| m.dirh.first()).copied().unwrap_or(""),
+                "button": "power-off",
+                "updated_at": now,
+            });
+            (Some(settings), None)
+        }
+        Capabilities::Tv { .. } => (None, Some(json!({"input": "t"}))),
+        Capabilities::Light { .. } => (
+            None,
+            Some(json!({"brightness": "0", "power": "off", "last_button": ""})),
+        ),
+    }
+}
+
+/// `POST /1/appliances`: `nickname`, `image`, `device`, `model`, `model_type`.
+/// Without a model the appliance is a learned-IR one (`IR`).
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let nickname = form.required_nonempty("nickname")?;
+    let image = form.get("image").unwrap_or_default();
+    let device = form.required_nonempty("device")?;
+    let model_id = form.get("model").filter(|m| !m.is_empty());
+    let declared = match form.get("model_type").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(ApplianceType::parse(t).ok_or_else(|| {
+            ApiError::bad_request(format!("model_type {t:?} is not one of AC, TV, LIGHT, IR"))
+        })?),
+    };
+    let (kind, model) = match model_id {
+        Some(id) => {
+            let model = catalog::model(id)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown model {id:?}")))?;
+            if declared.is_some_and(|d| d != model.kind) {
+                return Err(ApiError::bad_request(format!(
+                    "model {id} is a {} model, not {}",
+                    model.kind.as_str(),
+                    declared.map_or("", ApplianceType::as_str)
+                )));
+            }
+            (model.kind, Some(model))
+        }
+        None => match declared {
+            None | Some(ApplianceType::Ir) => (ApplianceType::Ir, None),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "a {} appliance needs a model",
+                    other.as_str()
+                )))
+            }
+        },
+    };
+    let (settings, app_state) = model.map(initial_state).unwrap_or((None, None));
+    let id = Uuid::new_v4().to_string();
+    let client = state.pool.get().await?;
+    let n = client
+        .execute(
+            "INSERT INTO appliances (id, user_id, device_id, type, nickname, image, model_id,
+                                     position, settings, state)
+             SELECT $1, $2, d.id, $4, $5, $6, $7,
+                    coalesce((SELECT max(position) + 1 FROM appliances WHERE user_id = $2), 0),
+                    $8, $9
+             FROM devices d WHERE d.id = $3 AND d.user_id = $2",
+            &[
+                &id,
+                &caller.user_id,
+                &device,
+                &kind.as_str(),
+                &nickname,
+                &image,
+                &model.map(|m| m.id),
+                &settings,
+                &app_state,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::bad_request(format!(
+            "no device {device:?} in this account"
+        )));
+    }
+    drop(client);
+    one(&state, &caller, &id).await.map(Json)
+}
+
+/// `POST /1/appliances/{id}`: `nickname`, `image`.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let nickname = form.get("nickname");
+    if nickname.is_some_and(|n| n.trim().is_empty()) {
+        return Err(ApiError::bad_request("nickname must not be empty"));
+    }
+    if nickname.is_none() && form.get("image").is_none() {
+        return Err(ApiError::bad_request("nickname or image is required"));
+    }
+    let client = state.pool.get().await?;
+    let n = client
+        .execute(
+            "UPDATE appliances SET nickname = coalesce($3, nickname), image = coalesce($4, image),
+                 updated_at = now()
+             WHERE id = $1 AND user_id = $2",
+            &[&id, &caller.user_id, &nickname, &form.get("image")],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found());
+    }
+    drop(client);
+    one(&state, &caller, &id).await.map(Json)
+}
+
+/// `POST /1/appliances/{id}/delete`.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    _form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let client = state.pool.get().await?;
+    let n = client
+        .execute(
+            "DELETE FROM appliances WHERE id = $1 AND user_id = $2",
+            &[&id, &caller.user_id],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(json!({})))
+}
+
+/// Splits Nature's comma-separated id list, refusing blanks and repeats.
+pub(crate) fn id_list(raw: &str, field: &str) -> ApiResult<Vec<String>> {
+    let ids: Vec<String> = raw.split(',').map(|s| s.trim().to_string()).collect();
+    if ids.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request(format!("{field} has an empty id")));
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != ids.len() {
+        return Err(ApiError::bad_request(format!("{field} lists an id twice")));
+    }
+    Ok(ids)
+}
+
+/// `POST /1/appliance_orders`: `appliances` lists every appliance id, in order.
+pub async fn reorder(
+    State(state): State<AppState>,
+    caller: Caller,
+    form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let ids = id_list(form.required_nonempty("appliances")?, "appliances")?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut owned: Vec<String> = tx
+        .query(
+            "SELECT id FROM appliances WHERE user_id = $1 FOR UPDATE",
+            &[&caller.user_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    owned.sort();
+    let mut given = ids.clone();
+    given.sort();
+    if owned != given {
+        return Err(ApiError::bad_request(
+            "appliances must list every appliance of this account exactly once",
+        ));
+    }
+    tx.execute(
+        "UPDATE appliances a SET position = o.ord - 1
+         FROM unnest($1::text[]) WITH ORDINALITY AS o(id, ord)
+         WHERE a.id = o.id AND a.user_id = $2",
+        &[&ids, &caller.user_id],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,146 @@
+//! `/1/devices`: list, rename, remove, sensor offsets.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
+use crate::error::{ApiError, ApiResult};
+use crate::form::Form;
+use crate::state::AppState;
+use crate::views;
+
+/// Offsets beyond this many degrees / percentage points are surely mistakes.
+const MAX_OFFSET: f64 = 50.0;
+
+/// `GET /1/devices`: with `online` and `newest_events`.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_READ)?;
+    let client = state.pool.get().await?;
+    Ok(Json(Value::Array(
+        views::devices(&**client, &caller.user_id, None).await?,
+    )))
+}
+
+async fn one(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Json<Value>> {
+    let client = state.pool.get().await?;
+    views::devices(&**client, &caller.user_id, Some(id))
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or_else(ApiError::not_found)
+}
+
+/// Runs `sql` (with `$1` device, `$2` user, `$3` value) and returns the device.
+async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    sql: &str,
+    value: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> ApiResult<Json<Value>> {
+    let client = state.pool.get().await?;
+    let n = client.execute(sql, &[&id, &caller.user_id, value]).await?;
+    if n == 0 {
+        return Err(ApiError::not_found());
+    }
+    drop(client);
+    one(state, caller, id).await
+}
+
+/// `POST /1/devices/{id}` with `name`.
+pub async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let name = form.required_nonempty("name")?.to_string();
+    update(
+        &state,
+        &caller,
+        &id,
+        "UPDATE devices SET name = $3, updated_at = now() WHERE id = $1 AND user_id = $2",
+        &name,
+    )
+    .await
+}
+
+fn offset(form: &Form) -> ApiResult<f64> {
+    let v = form.required_number("offset")?;
+    if v.abs() > MAX_OFFSET {
+        return Err(ApiError::bad_request(format!(
+            "offset must be between -{MAX_OFFSET} and {MAX_OFFSET}"
+        )));
+    }
+    Ok(v)
+}
+
+/// `POST /1/devices/{id}/temperature_offset` with `offset`.
+pub async fn temperature_offset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let v = offset(&form)?;
+    update(
+        &state,
+        &caller,
+        &id,
+        "UPDATE devices SET temperature_offset = $3, updated_at = now()
+         WHERE id = $1 AND user_id = $2",
+        &v,
+    )
+    .await
+}
+
+/// `POST /1/devices/{id}/humidity_offset` with `offset`.
+pub async fn humidity_offset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let v = offset(&form)?;
+    update(
+        &state,
+        &caller,
+        &id,
+        "UPDATE devices SET humidity_offset = $3, updated_at = now()
+         WHERE id = $1 AND user_id = $2",
+        &v,
+    )
+    .await
+}
+
+/// `POST /1/devices/{id}/delete`: the device leaves the account with its appliances.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    _form: Form,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE devices SET user_id = NULL, updated_at = now() WHERE id = $1 AND user_id = $2",
+            &[&id, &caller.user_id],
+        )
+        .await?;
+    if n == 0 {
+        return Err(ApiError::not_found());
+    }
+    tx.execute(
+        "DELETE FROM appliances WHERE device_id = $1 AND user_id = $2",
+        &[&id, &caller.user_id],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,84 @@
+//! The common tail of every endpoint that reaches a device: write the
+//! durable command, optionally wait for the device (`Prefer: wait=N`), and
+//! answer in the endpoint's Nature shape with Kumo's command headers.
+
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::commands::{prefer_wait, CommandKind, NewCommand, Waited};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// What to send to which device, and the body to answer with on success.
+pub(crate) struct Dispatch<'a> {
+    pub device: &'a str,
+    pub appliance: Option<&'a str>,
+    pub kind: CommandKind,
+    pub payload: Value,
+    pub body: Value,
+}
+
+/// Queues the command and builds the response. With `Prefer: wait=N` the
+/// response waits for the device: a failure ack is a 502, expiry a 504, and
+/// running out of time returns the normal body with the current status.
+pub(crate) async fn dispatch(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    d: Dispatch<'_>,
+) -> ApiResult<Response> {
+    let key = super::idempotency_key(headers)?;
+    let wait = prefer_wait(headers);
+    let id = state
+        .commands
+        .enqueue(NewCommand {
+            user_id: &caller.user_id,
+            device_id: d.device,
+            appliance_id: d.appliance,
+            kind: d.kind,
+            payload: d.payload,
+            idempotency_key: key.as_deref(),
+        })
+        .await?;
+    let mut status = None;
+    if let Some(limit) = wait {
+        let view = match state
+            .commands
+            .wait_final(&caller.user_id, id, limit)
+            .await?
+        {
+            Waited::Final(v) | Waited::Pending(v) => v,
+        };
+        match view.status.as_str() {
+            "failed" => {
+                return Err(ApiError::bad_gateway(format!(
+                    "the device reported a failure: {}",
+                    view.error.as_deref().unwrap_or("no reason given")
+                )))
+            }
+            "expired" => {
+                return Err(ApiError::gateway_timeout(
+                    "the device did not confirm the command before it expired",
+                ))
+            }
+            _ => status = Some(view.status),
+        }
+    }
+    let mut response = Json(d.body).into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        h.insert("x-kumo-command-id", v);
+    }
+    if let (Some(status), Some(limit)) = (status, wait) {
+        if let Ok(v) = HeaderValue::from_str(&status) {
+            h.insert("x-kumo-command-status", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("wait={}", limit.as_secs())) {
+            h.insert("preference-applied", v);
+        }
+    }
+    Ok(response)
+}

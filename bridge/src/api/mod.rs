@@ -1,0 +1,125 @@
+//! The HTTP routes: Nature's `/1` and `/2` API, Kumo's `/v1`, and health checks.
+//!
+//! Every response, errors and unknown paths included, passes through the rate
+//! limiter layer, which stamps the `X-Rate-Limit-*` headers; hyper adds `Date`.
+
+mod appliances;
+mod control;
+mod devices;
+mod dispatch;
+mod echonet;
+mod health;
+mod history;
+mod signals;
+mod users;
+mod v1;
+
+use axum::http::{HeaderMap, Method, Uri};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The whole REST application.
+pub fn router(state: AppState) -> Router {
+    let limiter = state.limiter.clone();
+    let metrics = state.metrics.clone();
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::render))
+        .route("/1/users/me", get(users::me).post(users::update_me))
+        .route("/1/devices", get(devices::list))
+        .route("/1/devices/{id}", post(devices::rename))
+        .route("/1/devices/{id}/delete", post(devices::delete))
+        .route(
+            "/1/devices/{id}/temperature_offset",
+            post(devices::temperature_offset),
+        )
+        .route(
+            "/1/devices/{id}/humidity_offset",
+            post(devices::humidity_offset),
+        )
+        .route(
+            "/1/devices/{id}/appliances",
+            get(appliances::list_on_device),
+        )
+        .route(
+            "/1/appliances",
+            get(appliances::list).post(appliances::create),
+        )
+        .route("/1/appliance_orders", post(appliances::reorder))
+        .route("/1/appliances/{id}", post(appliances::update))
+        .route("/1/appliances/{id}/delete", post(appliances::delete))
+        .route(
+            "/1/appliances/{id}/signals",
+            get(signals::list).post(signals::create),
+        )
+        .route("/1/appliances/{id}/signal_orders", post(signals::reorder))
+        .route(
+            "/1/appliances/{id}/aircon_settings",
+            post(control::aircon_v1),
+        )
+        .route(
+            "/2/appliances/{id}/aircon_settings",
+            post(control::aircon_v2),
+        )
+        .route("/1/appliances/{id}/tv", post(control::tv))
+        .route("/1/appliances/{id}/light", post(control::light))
+        .route("/1/signals/{id}", post(signals::update))
+        .route("/1/signals/{id}/delete", post(signals::delete))
+        .route("/1/signals/{id}/send", post(signals::send))
+        .route("/1/detectappliance", post(echonet::detect))
+        .route("/1/echonetlite/appliances", get(echonet::list))
+        .route("/v1/tokens", get(v1::list_tokens).post(v1::create_token))
+        .route("/v1/tokens/{id}/revoke", post(v1::revoke_token))
+        .route("/v1/commands/{id}", get(v1::command))
+        .route("/v1/devices/{id}/readings", get(history::readings))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            crate::ratelimit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
+}
+
+/// The OpenAPI document of the `/v1` API.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+async fn not_found(_method: Method, _uri: Uri) -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// The `Idempotency-Key` header, if present and sane.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
+        })?;
+    Ok(Some(key.to_string()))
+}

@@ -1,0 +1,121 @@
+//! Bearer-token authentication and scope checks.
+//!
+//! Tokens are random, shown once, and stored only as SHA-256. Missing,
+//! malformed, unknown, revoked and expired tokens all get the same 401 so a
+//! response never says whether a token existed. Scopes follow Nature's OAuth
+//! scopes; a handler states the one it needs with [`Caller::require`].
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Nature's combined scope: `basic.read` and `basic.write`.
+pub const BASIC: &str = "basic";
+/// Read the account, its devices, appliances and signals.
+pub const BASIC_READ: &str = "basic.read";
+/// Change names, offsets, appliances and signals; manage tokens.
+pub const BASIC_WRITE: &str = "basic.write";
+/// Send commands to devices (signals, aircon, TV, light).
+pub const SENDIR: &str = "sendir";
+/// Send raw IR messages (accepted for Nature compatibility).
+pub const SENDRAWIR: &str = "sendrawir";
+/// Use appliance detection.
+pub const DETECT_APPLIANCE: &str = "detectappliance";
+/// Every scope Kumo knows, in the order `kumo tokens create` documents them.
+pub const ALL_SCOPES: &[&str] = &[
+    BASIC,
+    BASIC_READ,
+    BASIC_WRITE,
+    SENDIR,
+    SENDRAWIR,
+    DETECT_APPLIANCE,
+];
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The account (user) id.
+    pub user_id: String,
+    /// The token's row id.
+    pub token_id: Uuid,
+    /// Scopes granted to the token.
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the token carries `scope` (`basic` covers `basic.read` and `basic.write`).
+    pub fn has(&self, scope: &str) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| s == scope || (s == BASIC && scope.starts_with("basic.")))
+    }
+
+    /// A 403 unless the token carries `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(scope))
+        }
+    }
+}
+
+/// The token in an `Authorization` header value, if it is a bearer token.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What the database stores for a token.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer)
+            .ok_or_else(ApiError::unauthorized)?;
+        let client = state.pool.get().await?;
+        let row = client
+            .query_opt(
+                "UPDATE access_tokens SET last_used_at = now()
+                 WHERE token_hash = $1 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > now())
+                 RETURNING id, user_id, scopes",
+                &[&token_hash(token)],
+            )
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Self {
+            token_id: row.get(0),
+            user_id: row.get(1),
+            scopes: row.get(2),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bearer_tokens_are_accepted() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("abc"), None);
+    }
+}

@@ -1,0 +1,194 @@
+//! Moving commands through their states, for the delivery side (the MQTT
+//! sink, presence and ack handling) and the expiry sweep.
+//!
+//! Every transition is one guarded UPDATE, so a late, duplicate or foreign
+//! ack changes nothing. An ack that confirms a command also updates the
+//! appliance's confirmed state (AC settings, TV/light state) in the same
+//! transaction: the API shows what the device did, not what was asked.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{CommandKind, CommandLog, QueuedCommand};
+use crate::error::ApiError;
+use crate::json::rfc3339;
+
+/// Why a lifecycle step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Pool(e) => e.into(),
+            CommandError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// A device's answer to a command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ack {
+    /// Whether the device carried the command out.
+    pub ok: bool,
+    /// What the device reported, if anything.
+    pub result: Option<Value>,
+    /// The device's reason for a failure.
+    pub error: Option<String>,
+}
+
+/// A command that an ack just finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub id: Uuid,
+    /// `acked` or `failed`.
+    pub status: &'static str,
+    pub appliance_id: Option<String>,
+}
+
+impl CommandLog {
+    /// Queued, unexpired commands for `device_id`, oldest first: what to
+    /// deliver when its presence turns online.
+    pub async fn pending_for_device(
+        &self,
+        device_id: &str,
+    ) -> Result<Vec<QueuedCommand>, CommandError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, kind, payload, expires_at FROM commands
+                 WHERE device_id = $1 AND status = 'queued' AND expires_at > now()
+                 ORDER BY created_at, id",
+                &[&device_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(QueuedCommand {
+                    id: r.get(0),
+                    device_id: device_id.to_string(),
+                    kind: CommandKind::parse(r.get(1))?,
+                    payload: r.get(2),
+                    expires_at: r.get(3),
+                })
+            })
+            .collect())
+    }
+
+    /// Records that `id` was published (through `node`); `false` if it was
+    /// already final or expired. Re-sending a sent command counts an attempt.
+    pub async fn mark_sent(&self, id: Uuid, node: Option<&str>) -> Result<bool, CommandError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE commands SET status = 'sent', sent_at = now(), updated_at = now(),
+                     attempts = attempts + 1, node_id = coalesce($2, node_id)
+                 WHERE id = $1 AND status IN ('queued', 'sent') AND expires_at > now()",
+                &[&id, &node],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Applies `device_id`'s ack for `id`. Returns `None` when the ack changes
+    /// nothing: unknown id, another device's command, or already final.
+    pub async fn complete(
+        &self,
+        device_id: &str,
+        id: Uuid,
+        ack: Ack,
+    ) -> Result<Option<Completed>, CommandError> {
+        let status = if ack.ok { "acked" } else { "failed" };
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "UPDATE commands SET status = $3, result = $4, error = $5,
+                     completed_at = now(), updated_at = now()
+                 WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
+                 RETURNING kind, payload, appliance_id",
+                &[&id, &device_id, &status, &ack.result, &ack.error],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (kind, payload, appliance_id): (String, Value, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        if let (true, Some(appliance)) = (ack.ok, appliance_id.as_deref()) {
+            apply_confirmed_state(&tx, appliance, CommandKind::parse(&kind), &payload).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(command_id = %id, device_id, status, "command completed");
+        // Nobody waiting is fine: the send only fails without receivers.
+        let _ = self.done.send(id);
+        Ok(Some(Completed {
+            id,
+            status,
+            appliance_id,
+        }))
+    }
+
+    /// Marks every queued or sent command past its expiry as `expired`;
+    /// returns how many.
+    pub async fn expire_due(&self) -> Result<u64, CommandError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "UPDATE commands SET status = 'expired', completed_at = now(), updated_at = now()
+                 WHERE status IN ('queued', 'sent') AND expires_at <= now()
+                 RETURNING id, device_id",
+                &[],
+            )
+            .await?;
+        for r in &rows {
+            let id: Uuid = r.get(0);
+            let device: String = r.get(1);
+            tracing::info!(command_id = %id, device_id = %device, "command expired");
+            let _ = self.done.send(id);
+        }
+        Ok(rows.len() as u64)
+    }
+}
+
+/// Stores what a confirmed command changed on its appliance.
+async fn apply_confirmed_state(
+    tx: &tokio_postgres::Transaction<'_>,
+    appliance: &str,
+    kind: Option<CommandKind>,
+    payload: &Value,
+) -> Result<(), tokio_postgres::Error> {
+    match kind {
+        Some(CommandKind::Aircon) => {
+            let mut settings = payload.get("settings").cloned().unwrap_or(Value::Null);
+            if let Some(obj) = settings.as_object_mut() {
+                obj.insert(
+                    "updated_at".into(),
+                    Value::String(rfc3339(OffsetDateTime::now_utc())),
+                );
+            }
+            tx.execute(
+                "UPDATE appliances SET settings = $2, updated_at = now() WHERE id = $1",
+                &[&appliance, &settings],
+            )
+            .await?;
+        }
+        Some(CommandKind::Tv | CommandKind::Light) => {
+            let state = payload.get("state").cloned().unwrap_or(Value::Null);
+            tx.execute(
+                "UPDATE appliances SET state = $2, updated_at = now() WHERE id = $1",
+                &[&appliance, &state],
+            )
+            .await?;
+        }
+        Some(CommandKind::Ir) | None => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! A form-urlencoded body extractor whose rejections use the Nature error
+//! shape, plus typed accessors whose errors name the offending field.
+//!
+//! Nature clients send every POST body as `application/x-www-form-urlencoded`
+//! and often omit fields they do not change, so fields are read one by one
+//! rather than through one rigid struct.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+
+use crate::error::ApiError;
+
+/// The fields of a form-urlencoded body, in order; a repeated key keeps its last value.
+#[derive(Debug, Default, Clone)]
+pub struct Form {
+    fields: Vec<(String, String)>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Form {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        if body.is_empty() {
+            return Ok(Self::default());
+        }
+        match content_type.as_deref() {
+            None | Some("application/x-www-form-urlencoded") => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "the body must be application/x-www-form-urlencoded, not {other}"
+                )))
+            }
+        }
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+            .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+        Ok(Self { fields })
+    }
+}
+
+impl Form {
+    /// Builds a form from pairs (tests and internal callers).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self {
+            fields: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name`, or a 400 naming it.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))
+    }
+
+    /// A required, non-blank value.
+    pub fn required_nonempty(&self, name: &str) -> Result<&str, ApiError> {
+        let v = self.required(name)?;
+        if v.trim().is_empty() {
+            return Err(ApiError::bad_request(format!("{name} must not be empty")));
+        }
+        Ok(v)
+    }
+
+    /// A required finite number.
+    pub fn required_number(&self, name: &str) -> Result<f64, ApiError> {
+        let raw = self.required(name)?;
+        raw.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be a number, not {raw:?}")))
+    }
+
+    /// Every `prefix.<id>=<value>` field as `(id, value)` (Nature's `extra.$id`).
+    pub fn prefixed(&self, prefix: &str) -> Vec<(&str, &str)> {
+        self.fields
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .map(|id| (id, v.as_str()))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,191 @@
+//! The reading writer: bounded buffering, batched multi-row inserts into the
+//! partitioned `readings` table, and `newest_events` kept current.
+//!
+//! Producers (the MQTT subscriber) `push` readings and wait when the buffer is
+//! full — back-pressure reaches the broker instead of memory growing. Each
+//! reading may carry a completion that fires only after its batch committed,
+//! so a QoS 1 message can be acknowledged once it is durable. A failed write
+//! is retried with backoff, never dropped.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Longest pause between write retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// One sensor or meter value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub device_id: String,
+    /// `te`, `hu`, `il`, `mo`, or a meter quantity (`power`, `energy`).
+    pub sensor: String,
+    pub val: f64,
+    /// When the device measured it.
+    pub at: OffsetDateTime,
+}
+
+/// Tunables of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    /// Readings buffered before `push` waits.
+    pub buffer: usize,
+    /// Most readings per insert.
+    pub batch_size: usize,
+    /// Longest a reading waits for its batch to fill.
+    pub flush_after: Duration,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            buffer: 65_536,
+            batch_size: 5_000,
+            flush_after: Duration::from_millis(50),
+        }
+    }
+}
+
+type Item = (Reading, Option<oneshot::Sender<()>>);
+
+/// Handle for pushing readings; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ReadingWriter {
+    tx: mpsc::Sender<Item>,
+}
+
+/// Why a push was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("the reading writer has stopped")]
+pub struct WriterStopped;
+
+impl ReadingWriter {
+    /// Starts the writer task. It drains what was pushed before `shutdown`
+    /// and then ends.
+    pub fn start(
+        pool: Pool,
+        options: IngestOptions,
+        shutdown: CancellationToken,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(options.buffer.max(1));
+        let task = tokio::spawn(run(pool, options, rx, shutdown));
+        (Self { tx }, task)
+    }
+
+    /// Queues `reading`, waiting while the buffer is full. `durable` fires
+    /// after the reading is committed.
+    pub async fn push(
+        &self,
+        reading: Reading,
+        durable: Option<oneshot::Sender<()>>,
+    ) -> Result<(), WriterStopped> {
+        self.tx
+            .send((reading, durable))
+            .await
+            .map_err(|_| WriterStopped)
+    }
+}
+
+async fn run(
+    pool: Pool,
+    options: IngestOptions,
+    mut rx: mpsc::Receiver<Item>,
+    shutdown: CancellationToken,
+) {
+    let batch_size = options.batch_size.max(1);
+    let mut batch: Vec<Item> = Vec::with_capacity(batch_size);
+    loop {
+        let first = tokio::select! {
+            item = rx.recv() => item,
+            () = shutdown.cancelled() => { rx.close(); rx.recv().await }
+        };
+        let Some(first) = first else { return };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + options.flush_after;
+        while batch.len() < batch_size {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(item)) => batch.push(item),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let written = write_with_retry(&pool, &batch, &shutdown).await;
+        for (_, durable) in batch.drain(..) {
+            // Dropping the sender tells the producer the reading is not durable.
+            if let (true, Some(durable)) = (written, durable) {
+                let _ = durable.send(());
+            }
+        }
+    }
+}
+
+/// Writes until it succeeds; gives up only at shutdown, leaving unacknowledged
+/// readings to be redelivered by the broker. Returns whether the batch is stored.
+async fn write_with_retry(pool: &Pool, batch: &[Item], shutdown: &CancellationToken) -> bool {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match write(pool, batch).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, readings = batch.len(),
+                    "writing readings failed; retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => {
+                // One last attempt before the process goes away.
+                return match write(pool, batch).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, readings = batch.len(),
+                            "readings not written at shutdown; they stay unacknowledged");
+                        false
+                    }
+                };
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+async fn write(pool: &Pool, batch: &[Item]) -> Result<(), WriteError> {
+    let devices: Vec<&str> = batch.iter().map(|(r, _)| r.device_id.as_str()).collect();
+    let sensors: Vec<&str> = batch.iter().map(|(r, _)| r.sensor.as_str()).collect();
+    let vals: Vec<f64> = batch.iter().map(|(r, _)| r.val).collect();
+    let ats: Vec<OffsetDateTime> = batch.iter().map(|(r, _)| r.at).collect();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute(
+        "INSERT INTO readings (device_id, sensor, val, at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])",
+        &[&devices, &sensors, &vals, &ats],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO device_newest_events (device_id, sensor, val, created_at)
+         SELECT DISTINCT ON (r.d, r.s) r.d, r.s, r.v, r.t
+         FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[]) AS r(d, s, v, t)
+         JOIN devices ON devices.id = r.d
+         WHERE r.s IN ('te', 'hu', 'il', 'mo')
+         ORDER BY r.d, r.s, r.t DESC
+         ON CONFLICT (device_id, sensor) DO UPDATE
+             SET val = EXCLUDED.val, created_at = EXCLUDED.created_at
+             WHERE EXCLUDED.created_at >= device_newest_events.created_at",
+        &[&devices, &sensors, &vals, &ats],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Kumo bridge: the Nature Remo–compatible REST API and the system of record.
+//!
+//! [`start`] binds the REST listener and serves until the shutdown token is
+//! cancelled. The library owns everything; `kumo bridge` and `kumo up` only
+//! wire settings and a database pool into it.
+
+pub mod accounts;
+pub mod api;
+pub mod auth;
+pub mod catalog;
+pub mod commands;
+pub mod error;
+pub mod form;
+pub mod ingest;
+pub mod json;
+pub mod metrics;
+pub mod ratelimit;
+pub mod server;
+pub mod settings;
+pub mod state;
+pub mod telemetry;
+pub mod views;
+
+pub use accounts::{create_token, create_user, register_device, AccountError, DeviceKind, User};
+pub use commands::{Ack, CommandLog, CommandSink, NoDelivery, QueuedCommand};
+pub use server::{start, start_with_sink, BridgeError, RunningBridge};
+pub use settings::{MqttSettings, RateLimitSettings, Settings};

@@ -1,0 +1,113 @@
+//! Prometheus metrics at `/metrics`: request counts and latency per route,
+//! plus gauges read from the database at scrape time (pending commands,
+//! devices online).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// (method, route pattern, status).
+type RequestKey = (String, String, u16);
+
+/// Per (method, route, status): count and total seconds.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
+}
+
+impl Metrics {
+    fn observe(&self, method: &str, route: &str, status: u16, secs: f64) {
+        // A poisoned lock only means a panic elsewhere mid-update; counts stay usable.
+        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += secs;
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        let map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str("# HELP kumo_bridge_http_requests_total HTTP requests served.\n");
+        out.push_str("# TYPE kumo_bridge_http_requests_total counter\n");
+        for ((method, route, status), (count, _)) in map.iter() {
+            let _ = writeln!(
+                out,
+                "kumo_bridge_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}"
+            );
+        }
+        out.push_str(
+            "# HELP kumo_bridge_http_request_seconds_total Time spent serving requests.\n",
+        );
+        out.push_str("# TYPE kumo_bridge_http_request_seconds_total counter\n");
+        for ((method, route, status), (_, secs)) in map.iter() {
+            let _ = writeln!(
+                out,
+                "kumo_bridge_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {secs}"
+            );
+        }
+    }
+}
+
+/// Middleware: counts every request under its route pattern (never the raw
+/// path, which would put ids into label values).
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn render(State(state): State<AppState>) -> ApiResult<Response> {
+    let mut out = String::new();
+    state.metrics.render_requests(&mut out);
+    let client = state.pool.get().await?;
+    let pending = client
+        .query(
+            "SELECT status, count(*) FROM commands WHERE status IN ('queued', 'sent')
+             GROUP BY status",
+            &[],
+        )
+        .await?;
+    out.push_str("# HELP kumo_bridge_commands_pending Commands not yet acknowledged, by status.\n");
+    out.push_str("# TYPE kumo_bridge_commands_pending gauge\n");
+    for status in ["queued", "sent"] {
+        let n: i64 = pending
+            .iter()
+            .find(|r| r.get::<_, &str>(0) == status)
+            .map_or(0, |r| r.get(1));
+        let _ = writeln!(
+            out,
+            "kumo_bridge_commands_pending{{status=\"{status}\"}} {n}"
+        );
+    }
+    let online: i64 = client
+        .query_one("SELECT count(*) FROM devices WHERE online", &[])
+        .await?
+        .get(0);
+    out.push_str("# HELP kumo_bridge_devices_online Devices whose presence is online.\n");
+    out.push_str("# TYPE kumo_bridge_devices_online gauge\n");
+    let _ = writeln!(out, "kumo_bridge_devices_online {online}");
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,137 @@
+//! `[bridge]`: the REST listener, rate limits, command lifetime and the MQTT
+//! nodes the bridge connects to. Validated before anything binds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Settings of the bridge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// REST listen address (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Per-token request limit.
+    pub rate_limit: RateLimitSettings,
+    /// Commands not delivered and acknowledged within this many seconds expire (default 600).
+    pub command_ttl_secs: u64,
+    /// Seconds in-flight requests get to finish after shutdown begins (default 10).
+    pub shutdown_grace_secs: u64,
+    /// The broker nodes the bridge subscribes to and publishes commands through.
+    pub mqtt: MqttSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            rate_limit: RateLimitSettings::default(),
+            command_ttl_secs: 600,
+            shutdown_grace_secs: 10,
+            mqtt: MqttSettings::default(),
+        }
+    }
+}
+
+/// `[bridge.rate_limit]`: a fixed window per bearer token (per peer address
+/// for requests without one). Nature allows 30 per 5 minutes; a self-hosted
+/// cloud can afford far more, so the default is generous.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Requests allowed per window (default 6000).
+    pub requests: u32,
+    /// Window length in seconds (default 300).
+    pub window_secs: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            requests: 6000,
+            window_secs: 300,
+        }
+    }
+}
+
+/// `[bridge.mqtt]`: broker nodes (the first is the default) and the bridge's
+/// service certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttSettings {
+    /// `host:port` of every broker node (default `["127.0.0.1:8883"]`).
+    pub nodes: Vec<String>,
+    /// CA certificate (PEM) the nodes' server certificates chain to.
+    pub ca: Option<PathBuf>,
+    /// The bridge's service certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// The service certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:8883".into()],
+            ca: None,
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks values; the error names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rate_limit.requests == 0 {
+            return Err("bridge.rate_limit.requests must be at least 1".into());
+        }
+        if self.rate_limit.window_secs == 0 {
+            return Err("bridge.rate_limit.window_secs must be at least 1".into());
+        }
+        if self.command_ttl_secs == 0 {
+            return Err("bridge.command_ttl_secs must be at least 1".into());
+        }
+        if self.mqtt.nodes.is_empty() {
+            return Err("bridge.mqtt.nodes must list at least one broker node".into());
+        }
+        for node in &self.mqtt.nodes {
+            let valid = node
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(format!("bridge.mqtt.nodes entry {node:?} is not host:port"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_zero_window_is_rejected_by_key() {
+        let mut s = Settings::default();
+        s.rate_limit.window_secs = 0;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .contains("bridge.rate_limit.window_secs"));
+    }
+
+    #[test]
+    fn a_node_without_port_is_rejected() {
+        let mut s = Settings::default();
+        s.mqtt.nodes = vec!["broker".into()];
+        assert!(s.validate().unwrap_err().contains("bridge.mqtt.nodes"));
+    }
+}

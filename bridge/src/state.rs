@@ -1,0 +1,22 @@
+//! State shared by every request handler.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use crate::commands::CommandLog;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct AppState {
+    /// The system of record.
+    pub pool: Pool,
+    /// Per-token request counters.
+    pub limiter: Arc<RateLimiter>,
+    /// The durable command table and its delivery sink.
+    pub commands: Arc<CommandLog>,
+    /// Request counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}

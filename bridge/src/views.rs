@@ -1,0 +1,215 @@
+//! Reads devices and appliances of one user and renders them in Nature's JSON
+//! shapes (`DeviceResponse`, `ApplianceResponse`), field names and types
+//! exactly as in the API reference; parts that do not apply are `null`.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+use tokio_postgres::{GenericClient, Row};
+
+use crate::catalog::{self, ApplianceType};
+use crate::json::{number, rfc3339};
+
+const DEVICE_COLUMNS: &str =
+    "d.id, d.name, d.temperature_offset, d.humidity_offset, d.created_at, \
+     d.updated_at, d.firmware_version, d.mac_address, d.serial_number, d.online";
+
+/// Nature's `DevicePtr` (the device inside an appliance) from [`DEVICE_COLUMNS`] at `at`.
+fn device_ptr(row: &Row, at: usize) -> Value {
+    json!({
+        "id": row.get::<_, String>(at),
+        "name": row.get::<_, String>(at + 1),
+        "temperature_offset": number(row.get(at + 2)),
+        "humidity_offset": number(row.get(at + 3)),
+        "created_at": rfc3339(row.get(at + 4)),
+        "updated_at": rfc3339(row.get(at + 5)),
+        "firmware_version": row.get::<_, String>(at + 6),
+        "mac_address": row.get::<_, String>(at + 7),
+        "bt_mac_address": Value::Null,
+        "serial_number": row.get::<_, String>(at + 8),
+    })
+}
+
+/// The user's devices (or one of them) as `DeviceResponse`s, oldest first.
+pub async fn devices(
+    client: &impl GenericClient,
+    user_id: &str,
+    only: Option<&str>,
+) -> Result<Vec<Value>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {DEVICE_COLUMNS}, u.nickname FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.user_id = $1 AND ($2::text IS NULL OR d.id = $2) ORDER BY d.created_at, d.id"
+    );
+    let rows = client.query(&sql, &[&user_id, &only]).await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let events = client
+        .query(
+            "SELECT device_id, sensor, val, created_at FROM device_newest_events
+             WHERE device_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let mut newest: HashMap<String, Map<String, Value>> = HashMap::new();
+    for e in &events {
+        let val: f64 = e.get(2);
+        newest.entry(e.get(0)).or_default().insert(
+            e.get(1),
+            json!({"val": number(val), "created_at": rfc3339(e.get(3))}),
+        );
+    }
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut device = device_ptr(r, 0);
+            let id: String = r.get(0);
+            device["online"] = Value::Bool(r.get(9));
+            device["newest_events"] = Value::Object(newest.remove(&id).unwrap_or_default());
+            device["users"] =
+                json!([{"id": user_id, "nickname": r.get::<_, String>(10), "superuser": true}]);
+            device
+        })
+        .collect())
+}
+
+/// Which appliances to render.
+#[derive(Debug, Clone, Copy)]
+pub enum Appliances<'a> {
+    /// All of the user's, in their order.
+    All,
+    /// Those on one device.
+    OnDevice(&'a str),
+    /// One appliance.
+    One(&'a str),
+    /// The user's smart meters.
+    SmartMeters,
+}
+
+/// The user's appliances as `ApplianceResponse`s, in the user's order.
+pub async fn appliances(
+    client: &impl GenericClient,
+    user_id: &str,
+    which: Appliances<'_>,
+) -> Result<Vec<Value>, tokio_postgres::Error> {
+    let (device, one, meters) = match which {
+        Appliances::All => (None, None, false),
+        Appliances::OnDevice(d) => (Some(d), None, false),
+        Appliances::One(a) => (None, Some(a), false),
+        Appliances::SmartMeters => (None, None, true),
+    };
+    let sql = format!(
+        "SELECT a.id, a.type, a.nickname, a.image, a.model_id, a.settings, a.state, {DEVICE_COLUMNS}
+         FROM appliances a JOIN devices d ON d.id = a.device_id
+         WHERE a.user_id = $1 AND ($2::text IS NULL OR a.device_id = $2)
+           AND ($3::text IS NULL OR a.id = $3) AND (NOT $4 OR a.type = 'EL_SMART_METER')
+         ORDER BY a.position, a.created_at, a.id"
+    );
+    let rows = client
+        .query(&sql, &[&user_id, &device, &one, &meters])
+        .await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let signal_rows = client
+        .query(
+            "SELECT appliance_id, id, name, image FROM signals WHERE appliance_id = ANY($1)
+             ORDER BY position, created_at, id",
+            &[&ids],
+        )
+        .await?;
+    let mut signals: HashMap<String, Vec<Value>> = HashMap::new();
+    for s in &signal_rows {
+        signals
+            .entry(s.get(0))
+            .or_default()
+            .push(signal_json(s.get(1), s.get(2), s.get(3)));
+    }
+    let meter_devices: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, String>(1) == "EL_SMART_METER")
+        .map(|r| r.get(7))
+        .collect();
+    let mut properties = meter_properties(client, &meter_devices).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let id: String = r.get(0);
+            let device_id: String = r.get(7);
+            appliance_json(
+                r,
+                signals.remove(&id).unwrap_or_default(),
+                properties.remove(&device_id),
+            )
+        })
+        .collect())
+}
+
+/// Nature's `Signal`.
+pub fn signal_json(id: String, name: String, image: String) -> Value {
+    json!({"id": id, "name": name, "image": image})
+}
+
+fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Value {
+    let kind = ApplianceType::parse(&r.get::<_, String>(1)).unwrap_or(ApplianceType::Ir);
+    let model = r
+        .get::<_, Option<String>>(4)
+        .and_then(|m| catalog::model(&m));
+    let settings: Option<Value> = r.get(5);
+    let state: Option<Value> = r.get(6);
+    let mut out = json!({
+        "id": r.get::<_, String>(0),
+        "device": device_ptr(r, 7),
+        "model": model.map_or(Value::Null, |m| m.to_json()),
+        "type": kind.as_str(),
+        "nickname": r.get::<_, String>(2),
+        "image": r.get::<_, String>(3),
+        "settings": Value::Null,
+        "aircon": Value::Null,
+        "signals": signals,
+        "tv": Value::Null,
+        "light": Value::Null,
+        "smart_meter": Value::Null,
+    });
+    match (kind, model) {
+        (ApplianceType::Ac, Some(m)) => {
+            if let Some((unit, modes, fixed)) = m.aircon() {
+                out["aircon"] = catalog::aircon_json(unit, modes, fixed);
+            }
+            out["settings"] = settings.unwrap_or(Value::Null);
+        }
+        (ApplianceType::Tv, Some(m)) => {
+            out["tv"] = json!({"buttons": catalog::buttons_json(m.buttons()), "state": state});
+        }
+        (ApplianceType::Light, Some(m)) => {
+            out["light"] = json!({"buttons": catalog::buttons_json(m.buttons()), "state": state});
+        }
+        (ApplianceType::SmartMeter, _) => {
+            out["smart_meter"] = json!({"echonetlite_properties": meter.unwrap_or_default()});
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Each meter device's properties as Nature's `ELPropertyResponse` list (`epc` a number).
+pub async fn meter_properties(
+    client: &impl GenericClient,
+    device_ids: &[String],
+) -> Result<HashMap<String, Vec<Value>>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT device_id, epc, name, val, updated_at FROM smart_meter_properties
+             WHERE device_id = ANY($1) ORDER BY device_id, epc",
+            &[&device_ids],
+        )
+        .await?;
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for p in &rows {
+        let updated: OffsetDateTime = p.get(4);
+        out.entry(p.get(0)).or_default().push(json!({
+            "name": p.get::<_, String>(2),
+            "epc": p.get::<_, i32>(1),
+            "val": p.get::<_, String>(3),
+            "updated_at": rfc3339(updated),
+        }));
+    }
+    Ok(out)
+}

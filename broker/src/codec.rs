@@ -1,0 +1,218 @@
+//! MQTT framing on top of `rumqttd::protocol`: picks 3.1.1 or 5 from the CONNECT,
+//! refuses packet types a client must never send before the codec sees them
+//! (rumqttd's v5 decoder panics on some), and works around `Publish` keeping its
+//! QoS and packet id crate-private.
+//!
+//! Owns bytes ↔ packets only; what a packet means is the session's business.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rumqttd::protocol::{v4, v5, Packet, Protocol, Publish, QoS};
+
+/// Protocol version negotiated by the CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
+    V4,
+    /// MQTT 5.
+    V5,
+}
+
+/// Why bytes could not become a packet.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("packet of {0} bytes exceeds the maximum packet size")]
+    TooLarge(usize),
+    #[error("packet type {0} may not be sent by a client")]
+    ForbiddenType(u8),
+    #[error("first packet is not a CONNECT")]
+    NotConnect,
+    #[error("unsupported protocol level {0}")]
+    UnsupportedLevel(u8),
+    #[error("malformed packet: {0}")]
+    Malformed(rumqttd::protocol::Error),
+}
+
+/// A decoded packet plus what rumqttd does not expose about PUBLISH.
+#[derive(Debug)]
+pub struct Frame {
+    pub packet: Packet,
+    /// QoS of a PUBLISH (0 otherwise).
+    pub qos: u8,
+    /// Packet id of a QoS 1/2 PUBLISH (0 otherwise).
+    pub pkid: u16,
+}
+
+/// Reads the protocol level of a CONNECT at the front of `buf` without consuming
+/// it. `Ok(None)`: not enough bytes yet.
+pub fn peek_version(buf: &[u8], max: usize) -> Result<Option<Version>, CodecError> {
+    let header = match v4::check(buf.iter(), max) {
+        Ok(h) => h,
+        Err(rumqttd::protocol::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(n)) => {
+            return Err(CodecError::TooLarge(n))
+        }
+        Err(e) => return Err(CodecError::Malformed(e)),
+    };
+    if header.byte1 != 0x10 {
+        return Err(CodecError::NotConnect);
+    }
+    let body = &buf[header.fixed_header_len..header.frame_length()];
+    // Variable header: protocol name (u16 length + "MQTT") then the level byte.
+    if body.len() < 7 || &body[..6] != b"\x00\x04MQTT" {
+        return Err(CodecError::UnsupportedLevel(
+            body.get(6).copied().unwrap_or(0),
+        ));
+    }
+    match body[6] {
+        4 => Ok(Some(Version::V4)),
+        5 => Ok(Some(Version::V5)),
+        other => Err(CodecError::UnsupportedLevel(other)),
+    }
+}
+
+/// Decodes the next packet from `buf`; `Ok(None)` when more bytes are needed.
+pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, CodecError> {
+    let header = match v4::check(buf.iter(), max) {
+        Ok(h) => h,
+        Err(rumqttd::protocol::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(n)) => {
+            return Err(CodecError::TooLarge(n))
+        }
+        Err(e) => return Err(CodecError::Malformed(e)),
+    };
+    let kind = header.byte1 >> 4;
+    // CONNACK, SUBACK, UNSUBACK, PINGRESP are server-only; 0 and 15 (AUTH) unsupported.
+    if matches!(kind, 0 | 2 | 9 | 11 | 13 | 15) {
+        return Err(CodecError::ForbiddenType(kind));
+    }
+    let (qos, pkid) = if kind == 3 {
+        publish_qos_pkid(
+            header.byte1,
+            &buf[header.fixed_header_len..header.frame_length()],
+        )
+    } else {
+        (0, 0)
+    };
+    let packet = match version {
+        Version::V4 => v4::V4.read_mut(buf, max),
+        Version::V5 => v5::V5.read_mut(buf, max),
+    }
+    .map_err(CodecError::Malformed)?;
+    Ok(Some(Frame { packet, qos, pkid }))
+}
+
+/// QoS and packet id straight from a PUBLISH's bytes (rumqttd keeps them private).
+fn publish_qos_pkid(byte1: u8, body: &[u8]) -> (u8, u16) {
+    let qos = (byte1 >> 1) & 0b11;
+    if qos == 0 || body.len() < 2 {
+        return (qos, 0);
+    }
+    let topic_len = u16::from_be_bytes([body[0], body[1]]) as usize;
+    match body.get(2 + topic_len..4 + topic_len) {
+        Some(id) => (qos, u16::from_be_bytes([id[0], id[1]])),
+        None => (qos, 0),
+    }
+}
+
+/// Encodes `packet` onto `out`. The caller never hands a v4 session packets with
+/// MQTT 5 properties or reason codes (rumqttd's v4 writer panics on those).
+pub fn write(version: Version, packet: Packet, out: &mut BytesMut) -> Result<usize, CodecError> {
+    match version {
+        Version::V4 => v4::V4.write(strip_properties(packet), out),
+        Version::V5 => v5::V5.write(packet, out),
+    }
+    .map_err(CodecError::Malformed)
+}
+
+fn strip_properties(packet: Packet) -> Packet {
+    match packet {
+        Packet::Publish(p, _) => Packet::Publish(p, None),
+        Packet::PubAck(p, _) => Packet::PubAck(p, None),
+        Packet::SubAck(p, _) => Packet::SubAck(p, None),
+        Packet::UnsubAck(p, _) => Packet::UnsubAck(p, None),
+        Packet::PubRec(p, _) => Packet::PubRec(p, None),
+        Packet::PubComp(p, _) => Packet::PubComp(p, None),
+        Packet::PubRel(p, _) => Packet::PubRel(p, None),
+        other => other,
+    }
+}
+
+/// Builds a PUBLISH with the given QoS and packet id. rumqttd only offers a QoS 0
+/// constructor publicly, so this goes through its documented serialized form.
+pub fn publish(
+    topic: Bytes,
+    payload: Bytes,
+    qos: QoS,
+    pkid: u16,
+    retain: bool,
+    dup: bool,
+) -> Publish {
+    let mut o = BytesMut::with_capacity(5 + topic.len() + payload.len());
+    o.put_u8(0b0011_0000 | retain as u8 | ((qos as u8) << 1) | ((dup as u8) << 3));
+    o.put_u16(if qos == QoS::AtMostOnce { 0 } else { pkid });
+    o.put_u16(topic.len() as u16);
+    o.extend_from_slice(&topic);
+    o.extend_from_slice(&payload);
+    Publish::deserialize(o.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_built_qos1_publish_round_trips_through_the_v4_codec() {
+        let p = publish(
+            Bytes::from_static(b"a/b"),
+            Bytes::from_static(b"x"),
+            QoS::AtLeastOnce,
+            7,
+            false,
+            false,
+        );
+        let mut buf = BytesMut::new();
+        write(Version::V4, Packet::Publish(p, None), &mut buf).expect("encode");
+        let frame = read(Version::V4, &mut buf, 1024)
+            .expect("decode")
+            .expect("complete");
+        assert_eq!((frame.qos, frame.pkid), (1, 7));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn server_only_packet_types_are_refused_before_decoding() {
+        // CONNACK sent by a client to a v5 session would hit rumqttd's unreachable!().
+        let mut buf = BytesMut::from(&[0x20u8, 0x03, 0x00, 0x00, 0x00][..]);
+        assert!(matches!(
+            read(Version::V5, &mut buf, 1024),
+            Err(CodecError::ForbiddenType(2))
+        ));
+    }
+
+    #[test]
+    fn the_connect_level_selects_the_codec() {
+        let v5 = [
+            0x10u8, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0,
+        ];
+        assert_eq!(peek_version(&v5, 1024).expect("ok"), Some(Version::V5));
+        assert_eq!(peek_version(&v5[..4], 1024).expect("ok"), None);
+        let pub0 = [0x30u8, 0x02, 0, 0];
+        assert!(matches!(
+            peek_version(&pub0, 1024),
+            Err(CodecError::NotConnect)
+        ));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_from_the_header_alone() {
+        let mut buf = BytesMut::from(&[0x30u8, 0xff, 0xff, 0x03][..]);
+        assert!(matches!(
+            read(Version::V4, &mut buf, 1024),
+            Err(CodecError::TooLarge(_))
+        ));
+    }
+}
+
+#[cfg(test)]
+#[path = "codec_fuzz.rs"]
+mod fuzz;

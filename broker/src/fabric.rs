@@ -1,0 +1,187 @@
+//! The node's side of the embedded rumqttd router.
+//!
+//! Owns: the router thread and its configuration; the ingress threads that feed
+//! device publishes (and presence) into the router with rumqttd's blocking
+//! `LinkTx::send`, so no tokio worker ever blocks; the single `devices/+/commands`
+//! link whose messages are demultiplexed to device sessions through the
+//! [`Registry`]; a catch-all sink filter (rumqttd disconnects a link that publishes
+//! to a topic no filter matches); and on-demand links for service and integration
+//! sessions. No per-device link or filter ever exists in the router.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::Packet;
+use rumqttd::{Notification, Router, RouterConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::registry::{Outbound, Registry};
+use crate::BrokerError;
+
+/// The filter carrying every device-bound message to this node.
+pub const COMMANDS_FILTER: &str = "devices/+/commands";
+
+type LinkFactory = dyn Fn(&str) -> Result<(LinkTx, LinkRx), BrokerError> + Send + Sync;
+
+/// Handles to the router shared by all sessions.
+#[derive(Clone)]
+pub struct Fabric {
+    ingress: Arc<[mpsc::Sender<Packet>]>,
+    links: Arc<LinkFactory>,
+}
+
+fn router_config() -> RouterConfig {
+    // rumqttd's Config::default() is all zeros; these are sized for a handful of
+    // fleet-level links, not one link per device.
+    RouterConfig {
+        max_connections: 4096,
+        max_outgoing_packet_count: 200,
+        max_segment_size: 1024 * 1024,
+        max_segment_count: 4,
+        ..RouterConfig::default()
+    }
+}
+
+impl Fabric {
+    /// Spawns the router, the ingress threads and the command demultiplexer.
+    pub async fn start(
+        node_id: &str,
+        ingress_threads: usize,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Result<Fabric, BrokerError> {
+        let router_tx = Router::new(0, router_config()).spawn();
+        let links: Arc<LinkFactory> = Arc::new(move |client_id: &str| {
+            // LinkError is large; keep only its message.
+            let (tx, rx, _ack) = LinkBuilder::new(client_id, router_tx.clone())
+                .build()
+                .map_err(|e| BrokerError::Router(format!("opening link {client_id}: {e}")))?;
+            Ok((tx, rx))
+        });
+        let node = node_id.to_string();
+        let factory = links.clone();
+        let (ingress, command_rx) = tokio::task::spawn_blocking(move || {
+            let mut senders = Vec::with_capacity(ingress_threads);
+            for i in 0..ingress_threads {
+                let (tx, _rx) = factory(&format!("kumo-{node}-ingress-{i}"))?;
+                let (send, recv) = mpsc::channel::<Packet>(4096);
+                std::thread::Builder::new()
+                    .name(format!("kumo-ingress-{i}"))
+                    .spawn(move || ingress_loop(tx, recv))
+                    .map_err(|e| BrokerError::Router(format!("spawning an ingress thread: {e}")))?;
+                senders.push(send);
+            }
+            // The sink never reads: the router parks it once its queue is full, and
+            // its handles can go (the router ignores a link whose receiver is gone).
+            let (mut sink_tx, _) = factory(&format!("kumo-{node}-sink"))?;
+            sink_tx.subscribe("#")?;
+            let (mut cmd_tx, cmd_rx) = factory(&format!("kumo-{node}-commands"))?;
+            cmd_tx.subscribe(COMMANDS_FILTER)?;
+            Ok::<_, BrokerError>((senders, cmd_rx))
+        })
+        .await
+        .map_err(|e| BrokerError::Router(e.to_string()))??;
+        tokio::spawn(demux_commands(command_rx, registry, metrics, shutdown));
+        Ok(Fabric {
+            ingress: ingress.into(),
+            links,
+        })
+    }
+
+    /// Queues `packet` for the router. Packets with the same `key` (a client id)
+    /// take the same ingress thread, so one client's messages stay in order.
+    pub async fn publish(&self, key: &str, packet: Packet) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let idx = (h.finish() % self.ingress.len() as u64) as usize;
+        self.ingress[idx].send(packet).await.is_ok()
+    }
+
+    /// Opens a router link for a service or integration session (blocking work on
+    /// the blocking pool).
+    pub async fn open_link(&self, client_id: String) -> Result<(LinkTx, LinkRx), BrokerError> {
+        let links = self.links.clone();
+        tokio::task::spawn_blocking(move || links(&client_id))
+            .await
+            .map_err(|e| BrokerError::Router(e.to_string()))?
+    }
+}
+
+impl From<LinkError> for BrokerError {
+    fn from(e: LinkError) -> Self {
+        BrokerError::Router(e.to_string())
+    }
+}
+
+/// Sends a packet on a router link from the blocking pool.
+pub async fn send_on_link(tx: Arc<std::sync::Mutex<LinkTx>>, packet: Packet) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+        // `send` is an async fn without await points: one poll runs it to completion.
+        tx.send(packet).now_or_never()
+    })
+    .await;
+}
+
+fn ingress_loop(mut tx: LinkTx, mut rx: mpsc::Receiver<Packet>) {
+    while let Some(packet) = rx.blocking_recv() {
+        // Blocks on the router's bounded channel: back-pressure reaches sessions
+        // through the bounded ingress queue.
+        if let Some(Err(e)) = tx.send(packet).now_or_never() {
+            tracing::error!(error = %e, "router ingress link closed");
+            return;
+        }
+    }
+}
+
+async fn demux_commands(
+    mut rx: LinkRx,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = rx.next() => n,
+        };
+        match next {
+            Ok(Some(Notification::Forward(f))) => {
+                let at = Instant::now();
+                // devices/{id}/commands: the id is the second level.
+                let id = std::str::from_utf8(&f.publish.topic)
+                    .ok()
+                    .and_then(|t| t.split('/').nth(1));
+                let Some(sender) = id.and_then(|id| registry.sender(id)) else {
+                    continue;
+                };
+                let msg = Box::new(Outbound {
+                    publish: f.publish,
+                    properties: f.properties,
+                    at,
+                });
+                if sender.try_send(msg).is_err() {
+                    metrics
+                        .dropped_outbound
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Ok(Some(Notification::Unschedule)) => {
+                if rx.wake().await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "router command link closed");
+                return;
+            }
+        }
+    }
+}

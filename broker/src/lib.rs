@@ -1,0 +1,206 @@
+//! Kumo broker node: the device front door.
+//!
+//! Accepts mutual-TLS MQTT 3.1.1/5 connections, proves who is on each from the
+//! client certificate, authorizes every topic against that identity and moves
+//! fleet-level traffic through an embedded rumqttd router, while device-bound
+//! messages reach their session through one wildcard subscription and an O(1)
+//! lookup. See `ARCHITECTURE.md` for the path of a command and a reading.
+//!
+//! Module map: [`settings`] (configuration), `listener` (accept + TLS handshakes),
+//! `tls` (trust, CRL, reload), `session` (MQTT), [`acl`] (authorization),
+//! `fabric` (router plumbing), `registry` (live sessions), `presence`,
+//! [`metrics`] and `http` (observability).
+
+pub mod acl;
+mod codec;
+mod error;
+mod fabric;
+mod http;
+mod listener;
+pub mod metrics;
+mod presence;
+mod registry;
+mod session;
+pub mod settings;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use acl::{AccountDevices, AccountLookup, NoAccounts};
+pub use error::BrokerError;
+pub use fabric::COMMANDS_FILTER;
+pub use metrics::Metrics;
+pub use registry::CloseReason;
+pub use settings::Settings;
+
+/// A started node; drop the shutdown token's clone or cancel it to stop.
+pub struct RunningNode {
+    mqtt_addr: SocketAddr,
+    http_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    task: JoinHandle<Result<(), BrokerError>>,
+}
+
+impl RunningNode {
+    /// The bound MQTT/TLS address (useful with port 0).
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The bound HTTP address serving `/metrics` and `/healthz`.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Waits until the node has shut down (after the token is cancelled).
+    pub async fn wait(self) -> Result<(), BrokerError> {
+        self.task
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))?
+    }
+}
+
+/// Starts a node whose integrations own no devices.
+pub async fn start(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> Result<RunningNode, BrokerError> {
+    start_with(settings, Arc::new(NoAccounts), shutdown).await
+}
+
+/// Starts a node with an account lookup for integration identities.
+pub async fn start_with(
+    settings: Settings,
+    accounts: AccountLookup,
+    shutdown: CancellationToken,
+) -> Result<RunningNode, BrokerError> {
+    settings.validate().map_err(BrokerError::Config)?;
+    let files = tls::TlsFiles {
+        ca: settings
+            .ca
+            .clone()
+            .ok_or(BrokerError::MissingPath { key: "ca" })?,
+        crl: settings.crl.clone(),
+        cert: settings
+            .cert
+            .clone()
+            .ok_or(BrokerError::MissingPath { key: "cert" })?,
+        key: settings
+            .key
+            .clone()
+            .ok_or(BrokerError::MissingPath { key: "key" })?,
+    };
+    let cache = settings.tls_session_cache;
+    let loaded = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || tls::load(&files, cache))
+            .await
+            .map_err(|e| BrokerError::Task(e.to_string()))??
+    };
+    let mqtt = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| BrokerError::bind("listen", settings.listen, e))?;
+    let http = TcpListener::bind(settings.http_listen)
+        .await
+        .map_err(|e| BrokerError::bind("http_listen", settings.http_listen, e))?;
+    let mqtt_addr = mqtt
+        .local_addr()
+        .map_err(|e| BrokerError::bind("listen", settings.listen, e))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| BrokerError::bind("http_listen", settings.http_listen, e))?;
+
+    let metrics = Arc::new(Metrics::default());
+    let registry = Arc::new(registry::Registry::default());
+    // The router and its links outlive sessions; they stop with the process.
+    let internal = CancellationToken::new();
+    let fabric = fabric::Fabric::start(
+        &settings.node_id,
+        settings.ingress_threads,
+        registry.clone(),
+        metrics.clone(),
+        internal.clone(),
+    )
+    .await?;
+    let slot = Arc::new(tls::TlsSlot::new(loaded));
+    let gate = Arc::new(listener::Gate {
+        connections: Arc::new(Semaphore::new(settings.max_connections)),
+        handshakes: Arc::new(Semaphore::new(settings.max_concurrent_handshakes)),
+    });
+    let sessions_stop = CancellationToken::new();
+    let node = Arc::new(session::Node {
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        registry: registry.clone(),
+        fabric,
+        accounts,
+        shutdown: sessions_stop.clone(),
+    });
+    let tasks = TaskTracker::new();
+    let accept_stop = CancellationToken::new();
+    let accept = tokio::spawn(listener::serve(
+        mqtt,
+        node,
+        slot.clone(),
+        gate,
+        tasks.clone(),
+        accept_stop.clone(),
+    ));
+    let watch_registry = registry.clone();
+    tokio::spawn(tls::watch(
+        files,
+        slot,
+        cache,
+        Duration::from_millis(settings.crl_poll_interval_ms),
+        internal.clone(),
+        move |revoked| {
+            let n = watch_registry.kick_revoked(revoked);
+            if n > 0 {
+                tracing::info!(sessions = n, "closed sessions with revoked certificates");
+            }
+        },
+    ));
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(http, metrics.clone(), http_stop.clone()));
+    tracing::info!(node = %settings.node_id, %mqtt_addr, %http_addr, "broker node listening");
+
+    let grace = Duration::from_millis(settings.shutdown_grace_ms);
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!("broker node shutting down");
+        accept_stop.cancel();
+        let _ = accept.await;
+        // Sessions tell their clients (v5 DISCONNECT) and publish presence themselves.
+        let finished = registry.kick_all(CloseReason::Shutdown);
+        let all = futures_util::future::join_all(finished.iter().map(|t| t.cancelled()));
+        let _ = tokio::time::timeout(grace, all).await;
+        sessions_stop.cancel();
+        tasks.close();
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+        // Give the ingress threads a moment to hand the last presence to the router.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        internal.cancel();
+        http_stop.cancel();
+        let _ = http_task.await;
+        Ok(())
+    });
+    Ok(RunningNode {
+        mqtt_addr,
+        http_addr,
+        metrics,
+        task,
+    })
+}

@@ -1,0 +1,125 @@
+//! The device-facing TCP listener: accepts on the multi-threaded runtime and runs
+//! every TLS handshake in its own task with a deadline.
+//!
+//! A connection waits for its ClientHello without holding anything scarce; only
+//! the CPU-heavy part of the handshake takes a permit from the handshake
+//! semaphore, so a thousand silent sockets cannot starve real devices. After the
+//! handshake the certificate's serial is checked against the live revocation set
+//! and its identity extracted before the MQTT session starts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use rustls::server::Acceptor;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::session::{self, Node};
+use crate::tls::{self, TlsSlot};
+
+/// Limits shared by all connections.
+pub(crate) struct Gate {
+    pub connections: Arc<Semaphore>,
+    pub handshakes: Arc<Semaphore>,
+}
+
+/// Accepts until `shutdown`; connection tasks are tracked by `tasks`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    tls: Arc<TlsSlot>,
+    gate: Arc<Gate>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = gate.connections.clone().try_acquire_owned() else {
+            node.metrics.handshake("max_connections");
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let (node, tls, gate) = (node.clone(), tls.clone(), gate.clone());
+        tasks.spawn(async move {
+            node.metrics.connections_open.fetch_add(1, Relaxed);
+            handle(socket, peer, &node, &tls, &gate).await;
+            node.metrics.connections_open.fetch_sub(1, Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(socket: TcpStream, peer: SocketAddr, node: &Arc<Node>, tls: &TlsSlot, gate: &Gate) {
+    let deadline = Instant::now() + node.settings.handshake_timeout();
+    let metrics = &node.metrics;
+    let hello = tokio::time::timeout_at(
+        deadline,
+        LazyConfigAcceptor::new(Acceptor::default(), socket),
+    );
+    let start = match hello.await {
+        Err(_) => return metrics.handshake("timeout"),
+        Ok(Err(e)) => return metrics.handshake(tls::refusal_reason(&e)),
+        Ok(Ok(start)) => start,
+    };
+    let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, gate.handshakes.acquire()).await else {
+        return metrics.handshake("timeout");
+    };
+    metrics.handshakes_in_flight.fetch_add(1, Relaxed);
+    let current = tls.get();
+    let result = tokio::time::timeout_at(deadline, start.into_stream(current.config.clone())).await;
+    metrics.handshakes_in_flight.fetch_sub(1, Relaxed);
+    drop(_permit);
+    let stream = match result {
+        Err(_) => return metrics.handshake("timeout"),
+        Ok(Err(e)) => {
+            let reason = tls::refusal_reason(&e);
+            tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
+            return metrics.handshake(reason);
+        }
+        Ok(Ok(s)) => s,
+    };
+    let Some(der) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    else {
+        return metrics.handshake("no_certificate");
+    };
+    let serial = match kumo_certs::serial_of_der(der) {
+        Ok(s) => s,
+        Err(_) => return metrics.handshake("bad_certificate"),
+    };
+    // Resumed sessions skip the verifier, so the live revocation set is checked here too.
+    if tls.get().revoked.contains(&serial) {
+        tracing::info!(%peer, serial, "revoked certificate refused");
+        return metrics.handshake("revoked");
+    }
+    let identity = match kumo_certs::identity_from_der(der) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "certificate carries no Kumo identity");
+            return metrics.handshake("bad_identity");
+        }
+    };
+    metrics.handshake("ok");
+    session::serve(stream, identity, serial, node.clone(), deadline).await;
+}

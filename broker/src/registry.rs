@@ -1,0 +1,185 @@
+//! Live sessions on this node, keyed by client id: the O(1) lookup that routes a
+//! device-bound message to its session, detects takeovers and finds sessions to
+//! close when their certificate is revoked.
+//!
+//! Holds only handles (a queue sender and a kick switch); sessions own their state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rumqttd::protocol::{Publish, PublishProperties};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why a session ended; `as_str` is the presence reason and metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT.
+    Clean,
+    /// The client vanished (EOF, reset, TLS error).
+    ConnectionLost,
+    /// Nothing received for 1.5 × keepalive.
+    KeepaliveTimeout,
+    /// The same client id connected again.
+    Takeover,
+    /// Its certificate was revoked.
+    Revoked,
+    /// The node is shutting down.
+    Shutdown,
+    /// A protocol violation or malformed packet.
+    ProtocolError,
+    /// A PUBLISH it was not allowed to send (MQTT 3.1.1 has no reason code for it).
+    NotAuthorized,
+    /// A packet above the size limit.
+    PacketTooLarge,
+}
+
+impl CloseReason {
+    /// Label used in presence messages and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Clean => "disconnect",
+            CloseReason::ConnectionLost => "connection_lost",
+            CloseReason::KeepaliveTimeout => "keepalive_timeout",
+            CloseReason::Takeover => "takeover",
+            CloseReason::Revoked => "revoked",
+            CloseReason::Shutdown => "node_shutdown",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::NotAuthorized => "not_authorized",
+            CloseReason::PacketTooLarge => "packet_too_large",
+        }
+    }
+
+    /// Whether the client's last will must be published.
+    pub fn fires_will(self) -> bool {
+        // A takeover or node shutdown means the device is about to be back, not gone.
+        !matches!(
+            self,
+            CloseReason::Clean | CloseReason::Takeover | CloseReason::Shutdown
+        )
+    }
+}
+
+/// A message routed to a session. Queues hold it boxed: an idle connection's
+/// channel preallocates a block of slots, which must stay small.
+#[derive(Debug)]
+pub struct Outbound {
+    pub publish: Publish,
+    pub properties: Option<PublishProperties>,
+    /// When the node received it from the router.
+    pub at: Instant,
+}
+
+impl Outbound {
+    /// Topic bytes of the message.
+    pub fn topic(&self) -> &Bytes {
+        &self.publish.topic
+    }
+}
+
+/// What the registry keeps about one live session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// Unique per connection, so a late cleanup never removes a successor.
+    pub conn_id: u64,
+    /// Certificate serial (lowercase hex).
+    pub serial: String,
+    pub tx: mpsc::Sender<Box<Outbound>>,
+    kick: CancellationToken,
+    reason: Arc<OnceLock<CloseReason>>,
+    /// Cancelled once the session has published its will and presence.
+    pub finished: CancellationToken,
+}
+
+impl SessionHandle {
+    /// A handle plus the kick token the session itself watches.
+    pub fn new(conn_id: u64, serial: String, tx: mpsc::Sender<Box<Outbound>>) -> Self {
+        Self {
+            conn_id,
+            serial,
+            tx,
+            kick: CancellationToken::new(),
+            reason: Arc::new(OnceLock::new()),
+            finished: CancellationToken::new(),
+        }
+    }
+
+    /// Asks the session to close for `reason` (the first reason wins).
+    pub fn kick(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.kick.cancel();
+    }
+
+    /// Resolves when the session has been kicked; yields the reason.
+    pub async fn kicked(&self) -> CloseReason {
+        self.kick.cancelled().await;
+        self.reason.get().copied().unwrap_or(CloseReason::Shutdown)
+    }
+}
+
+/// All sessions of this node.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: RwLock<HashMap<String, SessionHandle>>,
+    next_conn: Mutex<u64>,
+}
+
+impl Registry {
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        let mut n = self.next_conn.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    }
+
+    /// Registers a session; returns the one it replaces, which the caller kicks.
+    pub fn insert(&self, client_id: &str, handle: SessionHandle) -> Option<SessionHandle> {
+        self.write().insert(client_id.to_string(), handle)
+    }
+
+    /// Removes the entry only if it still belongs to `conn_id`.
+    pub fn remove(&self, client_id: &str, conn_id: u64) {
+        let mut map = self.write();
+        if map.get(client_id).is_some_and(|h| h.conn_id == conn_id) {
+            map.remove(client_id);
+        }
+    }
+
+    /// The queue of the session with this client id.
+    pub fn sender(&self, client_id: &str) -> Option<mpsc::Sender<Box<Outbound>>> {
+        self.read().get(client_id).map(|h| h.tx.clone())
+    }
+
+    /// Kicks every session whose certificate serial is in `revoked`; returns how many.
+    pub fn kick_revoked(&self, revoked: &HashSet<String>) -> usize {
+        let map = self.read();
+        let mut n = 0;
+        for h in map.values().filter(|h| revoked.contains(&h.serial)) {
+            h.kick(CloseReason::Revoked);
+            n += 1;
+        }
+        n
+    }
+
+    /// Kicks every session; returns their `finished` tokens to wait on.
+    pub fn kick_all(&self, reason: CloseReason) -> Vec<CancellationToken> {
+        let map = self.read();
+        map.values()
+            .map(|h| {
+                h.kick(reason);
+                h.finished.clone()
+            })
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, SessionHandle>> {
+        // The map stays consistent under panics (single inserts/removes), so poisoning is ignored.
+        self.sessions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, SessionHandle>> {
+        self.sessions.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

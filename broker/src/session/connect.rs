@@ -1,0 +1,236 @@
+//! The CONNECT exchange: reads the first packet within the handshake deadline,
+//! checks the client id against the certificate and the last will against the
+//! ACL, negotiates keepalive and limits, and answers with CONNACK.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kumo_contract::Identity;
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Packet,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Node, Session};
+use crate::acl;
+use crate::codec::{self, CodecError, Version};
+use crate::registry::SessionHandle;
+
+/// Reads and answers the CONNECT; `None` when the client was refused or vanished.
+pub(super) async fn accept<S>(
+    stream: &mut S,
+    inbuf: &mut BytesMut,
+    identity: Identity,
+    serial: String,
+    node: Arc<Node>,
+    deadline: Instant,
+) -> Option<Session>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let max = node.settings.max_packet_size;
+    let read = tokio::time::timeout_at(deadline, read_connect(stream, inbuf, max)).await;
+    let (version, packet) = match read {
+        Err(_) => return refuse_quietly(&node, "connect_timeout"),
+        Ok(Err(ReadError::Eof)) => return refuse_quietly(&node, "eof"),
+        Ok(Err(ReadError::Codec(CodecError::UnsupportedLevel(level)))) => {
+            // 3.1.1 §3.2.2.3: answer an unknown level with return code 1, then close.
+            let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            let _ = stream.shutdown().await;
+            tracing::info!(level, client = %identity, "unsupported MQTT protocol level");
+            return refuse_quietly(&node, "unsupported_protocol");
+        }
+        Ok(Err(ReadError::Codec(e))) => {
+            tracing::info!(error = %e, client = %identity, "bad first packet");
+            return refuse_quietly(&node, "malformed_connect");
+        }
+        Ok(Ok(v)) => v,
+    };
+    let Packet::Connect(connect, props, will, will_props, _login) = packet else {
+        return refuse_quietly(&node, "malformed_connect");
+    };
+    let client_id = if connect.client_id.is_empty() {
+        identity.client_id().to_string()
+    } else {
+        connect.client_id.clone()
+    };
+    if client_id != identity.client_id() {
+        tracing::warn!(client = %identity, claimed = %connect.client_id, "client id does not match the certificate");
+        return refuse(
+            stream,
+            version,
+            &node,
+            ConnectReturnCode::ClientIdentifierNotValid,
+            "client_id_mismatch",
+        )
+        .await;
+    }
+    if let Some(w) = &will {
+        let topic = std::str::from_utf8(&w.topic).unwrap_or("\0");
+        if let Err(d) = acl::may_publish(&identity, topic, node.accounts.as_ref()) {
+            node.metrics.acl_denied("will", d.as_str());
+            tracing::warn!(client = %identity, topic, reason = d.as_str(), "last will refused");
+            return refuse(
+                stream,
+                version,
+                &node,
+                ConnectReturnCode::NotAuthorized,
+                "will_not_authorized",
+            )
+            .await;
+        }
+    }
+    let (keepalive, server_keep_alive) = negotiate_keepalive(&connect, version, &node);
+    let props = props.unwrap_or(ConnectProperties {
+        session_expiry_interval: None,
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: Vec::new(),
+        authentication_method: None,
+        authentication_data: None,
+    });
+    if props.authentication_method.is_some() {
+        return refuse(
+            stream,
+            version,
+            &node,
+            ConnectReturnCode::BadAuthenticationMethod,
+            "enhanced_auth",
+        )
+        .await;
+    }
+    let connack_props = (version == Version::V5).then(|| ConnAckProperties {
+        max_packet_size: Some(max as u32),
+        max_qos: None,
+        retain_available: Some(1),
+        topic_alias_max: None,
+        wildcard_subscription_available: Some(1),
+        shared_subscription_available: Some(matches!(identity, Identity::Service { .. }) as u8),
+        subscription_identifiers_available: Some(0),
+        server_keep_alive,
+        assigned_client_identifier: connect.client_id.is_empty().then(|| client_id.clone()),
+        ..ConnAckProperties::default()
+    });
+    let mut out = BytesMut::with_capacity(64);
+    let ack = Packet::ConnAck(
+        ConnAck {
+            session_present: false,
+            code: ConnectReturnCode::Success,
+        },
+        connack_props,
+    );
+    if codec::write(version, ack, &mut out).is_err() || stream.write_all(&out).await.is_err() {
+        return refuse_quietly(&node, "eof");
+    }
+    out.clear();
+    node.metrics.connect("accepted");
+    tracing::info!(client_id = %client_id, role = identity.role(), version = ?version, "session connected");
+    let conn_id = node.registry.next_conn_id();
+    // The real queue is created by `serve`; this placeholder is replaced at once.
+    let (tx, _) = mpsc::channel(1);
+    Some(Session {
+        handle: SessionHandle::new(conn_id, serial, tx),
+        node,
+        identity,
+        client_id,
+        version,
+        will: will.map(|w| (w, will_props)),
+        filters: Vec::new(),
+        link: None,
+        pending_subacks: HashMap::new(),
+        qos2_in: HashSet::new(),
+        inflight: HashSet::new(),
+        next_pkid: 0,
+        receive_max: props
+            .receive_maximum
+            .map_or(32, |r| (r as usize).clamp(1, 32)),
+        backlog: VecDeque::new(),
+        client_max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
+        keepalive,
+        out,
+    })
+}
+
+/// The idle window (1.5 × keepalive) and, for MQTT 5, the server keepalive to announce.
+fn negotiate_keepalive(
+    connect: &Connect,
+    version: Version,
+    node: &Node,
+) -> (Duration, Option<u16>) {
+    let s = &node.settings;
+    let asked = connect.keep_alive;
+    let granted = match (version, asked) {
+        (_, 0) => s.max_keepalive_secs,
+        // 3.1.1 cannot tell the client another value: only raise tiny ones.
+        (Version::V4, k) => k.max(s.min_keepalive_secs),
+        (Version::V5, k) => k.clamp(s.min_keepalive_secs, s.max_keepalive_secs),
+    };
+    let announce = (version == Version::V5 && granted != asked).then_some(granted);
+    (Duration::from_millis(granted as u64 * 1500), announce)
+}
+
+enum ReadError {
+    Eof,
+    Codec(CodecError),
+}
+
+async fn read_connect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    inbuf: &mut BytesMut,
+    max: usize,
+) -> Result<(Version, Packet), ReadError> {
+    loop {
+        if let Some(version) = codec::peek_version(inbuf, max).map_err(ReadError::Codec)? {
+            let frame = codec::read(version, inbuf, max).map_err(ReadError::Codec)?;
+            return match frame {
+                Some(f) => Ok((version, f.packet)),
+                None => Err(ReadError::Eof),
+            };
+        }
+        match stream.read_buf(inbuf).await {
+            Ok(0) | Err(_) => return Err(ReadError::Eof),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn refuse_quietly(node: &Node, outcome: &str) -> Option<Session> {
+    node.metrics.connect(outcome);
+    None
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    version: Version,
+    node: &Node,
+    code: ConnectReturnCode,
+    outcome: &str,
+) -> Option<Session> {
+    // 3.1.1 only knows return codes 1–5.
+    let code = match (version, code) {
+        (Version::V4, ConnectReturnCode::BadAuthenticationMethod) => {
+            ConnectReturnCode::NotAuthorized
+        }
+        (_, c) => c,
+    };
+    let mut out = BytesMut::with_capacity(8);
+    let ack = Packet::ConnAck(
+        ConnAck {
+            session_present: false,
+            code,
+        },
+        None,
+    );
+    if codec::write(version, ack, &mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    }
+    refuse_quietly(node, outcome)
+}

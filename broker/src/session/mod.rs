@@ -1,0 +1,311 @@
+//! One client connection after its TLS handshake: the MQTT CONNECT exchange, the
+//! packet loop and the goodbye (last will, presence, registry cleanup).
+//!
+//! The identity is fixed by the certificate before this runs; everything a client
+//! sends is checked against it with [`crate::acl`]. Packet handling lives in
+//! [`packets`]; this module owns the lifecycle.
+
+mod connect;
+mod packets;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kumo_contract::Identity;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet, QoS,
+    SubscribeReasonCode,
+};
+use rumqttd::Notification;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::acl::AccountLookup;
+use crate::codec::Version;
+use crate::fabric::{self, Fabric};
+use crate::metrics::Metrics;
+use crate::registry::{CloseReason, Registry, SessionHandle};
+use crate::Settings;
+
+/// How long a client may leave written data unread before it is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Buffers above this size are released once empty.
+const IDLE_BUFFER_LIMIT: usize = 8 * 1024;
+
+/// What every session shares.
+pub(crate) struct Node {
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub fabric: Fabric,
+    pub accounts: AccountLookup,
+    pub shutdown: CancellationToken,
+}
+
+/// Per-connection state after a successful CONNECT.
+pub(crate) struct Session {
+    node: Arc<Node>,
+    identity: Identity,
+    client_id: String,
+    version: Version,
+    handle: SessionHandle,
+    will: Option<(LastWill, Option<LastWillProperties>)>,
+    /// Granted filters and their QoS (shared-subscription prefix stripped).
+    filters: Vec<(String, QoS)>,
+    /// Router link of a service or integration session.
+    link: Option<Arc<std::sync::Mutex<LinkTx>>>,
+    /// SUBACKs waiting for the router to confirm the filters.
+    pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
+    /// QoS 2 packet ids received and not yet released.
+    qos2_in: HashSet<u16>,
+    /// QoS 1 packet ids sent and not yet acknowledged.
+    inflight: HashSet<u16>,
+    next_pkid: u16,
+    receive_max: usize,
+    backlog: VecDeque<Box<crate::registry::Outbound>>,
+    /// Largest packet the client accepts.
+    client_max_packet: usize,
+    /// 1.5 × the negotiated keepalive.
+    keepalive: Duration,
+    out: BytesMut,
+}
+
+/// Runs a verified connection to completion.
+pub(crate) async fn serve<S>(
+    mut stream: S,
+    identity: Identity,
+    serial: String,
+    node: Arc<Node>,
+    deadline: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut inbuf = BytesMut::with_capacity(512);
+    let Some(mut session) = connect::accept(
+        &mut stream,
+        &mut inbuf,
+        identity,
+        serial,
+        node.clone(),
+        deadline,
+    )
+    .await
+    else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel(node.settings.outbound_queue);
+    session.handle.tx = tx;
+    let mut link_rx = session.attach(&node).await;
+    let keepalive = session.keepalive_window();
+    let mut last_rx = Instant::now();
+    let kick = session.handle.clone();
+    let reason = loop {
+        let ka_deadline = last_rx + keepalive;
+        tokio::select! {
+            r = kick.kicked() => break r,
+            _ = node.shutdown.cancelled() => break CloseReason::Shutdown,
+            _ = tokio::time::sleep_until(ka_deadline) => break CloseReason::KeepaliveTimeout,
+            n = stream.read_buf(&mut inbuf) => match n {
+                Ok(0) | Err(_) => break CloseReason::ConnectionLost,
+                Ok(n) => {
+                    node.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+                    last_rx = Instant::now();
+                    if let Err(r) = session.process_input(&mut inbuf).await {
+                        // Flush what was answered before the offending packet (e.g. PUBACKs).
+                        break match guarded_flush(&mut session, &mut stream, &kick).await {
+                            Ok(()) => r,
+                            Err(e) => e,
+                        };
+                    }
+                    // One large packet must not pin a large buffer to an idle connection.
+                    if inbuf.is_empty() && inbuf.capacity() > IDLE_BUFFER_LIMIT {
+                        inbuf = BytesMut::with_capacity(512);
+                    }
+                }
+            },
+            Some(msg) = rx.recv() => session.deliver(msg),
+            n = next_notification(&mut link_rx) => match n {
+                Some(n) => session.on_router(n, link_rx.as_ref()).await,
+                None => break CloseReason::Shutdown,
+            },
+        }
+        if let Err(r) = guarded_flush(&mut session, &mut stream, &kick).await {
+            break r;
+        }
+    };
+    session.finish(&mut stream, reason).await;
+}
+
+/// Writes pending output unless the client stops reading for [`WRITE_TIMEOUT`]
+/// or the session is kicked meanwhile (a stuck reader must not delay a revocation).
+async fn guarded_flush<S: AsyncWrite + Unpin>(
+    session: &mut Session,
+    stream: &mut S,
+    kick: &SessionHandle,
+) -> Result<(), CloseReason> {
+    if session.out.is_empty() {
+        return Ok(());
+    }
+    let shutdown = session.node.shutdown.clone();
+    tokio::select! {
+        r = tokio::time::timeout(WRITE_TIMEOUT, session.flush(stream)) => match r {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(CloseReason::ConnectionLost),
+        },
+        r = kick.kicked() => Err(r),
+        _ = shutdown.cancelled() => Err(CloseReason::Shutdown),
+    }
+}
+
+async fn next_notification(rx: &mut Option<LinkRx>) -> Option<Notification> {
+    match rx {
+        Some(rx) => rx.next().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    /// Registers the session (closing a predecessor), announces presence and, for
+    /// service and integration identities, opens their router link.
+    async fn attach(&mut self, node: &Arc<Node>) -> Option<LinkRx> {
+        if let Some(old) = node.registry.insert(&self.client_id, self.handle.clone()) {
+            old.kick(CloseReason::Takeover);
+            // Wait for its offline presence to be queued before ours goes online.
+            let _ = tokio::time::timeout(Duration::from_secs(2), old.finished.cancelled()).await;
+        }
+        node.metrics.sessions_open.fetch_add(1, Relaxed);
+        if let Identity::Device { id } = &self.identity {
+            let p = crate::presence::publish(id, &node.settings.node_id, true, "connected");
+            node.fabric
+                .publish(&self.client_id, Packet::Publish(p, None))
+                .await;
+            return None;
+        }
+        let name: String = self
+            .client_id
+            .chars()
+            .map(|c| if "+$#/".contains(c) { '_' } else { c })
+            .collect();
+        match node
+            .fabric
+            .open_link(format!(
+                "{}-{name}-{}",
+                self.identity.role(),
+                self.handle.conn_id
+            ))
+            .await
+        {
+            Ok((tx, rx)) => {
+                self.link = Some(Arc::new(std::sync::Mutex::new(tx)));
+                Some(rx)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, client_id = %self.client_id, "cannot open a router link");
+                self.handle.kick(CloseReason::Shutdown);
+                None
+            }
+        }
+    }
+
+    /// 1.5 × the negotiated keepalive.
+    fn keepalive_window(&self) -> Duration {
+        self.keepalive
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.node
+            .metrics
+            .bytes_out
+            .fetch_add(self.out.len() as u64, Relaxed);
+        let r = stream.write_all(&self.out).await;
+        if self.out.capacity() > IDLE_BUFFER_LIMIT {
+            self.out = BytesMut::new();
+        } else {
+            self.out.clear();
+        }
+        r?;
+        stream.flush().await
+    }
+
+    /// Says goodbye: v5 DISCONNECT for server-side reasons, last will, presence,
+    /// registry and router cleanup.
+    async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, reason: CloseReason) {
+        let node = self.node.clone();
+        // Leftover output means a write was cut short mid-packet: send nothing more.
+        let interrupted = !self.out.is_empty();
+        self.out.clear();
+        if self.version == Version::V5 && !interrupted {
+            if let Some(code) = disconnect_code(reason) {
+                // Hand-encoded: rumqttd's v5 DISCONNECT writer mis-sizes reason codes.
+                self.out.extend_from_slice(&[0xE0, 0x02, code, 0x00]);
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let _ = self.flush(stream).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        if reason.fires_will() {
+            if let Some((will, props)) = self.will.take() {
+                let publish =
+                    rumqttd::protocol::Publish::new(will.topic, will.message, will.retain);
+                let props = props.map(|p| rumqttd::protocol::PublishProperties {
+                    payload_format_indicator: p.payload_format_indicator,
+                    message_expiry_interval: p.message_expiry_interval,
+                    response_topic: p.response_topic,
+                    correlation_data: p.correlation_data,
+                    user_properties: p.user_properties,
+                    content_type: p.content_type,
+                    ..Default::default()
+                });
+                node.fabric
+                    .publish(&self.client_id, Packet::Publish(publish, props))
+                    .await;
+            }
+        }
+        if let Identity::Device { id } = &self.identity {
+            let p = crate::presence::publish(id, &node.settings.node_id, false, reason.as_str());
+            node.fabric
+                .publish(&self.client_id, Packet::Publish(p, None))
+                .await;
+        }
+        node.registry.remove(&self.client_id, self.handle.conn_id);
+        if let Some(link) = self.link.take() {
+            let bye = Packet::Disconnect(
+                Disconnect {
+                    reason_code: DisconnectReasonCode::NormalDisconnection,
+                },
+                None,
+            );
+            fabric::send_on_link(link, bye).await;
+        }
+        node.metrics.sessions_open.fetch_sub(1, Relaxed);
+        node.metrics.disconnect(reason.as_str());
+        tracing::info!(client_id = %self.client_id, role = self.identity.role(), reason = reason.as_str(), "session closed");
+        self.handle.finished.cancel();
+    }
+}
+
+/// The MQTT 5 DISCONNECT reason code for a server-initiated close.
+fn disconnect_code(reason: CloseReason) -> Option<u8> {
+    Some(match reason {
+        CloseReason::Clean | CloseReason::ConnectionLost => return None,
+        CloseReason::ProtocolError => 0x82,
+        CloseReason::NotAuthorized => 0x87,
+        CloseReason::Shutdown => 0x8B,
+        CloseReason::KeepaliveTimeout => 0x8D,
+        CloseReason::Takeover => 0x8E,
+        CloseReason::PacketTooLarge => 0x95,
+        CloseReason::Revoked => 0x98,
+    })
+}

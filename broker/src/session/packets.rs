@@ -1,0 +1,384 @@
+//! What a session does with each packet: inbound PUBLISH/SUBSCRIBE/… from the
+//! client and outbound messages from the router or the command demultiplexer.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{Bytes, BytesMut};
+use kumo_contract::Identity;
+use rumqttd::protocol::{
+    Filter, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
+    Publish, PublishProperties, QoS, RetainForwardRule, SubAck, Subscribe, SubscribeProperties,
+    SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
+};
+use rumqttd::Notification;
+
+use super::Session;
+use crate::acl;
+use crate::codec::{self, CodecError, Version};
+use crate::fabric;
+use crate::registry::{CloseReason, Outbound};
+
+impl Session {
+    /// Decodes and handles every complete packet in `inbuf`.
+    pub(super) async fn process_input(&mut self, inbuf: &mut BytesMut) -> Result<(), CloseReason> {
+        let max = self.node.settings.max_packet_size;
+        loop {
+            let frame = match codec::read(self.version, inbuf, max) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(CodecError::TooLarge(n)) => {
+                    tracing::warn!(client_id = %self.client_id, size = n, "packet too large");
+                    return Err(CloseReason::PacketTooLarge);
+                }
+                Err(e) => {
+                    tracing::warn!(client_id = %self.client_id, error = %e, "malformed packet");
+                    return Err(CloseReason::ProtocolError);
+                }
+            };
+            self.handle_packet(frame.packet, frame.qos, frame.pkid)
+                .await?;
+        }
+    }
+
+    async fn handle_packet(
+        &mut self,
+        packet: Packet,
+        qos: u8,
+        pkid: u16,
+    ) -> Result<(), CloseReason> {
+        match packet {
+            Packet::Publish(p, props) => self.on_publish(p, props, qos, pkid).await,
+            Packet::PubAck(ack, _) => {
+                self.inflight.remove(&ack.pkid);
+                self.drain_backlog();
+                Ok(())
+            }
+            Packet::PubRel(rel, _) => {
+                let reason = if self.qos2_in.remove(&rel.pkid) {
+                    PubCompReason::Success
+                } else {
+                    PubCompReason::PacketIdentifierNotFound
+                };
+                self.send(Packet::PubComp(
+                    PubComp {
+                        pkid: rel.pkid,
+                        reason,
+                    },
+                    None,
+                ));
+                Ok(())
+            }
+            // This node never sends QoS 2, so PUBREC/PUBCOMP from a client are stray.
+            Packet::PubRec(..) | Packet::PubComp(..) => Ok(()),
+            Packet::Subscribe(s, props) => self.on_subscribe(s, props).await,
+            Packet::Unsubscribe(u, _) => self.on_unsubscribe(u).await,
+            Packet::PingReq(_) => {
+                self.send(Packet::PingResp(PingResp));
+                Ok(())
+            }
+            Packet::Disconnect(d, _) => {
+                if d.reason_code
+                    == rumqttd::protocol::DisconnectReasonCode::DisconnectWithWillMessage
+                {
+                    Err(CloseReason::ConnectionLost)
+                } else {
+                    self.will = None;
+                    Err(CloseReason::Clean)
+                }
+            }
+            Packet::Connect(..) => {
+                tracing::warn!(client_id = %self.client_id, "second CONNECT");
+                Err(CloseReason::ProtocolError)
+            }
+            _ => Err(CloseReason::ProtocolError),
+        }
+    }
+
+    async fn on_publish(
+        &mut self,
+        p: Publish,
+        props: Option<PublishProperties>,
+        qos: u8,
+        pkid: u16,
+    ) -> Result<(), CloseReason> {
+        self.node.metrics.messages_in.fetch_add(1, Relaxed);
+        let Ok(topic) = std::str::from_utf8(&p.topic) else {
+            return Err(CloseReason::ProtocolError);
+        };
+        if let Some(props) = &props {
+            // Topic aliases are not offered (CONNACK has none); subscription ids are
+            // server-to-client only. rumqttd would drop the whole ingress link on either.
+            if props.topic_alias.is_some() || !props.subscription_identifiers.is_empty() {
+                return Err(CloseReason::ProtocolError);
+            }
+        }
+        if let Err(d) = acl::may_publish(&self.identity, topic, self.node.accounts.as_ref()) {
+            self.node.metrics.acl_denied("publish", d.as_str());
+            tracing::warn!(client_id = %self.client_id, topic, reason = d.as_str(), "publish refused");
+            if self.version == Version::V4 {
+                return Err(CloseReason::NotAuthorized);
+            }
+            match qos {
+                1 => self.send(Packet::PubAck(
+                    PubAck {
+                        pkid,
+                        reason: PubAckReason::NotAuthorized,
+                    },
+                    None,
+                )),
+                2 => self.send(Packet::PubRec(
+                    PubRec {
+                        pkid,
+                        reason: PubRecReason::NotAuthorized,
+                    },
+                    None,
+                )),
+                _ => {}
+            }
+            return Ok(());
+        }
+        let fresh = qos != 2 || self.qos2_in.insert(pkid);
+        if fresh {
+            let publish = Publish::new(p.topic, p.payload, p.retain);
+            if !self
+                .node
+                .fabric
+                .publish(&self.client_id, Packet::Publish(publish, props))
+                .await
+            {
+                return Err(CloseReason::Shutdown);
+            }
+        }
+        match qos {
+            1 => self.send(Packet::PubAck(
+                PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                },
+                None,
+            )),
+            2 => self.send(Packet::PubRec(
+                PubRec {
+                    pkid,
+                    reason: PubRecReason::Success,
+                },
+                None,
+            )),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        s: Subscribe,
+        props: Option<SubscribeProperties>,
+    ) -> Result<(), CloseReason> {
+        if props.as_ref().is_some_and(|p| p.id.is_some()) {
+            // CONNACK said subscription identifiers are unavailable.
+            return Err(CloseReason::ProtocolError);
+        }
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut routed = Vec::new();
+        for f in s.filters {
+            match acl::may_subscribe(&self.identity, &f.path, self.node.accounts.as_ref()) {
+                Ok(()) => {
+                    let qos = if f.qos == QoS::AtMostOnce {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
+                    codes.push(SubscribeReasonCode::Success(qos));
+                    self.filters.retain(|(p, _)| p != unshared(&f.path));
+                    self.filters.push((unshared(&f.path).to_string(), qos));
+                    routed.push(Filter {
+                        qos: QoS::AtMostOnce,
+                        retain_forward_rule: match self.version {
+                            Version::V4 => RetainForwardRule::OnEverySubscribe,
+                            Version::V5 => f.retain_forward_rule.clone(),
+                        },
+                        ..f
+                    });
+                }
+                Err(d) => {
+                    self.node.metrics.acl_denied("subscribe", d.as_str());
+                    tracing::warn!(client_id = %self.client_id, filter = %f.path, reason = d.as_str(), "subscribe refused");
+                    codes.push(match (self.version, d) {
+                        (Version::V4, _) => SubscribeReasonCode::Failure,
+                        (Version::V5, acl::Denial::Invalid) => {
+                            SubscribeReasonCode::TopicFilterInvalid
+                        }
+                        (Version::V5, _) => SubscribeReasonCode::NotAuthorized,
+                    });
+                }
+            }
+        }
+        // Devices get their messages from the command demultiplexer, never from a router filter.
+        let link = match (&self.link, matches!(self.identity, Identity::Device { .. })) {
+            (Some(link), false) if !routed.is_empty() => link.clone(),
+            _ => {
+                self.send(Packet::SubAck(
+                    SubAck {
+                        pkid: s.pkid,
+                        return_codes: codes,
+                    },
+                    None,
+                ));
+                return Ok(());
+            }
+        };
+        // Answer once the router confirms, so nothing published after SUBACK is missed.
+        self.pending_subacks.insert(s.pkid, codes);
+        let sub = Subscribe {
+            pkid: s.pkid,
+            filters: routed,
+        };
+        fabric::send_on_link(link, Packet::Subscribe(sub, None)).await;
+        Ok(())
+    }
+
+    async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), CloseReason> {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let before = self.filters.len();
+            self.filters.retain(|(p, _)| p != unshared(f));
+            reasons.push(if self.filters.len() < before {
+                UnsubAckReason::Success
+            } else {
+                UnsubAckReason::NoSubscriptionExisted
+            });
+        }
+        if let Some(link) = self.link.clone() {
+            let unsub = Unsubscribe {
+                pkid: u.pkid,
+                filters: u.filters,
+            };
+            fabric::send_on_link(link, Packet::Unsubscribe(unsub, None)).await;
+        }
+        self.send(Packet::UnsubAck(
+            UnsubAck {
+                pkid: u.pkid,
+                reasons,
+            },
+            None,
+        ));
+        Ok(())
+    }
+
+    /// A notification on this session's router link (service and integration only).
+    pub(super) async fn on_router(&mut self, n: Notification, rx: Option<&rumqttd::local::LinkRx>) {
+        match n {
+            Notification::Forward(f) => self.deliver(Box::new(Outbound {
+                publish: f.publish,
+                properties: f.properties,
+                at: std::time::Instant::now(),
+            })),
+            // rumqttd does not export its `Ack` type; its conversion to `Packet` is public.
+            Notification::DeviceAck(ack) => {
+                if let Packet::SubAck(ack, _) = Packet::from(ack) {
+                    if let Some(codes) = self.pending_subacks.remove(&ack.pkid) {
+                        self.send(Packet::SubAck(
+                            SubAck {
+                                pkid: ack.pkid,
+                                return_codes: codes,
+                            },
+                            None,
+                        ));
+                    }
+                }
+            }
+            Notification::Unschedule => {
+                if let Some(rx) = rx {
+                    let _ = rx.wake().await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a routed message if one of the session's filters matches it.
+    pub(super) fn deliver(&mut self, msg: Box<Outbound>) {
+        let Ok(topic) = std::str::from_utf8(msg.topic()) else {
+            return;
+        };
+        let Some(qos) = self
+            .filters
+            .iter()
+            .filter(|(f, _)| rumqttd::protocol::matches(topic, f))
+            .map(|(_, q)| *q)
+            .reduce(|a, b| if b == QoS::AtLeastOnce { b } else { a })
+        else {
+            return;
+        };
+        let pkid = if qos == QoS::AtLeastOnce {
+            if self.inflight.len() >= self.receive_max {
+                if self.backlog.len() < self.node.settings.outbound_queue {
+                    self.backlog.push_back(msg);
+                } else {
+                    self.node.metrics.dropped_outbound.fetch_add(1, Relaxed);
+                }
+                return;
+            }
+            self.alloc_pkid()
+        } else {
+            0
+        };
+        let publish = codec::publish(
+            Bytes::copy_from_slice(topic.as_bytes()),
+            msg.publish.payload,
+            qos,
+            pkid,
+            msg.publish.retain,
+            false,
+        );
+        let props = msg.properties.map(|mut p| {
+            p.topic_alias = None;
+            p.subscription_identifiers.clear();
+            p
+        });
+        let mut encoded = BytesMut::new();
+        if codec::write(self.version, Packet::Publish(publish, props), &mut encoded).is_err()
+            || encoded.len() > self.client_max_packet
+        {
+            // MQTT 5 §3.1.2.11.4: discard what the client said it cannot take.
+            self.inflight.remove(&pkid);
+            self.node.metrics.dropped_outbound.fetch_add(1, Relaxed);
+            return;
+        }
+        self.out.extend_from_slice(&encoded);
+        self.node.metrics.messages_out.fetch_add(1, Relaxed);
+        self.node.metrics.delivery_latency(msg.at.elapsed());
+    }
+
+    fn drain_backlog(&mut self) {
+        while self.inflight.len() < self.receive_max {
+            let Some(msg) = self.backlog.pop_front() else {
+                return;
+            };
+            self.deliver(msg);
+        }
+    }
+
+    fn alloc_pkid(&mut self) -> u16 {
+        loop {
+            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+            if self.inflight.insert(self.next_pkid) {
+                return self.next_pkid;
+            }
+        }
+    }
+
+    fn send(&mut self, packet: Packet) {
+        if let Err(e) = codec::write(self.version, packet, &mut self.out) {
+            tracing::error!(client_id = %self.client_id, error = %e, "cannot encode a packet");
+        }
+    }
+}
+
+/// A filter without its `$share/{group}/` prefix.
+fn unshared(filter: &str) -> &str {
+    filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(filter, |(_, f)| f)
+}

@@ -1,0 +1,158 @@
+//! The `[broker]` section of Kumo's configuration: addresses, certificate paths
+//! and the limits that protect a node from its clients.
+//!
+//! Validation happens before anything binds; every error names its key as
+//! `broker.<key>` so an operator can find it in `kumo.toml` or the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Settings of one broker node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// This node's id, published in presence messages; default `node-1`.
+    pub node_id: String,
+    /// MQTT over TLS listener; default `0.0.0.0:8883`.
+    pub listen: SocketAddr,
+    /// HTTP listener for `/metrics` and `/healthz`; default `127.0.0.1:9883`.
+    pub http_listen: SocketAddr,
+    /// CA certificate(s) (PEM) that client certificates must chain to.
+    pub ca: Option<PathBuf>,
+    /// Certificate revocation list (PEM); watched for changes.
+    pub crl: Option<PathBuf>,
+    /// This node's server certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Connections held at once (handshaking or established); default 19,000.
+    pub max_connections: usize,
+    /// Deadline for a TLS handshake plus MQTT CONNECT, in ms; default 10,000.
+    pub handshake_timeout_ms: u64,
+    /// TLS handshakes in flight at once; default 256.
+    pub max_concurrent_handshakes: usize,
+    /// Largest MQTT packet accepted or sent, in bytes; default 256 KiB.
+    pub max_packet_size: usize,
+    /// Smallest keepalive a client may ask for, in s (smaller values are raised in
+    /// MQTT 5, refused in 3.1.1); default 5.
+    pub min_keepalive_secs: u16,
+    /// Largest keepalive granted, in s; 0 (no keepalive) is replaced by this; default 1,200.
+    pub max_keepalive_secs: u16,
+    /// How often the CA and CRL files are checked for changes, in ms; default 500.
+    pub crl_poll_interval_ms: u64,
+    /// Messages queued towards one client before it is treated as stuck; default 256.
+    pub outbound_queue: usize,
+    /// Threads feeding device publishes into the router; default 2.
+    pub ingress_threads: usize,
+    /// TLS sessions remembered for resumption; default 65,536.
+    pub tls_session_cache: usize,
+    /// How long shutdown waits for sessions to say goodbye, in ms; default 3,000.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            node_id: "node-1".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8883)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9883)),
+            ca: None,
+            crl: None,
+            cert: None,
+            key: None,
+            max_connections: 19_000,
+            handshake_timeout_ms: 10_000,
+            max_concurrent_handshakes: 256,
+            max_packet_size: 256 * 1024,
+            min_keepalive_secs: 5,
+            max_keepalive_secs: 1_200,
+            crl_poll_interval_ms: 500,
+            outbound_queue: 256,
+            ingress_threads: 2,
+            tls_session_cache: 65_536,
+            shutdown_grace_ms: 3_000,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks every value; the error names the offending key as `broker.<key>`.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            (
+                "max_concurrent_handshakes",
+                self.max_concurrent_handshakes as u64,
+            ),
+            ("crl_poll_interval_ms", self.crl_poll_interval_ms),
+            ("outbound_queue", self.outbound_queue as u64),
+            ("ingress_threads", self.ingress_threads as u64),
+            ("tls_session_cache", self.tls_session_cache as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("broker.{key} must be greater than 0"));
+        }
+        // The node id names router links, which rumqttd refuses with `/+#$`.
+        if self.node_id.trim().is_empty() || self.node_id.contains(['/', '+', '#', '$', '\0']) {
+            return Err(format!(
+                "broker.node_id {:?} must be non-empty without '/', '+', '#', '$' or NUL",
+                self.node_id
+            ));
+        }
+        if !(64..=268_435_455).contains(&self.max_packet_size) {
+            return Err(format!(
+                "broker.max_packet_size {} must be between 64 and 268435455",
+                self.max_packet_size
+            ));
+        }
+        if self.max_keepalive_secs == 0 || self.min_keepalive_secs > self.max_keepalive_secs {
+            return Err(format!(
+                "broker.max_keepalive_secs {} must be at least 1 and at least broker.min_keepalive_secs {}",
+                self.max_keepalive_secs, self.min_keepalive_secs
+            ));
+        }
+        if self.ingress_threads > 64 {
+            return Err("broker.ingress_threads must be at most 64".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused_by_name() {
+        let s = Settings {
+            max_concurrent_handshakes: 0,
+            ..Settings::default()
+        };
+        let err = s.validate().expect_err("zero must fail");
+        assert!(err.contains("broker.max_concurrent_handshakes"), "{err}");
+    }
+
+    #[test]
+    fn inverted_keepalive_bounds_are_refused() {
+        let s = Settings {
+            min_keepalive_secs: 100,
+            max_keepalive_secs: 10,
+            ..Settings::default()
+        };
+        let err = s.validate().expect_err("must fail");
+        assert!(err.contains("broker.max_keepalive_secs"), "{err}");
+    }
+}

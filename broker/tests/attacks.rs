@@ -1,0 +1,477 @@
+//! Hostile clients: every case must be refused without crashing the node or
+//! disturbing a neighbouring session, which is checked after each attack.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestNode, WAIT};
+use kumo_certs::IssueOptions;
+use rumqttd::protocol::{Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SHORT: Duration = Duration::from_millis(400);
+
+/// A healthy neighbour: a device subscribed to its commands plus the bridge.
+struct Witness {
+    device: Client,
+    bridge: Client,
+}
+
+impl Witness {
+    async fn new(node: &TestNode) -> Witness {
+        let mut device = node.device("witness", 5).await;
+        assert_eq!(
+            device
+                .subscribe(&["devices/witness/commands"], QoS::AtLeastOnce)
+                .await,
+            vec![1]
+        );
+        let mut bridge = node.service(4).await;
+        bridge
+            .subscribe(&["devices/+/state", "devices/+/sensors/+"], QoS::AtMostOnce)
+            .await;
+        Witness { device, bridge }
+    }
+
+    /// The node still routes both ways for the neighbour.
+    async fn still_fine(&mut self) {
+        assert_eq!(
+            self.device
+                .publish_qos1("devices/witness/state", b"{\"ok\":1}")
+                .await,
+            Some(0)
+        );
+        assert_eq!(
+            self.bridge
+                .expect_publish("devices/witness/state")
+                .await
+                .unwrap(),
+            b"{\"ok\":1}"
+        );
+        self.bridge
+            .publish("devices/witness/commands", b"ping", false)
+            .await;
+        assert_eq!(
+            self.device
+                .expect_publish("devices/witness/commands")
+                .await
+                .unwrap(),
+            b"ping"
+        );
+    }
+}
+
+async fn setup() -> (TestNode, Witness) {
+    let node = TestNode::start().await;
+    let w = Witness::new(&node).await;
+    (node, w)
+}
+
+async fn refused_subscription(filter: &str, version: u8) {
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", version).await;
+    let codes = attacker.subscribe(&[filter], QoS::AtLeastOnce).await;
+    let expected = if version == 5 { 0x87 } else { 0x80 };
+    assert!(
+        codes == vec![expected] || codes == vec![0x8F],
+        "{filter}: {codes:?}"
+    );
+    w.bridge
+        .publish("devices/witness/commands", b"secret", false)
+        .await;
+    assert_eq!(
+        w.device
+            .expect_publish("devices/witness/commands")
+            .await
+            .unwrap(),
+        b"secret"
+    );
+    assert!(
+        attacker
+            .no_publish_on("devices/witness/commands", SHORT)
+            .await,
+        "{filter} leaked"
+    );
+    assert!(
+        node.metrics.denials_with("subscribe", "wildcard")
+            + node.metrics.denials_with("subscribe", "not_owned")
+            + node.metrics.denials_with("subscribe", "system_topic")
+            + node.metrics.denials_with("subscribe", "reserved_leaf")
+            >= 1
+    );
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_subscribe_to_everything() {
+    refused_subscription("#", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_subscribe_to_all_devices() {
+    refused_subscription("devices/#", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_subscribe_to_every_devices_commands() {
+    refused_subscription("devices/+/commands", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_subscribe_to_another_devices_commands() {
+    refused_subscription("devices/witness/commands", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_subscribe_to_another_devices_subtree() {
+    refused_subscription("devices/witness/#", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_subscribe_to_sys_topics() {
+    refused_subscription("$SYS/#", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_subscribe_with_a_leading_plus() {
+    refused_subscription("+/witness/commands", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_use_a_shared_subscription_to_read_the_fleet() {
+    refused_subscription("$share/g/devices/+/commands", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_publish_as_another_device_in_mqtt5() {
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", 5).await;
+    assert_eq!(
+        attacker
+            .publish_qos1("devices/witness/state", b"forged")
+            .await,
+        Some(0x87)
+    );
+    assert!(w.bridge.no_publish_on("devices/witness/state", SHORT).await);
+    assert_eq!(node.metrics.denials_with("publish", "not_owned"), 1);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_publishing_as_another_device_in_mqtt311_is_disconnected() {
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", 4).await;
+    attacker
+        .publish("devices/witness/sensors/te", b"forged", false)
+        .await;
+    assert!(attacker.closed_within(WAIT).await);
+    assert!(
+        w.bridge
+            .no_publish_on("devices/witness/sensors/te", SHORT)
+            .await
+    );
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_forge_its_own_presence() {
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", 5).await;
+    assert_eq!(
+        attacker
+            .publish_qos1("devices/attacker/presence", b"{}")
+            .await,
+        Some(0x87)
+    );
+    assert_eq!(node.metrics.denials_with("publish", "reserved_leaf"), 1);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_inject_commands_to_another_device() {
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", 5).await;
+    assert_eq!(
+        attacker
+            .publish_qos1("devices/witness/commands", b"evil")
+            .await,
+        Some(0x87)
+    );
+    assert!(
+        w.device
+            .no_publish_on("devices/witness/commands", SHORT)
+            .await
+    );
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_in_a_publish_topic_is_refused() {
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", 5).await;
+    assert_eq!(
+        attacker.publish_qos1("devices/attacker/+", b"x").await,
+        Some(0x87)
+    );
+    assert_eq!(
+        attacker.publish_qos1("devices/attacker/#", b"x").await,
+        Some(0x87)
+    );
+    assert_eq!(node.metrics.denials_with("publish", "invalid"), 2);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_publish_topic_is_refused() {
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", 5).await;
+    assert_eq!(
+        attacker
+            .publish_qos1("devices/attacker/state\0x", b"x")
+            .await,
+        Some(0x87)
+    );
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_that_differs_from_the_certificate_is_refused() {
+    let (node, mut w) = setup().await;
+    let creds = node.pki.device("attacker");
+    for version in [4u8, 5] {
+        let mut c = Client::open(&node, &creds, version).await;
+        let code = c.connect("witness", 30, None).await;
+        assert_eq!(code, if version == 5 { 0x85 } else { 2 });
+        assert!(c.closed_within(WAIT).await);
+    }
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused() {
+    let (node, mut w) = setup().await;
+    let rogue = common::Pki::new();
+    let creds = rogue.device("witness");
+    assert!(try_session(&node, &creds).await.is_err());
+    assert_eq!(node.metrics.handshakes_with("unknown_ca"), 1);
+    w.still_fine().await;
+}
+
+/// Handshake plus CONNECT; Err when either is refused.
+async fn try_session(node: &TestNode, creds: &common::Creds) -> Result<(), String> {
+    let stream = common::tls_connect(node.addr, &node.pki.ca_path, Some(creds))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut c = Client::from_stream(stream, 4);
+    match c.connect("witness", 30, None).await {
+        0 => Ok(()),
+        code => Err(format!("CONNACK {code}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let (node, mut w) = setup().await;
+    let now = time::OffsetDateTime::now_utc();
+    let opts = IssueOptions {
+        not_before: Some(now - time::Duration::days(10)),
+        not_after: Some(now - time::Duration::days(1)),
+        ..Default::default()
+    };
+    let creds = node.pki.device_with("old-remo", &opts);
+    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert_eq!(node.metrics.handshakes_with("expired"), 1);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_cannot_connect() {
+    let (node, mut w) = setup().await;
+    let creds = node.pki.device("stolen");
+    node.pki.revoke(&creds.serial);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert_eq!(node.metrics.handshakes_with("revoked"), 1);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_is_refused() {
+    let (node, mut w) = setup().await;
+    assert!(common::refused_at_tls(&node, None).await);
+    assert_eq!(node.metrics.handshakes_with("no_certificate"), 1);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_mqtt_on_the_tls_port_is_refused() {
+    let (node, mut w) = setup().await;
+    let mut tcp = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    // A valid MQTT 3.1.1 CONNECT in clear text.
+    tcp.write_all(&[
+        0x10, 0x0e, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'h', b'i',
+    ])
+    .await
+    .unwrap();
+    let mut b = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut b))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert!(
+        n == 0 || b[0] == 0x15,
+        "expected close or a TLS alert, got {:?}",
+        &b[..n]
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(node.metrics.handshakes_with("not_tls"), 1);
+    w.still_fine().await;
+}
+
+/// Opens a device connection and sends `bytes` right after the TLS handshake.
+async fn raw_after_handshake(node: &TestNode, bytes: &[u8]) -> Client {
+    let creds = node.pki.device("attacker");
+    let mut c = Client::open(node, &creds, 4).await;
+    c.raw(bytes).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_before_connect_closes_the_connection() {
+    let (node, mut w) = setup().await;
+    let mut c = raw_after_handshake(&node, &[0x30, 0x05, 0, 1, b'a', b'h', b'i']).await;
+    assert!(c.closed_within(WAIT).await);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_close_the_connection() {
+    let (node, mut w) = setup().await;
+    let mut c = raw_after_handshake(&node, &[0xff; 64]).await;
+    assert!(c.closed_within(WAIT).await);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_connect_times_out_without_harm() {
+    let node = TestNode::start_with(|s| s.handshake_timeout_ms = 800).await;
+    let mut w = Witness::new(&node).await;
+    let mut c = raw_after_handshake(&node, &[0x10, 0x20, 0, 4, b'M', b'Q']).await;
+    assert!(c.closed_within(Duration::from_secs(3)).await);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_with_an_unknown_protocol_level_gets_return_code_one() {
+    let (node, mut w) = setup().await;
+    let mut c = raw_after_handshake(
+        &node,
+        &[0x10, 0x0c, 0, 4, b'M', b'Q', b'T', b'T', 9, 2, 0, 60, 0, 0],
+    )
+    .await;
+    let mut b = [0u8; 4];
+    c.stream.read_exact(&mut b).await.unwrap();
+    assert_eq!(b, [0x20, 0x02, 0x00, 0x01]);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connect_closes_the_session() {
+    let (node, mut w) = setup().await;
+    let mut c = node.device("attacker", 4).await;
+    assert_eq!(c.connect("attacker", 30, None).await, 255);
+    assert!(c.closed_within(WAIT).await);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_subscribe_closes_the_session() {
+    let (node, mut w) = setup().await;
+    let mut c = node.device("attacker", 4).await;
+    // SUBSCRIBE whose filter length runs past the packet.
+    c.raw(&[0x82, 0x06, 0, 1, 0, 0x40, b'a', 1]).await;
+    assert!(c.closed_within(WAIT).await);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_only_packet_from_an_mqtt5_client_closes_the_session() {
+    let (node, mut w) = setup().await;
+    let mut c = node.device("attacker", 5).await;
+    c.raw(&[0x20, 0x03, 0, 0, 0]).await; // CONNACK from a client
+    assert!(c.closed_within(WAIT).await);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_packet_is_refused_from_its_header() {
+    let node = TestNode::start_with(|s| s.max_packet_size = 1024).await;
+    let mut w = Witness::new(&node).await;
+    let mut c = node.device("attacker", 5).await;
+    // Announces 2 MB; the node must not wait for (or buffer) the body.
+    c.raw(&[0x30, 0x80, 0x80, 0x80, 0x01, 0, 1, b'a']).await;
+    match c.recv().await {
+        Some(Packet::Disconnect(d, _)) => {
+            assert_eq!(
+                d.reason_code,
+                rumqttd::protocol::DisconnectReasonCode::PacketTooLarge
+            )
+        }
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_alias_is_refused_as_a_protocol_error() {
+    let (node, mut w) = setup().await;
+    let mut c = node.device("attacker", 5).await;
+    let p = rumqttd::protocol::Publish::new("devices/attacker/state", "x", false);
+    let props = rumqttd::protocol::PublishProperties {
+        topic_alias: Some(1),
+        ..Default::default()
+    };
+    c.send(Packet::Publish(p, Some(props))).await;
+    assert!(c.closed_within(WAIT).await);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_will_on_another_devices_topic_is_refused_at_connect() {
+    let (node, mut w) = setup().await;
+    let creds = node.pki.device("attacker");
+    let mut c = Client::open(&node, &creds, 5).await;
+    let will = rumqttd::protocol::LastWill {
+        topic: "devices/witness/state".into(),
+        message: "forged".into(),
+        qos: QoS::AtMostOnce,
+        retain: true,
+    };
+    assert_eq!(c.connect("attacker", 30, Some(will)).await, 0x87);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_cannot_be_used_as_a_client() {
+    let (node, mut w) = setup().await;
+    let creds = node.pki.node();
+    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert!(
+        node.metrics.handshakes_with("bad_identity")
+            + node.metrics.handshakes_with("bad_certificate")
+            >= 1
+    );
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_without_affecting_held_ones() {
+    let node = TestNode::start_with(|s| s.max_connections = 2).await;
+    let mut w = Witness::new(&node).await;
+    let creds = node.pki.device("one-too-many");
+    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert_eq!(node.metrics.handshakes_with("max_connections"), 1);
+    w.still_fine().await;
+}

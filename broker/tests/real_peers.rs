@@ -1,0 +1,223 @@
+//! Real MQTT clients as devices, each with its own certificate: mosquitto_pub /
+//! mosquitto_sub (MQTT 3.1.1 and 5) and paho-mqtt. The service side is the test
+//! client holding the bridge's service certificate.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::peers::{self, lines};
+use common::TestNode;
+use rumqttd::protocol::QoS;
+
+const LINE_WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_pub_sensor_readings_reach_the_service_in_311_and_5() {
+    let node = TestNode::start().await;
+    let mut bridge = node.service(5).await;
+    bridge
+        .subscribe(&["devices/+/sensors/+"], QoS::AtLeastOnce)
+        .await;
+    for (id, version) in [("mosq-311", "mqttv311"), ("mosq-5", "mqttv5")] {
+        let creds = node.pki.device(id);
+        let topic = format!("devices/{id}/sensors/hu");
+        let ok = peers::mosquitto_pub(&node, &creds, id, version, &topic, "{\"val\":55}", 1);
+        assert!(ok, "mosquitto_pub {version} failed");
+        assert_eq!(
+            bridge.expect_publish(&topic).await.unwrap(),
+            b"{\"val\":55}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_sub_receives_its_command_and_only_its_own() {
+    let node = TestNode::start().await;
+    for (id, version) in [("sub-311", "mqttv311"), ("sub-5", "mqttv5")] {
+        let creds = node.pki.device(id);
+        let topic = format!("devices/{id}/commands");
+        let mut child = peers::mosquitto_sub(&node, &creds, id, version, &topic, &["-C", "1"]);
+        let rx = lines(&mut child);
+        let mut bridge = node.service(4).await;
+        // Wait for the subscription, then send a command to another device and to this one.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        bridge
+            .publish(
+                "devices/someone-else/commands",
+                b"{\"id\":\"other\"}",
+                false,
+            )
+            .await;
+        bridge.publish(&topic, b"{\"id\":\"c-1\"}", false).await;
+        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(LINE_WAIT))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, format!("{topic} {{\"id\":\"c-1\"}}"));
+        let status = child.wait().unwrap();
+        assert!(status.success(), "mosquitto_sub {version}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_sub_cannot_subscribe_to_the_fleet() {
+    let node = TestNode::start().await;
+    let creds = node.pki.device("nosy");
+    let mut child = peers::mosquitto_sub(
+        &node,
+        &creds,
+        "nosy",
+        "mqttv5",
+        "devices/+/commands",
+        &["-W", "3"],
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        err
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.to_lowercase().contains("denied") || out.to_lowercase().contains("not authorized"),
+        "{out}"
+    );
+    assert_eq!(node.metrics.denials_with("subscribe", "wildcard"), 1);
+}
+
+const PAHO_DEVICE: &str = r#"
+import json, os, ssl, sys, time
+import paho.mqtt.client as mqtt
+dev, version = sys.argv[1], sys.argv[2]
+proto = mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=dev, protocol=proto)
+c.tls_set(ca_certs=os.environ["CA"], certfile=os.environ["CERT"], keyfile=os.environ["KEY"])
+c.will_set(f"devices/{dev}/state", json.dumps({"will": True}), qos=1)
+def on_connect(client, userdata, flags, rc, props=None):
+    client.subscribe(f"devices/{dev}/commands", qos=1)
+def on_subscribe(client, userdata, mid, rcs, props=None):
+    client.publish(f"devices/{dev}/sensors/te", json.dumps({"val": 22.5}), qos=1)
+    print("ready", flush=True)
+def on_message(client, userdata, msg):
+    cmd = json.loads(msg.payload)
+    client.publish(f"devices/{dev}/acks", json.dumps({"id": cmd["id"], "ok": True}), qos=1)
+    print("command", cmd["id"], flush=True)
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("localhost", int(os.environ["NODE_PORT"]), keepalive=30)
+c.loop_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paho_devices_publish_receive_a_command_ack_it_and_leave_a_will() {
+    let node = TestNode::start().await;
+    let mut bridge = node.service(5).await;
+    bridge
+        .subscribe(
+            &["devices/+/sensors/+", "devices/+/acks", "devices/+/state"],
+            QoS::AtLeastOnce,
+        )
+        .await;
+    for version in ["311", "5"] {
+        let id = format!("paho-{version}");
+        let creds = node.pki.device(&id);
+        let mut child = peers::paho(
+            &node,
+            &creds,
+            PAHO_DEVICE,
+            &[&id, if version == "5" { "5" } else { "4" }],
+        );
+        let rx = lines(&mut child);
+        let rx = tokio::task::spawn_blocking(move || {
+            let l = rx.recv_timeout(LINE_WAIT);
+            (rx, l)
+        })
+        .await
+        .unwrap();
+        let (rx, ready) = rx;
+        assert_eq!(ready.unwrap(), "ready");
+        let reading = bridge
+            .expect_publish(&format!("devices/{id}/sensors/te"))
+            .await
+            .unwrap();
+        assert_eq!(reading, b"{\"val\": 22.5}");
+        bridge
+            .publish(
+                &format!("devices/{id}/commands"),
+                b"{\"id\":\"cmd-7\"}",
+                false,
+            )
+            .await;
+        let ack = bridge
+            .expect_publish(&format!("devices/{id}/acks"))
+            .await
+            .unwrap();
+        assert_eq!(ack, b"{\"id\": \"cmd-7\", \"ok\": true}");
+        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(LINE_WAIT))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, "command cmd-7");
+        // Killed without DISCONNECT: the will must fire.
+        child.kill().unwrap();
+        let _ = child.wait();
+        let will = bridge
+            .expect_publish(&format!("devices/{id}/state"))
+            .await
+            .unwrap();
+        assert_eq!(will, b"{\"will\": true}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paho_device_reconnecting_takes_over_its_session() {
+    let node = TestNode::start().await;
+    let mut bridge = node.service(4).await;
+    bridge
+        .subscribe(&["devices/+/presence"], QoS::AtMostOnce)
+        .await;
+    let creds = node.pki.device("paho-t");
+    let mut first = peers::paho(&node, &creds, PAHO_DEVICE, &["paho-t", "5"]);
+    let rx1 = lines(&mut first);
+    let r = tokio::task::spawn_blocking(move || rx1.recv_timeout(LINE_WAIT))
+        .await
+        .unwrap();
+    assert_eq!(r.unwrap(), "ready");
+    let online = bridge
+        .expect_publish("devices/paho-t/presence")
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&online).contains("\"online\":true"));
+    let mut second = peers::paho(&node, &creds, PAHO_DEVICE, &["paho-t", "5"]);
+    let rx2 = lines(&mut second);
+    let r = tokio::task::spawn_blocking(move || rx2.recv_timeout(LINE_WAIT))
+        .await
+        .unwrap();
+    assert_eq!(r.unwrap(), "ready");
+    let off = bridge
+        .expect_publish("devices/paho-t/presence")
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&off).contains("\"reason\":\"takeover\""),
+        "{}",
+        String::from_utf8_lossy(&off)
+    );
+    let on = bridge
+        .expect_publish("devices/paho-t/presence")
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&on).contains("\"online\":true"));
+    let _ = first.kill();
+    let _ = second.kill();
+    let _ = first.wait();
+    let _ = second.wait();
+}

@@ -1,0 +1,143 @@
+//! `ensure_stack`: the certificates `kumo up` needs, created on first run and
+//! reused afterwards.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::GeneralName;
+
+use super::scan::CertKind;
+use super::state::State;
+use super::{atomic, PkiDir, CRL_VALIDITY};
+use crate::inspect::{parse_cert, pem_to_der, serial_hex};
+use crate::CertError;
+
+/// Certificates this close to expiry are re-issued by `ensure_stack`.
+pub const RENEW_BEFORE: Duration = Duration::days(30);
+
+/// Name of the bridge's service certificate.
+pub const BRIDGE_SERVICE: &str = "bridge";
+
+/// The files a one-machine stack uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackPaths {
+    pub ca: PathBuf,
+    pub crl: PathBuf,
+    pub node_cert: PathBuf,
+    pub node_key: PathBuf,
+    pub bridge_cert: PathBuf,
+    pub bridge_key: PathBuf,
+}
+
+pub(super) fn ensure(
+    pki: &PkiDir,
+    node_id: &str,
+    sans: &[String],
+) -> Result<StackPaths, CertError> {
+    crate::role::validate_name("node", node_id)?;
+    let state = State::load(&pki.state_path())?;
+    if crl_needs_refresh(pki)? {
+        pki.write_crl()?;
+    }
+    let node_dir = CertKind::Node.dir(pki.dir(), node_id, None);
+    if !reusable(pki, &state, &node_dir, Some(sans))? {
+        pki.issue_node(node_id, sans)?;
+    }
+    let bridge_dir = CertKind::Service.dir(pki.dir(), BRIDGE_SERVICE, None);
+    if !reusable(pki, &state, &bridge_dir, None)? {
+        pki.issue_service(BRIDGE_SERVICE)?;
+    }
+    Ok(StackPaths {
+        ca: pki.ca_path(),
+        crl: pki.crl_path(),
+        node_cert: node_dir.join("cert.pem"),
+        node_key: node_dir.join("key.pem"),
+        bridge_cert: bridge_dir.join("cert.pem"),
+        bridge_key: bridge_dir.join("key.pem"),
+    })
+}
+
+/// A CRL is refreshed when missing, unreadable, not signed by this CA, or past
+/// half its lifetime.
+fn crl_needs_refresh(pki: &PkiDir) -> Result<bool, CertError> {
+    let Ok(pem) = std::fs::read_to_string(pki.crl_path()) else {
+        return Ok(true);
+    };
+    if crate::verify_crl_pem(&pem, pki.ca()).is_err() {
+        return Ok(true);
+    }
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+        return Ok(true);
+    };
+    let Ok((_, crl)) = x509_parser::parse_x509_crl(&block.contents) else {
+        return Ok(true);
+    };
+    let fresh_until = OffsetDateTime::now_utc() + CRL_VALIDITY / 2;
+    Ok(crl
+        .next_update()
+        .map_or(true, |t| t.to_datetime() < fresh_until))
+}
+
+/// Whether the certificate in `dir` can be kept: present with its key, signed by
+/// this CA, not revoked, not near expiry, and covering `sans` (if given).
+fn reusable(
+    pki: &PkiDir,
+    state: &State,
+    dir: &Path,
+    sans: Option<&[String]>,
+) -> Result<bool, CertError> {
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if !cert_path.exists() || !key_path.exists() {
+        return Ok(false);
+    }
+    let Ok(der) = pem_to_der(&atomic::read(&cert_path)?) else {
+        return Ok(false);
+    };
+    let Ok(cert) = parse_cert(&der) else {
+        return Ok(false);
+    };
+    let ca_der = pki.ca().cert_der();
+    let ca_cert = parse_cert(&ca_der)?;
+    if cert.verify_signature(Some(ca_cert.public_key())).is_err() {
+        return Ok(false);
+    }
+    if state.revoked_at(&serial_hex(cert.raw_serial())).is_some() {
+        return Ok(false);
+    }
+    if cert.validity().not_after.to_datetime() < OffsetDateTime::now_utc() + RENEW_BEFORE {
+        return Ok(false);
+    }
+    let Some(wanted) = sans else {
+        return Ok(true);
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Ok(false);
+    };
+    let have: HashSet<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            GeneralName::IPAddress(b) => ip_from_bytes(b).map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    Ok(wanted.iter().all(|w| {
+        let w = match w.parse::<IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => w.to_ascii_lowercase(),
+        };
+        have.contains(&w)
+    }))
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
+}

@@ -1,0 +1,149 @@
+//! The MQTT topic layout shared by the broker, the bridge and devices.
+//!
+//! Everything about one device lives under `devices/{id}/`. Builders here are the
+//! only place topic strings are assembled; [`parse_device_topic`] is the only place
+//! they are taken apart.
+
+use crate::DeviceId;
+
+/// Root segment of every device topic.
+pub const DEVICES: &str = "devices";
+
+/// The leaf kinds of a device's subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leaf {
+    /// `sensors/{te|hu|il|mo}`, device → cloud.
+    Sensor(Sensor),
+    /// `meter`, device → cloud, ECHONET Lite properties.
+    Meter,
+    /// `state`, device → cloud, retained.
+    State,
+    /// `commands`, cloud → device.
+    Commands,
+    /// `acks`, device → cloud.
+    Acks,
+    /// `presence`, published only by broker nodes, retained.
+    Presence,
+}
+
+/// Sensor kinds, named as in the Nature API's `newest_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sensor {
+    Temperature,
+    Humidity,
+    Illuminance,
+    Motion,
+}
+
+impl Sensor {
+    /// All sensor kinds.
+    pub const ALL: [Sensor; 4] = [
+        Sensor::Temperature,
+        Sensor::Humidity,
+        Sensor::Illuminance,
+        Sensor::Motion,
+    ];
+
+    /// The two-letter code (`te`, `hu`, `il`, `mo`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Sensor::Temperature => "te",
+            Sensor::Humidity => "hu",
+            Sensor::Illuminance => "il",
+            Sensor::Motion => "mo",
+        }
+    }
+
+    /// Parses a two-letter code.
+    pub fn from_code(code: &str) -> Option<Sensor> {
+        Sensor::ALL.into_iter().find(|s| s.code() == code)
+    }
+}
+
+impl Leaf {
+    /// The part of the topic after `devices/{id}/`.
+    pub fn suffix(self) -> String {
+        match self {
+            Leaf::Sensor(s) => format!("sensors/{}", s.code()),
+            Leaf::Meter => "meter".into(),
+            Leaf::State => "state".into(),
+            Leaf::Commands => "commands".into(),
+            Leaf::Acks => "acks".into(),
+            Leaf::Presence => "presence".into(),
+        }
+    }
+
+    fn parse(rest: &str) -> Option<Leaf> {
+        Some(match rest {
+            "meter" => Leaf::Meter,
+            "state" => Leaf::State,
+            "commands" => Leaf::Commands,
+            "acks" => Leaf::Acks,
+            "presence" => Leaf::Presence,
+            _ => Leaf::Sensor(Sensor::from_code(rest.strip_prefix("sensors/")?)?),
+        })
+    }
+}
+
+/// `devices/{id}/{leaf}`.
+pub fn device_topic(id: &DeviceId, leaf: Leaf) -> String {
+    format!("{DEVICES}/{id}/{}", leaf.suffix())
+}
+
+/// `devices/{id}/` — the prefix of everything a device owns.
+pub fn device_prefix(id: &DeviceId) -> String {
+    format!("{DEVICES}/{id}/")
+}
+
+/// Splits a concrete topic into its device id and leaf; `None` if it is not a
+/// well-formed device topic.
+pub fn parse_device_topic(topic: &str) -> Option<(DeviceId, Leaf)> {
+    let rest = topic.strip_prefix(DEVICES)?.strip_prefix('/')?;
+    let (id, leaf) = rest.split_once('/')?;
+    Some((DeviceId::parse(id).ok()?, Leaf::parse(leaf)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(s: &str) -> DeviceId {
+        DeviceId::parse(s).expect("valid id")
+    }
+
+    #[test]
+    fn builds_and_parses_every_leaf() {
+        let id = dev("remo-1");
+        let leaves = [
+            Leaf::Sensor(Sensor::Temperature),
+            Leaf::Sensor(Sensor::Motion),
+            Leaf::Meter,
+            Leaf::State,
+            Leaf::Commands,
+            Leaf::Acks,
+            Leaf::Presence,
+        ];
+        for leaf in leaves {
+            let t = device_topic(&id, leaf);
+            assert_eq!(parse_device_topic(&t), Some((id.clone(), leaf)), "{t}");
+        }
+        assert_eq!(
+            device_topic(&id, Leaf::Sensor(Sensor::Humidity)),
+            "devices/remo-1/sensors/hu"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_device_topics() {
+        for bad in [
+            "devices/remo-1",
+            "devices//state",
+            "devices/+/state",
+            "devices/remo-1/sensors/xx",
+            "devices/remo-1/state/extra",
+            "other/remo-1/state",
+        ] {
+            assert_eq!(parse_device_topic(bad), None, "{bad}");
+        }
+    }
+}

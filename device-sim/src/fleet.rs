@@ -1,0 +1,201 @@
+//! Runs one process's share of a fleet: ramps devices up at a controlled rate,
+//! drives reconnect bursts, reports progress and returns the summary.
+//!
+//! Devices stop on the shutdown token, after `duration_secs`, or never; the
+//! summary describes the fleet as it stood just before it was stopped.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::SimError;
+use crate::model::{CommandPolicy, DeviceModel, SimRng};
+use crate::payload::DeviceKind;
+use crate::progress::Progress;
+use crate::runtime::{self, Device, Shared};
+use crate::settings::Settings;
+use crate::stats::{Stats, Summary};
+use crate::tls::{CredentialSource, TlsContext};
+
+/// Runs the fleet the settings describe, printing live progress to stderr, until
+/// `shutdown` is cancelled (or `duration_secs` passes).
+pub async fn run_fleet(
+    settings: Settings,
+    ca_pem: String,
+    shutdown: CancellationToken,
+) -> Result<Summary, SimError> {
+    let mut progress = Progress::new();
+    let summary = run_fleet_with(settings, ca_pem, shutdown, |s| progress.print(s)).await;
+    progress.finish();
+    summary
+}
+
+/// [`run_fleet`] with the progress snapshots handed to `on_progress` instead.
+pub async fn run_fleet_with<F>(
+    settings: Settings,
+    ca_pem: String,
+    shutdown: CancellationToken,
+    mut on_progress: F,
+) -> Result<Summary, SimError>
+where
+    F: FnMut(&Summary) + Send,
+{
+    settings.validate().map_err(SimError::InvalidSettings)?;
+    let tls = Arc::new(TlsContext::from_ca_pem(&ca_pem)?);
+    let source = Arc::new(CredentialSource::from_settings(&settings)?);
+    let stats = Arc::new(Stats::new());
+    stats.devices.store(settings.devices, Relaxed);
+    let stop = shutdown.child_token();
+    let (burst_tx, burst_rx) = watch::channel(0u64);
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        stats: stats.clone(),
+        stop: stop.clone(),
+        burst: burst_rx,
+    });
+
+    let started = Instant::now();
+    let deadline =
+        (settings.duration_secs > 0).then(|| started + Duration::from_secs(settings.duration_secs));
+    let mut progress =
+        tokio::time::interval(Duration::from_millis(settings.progress_interval_ms.max(1)));
+    progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let burst_every = Duration::from_secs(settings.chaos.burst_every_secs.max(1));
+    let mut burst = tokio::time::interval_at(started + burst_every, burst_every);
+
+    let mut devices = JoinSet::new();
+    let mut spawned = 0u64;
+    loop {
+        spawned = spawn_due(
+            &settings,
+            started,
+            spawned,
+            &mut devices,
+            &shared,
+            &tls,
+            &source,
+        );
+        let ramping = spawned < settings.devices;
+        if !ramping && devices.is_empty() {
+            break; // every device gave up (credential errors)
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = sleep_until_opt(deadline) => break,
+            _ = sleep(Duration::from_millis(10)), if ramping => {}
+            _ = progress.tick(), if settings.progress_interval_ms > 0 => on_progress(&stats.snapshot()),
+            _ = burst.tick(), if settings.chaos.burst_every_secs > 0 => {
+                burst_tx.send_modify(|n| *n += 1);
+            }
+            Some(_) = devices.join_next() => {}
+        }
+    }
+
+    let summary = stats.snapshot();
+    stop.cancel();
+    let grace = Duration::from_millis(settings.shutdown_timeout_ms) + Duration::from_secs(1);
+    let drained = tokio::time::timeout(grace, async {
+        while devices.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!(
+            left = devices.len(),
+            "devices did not stop in time; aborting them"
+        );
+        devices.shutdown().await;
+    }
+    Ok(summary)
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Spawns the devices the ramp allows by now; returns the new spawned count.
+fn spawn_due(
+    settings: &Settings,
+    started: Instant,
+    spawned: u64,
+    devices: &mut JoinSet<()>,
+    shared: &Arc<Shared>,
+    tls: &Arc<TlsContext>,
+    source: &Arc<CredentialSource>,
+) -> u64 {
+    let due = if settings.ramp_per_sec > 0.0 {
+        let allowed = (started.elapsed().as_secs_f64() * settings.ramp_per_sec).floor() as u64 + 1;
+        allowed.min(settings.devices)
+    } else {
+        settings.devices
+    };
+    for n in spawned..due {
+        let index = settings.first_index + n;
+        devices.spawn(start_device(
+            index,
+            shared.clone(),
+            tls.clone(),
+            source.clone(),
+        ));
+    }
+    due.max(spawned)
+}
+
+/// Loads the device's credentials, builds its model and runs it.
+async fn start_device(
+    index: u64,
+    shared: Arc<Shared>,
+    tls: Arc<TlsContext>,
+    source: Arc<CredentialSource>,
+) {
+    let s = &shared.settings;
+    let device = match prepare(index, s, &tls, &source).await {
+        Ok(d) => d,
+        Err(e) => {
+            shared.stats.credential_errors.fetch_add(1, Relaxed);
+            tracing::error!(error = %e, "device cannot start");
+            return;
+        }
+    };
+    runtime::run(device, shared).await;
+}
+
+async fn prepare(
+    index: u64,
+    s: &Settings,
+    tls: &TlsContext,
+    source: &Arc<CredentialSource>,
+) -> Result<Device, SimError> {
+    let id = s.device_id(index)?;
+    let load_id = id.clone();
+    let load_source = source.clone();
+    // File reads (and, from a PKI, possibly issuing) must not block a worker thread.
+    let creds = tokio::task::spawn_blocking(move || load_source.load(&load_id))
+        .await
+        .map_err(|e| SimError::Ca(format!("credential loader panicked: {e}")))??;
+    let tls = tls.client_config(&id, creds)?;
+    let mut rng = SimRng::for_device(s.seed, index);
+    let kind = if rng.chance(s.meter_fraction) {
+        DeviceKind::Meter
+    } else {
+        DeviceKind::Hub
+    };
+    let policy = CommandPolicy {
+        failure_rate: s.command_failure_rate,
+        ignore_rate: s.command_ignore_rate,
+    };
+    let model = DeviceModel::new(kind, SimRng::new(rng.next_u64()), policy);
+    Ok(Device {
+        index,
+        id,
+        tls,
+        model,
+        rng,
+    })
+}

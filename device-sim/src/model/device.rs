@@ -1,0 +1,384 @@
+//! One simulated device's behaviour: an IR hub with its room and appliances, or a
+//! smart-meter gateway with its household.
+//!
+//! Turns command payloads into acks and state changes (with configurable failure
+//! and silent-ignore fractions) and produces telemetry for a time step. Pure: the
+//! network runtime feeds it bytes and times and publishes what it returns.
+
+use serde_json::json;
+
+use super::appliance::{self, Refusal};
+use super::meter::{self, MeterReading, SmartMeter};
+use super::rng::SimRng;
+use super::sensors::{HubSensors, SensorReadings};
+use crate::payload::{
+    Ack, AckResult, Action, ApplianceStates, Command, DeviceKind, EchonetProperty, IrMessage,
+    MeterReport, StateReport,
+};
+
+/// Firmware version the simulated devices report.
+pub const FIRMWARE_VERSION: &str = "Remo/1.14.6-kumo-sim";
+
+/// How often commands go wrong, to exercise the cloud's error paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CommandPolicy {
+    /// Fraction of valid commands acked as failed ("appliance did not respond").
+    pub failure_rate: f64,
+    /// Fraction of commands silently dropped: no state change, no ack.
+    pub ignore_rate: f64,
+}
+
+/// What became of one command payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandOutcome {
+    /// Publish this ack; publish the state too if it changed.
+    Ack {
+        ack: Ack,
+        state_changed: bool,
+        issued_at: Option<u64>,
+    },
+    /// Deliberately dropped (ignore fraction); no ack.
+    Ignored { id: String },
+    /// Not a command at all (no id, not JSON): nothing to ack.
+    Unparseable,
+}
+
+/// Telemetry produced by one time step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Telemetry {
+    Sensors(SensorReadings),
+    Meter(MeterReading),
+}
+
+/// A device's whole behaviour.
+#[derive(Debug, Clone)]
+pub struct DeviceModel {
+    rng: SimRng,
+    policy: CommandPolicy,
+    body: Body,
+}
+
+// One per device; boxing the hub would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum Body {
+    Hub {
+        room: HubSensors,
+        appliances: ApplianceStates,
+    },
+    Meter {
+        meter: SmartMeter,
+    },
+}
+
+impl DeviceModel {
+    /// A device of `kind` whose randomness all flows from `rng`.
+    pub fn new(kind: DeviceKind, mut rng: SimRng, policy: CommandPolicy) -> Self {
+        let child = SimRng::new(rng.next_u64());
+        let body = match kind {
+            DeviceKind::Hub => Body::Hub {
+                room: HubSensors::new(child),
+                appliances: appliance::initial_states(),
+            },
+            DeviceKind::Meter => Body::Meter {
+                meter: SmartMeter::new(child),
+            },
+        };
+        Self { rng, policy, body }
+    }
+
+    /// Hub or meter.
+    pub fn kind(&self) -> DeviceKind {
+        match self.body {
+            Body::Hub { .. } => DeviceKind::Hub,
+            Body::Meter { .. } => DeviceKind::Meter,
+        }
+    }
+
+    /// Advances the model by `dt_secs` to local time `hour` and returns readings.
+    pub fn step(&mut self, hour: f64, dt_secs: f64) -> Telemetry {
+        match &mut self.body {
+            Body::Hub { room, appliances } => {
+                Telemetry::Sensors(room.step(hour, dt_secs, appliance::influence(appliances)))
+            }
+            Body::Meter { meter } => Telemetry::Meter(meter.step(hour, dt_secs)),
+        }
+    }
+
+    /// The retained state report.
+    pub fn state(&self, now_ms: u64) -> StateReport {
+        StateReport {
+            online: true,
+            kind: self.kind(),
+            firmware_version: FIRMWARE_VERSION.into(),
+            appliances: match &self.body {
+                Body::Hub { appliances, .. } => Some(appliances.clone()),
+                Body::Meter { .. } => None,
+            },
+            ts: now_ms,
+        }
+    }
+
+    /// Handles one payload received on the commands topic.
+    pub fn handle_command(&mut self, payload: &[u8], now_ms: u64) -> CommandOutcome {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return CommandOutcome::Unparseable;
+        };
+        let Some(id) = value.get("id").and_then(|v| v.as_str()).map(str::to_owned) else {
+            return CommandOutcome::Unparseable;
+        };
+        let issued_at = value.get("ts").and_then(|v| v.as_u64());
+        if self.rng.chance(self.policy.ignore_rate) {
+            return CommandOutcome::Ignored { id };
+        }
+        let result = match serde_json::from_value::<Command>(value) {
+            Err(e) => Err(format!("invalid command: {e}")),
+            Ok(_) if self.rng.chance(self.policy.failure_rate) => {
+                Err("appliance did not respond".to_owned())
+            }
+            Ok(cmd) => self.apply(&cmd.action),
+        };
+        let (ack, state_changed) = match result {
+            Ok((changed, data)) => (ack(id, AckResult::Ok, None, data, now_ms), changed),
+            Err(reason) => (
+                ack(id, AckResult::Failed, Some(reason), None, now_ms),
+                false,
+            ),
+        };
+        CommandOutcome::Ack {
+            ack,
+            state_changed,
+            issued_at,
+        }
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(bool, Option<serde_json::Value>), Refusal> {
+        let Body::Hub { appliances, .. } = &mut self.body else {
+            return Err("a smart-meter gateway takes no IR commands".into());
+        };
+        match action {
+            Action::Aircon { settings } => {
+                appliance::apply_aircon(&mut appliances.aircon, settings).map(|c| (c, None))
+            }
+            Action::Tv { button } => {
+                appliance::press_tv(&mut appliances.tv, button).map(|c| (c, None))
+            }
+            Action::Light { button } => {
+                appliance::press_light(&mut appliances.light, button).map(|c| (c, None))
+            }
+            Action::Signal { message } => check_ir(message).map(|()| (false, None)),
+            Action::Learn => {
+                let learned = self.learned_signal();
+                Ok((false, Some(json!({ "message": learned }))))
+            }
+        }
+    }
+
+    /// A plausible NEC-style frame: leader, 32 bits, stop.
+    fn learned_signal(&mut self) -> IrMessage {
+        let mut data = vec![9000, 4500];
+        for _ in 0..32 {
+            data.push(560);
+            data.push(if self.rng.chance(0.5) { 1690 } else { 560 });
+        }
+        data.push(560);
+        IrMessage {
+            format: "us".into(),
+            freq: 38,
+            data,
+        }
+    }
+}
+
+fn check_ir(m: &IrMessage) -> Result<(), Refusal> {
+    if m.format != "us" {
+        return Err(format!("unsupported IR format {:?}", m.format));
+    }
+    if !(30..=60).contains(&m.freq) {
+        return Err(format!("IR carrier {} kHz out of range", m.freq));
+    }
+    if m.data.is_empty() || m.data.len() > 2048 {
+        return Err("IR data must hold 1 to 2048 durations".into());
+    }
+    Ok(())
+}
+
+fn ack(
+    id: String,
+    result: AckResult,
+    reason: Option<String>,
+    data: Option<serde_json::Value>,
+    ts: u64,
+) -> Ack {
+    Ack {
+        id,
+        result,
+        reason,
+        data,
+        ts,
+    }
+}
+
+/// The meter's ECHONET Lite properties in the Nature API's naming.
+pub fn meter_report(r: &MeterReading, ts: u64) -> MeterReport {
+    let prop = |name: &str, epc: u8, val: String| EchonetProperty {
+        name: name.into(),
+        epc,
+        val,
+    };
+    MeterReport {
+        echonetlite_properties: vec![
+            prop(
+                "coefficient",
+                meter::EPC_COEFFICIENT,
+                r.coefficient.to_string(),
+            ),
+            prop(
+                "cumulative_electric_energy_effective_digits",
+                meter::EPC_EFFECTIVE_DIGITS,
+                r.effective_digits.to_string(),
+            ),
+            prop(
+                "normal_direction_cumulative_electric_energy",
+                meter::EPC_CUMULATIVE_BOUGHT,
+                r.bought_count.to_string(),
+            ),
+            prop(
+                "cumulative_electric_energy_unit",
+                meter::EPC_UNIT,
+                r.unit.to_string(),
+            ),
+            prop(
+                "reverse_direction_cumulative_electric_energy",
+                meter::EPC_CUMULATIVE_SOLD,
+                r.sold_count.to_string(),
+            ),
+            prop(
+                "measured_instantaneous",
+                meter::EPC_INSTANTANEOUS_POWER,
+                r.instantaneous_w.to_string(),
+            ),
+        ],
+        ts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(policy: CommandPolicy) -> DeviceModel {
+        DeviceModel::new(DeviceKind::Hub, SimRng::new(1), policy)
+    }
+
+    fn outcome_ack(o: CommandOutcome) -> (Ack, bool) {
+        match o {
+            CommandOutcome::Ack {
+                ack, state_changed, ..
+            } => (ack, state_changed),
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_command_is_applied_acked_and_changes_the_reported_state() {
+        let mut d = hub(CommandPolicy::default());
+        let cmd = br#"{"id":"c-1","ts":10,"type":"aircon","settings":{"button":"","mode":"warm"}}"#;
+        let o = d.handle_command(cmd, 20);
+        let CommandOutcome::Ack { issued_at, .. } = &o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(*issued_at, Some(10));
+        let (ack, changed) = outcome_ack(o);
+        assert_eq!(
+            (ack.id.as_str(), ack.result, ack.ts),
+            ("c-1", AckResult::Ok, 20)
+        );
+        assert!(changed);
+        let state = d.state(21).appliances.expect("hub has appliances");
+        assert_eq!(
+            (state.aircon.mode.as_str(), state.aircon.button.as_str()),
+            ("warm", "")
+        );
+    }
+
+    #[test]
+    fn an_invalid_command_gets_a_failure_ack_with_a_reason() {
+        let mut d = hub(CommandPolicy::default());
+        for bad in [
+            &br#"{"id":"c-2","type":"aircon","settings":{"temp":"99"}}"#[..],
+            br#"{"id":"c-3","type":"teleport"}"#,
+            br#"{"id":"c-4","type":"tv"}"#,
+            br#"{"id":"c-5","type":"signal","message":{"format":"us","freq":900,"data":[1]}}"#,
+        ] {
+            let (ack, changed) = outcome_ack(d.handle_command(bad, 1));
+            assert_eq!(ack.result, AckResult::Failed, "{ack:?}");
+            assert!(ack.reason.is_some());
+            assert!(!changed);
+        }
+    }
+
+    #[test]
+    fn payloads_without_a_command_id_are_not_acked() {
+        let mut d = hub(CommandPolicy::default());
+        assert_eq!(
+            d.handle_command(b"not json", 1),
+            CommandOutcome::Unparseable
+        );
+        assert_eq!(
+            d.handle_command(br#"{"type":"learn"}"#, 1),
+            CommandOutcome::Unparseable
+        );
+    }
+
+    #[test]
+    fn configured_fractions_of_commands_fail_or_are_ignored() {
+        let policy = CommandPolicy {
+            failure_rate: 0.2,
+            ignore_rate: 0.1,
+        };
+        let mut d = hub(policy);
+        let (mut failed, mut ignored) = (0, 0);
+        for i in 0..2000 {
+            let cmd = format!(r#"{{"id":"c{i}","type":"light","button":"on"}}"#);
+            match d.handle_command(cmd.as_bytes(), 1) {
+                CommandOutcome::Ignored { .. } => ignored += 1,
+                CommandOutcome::Ack { ack, .. } if ack.result == AckResult::Failed => failed += 1,
+                _ => {}
+            }
+        }
+        assert!((140..260).contains(&ignored), "ignored {ignored}");
+        // 20% of the 90% not ignored.
+        assert!((280..440).contains(&failed), "failed {failed}");
+    }
+
+    #[test]
+    fn learning_returns_an_ir_signal_in_the_ack() {
+        let mut d = hub(CommandPolicy::default());
+        let (ack, _) = outcome_ack(d.handle_command(br#"{"id":"l","type":"learn"}"#, 1));
+        let message: IrMessage =
+            serde_json::from_value(ack.data.expect("data")["message"].clone()).expect("message");
+        assert_eq!(message.freq, 38);
+        assert!(check_ir(&message).is_ok());
+    }
+
+    #[test]
+    fn a_meter_gateway_refuses_ir_commands_and_reports_echonet_properties() {
+        let mut d = DeviceModel::new(DeviceKind::Meter, SimRng::new(2), CommandPolicy::default());
+        let (ack, _) = outcome_ack(d.handle_command(br#"{"id":"m","type":"learn"}"#, 1));
+        assert_eq!(ack.result, AckResult::Failed);
+        let Telemetry::Meter(r) = d.step(12.0, 60.0) else {
+            panic!("meter telemetry")
+        };
+        let report = meter_report(&r, 5);
+        let epcs: Vec<u8> = report
+            .echonetlite_properties
+            .iter()
+            .map(|p| p.epc)
+            .collect();
+        for epc in [0xE7, 0xE0, 0xE3, 0xD3, 0xE1] {
+            assert!(epcs.contains(&epc), "missing EPC {epc:#x}");
+        }
+        assert!(d.state(1).appliances.is_none());
+    }
+}

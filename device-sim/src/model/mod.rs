@@ -1,0 +1,16 @@
+//! Behaviour models: pure, deterministic given a seed, no I/O and no clock.
+//!
+//! [`sensors`] (a room seen by an IR hub), [`appliance`] (AC, TV, light state
+//! machines), [`meter`] (a household behind a smart meter) and [`device`], which
+//! combines them into one device that answers commands.
+
+pub mod appliance;
+pub mod device;
+pub mod meter;
+pub mod rng;
+pub mod sensors;
+
+pub use device::{
+    meter_report, CommandOutcome, CommandPolicy, DeviceModel, Telemetry, FIRMWARE_VERSION,
+};
+pub use rng::SimRng;

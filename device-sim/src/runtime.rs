@@ -1,0 +1,352 @@
+//! One simulated device on the network: connect, report, obey commands, survive.
+//!
+//! Owns the connection lifecycle — TLS + MQTT connect with a deadline, command
+//! subscription, retained state, telemetry on its interval, acks, reconnect with
+//! exponential backoff and jitter, chaos faults and a clean DISCONNECT on shutdown.
+//! Behaviour (what to report, how to answer) belongs to [`crate::model`].
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kumo_contract::topic::{device_topic, Leaf};
+use kumo_contract::DeviceId;
+use rustls::ClientConfig;
+use tokio::sync::watch;
+use tokio::time::{sleep, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{Link, LinkError, LinkEvent, LinkOptions};
+use crate::model::{CommandOutcome, DeviceModel, SimRng};
+use crate::payload::{AckResult, StateReport};
+use crate::settings::{split_host_port, Settings};
+use crate::stats::{FailureReason, Stats};
+
+/// What every device of a fleet shares.
+pub struct Shared {
+    pub settings: Settings,
+    pub stats: Arc<Stats>,
+    pub stop: CancellationToken,
+    /// Bumped by the fleet on every reconnect burst.
+    pub burst: watch::Receiver<u64>,
+}
+
+/// Per-device constant data.
+pub struct Device {
+    pub index: u64,
+    pub id: DeviceId,
+    pub tls: Arc<ClientConfig>,
+    pub model: DeviceModel,
+    pub rng: SimRng,
+}
+
+/// How a connected session ended.
+enum End {
+    Shutdown,
+    Dropped(LinkError),
+    ChaosDisconnect,
+    ChaosKill,
+    Burst,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the device until the fleet stops.
+pub async fn run(mut dev: Device, shared: Arc<Shared>) {
+    let s = &shared.settings;
+    let stats = &shared.stats;
+    let node = s.node_for(dev.index).to_owned();
+    let Ok((host, port)) = split_host_port(&node) else {
+        return; // validated before any device starts
+    };
+    let mut burst = shared.burst.clone();
+    let mut attempt: u32 = 0;
+    let mut first = true;
+    loop {
+        if shared.stop.is_cancelled() {
+            return;
+        }
+        let mut link = Link::new(LinkOptions {
+            protocol: s.protocol,
+            client_id: dev.id.as_str(),
+            host: &host,
+            port,
+            tls: dev.tls.clone(),
+            keep_alive: Duration::from_secs(s.keep_alive_secs.into()),
+            connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+            will: will(&dev),
+        });
+        stats.connecting.fetch_add(1, Relaxed);
+        let connected = tokio::select! {
+            _ = shared.stop.cancelled() => None,
+            r = connect(&mut link, Duration::from_millis(s.connect_timeout_ms)) => Some(r),
+        };
+        stats.connecting.fetch_sub(1, Relaxed);
+        let pause = match connected {
+            None => return,
+            Some(Err(e)) => {
+                stats.failed(e.reason);
+                tracing::debug!(device_id = %dev.id, node = %node, reason = e.reason.as_str(), error = %e.detail, "connect failed");
+                attempt = attempt.saturating_add(1);
+                backoff(s, attempt, &mut dev.rng)
+            }
+            Some(Ok(())) => {
+                stats.on_connected(first);
+                first = false;
+                attempt = 0;
+                let end = session(&mut dev, &mut link, &shared, &mut burst).await;
+                let pause = match end {
+                    End::Shutdown => {
+                        disconnect(&mut link, Duration::from_millis(s.shutdown_timeout_ms)).await;
+                        stats.connected.fetch_sub(1, Relaxed);
+                        return;
+                    }
+                    End::Dropped(e) => {
+                        stats.drops.fetch_add(1, Relaxed);
+                        tracing::debug!(device_id = %dev.id, node = %node, error = %e.detail, "connection lost");
+                        attempt = 1;
+                        backoff(s, attempt, &mut dev.rng)
+                    }
+                    End::ChaosDisconnect => {
+                        stats.chaos_disconnects.fetch_add(1, Relaxed);
+                        disconnect(&mut link, Duration::from_millis(s.shutdown_timeout_ms)).await;
+                        offline_pause(s, &mut dev.rng)
+                    }
+                    End::ChaosKill => {
+                        stats.chaos_kills.fetch_add(1, Relaxed);
+                        offline_pause(s, &mut dev.rng)
+                    }
+                    End::Burst => {
+                        stats.burst_drops.fetch_add(1, Relaxed);
+                        Duration::ZERO
+                    }
+                };
+                stats.connected.fetch_sub(1, Relaxed);
+                pause
+            }
+        };
+        // Dropping the link closes the socket; with no DISCONNECT sent, the broker
+        // publishes the last will.
+        drop(link);
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = sleep(pause) => {}
+        }
+    }
+}
+
+async fn connect(link: &mut Link, deadline: Duration) -> Result<(), LinkError> {
+    let attempt = async {
+        loop {
+            if let LinkEvent::Connected = link.poll().await? {
+                return Ok(());
+            }
+        }
+    };
+    timeout(deadline + Duration::from_secs(1), attempt)
+        .await
+        .unwrap_or(Err(LinkError {
+            reason: FailureReason::Timeout,
+            detail: "connect deadline".into(),
+        }))
+}
+
+/// Sends DISCONNECT and drives the link until the broker closes it or time is up.
+async fn disconnect(link: &mut Link, deadline: Duration) {
+    if !link.disconnect() {
+        return;
+    }
+    let _ = timeout(deadline, async { while link.poll().await.is_ok() {} }).await;
+}
+
+fn backoff(s: &Settings, attempt: u32, rng: &mut SimRng) -> Duration {
+    let exp = s
+        .reconnect_min_ms
+        .saturating_mul(1u64 << attempt.min(20).saturating_sub(1));
+    let cap = exp.min(s.reconnect_max_ms) as f64;
+    // Equal jitter: at least half the step, so a failing fleet still spreads out.
+    Duration::from_millis(rng.range(cap / 2.0, cap) as u64)
+}
+
+fn offline_pause(s: &Settings, rng: &mut SimRng) -> Duration {
+    let max = match s.chaos.offline_max_ms {
+        0 => 5_000,
+        ms => ms,
+    };
+    Duration::from_millis(rng.below(max + 1))
+}
+
+fn will(dev: &Device) -> (String, Vec<u8>) {
+    let report = StateReport {
+        online: false,
+        appliances: None,
+        ..dev.model.state(now_ms())
+    };
+    let payload = serde_json::to_vec(&report).unwrap_or_default();
+    (device_topic(&dev.id, Leaf::State), payload)
+}
+
+/// Local hour of day (0–24) in the simulated homes' time zone.
+pub(crate) fn local_hour(s: &Settings, now_ms: u64) -> f64 {
+    let secs = now_ms as f64 / 1000.0 + s.utc_offset_hours * 3600.0;
+    secs.rem_euclid(86_400.0) / 3600.0
+}
+
+async fn session(
+    dev: &mut Device,
+    link: &mut Link,
+    shared: &Shared,
+    burst: &mut watch::Receiver<u64>,
+) -> End {
+    let s = &shared.settings;
+    let stats = &shared.stats;
+    let commands = device_topic(&dev.id, Leaf::Commands);
+    link.subscribe(commands.clone());
+    publish_state(dev, link, stats);
+
+    let period = Duration::from_millis(s.report_interval_ms);
+    // A random phase spreads a fleet's reports over the whole period.
+    let phase = Duration::from_millis(dev.rng.below(s.report_interval_ms.max(1)));
+    let mut report = tokio::time::interval_at(Instant::now() + phase, period);
+    report.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_step = Instant::now();
+    let chaos_rate = (s.chaos.disconnects_per_hour + s.chaos.kills_per_hour) / 3600.0;
+    let chaos_at = (chaos_rate > 0.0).then(|| {
+        let wait = -(1.0 - dev.rng.unit()).ln() / chaos_rate;
+        Instant::now() + Duration::from_secs_f64(wait.min(86_400.0 * 365.0))
+    });
+    let mut burst_open = s.chaos.burst_every_secs > 0;
+    burst.mark_unchanged();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return End::Shutdown,
+            changed = burst.changed(), if burst_open => match changed {
+                Ok(()) if dev.rng.chance(s.chaos.burst_fraction) => return End::Burst,
+                Ok(()) => {}
+                Err(_) => burst_open = false,
+            },
+            _ = sleep_until(chaos_at.unwrap_or_else(Instant::now)), if chaos_at.is_some() => {
+                let kill_share = s.chaos.kills_per_hour / (chaos_rate * 3600.0);
+                return if dev.rng.chance(kill_share) { End::ChaosKill } else { End::ChaosDisconnect };
+            }
+            event = link.poll() => match event {
+                Ok(LinkEvent::Message { topic, payload, response }) if topic == commands => {
+                    handle_command(dev, link, stats, &payload, response);
+                }
+                Ok(LinkEvent::Subscribed(false)) => {
+                    tracing::warn!(device_id = %dev.id, topic = %commands, "command subscription refused");
+                }
+                Ok(_) => {}
+                Err(e) => return End::Dropped(e),
+            },
+            _ = report.tick() => {
+                let dt = last_step.elapsed().as_secs_f64();
+                last_step = Instant::now();
+                crate::telemetry::publish(dev, link, shared, dt);
+            }
+        }
+    }
+}
+
+/// Counts a queued publish, or a drop when the request buffer was full.
+pub(crate) fn count_publish(stats: &Stats, queued: bool) {
+    if queued {
+        stats.published.fetch_add(1, Relaxed);
+    } else {
+        stats.publish_dropped.fetch_add(1, Relaxed);
+    }
+}
+
+fn publish_state(dev: &Device, link: &Link, stats: &Stats) {
+    let payload = serde_json::to_vec(&dev.model.state(now_ms())).unwrap_or_default();
+    count_publish(
+        stats,
+        link.publish(device_topic(&dev.id, Leaf::State), true, true, payload),
+    );
+}
+
+fn handle_command(
+    dev: &mut Device,
+    link: &Link,
+    stats: &Stats,
+    payload: &[u8],
+    response: Option<crate::link::Response>,
+) {
+    stats.commands_received.fetch_add(1, Relaxed);
+    let now = now_ms();
+    match dev.model.handle_command(payload, now) {
+        CommandOutcome::Ack {
+            ack,
+            state_changed,
+            issued_at,
+        } => {
+            if let Some(ts) = issued_at {
+                stats.record_latency(now.saturating_sub(ts));
+            }
+            if ack.result == AckResult::Failed {
+                stats.commands_failed.fetch_add(1, Relaxed);
+            }
+            tracing::debug!(device_id = %dev.id, command_id = %ack.id, result = ?ack.result, "command handled");
+            if state_changed {
+                publish_state(dev, link, stats);
+            }
+            let body = serde_json::to_vec(&ack).unwrap_or_default();
+            let queued = match &response {
+                Some(r) => link.respond(r, body),
+                None => link.publish(device_topic(&dev.id, Leaf::Acks), true, false, body),
+            };
+            count_publish(stats, queued);
+            if queued {
+                stats.acks_sent.fetch_add(1, Relaxed);
+            }
+        }
+        CommandOutcome::Ignored { id } => {
+            stats.commands_ignored.fetch_add(1, Relaxed);
+            tracing::debug!(device_id = %dev.id, command_id = %id, "command ignored (chaos)");
+        }
+        CommandOutcome::Unparseable => {
+            stats.commands_unparseable.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_ceiling_with_jitter() {
+        let s = Settings {
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 1_000,
+            ..Default::default()
+        };
+        let mut rng = SimRng::new(3);
+        let d1 = backoff(&s, 1, &mut rng).as_millis();
+        assert!((50..=100).contains(&d1), "{d1}");
+        let d3 = backoff(&s, 3, &mut rng).as_millis();
+        assert!((200..=400).contains(&d3), "{d3}");
+        for attempt in 5..40 {
+            let d = backoff(&s, attempt, &mut rng).as_millis();
+            assert!((500..=1000).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn local_hour_follows_the_configured_time_zone() {
+        let s = Settings {
+            utc_offset_hours: 9.0,
+            ..Default::default()
+        };
+        // 2024-01-01T00:00:00Z is 09:00 in Tokyo.
+        let h = local_hour(&s, 1_704_067_200_000);
+        assert!((h - 9.0).abs() < 1e-9, "{h}");
+    }
+}

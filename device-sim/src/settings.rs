@@ -1,0 +1,303 @@
+//! `[sim]`: the simulated fleet's configuration, with documented defaults.
+//!
+//! Validated before anything connects; errors name the key as `sim.<key>`.
+
+use std::path::PathBuf;
+
+use kumo_contract::DeviceId;
+use serde::{Deserialize, Serialize};
+
+/// How the fleet behaves. Every field has a default, so `[sim]` may be empty.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Broker nodes as `host:port`; device *i* uses node *i mod n*. Default `["127.0.0.1:8883"]`.
+    pub nodes: Vec<String>,
+    /// Devices to simulate. Default 10.
+    pub devices: u64,
+    /// Index of the first device, so several processes can share one id space. Default 0.
+    pub first_index: u64,
+    /// Device ids are `{id_prefix}-{index:06}`. Default `sim`.
+    pub id_prefix: String,
+    /// MQTT protocol version. Default `v4` (3.1.1).
+    pub protocol: Protocol,
+    /// Seed of every behaviour model, so runs are reproducible. Default 1.
+    pub seed: u64,
+    /// Fraction of devices that are smart-meter gateways rather than IR hubs. Default 0.1.
+    pub meter_fraction: f64,
+    /// Telemetry period per device, ms. Default 60,000.
+    pub report_interval_ms: u64,
+    /// New connections started per second during the ramp; 0 = no limit. Default 500.
+    pub ramp_per_sec: f64,
+    /// MQTT keepalive, seconds. Default 60.
+    pub keep_alive_secs: u16,
+    /// Deadline for TCP + TLS + CONNACK, ms. Default 10,000.
+    pub connect_timeout_ms: u64,
+    /// Reconnect backoff floor and ceiling, ms (exponential, full jitter). Defaults 500 / 30,000.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Fraction of valid commands acked as failed. Default 0.
+    pub command_failure_rate: f64,
+    /// Fraction of commands dropped without an ack. Default 0.
+    pub command_ignore_rate: f64,
+    /// The simulated homes' time zone, hours east of UTC (daily curves). Default 9 (JST).
+    pub utc_offset_hours: f64,
+    /// Live progress period, ms; 0 = none. Default 1,000.
+    pub progress_interval_ms: u64,
+    /// Stop after this many seconds; 0 = run until shut down. Default 0.
+    pub duration_secs: u64,
+    /// Time allowed for clean DISCONNECTs on shutdown, ms. Default 5,000.
+    pub shutdown_timeout_ms: u64,
+    /// PKI directory to take device certificates from, issuing missing ones.
+    pub pki_dir: Option<PathBuf>,
+    /// Pre-provisioned certificates `{dir}/{id}.crt` + `{dir}/{id}.key`; wins over `pki_dir`.
+    pub device_cert_dir: Option<PathBuf>,
+    /// Fault injection.
+    pub chaos: ChaosSettings,
+}
+
+/// `[sim.chaos]`: faults to inject. All off by default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChaosSettings {
+    /// Clean disconnects (MQTT DISCONNECT) per device per hour, each followed by a pause offline.
+    pub disconnects_per_hour: f64,
+    /// Abrupt connection drops (socket closed, no DISCONNECT: last will fires) per device per hour.
+    pub kills_per_hour: f64,
+    /// Every this many seconds, `burst_fraction` of devices drop at once and reconnect
+    /// immediately; 0 = never.
+    pub burst_every_secs: u64,
+    pub burst_fraction: f64,
+    /// Fraction of telemetry payloads replaced by malformed ones (bad JSON, wrong types).
+    pub malformed_fraction: f64,
+    /// Longest pause offline after a chaos disconnect, ms (uniform from 0). Default 0 = 5,000.
+    pub offline_max_ms: u64,
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// MQTT 3.1.1.
+    #[default]
+    V4,
+    /// MQTT 5.
+    V5,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:8883".into()],
+            devices: 10,
+            first_index: 0,
+            id_prefix: "sim".into(),
+            protocol: Protocol::V4,
+            seed: 1,
+            meter_fraction: 0.1,
+            report_interval_ms: 60_000,
+            ramp_per_sec: 500.0,
+            keep_alive_secs: 60,
+            connect_timeout_ms: 10_000,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            command_failure_rate: 0.0,
+            command_ignore_rate: 0.0,
+            utc_offset_hours: 9.0,
+            progress_interval_ms: 1_000,
+            duration_secs: 0,
+            shutdown_timeout_ms: 5_000,
+            pki_dir: None,
+            device_cert_dir: None,
+            chaos: ChaosSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks every value; the error names the offending key as `sim.<key>`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Err("sim.nodes must list at least one host:port".into());
+        }
+        for node in &self.nodes {
+            split_host_port(node).map_err(|e| format!("sim.nodes: {e}"))?;
+        }
+        if self.devices == 0 {
+            return Err("sim.devices must be at least 1".into());
+        }
+        let last = self.first_index.checked_add(self.devices - 1);
+        let last = last.ok_or("sim.first_index + sim.devices overflows")?;
+        DeviceId::parse(device_id_string(&self.id_prefix, last)).map_err(|e| {
+            format!(
+                "sim.id_prefix {:?} makes invalid device ids: {e}",
+                self.id_prefix
+            )
+        })?;
+        for (key, v) in [
+            ("meter_fraction", self.meter_fraction),
+            ("command_failure_rate", self.command_failure_rate),
+            ("command_ignore_rate", self.command_ignore_rate),
+            ("chaos.burst_fraction", self.chaos.burst_fraction),
+            ("chaos.malformed_fraction", self.chaos.malformed_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("sim.{key} must be between 0 and 1, not {v}"));
+            }
+        }
+        for (key, v) in [
+            ("ramp_per_sec", self.ramp_per_sec),
+            (
+                "chaos.disconnects_per_hour",
+                self.chaos.disconnects_per_hour,
+            ),
+            ("chaos.kills_per_hour", self.chaos.kills_per_hour),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("sim.{key} must be a non-negative number, not {v}"));
+            }
+        }
+        if self.report_interval_ms < 100 {
+            return Err("sim.report_interval_ms must be at least 100".into());
+        }
+        if self.keep_alive_secs < 5 {
+            return Err("sim.keep_alive_secs must be at least 5".into());
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err("sim.connect_timeout_ms must be positive".into());
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            return Err(
+                "sim.reconnect_min_ms must be positive and at most sim.reconnect_max_ms".into(),
+            );
+        }
+        if !(-12.0..=14.0).contains(&self.utc_offset_hours) {
+            return Err("sim.utc_offset_hours must be between -12 and 14".into());
+        }
+        Ok(())
+    }
+
+    /// The device id of fleet index `index`.
+    pub fn device_id(&self, index: u64) -> Result<DeviceId, kumo_contract::IdError> {
+        DeviceId::parse(device_id_string(&self.id_prefix, index))
+    }
+
+    /// The node device `index` connects to.
+    pub fn node_for(&self, index: u64) -> &str {
+        let n = self.nodes.len().max(1) as u64;
+        self.nodes
+            .get((index % n) as usize)
+            .map_or("127.0.0.1:8883", String::as_str)
+    }
+}
+
+fn device_id_string(prefix: &str, index: u64) -> String {
+    format!("{prefix}-{index:06}")
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:8883`).
+pub fn split_host_port(node: &str) -> Result<(String, u16), String> {
+    let (host, port) = node
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{node:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{node:?} has no host"));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{node:?} has no valid port"))?;
+    Ok((host.to_owned(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().expect("defaults");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: Vec<(Settings, &str)> = vec![
+            (
+                Settings {
+                    nodes: vec![],
+                    ..Default::default()
+                },
+                "sim.nodes",
+            ),
+            (
+                Settings {
+                    nodes: vec!["nohost".into()],
+                    ..Default::default()
+                },
+                "sim.nodes",
+            ),
+            (
+                Settings {
+                    devices: 0,
+                    ..Default::default()
+                },
+                "sim.devices",
+            ),
+            (
+                Settings {
+                    id_prefix: "a/b".into(),
+                    ..Default::default()
+                },
+                "sim.id_prefix",
+            ),
+            (
+                Settings {
+                    command_failure_rate: 1.5,
+                    ..Default::default()
+                },
+                "sim.command_failure_rate",
+            ),
+            (
+                Settings {
+                    chaos: ChaosSettings {
+                        burst_fraction: -0.1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "sim.chaos.burst_fraction",
+            ),
+            (
+                Settings {
+                    reconnect_min_ms: 0,
+                    ..Default::default()
+                },
+                "sim.reconnect_min_ms",
+            ),
+        ];
+        for (s, key) in cases {
+            let err = s.validate().expect_err(key);
+            assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = serde_json::from_str::<Settings>(r#"{"devics": 3}"#).expect_err("typo");
+        assert!(err.to_string().contains("devics"));
+    }
+
+    #[test]
+    fn devices_get_stable_ids_and_round_robin_nodes() {
+        let s = Settings {
+            nodes: vec!["a:1".into(), "b:2".into()],
+            ..Default::default()
+        };
+        assert_eq!(s.device_id(7).expect("valid").as_str(), "sim-000007");
+        assert_eq!(s.node_for(0), "a:1");
+        assert_eq!(s.node_for(3), "b:2");
+        assert_eq!(split_host_port("[::1]:8883"), Ok(("::1".into(), 8883)));
+    }
+}

@@ -1,0 +1,80 @@
+//! Telemetry a connected device publishes on its interval: sensor readings
+//! (IR hubs) or ECHONET Lite properties (meter gateways), QoS 0, with the chaos
+//! option of replacing a fraction of payloads by malformed ones.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use kumo_contract::topic::{device_topic, Leaf, Sensor};
+
+use crate::link::Link;
+use crate::model::{SimRng, Telemetry};
+use crate::payload::SensorValue;
+use crate::runtime::{count_publish, local_hour, now_ms, Device, Shared};
+
+/// Steps the device model by `dt` seconds and publishes what it reports.
+pub(crate) fn publish(dev: &mut Device, link: &Link, shared: &Shared, dt: f64) {
+    let s = &shared.settings;
+    let stats = &shared.stats;
+    let ts = now_ms();
+    let mut out: Vec<(Leaf, Vec<u8>)> = Vec::with_capacity(4);
+    match dev.model.step(local_hour(s, ts), dt) {
+        Telemetry::Sensors(r) => {
+            for (sensor, val) in [
+                (Sensor::Temperature, r.temperature),
+                (Sensor::Humidity, r.humidity),
+                (Sensor::Illuminance, r.illuminance),
+            ] {
+                out.push((Leaf::Sensor(sensor), sensor_json(val, ts)));
+            }
+            if r.motion {
+                out.push((Leaf::Sensor(Sensor::Motion), sensor_json(1.0, ts)));
+            }
+        }
+        Telemetry::Meter(r) => {
+            let report = crate::model::meter_report(&r, ts);
+            out.push((Leaf::Meter, serde_json::to_vec(&report).unwrap_or_default()));
+        }
+    }
+    for (leaf, mut payload) in out {
+        if dev.rng.chance(s.chaos.malformed_fraction) {
+            payload = malformed(&mut dev.rng);
+            stats.malformed_sent.fetch_add(1, Relaxed);
+        }
+        count_publish(
+            stats,
+            link.publish(device_topic(&dev.id, leaf), false, false, payload),
+        );
+    }
+}
+
+fn sensor_json(val: f64, ts: u64) -> Vec<u8> {
+    serde_json::to_vec(&SensorValue { val, ts }).unwrap_or_default()
+}
+
+/// A payload the bridge must reject: broken JSON, wrong types, missing fields.
+fn malformed(rng: &mut SimRng) -> Vec<u8> {
+    const BAD: [&[u8]; 7] = [
+        b"not json at all",
+        b"{\"val\": 21.5, \"ts\":",
+        b"{\"val\": \"warm\", \"ts\": 1}",
+        b"{\"ts\": 1700000000000}",
+        b"{\"val\": null, \"ts\": -5}",
+        b"[1, 2, 3]",
+        b"\xff\xfe\x00binary",
+    ];
+    BAD[rng.below(BAD.len() as u64) as usize].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_payloads_are_never_valid_sensor_json() {
+        let mut rng = SimRng::new(1);
+        for _ in 0..50 {
+            let p = malformed(&mut rng);
+            assert!(serde_json::from_slice::<SensorValue>(&p).is_err());
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Simulated devices against a real broker (mosquitto with mutual TLS): they
+//! connect with their own certificates, publish telemetry and retained state,
+//! obey commands and ack them; a killed device's last will reaches subscribers.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::Broker;
+use kumo_sim::{run_fleet_with, ChaosSettings, Protocol, Settings, Summary};
+use tokio_util::sync::CancellationToken;
+
+fn fleet_settings(broker: &Broker, prefix: &str, devices: u64, protocol: Protocol) -> Settings {
+    Settings {
+        nodes: vec![broker.node()],
+        devices,
+        id_prefix: prefix.into(),
+        protocol,
+        seed: 42,
+        meter_fraction: 0.5,
+        report_interval_ms: 300,
+        ramp_per_sec: 0.0,
+        progress_interval_ms: 0,
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 1_000,
+        shutdown_timeout_ms: 2_000,
+        pki_dir: Some(broker.pki_dir.clone()),
+        ..Settings::default()
+    }
+}
+
+fn start(
+    settings: Settings,
+    ca_pem: String,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<Summary, kumo_sim::SimError>>,
+) {
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(run_fleet_with(settings, ca_pem, token.clone(), |_| {}));
+    (token, handle)
+}
+
+fn now_ms() -> u64 {
+    kumo_sim::runtime::now_ms()
+}
+
+/// Waits until every device has published telemetry; returns id → is a hub.
+async fn telemetry_from_all(
+    sub: &mut common::Subscription,
+    prefix: &str,
+    devices: u64,
+) -> BTreeMap<String, bool> {
+    let mut kinds = BTreeMap::new();
+    while (kinds.len() as u64) < devices {
+        let (topic, json) = sub
+            .wait_for("telemetry from every device", 30, |t, _| {
+                t.ends_with("/sensors/te") || t.ends_with("/meter")
+            })
+            .await;
+        let id = topic.split('/').nth(1).unwrap().to_owned();
+        assert!(id.starts_with(prefix), "{topic}");
+        if topic.ends_with("/sensors/te") {
+            let val = json["val"].as_f64().expect("numeric val");
+            assert!((-10.0..=50.0).contains(&val), "{json}");
+            assert!(json["ts"].as_u64().expect("ts") > 1_600_000_000_000);
+        } else {
+            let epcs: BTreeSet<u64> = json["echonetlite_properties"]
+                .as_array()
+                .expect("properties")
+                .iter()
+                .map(|p| p["epc"].as_u64().unwrap())
+                .collect();
+            assert!(epcs.contains(&0xE7) && epcs.contains(&0xE0), "{json}");
+        }
+        kinds.insert(id, topic.ends_with("/sensors/te"));
+    }
+    kinds
+}
+
+async fn devices_publish_obey_commands_and_ack(protocol: Protocol, prefix: &str) {
+    let broker = Broker::start().await;
+    let mut sub = broker
+        .subscribe("devices/#", &format!("observer-{prefix}"))
+        .await;
+    let settings = fleet_settings(&broker, prefix, 4, protocol);
+    let (token, fleet) = start(settings, broker.ca_pem());
+
+    let kinds = telemetry_from_all(&mut sub, prefix, 4).await;
+    let hub = kinds
+        .iter()
+        .find(|(_, hub)| **hub)
+        .map(|(id, _)| id.clone());
+    let hub = hub.expect("with meter_fraction 0.5 and seed 42 some device is a hub");
+
+    // A valid command: applied, state republished, acked ok.
+    let cmd = format!(
+        r#"{{"id":"cmd-1","ts":{},"type":"light","button":"on"}}"#,
+        now_ms()
+    );
+    broker
+        .publish(&format!("devices/{hub}/commands"), &cmd, &[])
+        .await;
+    // The device publishes its new state before the ack, in order on one connection.
+    let state_topic = format!("devices/{hub}/state");
+    sub.wait_for("state with the light on", 10, |t, j| {
+        t == state_topic && j["appliances"]["light"]["power"] == "on" && j["online"] == true
+    })
+    .await;
+    let acks = format!("devices/{hub}/acks");
+    let (_, ack) = sub
+        .wait_for("ack of cmd-1", 10, |t, j| t == acks && j["id"] == "cmd-1")
+        .await;
+    assert_eq!(ack["result"], "ok", "{ack}");
+
+    // An invalid command: acked as failed with a reason.
+    let bad = r#"{"id":"cmd-2","type":"aircon","settings":{"temp":"99"}}"#;
+    broker
+        .publish(&format!("devices/{hub}/commands"), bad, &[])
+        .await;
+    let (_, ack) = sub
+        .wait_for("ack of cmd-2", 10, |t, j| t == acks && j["id"] == "cmd-2")
+        .await;
+    assert_eq!(ack["result"], "failed", "{ack}");
+    assert!(
+        ack["reason"].as_str().unwrap().contains("temperature"),
+        "{ack}"
+    );
+
+    if protocol == Protocol::V5 {
+        // MQTT 5 request/response: the ack goes to the requested response topic.
+        let replies = format!("devices/{hub}/acks/replies");
+        let cmd = r#"{"id":"cmd-3","type":"tv","button":"power"}"#;
+        let extra = [
+            "-V",
+            "mqttv5",
+            "-D",
+            "publish",
+            "response-topic",
+            replies.as_str(),
+        ];
+        broker
+            .publish(&format!("devices/{hub}/commands"), cmd, &extra)
+            .await;
+        let (_, ack) = sub
+            .wait_for("ack on the response topic", 10, |t, j| {
+                t == replies && j["id"] == "cmd-3"
+            })
+            .await;
+        assert_eq!(ack["result"], "ok", "{ack}");
+    }
+
+    token.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(10), fleet)
+        .await
+        .expect("fleet stops promptly")
+        .expect("fleet task")
+        .expect("fleet ran");
+    assert_eq!(summary.devices, 4);
+    assert_eq!(summary.connected, 4, "{summary:?}");
+    assert_eq!(summary.failed_total(), 0, "{summary:?}");
+    assert!(
+        summary.commands_received >= 2 && summary.acks_sent >= 2,
+        "{summary:?}"
+    );
+    assert_eq!(summary.commands_failed, 1, "{summary:?}");
+    assert!(summary.command_latency.total() >= 1, "{summary:?}");
+    assert!(summary.rss_per_device_bytes > 0);
+}
+
+#[tokio::test]
+async fn devices_on_mqtt_3_publish_obey_commands_and_ack() {
+    devices_publish_obey_commands_and_ack(Protocol::V4, "v4dev").await;
+}
+
+#[tokio::test]
+async fn devices_on_mqtt_5_publish_obey_commands_and_ack_on_the_response_topic() {
+    devices_publish_obey_commands_and_ack(Protocol::V5, "v5dev").await;
+}
+
+#[tokio::test]
+async fn a_killed_devices_last_will_is_seen_and_a_clean_shutdown_sends_none() {
+    let broker = Broker::start().await;
+    let mut sub = broker.subscribe("devices/+/state", "observer-will").await;
+
+    let doomed = fleet_settings(&broker, "doomed", 1, Protocol::V4);
+    let (_token, fleet) = start(doomed, broker.ca_pem());
+    sub.wait_for("doomed device online", 20, |t, j| {
+        t == "devices/doomed-000000/state" && j["online"] == true
+    })
+    .await;
+    // Dropping the fleet's future drops every connection without DISCONNECT.
+    fleet.abort();
+    let (_, will) = sub
+        .wait_for("last will", 20, |t, j| {
+            t == "devices/doomed-000000/state" && j["online"] == false
+        })
+        .await;
+    assert!(will["kind"] == "hub" || will["kind"] == "meter", "{will}");
+    assert!(will["firmware_version"].is_string());
+
+    let polite = fleet_settings(&broker, "polite", 1, Protocol::V4);
+    let (token, fleet) = start(polite, broker.ca_pem());
+    sub.wait_for("polite device online", 20, |t, j| {
+        t == "devices/polite-000000/state" && j["online"] == true
+    })
+    .await;
+    token.cancel();
+    fleet.await.unwrap().unwrap();
+    let quiet = sub
+        .try_wait_for(2, |t, j| {
+            t == "devices/polite-000000/state" && j["online"] == false
+        })
+        .await;
+    assert_eq!(
+        quiet, None,
+        "a clean DISCONNECT must not fire the last will"
+    );
+}
+
+#[tokio::test]
+async fn chaos_kills_and_bursts_make_devices_reconnect() {
+    let broker = Broker::start().await;
+    let settings = Settings {
+        chaos: ChaosSettings {
+            kills_per_hour: 3600.0 * 2.0,
+            burst_every_secs: 1,
+            burst_fraction: 1.0,
+            malformed_fraction: 0.5,
+            offline_max_ms: 200,
+            ..ChaosSettings::default()
+        },
+        report_interval_ms: 200,
+        ..fleet_settings(&broker, "chaos", 3, Protocol::V4)
+    };
+    let (token, fleet) = start(settings, broker.ca_pem());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    token.cancel();
+    let s = fleet.await.unwrap().unwrap();
+    assert!(s.chaos_kills + s.burst_drops >= 3, "{s:?}");
+    assert!(s.burst_drops >= 1, "{s:?}");
+    assert!(s.connects > 3, "devices must come back: {s:?}");
+    assert!(s.malformed_sent > 0, "{s:?}");
+}

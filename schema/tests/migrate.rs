@@ -1,0 +1,119 @@
+//! Migrations against a real PostgreSQL: fresh, re-run, concurrent, edited, failing.
+
+use kumo_schema::migrate::{migrate_with, Migration};
+use kumo_schema::{migrate, MigrateError, MIGRATIONS};
+use kumo_testkit::{empty_db, migrated_db};
+
+async fn tables(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("list tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_a_rerun_is_a_no_op() {
+    let db = empty_db().await;
+    let mut client = db.client().await;
+    let first = migrate(&mut client).await.expect("first run");
+    let all: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(first.applied, all);
+    let t = tables(&client).await;
+    for expected in [
+        "access_tokens",
+        "certificates",
+        "devices",
+        "schema_migrations",
+        "users",
+    ] {
+        assert!(
+            t.contains(&expected.to_string()),
+            "{expected} missing from {t:?}"
+        );
+    }
+    let second = migrate(&mut client).await.expect("second run");
+    assert!(second.applied.is_empty());
+    assert_eq!(second.already, all);
+}
+
+#[tokio::test]
+async fn two_concurrent_migrators_apply_each_migration_exactly_once() {
+    let db = empty_db().await;
+    let (mut a, mut b) = (db.client().await, db.client().await);
+    let (ra, rb) = tokio::join!(migrate(&mut a), migrate(&mut b));
+    let (ra, rb) = (ra.expect("migrator a"), rb.expect("migrator b"));
+    let mut applied = [ra.applied, rb.applied].concat();
+    applied.sort();
+    let all: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(
+        applied, all,
+        "each migration applied by exactly one migrator"
+    );
+    let count: i64 = a
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, all.len() as i64);
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let db = migrated_db().await;
+    let mut client = db.client().await;
+    let mut edited: Vec<Migration> = MIGRATIONS.to_vec();
+    edited[0].sql = "CREATE TABLE sneaky (id int);";
+    let err = migrate_with(&mut client, &edited)
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(err, MigrateError::Changed { version: 1, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_migration_leaves_nothing_behind() {
+    let db = migrated_db().await;
+    let mut client = db.client().await;
+    let mut list: Vec<Migration> = MIGRATIONS.to_vec();
+    list.push(Migration {
+        version: MIGRATIONS.len() as i64 + 1,
+        name: "broken",
+        sql: "CREATE TABLE half_done (id int); SELECT no_such_function();",
+    });
+    let err = migrate_with(&mut client, &list)
+        .await
+        .expect_err("must fail");
+    assert!(
+        matches!(err, MigrateError::Failed { name: "broken", .. }),
+        "{err}"
+    );
+    assert!(!tables(&client).await.contains(&"half_done".to_string()));
+    // The lock was released: a normal run still works.
+    migrate(&mut client).await.expect("clean run after failure");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused() {
+    let db = migrated_db().await;
+    let mut client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', '')",
+            &[],
+        )
+        .await
+        .expect("insert");
+    let err = migrate(&mut client).await.expect_err("must refuse");
+    assert!(
+        matches!(err, MigrateError::Unknown { version: 9999 }),
+        "{err}"
+    );
+}

@@ -1,0 +1,76 @@
+//! `kumo broker`: runs one broker node until Ctrl-C or SIGTERM.
+//!
+//! Only wiring: certificate paths missing from `[broker]` come from the PKI
+//! directory (created on first run), everything else is `kumo_broker`'s.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use kumo_certs::files::PkiDir;
+
+use crate::settings::Settings;
+
+/// Arguments of `kumo broker`.
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// MQTT/TLS listen address (overrides `broker.listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Node id (overrides `broker.node_id`).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+}
+
+/// Fills certificate paths missing from `[broker]` from the PKI directory,
+/// creating the CA, CRL, node and bridge certificates on first run.
+pub(super) fn fill_cert_paths(
+    settings: &Settings,
+    broker: &mut kumo_broker::Settings,
+) -> anyhow::Result<()> {
+    if broker.ca.is_some() && broker.crl.is_some() && broker.cert.is_some() && broker.key.is_some()
+    {
+        return Ok(());
+    }
+    let dir = settings.certs_dir();
+    let sans = ["localhost".to_string(), "127.0.0.1".to_string()];
+    let stack = PkiDir::open_or_init(&dir)
+        .and_then(|pki| pki.ensure_stack(&broker.node_id, &sans))
+        .with_context(|| format!("preparing certificates in {}", dir.display()))?;
+    broker.ca.get_or_insert(stack.ca);
+    broker.crl.get_or_insert(stack.crl);
+    // Only take the PKI's node pair when neither half was configured.
+    if broker.cert.is_none() && broker.key.is_none() {
+        broker.cert = Some(stack.node_cert);
+        broker.key = Some(stack.node_key);
+    }
+    Ok(())
+}
+
+/// Runs a broker node to completion.
+pub async fn run(args: BrokerArgs, settings: Settings) -> anyhow::Result<()> {
+    let mut broker = settings.broker.clone();
+    if let Some(listen) = args.listen {
+        broker.listen = listen;
+    }
+    if let Some(node_id) = args.node_id {
+        broker.node_id = node_id;
+    }
+    broker
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    fill_cert_paths(&settings, &mut broker)?;
+    let shutdown = super::shutdown_token();
+    let node = kumo_broker::start(broker.clone(), shutdown)
+        .await
+        .context("starting the broker node")?;
+    tracing::info!(
+        node = %broker.node_id,
+        mqtt = %node.mqtt_addr(),
+        http = %node.http_addr(),
+        "broker node running; Ctrl-C to stop"
+    );
+    node.wait()
+        .await
+        .context("broker node stopped with an error")?;
+    Ok(())
+}

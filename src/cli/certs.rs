@@ -1,0 +1,189 @@
+//! `kumo certs …`: PKI administration on the directory given by `--dir` or
+//! `certs.dir` (default `<data_dir>/pki`).
+//!
+//! Only wiring and printing: every decision lives in `kumo_certs::files`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use kumo_certs::files::{CertRecord, IssuedPaths, PkiDir};
+use kumo_certs::time::OffsetDateTime;
+use kumo_certs::{AccountId, DeviceId, KeyAlgorithm};
+
+use crate::settings::Settings;
+
+/// Arguments of `kumo certs`.
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// PKI directory (default: `certs.dir` from the settings, else `<data_dir>/pki`).
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Create a new CA, an empty CRL and the revocation state.
+    Init {
+        /// CA key type: ecdsa-p256, ed25519 (rsa2048 keys must be imported).
+        #[arg(long, default_value = "ecdsa-p256")]
+        algorithm: KeyAlgorithm,
+    },
+    /// Issue a device certificate and key (CN = device id).
+    IssueDevice {
+        /// The device id.
+        id: DeviceId,
+    },
+    /// Issue a broker node server certificate and key.
+    IssueNode {
+        /// The node id (certificate CN).
+        node_id: String,
+        /// A DNS name or IP address clients use to reach the node (repeatable).
+        #[arg(long = "san", required = true, value_name = "NAME_OR_IP")]
+        sans: Vec<String>,
+    },
+    /// Issue a service client certificate and key (e.g. `bridge`).
+    IssueService {
+        /// The service name.
+        name: String,
+    },
+    /// Issue an integration client certificate and key bound to one account.
+    IssueIntegration {
+        /// The integration name.
+        name: String,
+        /// The account whose devices it may reach.
+        #[arg(long)]
+        account: AccountId,
+    },
+    /// Sign a device's CSR; the subject is forced to the device id.
+    SignCsr {
+        /// The CSR file (PEM).
+        file: PathBuf,
+        /// The device id the certificate is issued to.
+        #[arg(long)]
+        device: DeviceId,
+    },
+    /// Revoke a certificate by serial, or every certificate of a device by its id,
+    /// and rewrite the CRL.
+    Revoke {
+        /// A serial number (hex, colons allowed) or a device id.
+        target: String,
+        /// Why (e.g. keyCompromise, superseded, cessationOfOperation).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Re-sign the CRL with a new number and a fresh next-update.
+    Crl,
+    /// List issued certificates with status and expiry.
+    List,
+}
+
+/// Runs one `kumo certs` subcommand.
+pub fn run(args: CertsArgs, settings: &Settings) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(|| settings.certs_dir());
+    let open =
+        || PkiDir::open(&dir).with_context(|| format!("opening the PKI in {}", dir.display()));
+    match args.command {
+        CertsCommand::Init { algorithm } => {
+            let pki = PkiDir::init(&dir, algorithm).context("initializing the PKI")?;
+            println!("created a CA ({algorithm}) in {}", dir.display());
+            println!("  CA certificate: {}", pki.ca_path().display());
+            println!("  CRL:            {}", pki.crl_path().display());
+            let fingerprint = kumo_certs::fingerprint_of_der(&pki.ca().cert_der());
+            println!("  fingerprint:    {fingerprint}");
+        }
+        CertsCommand::IssueDevice { id } => {
+            print_issued(&format!("device {id}"), &open()?.issue_device(&id)?)
+        }
+        CertsCommand::IssueNode { node_id, sans } => print_issued(
+            &format!("node {node_id} ({})", sans.join(", ")),
+            &open()?.issue_node(&node_id, &sans)?,
+        ),
+        CertsCommand::IssueService { name } => {
+            print_issued(&format!("service {name}"), &open()?.issue_service(&name)?)
+        }
+        CertsCommand::IssueIntegration { name, account } => print_issued(
+            &format!("integration {name} for account {account}"),
+            &open()?.issue_integration(&name, &account)?,
+        ),
+        CertsCommand::SignCsr { file, device } => print_issued(
+            &format!("device {device} from {}", file.display()),
+            &open()?.sign_device_csr(&file, &device)?,
+        ),
+        CertsCommand::Revoke { target, reason } => {
+            let pki = open()?;
+            let serials = pki.revoke(&target, reason.as_deref())?;
+            if serials.is_empty() {
+                println!("nothing new to revoke for {target}: already revoked");
+            }
+            for serial in &serials {
+                println!("revoked {serial}");
+            }
+            println!("CRL: {}", pki.crl_path().display());
+        }
+        CertsCommand::Crl => println!("CRL: {}", open()?.write_crl()?.display()),
+        CertsCommand::List => print_table(&open()?.list()?),
+    }
+    Ok(())
+}
+
+fn print_issued(what: &str, paths: &IssuedPaths) {
+    println!("issued {what}, serial {}", paths.serial);
+    println!("  certificate: {}", paths.cert.display());
+    if paths.key.as_os_str().is_empty() {
+        println!("  key:         (stays on the device)");
+    } else {
+        println!("  key:         {}", paths.key.display());
+    }
+}
+
+fn print_table(records: &[CertRecord]) {
+    if records.is_empty() {
+        println!("no certificates issued yet");
+        return;
+    }
+    let now = OffsetDateTime::now_utc();
+    let rows: Vec<[String; 5]> = records
+        .iter()
+        .map(|r| {
+            let name = if r.current {
+                r.label()
+            } else {
+                format!("{} (replaced)", r.label())
+            };
+            let days = (r.not_after - now).whole_days();
+            [
+                name,
+                r.serial.clone(),
+                r.status.as_str().to_string(),
+                r.not_after.date().to_string(),
+                if days >= 0 {
+                    format!("{days}d")
+                } else {
+                    format!("{}d ago", -days)
+                },
+            ]
+        })
+        .collect();
+    let header = ["CERTIFICATE", "SERIAL", "STATUS", "EXPIRES", "LEFT"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    }
+}

@@ -1,0 +1,102 @@
+//! The command line: one subcommand per component, plus `up` for the whole stack.
+//!
+//! Owns argument parsing, loading settings once and installing the shutdown signal
+//! handlers (Ctrl-C and SIGTERM). Each subcommand module only wires settings into
+//! its component's library.
+
+mod bridge;
+mod broker;
+mod certs;
+mod db;
+mod sim;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+
+/// Kumo: an open-source device cloud.
+#[derive(Debug, Parser)]
+#[command(name = "kumo", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: `kumo.toml` in the current directory, if present).
+    #[arg(long, short, global = true, env = "KUMO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole stack on this machine (private PostgreSQL unless a URL is set).
+    Up(up::UpArgs),
+    /// Run one broker node.
+    Broker(broker::BrokerArgs),
+    /// Run the REST bridge.
+    Bridge(bridge::BridgeArgs),
+    /// Run a simulated device fleet.
+    Sim(sim::SimArgs),
+    /// Manage the PKI: CA, certificates, revocation.
+    Certs(certs::CertsArgs),
+    /// Database administration.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
+}
+
+/// Loads settings, sets up tracing and runs the chosen subcommand to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    crate::telemetry::init(&settings.log);
+    match cli.command {
+        // The PKI commands are synchronous file work; no runtime needed.
+        Command::Certs(args) => certs::run(args, &settings),
+        Command::Up(args) => block_on(up::run(args, settings)),
+        Command::Broker(args) => block_on(broker::run(args, settings)),
+        Command::Bridge(args) => block_on(bridge::run(args, settings)),
+        Command::Sim(args) => block_on(sim::run(args, settings)),
+        Command::Db { command } => block_on(db::run(command, settings)),
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+/// A token cancelled on the first Ctrl-C or SIGTERM. Only the CLI installs handlers.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("Ctrl-C received; shutting down"),
+            _ = term => tracing::info!("SIGTERM received; shutting down"),
+        }
+        trigger.cancel();
+    });
+    token
+}

@@ -1,0 +1,109 @@
+//! The database a `kumo` command uses: the configured server, or the private one.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kumo_schema::{DatabaseSettings, EmbeddedOptions, EmbeddedPostgres, MigrationReport};
+
+/// A reachable PostgreSQL database, plus the private server if Kumo started one.
+/// Dropping it stops the private server.
+pub struct Database {
+    url: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `database.url`, or starts the private server when it is unset.
+    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        match &settings.url {
+            Some(url) => {
+                let db = Self {
+                    url: url.clone(),
+                    embedded: None,
+                };
+                db.client()
+                    .await
+                    .context("connecting to database.url (KUMO__DATABASE__URL)")?;
+                Ok(db)
+            }
+            None => {
+                let server =
+                    EmbeddedPostgres::start(EmbeddedOptions::from_settings(&settings.embedded))
+                        .await
+                        .context("starting the private PostgreSQL")?;
+                Ok(Self {
+                    url: server.url(),
+                    embedded: Some(server),
+                })
+            }
+        }
+    }
+
+    /// One short-lived connection (for migrations and admin commands).
+    pub async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .context("connecting to PostgreSQL")?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!(error = %e, "database connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<MigrationReport> {
+        let mut client = self.client().await?;
+        kumo_schema::migrate(&mut client)
+            .await
+            .context("applying database migrations")
+    }
+
+    /// Resolves when the private server has exited; never, for an external one.
+    pub async fn died(&self) {
+        match &self.embedded {
+            Some(server) => {
+                while server.exit_status().is_none() {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A connection pool sized by `database.pool_size`.
+    pub fn pool(&self, settings: &DatabaseSettings) -> anyhow::Result<deadpool_postgres::Pool> {
+        kumo_schema::connect_pool(
+            &self.url,
+            settings.pool_size,
+            Duration::from_secs(settings.connect_timeout_secs),
+        )
+        .context("building the database pool")
+    }
+
+    /// The connection string.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A one-line description for the start-up summary.
+    pub fn describe(&self) -> String {
+        match &self.embedded {
+            Some(s) => format!(
+                "private PostgreSQL (pid {}), data in {}, socket in {}",
+                s.pid(),
+                s.data_dir().display(),
+                s.socket_dir().display()
+            ),
+            None => "external PostgreSQL (database.url)".to_string(),
+        }
+    }
+
+    /// Stops the private server, if any, waiting for it to exit.
+    pub async fn close(mut self) {
+        if let Some(server) = self.embedded.take() {
+            server.stop().await;
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The `kumo` binary: parses the command line, loads settings, sets up tracing and
+//! hands over to the component the user asked for. No logic lives here.
+
+mod cli;
+mod database;
+mod settings;
+mod telemetry;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kumo: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The `kumo` binary's settings: one tree holding every component's section.
+//!
+//! Sources, later ones winning: built-in defaults → optional `kumo.toml` (or the
+//! file given with `--config`) → environment variables `KUMO__SECTION__KEY`.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Everything `kumo` can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where Kumo keeps its state (private PostgreSQL, certificates); default `.kumo`.
+    pub data_dir: PathBuf,
+    pub log: LogSettings,
+    pub database: kumo_schema::DatabaseSettings,
+    pub certs: CertsSettings,
+    pub broker: kumo_broker::Settings,
+    pub bridge: kumo_bridge::Settings,
+    pub sim: kumo_sim::Settings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(".kumo"),
+            log: LogSettings::default(),
+            database: Default::default(),
+            certs: CertsSettings::default(),
+            broker: Default::default(),
+            bridge: Default::default(),
+            sim: Default::default(),
+        }
+    }
+}
+
+/// `[log]`: tracing output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is unset.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info,rumqttd=warn".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[certs]`: where the PKI lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CertsSettings {
+    /// PKI directory; default `<data_dir>/pki`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (required when given explicitly, else `kumo.toml`
+    /// if present), then the environment; then validates.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with an explicit environment, so tests need not mutate
+    /// the process environment.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let file_source = match file {
+            Some(path) => config::File::from(path).required(true),
+            None => config::File::with_name("kumo.toml")
+                .format(config::FileFormat::Toml)
+                .required(false),
+        };
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("KUMO__"))
+            .collect();
+        let raw = config::Config::builder()
+            .add_source(file_source)
+            .add_source(
+                config::Environment::with_prefix("KUMO")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("broker.nodes")
+                    .with_list_parse_key("bridge.mqtt.nodes")
+                    .source(Some(env)),
+            )
+            .build()
+            .context("reading configuration")?;
+        let mut settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        settings.resolve_paths()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Makes `data_dir` absolute and fills path defaults derived from it.
+    fn resolve_paths(&mut self) -> anyhow::Result<()> {
+        if self.data_dir.is_relative() {
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            self.data_dir = cwd.join(&self.data_dir);
+        }
+        if self.certs.dir.is_none() {
+            self.certs.dir = Some(self.data_dir.join("pki"));
+        }
+        self.database.resolve_paths(&self.data_dir);
+        Ok(())
+    }
+
+    /// Checks every section; errors name the offending key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.log.filter.trim().is_empty() {
+            anyhow::bail!("invalid configuration: log.filter must not be empty");
+        }
+        let sections = [
+            self.database.validate(),
+            self.broker.validate(),
+            self.bridge.validate(),
+            self.sim.validate(),
+        ];
+        for section in sections {
+            section.map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The PKI directory (always set after loading).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.certs
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("pki"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_without_any_file_or_environment() {
+        let s = Settings::load_from(None, env(&[])).expect("defaults are valid");
+        assert!(s.data_dir.is_absolute());
+        assert!(
+            s.database.url.is_none(),
+            "the embedded database is the default"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("kumo.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/kumo\"\n[database]\npool_size = 4\n",
+        )
+        .expect("write");
+        let s = Settings::load_from(
+            Some(&file),
+            env(&[
+                ("KUMO__DATABASE__URL", "postgres://u@db/kumo"),
+                ("KUMO__DATABASE__POOL_SIZE", "7"),
+                ("KUMO__LOG__FORMAT", "json"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.data_dir, PathBuf::from("/srv/kumo"));
+        assert_eq!(s.database.url.as_deref(), Some("postgres://u@db/kumo"));
+        assert_eq!(s.database.pool_size, 7);
+        assert_eq!(s.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_that_names_it() {
+        let err = Settings::load_from(None, env(&[("KUMO__DATABASE__POOLSIZE", "3")]))
+            .expect_err("typo must fail");
+        assert!(format!("{err:#}").contains("poolsize"), "{err:#}");
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_that_names_the_key() {
+        let err = Settings::load_from(None, env(&[("KUMO__DATABASE__POOL_SIZE", "0")]))
+            .expect_err("zero pool must fail");
+        assert!(format!("{err:#}").contains("database.pool_size"), "{err:#}");
+        let err = Settings::load_from(None, env(&[("KUMO__DATABASE__POOL_SIZE", "many")]))
+            .expect_err("non-number must fail");
+        assert!(format!("{err:#}").contains("pool_size"), "{err:#}");
+    }
+}

@@ -1,0 +1,335 @@
+//! `kumo up` as a user runs it: the real binary, a private PostgreSQL, signals.
+//!
+//! These tests check the promises of the embedded default: the server runs as an
+//! unprivileged user, no `postgres` process of ours outlives Kumo (clean stop,
+//! SIGKILL), data survives a restart, and bad set-ups fail with clear messages.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const READY: &str = "Kumo is up; press Ctrl-C to stop.";
+
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+fn kumo(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kumo"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUMO__DATA_DIR", data_dir)
+        .env("RUST_LOG", "warn")
+        .current_dir(data_dir.parent().unwrap_or(data_dir));
+    for (k, v) in kumo_testkit_ports() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Every listener `up` opens binds port 0, so tests never collide; the
+/// start-up summary says where each one landed.
+fn kumo_testkit_ports() -> Vec<(String, String)> {
+    [
+        "KUMO__BROKER__LISTEN",
+        "KUMO__BROKER__HTTP_LISTEN",
+        "KUMO__BRIDGE__LISTEN",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), "127.0.0.1:0".to_string()))
+    .collect()
+}
+
+impl Up {
+    fn start(data_dir: &Path) -> Up {
+        let mut child = kumo(data_dir)
+            .arg("up")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kumo up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut up = Up {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        up.wait_for(READY, Duration::from_secs(90));
+        up
+    }
+
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {needle:?} within {timeout:?}; output so far: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn database_url(&self) -> String {
+        self.seen
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("url: ").map(str::to_string))
+            .expect("url line in the start-up summary")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kumo did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // A failed assertion must not leave `kumo up` (and its database) running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Processes whose command line mentions `needle` (our data directory).
+fn processes_mentioning(needle: &Path) -> Vec<(u32, String, u32)> {
+    let needle = needle.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) && !cmdline.starts_with(env!("CARGO_BIN_EXE_kumo")) {
+            let uid = std::fs::read_to_string(entry.path().join("status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("Uid:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(u32::MAX);
+            found.push((pid, cmdline, uid));
+        }
+    }
+    found
+}
+
+fn wait_no_processes(data_dir: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = processes_mentioning(data_dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphan processes remain: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-XAtc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn temp_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix("kumo-up-")
+        .tempdir()
+        .expect("tempdir");
+    let data = tmp.path().join("data");
+    (tmp, data)
+}
+
+#[test]
+fn up_runs_postgres_unprivileged_stops_cleanly_and_keeps_data_across_restarts() {
+    let (_tmp, data) = temp_data_dir();
+    let mut up = Up::start(&data);
+    let pg_data = data.join("postgres");
+    let procs = processes_mentioning(&pg_data);
+    assert!(
+        !procs.is_empty(),
+        "a postgres process runs on {}",
+        pg_data.display()
+    );
+    for (_, cmd, uid) in &procs {
+        assert_ne!(*uid, 0, "postgres must not run as root: {cmd}");
+    }
+    let url = up.database_url();
+    psql(
+        &url,
+        "INSERT INTO users (id, nickname) VALUES ('marker', 'kept')",
+    );
+
+    up.signal("TERM");
+    let status = up.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    wait_no_processes(&pg_data, Duration::from_secs(5));
+
+    let mut again = Up::start(&data);
+    assert!(
+        again.seen.iter().any(|l| l.contains("0 applied now")),
+        "a second up applies no migration: {:#?}",
+        again.seen
+    );
+    let url = again.database_url();
+    assert_eq!(
+        psql(&url, "SELECT nickname FROM users WHERE id = 'marker'"),
+        "kept"
+    );
+    again.signal("INT");
+    assert!(again.wait_exit(Duration::from_secs(60)).success());
+    wait_no_processes(&pg_data, Duration::from_secs(5));
+}
+
+#[test]
+fn a_killed_kumo_leaves_no_postgres_behind() {
+    let (_tmp, data) = temp_data_dir();
+    let mut up = Up::start(&data);
+    let pg_data = data.join("postgres");
+    assert!(!processes_mentioning(&pg_data).is_empty());
+    up.signal("KILL");
+    up.wait_exit(Duration::from_secs(10));
+    // The parent-death signal makes the postmaster shut down on its own.
+    wait_no_processes(&pg_data, Duration::from_secs(30));
+}
+
+#[test]
+fn missing_server_binaries_give_a_clear_error() {
+    let (_tmp, data) = temp_data_dir();
+    let out = kumo(&data)
+        .env("KUMO__DATABASE__EMBEDDED__BIN_DIR", "/nonexistent/pg/bin")
+        .arg("up")
+        .output()
+        .expect("run kumo");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PostgreSQL server binaries"), "{err}");
+    assert!(err.contains("KUMO__DATABASE__URL"), "{err}");
+}
+
+#[test]
+fn a_bad_setting_from_the_environment_names_the_key() {
+    let (_tmp, data) = temp_data_dir();
+    let out = kumo(&data)
+        .env("KUMO__DATABASE__POOL_SIZE", "0")
+        .args(["db", "status"])
+        .output()
+        .expect("run kumo");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("database.pool_size"), "{err}");
+}
+
+#[test]
+fn db_migrate_against_an_external_url_is_idempotent() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(kumo_testkit::empty_db());
+    let (_tmp, data) = temp_data_dir();
+    for expected in ["applied migrations", "up to date"] {
+        let out = kumo(&data)
+            .env("KUMO__DATABASE__URL", &db.url)
+            .args(["db", "migrate"])
+            .output()
+            .expect("run kumo");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expected), "{stdout}");
+    }
+    assert!(
+        !data.exists(),
+        "an external database needs no private cluster"
+    );
+}
+
+#[test]
+fn an_occupied_port_is_a_clear_error_and_leaves_nothing_running() {
+    let (_tmp, data) = temp_data_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = kumo(&data)
+        .env("KUMO__BRIDGE__LISTEN", &addr)
+        .arg("up")
+        .output()
+        .expect("run kumo");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bridge.listen") && err.contains(&addr),
+        "{err}"
+    );
+    assert!(err.contains("already in use"), "{err}");
+    wait_no_processes(&data.join("postgres"), Duration::from_secs(10));
+}
+
+#[test]
+fn up_stops_with_an_error_when_its_database_dies() {
+    let (_tmp, data) = temp_data_dir();
+    let mut up = Up::start(&data);
+    let pg = processes_mentioning(&data.join("postgres"));
+    let (pid, _, _) = pg.first().expect("postgres runs");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = up.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "a dead database is an error exit");
+}
