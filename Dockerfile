@@ -8,7 +8,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --create-home --home-dir /var/lib/kumo kumo
+ && useradd --system --create-home --home-dir /var/lib/kumo kumo \
+ && mkdir -p /var/lib/kumo/pki && chown -R kumo:kumo /var/lib/kumo
 COPY --from=build /src/target/release/kumo /usr/local/bin/kumo
 USER kumo
 WORKDIR /var/lib/kumo

@@ -64,12 +64,24 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[certs]`: where the PKI lives.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[certs]`: where the PKI lives and what the generated node certificate names.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CertsSettings {
     /// PKI directory; default `<data_dir>/pki`.
     pub dir: Option<PathBuf>,
+    /// DNS names / IPs put in the broker node certificate Kumo creates
+    /// (default `localhost`, `127.0.0.1`). Comma-separated in the environment.
+    pub node_sans: Vec<String>,
+}
+
+impl Default for CertsSettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            node_sans: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
 }
 
 impl Settings {
@@ -103,8 +115,9 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("broker.nodes")
+                    .with_list_parse_key("certs.node_sans")
                     .with_list_parse_key("bridge.mqtt.nodes")
+                    .with_list_parse_key("sim.nodes")
                     .source(Some(env)),
             )
             .build()
@@ -132,6 +145,9 @@ impl Settings {
 
     /// Checks every section; errors name the offending key.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.certs.node_sans.is_empty() {
+            anyhow::bail!("invalid configuration: certs.node_sans must name at least one host");
+        }
         if self.log.filter.trim().is_empty() {
             anyhow::bail!("invalid configuration: log.filter must not be empty");
         }
@@ -192,6 +208,8 @@ mod tests {
                 ("KUMO__DATABASE__URL", "postgres://u@db/kumo"),
                 ("KUMO__DATABASE__POOL_SIZE", "7"),
                 ("KUMO__LOG__FORMAT", "json"),
+                ("KUMO__CERTS__NODE_SANS", "broker,10.0.0.5"),
+                ("KUMO__BRIDGE__MQTT__NODES", "broker-1:8883,broker-2:8883"),
             ]),
         )
         .expect("valid");
@@ -199,6 +217,8 @@ mod tests {
         assert_eq!(s.database.url.as_deref(), Some("postgres://u@db/kumo"));
         assert_eq!(s.database.pool_size, 7);
         assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.certs.node_sans, ["broker", "10.0.0.5"]);
+        assert_eq!(s.bridge.mqtt.nodes, ["broker-1:8883", "broker-2:8883"]);
     }
 
     #[test]

@@ -32,9 +32,8 @@ pub(super) fn fill_cert_paths(
         return Ok(());
     }
     let dir = settings.certs_dir();
-    let sans = ["localhost".to_string(), "127.0.0.1".to_string()];
     let stack = PkiDir::open_or_init(&dir)
-        .and_then(|pki| pki.ensure_stack(&broker.node_id, &sans))
+        .and_then(|pki| pki.ensure_stack(&broker.node_id, &settings.certs.node_sans))
         .with_context(|| format!("preparing certificates in {}", dir.display()))?;
     broker.ca.get_or_insert(stack.ca);
     broker.crl.get_or_insert(stack.crl);

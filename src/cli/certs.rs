@@ -74,6 +74,16 @@ enum CertsCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Create whatever the stack needs and is missing (CA, CRL, the node's server
+    /// certificate, the bridge's service certificate); idempotent, for deployments.
+    EnsureStack {
+        /// The broker node id (default: `broker.node_id`).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// Names the node is reached by (repeatable; default: `certs.node_sans`).
+        #[arg(long = "san", value_name = "NAME_OR_IP")]
+        sans: Vec<String>,
+    },
     /// Re-sign the CRL with a new number and a fresh next-update.
     Crl,
     /// List issued certificates with status and expiry.
@@ -122,6 +132,22 @@ pub fn run(args: CertsArgs, settings: &Settings) -> anyhow::Result<()> {
                 println!("revoked {serial}");
             }
             println!("CRL: {}", pki.crl_path().display());
+        }
+        CertsCommand::EnsureStack { node_id, sans } => {
+            let node_id = node_id.unwrap_or_else(|| settings.broker.node_id.clone());
+            let sans = if sans.is_empty() {
+                settings.certs.node_sans.clone()
+            } else {
+                sans
+            };
+            let stack = PkiDir::open_or_init(&dir)
+                .and_then(|pki| pki.ensure_stack(&node_id, &sans))
+                .with_context(|| format!("preparing the PKI in {}", dir.display()))?;
+            println!("PKI ready in {}", dir.display());
+            println!("  CA:          {}", stack.ca.display());
+            println!("  CRL:         {}", stack.crl.display());
+            println!("  node {node_id}: {} ({})", stack.node_cert.display(), sans.join(", "));
+            println!("  bridge:      {}", stack.bridge_cert.display());
         }
         CertsCommand::Crl => println!("CRL: {}", open()?.write_crl()?.display()),
         CertsCommand::List => print_table(&open()?.list()?),
