@@ -3,23 +3,37 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use kumo_schema::{DatabaseSettings, EmbeddedOptions, EmbeddedPostgres, MigrationReport};
+use kumo_schema::{
+    running_server_url, DatabaseSettings, EmbeddedOptions, EmbeddedPostgres, MigrationReport,
+};
 
 /// A reachable PostgreSQL database, plus the private server if Kumo started one.
 /// Dropping it stops the private server.
 pub struct Database {
     url: String,
     embedded: Option<EmbeddedPostgres>,
+    attached: bool,
 }
 
 impl Database {
     /// Connects to `database.url`, or starts the private server when it is unset.
     pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::open_with(settings, false).await
+    }
+
+    /// Like [`Database::open`], but an admin command uses the private server a
+    /// running `kumo up` already started on the same data instead of failing.
+    pub async fn open_or_attach(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::open_with(settings, true).await
+    }
+
+    async fn open_with(settings: &DatabaseSettings, attach: bool) -> anyhow::Result<Self> {
         match &settings.url {
             Some(url) => {
                 let db = Self {
                     url: url.clone(),
                     embedded: None,
+                    attached: false,
                 };
                 db.client()
                     .await
@@ -27,13 +41,23 @@ impl Database {
                 Ok(db)
             }
             None => {
-                let server =
-                    EmbeddedPostgres::start(EmbeddedOptions::from_settings(&settings.embedded))
-                        .await
-                        .context("starting the private PostgreSQL")?;
+                let opts = EmbeddedOptions::from_settings(&settings.embedded);
+                if attach {
+                    if let Some(url) = running_server_url(&opts) {
+                        return Ok(Self {
+                            url,
+                            embedded: None,
+                            attached: true,
+                        });
+                    }
+                }
+                let server = EmbeddedPostgres::start(opts)
+                    .await
+                    .context("starting the private PostgreSQL")?;
                 Ok(Self {
                     url: server.url(),
                     embedded: Some(server),
+                    attached: false,
                 })
             }
         }
@@ -96,6 +120,7 @@ impl Database {
                 s.data_dir().display(),
                 s.socket_dir().display()
             ),
+            None if self.attached => "private PostgreSQL started by another kumo process".into(),
             None => "external PostgreSQL (database.url)".to_string(),
         }
     }

@@ -333,3 +333,76 @@ fn up_stops_with_an_error_when_its_database_dies() {
     let status = up.wait_exit(Duration::from_secs(30));
     assert!(!status.success(), "a dead database is an error exit");
 }
+
+fn kumo_ok(data: &Path, args: &[&str]) -> String {
+    let out = kumo(data).args(args).output().expect("run kumo");
+    assert!(
+        out.status.success(),
+        "kumo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn http_get(addr: &str, path: &str, token: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the bridge");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (status, response)
+}
+
+#[test]
+fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result() {
+    let (_tmp, data) = temp_data_dir();
+    let mut up = Up::start(&data);
+    let bridge = up
+        .seen
+        .iter()
+        .find(|l| l.trim_start().starts_with("bridge"))
+        .and_then(|l| l.split("http://").nth(1)?.split_whitespace().next())
+        .map(str::to_string)
+        .expect("bridge address in the summary");
+    let created = kumo_ok(&data, &["users", "create", "--nickname", "ayaka"]);
+    let user = created
+        .split_whitespace()
+        .nth(2)
+        .expect("user id in: created user <id> (...)")
+        .to_string();
+    let token = kumo_ok(
+        &data,
+        &["tokens", "create", "--user", &user, "--scope", "basic"],
+    );
+    let token = token.trim();
+    let added = kumo_ok(
+        &data,
+        &[
+            "devices", "add", "remo-e2e", "--user", &user, "--name", "Living",
+        ],
+    );
+    assert!(added.contains("certificate:"), "{added}");
+    assert!(data.join("pki").join("issued").exists());
+
+    let (status, body) = http_get(&bridge, "/1/devices", token);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"remo-e2e\"") && body.contains("Living"),
+        "{body}"
+    );
+    let (status, _) = http_get(&bridge, "/1/devices", "kumo_not-a-token");
+    assert_eq!(status, 401);
+
+    up.signal("TERM");
+    assert!(up.wait_exit(Duration::from_secs(60)).success());
+    wait_no_processes(&data.join("postgres"), Duration::from_secs(5));
+}

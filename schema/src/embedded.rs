@@ -266,6 +266,27 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The connection string of a server already running on `opts.data_dir` (started
+/// by another Kumo process, e.g. `kumo up`), read from its `postmaster.pid`.
+/// Admin commands use it instead of starting a second server on the same data.
+pub fn running_server_url(opts: &EmbeddedOptions) -> Option<String> {
+    let pid_file = fs::read_to_string(opts.data_dir.join("postmaster.pid")).ok()?;
+    let lines: Vec<&str> = pid_file.lines().collect();
+    let pid: i32 = lines.first()?.trim().parse().ok()?;
+    let port: u16 = lines.get(3)?.trim().parse().ok()?;
+    let socket_dir = lines.get(4)?.trim();
+    // A stale pid file (crash, reboot) names a process that is gone or not postgres.
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    if !comm.trim().starts_with("postgres") || socket_dir.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "host={} port={port} user={SUPERUSER} dbname={}",
+        quote(socket_dir),
+        quote(&opts.database)
+    ))
+}
+
 /// A running private PostgreSQL server. Dropping it stops the server (blocking).
 #[derive(Debug)]
 pub struct EmbeddedPostgres {

@@ -9,7 +9,7 @@ pub mod migrate;
 pub mod pool;
 pub mod settings;
 
-pub use embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+pub use embedded::{running_server_url, EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
 pub use migrate::{migrate, MigrateError, MigrationReport, MIGRATIONS};
 pub use pool::{connect_pool, PoolError};
 pub use settings::{DatabaseSettings, EmbeddedSettings};

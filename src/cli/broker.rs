@@ -21,8 +21,19 @@ pub struct BrokerArgs {
     node_id: Option<String>,
 }
 
-/// Fills certificate paths missing from `[broker]` from the PKI directory,
-/// creating the CA, CRL, node and bridge certificates on first run.
+/// The stack's certificates in the PKI directory, created on first run (CA,
+/// CRL, the node's server pair and the bridge's service pair).
+pub(super) fn stack_paths(
+    settings: &Settings,
+    node_id: &str,
+) -> anyhow::Result<kumo_certs::files::StackPaths> {
+    let dir = settings.certs_dir();
+    PkiDir::open_or_init(&dir)
+        .and_then(|pki| pki.ensure_stack(node_id, &settings.certs.node_sans))
+        .with_context(|| format!("preparing certificates in {}", dir.display()))
+}
+
+/// Fills certificate paths missing from `[broker]` from the PKI directory.
 pub(super) fn fill_cert_paths(
     settings: &Settings,
     broker: &mut kumo_broker::Settings,
@@ -31,10 +42,7 @@ pub(super) fn fill_cert_paths(
     {
         return Ok(());
     }
-    let dir = settings.certs_dir();
-    let stack = PkiDir::open_or_init(&dir)
-        .and_then(|pki| pki.ensure_stack(&broker.node_id, &settings.certs.node_sans))
-        .with_context(|| format!("preparing certificates in {}", dir.display()))?;
+    let stack = stack_paths(settings, &broker.node_id)?;
     broker.ca.get_or_insert(stack.ca);
     broker.crl.get_or_insert(stack.crl);
     // Only take the PKI's node pair when neither half was configured.

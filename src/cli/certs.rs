@@ -146,7 +146,11 @@ pub fn run(args: CertsArgs, settings: &Settings) -> anyhow::Result<()> {
             println!("PKI ready in {}", dir.display());
             println!("  CA:          {}", stack.ca.display());
             println!("  CRL:         {}", stack.crl.display());
-            println!("  node {node_id}: {} ({})", stack.node_cert.display(), sans.join(", "));
+            println!(
+                "  node {node_id}: {} ({})",
+                stack.node_cert.display(),
+                sans.join(", ")
+            );
             println!("  bridge:      {}", stack.bridge_cert.display());
         }
         CertsCommand::Crl => println!("CRL: {}", open()?.write_crl()?.display()),

@@ -15,7 +15,7 @@ pub enum DbCommand {
 }
 
 pub async fn run(command: DbCommand, settings: Settings) -> anyhow::Result<()> {
-    let db = Database::open(&settings.database).await?;
+    let db = Database::open_or_attach(&settings.database).await?;
     let result = match command {
         DbCommand::Migrate => migrate(&db).await,
         DbCommand::Status => status(&db).await,

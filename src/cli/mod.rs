@@ -4,6 +4,7 @@
 //! handlers (Ctrl-C and SIGTERM). Each subcommand module only wires settings into
 //! its component's library.
 
+mod accounts;
 mod bridge;
 mod broker;
 mod certs;
@@ -47,6 +48,21 @@ enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
+    /// Accounts.
+    Users {
+        #[command(subcommand)]
+        command: accounts::UsersCommand,
+    },
+    /// Bearer tokens for the REST API.
+    Tokens {
+        #[command(subcommand)]
+        command: accounts::TokensCommand,
+    },
+    /// Device registration.
+    Devices {
+        #[command(subcommand)]
+        command: accounts::DevicesCommand,
+    },
 }
 
 /// Loads settings, sets up tracing and runs the chosen subcommand to completion.
@@ -61,6 +77,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bridge(args) => block_on(bridge::run(args, settings)),
         Command::Sim(args) => block_on(sim::run(args, settings)),
         Command::Db { command } => block_on(db::run(command, settings)),
+        Command::Users { command } => block_on(accounts::users(command, settings)),
+        Command::Tokens { command } => block_on(accounts::tokens(command, settings)),
+        Command::Devices { command } => block_on(accounts::devices(command, settings)),
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use kumo_sim::progress::Progress;
 use kumo_sim::worker::{self, WorkerReport, WorkerSpec, MAX_DEVICES_PER_PROCESS};
-use kumo_sim::{Protocol, Summary};
+use kumo_sim::{Protocol, Provisioning, Summary};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -117,13 +117,14 @@ fn sim_settings(args: &SimArgs, settings: &Settings) -> anyhow::Result<kumo_sim:
     Ok(sim)
 }
 
-/// The CA devices trust; from a PKI, every device's certificate is issued first.
+/// The CA devices trust. Unless certificates were provisioned beforehand, every
+/// device without one gets it first (issued, or enrolled by CSR).
 async fn ca_and_certificates(
     sim: &kumo_sim::Settings,
     settings: &Settings,
 ) -> anyhow::Result<String> {
     let pki_dir = sim.pki_dir.clone().unwrap_or_else(|| settings.certs_dir());
-    if sim.device_cert_dir.is_some() {
+    if sim.device_cert_dir.is_some() && sim.provisioning == Provisioning::Issue {
         let ca = pki_dir.join("ca.pem");
         return std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()));
     }

@@ -83,8 +83,21 @@ async fn run_services(
     let bridge = if args.no_bridge {
         None
     } else {
+        let mut cfg = settings.bridge.clone();
+        // The bridge reaches devices through the node `up` runs, with the
+        // service certificate from the same PKI (unless configured otherwise).
+        let stack = super::broker::stack_paths(settings, &settings.broker.node_id)?;
+        let mqtt = &mut cfg.mqtt;
+        mqtt.ca.get_or_insert(stack.ca);
+        if mqtt.cert.is_none() && mqtt.key.is_none() {
+            mqtt.cert = Some(stack.bridge_cert);
+            mqtt.key = Some(stack.bridge_key);
+        }
+        if let Some(node) = &broker {
+            mqtt.nodes = vec![format!("localhost:{}", node.mqtt_addr().port())];
+        }
         let pool = db.pool(&settings.database)?;
-        let running = kumo_bridge::start(settings.bridge.clone(), pool, services.clone())
+        let running = kumo_bridge::start(cfg, pool, services.clone())
             .await
             .context("starting the bridge")?;
         summary.push(format!(
