@@ -164,9 +164,18 @@ async fn guarded_flush<S: AsyncWrite + Unpin>(
     }
 }
 
+/// The next notification on the session's router link; `None` only when the
+/// router dropped the link. rumqttd's `next` yields `Ok(None)` when a wake-up
+/// finds its buffer already drained; that is not the end of the link.
 async fn next_notification(rx: &mut Option<LinkRx>) -> Option<Notification> {
     match rx {
-        Some(rx) => rx.next().await.ok().flatten(),
+        Some(rx) => loop {
+            match rx.next().await {
+                Ok(Some(n)) => return Some(n),
+                Ok(None) => continue,
+                Err(_) => return None,
+            }
+        },
         None => std::future::pending().await,
     }
 }
