@@ -17,6 +17,14 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("device {device_id} cannot make a CSR: {reason}")]
+    Csr { device_id: String, reason: String },
     #[error("{path} holds no usable {what}")]
     BadPem { path: PathBuf, what: &'static str },
     #[error("issuing a certificate for device {device_id}: {source}")]

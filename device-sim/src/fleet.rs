@@ -50,7 +50,8 @@ where
     let source = Arc::new(CredentialSource::from_settings(&settings)?);
     let stats = Arc::new(Stats::new());
     stats.devices.store(settings.devices, Relaxed);
-    let stop = shutdown.child_token();
+    // Not a child of `shutdown`: devices keep running until the summary is taken.
+    let stop = CancellationToken::new();
     let (burst_tx, burst_rx) = watch::channel(0u64);
     let shared = Arc::new(Shared {
         settings: settings.clone(),
@@ -68,6 +69,7 @@ where
     let burst_every = Duration::from_secs(settings.chaos.burst_every_secs.max(1));
     let mut burst = tokio::time::interval_at(started + burst_every, burst_every);
 
+    let mut rate = RecentRate::default();
     let mut devices = JoinSet::new();
     let mut spawned = 0u64;
     loop {
@@ -85,10 +87,12 @@ where
             break; // every device gave up (credential errors)
         }
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = shutdown.cancelled() => break,
             _ = sleep_until_opt(deadline) => break,
             _ = sleep(Duration::from_millis(10)), if ramping => {}
-            _ = progress.tick(), if settings.progress_interval_ms > 0 => on_progress(&stats.snapshot()),
+            _ = progress.tick(), if settings.progress_interval_ms > 0 => {
+                on_progress(&rate.snapshot(&stats));
+            }
             _ = burst.tick(), if settings.chaos.burst_every_secs > 0 => {
                 burst_tx.send_modify(|n| *n += 1);
             }
@@ -112,6 +116,27 @@ where
     Ok(summary)
 }
 
+/// Publish rate between successive progress snapshots.
+#[derive(Default)]
+struct RecentRate {
+    last: Option<(Instant, u64)>,
+}
+
+impl RecentRate {
+    fn snapshot(&mut self, stats: &Stats) -> Summary {
+        let mut s = stats.snapshot();
+        let now = Instant::now();
+        if let Some((at, published)) = self.last {
+            let dt = now.duration_since(at).as_secs_f64();
+            if dt > 0.0 {
+                s.recent_msgs_per_sec = s.published.saturating_sub(published) as f64 / dt;
+            }
+        }
+        self.last = Some((now, s.published));
+        s
+    }
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -119,7 +144,9 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Spawns the devices the ramp allows by now; returns the new spawned count.
+/// Spawns the devices the ramp and the in-flight limit allow by now; returns the
+/// new spawned count. Devices count as connecting only once their credentials
+/// are loaded, so one 10 ms tick can overshoot the limit by what it spawns.
 fn spawn_due(
     settings: &Settings,
     started: Instant,
@@ -134,6 +161,13 @@ fn spawn_due(
         allowed.min(settings.devices)
     } else {
         settings.devices
+    };
+    let due = match settings.max_connecting {
+        0 => due,
+        max => {
+            let room = max.saturating_sub(shared.stats.connecting.load(Relaxed));
+            due.min(spawned + room)
+        }
     };
     for n in spawned..due {
         let index = settings.first_index + n;

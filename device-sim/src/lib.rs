@@ -1,11 +1,17 @@
 //! Kumo's device simulator: a fleet of simulated IR hubs and smart-meter gateways
 //! that behave like the real ones, from one device to many thousands per process.
 //!
-//! [`model`] holds the pure behaviour (sensors, appliances, meter), [`runtime`]
-//! puts one device on the network, [`fleet`] runs many with ramp control, chaos
-//! and progress, and [`stats`] produces the JSON [`Summary`]. Spreading a big
-//! fleet over several processes is the CLI's job (`kumo sim`); this crate runs
-//! one process's share and must not spawn processes.
+//! - [`model`]: pure behaviour (room sensors, AC/TV/light state machines, the
+//!   smart meter), deterministic given a seed;
+//! - [`payload`]: the JSON devices publish and the commands they accept;
+//! - [`runtime`] + [`link`]: one device on the network (MQTT 3.1.1 or 5 over mutual
+//!   TLS, last will, reconnect with backoff and jitter, chaos faults);
+//! - [`fleet`]: many devices in one process with ramp control and progress;
+//! - [`stats`]: counters and the JSON [`Summary`];
+//! - [`tls`] and [`provision`]: certificates (issued, CSR-enrolled or pre-provisioned);
+//! - [`worker`]: the protocol `kumo sim` uses to spread a fleet over processes.
+//!
+//! This crate runs one process's share and never spawns processes itself.
 
 pub mod error;
 pub mod fleet;
@@ -24,5 +30,5 @@ pub mod worker;
 
 pub use error::SimError;
 pub use fleet::{run_fleet, run_fleet_with};
-pub use settings::{ChaosSettings, Protocol, Settings};
+pub use settings::{ChaosSettings, Protocol, Provisioning, Settings};
 pub use stats::Summary;

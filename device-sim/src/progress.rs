@@ -5,15 +5,12 @@
 //! terminal the line rewrites itself; otherwise each period is its own line.
 
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
 
 use crate::stats::Summary;
 
-/// Renders successive summaries, computing rates between them.
+/// Renders summaries as progress lines.
 #[derive(Debug, Default)]
-pub struct Progress {
-    last: Option<(Instant, u64)>,
-}
+pub struct Progress {}
 
 impl Progress {
     /// A renderer with no history.
@@ -23,19 +20,6 @@ impl Progress {
 
     /// One line describing `s`.
     pub fn render(&mut self, s: &Summary) -> String {
-        let now = Instant::now();
-        let rate = match self.last {
-            Some((at, published)) => {
-                let dt = now.duration_since(at).as_secs_f64();
-                if dt > 0.0 {
-                    s.published.saturating_sub(published) as f64 / dt
-                } else {
-                    0.0
-                }
-            }
-            None => s.msgs_per_sec,
-        };
-        self.last = Some((now, s.published));
         let failures = if s.failures.is_empty() {
             "0".to_owned()
         } else {
@@ -59,7 +43,7 @@ impl Progress {
             s.connecting,
             failures,
             s.drops,
-            rate,
+            s.recent_msgs_per_sec,
             s.commands_received,
             s.acks_sent,
             latency,

@@ -98,36 +98,15 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
             Some(Ok(())) => {
                 stats.on_connected(first);
                 first = false;
+                // A session that got this far resets the backoff.
                 attempt = 0;
                 let end = session(&mut dev, &mut link, &shared, &mut burst).await;
-                let pause = match end {
-                    End::Shutdown => {
-                        disconnect(&mut link, Duration::from_millis(s.shutdown_timeout_ms)).await;
-                        stats.connected.fetch_sub(1, Relaxed);
-                        return;
-                    }
-                    End::Dropped(e) => {
-                        stats.drops.fetch_add(1, Relaxed);
-                        tracing::debug!(device_id = %dev.id, node = %node, error = %e.detail, "connection lost");
-                        attempt = 1;
-                        backoff(s, attempt, &mut dev.rng)
-                    }
-                    End::ChaosDisconnect => {
-                        stats.chaos_disconnects.fetch_add(1, Relaxed);
-                        disconnect(&mut link, Duration::from_millis(s.shutdown_timeout_ms)).await;
-                        offline_pause(s, &mut dev.rng)
-                    }
-                    End::ChaosKill => {
-                        stats.chaos_kills.fetch_add(1, Relaxed);
-                        offline_pause(s, &mut dev.rng)
-                    }
-                    End::Burst => {
-                        stats.burst_drops.fetch_add(1, Relaxed);
-                        Duration::ZERO
-                    }
-                };
+                let pause = after_session(end, &mut dev, &mut link, s, stats, &node).await;
                 stats.connected.fetch_sub(1, Relaxed);
-                pause
+                match pause {
+                    Some(pause) => pause,
+                    None => return,
+                }
             }
         };
         // Dropping the link closes the socket; with no DISCONNECT sent, the broker
@@ -138,6 +117,43 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
             _ = sleep(pause) => {}
         }
     }
+}
+
+/// Counts how a session ended and returns the pause before reconnecting, or
+/// `None` once the device has disconnected for good.
+async fn after_session(
+    end: End,
+    dev: &mut Device,
+    link: &mut Link,
+    s: &Settings,
+    stats: &Stats,
+    node: &str,
+) -> Option<Duration> {
+    let grace = Duration::from_millis(s.shutdown_timeout_ms);
+    Some(match end {
+        End::Shutdown => {
+            disconnect(link, grace).await;
+            return None;
+        }
+        End::Dropped(e) => {
+            stats.drops.fetch_add(1, Relaxed);
+            tracing::debug!(device_id = %dev.id, node = %node, error = %e.detail, "connection lost");
+            backoff(s, 1, &mut dev.rng)
+        }
+        End::ChaosDisconnect => {
+            stats.chaos_disconnects.fetch_add(1, Relaxed);
+            disconnect(link, grace).await;
+            offline_pause(s, &mut dev.rng)
+        }
+        End::ChaosKill => {
+            stats.chaos_kills.fetch_add(1, Relaxed);
+            offline_pause(s, &mut dev.rng)
+        }
+        End::Burst => {
+            stats.burst_drops.fetch_add(1, Relaxed);
+            Duration::ZERO
+        }
+    })
 }
 
 async fn connect(link: &mut Link, deadline: Duration) -> Result<(), LinkError> {

@@ -29,6 +29,10 @@ pub struct Settings {
     pub report_interval_ms: u64,
     /// New connections started per second during the ramp; 0 = no limit. Default 500.
     pub ramp_per_sec: f64,
+    /// Most connection attempts in flight per process while ramping up, so a
+    /// saturated broker slows the ramp instead of timing devices out; 0 = no
+    /// limit. Default 500.
+    pub max_connecting: u64,
     /// MQTT keepalive, seconds. Default 60.
     pub keep_alive_secs: u16,
     /// Deadline for TCP + TLS + CONNACK, ms. Default 10,000.
@@ -52,6 +56,10 @@ pub struct Settings {
     pub pki_dir: Option<PathBuf>,
     /// Pre-provisioned certificates `{dir}/{id}.crt` + `{dir}/{id}.key`; wins over `pki_dir`.
     pub device_cert_dir: Option<PathBuf>,
+    /// How `kumo sim` provisions missing device certificates from `pki_dir`:
+    /// `issue` (the CA generates key and certificate) or `csr` (each device
+    /// generates its key in `device_cert_dir` and has a CSR signed). Default `issue`.
+    pub provisioning: Provisioning,
     /// Fault injection.
     pub chaos: ChaosSettings,
 }
@@ -72,6 +80,18 @@ pub struct ChaosSettings {
     pub malformed_fraction: f64,
     /// Longest pause offline after a chaos disconnect, ms (uniform from 0). Default 0 = 5,000.
     pub offline_max_ms: u64,
+}
+
+/// How device certificates are obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provisioning {
+    /// The CA issues key and certificate into the PKI directory.
+    #[default]
+    Issue,
+    /// The device generates its own key and sends a CSR; only the certificate
+    /// comes back (the CSR flow real devices use).
+    Csr,
 }
 
 /// MQTT protocol version.
@@ -97,6 +117,7 @@ impl Default for Settings {
             meter_fraction: 0.1,
             report_interval_ms: 60_000,
             ramp_per_sec: 500.0,
+            max_connecting: 500,
             keep_alive_secs: 60,
             connect_timeout_ms: 10_000,
             reconnect_min_ms: 500,
@@ -109,6 +130,7 @@ impl Default for Settings {
             shutdown_timeout_ms: 5_000,
             pki_dir: None,
             device_cert_dir: None,
+            provisioning: Provisioning::Issue,
             chaos: ChaosSettings::default(),
         }
     }
@@ -169,6 +191,12 @@ impl Settings {
         if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
             return Err(
                 "sim.reconnect_min_ms must be positive and at most sim.reconnect_max_ms".into(),
+            );
+        }
+        if self.provisioning == Provisioning::Csr && self.device_cert_dir.is_none() {
+            return Err(
+                "sim.provisioning = \"csr\" needs sim.device_cert_dir for the device-held keys"
+                    .into(),
             );
         }
         if !(-12.0..=14.0).contains(&self.utc_offset_hours) {

@@ -185,6 +185,7 @@ impl Stats {
             published,
             publish_dropped: get(&self.publish_dropped),
             malformed_sent: get(&self.malformed_sent),
+            recent_msgs_per_sec: 0.0,
             msgs_per_sec: if elapsed > 0.0 {
                 round3(published as f64 / elapsed)
             } else {
@@ -277,6 +278,9 @@ pub struct Summary {
     pub malformed_sent: u64,
     /// Average publish rate over the run.
     pub msgs_per_sec: f64,
+    /// Publish rate over the last progress period (set on progress snapshots).
+    #[serde(default)]
+    pub recent_msgs_per_sec: f64,
     pub commands_received: u64,
     pub commands_failed: u64,
     pub commands_ignored: u64,

@@ -245,3 +245,30 @@ async fn chaos_kills_and_bursts_make_devices_reconnect() {
     assert!(s.connects > 3, "devices must come back: {s:?}");
     assert!(s.malformed_sent > 0, "{s:?}");
 }
+
+#[tokio::test]
+async fn a_device_enrolled_by_csr_connects_with_its_own_key() {
+    let broker = Broker::start().await;
+    let mut sub = broker.subscribe("devices/+/state", "observer-csr").await;
+    let keys = tempfile::tempdir().expect("tempdir");
+    let settings = Settings {
+        provisioning: kumo_sim::Provisioning::Csr,
+        device_cert_dir: Some(keys.path().to_path_buf()),
+        ..fleet_settings(&broker, "enrolled", 2, Protocol::V5)
+    };
+    let provisioned = kumo_sim::provision::provision(&broker.pki_dir, &settings).expect("enrol");
+    assert_eq!(provisioned.issued, 2);
+    let (token, fleet) = start(settings, provisioned.ca_pem);
+    let mut online = BTreeSet::new();
+    while online.len() < 2 {
+        let (topic, _) = sub
+            .wait_for("both enrolled devices online", 20, |t, j| {
+                t.starts_with("devices/enrolled-") && j["online"] == true
+            })
+            .await;
+        online.insert(topic);
+    }
+    token.cancel();
+    let summary = fleet.await.unwrap().unwrap();
+    assert_eq!(summary.connected, 2, "{summary:?}");
+}
