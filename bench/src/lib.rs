@@ -1,0 +1,17 @@
+//! Kumo's benchmark load tool: many device connections over mutual TLS, each a
+//! TCP connect, a TLS handshake with the device's own certificate and an MQTT
+//! 3.1.1 CONNECT/CONNACK, written by hand so the client stays lean.
+//!
+//! The tool measures what the broker comparison needs (connect rates, TLS
+//! resumption, the broker's CPU time from `/proc`) and holds idle connections
+//! for memory measurements. It must stay broker-agnostic: it speaks only
+//! standard MQTT and TLS, so Kumo, Mosquitto and rumqttd get the same client.
+//! The driver lives in `bench/broker/run.sh`; results go to `BENCHMARKS.md`.
+
+pub mod devices;
+pub mod error;
+pub mod load;
+pub mod mqtt;
+pub mod procstat;
+
+pub use error::BenchError;

@@ -1,0 +1,158 @@
+//! `kumo-bench`: the load tool behind `bench/broker/run.sh`.
+//!
+//! `rate` measures connect rates (a full-handshake pass, then optionally a
+//! resumed pass over the same devices); `hold` connects its devices and keeps
+//! them idle until SIGTERM, for memory measurements. Each prints one JSON line
+//! per pass on stdout.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kumo_bench::devices;
+use kumo_bench::load::{self, PassReport, Target};
+use rustls_pki_types::ServerName;
+
+#[derive(Debug, Parser)]
+#[command(name = "kumo-bench", about = "mTLS MQTT connection load tool")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Full-handshake connect pass, then (with --resume) a resumed pass.
+    Rate(Common),
+    /// Connect and hold the connections idle until SIGTERM or Ctrl-C.
+    Hold(Common),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Broker MQTT/TLS address.
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    addr: SocketAddr,
+    /// Kumo PKI directory (its CA issues the device certificates in-process).
+    #[arg(long)]
+    pki: PathBuf,
+    /// Device id prefix; ids are `<prefix>-<index:06>`.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// First device index.
+    #[arg(long, default_value_t = 0)]
+    first: u32,
+    /// Number of devices.
+    #[arg(long, default_value_t = 5_000)]
+    count: u32,
+    /// Connects in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Local address to connect from.
+    #[arg(long, default_value = "127.0.0.1")]
+    source_ip: IpAddr,
+    /// Name checked against the broker certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// MQTT keepalive in CONNECT, in s.
+    #[arg(long, default_value_t = 900)]
+    keepalive: u16,
+    /// Deadline of one connect, in s.
+    #[arg(long, default_value_t = 30)]
+    connect_timeout: u64,
+    /// Stop starting connects after this many s of a pass.
+    #[arg(long)]
+    time_limit: Option<u64>,
+    /// Broker pid, to report its CPU time per connect.
+    #[arg(long)]
+    broker_pid: Option<String>,
+    /// (rate) Run a second, resumed pass over the same devices.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Rate(args) => runtime.block_on(rate(args)),
+        Command::Hold(args) => runtime.block_on(hold(args)),
+    }
+}
+
+async fn rate(args: Common) -> anyhow::Result<()> {
+    let (target, devices) = prepare(&args, args.resume)?;
+    let (full, conns) = pass("full", &args, &target, &devices).await;
+    print(&full)?;
+    load::disconnect_all(conns).await;
+    if args.resume {
+        // Let the broker finish the disconnects so the resumed pass meets no takeovers.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (resumed, conns) = pass("resumed", &args, &target, &devices).await;
+        print(&resumed)?;
+        load::disconnect_all(conns).await;
+    }
+    Ok(())
+}
+
+async fn hold(args: Common) -> anyhow::Result<()> {
+    let (target, devices) = prepare(&args, false)?;
+    let (report, conns) = pass("hold", &args, &target, &devices).await;
+    print(&report)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    load::disconnect_all(conns).await;
+    Ok(())
+}
+
+fn prepare(
+    args: &Common,
+    resumption: bool,
+) -> anyhow::Result<(Arc<Target>, Arc<Vec<devices::Device>>)> {
+    let devices = devices::issue(&args.pki, &args.prefix, args.first, args.count, resumption)
+        .context("preparing device certificates")?;
+    let target = Target {
+        addr: args.addr,
+        source_ip: args.source_ip,
+        server_name: ServerName::try_from(args.server_name.clone())
+            .context("--server-name is not a DNS name or IP address")?,
+        keepalive_secs: args.keepalive,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+    };
+    Ok((Arc::new(target), Arc::new(devices)))
+}
+
+async fn pass(
+    name: &str,
+    args: &Common,
+    target: &Arc<Target>,
+    devices: &Arc<Vec<devices::Device>>,
+) -> (PassReport, Vec<load::Conn>) {
+    let stop_at = args
+        .time_limit
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    load::run_pass(
+        name,
+        target.clone(),
+        devices.clone(),
+        args.concurrency,
+        stop_at,
+        args.broker_pid.as_deref(),
+    )
+    .await
+}
+
+fn print(report: &PassReport) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string(report).context("encoding the report")?
+    );
+    Ok(())
+}
