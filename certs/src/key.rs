@@ -1,9 +1,11 @@
 //! Key algorithms and key generation.
 //!
 //! Owns the mapping from [`KeyAlgorithm`] to rcgen signature algorithms. ring, the
-//! only crypto provider in Kumo, cannot generate RSA keys: RSA-2048 keys must be
-//! created elsewhere (e.g. `openssl genpkey`) and loaded with [`crate::Ca::from_pem`];
-//! RSA keys are accepted everywhere else (CA import, device CSRs).
+//! only crypto provider in Kumo, cannot generate RSA keys, so RSA-2048 keys are
+//! generated with the RustCrypto `rsa` crate and handed to ring as PKCS#8; every
+//! signature is still made by ring (the `rsa` crate never signs or decrypts, so
+//! its private-key timing issues do not apply). RSA keys are also accepted on
+//! import ([`crate::Ca::from_pem`]) and in device CSRs.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +22,7 @@ pub enum KeyAlgorithm {
     EcdsaP256,
     /// Ed25519: smaller still; not every embedded TLS stack supports it.
     Ed25519,
-    /// RSA-2048 with SHA-256, for legacy peers. Import only (see the module docs).
+    /// RSA-2048 with SHA-256, for legacy peers (generation is slow: ~0.1–1 s).
     Rsa2048,
 }
 
@@ -52,19 +54,27 @@ impl KeyAlgorithm {
     /// Generates a fresh key pair of this type.
     pub(crate) fn generate(self) -> Result<KeyPair, CertError> {
         if self == KeyAlgorithm::Rsa2048 {
-            return Err(CertError::KeyGeneration {
-                algorithm: self,
-                reason: "the ring provider cannot generate RSA keys; create one with \
-                         `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` \
-                         and import it"
-                    .into(),
-            });
+            return generate_rsa_2048();
         }
         KeyPair::generate_for(self.signature_algorithm()).map_err(|e| CertError::KeyGeneration {
             algorithm: self,
             reason: e.to_string(),
         })
     }
+}
+
+fn generate_rsa_2048() -> Result<KeyPair, CertError> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let failed = |reason: String| CertError::KeyGeneration {
+        algorithm: KeyAlgorithm::Rsa2048,
+        reason,
+    };
+    let key =
+        rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| failed(e.to_string()))?;
+    let der = key.to_pkcs8_der().map_err(|e| failed(e.to_string()))?;
+    let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+    KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// Whether a subject key of this signature algorithm is RSA (which also needs

@@ -27,7 +27,7 @@ pub struct CertsArgs {
 enum CertsCommand {
     /// Create a new CA, an empty CRL and the revocation state.
     Init {
-        /// CA key type: ecdsa-p256, ed25519 (rsa2048 keys must be imported).
+        /// CA key type: ecdsa-p256 (default), ed25519 or rsa2048.
         #[arg(long, default_value = "ecdsa-p256")]
         algorithm: KeyAlgorithm,
     },
