@@ -1,5 +1,7 @@
-//! Test harness: a private mosquitto with mutual TLS from a fresh Kumo PKI, and
-//! mosquitto_sub / mosquitto_pub as the cloud side. Missing binaries fail loudly.
+//! Test harness: a broker with mutual TLS from a fresh Kumo PKI — a private
+//! mosquitto, or a Kumo broker node in-process — and mosquitto_sub /
+//! mosquitto_pub as the cloud side (with service certificates). Missing binaries
+//! fail loudly.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
@@ -12,13 +14,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// A mosquitto broker requiring client certificates, on a free port.
+/// A broker requiring client certificates, on a free port.
 pub struct Broker {
     pub port: u16,
     pub pki_dir: PathBuf,
     pub ca: PathBuf,
     pub observer: IssuedPaths,
-    _child: Child,
+    pub publisher: IssuedPaths,
+    /// A Kumo node checks that client ids equal the certificate's identity.
+    kumo: bool,
+    _child: Option<Child>,
+    _node: Option<(
+        tokio_util::sync::CancellationToken,
+        kumo_broker::RunningNode,
+    )>,
     _dir: tempfile::TempDir,
 }
 
@@ -61,6 +70,7 @@ impl Broker {
             .issue_node("test-node", &["127.0.0.1".to_string()])
             .expect("node cert");
         let observer = pki.issue_service("observer").expect("observer cert");
+        let publisher = pki.issue_service("publisher").expect("publisher cert");
         let port = free_port();
         let running_as_root = std::process::Command::new("id")
             .arg("-u")
@@ -104,7 +114,49 @@ impl Broker {
             ca: pki.ca_path(),
             pki_dir,
             observer,
-            _child: child,
+            publisher,
+            kumo: false,
+            _child: Some(child),
+            _node: None,
+            _dir: dir,
+        }
+    }
+
+    /// Creates a PKI and starts a Kumo broker node on it, in this process.
+    pub async fn start_kumo() -> Broker {
+        require("mosquitto_sub");
+        require("mosquitto_pub");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki_dir = dir.path().join("pki");
+        let pki = PkiDir::open_or_init(&pki_dir).expect("pki");
+        let stack = pki
+            .ensure_stack("test-node", &["127.0.0.1".to_string()])
+            .expect("stack");
+        let observer = pki.issue_service("observer").expect("observer cert");
+        let publisher = pki.issue_service("publisher").expect("publisher cert");
+        let settings = kumo_broker::Settings {
+            node_id: "test-node".into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            http_listen: "127.0.0.1:0".parse().expect("addr"),
+            ca: Some(stack.ca),
+            crl: Some(stack.crl),
+            cert: Some(stack.node_cert),
+            key: Some(stack.node_key),
+            ..kumo_broker::Settings::default()
+        };
+        let token = tokio_util::sync::CancellationToken::new();
+        let node = kumo_broker::start(settings, token.clone())
+            .await
+            .expect("start the Kumo node");
+        Broker {
+            port: node.mqtt_addr().port(),
+            ca: pki.ca_path(),
+            pki_dir,
+            observer,
+            publisher,
+            kumo: true,
+            _child: None,
+            _node: Some((token, node)),
             _dir: dir,
         }
     }
@@ -117,7 +169,7 @@ impl Broker {
         std::fs::read_to_string(&self.ca).expect("ca.pem")
     }
 
-    fn tls_args(&self, cmd: &mut Command) {
+    fn tls_args(&self, cmd: &mut Command, who: &IssuedPaths) {
         cmd.arg("-h")
             .arg("127.0.0.1")
             .arg("-p")
@@ -125,15 +177,16 @@ impl Broker {
             .arg("--cafile")
             .arg(&self.ca)
             .arg("--cert")
-            .arg(&self.observer.cert)
+            .arg(&who.cert)
             .arg("--key")
-            .arg(&self.observer.key);
+            .arg(&who.key);
     }
 
     /// Subscribes to `filter` with mosquitto_sub; lines arrive as (topic, payload).
     pub async fn subscribe(&self, filter: &str, client_id: &str) -> Subscription {
         let mut cmd = Command::new("mosquitto_sub");
-        self.tls_args(&mut cmd);
+        self.tls_args(&mut cmd, &self.observer);
+        let client_id = if self.kumo { "observer" } else { client_id };
         cmd.args([
             "-V", "mqttv311", "-q", "1", "-v", "-i", client_id, "-t", filter,
         ])
@@ -159,18 +212,9 @@ impl Broker {
     /// Publishes one QoS 1 message with mosquitto_pub; `extra` adds arguments.
     pub async fn publish(&self, topic: &str, payload: &str, extra: &[&str]) {
         let mut cmd = Command::new("mosquitto_pub");
-        self.tls_args(&mut cmd);
-        cmd.args([
-            "-q",
-            "1",
-            "-i",
-            "test-publisher",
-            "-t",
-            topic,
-            "-m",
-            payload,
-        ])
-        .args(extra);
+        self.tls_args(&mut cmd, &self.publisher);
+        cmd.args(["-q", "1", "-i", "publisher", "-t", topic, "-m", payload])
+            .args(extra);
         let status = cmd.status().await.expect("run mosquitto_pub");
         assert!(status.success(), "mosquitto_pub failed");
     }

@@ -1,6 +1,7 @@
-//! Simulated devices against a real broker (mosquitto with mutual TLS): they
-//! connect with their own certificates, publish telemetry and retained state,
-//! obey commands and ack them; a killed device's last will reaches subscribers.
+//! Simulated devices against real brokers — mosquitto with mutual TLS and a Kumo
+//! broker node: they connect with their own certificates, publish telemetry and
+//! retained state, obey commands and ack them; a killed device's last will
+//! reaches subscribers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -81,8 +82,7 @@ async fn telemetry_from_all(
     kinds
 }
 
-async fn devices_publish_obey_commands_and_ack(protocol: Protocol, prefix: &str) {
-    let broker = Broker::start().await;
+async fn devices_publish_obey_commands_and_ack(broker: Broker, protocol: Protocol, prefix: &str) {
     let mut sub = broker
         .subscribe("devices/#", &format!("observer-{prefix}"))
         .await;
@@ -173,17 +173,35 @@ async fn devices_publish_obey_commands_and_ack(protocol: Protocol, prefix: &str)
 
 #[tokio::test]
 async fn devices_on_mqtt_3_publish_obey_commands_and_ack() {
-    devices_publish_obey_commands_and_ack(Protocol::V4, "v4dev").await;
+    devices_publish_obey_commands_and_ack(Broker::start().await, Protocol::V4, "v4dev").await;
 }
 
 #[tokio::test]
 async fn devices_on_mqtt_5_publish_obey_commands_and_ack_on_the_response_topic() {
-    devices_publish_obey_commands_and_ack(Protocol::V5, "v5dev").await;
+    devices_publish_obey_commands_and_ack(Broker::start().await, Protocol::V5, "v5dev").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_a_kumo_node_publish_obey_commands_and_ack_in_mqtt_3() {
+    devices_publish_obey_commands_and_ack(Broker::start_kumo().await, Protocol::V4, "k4dev").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_a_kumo_node_publish_obey_commands_and_ack_in_mqtt_5() {
+    devices_publish_obey_commands_and_ack(Broker::start_kumo().await, Protocol::V5, "k5dev").await;
 }
 
 #[tokio::test]
 async fn a_killed_devices_last_will_is_seen_and_a_clean_shutdown_sends_none() {
-    let broker = Broker::start().await;
+    last_will_on_kill_only(Broker::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_kumo_node_a_killed_devices_last_will_is_seen_and_a_clean_shutdown_sends_none() {
+    last_will_on_kill_only(Broker::start_kumo().await).await;
+}
+
+async fn last_will_on_kill_only(broker: Broker) {
     let mut sub = broker.subscribe("devices/+/state", "observer-will").await;
 
     let doomed = fleet_settings(&broker, "doomed", 1, Protocol::V4);
