@@ -90,19 +90,36 @@ impl FromRequestParts<AppState> for Caller {
         let client = state.pool.get().await?;
         let row = client
             .query_opt(
-                "UPDATE access_tokens SET last_used_at = now()
+                "SELECT id, user_id, scopes,
+                        last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
+                 FROM access_tokens
                  WHERE token_hash = $1 AND revoked_at IS NULL
-                   AND (expires_at IS NULL OR expires_at > now())
-                 RETURNING id, user_id, scopes",
+                   AND (expires_at IS NULL OR expires_at > now())",
                 &[&token_hash(token)],
             )
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        Ok(Self {
+        let caller = Self {
             token_id: row.get(0),
             user_id: row.get(1),
             scopes: row.get(2),
-        })
+        };
+        if row.get::<_, bool>(3) {
+            // Bookkeeping only: at most one write a minute per token, off the request path.
+            let pool = state.pool.clone();
+            let id = caller.token_id;
+            tokio::spawn(async move {
+                if let Ok(client) = pool.get().await {
+                    let _ = client
+                        .execute(
+                            "UPDATE access_tokens SET last_used_at = now() WHERE id = $1",
+                            &[&id],
+                        )
+                        .await;
+                }
+            });
+        }
+        Ok(caller)
     }
 }
 

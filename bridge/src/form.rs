@@ -11,6 +11,11 @@ use axum::http::header::CONTENT_TYPE;
 
 use crate::error::ApiError;
 
+/// Longest value accepted for ordinary fields (names, ids, settings).
+const MAX_FIELD: usize = 1024;
+/// Fields that carry IR messages, which are legitimately long.
+const LONG_FIELDS: &[&str] = &["message", "Message"];
+
 /// The fields of a form-urlencoded body, in order; a repeated key keeps its last value.
 #[derive(Debug, Default, Clone)]
 pub struct Form {
@@ -48,6 +53,14 @@ impl<S: Send + Sync> FromRequest<S> for Form {
         }
         let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
             .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+        if let Some((k, _)) = fields
+            .iter()
+            .find(|(k, v)| v.len() > MAX_FIELD && !LONG_FIELDS.contains(&k.as_str()))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{k} is longer than {MAX_FIELD} bytes"
+            )));
+        }
         Ok(Self { fields })
     }
 }

@@ -14,6 +14,7 @@ pub mod form;
 pub mod ingest;
 pub mod json;
 pub mod metrics;
+pub mod mqtt;
 pub mod ratelimit;
 pub mod server;
 pub mod settings;
@@ -23,5 +24,6 @@ pub mod views;
 
 pub use accounts::{create_token, create_user, register_device, AccountError, DeviceKind, User};
 pub use commands::{Ack, CommandLog, CommandSink, NoDelivery, QueuedCommand};
+pub use mqtt::{MqttSink, MqttStatus};
 pub use server::{start, start_with_sink, BridgeError, RunningBridge};
 pub use settings::{MqttSettings, RateLimitSettings, Settings};

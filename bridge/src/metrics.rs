@@ -109,5 +109,47 @@ pub async fn render(State(state): State<AppState>) -> ApiResult<Response> {
     out.push_str("# HELP kumo_bridge_devices_online Devices whose presence is online.\n");
     out.push_str("# TYPE kumo_bridge_devices_online gauge\n");
     let _ = writeln!(out, "kumo_bridge_devices_online {online}");
+    if let Some(mqtt) = &state.mqtt {
+        render_mqtt(mqtt, &mut out);
+    }
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+fn render_mqtt(mqtt: &crate::mqtt::MqttStatus, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    out.push_str(
+        "# HELP kumo_bridge_broker_connected Whether the bridge is connected to a broker node.\n",
+    );
+    out.push_str("# TYPE kumo_bridge_broker_connected gauge\n");
+    for n in &mqtt.nodes {
+        let _ = writeln!(
+            out,
+            "kumo_bridge_broker_connected{{node=\"{}\"}} {}",
+            n.addr,
+            u8::from(n.connected())
+        );
+    }
+    for (name, help, v) in [
+        (
+            "kumo_bridge_mqtt_messages_total",
+            "Messages received from broker nodes.",
+            &mqtt.received,
+        ),
+        (
+            "kumo_bridge_mqtt_malformed_total",
+            "Messages dropped as malformed.",
+            &mqtt.malformed,
+        ),
+        (
+            "kumo_bridge_commands_published_total",
+            "Command publishes acknowledged by a node.",
+            &mqtt.commands_sent,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
 }

@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandLog, CommandSink, NoDelivery};
+use crate::ingest::{IngestOptions, ReadingWriter};
+use crate::mqtt::{MqttSink, MqttStatus, Outbox, RunningMqtt};
 use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -32,6 +34,8 @@ pub enum BridgeError {
     Serve(#[source] std::io::Error),
     #[error("the REST server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot start the MQTT side: {0}")]
+    Mqtt(#[from] crate::mqtt::MqttError),
 }
 
 /// A bridge that is serving.
@@ -40,7 +44,10 @@ pub struct RunningBridge {
     http_addr: SocketAddr,
     commands: Arc<CommandLog>,
     server: JoinHandle<Result<(), BridgeError>>,
-    expiry: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
+    mqtt: Option<RunningMqtt>,
+    ingest: Option<JoinHandle<()>>,
+    grace: Duration,
 }
 
 impl RunningBridge {
@@ -54,31 +61,72 @@ impl RunningBridge {
         self.commands.clone()
     }
 
-    /// Waits until the bridge has shut down (after the token is cancelled).
+    /// The MQTT side's connection state and counters, when it runs.
+    pub fn mqtt(&self) -> Option<Arc<MqttStatus>> {
+        self.mqtt.as_ref().map(|m| m.status.clone())
+    }
+
+    /// Waits until the bridge has shut down (after the token is cancelled):
+    /// the REST server, then the MQTT connections (which acknowledge what the
+    /// reading writer committed last), then the writer.
     pub async fn wait(self) -> Result<(), BridgeError> {
         let result = self.server.await?;
-        self.expiry.abort();
+        self.upkeep.abort();
+        if let Some(mqtt) = self.mqtt {
+            mqtt.wait(self.grace).await;
+        }
+        if let Some(ingest) = self.ingest {
+            if tokio::time::timeout(self.grace, ingest).await.is_err() {
+                tracing::warn!("the reading writer did not finish within the grace period");
+            }
+        }
         result
     }
 }
 
-/// Starts the bridge with no command delivery yet (commands stay queued).
+/// Starts the bridge. With `mqtt.ca`, `cert` and `key` set, it connects to
+/// every node in `mqtt.nodes`, ingests what devices report and delivers
+/// commands; without them it serves REST only and commands stay queued.
 pub async fn start(
     settings: Settings,
     pool: Pool,
     shutdown: CancellationToken,
 ) -> Result<RunningBridge, BridgeError> {
-    start_with_sink(settings, pool, shutdown, Arc::new(NoDelivery)).await
+    if settings.mqtt.enabled() {
+        let (sink, outbox) = MqttSink::channel();
+        launch(settings, pool, shutdown, Arc::new(sink), Some(outbox)).await
+    } else {
+        start_with_sink(settings, pool, shutdown, Arc::new(NoDelivery)).await
+    }
 }
 
-/// Starts the bridge, announcing new commands to `sink`.
+/// Starts the bridge without its MQTT side, announcing new commands to `sink`.
 pub async fn start_with_sink(
     settings: Settings,
     pool: Pool,
     shutdown: CancellationToken,
     sink: Arc<dyn CommandSink>,
 ) -> Result<RunningBridge, BridgeError> {
+    launch(settings, pool, shutdown, sink, None).await
+}
+
+async fn launch(
+    settings: Settings,
+    pool: Pool,
+    shutdown: CancellationToken,
+    sink: Arc<dyn CommandSink>,
+    outbox: Option<Outbox>,
+) -> Result<RunningBridge, BridgeError> {
     settings.validate().map_err(BridgeError::Config)?;
+    if let (Some(_), Some(ca), Some(cert), Some(key)) = (
+        &outbox,
+        &settings.mqtt.ca,
+        &settings.mqtt.cert,
+        &settings.mqtt.key,
+    ) {
+        // Fail before binding anything when the certificates are unusable.
+        crate::mqtt::tls::client_config(ca, cert, key).map_err(crate::mqtt::MqttError::from)?;
+    }
     let addr = settings.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
@@ -94,7 +142,25 @@ pub async fn start_with_sink(
         pool.clone(),
         Duration::from_secs(settings.command_ttl_secs),
         sink,
+        shutdown.clone(),
     ));
+    let partition_pool = pool.clone();
+    let (mqtt, ingest) = match outbox {
+        Some(outbox) => {
+            let (writer, ingest) =
+                ReadingWriter::start(pool.clone(), IngestOptions::default(), shutdown.clone());
+            let mqtt = crate::mqtt::start(
+                &settings.mqtt,
+                pool.clone(),
+                commands.clone(),
+                writer,
+                outbox,
+                shutdown.clone(),
+            )?;
+            (Some(mqtt), Some(ingest))
+        }
+        None => (None, None),
+    };
     let state = AppState {
         pool,
         limiter: Arc::new(RateLimiter::new(
@@ -103,6 +169,7 @@ pub async fn start_with_sink(
         )),
         commands: commands.clone(),
         metrics: Default::default(),
+        mqtt: mqtt.as_ref().map(|m| m.status.clone()),
     };
     let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
@@ -121,23 +188,36 @@ pub async fn start_with_sink(
             }
         }
     });
-    let expiry = tokio::spawn(expire_commands(commands.clone(), shutdown));
+    let upkeep = tokio::spawn(maintain(commands.clone(), partition_pool, shutdown));
     tracing::info!(addr = %http_addr, "bridge REST API listening");
     Ok(RunningBridge {
         http_addr,
         commands,
         server,
-        expiry,
+        upkeep,
+        mqtt,
+        ingest,
+        grace,
     })
 }
 
-/// Marks undelivered commands past their TTL as expired, every few seconds.
-async fn expire_commands(commands: Arc<CommandLog>, shutdown: CancellationToken) {
+/// Background upkeep: expires undelivered commands past their TTL every few
+/// seconds, and keeps the next `readings` partition created (hourly).
+async fn maintain(commands: Arc<CommandLog>, pool: Pool, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut partitions_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if tokio::time::Instant::now() >= partitions_due {
+            match crate::telemetry::ensure_partitions(&pool).await {
+                Ok(()) => partitions_due += Duration::from_secs(3600),
+                Err(e) => {
+                    tracing::warn!(error = %e, "creating readings partitions failed; will retry")
+                }
+            }
         }
         match commands.expire_due().await {
             Ok(0) => {}

@@ -68,6 +68,20 @@ pub struct MqttSettings {
     pub cert: Option<PathBuf>,
     /// The service certificate's private key (PEM).
     pub key: Option<PathBuf>,
+    /// MQTT client id; must be the service certificate's name (default `bridge`).
+    pub client_id: String,
+    /// MQTT keepalive in seconds (default 30).
+    pub keepalive_secs: u64,
+    /// Unacknowledged command publishes per node (default 100).
+    pub inflight: u16,
+    /// A sent command not acknowledged after this many seconds is sent again
+    /// while its device is online, until its TTL (default 10).
+    pub resend_after_secs: u64,
+    /// Pause between a device coming online and its queued commands being
+    /// sent, so the device can subscribe first (default 300 ms).
+    pub online_settle_ms: u64,
+    /// Seconds between reconnection attempts to a node (default 1).
+    pub reconnect_secs: u64,
 }
 
 impl Default for MqttSettings {
@@ -77,7 +91,20 @@ impl Default for MqttSettings {
             ca: None,
             cert: None,
             key: None,
+            client_id: "bridge".into(),
+            keepalive_secs: 30,
+            inflight: 100,
+            resend_after_secs: 10,
+            online_settle_ms: 300,
+            reconnect_secs: 1,
         }
+    }
+}
+
+impl MqttSettings {
+    /// Whether the MQTT side is configured (CA, certificate and key all set).
+    pub fn enabled(&self) -> bool {
+        self.ca.is_some() && self.cert.is_some() && self.key.is_some()
     }
 }
 
@@ -95,6 +122,22 @@ impl Settings {
         }
         if self.mqtt.nodes.is_empty() {
             return Err("bridge.mqtt.nodes must list at least one broker node".into());
+        }
+        if self.mqtt.client_id.is_empty() {
+            return Err("bridge.mqtt.client_id must not be empty".into());
+        }
+        if self.mqtt.keepalive_secs < 5 {
+            return Err("bridge.mqtt.keepalive_secs must be at least 5".into());
+        }
+        if self.mqtt.inflight == 0 {
+            return Err("bridge.mqtt.inflight must be at least 1".into());
+        }
+        if self.mqtt.resend_after_secs == 0 {
+            return Err("bridge.mqtt.resend_after_secs must be at least 1".into());
+        }
+        let tls = [&self.mqtt.ca, &self.mqtt.cert, &self.mqtt.key];
+        if tls.iter().any(|p| p.is_some()) && !tls.iter().all(|p| p.is_some()) {
+            return Err("bridge.mqtt.ca, cert and key must be set together".into());
         }
         for node in &self.mqtt.nodes {
             let valid = node

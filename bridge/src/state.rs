@@ -6,6 +6,7 @@ use deadpool_postgres::Pool;
 
 use crate::commands::CommandLog;
 use crate::metrics::Metrics;
+use crate::mqtt::MqttStatus;
 use crate::ratelimit::RateLimiter;
 
 /// Cheap to clone: everything inside is shared.
@@ -19,4 +20,6 @@ pub struct AppState {
     pub commands: Arc<CommandLog>,
     /// Request counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Broker connections, when the MQTT side runs.
+    pub mqtt: Option<Arc<MqttStatus>>,
 }

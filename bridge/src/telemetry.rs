@@ -5,7 +5,14 @@
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 
-use crate::commands::CommandError;
+/// Why a telemetry record could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
 
 /// A device's connection state as its broker node announced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +26,7 @@ pub struct Presence<'a> {
 
 /// Records presence; returns `true` when the device just came online (time
 /// to deliver its queued commands). Stale announcements are ignored.
-pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, CommandError> {
+pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, TelemetryError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
@@ -33,6 +40,94 @@ pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, Comm
         )
         .await?;
     Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0)))
+}
+
+/// What a device reports about itself in its retained `state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFacts<'a> {
+    pub firmware_version: Option<&'a str>,
+    pub mac_address: Option<&'a str>,
+    pub serial_number: Option<&'a str>,
+}
+
+/// Stores the facts a device reported; absent ones keep their value.
+pub async fn record_facts(
+    pool: &Pool,
+    device_id: &str,
+    facts: &DeviceFacts<'_>,
+) -> Result<(), TelemetryError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE devices SET firmware_version = coalesce($2, firmware_version),
+                 mac_address = coalesce($3, mac_address),
+                 serial_number = coalesce($4, serial_number), updated_at = now()
+             WHERE id = $1 AND (firmware_version, mac_address, serial_number)
+                 IS DISTINCT FROM (coalesce($2, firmware_version),
+                                   coalesce($3, mac_address), coalesce($4, serial_number))",
+            &[
+                &device_id,
+                &facts.firmware_version,
+                &facts.mac_address,
+                &facts.serial_number,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Stores the appliance states a device reported in its `state`: AC settings
+/// on its `AC` appliances, TV and light state on its `TV` and `LIGHT` ones.
+/// What the device holds is the truth; absent parts keep their value.
+pub async fn record_appliance_states(
+    pool: &Pool,
+    device_id: &str,
+    aircon: Option<&serde_json::Value>,
+    tv: Option<&serde_json::Value>,
+    light: Option<&serde_json::Value>,
+) -> Result<(), TelemetryError> {
+    if aircon.is_none() && tv.is_none() && light.is_none() {
+        return Ok(());
+    }
+    let settings = aircon.cloned().map(|mut v| {
+        if let Some(obj) = v.as_object_mut() {
+            let now = OffsetDateTime::now_utc();
+            obj.insert(
+                "updated_at".into(),
+                serde_json::Value::String(crate::json::rfc3339(now)),
+            );
+        }
+        v
+    });
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE appliances SET
+                 settings = CASE WHEN type = 'AC' THEN coalesce($2, settings) ELSE settings END,
+                 state = CASE type WHEN 'TV' THEN coalesce($3, state)
+                                   WHEN 'LIGHT' THEN coalesce($4, state) ELSE state END,
+                 updated_at = now()
+             WHERE device_id = $1
+               AND ((type = 'AC' AND $2::jsonb IS NOT NULL)
+                 OR (type = 'TV' AND $3::jsonb IS NOT NULL)
+                 OR (type = 'LIGHT' AND $4::jsonb IS NOT NULL))",
+            &[&device_id, &settings, &tv, &light],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates next month's `readings` partition ahead of time, so readings never
+/// pile up in the default partition.
+pub async fn ensure_partitions(pool: &Pool) -> Result<(), TelemetryError> {
+    let client = pool.get().await?;
+    client
+        .batch_execute(
+            "SELECT kumo_ensure_readings_partition(now());
+             SELECT kumo_ensure_readings_partition(now() + interval '1 month');",
+        )
+        .await?;
+    Ok(())
 }
 
 /// Known ECHONET Lite properties of a low-voltage smart meter (class 0x0288).
@@ -55,7 +150,7 @@ pub async fn record_meter(
     device_id: &str,
     properties: &[(u8, String)],
     at: OffsetDateTime,
-) -> Result<(), CommandError> {
+) -> Result<(), TelemetryError> {
     let epcs: Vec<i32> = properties.iter().map(|(e, _)| i32::from(*e)).collect();
     let names: Vec<&str> = properties
         .iter()

@@ -222,3 +222,28 @@ async fn wait_mode_times_out_with_the_pending_status() {
     assert_eq!(c["status"], "queued");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_a_long_wait_within_the_grace_period() {
+    let mut settings = test_settings();
+    settings.shutdown_grace_secs = 1;
+    let h = start_with(settings).await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let ac = h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
+    let waiting = h
+        .http
+        .post(format!("{}/1/appliances/{ac}/aircon_settings", h.base))
+        .bearer_auth(&h.token)
+        .header("prefer", "wait=60")
+        .form(&[("button", "")])
+        .send();
+    let waiting = tokio::spawn(waiting);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    h.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped within the grace period"
+    );
+    let _ = waiting.await;
+}

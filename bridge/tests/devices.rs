@@ -180,3 +180,33 @@ async fn deleting_a_device_removes_it_and_its_appliances_from_the_account() {
         .assert_error(404001);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn overlong_fields_are_refused() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let long = "x".repeat(2000);
+    let r = h.post("/1/devices/remo-1", &[("name", &long)]).await;
+    r.assert_error(400001);
+    assert!(r.body["message"].as_str().unwrap().contains("name"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn facts_a_device_reports_show_in_the_device_list() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let facts = kumo_bridge::telemetry::DeviceFacts {
+        firmware_version: Some("Remo/1.0.77"),
+        mac_address: Some("aa:bb:cc:00:11:22"),
+        serial_number: None,
+    };
+    kumo_bridge::telemetry::record_facts(&h.pool, "remo-1", &facts)
+        .await
+        .unwrap();
+    let d = h.get("/1/devices").await.ok()[0].clone();
+    assert_eq!(d["firmware_version"], "Remo/1.0.77");
+    assert_eq!(d["mac_address"], "aa:bb:cc:00:11:22");
+    assert_eq!(d["serial_number"], "");
+    h.stop().await;
+}

@@ -147,6 +147,7 @@ pub async fn start_with(
         registry: registry.clone(),
         fabric,
         accounts,
+        parking: Default::default(),
         shutdown: sessions_stop.clone(),
     });
     let tasks = TaskTracker::new();

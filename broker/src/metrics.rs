@@ -26,6 +26,10 @@ pub struct Metrics {
     pub messages_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub dropped_outbound: AtomicU64,
+    /// Messages dropped from a parked or resumed persistent session over its cap.
+    pub dropped_session: AtomicU64,
+    /// Persistent sessions resumed with session_present=1.
+    pub sessions_resumed: AtomicU64,
     handshakes: Labeled,
     connects: Labeled,
     disconnects: Labeled,
@@ -159,6 +163,16 @@ impl Metrics {
                 "kumo_broker_outbound_dropped_total",
                 "messages dropped for a full client queue",
                 &self.dropped_outbound,
+            ),
+            (
+                "kumo_broker_session_dropped_total",
+                "messages dropped from a persistent session over its cap",
+                &self.dropped_session,
+            ),
+            (
+                "kumo_broker_sessions_resumed_total",
+                "persistent service sessions resumed",
+                &self.sessions_resumed,
             ),
         ];
         for (name, help, v) in counters {

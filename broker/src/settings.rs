@@ -45,6 +45,12 @@ pub struct Settings {
     pub crl_poll_interval_ms: u64,
     /// Messages queued towards one client before it is treated as stuck; default 256.
     pub outbound_queue: usize,
+    /// Messages held for one service or integration session (connected with
+    /// clean_session=0) while it is away or slow; beyond it the oldest are
+    /// dropped and counted. Default 100,000.
+    pub session_queue: usize,
+    /// Seconds a disconnected persistent service session is kept; default 3,600.
+    pub session_expiry_secs: u64,
     /// Threads feeding device publishes into the router; default 2.
     pub ingress_threads: usize,
     /// TLS sessions remembered for resumption; default 65,536.
@@ -71,6 +77,8 @@ impl Default for Settings {
             max_keepalive_secs: 1_200,
             crl_poll_interval_ms: 500,
             outbound_queue: 256,
+            session_queue: 100_000,
+            session_expiry_secs: 3_600,
             ingress_threads: 2,
             tls_session_cache: 65_536,
             shutdown_grace_ms: 3_000,
@@ -90,6 +98,8 @@ impl Settings {
             ),
             ("crl_poll_interval_ms", self.crl_poll_interval_ms),
             ("outbound_queue", self.outbound_queue as u64),
+            ("session_queue", self.session_queue as u64),
+            ("session_expiry_secs", self.session_expiry_secs),
             ("ingress_threads", self.ingress_threads as u64),
             ("tls_session_cache", self.tls_session_cache as u64),
         ];

@@ -1,7 +1,9 @@
 //! `kumo bridge`: the REST bridge alone, against an existing database.
 //!
 //! `kumo up` runs the private database itself; this subcommand needs
-//! `database.url`. It applies pending migrations before serving.
+//! `database.url`. It applies pending migrations before serving. MQTT
+//! certificate paths missing from `[bridge.mqtt]` come from the PKI directory
+//! (created on first run), as for `kumo broker`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +18,28 @@ pub struct BridgeArgs {
     /// REST listen address; overrides `bridge.listen`.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Serve REST only: no broker connections (commands stay queued).
+    #[arg(long)]
+    pub no_mqtt: bool,
+}
+
+/// Fills certificate paths missing from `[bridge.mqtt]` from the PKI
+/// directory: its CA and the bridge's service pair.
+fn fill_cert_paths(
+    settings: &Settings,
+    mqtt: &mut kumo_bridge::MqttSettings,
+) -> anyhow::Result<()> {
+    if mqtt.ca.is_some() && mqtt.cert.is_some() && mqtt.key.is_some() {
+        return Ok(());
+    }
+    let stack = super::broker::stack_paths(settings, &settings.broker.node_id)?;
+    mqtt.ca.get_or_insert(stack.ca);
+    // Only take the PKI's service pair when neither half was configured.
+    if mqtt.cert.is_none() && mqtt.key.is_none() {
+        mqtt.cert = Some(stack.bridge_cert);
+        mqtt.key = Some(stack.bridge_key);
+    }
+    Ok(())
 }
 
 /// Runs the bridge until Ctrl-C or SIGTERM.
@@ -29,6 +53,13 @@ pub async fn run(args: BridgeArgs, settings: Settings) -> anyhow::Result<()> {
     let mut bridge_settings = settings.bridge.clone();
     if let Some(listen) = args.listen {
         bridge_settings.listen = listen;
+    }
+    if args.no_mqtt {
+        bridge_settings.mqtt.ca = None;
+        bridge_settings.mqtt.cert = None;
+        bridge_settings.mqtt.key = None;
+    } else {
+        fill_cert_paths(&settings, &mut bridge_settings.mqtt)?;
     }
     bridge_settings
         .validate()
@@ -53,6 +84,9 @@ pub async fn run(args: BridgeArgs, settings: Settings) -> anyhow::Result<()> {
         .await
         .context("starting the bridge")?;
     println!("kumo bridge listening on http://{}", bridge.http_addr());
+    if bridge.mqtt().is_none() {
+        println!("kumo bridge: MQTT disabled; commands stay queued");
+    }
     bridge.wait().await.context("running the bridge")?;
     Ok(())
 }

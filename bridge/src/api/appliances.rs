@@ -83,6 +83,39 @@ fn initial_state(model: &catalog::Model) -> (Option<Value>, Option<Value>) {
     }
 }
 
+/// The appliance type and catalog model a create request names. Without a
+/// model the appliance is a learned-IR one.
+fn kind_and_model(form: &Form) -> ApiResult<(ApplianceType, Option<&'static catalog::Model>)> {
+    let model_id = form.get("model").filter(|m| !m.is_empty());
+    let declared = match form.get("model_type").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(ApplianceType::parse(t).ok_or_else(|| {
+            ApiError::bad_request(format!("model_type {t:?} is not one of AC, TV, LIGHT, IR"))
+        })?),
+    };
+    match model_id {
+        Some(id) => {
+            let model = catalog::model(id)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown model {id:?}")))?;
+            if declared.is_some_and(|d| d != model.kind) {
+                return Err(ApiError::bad_request(format!(
+                    "model {id} is a {} model, not {}",
+                    model.kind.as_str(),
+                    declared.map_or("", ApplianceType::as_str)
+                )));
+            }
+            Ok((model.kind, Some(model)))
+        }
+        None => match declared {
+            None | Some(ApplianceType::Ir) => Ok((ApplianceType::Ir, None)),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "a {} appliance needs a model",
+                other.as_str()
+            ))),
+        },
+    }
+}
+
 /// `POST /1/appliances`: `nickname`, `image`, `device`, `model`, `model_type`.
 /// Without a model the appliance is a learned-IR one (`IR`).
 pub async fn create(
@@ -94,36 +127,7 @@ pub async fn create(
     let nickname = form.required_nonempty("nickname")?;
     let image = form.get("image").unwrap_or_default();
     let device = form.required_nonempty("device")?;
-    let model_id = form.get("model").filter(|m| !m.is_empty());
-    let declared = match form.get("model_type").filter(|t| !t.is_empty()) {
-        None => None,
-        Some(t) => Some(ApplianceType::parse(t).ok_or_else(|| {
-            ApiError::bad_request(format!("model_type {t:?} is not one of AC, TV, LIGHT, IR"))
-        })?),
-    };
-    let (kind, model) = match model_id {
-        Some(id) => {
-            let model = catalog::model(id)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown model {id:?}")))?;
-            if declared.is_some_and(|d| d != model.kind) {
-                return Err(ApiError::bad_request(format!(
-                    "model {id} is a {} model, not {}",
-                    model.kind.as_str(),
-                    declared.map_or("", ApplianceType::as_str)
-                )));
-            }
-            (model.kind, Some(model))
-        }
-        None => match declared {
-            None | Some(ApplianceType::Ir) => (ApplianceType::Ir, None),
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "a {} appliance needs a model",
-                    other.as_str()
-                )))
-            }
-        },
-    };
+    let (kind, model) = kind_and_model(&form)?;
     let (settings, app_state) = model.map(initial_state).unwrap_or((None, None));
     let id = Uuid::new_v4().to_string();
     let client = state.pool.get().await?;

@@ -82,22 +82,76 @@ impl CommandLog {
             .collect())
     }
 
+    /// Queued or sent, unexpired commands for `device_id` last handled before
+    /// `before`, oldest first: what to (re)deliver when it comes online — a
+    /// `sent` command may have been lost with the device's previous
+    /// connection. Later ones were routed while it was known to be online.
+    pub async fn outstanding_for_device(
+        &self,
+        device_id: &str,
+        before: OffsetDateTime,
+    ) -> Result<Vec<QueuedCommand>, CommandError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, device_id, kind, payload, expires_at FROM commands
+                 WHERE device_id = $1 AND status IN ('queued', 'sent') AND expires_at > now()
+                   AND coalesce(sent_at, created_at) < $2
+                 ORDER BY created_at, id",
+                &[&device_id, &before],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(queued_from_row).collect())
+    }
+
+    /// Unexpired commands still waiting for an ack whose last send (or
+    /// creation) is older than `quiet`, oldest first, at most `limit`: the
+    /// redelivery sweep's work list.
+    pub async fn unacknowledged(
+        &self,
+        quiet: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<QueuedCommand>, CommandError> {
+        let client = self.pool.get().await?;
+        let secs = quiet.as_secs_f64();
+        let rows = client
+            .query(
+                "SELECT id, device_id, kind, payload, expires_at FROM commands
+                 WHERE status IN ('queued', 'sent') AND expires_at > now()
+                   AND coalesce(sent_at, created_at) < now() - make_interval(secs => $1)
+                 ORDER BY created_at, id LIMIT $2",
+                &[&secs, &limit],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(queued_from_row).collect())
+    }
+
     /// Records that `id` was published (through `node`); `false` if it was
     /// already final or expired. Re-sending a sent command counts an attempt.
+    /// A device may ack before the node's PUBACK reaches the bridge: then the
+    /// final status stays and only a missing send time or node is filled.
     pub async fn mark_sent(&self, id: Uuid, node: Option<&str>) -> Result<bool, CommandError> {
         let client = self.pool.get().await?;
-        let n = client
-            .execute(
-                "UPDATE commands SET status = 'sent', sent_at = now(), updated_at = now(),
-                     attempts = attempts + 1, node_id = coalesce($2, node_id)
-                 WHERE id = $1 AND status IN ('queued', 'sent') AND expires_at > now()",
+        let row = client
+            .query_opt(
+                "UPDATE commands SET
+                     status = CASE WHEN status IN ('queued', 'sent') THEN 'sent' ELSE status END,
+                     sent_at = CASE WHEN status IN ('queued', 'sent') THEN now()
+                                    ELSE coalesce(sent_at, now()) END,
+                     attempts = attempts + 1, node_id = coalesce($2, node_id),
+                     updated_at = now()
+                 WHERE id = $1
+                   AND ((status IN ('queued', 'sent') AND expires_at > now())
+                        OR (status IN ('acked', 'failed') AND (sent_at IS NULL OR node_id IS NULL)))
+                 RETURNING status = 'sent'",
                 &[&id, &node],
             )
             .await?;
-        Ok(n == 1)
+        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
     }
 
-    /// Applies `device_id`'s ack for `id`. Returns `None` when the ack changes
+    /// Applies `device_id`'s ack for `id` (an ack also proves the send, should
+    /// it overtake the node's PUBACK). Returns `None` when the ack changes
     /// nothing: unknown id, another device's command, or already final.
     pub async fn complete(
         &self,
@@ -111,7 +165,8 @@ impl CommandLog {
         let Some(row) = tx
             .query_opt(
                 "UPDATE commands SET status = $3, result = $4, error = $5,
-                     completed_at = now(), updated_at = now()
+                     completed_at = now(), updated_at = now(),
+                     sent_at = coalesce(sent_at, now())
                  WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
                  RETURNING kind, payload, appliance_id",
                 &[&id, &device_id, &status, &ack.result, &ack.error],
@@ -156,6 +211,16 @@ impl CommandLog {
         }
         Ok(rows.len() as u64)
     }
+}
+
+fn queued_from_row(r: &tokio_postgres::Row) -> Option<QueuedCommand> {
+    Some(QueuedCommand {
+        id: r.get(0),
+        device_id: r.get(1),
+        kind: CommandKind::parse(r.get(2))?,
+        payload: r.get(3),
+        expires_at: r.get(4),
+    })
 }
 
 /// Stores what a confirmed command changed on its appliance.

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -106,6 +107,8 @@ pub struct CommandLog {
     sink: Arc<dyn CommandSink>,
     /// Ids of commands that just reached a final state, for waiting requests.
     done: broadcast::Sender<Uuid>,
+    /// Ends waits early when the bridge shuts down.
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for CommandLog {
@@ -117,14 +120,20 @@ impl std::fmt::Debug for CommandLog {
 }
 
 impl CommandLog {
-    /// Commands expire `ttl` after they are written.
-    pub fn new(pool: Pool, ttl: Duration, sink: Arc<dyn CommandSink>) -> Self {
+    /// Commands expire `ttl` after they are written; waits end at `shutdown`.
+    pub fn new(
+        pool: Pool,
+        ttl: Duration,
+        sink: Arc<dyn CommandSink>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (done, _) = broadcast::channel(1024);
         Self {
             pool,
             ttl,
             sink,
             done,
+            shutdown,
         }
     }
 

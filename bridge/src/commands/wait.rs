@@ -47,7 +47,8 @@ pub enum Waited {
 }
 
 impl CommandLog {
-    /// Waits up to `limit` for command `id` of `user_id` to become final.
+    /// Waits up to `limit` for command `id` of `user_id` to become final;
+    /// returns early, still pending, when the bridge shuts down.
     pub async fn wait_final(
         &self,
         user_id: &str,
@@ -64,12 +65,13 @@ impl CommandLog {
             if view.is_final() {
                 return Ok(Waited::Final(view));
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || self.shutdown.is_cancelled() {
                 return Ok(Waited::Pending(view));
             }
             let poll = Instant::now() + POLL;
             tokio::select! {
                 () = tokio::time::sleep_until(poll.min(deadline)) => {}
+                () = self.shutdown.cancelled() => {}
                 got = wait_for(&mut done, id) => if got.is_err() {
                     // The log is gone (shutting down): fall back to polling.
                     tokio::time::sleep_until(poll.min(deadline)).await;

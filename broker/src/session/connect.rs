@@ -118,10 +118,15 @@ where
         assigned_client_identifier: connect.client_id.is_empty().then(|| client_id.clone()),
         ..ConnAckProperties::default()
     });
+    // Only service and integration sessions persist (see `persist`); a parked
+    // session, or a live one about to be taken over and parked, is resumed.
+    let session_present = !connect.clean_session
+        && !matches!(identity, Identity::Device { .. })
+        && (node.parking.contains(&client_id) || node.registry.sender(&client_id).is_some());
     let mut out = BytesMut::with_capacity(64);
     let ack = Packet::ConnAck(
         ConnAck {
-            session_present: false,
+            session_present,
             code: ConnectReturnCode::Success,
         },
         connack_props,
@@ -133,6 +138,7 @@ where
     node.metrics.connect("accepted");
     tracing::info!(client_id = %client_id, role = identity.role(), version = ?version, "session connected");
     let conn_id = node.registry.next_conn_id();
+    let receive_max = receive_window(&identity, props.receive_maximum);
     // The real queue is created by `serve`; this placeholder is replaced at once.
     let (tx, _) = mpsc::channel(1);
     Some(Session {
@@ -146,16 +152,26 @@ where
         link: None,
         pending_subacks: HashMap::new(),
         qos2_in: HashSet::new(),
-        inflight: HashSet::new(),
+        inflight: HashMap::new(),
+        clean_session: connect.clean_session,
         next_pkid: 0,
-        receive_max: props
-            .receive_maximum
-            .map_or(32, |r| (r as usize).clamp(1, 32)),
+        receive_max,
         backlog: VecDeque::new(),
         client_max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
         keepalive,
         out,
     })
+}
+
+/// QoS 1 messages a client may leave unacknowledged. Devices get few; a
+/// service such as the bridge acknowledges only after storing a batch, so it
+/// needs a wide window to keep up with the fleet.
+fn receive_window(identity: &Identity, asked: Option<u16>) -> usize {
+    let max = match identity {
+        Identity::Device { .. } => 32,
+        _ => 4096,
+    };
+    asked.map_or(max, |r| (r as usize).clamp(1, max))
 }
 
 /// The idle window (1.5 × keepalive) and, for MQTT 5, the server keepalive to announce.

@@ -7,6 +7,7 @@
 
 mod connect;
 mod packets;
+mod persist;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,10 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use kumo_contract::Identity;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, LastWill, LastWillProperties, Packet, QoS,
-    SubscribeReasonCode,
-};
+use rumqttd::protocol::{LastWill, LastWillProperties, Packet, QoS, SubscribeReasonCode};
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -28,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::acl::AccountLookup;
 use crate::codec::Version;
-use crate::fabric::{self, Fabric};
+use crate::fabric::Fabric;
 use crate::metrics::Metrics;
 use crate::registry::{CloseReason, Registry, SessionHandle};
 use crate::Settings;
@@ -46,6 +44,8 @@ pub(crate) struct Node {
     pub registry: Arc<Registry>,
     pub fabric: Fabric,
     pub accounts: AccountLookup,
+    /// Persistent service sessions whose client is away.
+    pub parking: persist::Parking,
     pub shutdown: CancellationToken,
 }
 
@@ -65,8 +65,11 @@ pub(crate) struct Session {
     pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
     /// QoS 2 packet ids received and not yet released.
     qos2_in: HashSet<u16>,
-    /// QoS 1 packet ids sent and not yet acknowledged.
-    inflight: HashSet<u16>,
+    /// QoS 1 packet ids sent and not yet acknowledged, with a copy of the
+    /// message for persistent sessions (delivered again on resume).
+    inflight: HashMap<u16, Option<Box<crate::registry::Outbound>>>,
+    /// CONNECT's clean_session (MQTT 5: clean start).
+    clean_session: bool,
     next_pkid: u16,
     receive_max: usize,
     backlog: VecDeque<Box<crate::registry::Outbound>>,
@@ -104,8 +107,13 @@ pub(crate) async fn serve<S>(
     session.handle.tx = tx;
     let mut link_rx = session.attach(&node).await;
     let keepalive = session.keepalive_window();
-    let mut last_rx = Instant::now();
+    // A resumed session has queued messages to send before anything arrives.
     let kick = session.handle.clone();
+    if let Err(reason) = guarded_flush(&mut session, &mut stream, &kick).await {
+        session.finish(&mut stream, reason, link_rx).await;
+        return;
+    }
+    let mut last_rx = Instant::now();
     let reason = loop {
         let ka_deadline = last_rx + keepalive;
         tokio::select! {
@@ -140,7 +148,7 @@ pub(crate) async fn serve<S>(
             break r;
         }
     };
-    session.finish(&mut stream, reason).await;
+    session.finish(&mut stream, reason, link_rx).await;
 }
 
 /// Writes pending output unless the client stops reading for [`WRITE_TIMEOUT`]
@@ -197,6 +205,19 @@ impl Session {
                 .await;
             return None;
         }
+        if self.clean_session {
+            node.parking.discard(&self.client_id).await;
+        } else if let Some(resumed) = node.parking.resume(&self.client_id).await {
+            node.metrics.sessions_resumed.fetch_add(1, Relaxed);
+            tracing::info!(client_id = %self.client_id, queued = resumed.queue.len(),
+                "persistent session resumed");
+            self.link = Some(resumed.link);
+            self.filters = resumed.filters;
+            for msg in resumed.queue {
+                self.deliver(msg);
+            }
+            return Some(resumed.rx);
+        }
         let name: String = self
             .client_id
             .chars()
@@ -248,7 +269,12 @@ impl Session {
 
     /// Says goodbye: v5 DISCONNECT for server-side reasons, last will, presence,
     /// registry and router cleanup.
-    async fn finish<S: AsyncWrite + Unpin>(mut self, stream: &mut S, reason: CloseReason) {
+    async fn finish<S: AsyncWrite + Unpin>(
+        mut self,
+        stream: &mut S,
+        reason: CloseReason,
+        link_rx: Option<LinkRx>,
+    ) {
         let node = self.node.clone();
         // Leftover output means a write was cut short mid-packet: send nothing more.
         let interrupted = !self.out.is_empty();
@@ -290,18 +316,42 @@ impl Session {
         }
         node.registry.remove(&self.client_id, self.handle.conn_id);
         if let Some(link) = self.link.take() {
-            let bye = Packet::Disconnect(
-                Disconnect {
-                    reason_code: DisconnectReasonCode::NormalDisconnection,
-                },
-                None,
-            );
-            fabric::send_on_link(link, bye).await;
+            match link_rx {
+                Some(rx) if !self.clean_session && reason != CloseReason::Shutdown => {
+                    self.park(link, rx);
+                }
+                _ => persist::close_link(link).await,
+            }
         }
         node.metrics.sessions_open.fetch_sub(1, Relaxed);
         node.metrics.disconnect(reason.as_str());
         tracing::info!(client_id = %self.client_id, role = self.identity.role(), reason = reason.as_str(), "session closed");
         self.handle.finished.cancel();
+    }
+}
+
+impl Session {
+    /// Keeps the router link, filters and unacknowledged messages for the
+    /// client's return.
+    fn park(&mut self, link: Arc<std::sync::Mutex<LinkTx>>, rx: LinkRx) {
+        let mut unacked: Vec<_> = self.inflight.drain().filter_map(|(_, m)| m).collect();
+        unacked.sort_by_key(|m| m.at);
+        let mut queue: VecDeque<_> = unacked.into();
+        queue.extend(self.backlog.drain(..));
+        tracing::info!(client_id = %self.client_id, queued = queue.len(), "persistent session parked");
+        let limits = persist::Limits {
+            cap: self.node.settings.session_queue,
+            expiry: Duration::from_secs(self.node.settings.session_expiry_secs),
+        };
+        let resumed = persist::Resumed {
+            link,
+            rx,
+            filters: std::mem::take(&mut self.filters),
+            queue,
+        };
+        self.node
+            .parking
+            .park(&self.client_id, resumed, limits, self.node.metrics.clone());
     }
 }
 

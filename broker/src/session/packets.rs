@@ -310,16 +310,20 @@ impl Session {
         else {
             return;
         };
+        let persistent = self.link.is_some() && !self.clean_session;
         let pkid = if qos == QoS::AtLeastOnce {
             if self.inflight.len() >= self.receive_max {
-                if self.backlog.len() < self.node.settings.outbound_queue {
-                    self.backlog.push_back(msg);
-                } else {
-                    self.node.metrics.dropped_outbound.fetch_add(1, Relaxed);
-                }
+                self.hold(msg);
                 return;
             }
-            self.alloc_pkid()
+            let copy = persistent.then(|| {
+                Box::new(Outbound {
+                    publish: msg.publish.clone(),
+                    properties: msg.properties.clone(),
+                    at: msg.at,
+                })
+            });
+            self.alloc_pkid(copy)
         } else {
             0
         };
@@ -350,6 +354,24 @@ impl Session {
         self.node.metrics.delivery_latency(msg.at.elapsed());
     }
 
+    /// Queues a message while the client's receive window is full: service
+    /// sessions hold up to `session_queue` (dropping the oldest), devices up
+    /// to `outbound_queue` (dropping the newest).
+    fn hold(&mut self, msg: Box<Outbound>) {
+        let settings = &self.node.settings;
+        if self.link.is_some() {
+            self.backlog.push_back(msg);
+            if self.backlog.len() > settings.session_queue {
+                self.backlog.pop_front();
+                self.node.metrics.dropped_session.fetch_add(1, Relaxed);
+            }
+        } else if self.backlog.len() < settings.outbound_queue {
+            self.backlog.push_back(msg);
+        } else {
+            self.node.metrics.dropped_outbound.fetch_add(1, Relaxed);
+        }
+    }
+
     fn drain_backlog(&mut self) {
         while self.inflight.len() < self.receive_max {
             let Some(msg) = self.backlog.pop_front() else {
@@ -359,10 +381,13 @@ impl Session {
         }
     }
 
-    fn alloc_pkid(&mut self) -> u16 {
+    fn alloc_pkid(&mut self, copy: Option<Box<Outbound>>) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            if self.inflight.insert(self.next_pkid) {
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                self.inflight.entry(self.next_pkid)
+            {
+                e.insert(copy);
                 return self.next_pkid;
             }
         }

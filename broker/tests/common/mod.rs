@@ -353,6 +353,22 @@ impl Client {
         }
     }
 
+    /// MQTT 3.1.1 CONNECT with the given clean-session flag; returns
+    /// (session_present, CONNACK code), or (false, 255) on close.
+    pub async fn connect_session(&mut self, client_id: &str, clean_session: bool) -> (bool, u8) {
+        let connect = Connect {
+            keep_alive: 30,
+            client_id: client_id.into(),
+            clean_session,
+        };
+        self.send(Packet::Connect(connect, None, None, None, None))
+            .await;
+        match self.next_raw().await {
+            Some((b, body)) if b >> 4 == 2 => (body[0] & 1 == 1, body[1]),
+            _ => (false, 255),
+        }
+    }
+
     /// Reads one complete packet: (first byte, body after the fixed header).
     async fn next_raw(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {

@@ -1,0 +1,81 @@
+//! Which node holds each device, as learned from presence: the newest
+//! announcement wins, so a late "offline" from the node a device left does not
+//! hide it on the node it moved to.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use time::OffsetDateTime;
+
+/// Where a device is, as far as presence tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whereabouts {
+    /// Online on the node with this index.
+    Online(usize),
+    /// Its last announcement said offline.
+    Offline,
+    /// No presence seen yet.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    node: usize,
+    online: bool,
+    at: OffsetDateTime,
+}
+
+/// Device id → the newest presence seen for it.
+#[derive(Debug, Default)]
+pub struct Affinity {
+    map: Mutex<HashMap<String, Seen>>,
+}
+
+impl Affinity {
+    /// Applies an announcement from node `node`; returns `false` if it was
+    /// older than what is known.
+    pub fn record(&self, device: &str, node: usize, online: bool, at: OffsetDateTime) -> bool {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(device) {
+            Some(seen) if seen.at > at => false,
+            // An offline from another node at the same instant must not undo an online.
+            Some(seen) if !online && seen.online && seen.node != node && seen.at == at => false,
+            Some(seen) => {
+                *seen = Seen { node, online, at };
+                true
+            }
+            None => {
+                map.insert(device.to_string(), Seen { node, online, at });
+                true
+            }
+        }
+    }
+
+    /// Where `device` is.
+    pub fn find(&self, device: &str) -> Whereabouts {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(device) {
+            Some(s) if s.online => Whereabouts::Online(s.node),
+            Some(_) => Whereabouts::Offline,
+            None => Whereabouts::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_late_offline_from_the_old_node_keeps_the_device_on_the_new_one() {
+        let a = Affinity::default();
+        assert_eq!(a.find("d"), Whereabouts::Unknown);
+        a.record("d", 0, true, datetime!(2026-01-01 00:00:00 UTC));
+        a.record("d", 1, true, datetime!(2026-01-01 00:00:05 UTC));
+        assert!(!a.record("d", 0, false, datetime!(2026-01-01 00:00:04 UTC)));
+        assert_eq!(a.find("d"), Whereabouts::Online(1));
+        a.record("d", 1, false, datetime!(2026-01-01 00:00:09 UTC));
+        assert_eq!(a.find("d"), Whereabouts::Offline);
+    }
+}

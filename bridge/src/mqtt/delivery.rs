@@ -1,0 +1,211 @@
+//! Command delivery: the MQTT [`CommandSink`], routing each command to the
+//! node that holds its device, and the sweep that resends what no device has
+//! acknowledged yet.
+//!
+//! A command for a device known to be offline is not published (the node
+//! would have no session to hand it to); it stays `queued` and goes out when
+//! the device's presence turns online. Devices see a command at least once
+//! and recognise repeats by its id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::affinity::{Affinity, Whereabouts};
+use crate::commands::{CommandLog, CommandSink, QueuedCommand};
+
+/// Commands waiting to be routed; beyond this, announcements are left to the sweep.
+const OUTBOX: usize = 16_384;
+/// Most commands one sweep resends.
+const SWEEP_LIMIT: i64 = 2_000;
+
+/// Work for the router.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// A new command to deliver.
+    Command(QueuedCommand),
+    /// A device came online at `since` (when routing learned it): deliver
+    /// what was handled before, after `settle`.
+    DeviceOnline {
+        device_id: String,
+        since: OffsetDateTime,
+        settle: Duration,
+    },
+}
+
+/// The [`CommandSink`] of a bridge with MQTT: hands commands to the router.
+#[derive(Debug, Clone)]
+pub struct MqttSink {
+    tx: mpsc::Sender<Routed>,
+}
+
+/// The router's end of the [`MqttSink`]'s queue.
+#[derive(Debug)]
+pub struct Outbox {
+    rx: mpsc::Receiver<Routed>,
+    pub(crate) tx: mpsc::Sender<Routed>,
+}
+
+impl MqttSink {
+    /// A sink and the outbox the MQTT side reads it from.
+    pub fn channel() -> (MqttSink, Outbox) {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        (MqttSink { tx: tx.clone() }, Outbox { rx, tx })
+    }
+}
+
+impl CommandSink for MqttSink {
+    fn announce(&self, command: &QueuedCommand) {
+        if self.tx.try_send(Routed::Command(command.clone())).is_err() {
+            // Still in the table as queued: the sweep delivers it.
+            tracing::warn!(command_id = %command.id, device_id = %command.device_id,
+                "delivery queue full; the resend sweep will deliver this command");
+        }
+    }
+}
+
+/// Routes commands to node publishers.
+#[derive(Clone)]
+pub(crate) struct Router {
+    publishers: Arc<[mpsc::Sender<QueuedCommand>]>,
+    affinity: Arc<Affinity>,
+    pool: Pool,
+    commands: Arc<CommandLog>,
+    resend_after: Duration,
+}
+
+impl Router {
+    pub(crate) fn new(
+        publishers: Vec<mpsc::Sender<QueuedCommand>>,
+        affinity: Arc<Affinity>,
+        pool: Pool,
+        commands: Arc<CommandLog>,
+        resend_after: Duration,
+    ) -> Self {
+        Self {
+            publishers: publishers.into(),
+            affinity,
+            pool,
+            commands,
+            resend_after,
+        }
+    }
+
+    /// Routes announced commands and online devices until shutdown.
+    pub(crate) async fn run(self, mut outbox: Outbox, shutdown: CancellationToken) {
+        drop(outbox.tx);
+        loop {
+            let work = tokio::select! {
+                () = shutdown.cancelled() => return,
+                w = outbox.rx.recv() => w,
+            };
+            match work {
+                Some(Routed::Command(cmd)) => self.dispatch(cmd, true).await,
+                Some(Routed::DeviceOnline {
+                    device_id,
+                    since,
+                    settle,
+                }) => {
+                    let this = self.clone();
+                    tokio::spawn(
+                        async move { this.deliver_waiting(&device_id, since, settle).await },
+                    );
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Sends everything queued or unacknowledged for a device that just came online.
+    async fn deliver_waiting(&self, device_id: &str, since: OffsetDateTime, settle: Duration) {
+        // The node announces presence before the device has subscribed.
+        tokio::time::sleep(settle).await;
+        match self.commands.outstanding_for_device(device_id, since).await {
+            Ok(waiting) => {
+                if !waiting.is_empty() {
+                    tracing::info!(
+                        device_id,
+                        count = waiting.len(),
+                        "device online; delivering its waiting commands"
+                    );
+                }
+                for cmd in waiting {
+                    self.dispatch(cmd, false).await;
+                }
+            }
+            Err(e) => tracing::warn!(device_id, error = %e,
+                "reading waiting commands failed; the resend sweep will deliver them"),
+        }
+    }
+
+    /// Hands `cmd` to the publisher of the node holding its device. Unknown
+    /// devices go to the default node when the database says they are online
+    /// (`ask_db`); devices known to be offline keep their command queued.
+    async fn dispatch(&self, cmd: QueuedCommand, ask_db: bool) {
+        if cmd.expires_at <= OffsetDateTime::now_utc() {
+            return;
+        }
+        let node = match self.affinity.find(&cmd.device_id) {
+            Whereabouts::Online(node) => node,
+            Whereabouts::Offline => {
+                tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id,
+                    "device offline; command stays queued");
+                return;
+            }
+            Whereabouts::Unknown if ask_db && self.online_in_db(&cmd.device_id).await => 0,
+            Whereabouts::Unknown => return,
+        };
+        let Some(publisher) = self.publishers.get(node) else {
+            return;
+        };
+        if publisher.send(cmd).await.is_err() {
+            tracing::debug!("node publisher gone (shutting down)");
+        }
+    }
+
+    async fn online_in_db(&self, device_id: &str) -> bool {
+        let Ok(client) = self.pool.get().await else {
+            return false;
+        };
+        client
+            .query_opt("SELECT online FROM devices WHERE id = $1", &[&device_id])
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.get::<_, bool>(0))
+    }
+
+    /// Every `resend_after / 2`: resends unacknowledged commands of online
+    /// devices whose last send is older than `resend_after`.
+    pub(crate) async fn sweep(self, shutdown: CancellationToken) {
+        let period = (self.resend_after / 2).max(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self
+                .commands
+                .unacknowledged(self.resend_after, SWEEP_LIMIT)
+                .await
+            {
+                Ok(due) => {
+                    for cmd in due {
+                        if let Whereabouts::Online(_) = self.affinity.find(&cmd.device_id) {
+                            tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id,
+                                "resending an unacknowledged command");
+                            self.dispatch(cmd, false).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "resend sweep failed; will retry"),
+            }
+        }
+    }
+}

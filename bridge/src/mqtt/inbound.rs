@@ -1,0 +1,298 @@
+//! Messages from one node: validated, stored, and only then acknowledged.
+//!
+//! Readings go to the shared [`ReadingWriter`] straight from the event loop
+//! (its bounded buffer is the back-pressure). Presence, state, device acks and
+//! meter properties go, in arrival order, to this node's control task. Every
+//! QoS 1 message then waits in the ack queue until what it carried is
+//! committed; a message that could not be stored is never acknowledged, so the
+//! node keeps it in the bridge's session and delivers it again. A malformed
+//! message is counted, logged and acknowledged (it would never get better).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use kumo_contract::topic::{parse_device_topic, Leaf};
+use rumqttc::{AsyncClient, QoS};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::affinity::Affinity;
+use super::delivery::Routed;
+use super::node::NodeContext;
+use super::payload::{self, PayloadError, PresenceReport, StateReport};
+use super::MqttStatus;
+use crate::commands::{Ack, CommandLog};
+use crate::ingest::{Reading, ReadingWriter};
+use crate::telemetry::{self, Presence, TelemetryError};
+
+/// Control messages buffered per node before the event loop waits.
+const CONTROL_QUEUE: usize = 4_096;
+/// QoS 1 messages waiting for their acknowledgement per node.
+const ACK_QUEUE: usize = 65_536;
+
+/// What the control task applies.
+enum Control {
+    Presence(String, PresenceReport),
+    State(String, StateReport),
+    Ack(String, Uuid, Ack),
+    Meter(String, Vec<(u8, String)>, OffsetDateTime),
+}
+
+/// A QoS 1 message and what must be durable before it is acknowledged.
+struct Pending {
+    publish: rumqttc::Publish,
+    waits: Vec<oneshot::Receiver<()>>,
+    /// The connection it arrived on; a packet id means nothing on another.
+    generation: u64,
+}
+
+/// The event loop's side of the pipeline.
+pub(crate) struct Inbound {
+    writer: ReadingWriter,
+    control: mpsc::Sender<(Control, oneshot::Sender<()>)>,
+    acks: mpsc::Sender<Pending>,
+    status: Arc<MqttStatus>,
+    generation: Arc<AtomicU64>,
+}
+
+/// What the control task works with.
+struct ControlTask {
+    idx: usize,
+    pool: Pool,
+    commands: Arc<CommandLog>,
+    affinity: Arc<Affinity>,
+    status: Arc<MqttStatus>,
+    routed: mpsc::Sender<Routed>,
+    settle: Duration,
+}
+
+impl Inbound {
+    /// Starts the control and ack tasks. The token is cancelled once the ack
+    /// task has finished after [`Inbound::close`].
+    pub(crate) fn start(
+        ctx: &NodeContext,
+        client: AsyncClient,
+        generation: Arc<AtomicU64>,
+    ) -> (Inbound, CancellationToken, Vec<JoinHandle<()>>) {
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
+        let done = CancellationToken::new();
+        let task = ControlTask {
+            idx: ctx.idx,
+            pool: ctx.pool.clone(),
+            commands: ctx.commands.clone(),
+            affinity: ctx.affinity.clone(),
+            status: ctx.status.clone(),
+            routed: ctx.routed.clone(),
+            settle: Duration::from_millis(ctx.settings.online_settle_ms),
+        };
+        let handles = vec![
+            tokio::spawn(task.run(control_rx)),
+            tokio::spawn(acknowledge(
+                ack_rx,
+                client,
+                generation.clone(),
+                done.clone(),
+            )),
+        ];
+        let inbound = Inbound {
+            writer: ctx.writer.clone(),
+            control: control_tx,
+            acks: ack_tx,
+            status: ctx.status.clone(),
+            generation,
+        };
+        (inbound, done, handles)
+    }
+
+    /// Stops taking messages; queued ones finish and are acknowledged.
+    pub(crate) fn close(self) {}
+
+    /// Handles one message from the node.
+    pub(crate) async fn handle(&self, p: rumqttc::Publish) {
+        let generation = self.generation.load(Relaxed);
+        let waits = match self.dispatch(&p).await {
+            Ok(Some(waits)) => waits,
+            // The writer or control task has stopped: leave it unacknowledged.
+            Ok(None) => return,
+            Err(e) => {
+                self.status.malformed.fetch_add(1, Relaxed);
+                tracing::warn!(topic = %p.topic, error = %e, "dropping a malformed message");
+                Vec::new()
+            }
+        };
+        if p.qos != QoS::AtMostOnce {
+            let pending = Pending {
+                publish: p,
+                waits,
+                generation,
+            };
+            let _ = self.acks.send(pending).await;
+        }
+    }
+
+    /// Stores or queues what `p` carries; returns what to wait for before
+    /// acknowledging it, or `None` if the pipeline has stopped.
+    async fn dispatch(
+        &self,
+        p: &rumqttc::Publish,
+    ) -> Result<Option<Vec<oneshot::Receiver<()>>>, PayloadError> {
+        let now = OffsetDateTime::now_utc();
+        let Some((device, leaf)) = parse_device_topic(&p.topic) else {
+            return Err(PayloadError::Range("not a device topic"));
+        };
+        let device = device.as_str().to_string();
+        let body = &p.payload[..];
+        let mut waits = Vec::new();
+        let control = match leaf {
+            Leaf::Sensor(sensor) => {
+                let (val, at) = payload::sensor(body, now)?;
+                let reading = Reading {
+                    device_id: device,
+                    sensor: sensor.code().to_string(),
+                    val,
+                    at,
+                };
+                return Ok(self.push(reading, &mut waits).await.then_some(waits));
+            }
+            Leaf::Meter => {
+                let m = payload::meter(body, now)?;
+                for (sensor, val) in &m.readings {
+                    let reading = Reading {
+                        device_id: device.clone(),
+                        sensor: (*sensor).to_string(),
+                        val: *val,
+                        at: m.at,
+                    };
+                    if !self.push(reading, &mut waits).await {
+                        return Ok(None);
+                    }
+                }
+                Control::Meter(device, m.properties, m.at)
+            }
+            Leaf::Presence => Control::Presence(device, payload::presence(body, now)?),
+            Leaf::State => Control::State(device, payload::state(body)?),
+            Leaf::Acks => {
+                let (id, ack) = payload::ack(body)?;
+                Control::Ack(device, id, ack)
+            }
+            Leaf::Commands => return Ok(Some(waits)),
+        };
+        let (tx, rx) = oneshot::channel();
+        if self.control.send((control, tx)).await.is_err() {
+            return Ok(None);
+        }
+        waits.push(rx);
+        Ok(Some(waits))
+    }
+
+    async fn push(&self, reading: Reading, waits: &mut Vec<oneshot::Receiver<()>>) -> bool {
+        let (tx, rx) = oneshot::channel();
+        waits.push(rx);
+        self.writer.push(reading, Some(tx)).await.is_ok()
+    }
+}
+
+/// Acknowledges messages in arrival order once each is durable.
+async fn acknowledge(
+    mut rx: mpsc::Receiver<Pending>,
+    client: AsyncClient,
+    generation: Arc<AtomicU64>,
+    done: CancellationToken,
+) {
+    while let Some(p) = rx.recv().await {
+        let mut durable = true;
+        for w in p.waits {
+            durable &= w.await.is_ok();
+        }
+        let current = p.generation == generation.load(Relaxed);
+        if durable && current && client.ack(&p.publish).await.is_err() {
+            break;
+        }
+    }
+    done.cancel();
+}
+
+impl ControlTask {
+    async fn run(self, mut rx: mpsc::Receiver<(Control, oneshot::Sender<()>)>) {
+        while let Some((control, done)) = rx.recv().await {
+            match self.apply(control).await {
+                Ok(()) => {
+                    let _ = done.send(());
+                }
+                // Unacknowledged: the node delivers it again on the next connection.
+                Err(e) => tracing::warn!(error = %e, "storing a device report failed"),
+            }
+        }
+    }
+
+    async fn apply(&self, control: Control) -> Result<(), ControlError> {
+        match control {
+            Control::Presence(device, p) => self.presence(&device, p).await?,
+            Control::State(device, s) => {
+                let facts = telemetry::DeviceFacts {
+                    firmware_version: s.firmware_version.as_deref(),
+                    mac_address: s.mac_address.as_deref(),
+                    serial_number: s.serial_number.as_deref(),
+                };
+                telemetry::record_facts(&self.pool, &device, &facts).await?;
+                telemetry::record_appliance_states(
+                    &self.pool,
+                    &device,
+                    s.aircon.as_ref(),
+                    s.tv.as_ref(),
+                    s.light.as_ref(),
+                )
+                .await?;
+            }
+            Control::Ack(device, id, ack) => {
+                if self.commands.complete(&device, id, ack).await?.is_none() {
+                    tracing::debug!(device_id = %device, command_id = %id,
+                        "ack changed nothing (unknown, foreign or already final)");
+                }
+            }
+            Control::Meter(device, properties, at) => {
+                telemetry::record_meter(&self.pool, &device, &properties, at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, device: &str, p: PresenceReport) -> Result<(), TelemetryError> {
+        if let Some(node) = &p.node {
+            self.status.nodes[self.idx].learn_node_id(node);
+        }
+        if !self.affinity.record(device, self.idx, p.online, p.at) {
+            return Ok(());
+        }
+        let since = OffsetDateTime::now_utc();
+        let record = Presence {
+            device_id: device,
+            online: p.online,
+            node: p.node.as_deref(),
+            at: p.at,
+        };
+        if telemetry::record_presence(&self.pool, &record).await? {
+            let online = Routed::DeviceOnline {
+                device_id: device.to_string(),
+                since,
+                settle: self.settle,
+            };
+            let _ = self.routed.send(online).await;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Command(#[from] crate::commands::CommandError),
+}

@@ -1,0 +1,201 @@
+//! The bridge's MQTT side: one persistent-session connection per broker node,
+//! ingest of everything devices report, and delivery of commands.
+//!
+//! - [`node`] drives one rumqttc connection: subscribes, hands messages to
+//!   [`inbound`], matches PUBACKs of command publishes to command ids.
+//! - [`inbound`] validates payloads, feeds the [`ReadingWriter`] and applies
+//!   presence, state and acks; a QoS 1 message is acknowledged only once what
+//!   it carried is committed.
+//! - [`delivery`] is the [`CommandSink`](crate::CommandSink): it routes each
+//!   command to the node holding its device (learned from presence), and
+//!   resends unacknowledged ones while their device is online, until their TTL.
+//!
+//! This module must not decide command states itself: every transition goes
+//! through [`CommandLog`](crate::CommandLog).
+
+mod affinity;
+mod delivery;
+mod inbound;
+mod node;
+pub mod payload;
+pub mod tls;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::CommandLog;
+use crate::ingest::ReadingWriter;
+use crate::settings::MqttSettings;
+
+pub use delivery::{MqttSink, Outbox};
+
+/// What the bridge subscribes to on every node (QoS 1).
+pub const SUBSCRIPTIONS: [&str; 5] = [
+    "devices/+/sensors/+",
+    "devices/+/meter",
+    "devices/+/state",
+    "devices/+/presence",
+    "devices/+/acks",
+];
+
+/// Why the MQTT side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("bridge.mqtt TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("bridge.mqtt.nodes entry {node:?} is not host:port")]
+    Node { node: String },
+    #[error("bridge.mqtt.ca, cert and key must all be set")]
+    NotConfigured,
+}
+
+/// One node's connection state, for `/readyz` and `/metrics`.
+#[derive(Debug)]
+pub struct NodeStatus {
+    /// `host:port` as configured.
+    pub addr: String,
+    connected: AtomicBool,
+    /// The node's id, learned from the presence it publishes.
+    node_id: Mutex<Option<String>>,
+}
+
+impl NodeStatus {
+    /// Whether the connection is up (CONNACK received, no error since).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    /// The node id its presence messages carry, once seen.
+    pub fn node_id(&self) -> Option<String> {
+        self.node_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn learn_node_id(&self, id: &str) {
+        let mut slot = self.node_id.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_deref() != Some(id) {
+            *slot = Some(id.to_string());
+        }
+    }
+}
+
+/// Live state and counters of the MQTT side.
+#[derive(Debug)]
+pub struct MqttStatus {
+    /// One entry per configured node, in order (the first is the default).
+    pub nodes: Vec<NodeStatus>,
+    /// Messages received from all nodes.
+    pub received: AtomicU64,
+    /// Messages dropped because their payload or topic was invalid.
+    pub malformed: AtomicU64,
+    /// Command publishes acknowledged by a node.
+    pub commands_sent: AtomicU64,
+}
+
+impl MqttStatus {
+    fn new(addrs: &[String]) -> Self {
+        Self {
+            nodes: addrs
+                .iter()
+                .map(|a| NodeStatus {
+                    addr: a.clone(),
+                    connected: AtomicBool::new(false),
+                    node_id: Mutex::new(None),
+                })
+                .collect(),
+            received: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            commands_sent: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether every node is connected.
+    pub fn all_connected(&self) -> bool {
+        self.nodes.iter().all(NodeStatus::connected)
+    }
+}
+
+/// The running MQTT side.
+#[derive(Debug)]
+pub struct RunningMqtt {
+    /// Connection state and counters.
+    pub status: Arc<MqttStatus>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningMqtt {
+    /// Waits (up to `limit`) for every MQTT task to end after shutdown.
+    pub async fn wait(self, limit: Duration) {
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("MQTT tasks still running after the shutdown deadline");
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Starts the MQTT side: connections to every node, the inbound pipeline and
+/// command delivery. `outbox` is the receiving end of the [`MqttSink`] the
+/// command log was built with.
+pub fn start(
+    settings: &MqttSettings,
+    pool: Pool,
+    commands: Arc<CommandLog>,
+    writer: ReadingWriter,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+) -> Result<RunningMqtt, MqttError> {
+    let (Some(ca), Some(cert), Some(key)) = (&settings.ca, &settings.cert, &settings.key) else {
+        return Err(MqttError::NotConfigured);
+    };
+    let tls = tls::client_config(ca, cert, key)?;
+    let status = Arc::new(MqttStatus::new(&settings.nodes));
+    let affinity = Arc::new(affinity::Affinity::default());
+    let mut tasks = Vec::new();
+    let mut publishers = Vec::new();
+    for (idx, addr) in settings.nodes.iter().enumerate() {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| MqttError::Node { node: addr.clone() })?;
+        let ctx = node::NodeContext {
+            idx,
+            host,
+            port,
+            settings: settings.clone(),
+            tls: tls.clone(),
+            pool: pool.clone(),
+            commands: commands.clone(),
+            writer: writer.clone(),
+            status: status.clone(),
+            affinity: affinity.clone(),
+            routed: outbox.tx.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let (publisher, handles) = node::spawn(ctx);
+        publishers.push(publisher);
+        tasks.extend(handles);
+    }
+    let router = delivery::Router::new(
+        publishers,
+        affinity,
+        pool,
+        commands,
+        Duration::from_secs(settings.resend_after_secs),
+    );
+    tasks.push(tokio::spawn(router.clone().run(outbox, shutdown.clone())));
+    tasks.push(tokio::spawn(router.sweep(shutdown)));
+    Ok(RunningMqtt { status, tasks })
+}

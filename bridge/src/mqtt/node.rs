@@ -1,0 +1,234 @@
+//! One broker node: a rumqttc connection with a persistent session, kept up
+//! until shutdown.
+//!
+//! The event loop task subscribes after every CONNACK (resumed or not),
+//! hands incoming messages to [`super::inbound`], and turns PUBACKs of
+//! command publishes into `mark_sent`. rumqttc does not say which request a
+//! packet id went to, so command ids are queued in publish order and paired
+//! with packet ids as rumqttc emits `Outgoing::Publish`; a retransmission
+//! reuses a packet id already paired and takes nothing from the queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use kumo_contract::topic::{device_topic, Leaf};
+use kumo_contract::DeviceId;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, TlsConfiguration,
+    Transport,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::affinity::Affinity;
+use super::delivery::Routed;
+use super::inbound::Inbound;
+use super::{MqttStatus, SUBSCRIPTIONS};
+use crate::commands::{CommandLog, QueuedCommand};
+use crate::ingest::ReadingWriter;
+use crate::settings::MqttSettings;
+
+/// Longest the connection stays up after shutdown to send remaining acks.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Everything one node's tasks need.
+pub(crate) struct NodeContext {
+    pub idx: usize,
+    pub host: String,
+    pub port: u16,
+    pub settings: MqttSettings,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub pool: Pool,
+    pub commands: Arc<CommandLog>,
+    pub writer: ReadingWriter,
+    pub status: Arc<MqttStatus>,
+    pub affinity: Arc<Affinity>,
+    pub routed: mpsc::Sender<Routed>,
+    pub shutdown: CancellationToken,
+}
+
+/// Command ids published and not yet acknowledged by the node.
+#[derive(Default)]
+struct Pairing {
+    /// Ids handed to rumqttc, in order, not yet given a packet id.
+    queued: VecDeque<Uuid>,
+    /// Packet id → command id, until PUBACK.
+    inflight: HashMap<u16, Uuid>,
+}
+
+/// Starts the node's tasks; returns its command publisher and their handles.
+pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinHandle<()>>) {
+    let s = &ctx.settings;
+    let mut options = MqttOptions::new(s.client_id.clone(), ctx.host.clone(), ctx.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(s.keepalive_secs))
+        .set_inflight(s.inflight)
+        .set_max_packet_size(1024 * 1024, 1024 * 1024)
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            ctx.tls.clone(),
+        )));
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let pairing = Arc::new(Mutex::new(Pairing::default()));
+    let generation = Arc::new(AtomicU64::new(0));
+    let (publish_tx, publish_rx) = mpsc::channel(1024);
+    let (inbound, acks_done, inbound_tasks) =
+        Inbound::start(&ctx, client.clone(), generation.clone());
+    let mut handles = inbound_tasks;
+    handles.push(tokio::spawn(publish(
+        publish_rx,
+        client.clone(),
+        pairing.clone(),
+        ctx.shutdown.clone(),
+    )));
+    handles.push(tokio::spawn(drive(
+        ctx, client, eventloop, inbound, acks_done, pairing, generation,
+    )));
+    (publish_tx, handles)
+}
+
+/// Publishes commands routed to this node, in order.
+async fn publish(
+    mut rx: mpsc::Receiver<QueuedCommand>,
+    client: AsyncClient,
+    pairing: Arc<Mutex<Pairing>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let cmd = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = rx.recv() => match c { Some(c) => c, None => return },
+        };
+        let Ok(device) = DeviceId::parse(cmd.device_id.as_str()) else {
+            continue;
+        };
+        let topic = device_topic(&device, Leaf::Commands);
+        let body = super::payload::command(&cmd, time::OffsetDateTime::now_utc());
+        lock(&pairing).queued.push_back(cmd.id);
+        if client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id, "command published");
+    }
+}
+
+fn lock(p: &Mutex<Pairing>) -> std::sync::MutexGuard<'_, Pairing> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Polls the connection until shutdown, reconnecting after errors.
+async fn drive(
+    ctx: NodeContext,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    inbound: Inbound,
+    acks_done: CancellationToken,
+    pairing: Arc<Mutex<Pairing>>,
+    generation: Arc<AtomicU64>,
+) {
+    let node = &ctx.status.nodes[ctx.idx];
+    let addr = node.addr.clone();
+    let mut inbound = Some(inbound);
+    let mut failures = 0u32;
+    let mut disconnecting = false;
+    let stop = ctx.shutdown.clone();
+    let drained = async {
+        stop.cancelled().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::pin!(drained);
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            () = ctx.shutdown.cancelled(), if inbound.is_some() => {
+                // Closing the queues lets the ack task finish what is durable;
+                // new messages stay unacknowledged in the node's session.
+                if let Some(i) = inbound.take() {
+                    i.close();
+                }
+                continue;
+            }
+            () = acks_done.cancelled(), if !disconnecting => {
+                // Everything durable is acknowledged: leave; the session keeps the rest.
+                disconnecting = true;
+                let _ = client.try_disconnect();
+                continue;
+            }
+            () = &mut drained => break,
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                failures = 0;
+                generation.fetch_add(1, Relaxed);
+                node.connected.store(true, Relaxed);
+                tracing::info!(node = %addr, session_present = ack.session_present,
+                    "connected to broker node");
+                // Subscribing again to a resumed session is harmless (the filters
+                // are the same) and covers a node that lost the session.
+                let filters = SUBSCRIPTIONS
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    tracing::error!(node = %addr, error = %e, "cannot subscribe");
+                }
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                ctx.status.received.fetch_add(1, Relaxed);
+                if let Some(i) = &inbound {
+                    i.handle(p).await;
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
+                let mut p = lock(&pairing);
+                if !p.inflight.contains_key(&pkid) {
+                    if let Some(id) = p.queued.pop_front() {
+                        p.inflight.insert(pkid, id);
+                    }
+                }
+            }
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                let id = lock(&pairing).inflight.remove(&ack.pkid);
+                if let Some(id) = id {
+                    ctx.status.commands_sent.fetch_add(1, Relaxed);
+                    let commands = ctx.commands.clone();
+                    let node_id = node.node_id().unwrap_or_else(|| addr.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = commands.mark_sent(id, Some(&node_id)).await {
+                            tracing::warn!(command_id = %id, error = %e, "recording a send failed");
+                        }
+                    });
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                node.connected.store(false, Relaxed);
+                if ctx.shutdown.is_cancelled() {
+                    break;
+                }
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(node = %addr, error = %e, "broker node connection lost; reconnecting");
+                } else {
+                    tracing::debug!(node = %addr, error = %e, "reconnecting to broker node");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(ctx.settings.reconnect_secs)) => {}
+                    () = ctx.shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+    node.connected.store(false, Relaxed);
+    tracing::info!(node = %addr, "disconnected from broker node");
+}

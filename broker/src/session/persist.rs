@@ -1,0 +1,196 @@
+//! Persistent sessions of service and integration identities (CONNECT with
+//! clean_session=0): while the client is away its router link stays open and
+//! a drainer task keeps what the link's filters match — plus the QoS 1
+//! messages the client had not acknowledged — in a bounded queue. When the
+//! client connects again it gets the link, its filters and the queue back,
+//! with session_present=1. Over `session_queue`, the oldest message is dropped
+//! and counted; after `session_expiry_secs` away, the session is discarded.
+//!
+//! Devices never get a persistent session: they hold no router link and their
+//! commands are kept durably by the bridge.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, QoS};
+use rumqttd::Notification;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::fabric;
+use crate::metrics::Metrics;
+use crate::registry::Outbound;
+
+/// A parked session's queue, shared with its drainer.
+type Queue = Arc<Mutex<VecDeque<Box<Outbound>>>>;
+
+struct Parked {
+    link: Arc<Mutex<LinkTx>>,
+    filters: Vec<(String, QoS)>,
+    queue: Queue,
+    stop: CancellationToken,
+    /// Gives the link's receiver back when stopped; `None` once expired.
+    drainer: JoinHandle<Option<LinkRx>>,
+}
+
+/// What a resumed session takes over.
+pub(crate) struct Resumed {
+    pub link: Arc<Mutex<LinkTx>>,
+    pub rx: LinkRx,
+    pub filters: Vec<(String, QoS)>,
+    /// Messages to deliver first, oldest first.
+    pub queue: VecDeque<Box<Outbound>>,
+}
+
+/// Every parked session of the node, by client id.
+#[derive(Default)]
+pub(crate) struct Parking {
+    map: Mutex<HashMap<String, Parked>>,
+}
+
+/// A parked session's limits.
+pub(crate) struct Limits {
+    pub cap: usize,
+    pub expiry: Duration,
+}
+
+impl Parking {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parked>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `client_id` has a live parked session.
+    pub(crate) fn contains(&self, client_id: &str) -> bool {
+        self.lock()
+            .get(client_id)
+            .is_some_and(|p| !p.drainer.is_finished())
+    }
+
+    /// Keeps a disconnected session's link open and its messages queued.
+    pub(crate) fn park(
+        &self,
+        client_id: &str,
+        resumed: Resumed,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) {
+        let mut queue = resumed.queue;
+        while queue.len() > limits.cap {
+            queue.pop_front();
+            metrics.dropped_session.fetch_add(1, Relaxed);
+        }
+        let queue: Queue = Arc::new(Mutex::new(queue));
+        let stop = CancellationToken::new();
+        let drainer = tokio::spawn(drain(
+            resumed.rx,
+            resumed.link.clone(),
+            resumed.filters.clone(),
+            queue.clone(),
+            limits,
+            metrics,
+            stop.clone(),
+        ));
+        let parked = Parked {
+            link: resumed.link,
+            filters: resumed.filters,
+            queue,
+            stop,
+            drainer,
+        };
+        if let Some(old) = self.lock().insert(client_id.to_string(), parked) {
+            old.stop.cancel();
+        }
+    }
+
+    /// Takes `client_id`'s parked session back, if it is still alive.
+    pub(crate) async fn resume(&self, client_id: &str) -> Option<Resumed> {
+        let parked = self.lock().remove(client_id)?;
+        parked.stop.cancel();
+        let rx = parked.drainer.await.ok().flatten()?;
+        let queue = std::mem::take(&mut *parked.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        Some(Resumed {
+            link: parked.link,
+            rx,
+            filters: parked.filters,
+            queue,
+        })
+    }
+
+    /// Ends `client_id`'s parked session, if any (a clean_session=1 connect).
+    pub(crate) async fn discard(&self, client_id: &str) {
+        if let Some(r) = self.resume(client_id).await {
+            close_link(r.link).await;
+        }
+    }
+}
+
+/// Tells the router the link is gone.
+pub(crate) async fn close_link(link: Arc<Mutex<LinkTx>>) {
+    let bye = Packet::Disconnect(
+        Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+        },
+        None,
+    );
+    fabric::send_on_link(link, bye).await;
+}
+
+/// Reads the parked link into the queue until resumed (returns the
+/// receiver) or expired (closes the link, returns `None`).
+async fn drain(
+    mut rx: LinkRx,
+    link: Arc<Mutex<LinkTx>>,
+    filters: Vec<(String, QoS)>,
+    queue: Queue,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Option<LinkRx> {
+    let expiry = tokio::time::sleep(limits.expiry);
+    tokio::pin!(expiry);
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return Some(rx),
+            () = &mut expiry => {
+                close_link(link).await;
+                return None;
+            }
+            n = rx.next() => n,
+        };
+        match next {
+            Ok(Some(Notification::Forward(f))) => {
+                let Ok(topic) = std::str::from_utf8(&f.publish.topic) else {
+                    continue;
+                };
+                if !filters
+                    .iter()
+                    .any(|(flt, _)| rumqttd::protocol::matches(topic, flt))
+                {
+                    continue;
+                }
+                let msg = Box::new(Outbound {
+                    publish: f.publish,
+                    properties: f.properties,
+                    at: Instant::now(),
+                });
+                let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                q.push_back(msg);
+                if q.len() > limits.cap {
+                    q.pop_front();
+                    metrics.dropped_session.fetch_add(1, Relaxed);
+                }
+            }
+            Ok(Some(Notification::Unschedule)) => {
+                if rx.wake().await.is_err() {
+                    return None;
+                }
+            }
+            // A wake-up with nothing new in the buffer.
+            Ok(Some(_)) | Ok(None) => {}
+            Err(_) => return None,
+        }
+    }
+}

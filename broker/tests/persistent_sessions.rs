@@ -1,0 +1,144 @@
+//! Persistent service sessions: a service connecting with clean_session=0
+//! keeps its filters and gets, on return, what was published while it was
+//! away and what it had not acknowledged — bounded, oldest dropped first.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use common::*;
+use rumqttd::protocol::{Packet, PubAck, PubAckReason, QoS};
+
+const READINGS: &str = "devices/+/sensors/+";
+
+/// Connects the bridge identity with clean_session=0; returns the client and
+/// whether the node said a session was present.
+async fn persistent_service(node: &TestNode) -> (Client, bool) {
+    let creds = node.pki.service("bridge");
+    let mut c = Client::open(node, &creds, 4).await;
+    let (present, code) = c.connect_session("bridge", false).await;
+    assert_eq!(code, 0);
+    (c, present)
+}
+
+/// Payloads of the publishes received within `d`.
+async fn payloads(c: &mut Client, d: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(p) = c.recv_within(d).await {
+        if let Packet::Publish(p, _) = p {
+            got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+        }
+    }
+    got
+}
+
+async fn away_until_parked(c: Client) {
+    drop(c);
+    // The node notices the closed connection and parks the session.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_persistent_service_session_gets_what_was_published_while_it_was_away() {
+    let node = TestNode::start().await;
+    let (mut svc, present) = persistent_service(&node).await;
+    assert!(!present, "no session the first time");
+    assert_eq!(svc.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
+    away_until_parked(svc).await;
+
+    let mut dev = node.device("remo-1", 4).await;
+    for i in 0..5 {
+        let body = format!("{{\"val\":{i}}}");
+        assert_eq!(
+            dev.publish_qos1("devices/remo-1/sensors/te", body.as_bytes())
+                .await,
+            Some(0)
+        );
+    }
+    let (mut svc, present) = persistent_service(&node).await;
+    assert!(present, "session_present=1 on return");
+    let got = payloads(&mut svc, Duration::from_millis(500)).await;
+    let want: Vec<String> = (0..5).map(|i| format!("{{\"val\":{i}}}")).collect();
+    assert_eq!(got, want, "everything, in order, without subscribing again");
+    assert_eq!(node.metrics.sessions_resumed.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
+    let node = TestNode::start().await;
+    let (mut svc, _) = persistent_service(&node).await;
+    svc.subscribe(&[READINGS], QoS::AtLeastOnce).await;
+    let mut dev = node.device("remo-1", 4).await;
+    dev.publish_qos1("devices/remo-1/sensors/te", b"acked")
+        .await;
+    let Some(Packet::Publish(p, _)) = svc.recv().await else {
+        panic!("first reading not delivered");
+    };
+    assert_eq!(&p.payload[..], b"acked");
+    // rumqttd keeps the packet id private; the node numbers a session's sends from 1.
+    svc.send(Packet::PubAck(
+        PubAck {
+            pkid: 1,
+            reason: PubAckReason::Success,
+        },
+        None,
+    ))
+    .await;
+    dev.publish_qos1("devices/remo-1/sensors/te", b"unacked")
+        .await;
+    let Some(Packet::Publish(p, _)) = svc.recv().await else {
+        panic!("second reading not delivered");
+    };
+    assert_eq!(&p.payload[..], b"unacked");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    away_until_parked(svc).await;
+
+    let (mut svc, present) = persistent_service(&node).await;
+    assert!(present);
+    let got = payloads(&mut svc, Duration::from_millis(500)).await;
+    assert_eq!(got, vec!["unacked".to_string()]);
+}
+
+#[tokio::test]
+async fn a_clean_session_discards_the_parked_one() {
+    let node = TestNode::start().await;
+    let (mut svc, _) = persistent_service(&node).await;
+    svc.subscribe(&[READINGS], QoS::AtLeastOnce).await;
+    away_until_parked(svc).await;
+    let mut dev = node.device("remo-1", 4).await;
+    dev.publish_qos1("devices/remo-1/sensors/te", b"old").await;
+
+    let creds = node.pki.service("bridge");
+    let mut svc = Client::open(&node, &creds, 4).await;
+    assert_eq!(svc.connect_session("bridge", true).await, (false, 0));
+    assert!(payloads(&mut svc, Duration::from_millis(300))
+        .await
+        .is_empty());
+    drop(svc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_svc, present) = persistent_service(&node).await;
+    assert!(!present, "the parked session is gone");
+}
+
+#[tokio::test]
+async fn a_parked_session_keeps_only_the_newest_messages_over_its_cap() {
+    let node = TestNode::start_with(|s| s.session_queue = 3).await;
+    let (mut svc, _) = persistent_service(&node).await;
+    svc.subscribe(&[READINGS], QoS::AtLeastOnce).await;
+    away_until_parked(svc).await;
+    let mut dev = node.device("remo-1", 4).await;
+    for i in 0..5 {
+        dev.publish_qos1("devices/remo-1/sensors/te", format!("{i}").as_bytes())
+            .await;
+    }
+    // Let the router hand them to the parked session (a PUBACK only means the
+    // node took the message; messages still in the router are not capped).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut svc, present) = persistent_service(&node).await;
+    assert!(present);
+    let got = payloads(&mut svc, Duration::from_millis(500)).await;
+    assert_eq!(got, vec!["2", "3", "4"]);
+    assert_eq!(node.metrics.dropped_session.load(Relaxed), 2);
+}
