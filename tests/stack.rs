@@ -1,0 +1,284 @@
+//! The whole stack as a user meets it: `kumo up` (private PostgreSQL, broker
+//! node, bridge connected to the node over MQTT/TLS), accounts made with the CLI,
+//! a simulated device from `kumo sim`, and real HTTP requests against the
+//! Nature-compatible API: a light command travels REST → bridge → node → device,
+//! the device's ack comes back to the waiting call, and its readings land in
+//! `newest_events`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const READY: &str = "Kumo is up; press Ctrl-C to stop.";
+
+fn kumo(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kumo"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUMO__DATA_DIR", data)
+        .env("KUMO__BROKER__LISTEN", "127.0.0.1:0")
+        .env("KUMO__BROKER__HTTP_LISTEN", "127.0.0.1:0")
+        .env("KUMO__BRIDGE__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_up(data: &Path) -> (Guard, Vec<String>) {
+    let mut child = kumo(data)
+        .arg("up")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn kumo up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let guard = Guard(child);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !seen.iter().any(|l: &String| l.contains(READY)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("kumo up never became ready: {seen:#?}"),
+        }
+    }
+    (guard, seen)
+}
+
+/// The address after `scheme` on the summary line starting with `component`.
+fn address(summary: &[String], component: &str, scheme: &str) -> String {
+    summary
+        .iter()
+        .find(|l| l.trim_start().starts_with(component))
+        .and_then(|l| l.split(scheme).nth(1)?.split_whitespace().next())
+        .map(|a| a.trim_end_matches(',').to_string())
+        .unwrap_or_else(|| panic!("no {component} address in {summary:#?}"))
+}
+
+fn kumo_ok(data: &Path, args: &[&str]) -> String {
+    let out = kumo(data).args(args).output().expect("run kumo");
+    assert!(
+        out.status.success(),
+        "kumo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Value,
+}
+
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    form: &[(&str, &str)],
+    extra: &str,
+) -> Reply {
+    let body: String = form
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the bridge");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{extra}\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let (head, rest) = raw.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let text = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Reply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = &tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_light_command_travels_from_rest_to_a_simulated_device_and_its_ack_comes_back() {
+    let tmp = tempfile::Builder::new()
+        .prefix("kumo-stack-")
+        .tempdir()
+        .expect("tempdir");
+    let data = tmp.path().join("data");
+    let (_up, summary) = start_up(&data);
+    let bridge = address(&summary, "bridge", "http://");
+    let node = address(&summary, "broker", "mqtts://");
+    let port = node.rsplit(':').next().expect("port");
+
+    let user = kumo_ok(&data, &["users", "create", "--nickname", "e2e"]);
+    let user = user.split_whitespace().nth(2).expect("user id").to_string();
+    let token = kumo_ok(
+        &data,
+        &[
+            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
+        ],
+    );
+    let token = token.trim().to_string();
+    kumo_ok(
+        &data,
+        &[
+            "devices",
+            "add",
+            "sim-000000",
+            "--user",
+            &user,
+            "--name",
+            "Hall",
+        ],
+    );
+
+    let _sim = Guard(
+        kumo(&data)
+            .env("KUMO__SIM__METER_FRACTION", "0")
+            .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")
+            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
+            .args([
+                "sim",
+                "--devices",
+                "1",
+                "--nodes",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kumo sim"),
+    );
+
+    eventually("the device online with a temperature reading", 60, || {
+        let r = http(&bridge, "GET", "/1/devices", &token, &[], "");
+        r.status == 200
+            && r.body[0]["online"] == true
+            && r.body[0]["newest_events"]["te"]["val"].is_number()
+    });
+
+    let light = http(
+        &bridge,
+        "POST",
+        "/1/appliances",
+        &token,
+        &[
+            ("nickname", "Hall+light"),
+            ("image", "ico_light"),
+            ("device", "sim-000000"),
+            ("model", "kumo-light-generic"),
+            ("model_type", "LIGHT"),
+        ],
+        "",
+    );
+    assert_eq!(light.status, 200, "{}", light.body);
+    let light = light.body["id"].as_str().expect("appliance id").to_string();
+
+    let sent = http(
+        &bridge,
+        "POST",
+        &format!("/1/appliances/{light}/light"),
+        &token,
+        &[("button", "on")],
+        "Prefer: wait=20\r\n",
+    );
+    assert_eq!(sent.status, 200, "{} {}", sent.headers, sent.body);
+    let id = sent
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-kumo-command-id:"))
+        .map(|v| v.trim().to_string())
+        .expect("X-Kumo-Command-Id");
+    let command = http(
+        &bridge,
+        "GET",
+        &format!("/v1/commands/{id}"),
+        &token,
+        &[],
+        "",
+    );
+    assert_eq!(command.status, 200, "{}", command.body);
+    assert_eq!(command.body["status"], "acked", "{}", command.body);
+    // The appliance's state follows the device's confirmation.
+    let appliances = http(&bridge, "GET", "/1/appliances", &token, &[], "");
+    let mine = appliances
+        .body
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["id"] == light.as_str()).cloned());
+    let mine = mine.expect("the light in /1/appliances");
+    assert_eq!(mine["light"]["state"]["power"], "on", "{mine}");
+
+    // An impossible setting is refused before anything reaches the device.
+    let bad = http(
+        &bridge,
+        "POST",
+        &format!("/1/appliances/{light}/light"),
+        &token,
+        &[("button", "warp-speed")],
+        "",
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.body["code"], 400001, "{}", bad.body);
+}
