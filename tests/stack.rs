@@ -5,88 +5,15 @@
 //! the device's ack comes back to the waiting call, and its readings land in
 //! `newest_events`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{address, kumo, kumo_ok, temp_data_dir, KillOnDrop, Up};
+
 use serde_json::Value;
-
-const READY: &str = "Kumo is up; press Ctrl-C to stop.";
-
-fn kumo(data: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kumo"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("KUMO__DATA_DIR", data)
-        .env("KUMO__BROKER__LISTEN", "127.0.0.1:0")
-        .env("KUMO__BROKER__HTTP_LISTEN", "127.0.0.1:0")
-        .env("KUMO__BRIDGE__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn start_up(data: &Path) -> (Guard, Vec<String>) {
-    let mut child = kumo(data)
-        .arg("up")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn kumo up");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let guard = Guard(child);
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !seen.iter().any(|l: &String| l.contains(READY)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("kumo up never became ready: {seen:#?}"),
-        }
-    }
-    (guard, seen)
-}
-
-/// The address after `scheme` on the summary line starting with `component`.
-fn address(summary: &[String], component: &str, scheme: &str) -> String {
-    summary
-        .iter()
-        .find(|l| l.trim_start().starts_with(component))
-        .and_then(|l| l.split(scheme).nth(1)?.split_whitespace().next())
-        .map(|a| a.trim_end_matches(',').to_string())
-        .unwrap_or_else(|| panic!("no {component} address in {summary:#?}"))
-}
-
-fn kumo_ok(data: &Path, args: &[&str]) -> String {
-    let out = kumo(data).args(args).output().expect("run kumo");
-    assert!(
-        out.status.success(),
-        "kumo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 struct Reply {
     status: u16,
@@ -162,14 +89,11 @@ fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn a_light_command_travels_from_rest_to_a_simulated_device_and_its_ack_comes_back() {
-    let tmp = tempfile::Builder::new()
-        .prefix("kumo-stack-")
-        .tempdir()
-        .expect("tempdir");
-    let data = tmp.path().join("data");
-    let (_up, summary) = start_up(&data);
-    let bridge = address(&summary, "bridge", "http://");
-    let node = address(&summary, "broker", "mqtts://");
+    let (_tmp, data) = temp_data_dir();
+    let up = Up::start(&data);
+    let summary = &up.seen;
+    let bridge = address(summary, "bridge", "http://");
+    let node = address(summary, "broker", "mqtts://");
     let port = node.rsplit(':').next().expect("port");
 
     let user = kumo_ok(&data, &["users", "create", "--nickname", "e2e"]);
@@ -194,7 +118,7 @@ fn a_light_command_travels_from_rest_to_a_simulated_device_and_its_ack_comes_bac
         ],
     );
 
-    let _sim = Guard(
+    let _sim = KillOnDrop(
         kumo(&data)
             .env("KUMO__SIM__METER_FRACTION", "0")
             .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")

@@ -4,131 +4,13 @@
 //! unprivileged user, no `postgres` process of ours outlives Kumo (clean stop,
 //! SIGKILL), data survives a restart, and bad set-ups fail with clear messages.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const READY: &str = "Kumo is up; press Ctrl-C to stop.";
-
-struct Up {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-fn kumo(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kumo"));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("KUMO__DATA_DIR", data_dir)
-        .env("RUST_LOG", "warn")
-        .current_dir(data_dir.parent().unwrap_or(data_dir));
-    for (k, v) in kumo_testkit_ports() {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Every listener `up` opens binds port 0, so tests never collide; the
-/// start-up summary says where each one landed.
-fn kumo_testkit_ports() -> Vec<(String, String)> {
-    [
-        "KUMO__BROKER__LISTEN",
-        "KUMO__BROKER__HTTP_LISTEN",
-        "KUMO__BRIDGE__LISTEN",
-    ]
-    .into_iter()
-    .map(|k| (k.to_string(), "127.0.0.1:0".to_string()))
-    .collect()
-}
-
-impl Up {
-    fn start(data_dir: &Path) -> Up {
-        let mut child = kumo(data_dir)
-            .arg("up")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn kumo up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut up = Up {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        up.wait_for(READY, Duration::from_secs(90));
-        up
-    }
-
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {needle:?} within {timeout:?}; output so far: {:#?}",
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    fn database_url(&self) -> String {
-        self.seen
-            .iter()
-            .find_map(|l| l.trim().strip_prefix("url: ").map(str::to_string))
-            .expect("url line in the start-up summary")
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([format!("-{sig}"), self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{sig} failed");
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kumo did not exit within {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // A failed assertion must not leave `kumo up` (and its database) running.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use common::{kumo, kumo_ok, temp_data_dir, Up};
 
 /// Processes whose command line mentions `needle` (our data directory).
 fn processes_mentioning(needle: &Path) -> Vec<(u32, String, u32)> {
@@ -183,15 +65,6 @@ fn psql(url: &str, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn temp_data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::Builder::new()
-        .prefix("kumo-up-")
-        .tempdir()
-        .expect("tempdir");
-    let data = tmp.path().join("data");
-    (tmp, data)
 }
 
 #[test]
@@ -334,16 +207,6 @@ fn up_stops_with_an_error_when_its_database_dies() {
     assert!(!status.success(), "a dead database is an error exit");
 }
 
-fn kumo_ok(data: &Path, args: &[&str]) -> String {
-    let out = kumo(data).args(args).output().expect("run kumo");
-    assert!(
-        out.status.success(),
-        "kumo {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn http_get(addr: &str, path: &str, token: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the bridge");
@@ -366,13 +229,7 @@ fn http_get(addr: &str, path: &str, token: &str) -> (u16, String) {
 fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result() {
     let (_tmp, data) = temp_data_dir();
     let mut up = Up::start(&data);
-    let bridge = up
-        .seen
-        .iter()
-        .find(|l| l.trim_start().starts_with("bridge"))
-        .and_then(|l| l.split("http://").nth(1)?.split_whitespace().next())
-        .map(str::to_string)
-        .expect("bridge address in the summary");
+    let bridge = common::address(&up.seen, "bridge", "http://");
     let created = kumo_ok(&data, &["users", "create", "--nickname", "ayaka"]);
     let user = created
         .split_whitespace()
