@@ -100,6 +100,23 @@ impl Form {
         Ok(v)
     }
 
+    /// The fields of a rename-style update (`label` — `nickname` or `name` —
+    /// and `image`): each optional, the label non-blank if given, at least one
+    /// of the two present.
+    pub fn label_and_image(&self, label: &str) -> Result<(Option<&str>, Option<&str>), ApiError> {
+        let name = self.get(label);
+        if name.is_some_and(|n| n.trim().is_empty()) {
+            return Err(ApiError::bad_request(format!("{label} must not be empty")));
+        }
+        let image = self.get("image");
+        if name.is_none() && image.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "{label} or image is required"
+            )));
+        }
+        Ok((name, image))
+    }
+
     /// A required finite number.
     pub fn required_number(&self, name: &str) -> Result<f64, ApiError> {
         let raw = self.required(name)?;

@@ -169,20 +169,14 @@ pub async fn update(
     form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let nickname = form.get("nickname");
-    if nickname.is_some_and(|n| n.trim().is_empty()) {
-        return Err(ApiError::bad_request("nickname must not be empty"));
-    }
-    if nickname.is_none() && form.get("image").is_none() {
-        return Err(ApiError::bad_request("nickname or image is required"));
-    }
+    let (nickname, image) = form.label_and_image("nickname")?;
     let client = state.pool.get().await?;
     let n = client
         .execute(
             "UPDATE appliances SET nickname = coalesce($3, nickname), image = coalesce($4, image),
                  updated_at = now()
              WHERE id = $1 AND user_id = $2",
-            &[&id, &caller.user_id, &nickname, &form.get("image")],
+            &[&id, &caller.user_id, &nickname, &image],
         )
         .await?;
     if n == 0 {

@@ -84,15 +84,13 @@ pub async fn temperature_offset(
     Path(id): Path<String>,
     form: Form,
 ) -> ApiResult<Json<Value>> {
-    caller.require(BASIC_WRITE)?;
-    let v = offset(&form)?;
-    update(
+    set_offset(
         &state,
         &caller,
         &id,
+        &form,
         "UPDATE devices SET temperature_offset = $3, updated_at = now()
          WHERE id = $1 AND user_id = $2",
-        &v,
     )
     .await
 }
@@ -104,17 +102,28 @@ pub async fn humidity_offset(
     Path(id): Path<String>,
     form: Form,
 ) -> ApiResult<Json<Value>> {
-    caller.require(BASIC_WRITE)?;
-    let v = offset(&form)?;
-    update(
+    set_offset(
         &state,
         &caller,
         &id,
+        &form,
         "UPDATE devices SET humidity_offset = $3, updated_at = now()
          WHERE id = $1 AND user_id = $2",
-        &v,
     )
     .await
+}
+
+/// Validates `offset` from the form and applies `sql` (`$3` is the offset).
+async fn set_offset(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    form: &Form,
+    sql: &'static str,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_WRITE)?;
+    let v = offset(form)?;
+    update(state, caller, id, sql, &v).await
 }
 
 /// `POST /1/devices/{id}/delete`: the device leaves the account with its appliances.

@@ -119,13 +119,7 @@ pub async fn update(
     form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let name = form.get("name");
-    if name.is_some_and(|n| n.trim().is_empty()) {
-        return Err(ApiError::bad_request("name must not be empty"));
-    }
-    if name.is_none() && form.get("image").is_none() {
-        return Err(ApiError::bad_request("name or image is required"));
-    }
+    let (name, image) = form.label_and_image("name")?;
     let client = state.pool.get().await?;
     let row = client
         .query_opt(
@@ -134,7 +128,7 @@ pub async fn update(
              FROM appliances a
              WHERE s.id = $1 AND a.id = s.appliance_id AND a.user_id = $2
              RETURNING s.id, s.name, s.image",
-            &[&id, &caller.user_id, &name, &form.get("image")],
+            &[&id, &caller.user_id, &name, &image],
         )
         .await?
         .ok_or_else(ApiError::not_found)?;
