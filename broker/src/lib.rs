@@ -17,6 +17,7 @@ mod error;
 mod fabric;
 mod http;
 mod listener;
+mod mailbox;
 pub mod metrics;
 mod presence;
 mod registry;

@@ -11,10 +11,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use kumo_contract::Identity;
 use rustls::server::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,30 +59,70 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let (node, tls, gate) = (node.clone(), tls.clone(), gate.clone());
+        let deadline = Instant::now() + node.settings.handshake_timeout();
+        // Boxed: the handshake's state is large and gone once it ends, so an
+        // idle connection's task keeps only the session's own (small) future.
+        let handshake = Box::pin(handshake(
+            socket,
+            peer,
+            node.clone(),
+            tls.clone(),
+            gate.clone(),
+            deadline,
+        ));
+        let node = node.clone();
         tasks.spawn(async move {
             node.metrics.connections_open.fetch_add(1, Relaxed);
-            handle(socket, peer, &node, &tls, &gate).await;
+            if let Some(verified) = handshake.await {
+                verified.serve(node.clone(), deadline).await;
+            }
             node.metrics.connections_open.fetch_sub(1, Relaxed);
             drop(permit);
         });
     }
 }
 
-async fn handle(socket: TcpStream, peer: SocketAddr, node: &Arc<Node>, tls: &TlsSlot, gate: &Gate) {
-    let deadline = Instant::now() + node.settings.handshake_timeout();
+/// A connection whose TLS handshake succeeded and whose certificate names a
+/// Kumo identity that is not revoked.
+struct Verified {
+    stream: Box<TlsStream<TcpStream>>,
+    identity: Identity,
+    serial: String,
+}
+
+impl Verified {
+    /// The MQTT session on this connection (takes `self` whole, so nothing of
+    /// it stays behind in the caller's future).
+    fn serve(self, node: Arc<Node>, deadline: Instant) -> impl std::future::Future<Output = ()> {
+        session::serve(self.stream, self.identity, self.serial, node, deadline)
+    }
+}
+
+/// The TLS handshake and certificate checks; `None` when refused (counted).
+async fn handshake(
+    socket: TcpStream,
+    peer: SocketAddr,
+    node: Arc<Node>,
+    tls: Arc<TlsSlot>,
+    gate: Arc<Gate>,
+    deadline: Instant,
+) -> Option<Verified> {
     let metrics = &node.metrics;
+    let refused = |reason: &str| {
+        metrics.handshake(reason);
+        None
+    };
     let hello = tokio::time::timeout_at(
         deadline,
         LazyConfigAcceptor::new(Acceptor::default(), socket),
     );
     let start = match hello.await {
-        Err(_) => return metrics.handshake("timeout"),
-        Ok(Err(e)) => return metrics.handshake(tls::refusal_reason(&e)),
+        Err(_) => return refused("timeout"),
+        Ok(Err(e)) => return refused(tls::refusal_reason(&e)),
         Ok(Ok(start)) => start,
     };
     let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, gate.handshakes.acquire()).await else {
-        return metrics.handshake("timeout");
+        return refused("timeout");
     };
     metrics.handshakes_in_flight.fetch_add(1, Relaxed);
     let current = tls.get();
@@ -88,11 +130,11 @@ async fn handle(socket: TcpStream, peer: SocketAddr, node: &Arc<Node>, tls: &Tls
     metrics.handshakes_in_flight.fetch_sub(1, Relaxed);
     drop(_permit);
     let stream = match result {
-        Err(_) => return metrics.handshake("timeout"),
+        Err(_) => return refused("timeout"),
         Ok(Err(e)) => {
             let reason = tls::refusal_reason(&e);
             tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
-            return metrics.handshake(reason);
+            return refused(reason);
         }
         Ok(Ok(s)) => s,
     };
@@ -102,24 +144,28 @@ async fn handle(socket: TcpStream, peer: SocketAddr, node: &Arc<Node>, tls: &Tls
         .peer_certificates()
         .and_then(|c| c.first())
     else {
-        return metrics.handshake("no_certificate");
+        return refused("no_certificate");
     };
     let serial = match kumo_certs::serial_of_der(der) {
         Ok(s) => s,
-        Err(_) => return metrics.handshake("bad_certificate"),
+        Err(_) => return refused("bad_certificate"),
     };
     // Resumed sessions skip the verifier, so the live revocation set is checked here too.
     if tls.get().revoked.contains(&serial) {
         tracing::info!(%peer, serial, "revoked certificate refused");
-        return metrics.handshake("revoked");
+        return refused("revoked");
     }
     let identity = match kumo_certs::identity_from_der(der) {
         Ok(i) => i,
         Err(e) => {
             tracing::info!(%peer, error = %e, "certificate carries no Kumo identity");
-            return metrics.handshake("bad_identity");
+            return refused("bad_identity");
         }
     };
     metrics.handshake("ok");
-    session::serve(stream, identity, serial, node.clone(), deadline).await;
+    Some(Verified {
+        stream: Box::new(stream),
+        identity,
+        serial,
+    })
 }

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rumqttd::protocol::{Publish, PublishProperties};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::mailbox;
 
 /// Why a session ended; `as_str` is the presence reason and metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +63,8 @@ impl CloseReason {
     }
 }
 
-/// A message routed to a session. Queues hold it boxed: an idle connection's
-/// channel preallocates a block of slots, which must stay small.
+/// A message routed to a session. Queues hold it boxed, so a queue slot stays
+/// one pointer wide.
 #[derive(Debug)]
 pub struct Outbound {
     pub publish: Publish,
@@ -86,7 +87,7 @@ pub struct SessionHandle {
     pub conn_id: u64,
     /// Certificate serial (lowercase hex).
     pub serial: String,
-    pub tx: mpsc::Sender<Box<Outbound>>,
+    pub tx: mailbox::Sender,
     kick: CancellationToken,
     reason: Arc<OnceLock<CloseReason>>,
     /// Cancelled once the session has published its will and presence.
@@ -95,7 +96,7 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// A handle plus the kick token the session itself watches.
-    pub fn new(conn_id: u64, serial: String, tx: mpsc::Sender<Box<Outbound>>) -> Self {
+    pub fn new(conn_id: u64, serial: String, tx: mailbox::Sender) -> Self {
         Self {
             conn_id,
             serial,
@@ -148,7 +149,7 @@ impl Registry {
     }
 
     /// The queue of the session with this client id.
-    pub fn sender(&self, client_id: &str) -> Option<mpsc::Sender<Box<Outbound>>> {
+    pub fn sender(&self, client_id: &str) -> Option<mailbox::Sender> {
         self.read().get(client_id).map(|h| h.tx.clone())
     }
 

@@ -12,15 +12,17 @@ use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Packet,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Node, Session};
 use crate::acl;
 use crate::codec::{self, CodecError, Version};
+use crate::mailbox;
 use crate::registry::SessionHandle;
 
 /// Reads and answers the CONNECT; `None` when the client was refused or vanished.
+/// The session comes boxed: it lives as long as the connection, outside the
+/// connection's future.
 pub(super) async fn accept<S>(
     stream: &mut S,
     inbuf: &mut BytesMut,
@@ -28,7 +30,7 @@ pub(super) async fn accept<S>(
     serial: String,
     node: Arc<Node>,
     deadline: Instant,
-) -> Option<Session>
+) -> Option<Box<Session>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -140,8 +142,8 @@ where
     let conn_id = node.registry.next_conn_id();
     let receive_max = receive_window(&identity, props.receive_maximum);
     // The real queue is created by `serve`; this placeholder is replaced at once.
-    let (tx, _) = mpsc::channel(1);
-    Some(Session {
+    let (tx, _) = mailbox::channel(0);
+    Some(Box::new(Session {
         handle: SessionHandle::new(conn_id, serial, tx),
         node,
         identity,
@@ -160,7 +162,7 @@ where
         client_max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
         keepalive,
         out,
-    })
+    }))
 }
 
 /// QoS 1 messages a client may leave unacknowledged. Devices get few; a
@@ -217,7 +219,7 @@ async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
-fn refuse_quietly(node: &Node, outcome: &str) -> Option<Session> {
+fn refuse_quietly(node: &Node, outcome: &str) -> Option<Box<Session>> {
     node.metrics.connect(outcome);
     None
 }
@@ -228,7 +230,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
     node: &Node,
     code: ConnectReturnCode,
     outcome: &str,
-) -> Option<Session> {
+) -> Option<Box<Session>> {
     // 3.1.1 only knows return codes 1–5.
     let code = match (version, code) {
         (Version::V4, ConnectReturnCode::BadAuthenticationMethod) => {

@@ -20,13 +20,13 @@ use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{LastWill, LastWillProperties, Packet, QoS, SubscribeReasonCode};
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::acl::AccountLookup;
 use crate::codec::Version;
 use crate::fabric::Fabric;
+use crate::mailbox;
 use crate::metrics::Metrics;
 use crate::registry::{CloseReason, Registry, SessionHandle};
 use crate::Settings;
@@ -81,6 +81,12 @@ pub(crate) struct Session {
 }
 
 /// Runs a verified connection to completion.
+///
+/// An idle connection spends its life parked in the `select!` below, so this
+/// future is kept small: the large, rarely-live steps (CONNECT, packet
+/// handling, router notifications, flushing, goodbye) run as boxed futures
+/// that exist only while they are being awaited. `stream` should be boxed by
+/// the caller for the same reason.
 pub(crate) async fn serve<S>(
     mut stream: S,
     identity: Identity,
@@ -91,26 +97,26 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut inbuf = BytesMut::with_capacity(512);
-    let Some(mut session) = connect::accept(
+    let Some(mut session) = Box::pin(connect::accept(
         &mut stream,
         &mut inbuf,
         identity,
         serial,
         node.clone(),
         deadline,
-    )
+    ))
     .await
     else {
         return;
     };
-    let (tx, mut rx) = mpsc::channel(node.settings.outbound_queue);
+    let (tx, mut rx) = mailbox::channel(node.settings.outbound_queue);
     session.handle.tx = tx;
-    let mut link_rx = session.attach(&node).await;
+    let mut link_rx = Box::pin(session.attach(&node)).await;
     let keepalive = session.keepalive_window();
     // A resumed session has queued messages to send before anything arrives.
     let kick = session.handle.clone();
     if let Err(reason) = guarded_flush(&mut session, &mut stream, &kick).await {
-        session.finish(&mut stream, reason, link_rx).await;
+        Box::pin(session.finish(&mut stream, reason, link_rx)).await;
         return;
     }
     let mut last_rx = Instant::now();
@@ -125,7 +131,7 @@ pub(crate) async fn serve<S>(
                 Ok(n) => {
                     node.metrics.bytes_in.fetch_add(n as u64, Relaxed);
                     last_rx = Instant::now();
-                    if let Err(r) = session.process_input(&mut inbuf).await {
+                    if let Err(r) = Box::pin(session.process_input(&mut inbuf)).await {
                         // Flush what was answered before the offending packet (e.g. PUBACKs).
                         break match guarded_flush(&mut session, &mut stream, &kick).await {
                             Ok(()) => r,
@@ -138,9 +144,9 @@ pub(crate) async fn serve<S>(
                     }
                 }
             },
-            Some(msg) = rx.recv() => session.deliver(msg),
+            msg = rx.recv() => session.deliver(msg),
             n = next_notification(&mut link_rx) => match n {
-                Some(n) => session.on_router(n, link_rx.as_ref()).await,
+                Some(n) => Box::pin(session.on_router(*n, link_rx.as_ref())).await,
                 None => break CloseReason::Shutdown,
             },
         }
@@ -148,11 +154,14 @@ pub(crate) async fn serve<S>(
             break r;
         }
     };
-    session.finish(&mut stream, reason, link_rx).await;
+    Box::pin(session.finish(&mut stream, reason, link_rx)).await;
 }
 
 /// Writes pending output unless the client stops reading for [`WRITE_TIMEOUT`]
 /// or the session is kicked meanwhile (a stuck reader must not delay a revocation).
+///
+/// Nothing is allocated when there is nothing to write; otherwise the write
+/// runs boxed, so its timer and wake-ups are not part of the idle connection.
 async fn guarded_flush<S: AsyncWrite + Unpin>(
     session: &mut Session,
     stream: &mut S,
@@ -161,6 +170,14 @@ async fn guarded_flush<S: AsyncWrite + Unpin>(
     if session.out.is_empty() {
         return Ok(());
     }
+    Box::pin(write_guarded(session, stream, kick)).await
+}
+
+async fn write_guarded<S: AsyncWrite + Unpin>(
+    session: &mut Session,
+    stream: &mut S,
+    kick: &SessionHandle,
+) -> Result<(), CloseReason> {
     let shutdown = session.node.shutdown.clone();
     tokio::select! {
         r = tokio::time::timeout(WRITE_TIMEOUT, session.flush(stream)) => match r {
@@ -173,18 +190,25 @@ async fn guarded_flush<S: AsyncWrite + Unpin>(
 }
 
 /// The next notification on the session's router link; `None` only when the
-/// router dropped the link. rumqttd's `next` yields `Ok(None)` when a wake-up
-/// finds its buffer already drained; that is not the end of the link.
-async fn next_notification(rx: &mut Option<LinkRx>) -> Option<Notification> {
+/// router dropped the link. Devices have no link and wait forever here, so the
+/// wait on a link is boxed (and the notification with it) to keep an idle
+/// device's future small.
+async fn next_notification(rx: &mut Option<LinkRx>) -> Option<Box<Notification>> {
     match rx {
-        Some(rx) => loop {
-            match rx.next().await {
-                Ok(Some(n)) => return Some(n),
-                Ok(None) => continue,
-                Err(_) => return None,
-            }
-        },
+        Some(rx) => Box::pin(next_on_link(rx)).await.map(Box::new),
         None => std::future::pending().await,
+    }
+}
+
+/// rumqttd's `next` yields `Ok(None)` when a wake-up finds its buffer already
+/// drained; that is not the end of the link.
+async fn next_on_link(rx: &mut LinkRx) -> Option<Notification> {
+    loop {
+        match rx.next().await {
+            Ok(Some(n)) => return Some(n),
+            Ok(None) => continue,
+            Err(_) => return None,
+        }
     }
 }
 
@@ -270,7 +294,7 @@ impl Session {
     /// Says goodbye: v5 DISCONNECT for server-side reasons, last will, presence,
     /// registry and router cleanup.
     async fn finish<S: AsyncWrite + Unpin>(
-        mut self,
+        mut self: Box<Self>,
         stream: &mut S,
         reason: CloseReason,
         link_rx: Option<LinkRx>,
