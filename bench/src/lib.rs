@@ -6,12 +6,16 @@
 //! resumption, the broker's CPU time from `/proc`) and holds idle connections
 //! for memory measurements. It must stay broker-agnostic: it speaks only
 //! standard MQTT and TLS, so Kumo, Mosquitto and rumqttd get the same client.
-//! The driver lives in `bench/broker/run.sh`; results go to `BENCHMARKS.md`.
+//! It also drives the bridge benchmark (`bench/bridge/run.sh`): QoS 1 sensor
+//! readings at a target rate (`publish`) and REST command round trips
+//! (`commands`). Results go to `BENCHMARKS.md`.
 
+pub mod commands;
 pub mod devices;
 pub mod error;
 pub mod load;
 pub mod mqtt;
 pub mod procstat;
+pub mod publish;
 
 pub use error::BenchError;

@@ -172,6 +172,19 @@ fn record(report: &mut PassReport, failure: Failure) {
     report.first_error.get_or_insert(message);
 }
 
+/// Connects one device (TCP, TLS, CONNECT, CONNACK 0) within the target's
+/// deadline; the error says at which stage it failed.
+pub async fn connect_one(target: &Target, device: &Device) -> Result<Conn, String> {
+    match connect_with_deadline(target, device).await {
+        Ok((conn, _)) => Ok(conn),
+        Err(failure) => {
+            let mut report = PassReport::default();
+            record(&mut report, failure);
+            Err(report.first_error.unwrap_or_default())
+        }
+    }
+}
+
 async fn connect_with_deadline(target: &Target, device: &Device) -> Result<(Conn, bool), Failure> {
     tokio::time::timeout(target.connect_timeout, connect(target, device))
         .await

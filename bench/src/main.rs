@@ -3,7 +3,9 @@
 //! `rate` measures connect rates (a full-handshake pass, then optionally a
 //! resumed pass over the same devices); `hold` connects its devices and keeps
 //! them idle until SIGTERM, for memory measurements. Each prints one JSON line
-//! per pass on stdout.
+//! per pass on stdout. For the bridge benchmark, `publish` connects devices
+//! that publish QoS 1 sensor readings at a target rate, and `commands` sends
+//! REST light commands at a target rate and reports round-trip latencies.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -29,6 +31,56 @@ enum Command {
     Rate(Common),
     /// Connect and hold the connections idle until SIGTERM or Ctrl-C.
     Hold(Common),
+    /// Connect, then publish QoS 1 sensor readings at a target rate.
+    Publish(PublishArgs),
+    /// Send REST light commands at a target rate and time their round trips.
+    Commands(CommandArgs),
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Publishes per second over all devices.
+    #[arg(long, default_value_t = 60_000.0)]
+    rate: f64,
+    /// Seconds to publish.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Timer granularity of each device, in ms.
+    #[arg(long, default_value_t = 20)]
+    tick_ms: u64,
+    /// Unacknowledged publishes one device may have.
+    #[arg(long, default_value_t = 1_000)]
+    max_inflight: u64,
+    /// Seconds to wait for outstanding PUBACKs after publishing.
+    #[arg(long, default_value_t = 10)]
+    drain: u64,
+}
+
+#[derive(Debug, Args)]
+struct CommandArgs {
+    /// Bridge base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bearer token (scopes basic and sendir).
+    #[arg(long, env = "KUMO_BENCH_TOKEN")]
+    token: String,
+    /// File with one LIGHT appliance id per line.
+    #[arg(long)]
+    appliances: PathBuf,
+    /// Requests per second.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// `Prefer: wait=N`.
+    #[arg(long, default_value_t = 5)]
+    wait: u64,
+    /// Client deadline of one request, in s.
+    #[arg(long, default_value_t = 15)]
+    timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -80,7 +132,89 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Rate(args) => runtime.block_on(rate(args)),
         Command::Hold(args) => runtime.block_on(hold(args)),
+        Command::Publish(args) => runtime.block_on(publish(args)),
+        Command::Commands(args) => runtime.block_on(commands(args)),
     }
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let (target, devices) = prepare(&args.common, false)?;
+    let sem = Arc::new(tokio::sync::Semaphore::new(args.common.concurrency.max(1)));
+    let tasks: Vec<_> = devices
+        .iter()
+        .cloned()
+        .map(|device| {
+            let (target, sem) = (target.clone(), sem.clone());
+            tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                load::connect_one(&target, &device)
+                    .await
+                    .map(|conn| (device.id, conn))
+            })
+        })
+        .collect();
+    let (mut conns, mut ids, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for task in tasks {
+        match task.await.context("a connect task panicked")? {
+            Ok((id, conn)) => {
+                ids.push(id);
+                conns.push(conn);
+            }
+            Err(e) => failed.push(e),
+        }
+    }
+    eprintln!(
+        "connected {} devices ({} failed{})",
+        conns.len(),
+        failed.len(),
+        failed
+            .first()
+            .map(|e| format!(", first: {e}"))
+            .unwrap_or_default()
+    );
+    anyhow::ensure!(!conns.is_empty(), "no device connected");
+    let plan = kumo_bench::publish::PublishPlan {
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration),
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+        max_inflight: args.max_inflight.max(1),
+        drain: Duration::from_secs(args.drain),
+    };
+    let report = kumo_bench::publish::run(conns, ids, plan).await;
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("encoding the report")?
+    );
+    Ok(())
+}
+
+async fn commands(args: CommandArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.appliances)
+        .with_context(|| format!("reading {}", args.appliances.display()))?;
+    let appliances: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    anyhow::ensure!(!appliances.is_empty(), "no appliance ids in the file");
+    let plan = kumo_bench::commands::CommandPlan {
+        base: args.url.trim_end_matches('/').to_string(),
+        token: args.token,
+        appliances,
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration),
+        wait_secs: args.wait,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let report = kumo_bench::commands::run(plan)
+        .await
+        .context("building the HTTP client")?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("encoding the report")?
+    );
+    Ok(())
 }
 
 async fn rate(args: Common) -> anyhow::Result<()> {

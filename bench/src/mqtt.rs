@@ -1,4 +1,4 @@
-//! The three MQTT 3.1.1 packets the load tool needs, as raw bytes.
+//! The few MQTT 3.1.1 packets the load tool needs, as raw bytes.
 
 /// A CONNECT packet: protocol level 4, clean session, the given keepalive, no
 /// username or password (the brokers take the identity from the certificate).
@@ -28,6 +28,39 @@ pub fn connack_return_code(bytes: &[u8; CONNACK_LEN]) -> Option<u8> {
     (bytes[0] == 0x20 && bytes[1] == 0x02).then_some(bytes[3])
 }
 
+/// Packet type of a PUBACK (the high nibble of its first byte).
+pub const PUBACK: u8 = 4;
+
+/// Appends a QoS 1 PUBLISH of `payload` on `topic` with `packet_id` to `out`.
+pub fn publish_qos1(out: &mut Vec<u8>, topic: &str, packet_id: u16, payload: &[u8]) {
+    let t = topic.as_bytes();
+    let remaining = 2 + t.len() + 2 + payload.len();
+    out.push(0x32);
+    push_remaining_length(out, remaining);
+    // Topics here are far shorter than 64 KiB.
+    out.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    out.extend_from_slice(t);
+    out.extend_from_slice(&packet_id.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The type and total length of the complete packet at the start of `buf`, or
+/// `None` if `buf` does not hold a whole packet yet.
+pub fn packet_at(buf: &[u8]) -> Option<(u8, usize)> {
+    let first = *buf.first()?;
+    let mut len = 0usize;
+    let mut shift = 0;
+    for (i, byte) in buf.iter().skip(1).take(4).enumerate() {
+        len |= usize::from(byte & 0x7F) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            let total = 1 + (i + 1) + len;
+            return (buf.len() >= total).then_some((first >> 4, total));
+        }
+    }
+    None
+}
+
 fn push_remaining_length(p: &mut Vec<u8>, mut len: usize) {
     loop {
         let mut byte = (len % 128) as u8;
@@ -55,6 +88,16 @@ mod tests {
         assert_eq!(u16::from_be_bytes([p[10], p[11]]), 600);
         assert_eq!(&p[12..14], &[0, 5]);
         assert_eq!(&p[14..], b"dev-1");
+    }
+
+    #[test]
+    fn a_qos1_publish_parses_back_as_one_whole_packet() {
+        let mut out = Vec::new();
+        publish_qos1(&mut out, "devices/d/sensors/te", 7, &[b'x'; 200]);
+        assert_eq!(out[0], 0x32);
+        assert_eq!(packet_at(&out), Some((3, out.len())));
+        assert_eq!(packet_at(&out[..out.len() - 1]), None);
+        assert_eq!(packet_at(&[0x40, 0x02, 0x00, 0x07]), Some((PUBACK, 4)));
     }
 
     #[test]

@@ -102,6 +102,9 @@ impl Link {
                 let (client, mut events) = rumqttc::AsyncClient::new(opts, REQUEST_CAPACITY);
                 let mut net = rumqttc::NetworkOptions::new();
                 net.set_connection_timeout(timeout_secs);
+                // A device answers a command with several small writes; without
+                // NODELAY the later ones wait ~40 ms for the peer's delayed ACK.
+                net.set_tcp_nodelay(true);
                 events.set_network_options(net);
                 Link::V4 { client, events }
             }
@@ -112,6 +115,7 @@ impl Link {
                     .set_clean_start(true)
                     .set_connection_timeout(timeout_secs)
                     .set_outgoing_inflight_upper_limit(INFLIGHT)
+                    .set_network_options(nodelay(timeout_secs))
                     .set_last_will(mqtt5::LastWill::new(
                         o.will.0,
                         o.will.1,
@@ -295,4 +299,12 @@ fn v5_error(e: rumqttc::v5::ConnectionError) -> LinkError {
         reason,
         detail: e.to_string(),
     }
+}
+
+/// TCP options for MQTT 5 links: the connect timeout and NODELAY (see the v3 branch).
+fn nodelay(timeout_secs: u64) -> rumqttc::NetworkOptions {
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_connection_timeout(timeout_secs);
+    net.set_tcp_nodelay(true);
+    net
 }

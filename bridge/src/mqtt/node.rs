@@ -74,7 +74,12 @@ pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinH
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             ctx.tls.clone(),
         )));
-    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Commands and acks are small writes; Nagle would hold them for the node's
+    // delayed ACK (~40 ms on Linux).
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let pairing = Arc::new(Mutex::new(Pairing::default()));
     let generation = Arc::new(AtomicU64::new(0));
     let (publish_tx, publish_rx) = mpsc::channel(1024);

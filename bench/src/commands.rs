@@ -1,0 +1,177 @@
+//! Command round trips through the REST API: an open-loop generator issues
+//! `POST /1/appliances/{id}/light` (`button=on`, `Prefer: wait=N`) at a fixed
+//! rate, spread round-robin over the appliances, and records each request's
+//! latency from its scheduled start (so queueing in the client or the server
+//! counts) to the end of the response.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct CommandPlan {
+    /// Bridge base URL, e.g. `http://127.0.0.1:8080`.
+    pub base: String,
+    /// Bearer token with the `sendir` scope.
+    pub token: String,
+    /// Light appliance ids to command, in turn.
+    pub appliances: Vec<String>,
+    /// Requests per second.
+    pub rate: f64,
+    /// How long to issue requests.
+    pub duration: Duration,
+    /// `Prefer: wait=N` seconds.
+    pub wait_secs: u64,
+    /// Client-side deadline of one request.
+    pub timeout: Duration,
+}
+
+/// Latency figures of one run, in ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandReport {
+    /// Target rate, requests/s.
+    pub target_rate: f64,
+    /// Requests issued.
+    pub sent: usize,
+    /// 200 responses whose `X-Kumo-Command-Status` was `acked`.
+    pub acked: usize,
+    /// 200 responses with another status (the wait ran out).
+    pub not_acked: usize,
+    /// Non-200 responses.
+    pub http_errors: usize,
+    /// Transport failures and client timeouts.
+    pub failed: usize,
+    /// First error seen, for diagnosis.
+    pub first_error: Option<String>,
+    /// Wall time from the first scheduled request to the last response, in s.
+    pub secs: f64,
+    /// Latency percentiles of acked requests, in ms.
+    pub p50_ms: f64,
+    /// See `p50_ms`.
+    pub p90_ms: f64,
+    /// See `p50_ms`.
+    pub p99_ms: f64,
+    /// See `p50_ms`.
+    pub max_ms: f64,
+    /// Mean latency of acked requests, in ms.
+    pub mean_ms: f64,
+}
+
+enum Outcome {
+    Acked(f64),
+    NotAcked,
+    Http(u16),
+    Failed(String),
+}
+
+/// Runs the plan and returns the figures.
+pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .timeout(plan.timeout)
+        .build()?;
+    let plan = Arc::new(plan);
+    let total = (plan.rate * plan.duration.as_secs_f64()).round() as usize;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let t0 = tokio::time::Instant::now();
+    for i in 0..total {
+        let at = t0 + Duration::from_secs_f64(i as f64 / plan.rate);
+        tokio::time::sleep_until(at).await;
+        let (client, plan, tx) = (client.clone(), plan.clone(), tx.clone());
+        tokio::spawn(async move {
+            let appliance = &plan.appliances[i % plan.appliances.len()];
+            let outcome = one(&client, &plan, appliance, at.into_std()).await;
+            let _ = tx.send(outcome);
+        });
+    }
+    drop(tx);
+    let mut report = CommandReport {
+        target_rate: plan.rate,
+        sent: total,
+        acked: 0,
+        not_acked: 0,
+        http_errors: 0,
+        failed: 0,
+        first_error: None,
+        secs: 0.0,
+        p50_ms: 0.0,
+        p90_ms: 0.0,
+        p99_ms: 0.0,
+        max_ms: 0.0,
+        mean_ms: 0.0,
+    };
+    let mut latencies = Vec::with_capacity(total);
+    while let Some(outcome) = rx.recv().await {
+        match outcome {
+            Outcome::Acked(ms) => {
+                report.acked += 1;
+                latencies.push(ms);
+            }
+            Outcome::NotAcked => report.not_acked += 1,
+            Outcome::Http(code) => {
+                report.http_errors += 1;
+                report.first_error.get_or_insert(format!("HTTP {code}"));
+            }
+            Outcome::Failed(e) => {
+                report.failed += 1;
+                report.first_error.get_or_insert(e);
+            }
+        }
+    }
+    report.secs = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+        latencies[i - 1]
+    };
+    report.p50_ms = pct(0.50);
+    report.p90_ms = pct(0.90);
+    report.p99_ms = pct(0.99);
+    report.max_ms = latencies.last().copied().unwrap_or(0.0);
+    report.mean_ms = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+    Ok(report)
+}
+
+async fn one(
+    client: &reqwest::Client,
+    plan: &CommandPlan,
+    appliance: &str,
+    scheduled: Instant,
+) -> Outcome {
+    let url = format!("{}/1/appliances/{appliance}/light", plan.base);
+    let sent = client
+        .post(url)
+        .bearer_auth(&plan.token)
+        .header("Prefer", format!("wait={}", plan.wait_secs))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("button=on")
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let status = response.status().as_u16();
+    let acked = response
+        .headers()
+        .get("x-kumo-command-status")
+        .is_some_and(|v| v.as_bytes() == b"acked");
+    // The body is part of the round trip.
+    if let Err(e) = response.bytes().await {
+        return Outcome::Failed(e.to_string());
+    }
+    let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
+    match (status, acked) {
+        (200, true) => Outcome::Acked(ms),
+        (200, false) => Outcome::NotAcked,
+        (code, _) => Outcome::Http(code),
+    }
+}
