@@ -15,7 +15,7 @@ use kumo_contract::DeviceId;
 
 use crate::error::SimError;
 use crate::settings::{Provisioning, Settings};
-use crate::tls::pki_device_paths;
+use kumo_certs::files::device_pair;
 
 /// The outcome of [`provision`].
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ fn provision_part(
 }
 
 fn issue_into_pki(pki: &PkiDir, id: &DeviceId) -> Result<bool, SimError> {
-    let (cert, key) = pki_device_paths(pki.dir(), id);
+    let (cert, key) = device_pair(pki.dir(), id);
     if cert.exists() && key.exists() {
         return Ok(false);
     }
@@ -181,7 +181,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(provision(&pki, &more).expect("again").issued, 1);
-        let (cert, key) = pki_device_paths(&pki, &s.device_id(5).expect("id"));
+        let (cert, key) = device_pair(&pki, &s.device_id(5).expect("id"));
         assert!(cert.is_file() && key.is_file());
     }
 
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(provision(&pki, &s).expect("enrol").issued, 2);
         assert_eq!(provision(&pki, &s).expect("again").issued, 0);
         let id = s.device_id(1).expect("id");
-        let (pki_cert, pki_key) = pki_device_paths(&pki, &id);
+        let (pki_cert, pki_key) = device_pair(&pki, &id);
         assert!(pki_cert.is_file(), "the PKI records the certificate");
         assert!(!pki_key.exists(), "the PKI never sees the device's key");
         let pem = std::fs::read_to_string(devices.join(format!("{id}.crt"))).expect("crt");

@@ -106,7 +106,7 @@ impl CredentialSource {
                 &dir.join(format!("{id}.key")),
             ),
             Self::Pki(pki) => {
-                let (cert, key) = pki_device_paths(pki.dir(), id);
+                let (cert, key) = kumo_certs::files::device_pair(pki.dir(), id);
                 if !cert.exists() || !key.exists() {
                     pki.issue_device(id).map_err(|source| SimError::Issue {
                         device_id: id.to_string(),
@@ -117,13 +117,6 @@ impl CredentialSource {
             }
         }
     }
-}
-
-/// Where `kumo_certs::files::PkiDir::issue_device` keeps a device's files
-/// (its documented layout).
-pub fn pki_device_paths(pki_dir: &Path, id: &DeviceId) -> (PathBuf, PathBuf) {
-    let dir = pki_dir.join("issued").join("device").join(id.as_str());
-    (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Result<Credentials, SimError> {

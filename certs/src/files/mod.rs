@@ -30,7 +30,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{normalize_serial, Ca, CertError, IssueOptions, Issued, KeyAlgorithm};
 use atomic::{Durability, Mode};
-pub use scan::{CertKind, CertRecord, CertStatus};
+pub use scan::{device_pair, CertKind, CertRecord, CertStatus};
 pub use stack::{StackPaths, BRIDGE_SERVICE, RENEW_BEFORE};
 use state::{RevokedEntry, State};
 
@@ -189,8 +189,7 @@ impl PkiDir {
     /// Writes an issued certificate (and key, if any) into `dir`, moving a
     /// previous certificate to `history/<serial>.pem`.
     fn store(&self, dir: &Path, issued: &Issued) -> Result<IssuedPaths, CertError> {
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
+        let (cert, key) = scan::pair(dir);
         if let Ok(old_pem) = std::fs::read_to_string(&cert) {
             let old_serial = crate::pem_to_der(&old_pem)
                 .and_then(|der| crate::serial_of_der(&der))

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kumo_contract::{AccountId, Identity};
+use kumo_contract::{AccountId, DeviceId, Identity};
 use time::OffsetDateTime;
 
 use super::atomic;
@@ -47,6 +47,17 @@ impl CertKind {
             None => base.join(name),
         }
     }
+}
+
+/// The certificate and key files of one issued identity's directory.
+pub(crate) fn pair(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Where a device's certificate and key live in the PKI directory `root`
+/// (`issued/device/<id>/{cert,key}.pem`), whether or not they exist yet.
+pub fn device_pair(root: &Path, id: &DeviceId) -> (PathBuf, PathBuf) {
+    pair(&CertKind::Device.dir(root, id.as_str(), None))
 }
 
 /// Whether a certificate is usable.

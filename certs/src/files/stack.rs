@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 use x509_parser::extensions::GeneralName;
 
-use super::scan::CertKind;
+use super::scan::{pair, CertKind};
 use super::state::State;
 use super::{atomic, PkiDir, CRL_VALIDITY};
 use crate::inspect::{parse_cert, pem_to_der, serial_hex};
@@ -49,13 +49,15 @@ pub(super) fn ensure(
     if !reusable(pki, &state, &bridge_dir, None)? {
         pki.issue_service(BRIDGE_SERVICE)?;
     }
+    let (node_cert, node_key) = pair(&node_dir);
+    let (bridge_cert, bridge_key) = pair(&bridge_dir);
     Ok(StackPaths {
         ca: pki.ca_path(),
         crl: pki.crl_path(),
-        node_cert: node_dir.join("cert.pem"),
-        node_key: node_dir.join("key.pem"),
-        bridge_cert: bridge_dir.join("cert.pem"),
-        bridge_key: bridge_dir.join("key.pem"),
+        node_cert,
+        node_key,
+        bridge_cert,
+        bridge_key,
     })
 }
 
@@ -88,7 +90,7 @@ fn reusable(
     dir: &Path,
     sans: Option<&[String]>,
 ) -> Result<bool, CertError> {
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (cert_path, key_path) = pair(dir);
     if !cert_path.exists() || !key_path.exists() {
         return Ok(false);
     }
