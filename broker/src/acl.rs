@@ -80,9 +80,7 @@ pub fn may_publish(
     match identity {
         Identity::Service { .. } => Ok(()),
         Identity::Device { id } => {
-            let rest = topic
-                .strip_prefix(&topic::device_prefix(id))
-                .ok_or(Denial::NotOwned)?;
+            let rest = topic::strip_device_prefix(topic, id).ok_or(Denial::NotOwned)?;
             let first = rest.split('/').next().unwrap_or_default();
             if first.is_empty() {
                 return Err(Denial::Invalid);

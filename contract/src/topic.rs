@@ -62,14 +62,17 @@ impl Sensor {
 
 impl Leaf {
     /// The part of the topic after `devices/{id}/`.
-    pub fn suffix(self) -> String {
+    pub fn suffix(self) -> &'static str {
         match self {
-            Leaf::Sensor(s) => format!("sensors/{}", s.code()),
-            Leaf::Meter => "meter".into(),
-            Leaf::State => "state".into(),
-            Leaf::Commands => "commands".into(),
-            Leaf::Acks => "acks".into(),
-            Leaf::Presence => "presence".into(),
+            Leaf::Sensor(Sensor::Temperature) => "sensors/te",
+            Leaf::Sensor(Sensor::Humidity) => "sensors/hu",
+            Leaf::Sensor(Sensor::Illuminance) => "sensors/il",
+            Leaf::Sensor(Sensor::Motion) => "sensors/mo",
+            Leaf::Meter => "meter",
+            Leaf::State => "state",
+            Leaf::Commands => "commands",
+            Leaf::Acks => "acks",
+            Leaf::Presence => "presence",
         }
     }
 
@@ -90,9 +93,15 @@ pub fn device_topic(id: &DeviceId, leaf: Leaf) -> String {
     format!("{DEVICES}/{id}/{}", leaf.suffix())
 }
 
-/// `devices/{id}/` — the prefix of everything a device owns.
-pub fn device_prefix(id: &DeviceId) -> String {
-    format!("{DEVICES}/{id}/")
+/// The rest of `topic` after `devices/{id}/` — the prefix of everything the
+/// device owns — or `None` if the topic is not in its subtree. Allocates
+/// nothing: the broker calls it for every device publish.
+pub fn strip_device_prefix<'a>(topic: &'a str, id: &DeviceId) -> Option<&'a str> {
+    topic
+        .strip_prefix(DEVICES)?
+        .strip_prefix('/')?
+        .strip_prefix(id.as_str())?
+        .strip_prefix('/')
 }
 
 /// Splits a concrete topic into its device id and leaf; `None` if it is not a
@@ -131,6 +140,24 @@ mod tests {
             device_topic(&id, Leaf::Sensor(Sensor::Humidity)),
             "devices/remo-1/sensors/hu"
         );
+    }
+
+    #[test]
+    fn strips_only_the_devices_own_prefix() {
+        let id = dev("remo-1");
+        assert_eq!(
+            strip_device_prefix("devices/remo-1/state", &id),
+            Some("state")
+        );
+        assert_eq!(strip_device_prefix("devices/remo-1/", &id), Some(""));
+        for other in [
+            "devices/remo-10/state",
+            "devices/remo-1",
+            "devices/remo",
+            "x/remo-1/state",
+        ] {
+            assert_eq!(strip_device_prefix(other, &id), None, "{other}");
+        }
     }
 
     #[test]
