@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::*;
 use kumo_bridge::{Ack, DeviceKind};
 use serde_json::json;
-use uuid::Uuid;
 
 async fn with_ac() -> (Harness, String) {
     let h = start().await;
@@ -26,14 +25,6 @@ fn ok() -> Ack {
     }
 }
 
-fn command_id(r: &Reply) -> Uuid {
-    r.headers["x-kumo-command-id"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_ack_moves_the_command_to_acked_and_confirms_the_settings() {
     let (h, ac) = with_ac().await;
@@ -48,7 +39,7 @@ async fn an_ack_moves_the_command_to_acked_and_confirms_the_settings() {
             ],
         )
         .await;
-    let id = command_id(&r);
+    let id = r.command_id();
     let pending = log.pending_for_device("remo-1").await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, id);
@@ -92,7 +83,7 @@ async fn a_failure_ack_leaves_the_state_unconfirmed() {
     let r = h
         .post(&format!("/1/appliances/{light}/light"), &[("button", "on")])
         .await;
-    let id = command_id(&r);
+    let id = r.command_id();
     let failed = Ack {
         ok: false,
         result: None,
@@ -115,7 +106,7 @@ async fn a_failure_ack_leaves_the_state_unconfirmed() {
     let r = h
         .post(&format!("/1/appliances/{light}/light"), &[("button", "on")])
         .await;
-    log.complete("remo-1", command_id(&r), ok()).await.unwrap();
+    log.complete("remo-1", r.command_id(), ok()).await.unwrap();
     let a = h.get("/1/devices/remo-1/appliances").await.ok();
     assert_eq!(a[1]["light"]["state"]["power"], "on");
     h.stop().await;
@@ -208,7 +199,7 @@ async fn wait_mode_times_out_with_the_pending_status() {
         )
         .await;
     assert_eq!(r.headers["x-kumo-command-status"], "queued");
-    let id = command_id(&r);
+    let id = r.command_id();
     r.ok();
     let c = h
         .send(

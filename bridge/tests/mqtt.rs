@@ -16,14 +16,6 @@ use uuid::Uuid;
 
 const SEC: Duration = Duration::from_secs(1);
 
-fn command_id(r: &Reply) -> Uuid {
-    r.headers["x-kumo-command-id"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 /// POSTs AC settings (optionally waiting, optionally with an idempotency key).
 async fn set_ac(s: &Stack, ac: &str, wait: Option<u64>, key: Option<&str>) -> Reply {
     let mut req =
@@ -88,7 +80,7 @@ async fn a_command_reaches_the_device_and_its_ack_answers_the_waiting_call() {
 
     let r = set_ac(&s, &ac, Some(10), None).await;
     assert_eq!(r.headers["x-kumo-command-status"], "acked", "{:?}", r.body);
-    let id = command_id(&r);
+    let id = r.command_id();
     assert_eq!(r.ok()["temp"], "24");
 
     let cmd = dev.next_command(5 * SEC).await.expect("the device got it");
@@ -142,7 +134,7 @@ async fn a_command_for_an_offline_device_waits_and_is_delivered_when_it_connects
     let ac = s.h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
 
     let r = set_ac(&s, &ac, None, None).await;
-    let id = command_id(&r);
+    let id = r.command_id();
     tokio::time::sleep(SEC).await;
     assert_eq!(s.status(id).await, "queued");
 
@@ -162,7 +154,7 @@ async fn an_undelivered_command_expires_after_its_ttl_and_is_never_sent() {
     let s = Stack::start(|b| b.command_ttl_secs = 1).await;
     let creds = s.device("remo-1").await;
     let ac = s.h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
-    let id = command_id(&set_ac(&s, &ac, None, None).await);
+    let id = set_ac(&s, &ac, None, None).await.command_id();
     s.wait_status(id, "expired", 15 * SEC).await;
 
     let mut dev = creds.connect(&[]).await;
@@ -210,8 +202,8 @@ async fn an_idempotent_retry_is_delivered_once() {
     let ac = s.h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
     let mut dev = creds.connect(&["--ack", "none"]).await;
 
-    let first = command_id(&set_ac(&s, &ac, None, Some("k-1")).await);
-    let again = command_id(&set_ac(&s, &ac, None, Some("k-1")).await);
+    let first = set_ac(&s, &ac, None, Some("k-1")).await.command_id();
+    let again = set_ac(&s, &ac, None, Some("k-1")).await.command_id();
     assert_eq!(first, again);
     let cmd = dev.next_command(5 * SEC).await.unwrap();
     assert_eq!(cmd["id"], first.to_string());
@@ -290,7 +282,7 @@ async fn a_command_goes_to_the_node_that_holds_the_device() {
 
     let r = set_ac(&s, &ac, Some(10), None).await;
     assert_eq!(r.headers["x-kumo-command-status"], "acked", "{:?}", r.body);
-    let id = command_id(&r);
+    let id = r.command_id();
     assert_eq!(
         dev.next_command(5 * SEC).await.unwrap()["id"],
         id.to_string()
@@ -308,7 +300,7 @@ async fn an_unacknowledged_command_is_sent_again_while_the_device_stays_online()
     let creds = s.device("remo-1").await;
     let ac = s.h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
     let mut dev = creds.connect(&["--ack", "none"]).await;
-    let id = command_id(&set_ac(&s, &ac, None, None).await);
+    let id = set_ac(&s, &ac, None, None).await.command_id();
     let first = dev.next_command(5 * SEC).await.unwrap();
     let again = dev.next_command(5 * SEC).await.expect("sent again");
     assert_eq!(first["id"], again["id"]);

@@ -34,6 +34,15 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The `X-Kumo-Command-Id` of a call that reached a device.
+    pub fn command_id(&self) -> uuid::Uuid {
+        self.headers["x-kumo-command-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// Asserts a Nature-shaped error with `code`.
     pub fn assert_error(&self, code: u64) {
         assert_eq!(
