@@ -13,6 +13,7 @@ pub mod error;
 pub mod form;
 pub mod ingest;
 pub mod json;
+pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod ratelimit;

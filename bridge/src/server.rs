@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandLog, CommandSink, NoDelivery};
 use crate::ingest::{IngestOptions, ReadingWriter};
+use crate::live::LiveFeed;
 use crate::mqtt::{MqttSink, MqttStatus, Outbox, RunningMqtt};
 use crate::ratelimit::RateLimiter;
 use crate::settings::Settings;
@@ -142,6 +143,7 @@ async fn launch(
         pool.clone(),
         Duration::from_secs(settings.command_ttl_secs),
         sink,
+        LiveFeed::default(),
         shutdown.clone(),
     ));
     let partition_pool = pool.clone();

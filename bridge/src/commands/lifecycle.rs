@@ -143,11 +143,17 @@ impl CommandLog {
                  WHERE id = $1
                    AND ((status IN ('queued', 'sent') AND expires_at > now())
                         OR (status IN ('acked', 'failed') AND (sent_at IS NULL OR node_id IS NULL)))
-                 RETURNING status = 'sent'",
+                 RETURNING status = 'sent', device_id, user_id, appliance_id",
                 &[&id, &node],
             )
             .await?;
-        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+        let Some(row) = row.filter(|r| r.get::<_, bool>(0)) else {
+            return Ok(false);
+        };
+        let (device, user, appliance): (String, Option<String>, Option<String>) =
+            (row.get(1), row.get(2), row.get(3));
+        self.announce(id, &device, user.as_deref(), appliance.as_deref(), "sent");
+        Ok(true)
     }
 
     /// Applies `device_id`'s ack for `id` (an ack also proves the send, should
@@ -168,7 +174,7 @@ impl CommandLog {
                      completed_at = now(), updated_at = now(),
                      sent_at = coalesce(sent_at, now())
                  WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
-                 RETURNING kind, payload, appliance_id",
+                 RETURNING kind, payload, appliance_id, user_id",
                 &[&id, &device_id, &status, &ack.result, &ack.error],
             )
             .await?
@@ -177,6 +183,7 @@ impl CommandLog {
         };
         let (kind, payload, appliance_id): (String, Value, Option<String>) =
             (row.get(0), row.get(1), row.get(2));
+        let user: Option<String> = row.get(3);
         if let (true, Some(appliance)) = (ack.ok, appliance_id.as_deref()) {
             apply_confirmed_state(&tx, appliance, CommandKind::parse(&kind), &payload).await?;
         }
@@ -184,6 +191,13 @@ impl CommandLog {
         tracing::info!(command_id = %id, device_id, status, "command completed");
         // Nobody waiting is fine: the send only fails without receivers.
         let _ = self.done.send(id);
+        self.announce(
+            id,
+            device_id,
+            user.as_deref(),
+            appliance_id.as_deref(),
+            status,
+        );
         Ok(Some(Completed {
             id,
             status,
@@ -199,15 +213,23 @@ impl CommandLog {
             .query(
                 "UPDATE commands SET status = 'expired', completed_at = now(), updated_at = now()
                  WHERE status IN ('queued', 'sent') AND expires_at <= now()
-                 RETURNING id, device_id",
+                 RETURNING id, device_id, user_id, appliance_id",
                 &[],
             )
             .await?;
         for r in &rows {
             let id: Uuid = r.get(0);
             let device: String = r.get(1);
+            let (user, appliance): (Option<String>, Option<String>) = (r.get(2), r.get(3));
             tracing::info!(command_id = %id, device_id = %device, "command expired");
             let _ = self.done.send(id);
+            self.announce(
+                id,
+                &device,
+                user.as_deref(),
+                appliance.as_deref(),
+                "expired",
+            );
         }
         Ok(rows.len() as u64)
     }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::json::rfc3339;
+use crate::live::{LiveEvent, LiveFeed};
 
 pub use lifecycle::{Ack, CommandError, Completed};
 pub use wait::{prefer_wait, Waited};
@@ -109,6 +110,8 @@ pub struct CommandLog {
     done: broadcast::Sender<Uuid>,
     /// Ends waits early when the bridge shuts down.
     shutdown: CancellationToken,
+    /// Where status changes are announced to rules, events and webhooks.
+    live: LiveFeed,
 }
 
 impl std::fmt::Debug for CommandLog {
@@ -125,6 +128,7 @@ impl CommandLog {
         pool: Pool,
         ttl: Duration,
         sink: Arc<dyn CommandSink>,
+        live: LiveFeed,
         shutdown: CancellationToken,
     ) -> Self {
         let (done, _) = broadcast::channel(1024);
@@ -134,7 +138,32 @@ impl CommandLog {
             sink,
             done,
             shutdown,
+            live,
         }
+    }
+
+    /// The live stream status changes are published on.
+    pub fn live(&self) -> &LiveFeed {
+        &self.live
+    }
+
+    /// Announces a status change on the live stream.
+    fn announce(
+        &self,
+        id: Uuid,
+        device: &str,
+        user: Option<&str>,
+        appliance: Option<&str>,
+        status: &'static str,
+    ) {
+        self.live.publish(LiveEvent::Command {
+            device: device.to_string(),
+            user: user.map(str::to_string),
+            command_id: id,
+            appliance: appliance.map(str::to_string),
+            status,
+            at: OffsetDateTime::now_utc(),
+        });
     }
 
     /// Writes a command (or finds the earlier one with the same idempotency
@@ -167,6 +196,13 @@ impl CommandLog {
         if inserted.is_some() {
             tracing::info!(command_id = %id, device_id = %cmd.device_id,
                 kind = cmd.kind.as_str(), "command queued");
+            self.announce(
+                id,
+                cmd.device_id,
+                Some(cmd.user_id),
+                cmd.appliance_id,
+                "queued",
+            );
             self.sink.announce(&QueuedCommand {
                 id,
                 device_id: cmd.device_id.to_string(),

@@ -28,6 +28,7 @@ use super::payload::{self, PayloadError, PresenceReport, StateReport};
 use super::MqttStatus;
 use crate::commands::{Ack, CommandLog};
 use crate::ingest::{Reading, ReadingWriter};
+use crate::live::{LiveEvent, LiveFeed};
 use crate::telemetry::{self, Presence, TelemetryError};
 
 /// Control messages buffered per node before the event loop waits.
@@ -58,6 +59,7 @@ pub(crate) struct Inbound {
     acks: mpsc::Sender<Pending>,
     status: Arc<MqttStatus>,
     generation: Arc<AtomicU64>,
+    live: LiveFeed,
 }
 
 /// What the control task works with.
@@ -106,6 +108,7 @@ impl Inbound {
             acks: ack_tx,
             status: ctx.status.clone(),
             generation,
+            live: ctx.commands.live().clone(),
         };
         (inbound, done, handles)
     }
@@ -152,6 +155,12 @@ impl Inbound {
         let control = match leaf {
             Leaf::Sensor(sensor) => {
                 let (val, at) = payload::sensor(body, now)?;
+                self.live.publish(LiveEvent::Reading {
+                    device: device.clone(),
+                    sensor: sensor.code().to_string(),
+                    val,
+                    at,
+                });
                 let reading = Reading {
                     device_id: device,
                     sensor: sensor.code().to_string(),
@@ -163,6 +172,12 @@ impl Inbound {
             Leaf::Meter => {
                 let m = payload::meter(body, now)?;
                 for (sensor, val) in &m.readings {
+                    self.live.publish(LiveEvent::Reading {
+                        device: device.clone(),
+                        sensor: (*sensor).to_string(),
+                        val: *val,
+                        at: m.at,
+                    });
                     let reading = Reading {
                         device_id: device.clone(),
                         sensor: (*sensor).to_string(),
@@ -249,6 +264,19 @@ impl ControlTask {
                     s.light.as_ref(),
                 )
                 .await?;
+                let mut appliances = serde_json::Map::new();
+                for (key, val) in [("aircon", s.aircon), ("tv", s.tv), ("light", s.light)] {
+                    if let Some(val) = val {
+                        appliances.insert(key.into(), val);
+                    }
+                }
+                if !appliances.is_empty() {
+                    self.commands.live().publish(LiveEvent::ApplianceState {
+                        device,
+                        appliances: appliances.into(),
+                        at: OffsetDateTime::now_utc(),
+                    });
+                }
             }
             Control::Ack(device, id, ack) => {
                 if self.commands.complete(&device, id, ack).await?.is_none() {
@@ -277,7 +305,14 @@ impl ControlTask {
             node: p.node.as_deref(),
             at: p.at,
         };
-        if telemetry::record_presence(&self.pool, &record).await? {
+        let changed = telemetry::record_presence(&self.pool, &record).await?;
+        self.commands.live().publish(LiveEvent::Presence {
+            device: device.to_string(),
+            online: p.online,
+            node: p.node.clone(),
+            at: p.at,
+        });
+        if changed {
             let online = Routed::DeviceOnline {
                 device_id: device.to_string(),
                 since,
