@@ -8,7 +8,11 @@
 //!   filters that stay inside its own subtree and match its device-bound topics;
 //! - the service identity (bridge) has fleet-wide rights except `$` topics other
 //!   than shared subscriptions;
-//! - an integration reaches only devices its account owns, one device per filter.
+//! - an integration publishes only commands to devices its account owns, and
+//!   subscribes only under `devices/{owned id or +}/` to filters that can match
+//!   a leaf it may read (never `commands`); what its wildcards match fleet-wide
+//!   is narrowed per message by [`may_receive`] against the account lookup,
+//!   so an ownership change applies to the next message.
 
 use std::sync::Arc;
 
@@ -134,14 +138,67 @@ pub fn may_subscribe(
                 Err(Denial::Reserved)
             }
         }
-        Identity::Integration { account, .. } => {
-            let device = DeviceId::parse(device_of_filter(filter)?).map_err(|_| Denial::Invalid)?;
-            if accounts.owns(account, &device) {
-                Ok(())
-            } else {
-                Err(Denial::NotOwned)
-            }
+        Identity::Integration { account, .. } => integration_filter(filter, account, accounts),
+    }
+}
+
+/// Leaves an integration may read: what its devices report and the broker
+/// announces about them. Commands are cloud → device traffic of every sender.
+const READABLE_LEAVES: [Leaf; 8] = [
+    Leaf::Sensor(topic::Sensor::Temperature),
+    Leaf::Sensor(topic::Sensor::Humidity),
+    Leaf::Sensor(topic::Sensor::Illuminance),
+    Leaf::Sensor(topic::Sensor::Motion),
+    Leaf::Meter,
+    Leaf::State,
+    Leaf::Presence,
+    Leaf::Acks,
+];
+
+/// An integration's filter: `devices/{owned id}/…` or `devices/+/…`, whose
+/// rest can match at least one readable leaf.
+fn integration_filter(
+    filter: &str,
+    account: &AccountId,
+    accounts: &dyn AccountDevices,
+) -> Result<(), Denial> {
+    let mut levels = filter.splitn(3, '/');
+    let root = levels.next().unwrap_or_default();
+    let id = levels.next().unwrap_or_default();
+    let rest = levels.next().unwrap_or_default();
+    if matches!(root, "#" | "+") || id == "#" {
+        return Err(Denial::Wildcard);
+    }
+    if root != topic::DEVICES || id.is_empty() {
+        return Err(Denial::NotOwned);
+    }
+    if id != "+" {
+        let device = DeviceId::parse(id).map_err(|_| Denial::Invalid)?;
+        if !accounts.owns(account, &device) {
+            return Err(Denial::NotOwned);
         }
+    }
+    if READABLE_LEAVES
+        .iter()
+        .any(|l| rumqttd::protocol::matches(l.suffix(), rest))
+    {
+        Ok(())
+    } else {
+        Err(Denial::Reserved)
+    }
+}
+
+/// May `identity` be handed a routed message on `topic`? Devices and the
+/// service get what their granted filters match; an integration only readable
+/// leaves of devices its account owns at this moment. Called per message on
+/// the delivery path, so it allocates only the parsed device id.
+pub fn may_receive(identity: &Identity, topic: &str, accounts: &dyn AccountDevices) -> bool {
+    match identity {
+        Identity::Integration { account, .. } => matches!(
+            topic::parse_device_topic(topic),
+            Some((device, leaf)) if leaf != Leaf::Commands && accounts.owns(account, &device)
+        ),
+        Identity::Device { .. } | Identity::Service { .. } => true,
     }
 }
 

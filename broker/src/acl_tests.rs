@@ -189,12 +189,108 @@ fn an_integration_reaches_only_its_accounts_devices() {
         may_subscribe(&i, "devices/other/#", &OneDevice),
         Err(Denial::NotOwned)
     );
-    assert_eq!(
-        may_subscribe(&i, "devices/+/state", &OneDevice),
-        Err(Denial::Wildcard)
-    );
+    assert_eq!(may_subscribe(&i, "devices/+/state", &OneDevice), Ok(()));
     assert_eq!(
         may_publish(&i, "devices/owned/commands", &NoAccounts),
         Err(Denial::NotOwned)
     );
+}
+
+#[test]
+fn an_integration_may_subscribe_fleet_wide_to_readable_leaves() {
+    let i = integration();
+    for f in [
+        "devices/+/sensors/#",
+        "devices/+/sensors/+",
+        "devices/+/sensors/te",
+        "devices/+/state",
+        "devices/+/presence",
+        "devices/+/meter",
+        "devices/+/acks",
+        "devices/+/#",
+        "devices/+/+",
+        "devices/owned/#",
+    ] {
+        assert_eq!(may_subscribe(&i, f, &OneDevice).map(|_| f), Ok(f), "{f}");
+    }
+    // A concrete device must be owned at subscribe time.
+    assert_eq!(
+        may_subscribe(&i, "devices/owned/#", &NoAccounts),
+        Err(Denial::NotOwned)
+    );
+}
+
+#[test]
+fn an_integration_may_not_subscribe_to_commands_the_fleet_root_or_internal_topics() {
+    let i = integration();
+    for (f, d) in [
+        ("devices/+/commands", Denial::Reserved),
+        ("devices/owned/commands", Denial::Reserved),
+        ("devices/+/sensors/xx", Denial::Reserved),
+        ("devices/+", Denial::Reserved),
+        ("#", Denial::Wildcard),
+        ("+/+/state", Denial::Wildcard),
+        ("devices/#", Denial::Wildcard),
+        ("kumo/#", Denial::Wildcard),
+        ("kumo/ownership/+", Denial::NotOwned),
+        ("kumo/ownership/devices/owned", Denial::NotOwned),
+        ("$SYS/#", Denial::System),
+        ("$share/g/devices/+/state", Denial::System),
+    ] {
+        assert_eq!(may_subscribe(&i, f, &OneDevice), Err(d), "{f}");
+    }
+}
+
+#[test]
+fn only_the_service_may_publish_the_ownership_feed() {
+    for t in [
+        "kumo/ownership/devices/remo-1",
+        "kumo/ownership/snapshot/begin",
+    ] {
+        assert_eq!(may_publish(&service(), t, &NoAccounts), Ok(()), "{t}");
+        assert_eq!(
+            may_publish(&device("remo-1"), t, &NoAccounts),
+            Err(Denial::NotOwned),
+            "{t}"
+        );
+        assert_eq!(
+            may_publish(&integration(), t, &OneDevice),
+            Err(Denial::NotOwned),
+            "{t}"
+        );
+    }
+    for f in [
+        "kumo/#",
+        "kumo/ownership/#",
+        "kumo/ownership/devices/remo-1",
+    ] {
+        assert!(
+            may_subscribe(&device("remo-1"), f, &NoAccounts).is_err(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn an_integration_receives_only_readable_leaves_of_devices_it_owns_now() {
+    let i = integration();
+    for t in [
+        "devices/owned/sensors/te",
+        "devices/owned/state",
+        "devices/owned/presence",
+        "devices/owned/meter",
+        "devices/owned/acks",
+    ] {
+        assert!(may_receive(&i, t, &OneDevice), "{t}");
+        assert!(!may_receive(&i, t, &NoAccounts), "{t} once released");
+    }
+    for t in [
+        "devices/other/sensors/te",
+        "devices/owned/commands",
+        "devices/owned/sensors/xx",
+        "kumo/ownership/devices/owned",
+    ] {
+        assert!(!may_receive(&i, t, &OneDevice), "{t}");
+    }
+    assert!(may_receive(&service(), "devices/other/state", &NoAccounts));
 }

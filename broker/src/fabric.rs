@@ -5,8 +5,9 @@
 //! `LinkTx::send`, so no tokio worker ever blocks; the single `devices/+/commands`
 //! link whose messages are demultiplexed to device sessions through the
 //! [`Registry`]; a catch-all sink filter (rumqttd disconnects a link that publishes
-//! to a topic no filter matches); and on-demand links for service and integration
-//! sessions. No per-device link or filter ever exists in the router.
+//! to a topic no filter matches); the `kumo/ownership/#` link that keeps the
+//! node's [`Ownership`] map current; and on-demand links for service and
+//! integration sessions. No per-device link or filter ever exists in the router.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::registry::{Outbound, Registry};
 use crate::BrokerError;
 
@@ -48,12 +50,14 @@ fn router_config() -> RouterConfig {
 }
 
 impl Fabric {
-    /// Spawns the router, the ingress threads and the command demultiplexer.
+    /// Spawns the router, the ingress threads, the command demultiplexer and
+    /// the ownership feed reader.
     pub async fn start(
         node_id: &str,
         ingress_threads: usize,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        ownership: Arc<Ownership>,
         shutdown: CancellationToken,
     ) -> Result<Fabric, BrokerError> {
         let router_tx = Router::new(0, router_config()).spawn();
@@ -66,7 +70,7 @@ impl Fabric {
         });
         let node = node_id.to_string();
         let factory = links.clone();
-        let (ingress, command_rx) = tokio::task::spawn_blocking(move || {
+        let (ingress, command_rx, ownership_rx) = tokio::task::spawn_blocking(move || {
             let mut senders = Vec::with_capacity(ingress_threads);
             for i in 0..ingress_threads {
                 let (tx, _rx) = factory(&format!("kumo-{node}-ingress-{i}"))?;
@@ -83,11 +87,20 @@ impl Fabric {
             sink_tx.subscribe("#")?;
             let (mut cmd_tx, cmd_rx) = factory(&format!("kumo-{node}-commands"))?;
             cmd_tx.subscribe(COMMANDS_FILTER)?;
-            Ok::<_, BrokerError>((senders, cmd_rx))
+            // Subscribed before any client can connect, so no announcement is missed.
+            let (mut own_tx, own_rx) = factory(&format!("kumo-{node}-ownership"))?;
+            own_tx.subscribe(kumo_contract::ownership::FILTER)?;
+            Ok::<_, BrokerError>((senders, cmd_rx, own_rx))
         })
         .await
         .map_err(|e| BrokerError::Router(e.to_string()))??;
-        tokio::spawn(demux_commands(command_rx, registry, metrics, shutdown));
+        tokio::spawn(demux_commands(
+            command_rx,
+            registry,
+            metrics,
+            shutdown.clone(),
+        ));
+        tokio::spawn(follow_ownership(ownership_rx, ownership, shutdown));
         Ok(Fabric {
             ingress: ingress.into(),
             links,
@@ -180,6 +193,34 @@ async fn demux_commands(
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "router command link closed");
+                return;
+            }
+        }
+    }
+}
+
+/// Applies the bridge's ownership announcements to the node's map, in order.
+async fn follow_ownership(mut rx: LinkRx, ownership: Arc<Ownership>, shutdown: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = rx.next() => n,
+        };
+        match next {
+            Ok(Some(Notification::Forward(f))) => {
+                let topic = std::str::from_utf8(&f.publish.topic).unwrap_or_default();
+                if !ownership.apply(topic, &f.publish.payload) {
+                    tracing::warn!(topic, "malformed ownership announcement ignored");
+                }
+            }
+            Ok(Some(Notification::Unschedule)) => {
+                if rx.wake().await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "router ownership link closed");
                 return;
             }
         }

@@ -8,7 +8,8 @@
 //!
 //! Module map: [`settings`] (configuration), `listener` (accept + TLS handshakes),
 //! `tls` (trust, CRL, reload), `session` (MQTT), [`acl`] (authorization),
-//! `fabric` (router plumbing), `registry` (live sessions), `presence`,
+//! `fabric` (router plumbing), [`ownership`] (device → account, fed by the
+//! bridge), `registry` (live sessions), `presence`,
 //! [`metrics`] and `http` (observability).
 
 pub mod acl;
@@ -19,11 +20,14 @@ mod http;
 mod listener;
 mod mailbox;
 pub mod metrics;
+pub mod ownership;
 mod presence;
+mod pressure;
 mod registry;
 mod session;
 pub mod settings;
 mod tls;
+mod tls_io;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +43,7 @@ pub use acl::{AccountDevices, AccountLookup, NoAccounts};
 pub use error::BrokerError;
 pub use fabric::COMMANDS_FILTER;
 pub use metrics::Metrics;
+pub use ownership::Ownership;
 pub use registry::CloseReason;
 pub use settings::Settings;
 
@@ -47,6 +52,7 @@ pub struct RunningNode {
     mqtt_addr: SocketAddr,
     http_addr: SocketAddr,
     metrics: Arc<Metrics>,
+    ownership: Arc<Ownership>,
     task: JoinHandle<Result<(), BrokerError>>,
 }
 
@@ -66,6 +72,11 @@ impl RunningNode {
         self.metrics.clone()
     }
 
+    /// The device ownership the bridge announced to this node.
+    pub fn ownership(&self) -> Arc<Ownership> {
+        self.ownership.clone()
+    }
+
     /// Waits until the node has shut down (after the token is cancelled).
     pub async fn wait(self) -> Result<(), BrokerError> {
         self.task
@@ -74,18 +85,30 @@ impl RunningNode {
     }
 }
 
-/// Starts a node whose integrations own no devices.
+/// Starts a node whose integrations reach the devices the bridge announces
+/// on the ownership feed (`kumo_contract::ownership`).
 pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, BrokerError> {
-    start_with(settings, Arc::new(NoAccounts), shutdown).await
+    let ownership = Arc::new(Ownership::default());
+    launch(settings, ownership.clone(), ownership, shutdown).await
 }
 
-/// Starts a node with an account lookup for integration identities.
+/// Starts a node whose integrations are scoped by `accounts` instead of the
+/// ownership feed (which the node still follows; see [`RunningNode::ownership`]).
 pub async fn start_with(
     settings: Settings,
     accounts: AccountLookup,
+    shutdown: CancellationToken,
+) -> Result<RunningNode, BrokerError> {
+    launch(settings, accounts, Arc::new(Ownership::default()), shutdown).await
+}
+
+async fn launch(
+    settings: Settings,
+    accounts: AccountLookup,
+    ownership: Arc<Ownership>,
     shutdown: CancellationToken,
 ) -> Result<RunningNode, BrokerError> {
     settings.validate().map_err(BrokerError::Config)?;
@@ -133,6 +156,7 @@ pub async fn start_with(
         settings.ingress_threads,
         registry.clone(),
         metrics.clone(),
+        ownership.clone(),
         internal.clone(),
     )
     .await?;
@@ -149,6 +173,7 @@ pub async fn start_with(
         fabric,
         accounts,
         parking: Default::default(),
+        pressure: pressure::Pressure::for_session_queue(settings.session_queue),
         shutdown: sessions_stop.clone(),
     });
     let tasks = TaskTracker::new();
@@ -203,6 +228,7 @@ pub async fn start_with(
         mqtt_addr,
         http_addr,
         metrics,
+        ownership,
         task,
     })
 }

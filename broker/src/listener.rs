@@ -12,17 +12,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use kumo_contract::Identity;
-use rustls::server::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::session::{self, Node};
 use crate::tls::{self, TlsSlot};
+use crate::tls_io::TlsIo;
 
 /// Limits shared by all connections.
 pub(crate) struct Gate {
@@ -85,7 +83,7 @@ pub(crate) async fn serve(
 /// A connection whose TLS handshake succeeded and whose certificate names a
 /// Kumo identity that is not revoked.
 struct Verified {
-    stream: Box<TlsStream<TcpStream>>,
+    stream: Box<TlsIo>,
     identity: Identity,
     serial: String,
 }
@@ -112,38 +110,30 @@ async fn handshake(
         metrics.handshake(reason);
         None
     };
-    let hello = tokio::time::timeout_at(
-        deadline,
-        LazyConfigAcceptor::new(Acceptor::default(), socket),
-    );
-    let start = match hello.await {
+    let hello =
+        tokio::time::timeout_at(deadline, TlsIo::hello(socket, || tls.get().config.clone()));
+    let mut stream = match hello.await {
         Err(_) => return refused("timeout"),
         Ok(Err(e)) => return refused(tls::refusal_reason(&e)),
-        Ok(Ok(start)) => start,
+        Ok(Ok(stream)) => Box::new(stream),
     };
     let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, gate.handshakes.acquire()).await else {
         return refused("timeout");
     };
     metrics.handshakes_in_flight.fetch_add(1, Relaxed);
-    let current = tls.get();
-    let result = tokio::time::timeout_at(deadline, start.into_stream(current.config.clone())).await;
+    let result = tokio::time::timeout_at(deadline, stream.handshake()).await;
     metrics.handshakes_in_flight.fetch_sub(1, Relaxed);
     drop(_permit);
-    let stream = match result {
+    match result {
         Err(_) => return refused("timeout"),
         Ok(Err(e)) => {
             let reason = tls::refusal_reason(&e);
             tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
             return refused(reason);
         }
-        Ok(Ok(s)) => s,
-    };
-    let Some(der) = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-    else {
+        Ok(Ok(())) => {}
+    }
+    let Some(der) = stream.peer_certificates().and_then(|c| c.first()) else {
         return refused("no_certificate");
     };
     let serial = match kumo_certs::serial_of_der(der) {
@@ -164,7 +154,7 @@ async fn handshake(
     };
     metrics.handshake("ok");
     Some(Verified {
-        stream: Box::new(stream),
+        stream,
         identity,
         serial,
     })

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub dropped_session: AtomicU64,
     /// Persistent sessions resumed with session_present=1.
     pub sessions_resumed: AtomicU64,
+    /// Routed messages an integration's filters matched about a device its account does not own.
+    pub integration_filtered: AtomicU64,
+    /// Device publishes held back while service sessions were behind.
+    pub publishes_held: AtomicU64,
     handshakes: Labeled,
     connects: Labeled,
     disconnects: Labeled,
@@ -173,6 +177,16 @@ impl Metrics {
                 "kumo_broker_sessions_resumed_total",
                 "persistent service sessions resumed",
                 &self.sessions_resumed,
+            ),
+            (
+                "kumo_broker_integration_filtered_total",
+                "routed messages withheld from an integration (device not its account's)",
+                &self.integration_filtered,
+            ),
+            (
+                "kumo_broker_publishes_held_total",
+                "device publishes held back while service sessions were behind",
+                &self.publishes_held,
             ),
         ];
         for (name, help, v) in counters {

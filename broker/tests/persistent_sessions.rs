@@ -1,6 +1,6 @@
 //! Persistent service sessions: a service connecting with clean_session=0
 //! keeps its filters and gets, on return, what was published while it was
-//! away and what it had not acknowledged — bounded, oldest dropped first.
+//! away and what it had not acknowledged (bounds: see `flow_control.rs`).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -120,25 +120,4 @@ async fn a_clean_session_discards_the_parked_one() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_svc, present) = persistent_service(&node).await;
     assert!(!present, "the parked session is gone");
-}
-
-#[tokio::test]
-async fn a_parked_session_keeps_only_the_newest_messages_over_its_cap() {
-    let node = TestNode::start_with(|s| s.session_queue = 3).await;
-    let (mut svc, _) = persistent_service(&node).await;
-    svc.subscribe(&[READINGS], QoS::AtLeastOnce).await;
-    away_until_parked(svc).await;
-    let mut dev = node.device("remo-1", 4).await;
-    for i in 0..5 {
-        dev.publish_qos1("devices/remo-1/sensors/te", format!("{i}").as_bytes())
-            .await;
-    }
-    // Let the router hand them to the parked session (a PUBACK only means the
-    // node took the message; messages still in the router are not capped).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (mut svc, present) = persistent_service(&node).await;
-    assert!(present);
-    let got = payloads(&mut svc, Duration::from_millis(500)).await;
-    assert_eq!(got, vec!["2", "3", "4"]);
-    assert_eq!(node.metrics.dropped_session.load(Relaxed), 2);
 }

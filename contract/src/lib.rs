@@ -5,6 +5,7 @@
 
 pub mod id;
 pub mod identity;
+pub mod ownership;
 pub mod topic;
 
 pub use id::{AccountId, DeviceId, IdError};

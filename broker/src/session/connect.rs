@@ -162,6 +162,8 @@ where
         client_max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
         keepalive,
         out,
+        held: None,
+        gauge: None,
     }))
 }
 

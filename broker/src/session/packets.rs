@@ -12,7 +12,7 @@ use rumqttd::protocol::{
 };
 use rumqttd::Notification;
 
-use super::Session;
+use super::{Held, Session, HELD_MAX};
 use crate::acl;
 use crate::codec::{self, CodecError, Version};
 use crate::fabric;
@@ -112,59 +112,77 @@ impl Session {
                 return Err(CloseReason::ProtocolError);
             }
         }
-        if let Err(d) = acl::may_publish(&self.identity, topic, self.node.accounts.as_ref()) {
-            self.node.metrics.acl_denied("publish", d.as_str());
-            tracing::warn!(client_id = %self.client_id, topic, reason = d.as_str(), "publish refused");
-            if self.version == Version::V4 {
-                return Err(CloseReason::NotAuthorized);
+        let (forward, reply) = match acl::may_publish(
+            &self.identity,
+            topic,
+            self.node.accounts.as_ref(),
+        ) {
+            Ok(()) => {
+                let fresh = qos != 2 || self.qos2_in.insert(pkid);
+                let publish = Publish::new(p.topic, p.payload, p.retain);
+                let forward = fresh.then(|| Packet::Publish(publish, props));
+                (forward, publish_reply(qos, pkid, true))
             }
-            match qos {
-                1 => self.send(Packet::PubAck(
-                    PubAck {
-                        pkid,
-                        reason: PubAckReason::NotAuthorized,
-                    },
-                    None,
-                )),
-                2 => self.send(Packet::PubRec(
-                    PubRec {
-                        pkid,
-                        reason: PubRecReason::NotAuthorized,
-                    },
-                    None,
-                )),
-                _ => {}
+            Err(d) => {
+                self.node.metrics.acl_denied("publish", d.as_str());
+                tracing::warn!(client_id = %self.client_id, topic, reason = d.as_str(), "publish refused");
+                if self.version == Version::V4 {
+                    return Err(CloseReason::NotAuthorized);
+                }
+                (None, publish_reply(qos, pkid, false))
             }
+        };
+        // Devices wait while the cloud is behind (see `pressure`); once one
+        // publish waits, later ones queue behind it so acknowledgements stay in order.
+        let device = matches!(self.identity, Identity::Device { .. });
+        if device && (self.held.is_some() || self.node.pressure.throttled()) {
+            self.node.metrics.publishes_held.fetch_add(1, Relaxed);
+            self.held
+                .get_or_insert_with(Default::default)
+                .push_back(Held { forward, reply });
             return Ok(());
         }
-        let fresh = qos != 2 || self.qos2_in.insert(pkid);
-        if fresh {
-            let publish = Publish::new(p.topic, p.payload, p.retain);
-            if !self
-                .node
-                .fabric
-                .publish(&self.client_id, Packet::Publish(publish, props))
-                .await
-            {
+        self.emit(forward, reply).await
+    }
+
+    /// Forwards a publish to the router, then answers the client.
+    async fn emit(
+        &mut self,
+        forward: Option<Packet>,
+        reply: Option<Packet>,
+    ) -> Result<(), CloseReason> {
+        if let Some(packet) = forward {
+            if !self.node.fabric.publish(&self.client_id, packet).await {
                 return Err(CloseReason::Shutdown);
             }
         }
-        match qos {
-            1 => self.send(Packet::PubAck(
-                PubAck {
-                    pkid,
-                    reason: PubAckReason::Success,
-                },
-                None,
-            )),
-            2 => self.send(Packet::PubRec(
-                PubRec {
-                    pkid,
-                    reason: PubRecReason::Success,
-                },
-                None,
-            )),
-            _ => {}
+        if let Some(reply) = reply {
+            self.send(reply);
+        }
+        Ok(())
+    }
+
+    /// Whether the session has stopped reading because too many publishes wait.
+    pub(super) fn reads_paused(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| h.len() >= HELD_MAX)
+    }
+
+    /// Whether publishes are waiting for the cloud to catch up.
+    pub(super) fn has_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Forwards and acknowledges held publishes in order while the node allows.
+    pub(super) async fn release_held(&mut self) -> Result<(), CloseReason> {
+        while !self.node.pressure.throttled() {
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            let Some(h) = held.pop_front() else {
+                self.held = None;
+                return Ok(());
+            };
+            self.emit(h.forward, h.reply).await?;
         }
         Ok(())
     }
@@ -301,6 +319,12 @@ impl Session {
         let Ok(topic) = std::str::from_utf8(msg.topic()) else {
             return;
         };
+        // An integration's wildcards match the fleet; ownership narrows them here,
+        // for live, retained, held and resumed messages alike.
+        if !acl::may_receive(&self.identity, topic, self.node.accounts.as_ref()) {
+            self.node.metrics.integration_filtered.fetch_add(1, Relaxed);
+            return;
+        }
         let Some(qos) = self
             .filters
             .iter()
@@ -397,6 +421,41 @@ impl Session {
         if let Err(e) = codec::write(self.version, packet, &mut self.out) {
             tracing::error!(client_id = %self.client_id, error = %e, "cannot encode a packet");
         }
+    }
+}
+
+/// The PUBACK (QoS 1) or PUBREC (QoS 2) answering a publish; QoS 0 has none.
+fn publish_reply(qos: u8, pkid: u16, accepted: bool) -> Option<Packet> {
+    match (qos, accepted) {
+        (1, true) => Some(Packet::PubAck(
+            PubAck {
+                pkid,
+                reason: PubAckReason::Success,
+            },
+            None,
+        )),
+        (1, false) => Some(Packet::PubAck(
+            PubAck {
+                pkid,
+                reason: PubAckReason::NotAuthorized,
+            },
+            None,
+        )),
+        (2, true) => Some(Packet::PubRec(
+            PubRec {
+                pkid,
+                reason: PubRecReason::Success,
+            },
+            None,
+        )),
+        (2, false) => Some(Packet::PubRec(
+            PubRec {
+                pkid,
+                reason: PubRecReason::NotAuthorized,
+            },
+            None,
+        )),
+        _ => None,
     }
 }
 

@@ -4,7 +4,9 @@
 //! messages the client had not acknowledged — in a bounded queue. When the
 //! client connects again it gets the link, its filters and the queue back,
 //! with session_present=1. Over `session_queue`, the oldest message is dropped
-//! and counted; after `session_expiry_secs` away, the session is discarded.
+//! and counted; after `session_expiry_secs` away, the session is discarded. A
+//! parked service session's queue counts towards the node's ingress
+//! [`crate::pressure`], so devices are held long before that cap is reached.
 //!
 //! Devices never get a persistent session: they hold no router link and their
 //! commands are kept durably by the bridge.
@@ -14,14 +16,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kumo_contract::Identity;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, QoS};
 use rumqttd::Notification;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::acl::{self, AccountLookup};
 use crate::fabric;
 use crate::metrics::Metrics;
+use crate::pressure::Gauge;
 use crate::registry::Outbound;
 
 /// A parked session's queue, shared with its drainer.
@@ -51,10 +56,18 @@ pub(crate) struct Parking {
     map: Mutex<HashMap<String, Parked>>,
 }
 
-/// A parked session's limits.
+/// What bounds and filters a parked session's queue.
 pub(crate) struct Limits {
     pub cap: usize,
     pub expiry: Duration,
+    /// Whose session it is: an integration queues only what it may receive
+    /// now (its account's devices), so the fleet's traffic cannot push its
+    /// own messages out of the queue.
+    pub identity: Identity,
+    pub accounts: AccountLookup,
+    /// Reports the queue's length to the node's ingress pressure (service
+    /// sessions only).
+    pub gauge: Option<Gauge>,
 }
 
 impl Parking {
@@ -145,10 +158,17 @@ async fn drain(
     link: Arc<Mutex<LinkTx>>,
     filters: Vec<(String, QoS)>,
     queue: Queue,
-    limits: Limits,
+    mut limits: Limits,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> Option<LinkRx> {
+    let mut gauge = limits.gauge.take();
+    let mut count = |n: usize| {
+        if let Some(g) = gauge.as_mut() {
+            g.set(n);
+        }
+    };
+    count(queue.lock().unwrap_or_else(|e| e.into_inner()).len());
     let expiry = tokio::time::sleep(limits.expiry);
     tokio::pin!(expiry);
     loop {
@@ -171,6 +191,10 @@ async fn drain(
                 {
                     continue;
                 }
+                if !acl::may_receive(&limits.identity, topic, limits.accounts.as_ref()) {
+                    metrics.integration_filtered.fetch_add(1, Relaxed);
+                    continue;
+                }
                 let msg = Box::new(Outbound {
                     publish: f.publish,
                     properties: f.properties,
@@ -182,6 +206,7 @@ async fn drain(
                     q.pop_front();
                     metrics.dropped_session.fetch_add(1, Relaxed);
                 }
+                count(q.len());
             }
             Ok(Some(Notification::Unschedule)) => {
                 if rx.wake().await.is_err() {

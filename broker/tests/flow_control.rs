@@ -1,0 +1,166 @@
+//! Ingress flow control: when the service (bridge) session falls behind, the
+//! node holds device publishes — no PUBACK — instead of acknowledging readings
+//! and later dropping them from the service's queue.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use rumqttd::protocol::{Packet, PingReq, PubAck, PubAckReason, QoS};
+
+const READINGS: &str = "devices/+/sensors/+";
+const QUEUE: usize = 400;
+const SENT: u16 = 1_500;
+
+/// Connects the bridge identity with clean_session=0 and subscribes to readings.
+async fn service(node: &TestNode) -> Client {
+    let creds = node.pki.service("bridge");
+    let mut c = Client::open(node, &creds, 4).await;
+    assert_eq!(c.connect_session("bridge", false).await.1, 0);
+    c
+}
+
+/// Sends QoS 1 readings `from..to` (packet id = sequence number) without waiting.
+async fn publish_range(dev: &mut Client, from: u16, to: u16) {
+    let mut out = BytesMut::new();
+    for i in from..to {
+        peers::encode_qos1_publish(
+            &mut out,
+            4,
+            "devices/remo-1/sensors/te",
+            format!("{{\"val\":{i}}}").as_bytes(),
+            i,
+        );
+    }
+    dev.raw(&out).await;
+}
+
+/// Packet ids of the PUBACKs that arrive within `d`.
+async fn pubacks(dev: &mut Client, d: Duration) -> Vec<u16> {
+    let mut got = Vec::new();
+    while let Some(p) = dev.recv_within(d).await {
+        if let Packet::PubAck(ack, _) = p {
+            got.push(ack.pkid);
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_lagging_service_session_holds_device_publishes_instead_of_dropping_them() {
+    let node = TestNode::start_with(|s| s.session_queue = QUEUE).await;
+    let mut svc = service(&node).await;
+    assert_eq!(svc.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
+    drop(svc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The bridge is away: its parked queue fills to high water (QUEUE / 2),
+    // then the device stops getting PUBACKs.
+    let mut dev = node.device("remo-1", 4).await;
+    let mut acked = Vec::new();
+    for chunk in (1..=SENT).step_by(50) {
+        publish_range(&mut dev, chunk, (chunk + 50).min(SENT + 1)).await;
+        acked.extend(pubacks(&mut dev, Duration::from_millis(30)).await);
+    }
+    acked.extend(pubacks(&mut dev, Duration::from_millis(300)).await);
+    assert!(
+        acked.len() >= QUEUE / 2 && acked.len() < usize::from(SENT),
+        "{} of {SENT} acknowledged while the bridge was away",
+        acked.len()
+    );
+    assert!(node.metrics.publishes_held.load(Relaxed) > 0);
+    assert_eq!(
+        acked,
+        (1..=acked.len() as u16).collect::<Vec<_>>(),
+        "PUBACKs in order"
+    );
+
+    // A held device still answers PINGREQ.
+    let mut other = node.device("remo-2", 4).await;
+    other
+        .publish("devices/remo-2/sensors/te", b"{\"val\":1}", false)
+        .await;
+    other.send(Packet::PingReq(PingReq)).await;
+    assert!(matches!(
+        other.recv_within(Duration::from_secs(2)).await,
+        Some(Packet::PingResp(_))
+    ));
+
+    // The bridge returns and acknowledges what it gets: everything arrives
+    // exactly once and the device gets every PUBACK.
+    let mut svc = service(&node).await;
+    let mut seen = HashSet::new();
+    let mut order = Vec::new();
+    // rumqttd keeps the packet id private; the node numbers a session's sends from 1.
+    let mut pkid = 0u16;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < usize::from(SENT) && tokio::time::Instant::now() < deadline {
+        let Some(p) = svc.recv_within(Duration::from_millis(200)).await else {
+            acked.extend(pubacks(&mut dev, Duration::from_millis(1)).await);
+            continue;
+        };
+        if let Packet::Publish(p, _) = p {
+            pkid += 1;
+            if p.topic.as_ref() == b"devices/remo-1/sensors/te" {
+                let body = String::from_utf8(p.payload.to_vec()).unwrap();
+                order.push(body.clone());
+                seen.insert(body);
+            }
+            svc.send(Packet::PubAck(
+                PubAck {
+                    pkid,
+                    reason: PubAckReason::Success,
+                },
+                None,
+            ))
+            .await;
+        }
+    }
+    acked.extend(pubacks(&mut dev, Duration::from_millis(500)).await);
+    assert_eq!(
+        seen.len(),
+        usize::from(SENT),
+        "every reading delivered once"
+    );
+    assert_eq!(order.len(), usize::from(SENT), "no duplicates");
+    let want: Vec<String> = (1..=SENT).map(|i| format!("{{\"val\":{i}}}")).collect();
+    assert_eq!(order, want, "in publish order");
+    assert_eq!(node.metrics.dropped_session.load(Relaxed), 0);
+    assert_eq!(
+        acked,
+        (1..=SENT).collect::<Vec<_>>(),
+        "all PUBACKs, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_parked_session_keeps_only_the_newest_messages_over_its_cap() {
+    // Presence is the node's own and is never held, so it can still overrun
+    // the hard cap: the oldest go first.
+    let node = TestNode::start_with(|s| s.session_queue = 3).await;
+    let mut svc = service(&node).await;
+    svc.subscribe(&["devices/+/presence"], QoS::AtLeastOnce)
+        .await;
+    drop(svc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..5 {
+        let _dev = node.device(&format!("remo-{i}"), 4).await;
+        // Let each online presence reach the parked session in turn.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut svc = service(&node).await;
+    let mut got = Vec::new();
+    while let Some(p) = svc.recv_within(Duration::from_millis(500)).await {
+        if let Packet::Publish(p, _) = p {
+            got.push(String::from_utf8(p.topic.to_vec()).unwrap());
+        }
+    }
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(node.metrics.dropped_session.load(Relaxed) >= 2);
+}
