@@ -96,6 +96,11 @@ impl ApiError {
         self.status
     }
 
+    /// The message the client sees.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// Nature's numeric code: status × 1000 + sub-code.
     pub fn code(&self) -> u32 {
         u32::from(self.status.as_u16()) * 1000 + self.sub_code

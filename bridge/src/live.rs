@@ -5,10 +5,10 @@
 //! react without waiting for the batch commit; presence and appliance state once
 //! stored) and the command log (each status change once committed). Consumers
 //! (the rules worker, the live-event hub behind `GET /v1/events`, webhooks)
-//! subscribe. It is a bounded broadcast: a
-//! consumer that falls behind loses the oldest events and is told how many
-//! (`RecvError::Lagged`), it never slows ingest down. Nothing here touches the
-//! database or decides which account an event belongs to.
+//! subscribe. It is a bounded broadcast: a consumer that falls behind loses
+//! the oldest events and is told how many (`RecvError::Lagged`); it never
+//! slows ingest down. Nothing here touches the database or decides which
+//! account an event belongs to.
 
 use std::sync::Arc;
 
@@ -103,6 +103,7 @@ impl LiveFeed {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

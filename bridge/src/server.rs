@@ -48,6 +48,9 @@ pub struct RunningBridge {
     upkeep: JoinHandle<()>,
     mqtt: Option<RunningMqtt>,
     ingest: Option<JoinHandle<()>>,
+    events: crate::events::EventHub,
+    webhooks: crate::webhooks::Webhooks,
+    rules_worker: JoinHandle<()>,
     grace: Duration,
 }
 
@@ -62,6 +65,16 @@ impl RunningBridge {
         self.commands.clone()
     }
 
+    /// The live event hub behind `GET /v1/events`.
+    pub fn events(&self) -> crate::events::EventHub {
+        self.events.clone()
+    }
+
+    /// The webhook service (rule actions enqueue through it).
+    pub fn webhooks(&self) -> crate::webhooks::Webhooks {
+        self.webhooks.clone()
+    }
+
     /// The MQTT side's connection state and counters, when it runs.
     pub fn mqtt(&self) -> Option<Arc<MqttStatus>> {
         self.mqtt.as_ref().map(|m| m.status.clone())
@@ -73,6 +86,12 @@ impl RunningBridge {
     pub async fn wait(self) -> Result<(), BridgeError> {
         let result = self.server.await?;
         self.upkeep.abort();
+        if tokio::time::timeout(self.grace, self.rules_worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("rule executions did not finish within the grace period");
+        }
         if let Some(mqtt) = self.mqtt {
             mqtt.wait(self.grace).await;
         }
@@ -163,6 +182,21 @@ async fn launch(
         }
         None => (None, None),
     };
+    let events = crate::events::EventHub::new(settings.events.clone());
+    let webhooks = crate::webhooks::Webhooks::start(
+        pool.clone(),
+        settings.webhooks.clone(),
+        events.clone(),
+        shutdown.clone(),
+    );
+    crate::events::router::spawn(
+        events.clone(),
+        commands.live(),
+        pool.clone(),
+        Duration::from_secs(settings.events.owner_refresh_secs),
+        shutdown.clone(),
+    );
+    let (rules, rules_inbox) = crate::rules::channel();
     let state = AppState {
         pool,
         limiter: Arc::new(RateLimiter::new(
@@ -172,7 +206,11 @@ async fn launch(
         commands: commands.clone(),
         metrics: Default::default(),
         mqtt: mqtt.as_ref().map(|m| m.status.clone()),
+        events: events.clone(),
+        webhooks: webhooks.clone(),
+        rules,
     };
+    let rules_worker = crate::rules::start(rules_inbox, state.clone(), shutdown.clone());
     let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let stop = shutdown.clone();
@@ -199,6 +237,9 @@ async fn launch(
         upkeep,
         mqtt,
         ingest,
+        events,
+        webhooks,
+        rules_worker,
         grace,
     })
 }

@@ -20,6 +20,10 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// The broker nodes the bridge subscribes to and publishes commands through.
     pub mqtt: MqttSettings,
+    /// `GET /v1/events`: backlog, buffers, keep-alives.
+    pub events: EventSettings,
+    /// Outgoing webhooks: targets, retries, auto-disable.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Settings {
@@ -30,6 +34,80 @@ impl Default for Settings {
             command_ttl_secs: 600,
             shutdown_grace_secs: 10,
             mqtt: MqttSettings::default(),
+            events: EventSettings::default(),
+            webhooks: WebhookSettings::default(),
+        }
+    }
+}
+
+/// `[bridge.events]`: the live event stream (`GET /v1/events`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventSettings {
+    /// Events kept per watched account for `Last-Event-ID` resumption (default 512).
+    pub backlog: usize,
+    /// Events buffered per SSE client before it is cut off as too slow (default 1024).
+    pub subscriber_buffer: usize,
+    /// Concurrent SSE streams per account; more are refused with 429 (default 16).
+    pub max_streams_per_account: usize,
+    /// Seconds between SSE keep-alive comments (default 15).
+    pub keepalive_secs: u64,
+    /// An account's backlog is dropped this many seconds after its last
+    /// subscriber left (default 300).
+    pub idle_backlog_secs: u64,
+    /// Seconds between reloads of which device belongs to which watched
+    /// account (default 30); ownership changes show within this.
+    pub owner_refresh_secs: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            backlog: 512,
+            subscriber_buffer: 1024,
+            max_streams_per_account: 16,
+            keepalive_secs: 15,
+            idle_backlog_secs: 300,
+            owner_refresh_secs: 30,
+        }
+    }
+}
+
+/// `[bridge.webhooks]`: outgoing webhook deliveries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Allow targets on loopback, private, link-local and other non-public
+    /// addresses (default false: refused at creation and at delivery).
+    pub allow_private_targets: bool,
+    /// Milliseconds between polls for due deliveries (default 1000).
+    pub poll_ms: u64,
+    /// Deliveries claimed per poll (default 32).
+    pub batch: u32,
+    /// Attempts per delivery, the first included (default 6).
+    pub max_attempts: u32,
+    /// Backoff before the first retry, in milliseconds; doubles per retry (default 2000).
+    pub base_delay_ms: u64,
+    /// Longest backoff, in seconds (default 300).
+    pub max_delay_secs: u64,
+    /// A webhook is disabled after this many deliveries in a row failed (default 20; 0 = never).
+    pub disable_after_failures: u32,
+    /// Finished deliveries (and their attempts) are deleted after this many
+    /// days (default 7; 0 = kept forever).
+    pub retention_days: u32,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            poll_ms: 1000,
+            batch: 32,
+            max_attempts: 6,
+            base_delay_ms: 2000,
+            max_delay_secs: 300,
+            disable_after_failures: 20,
+            retention_days: 7,
         }
     }
 }
@@ -139,6 +217,7 @@ impl Settings {
         if tls.iter().any(|p| p.is_some()) && !tls.iter().all(|p| p.is_some()) {
             return Err("bridge.mqtt.ca, cert and key must be set together".into());
         }
+        self.validate_events()?;
         for node in &self.mqtt.nodes {
             let valid = node
                 .rsplit_once(':')
@@ -146,6 +225,36 @@ impl Settings {
             if !valid {
                 return Err(format!("bridge.mqtt.nodes entry {node:?} is not host:port"));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_events(&self) -> Result<(), String> {
+        let e = &self.events;
+        if e.backlog == 0 || e.subscriber_buffer == 0 || e.max_streams_per_account == 0 {
+            return Err(
+                "bridge.events.backlog, subscriber_buffer and max_streams_per_account must be at least 1"
+                    .into(),
+            );
+        }
+        if e.keepalive_secs == 0 || e.owner_refresh_secs == 0 {
+            return Err(
+                "bridge.events.keepalive_secs and owner_refresh_secs must be at least 1".into(),
+            );
+        }
+        let w = &self.webhooks;
+        if w.poll_ms == 0 || w.batch == 0 {
+            return Err("bridge.webhooks.poll_ms and batch must be at least 1".into());
+        }
+        if w.max_attempts == 0 {
+            return Err("bridge.webhooks.max_attempts must be at least 1".into());
+        }
+        if w.base_delay_ms == 0 || w.max_delay_secs == 0 {
+            return Err(
+                "bridge.webhooks.base_delay_ms and max_delay_secs must be at least 1".into(),
+            );
         }
         Ok(())
     }

@@ -22,4 +22,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Broker connections, when the MQTT side runs.
     pub mqtt: Option<Arc<MqttStatus>>,
+    /// Per-account live events behind `GET /v1/events`.
+    pub events: crate::events::EventHub,
+    /// Account webhooks, rule-action POSTs and their delivery worker.
+    pub webhooks: crate::webhooks::Webhooks,
+    /// The running rules worker: `/v1/rules` tells it about every change.
+    pub rules: crate::rules::RulesHandle,
 }

@@ -57,9 +57,19 @@ impl RuleError {
 /// Parses and validates a rule from a request body.
 pub fn parse_rule(body: &[u8]) -> Result<Rule, RuleError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let rule: Rule = serde_path_to_error::deserialize(de).map_err(shape_error)?;
-    validate(&rule)?;
-    Ok(rule)
+    match serde_path_to_error::deserialize::<_, Rule>(de).map_err(shape_error) {
+        Ok(rule) => {
+            validate(&rule)?;
+            Ok(rule)
+        }
+        // Streaming into an enum reports some valid JSON (an empty `trigger`
+        // object) as a syntax error; the value path words it properly.
+        Err(RuleError::Syntax(e)) => match serde_json::from_slice::<Value>(body) {
+            Ok(value) => parse_rule_value(value),
+            Err(_) => Err(RuleError::Syntax(e)),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses and validates a rule from an already-decoded JSON value.
@@ -118,6 +128,8 @@ fn plain(expected: &str) -> &str {
         "f64" | "f32" => "a number",
         "u8" | "u16" | "u32" | "u64" => "a non-negative integer",
         "i8" | "i16" | "i32" | "i64" => "an integer",
+        // serde's wording for an externally tagged enum (`trigger`, `actions[i]`).
+        "map with a single key" => "an object with exactly one key naming its kind",
         other => other,
     }
 }

@@ -133,6 +133,15 @@ fn an_unknown_trigger_kind_is_rejected() {
 }
 
 #[test]
+fn a_trigger_without_a_kind_is_rejected_in_plain_words() {
+    let msg = reject(with(&["trigger"], json!({})));
+    assert!(
+        msg.starts_with("trigger must be an object with exactly one key naming its kind"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn an_unknown_time_zone_is_rejected() {
     let msg = reject(with(
         &["conditions", "0", "time_window", "time_zone"],

@@ -27,7 +27,12 @@ macro_rules! migration {
 }
 
 /// Every migration, in the order it is applied. Add new files at the end.
-pub const MIGRATIONS: &[Migration] = &[migration!(1, "0001_core"), migration!(2, "0002_bridge")];
+pub const MIGRATIONS: &[Migration] = &[
+    migration!(1, "0001_core"),
+    migration!(2, "0002_bridge"),
+    migration!(3, "0003_rules"),
+    migration!(4, "0004_webhooks"),
+];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.
 const LOCK_KEY: i64 = 0x6b75_6d6f_6d69_6772; // "kumomigr"

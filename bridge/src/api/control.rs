@@ -9,6 +9,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 
 use crate::api::dispatch::{dispatch, Dispatch};
@@ -21,22 +22,43 @@ use crate::json::rfc3339;
 use crate::state::AppState;
 
 /// An appliance being controlled.
-struct Target {
-    id: String,
-    device: String,
+pub(crate) struct Target {
+    pub id: String,
+    pub device: String,
     kind: ApplianceType,
     model: Option<&'static Model>,
     settings: Option<Value>,
     state: Option<Value>,
 }
 
+/// The control endpoints a command can come from (rules send the same ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    Aircon,
+    Tv,
+    Light,
+}
+
+/// A validated control request: the command to queue and the state it leads to.
+pub(crate) struct Planned {
+    pub kind: CommandKind,
+    pub payload: Value,
+    /// The settings or state the response shows.
+    pub projected: Value,
+}
+
 async fn target(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Target> {
-    let client = state.pool.get().await?;
+    target_of(&state.pool, &caller.user_id, id).await
+}
+
+/// Appliance `id` of `user_id`, or a 404 (also for other users' appliances).
+pub(crate) async fn target_of(pool: &Pool, user_id: &str, id: &str) -> ApiResult<Target> {
+    let client = pool.get().await?;
     let r = client
         .query_opt(
             "SELECT device_id, type, model_id, settings, state FROM appliances
              WHERE id = $1 AND user_id = $2",
-            &[&id, &caller.user_id],
+            &[&id, &user_id],
         )
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -208,19 +230,9 @@ pub async fn aircon_v1(
 ) -> ApiResult<Response> {
     caller.require(SENDIR)?;
     let t = target(&state, &caller, &id).await?;
-    let settings = aircon_settings(&t, &form)?;
-    let payload = json!({"settings": settings});
-    let body = stamped(settings);
-    queue(
-        &state,
-        &caller,
-        &headers,
-        &t,
-        CommandKind::Aircon,
-        payload,
-        body,
-    )
-    .await
+    let p = plan(&t, Control::Aircon, &form)?;
+    let body = stamped(p.projected);
+    queue(&state, &caller, &headers, &t, p.kind, p.payload, body).await
 }
 
 /// `POST /2/appliances/{id}/aircon_settings`: responds with the whole appliance.
@@ -233,20 +245,10 @@ pub async fn aircon_v2(
 ) -> ApiResult<Response> {
     caller.require(SENDIR)?;
     let t = target(&state, &caller, &id).await?;
-    let settings = aircon_settings(&t, &form)?;
+    let p = plan(&t, Control::Aircon, &form)?;
     let mut appliance = super::appliances::one(&state, &caller, &id).await?;
-    appliance["settings"] = stamped(settings.clone());
-    let payload = json!({"settings": settings});
-    queue(
-        &state,
-        &caller,
-        &headers,
-        &t,
-        CommandKind::Aircon,
-        payload,
-        appliance,
-    )
-    .await
+    appliance["settings"] = stamped(p.projected);
+    queue(&state, &caller, &headers, &t, p.kind, p.payload, appliance).await
 }
 
 fn button<'f>(t: &Target, form: &'f Form, kind: ApplianceType) -> ApiResult<&'f str> {
@@ -273,9 +275,52 @@ pub async fn tv(
     headers: HeaderMap,
     form: Form,
 ) -> ApiResult<Response> {
+    press(&state, &caller, &id, &headers, &form, Control::Tv).await
+}
+
+/// TV and light: validates the button, queues the command, responds with the
+/// state it leads to.
+async fn press(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    headers: &HeaderMap,
+    form: &Form,
+    control: Control,
+) -> ApiResult<Response> {
     caller.require(SENDIR)?;
-    let t = target(&state, &caller, &id).await?;
-    let pressed = button(&t, &form, ApplianceType::Tv)?;
+    let t = target(state, caller, id).await?;
+    let p = plan(&t, control, form)?;
+    queue(state, caller, headers, &t, p.kind, p.payload, p.projected).await
+}
+
+/// Validates `form` against the appliance's capabilities exactly as the REST
+/// endpoint for `control` does, and builds the command it would queue.
+pub(crate) fn plan(t: &Target, control: Control, form: &Form) -> ApiResult<Planned> {
+    match control {
+        Control::Aircon => {
+            let settings = aircon_settings(t, form)?;
+            Ok(Planned {
+                kind: CommandKind::Aircon,
+                payload: json!({"settings": settings}),
+                projected: settings,
+            })
+        }
+        Control::Tv => tv_plan(t, button(t, form, ApplianceType::Tv)?),
+        Control::Light => {
+            let pressed = button(t, form, ApplianceType::Light)?;
+            let projected = light_after(t.state.as_ref(), pressed);
+            Ok(Planned {
+                kind: CommandKind::Light,
+                payload: json!({"button": pressed, "state": projected}),
+                projected,
+            })
+        }
+    }
+}
+
+/// The TV input a button press leads to.
+fn tv_plan(t: &Target, pressed: &str) -> ApiResult<Planned> {
     let mut input = t
         .state
         .as_ref()
@@ -290,17 +335,11 @@ pub async fn tv(
         _ => {}
     }
     let projected = json!({"input": input});
-    let payload = json!({"button": pressed, "state": projected});
-    queue(
-        &state,
-        &caller,
-        &headers,
-        &t,
-        CommandKind::Tv,
-        payload,
+    Ok(Planned {
+        kind: CommandKind::Tv,
+        payload: json!({"button": pressed, "state": projected}),
         projected,
-    )
-    .await
+    })
 }
 
 /// The light state a button press leads to.
@@ -339,19 +378,5 @@ pub async fn light(
     headers: HeaderMap,
     form: Form,
 ) -> ApiResult<Response> {
-    caller.require(SENDIR)?;
-    let t = target(&state, &caller, &id).await?;
-    let pressed = button(&t, &form, ApplianceType::Light)?;
-    let projected = light_after(t.state.as_ref(), pressed);
-    let payload = json!({"button": pressed, "state": projected});
-    queue(
-        &state,
-        &caller,
-        &headers,
-        &t,
-        CommandKind::Light,
-        payload,
-        projected,
-    )
-    .await
+    press(&state, &caller, &id, &headers, &form, Control::Light).await
 }

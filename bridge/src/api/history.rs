@@ -57,9 +57,7 @@ pub async fn readings(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_READ)?;
-    let params: HashMap<String, String> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
-            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
+    let params = super::query_params(query.as_deref())?;
     let sensor = params
         .get("sensor")
         .ok_or_else(|| ApiError::bad_request("sensor is required"))?;

@@ -4,15 +4,20 @@
 //! limiter layer, which stamps the `X-Rate-Limit-*` headers; hyper adds `Date`.
 
 mod appliances;
-mod control;
+pub(crate) mod control;
 mod devices;
 mod dispatch;
 mod echonet;
+mod events;
 mod health;
 mod history;
-mod signals;
+mod rules;
+pub(crate) mod signals;
 mod users;
 mod v1;
+mod webhooks;
+
+use std::collections::HashMap;
 
 use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::{get, post};
@@ -76,6 +81,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/{id}/revoke", post(v1::revoke_token))
         .route("/v1/commands/{id}", get(v1::command))
         .route("/v1/devices/{id}/readings", get(history::readings))
+        .route("/v1/rules", get(rules::list).post(rules::create))
+        .route(
+            "/v1/rules/{id}",
+            get(rules::show)
+                .put(rules::replace)
+                .patch(rules::update)
+                .delete(rules::delete),
+        )
+        .route("/v1/rules/{id}/executions", get(rules::executions))
+        .route("/v1/events", get(events::stream_events))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1/webhook_secret", post(webhooks::rotate_secret))
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -106,6 +130,30 @@ async fn not_found(_method: Method, _uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
+}
+
+/// The query string as name → value pairs; a malformed one is a 400.
+pub(crate) fn query_params(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
+    serde_urlencoded::from_str(query.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+/// `limit` from the query: `default` when absent, else a whole number from 1
+/// to `max` (a 400 otherwise).
+pub(crate) fn limit_param(
+    params: &HashMap<String, String>,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    let Some(raw) = params.get("limit") else {
+        return Ok(default);
+    };
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("limit must be a whole number from 1 to {max}"))
+        })
 }
 
 /// The `Idempotency-Key` header, if present and sane.

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
+use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -206,30 +207,50 @@ pub async fn send(
     _form: Form,
 ) -> ApiResult<Response> {
     caller.require(SENDIR)?;
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT a.device_id, a.id, s.message FROM signals s
-             JOIN appliances a ON a.id = s.appliance_id
-             WHERE s.id = $1 AND a.user_id = $2",
-            &[&id, &caller.user_id],
-        )
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    drop(client);
-    let (device, appliance, message): (String, String, Value) =
-        (row.get(0), row.get(1), row.get(2));
+    let c = signal_command(&state.pool, &caller.user_id, &id).await?;
     dispatch(
         &state,
         &caller,
         &headers,
         Dispatch {
-            device: &device,
-            appliance: Some(&appliance),
+            device: &c.device,
+            appliance: Some(&c.appliance),
             kind: CommandKind::Ir,
-            payload: json!({"signal": id, "message": message}),
+            payload: c.payload,
             body: json!({}),
         },
     )
     .await
+}
+
+/// The IR command that sends a learned signal (also used by rules).
+pub(crate) struct SignalCommand {
+    pub device: String,
+    pub appliance: String,
+    pub payload: Value,
+}
+
+/// The command for sending signal `id` of `user_id`, or a 404 (also for other
+/// users' signals).
+pub(crate) async fn signal_command(
+    pool: &Pool,
+    user_id: &str,
+    id: &str,
+) -> ApiResult<SignalCommand> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT a.device_id, a.id, s.message FROM signals s
+             JOIN appliances a ON a.id = s.appliance_id
+             WHERE s.id = $1 AND a.user_id = $2",
+            &[&id, &user_id],
+        )
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let message: Value = row.get(2);
+    Ok(SignalCommand {
+        device: row.get(0),
+        appliance: row.get(1),
+        payload: json!({"signal": id, "message": message}),
+    })
 }

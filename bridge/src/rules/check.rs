@@ -1,0 +1,160 @@
+//! What the rules crate cannot check alone: that a rule only reads the
+//! caller's devices and only commands the caller's appliances, with commands
+//! their capabilities allow; and turning a rule's command into the same
+//! durable command the REST endpoint would queue.
+//!
+//! Validation and payloads come from `api::control` and `api::signals`, never
+//! a copy of them. Rejections name the rule field, and say the same thing for
+//! an id that does not exist and one that belongs to another account.
+
+use deadpool_postgres::Pool;
+use kumo_rules::{ApplianceCommand, Condition, Rule, Trigger};
+use serde_json::Value;
+
+use crate::api::control::{self, Control};
+use crate::api::signals;
+use crate::commands::CommandKind;
+use crate::error::{ApiError, ApiResult};
+use crate::form::Form;
+
+/// A rule command, validated and built like its REST endpoint builds it.
+#[derive(Debug, Clone)]
+pub struct PlannedCommand {
+    pub device: String,
+    pub appliance: String,
+    pub kind: CommandKind,
+    pub payload: Value,
+}
+
+/// Validates `action` for `user_id` against the appliance's current
+/// capabilities and state. A missing (or foreign) appliance is a 404; an
+/// impossible setting or a signal of another appliance is a 400.
+pub async fn plan_command(
+    pool: &Pool,
+    user_id: &str,
+    action: &kumo_rules::CommandAction,
+) -> ApiResult<PlannedCommand> {
+    let t = control::target_of(pool, user_id, &action.appliance).await?;
+    let planned = |control, form: Form| {
+        control::plan(&t, control, &form).map(|p| PlannedCommand {
+            device: t.device.clone(),
+            appliance: t.id.clone(),
+            kind: p.kind,
+            payload: p.payload,
+        })
+    };
+    match &action.command {
+        ApplianceCommand::AirconSettings(p) => planned(Control::Aircon, aircon_form(p)),
+        ApplianceCommand::Tv(b) => planned(Control::Tv, Form::from_pairs(&[("button", &b.button)])),
+        ApplianceCommand::Light(b) => {
+            planned(Control::Light, Form::from_pairs(&[("button", &b.button)]))
+        }
+        ApplianceCommand::Signal(s) => {
+            let not_here = || {
+                ApiError::bad_request(format!(
+                    "signal {:?} is not a signal of this appliance",
+                    s.signal
+                ))
+            };
+            let c = match signals::signal_command(pool, user_id, &s.signal).await {
+                Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => return Err(not_here()),
+                other => other?,
+            };
+            if c.appliance != t.id {
+                return Err(not_here());
+            }
+            Ok(PlannedCommand {
+                device: c.device,
+                appliance: c.appliance,
+                kind: CommandKind::Ir,
+                payload: c.payload,
+            })
+        }
+    }
+}
+
+/// The form `POST /1/appliances/{id}/aircon_settings` would get: set fields only.
+fn aircon_form(p: &kumo_rules::AirconParams) -> Form {
+    let fields = [
+        ("temperature", &p.temperature),
+        ("operation_mode", &p.operation_mode),
+        ("air_volume", &p.air_volume),
+        ("air_direction", &p.air_direction),
+        ("air_direction_h", &p.air_direction_h),
+        ("button", &p.button),
+    ];
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
+        .collect();
+    Form::from_pairs(&pairs)
+}
+
+/// The devices a rule reads, each with the field that names it.
+fn device_fields(rule: &Rule) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    let kind = match &rule.trigger {
+        Trigger::Threshold(_) => "threshold",
+        Trigger::MotionSeen(_) => "motion_seen",
+        Trigger::MotionNotSeen(_) => "motion_not_seen",
+        Trigger::Presence(_) => "presence",
+        Trigger::MeterPower(_) => "meter_power",
+        Trigger::Schedule(_) => "schedule",
+    };
+    if let Some(d) = rule.trigger.device() {
+        out.push((format!("trigger.{kind}.device"), d.as_str()));
+    }
+    for (i, c) in rule.conditions.iter().enumerate() {
+        if let Condition::Sensor(s) = c {
+            out.push((format!("conditions[{i}].sensor.device"), s.device.as_str()));
+        }
+    }
+    out
+}
+
+/// Checks everything about `rule` that depends on the account: its devices
+/// are `user_id`'s, its appliances too, and each command is one the appliance
+/// can carry out. Errors are 400s naming the field (or a 5xx for the database).
+pub async fn check_rule(pool: &Pool, user_id: &str, rule: &Rule) -> ApiResult<()> {
+    let fields = device_fields(rule);
+    if !fields.is_empty() {
+        let ids: Vec<&str> = fields.iter().map(|(_, d)| *d).collect();
+        let client = pool.get().await?;
+        let owned: Vec<String> = client
+            .query(
+                "SELECT id FROM devices WHERE user_id = $1 AND id = ANY($2)",
+                &[&user_id, &ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some((field, id)) = fields.iter().find(|(_, d)| !owned.iter().any(|o| o == d)) {
+            return Err(ApiError::bad_request(format!(
+                "{field} {id:?} is not one of your devices"
+            )));
+        }
+    }
+    for (i, action) in rule.actions.iter().enumerate() {
+        let kumo_rules::Action::Command(c) = action else {
+            continue;
+        };
+        match plan_command(pool, user_id, c).await {
+            Ok(_) => {}
+            Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => {
+                return Err(ApiError::bad_request(format!(
+                    "actions[{i}].command.appliance {:?} is not one of your appliances",
+                    c.appliance
+                )))
+            }
+            Err(e) if e.status() == axum::http::StatusCode::BAD_REQUEST => {
+                return Err(ApiError::bad_request(format!(
+                    "actions[{i}].command: {}",
+                    e.message()
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The `rules` and `rule_executions` tables.
+//!
+//! Owns the SQL for rules and their execution log. Every query of a user's
+//! rule is scoped by `user_id`, so another account's rule reads as absent. It
+//! must not validate rules (the API does, before storing) or evaluate them.
+
+use deadpool_postgres::Pool;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::json::rfc3339;
+
+/// Why a rules query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// A rule as stored: its document exactly as accepted, plus bookkeeping.
+#[derive(Debug, Clone)]
+pub struct StoredRule {
+    pub id: String,
+    pub user_id: String,
+    /// The rule document (`kumo_rules::Rule` as JSON).
+    pub definition: Value,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl StoredRule {
+    fn from_row(r: &tokio_postgres::Row) -> Self {
+        Self {
+            id: r.get(0),
+            user_id: r.get(1),
+            definition: r.get(2),
+            created_at: r.get(3),
+            updated_at: r.get(4),
+        }
+    }
+
+    /// The rule as `/v1/rules` shows it: the document plus id and timestamps.
+    pub fn to_json(&self) -> Value {
+        let mut v = self.definition.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("id".into(), Value::String(self.id.clone()));
+            o.insert("created_at".into(), rfc3339(self.created_at).into());
+            o.insert("updated_at".into(), rfc3339(self.updated_at).into());
+        }
+        v
+    }
+}
+
+const COLUMNS: &str = "id, user_id, definition, created_at, updated_at";
+
+fn name_and_enabled(definition: &Value) -> (String, bool) {
+    let name = definition["name"].as_str().unwrap_or_default().to_string();
+    let enabled = definition["enabled"].as_bool().unwrap_or(true);
+    (name, enabled)
+}
+
+/// Stores a new rule of `user_id`.
+pub async fn insert(
+    pool: &Pool,
+    user_id: &str,
+    definition: &Value,
+) -> Result<StoredRule, StoreError> {
+    let (name, enabled) = name_and_enabled(definition);
+    let id = Uuid::new_v4().to_string();
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO rules (id, user_id, name, enabled, definition)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+            ),
+            &[&id, &user_id, &name, &enabled, definition],
+        )
+        .await?;
+    Ok(StoredRule::from_row(&row))
+}
+
+/// Rule `id` of `user_id`.
+pub async fn get(pool: &Pool, user_id: &str, id: &str) -> Result<Option<StoredRule>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM rules WHERE id = $1 AND user_id = $2"),
+            &[&id, &user_id],
+        )
+        .await?;
+    Ok(row.as_ref().map(StoredRule::from_row))
+}
+
+/// Every rule of `user_id`, oldest first.
+pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<StoredRule>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM rules WHERE user_id = $1 ORDER BY created_at, id"),
+            &[&user_id],
+        )
+        .await?;
+    Ok(rows.iter().map(StoredRule::from_row).collect())
+}
+
+/// Every enabled rule of every account, for the worker's start.
+pub async fn load_enabled(pool: &Pool) -> Result<Vec<StoredRule>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM rules WHERE enabled ORDER BY id"),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(StoredRule::from_row).collect())
+}
+
+/// Replaces the document of rule `id` of `user_id`; `None` if there is none.
+pub async fn replace(
+    pool: &Pool,
+    user_id: &str,
+    id: &str,
+    definition: &Value,
+) -> Result<Option<StoredRule>, StoreError> {
+    let (name, enabled) = name_and_enabled(definition);
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            &format!(
+                "UPDATE rules SET name = $3, enabled = $4, definition = $5,
+                     updated_at = greatest(now(), updated_at + interval '1 microsecond')
+                 WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
+            ),
+            &[&id, &user_id, &name, &enabled, definition],
+        )
+        .await?;
+    Ok(row.as_ref().map(StoredRule::from_row))
+}
+
+/// Deletes rule `id` of `user_id` (and its executions); whether it existed.
+pub async fn delete(pool: &Pool, user_id: &str, id: &str) -> Result<bool, StoreError> {
+    let client = pool.get().await?;
+    let n = client
+        .execute(
+            "DELETE FROM rules WHERE id = $1 AND user_id = $2",
+            &[&id, &user_id],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+/// One execution to log.
+#[derive(Debug, Clone)]
+pub struct NewExecution<'a> {
+    pub rule_id: &'a str,
+    pub user_id: &'a str,
+    pub fired_at: OffsetDateTime,
+    pub cause: &'a Value,
+    /// `ok`, `failed` or `partial`.
+    pub outcome: &'a str,
+    pub actions: &'a Value,
+}
+
+/// Logs an execution and returns its id. A rule deleted meanwhile is not an
+/// error: there is nothing left to log it against, and `None` says so.
+pub async fn record_execution(
+    pool: &Pool,
+    e: &NewExecution<'_>,
+) -> Result<Option<i64>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "INSERT INTO rule_executions (rule_id, user_id, fired_at, cause, outcome, actions)
+             SELECT id, $2, $3, $4, $5, $6 FROM rules WHERE id = $1
+             RETURNING id",
+            &[
+                &e.rule_id,
+                &e.user_id,
+                &e.fired_at,
+                e.cause,
+                &e.outcome,
+                e.actions,
+            ],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The newest `limit` executions of rule `id` of `user_id`, newest first;
+/// `None` if the rule is not the user's.
+pub async fn executions(
+    pool: &Pool,
+    user_id: &str,
+    id: &str,
+    limit: i64,
+) -> Result<Option<Vec<Value>>, StoreError> {
+    if get(pool, user_id, id).await?.is_none() {
+        return Ok(None);
+    }
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, fired_at, cause, outcome, actions FROM rule_executions
+             WHERE rule_id = $1 AND user_id = $2
+             ORDER BY fired_at DESC, id DESC LIMIT $3",
+            &[&id, &user_id, &limit],
+        )
+        .await?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "id": r.get::<_, i64>(0),
+                    "fired_at": rfc3339(r.get(1)),
+                    "cause": r.get::<_, Value>(2),
+                    "outcome": r.get::<_, String>(3),
+                    "actions": r.get::<_, Value>(4),
+                })
+            })
+            .collect(),
+    ))
+}
