@@ -217,8 +217,8 @@ commands() {
   done
   log "commands: node sessions open: $open; waiting for the bridge to record them"
   # The bridge stores every device's presence (online) and first state report
-  # (firmware version) through one control task per node; commands sent before
-  # it has caught up queue behind that backlog, so the runs start only after.
+  # (firmware version) through its control shards; commands sent before it has
+  # caught up queue behind that backlog, so the runs start only after.
   local t_conn=$SECONDS stored=0
   for i in $(seq 1 "$CATCHUP_LIMIT"); do
     stored=$(sql "SELECT count(*) FROM devices WHERE user_id = '$user' AND online AND firmware_version <> ''")
@@ -255,6 +255,9 @@ if r.get("first_error"):
 secs = r["secs"]
 print(f"CPU over {secs:.0f} s: kumo up (node + bridge) {up1 - up0:.1f} s, PostgreSQL {pg1 - pg0:.1f} s, "
       f"kumo sim {s1 - s0:.1f} s")
+if r["sent"]:
+    per = lambda cpu: f"{cpu * 1000 / r['sent']:.2f}"
+    print(f"CPU per command sent: kumo up {per(up1 - up0)} ms, PostgreSQL {per(pg1 - pg0)} ms")
 PY
     # Where the time went, from the command rows: created = the REST call's
     # transaction, sent = the node's PUBACK to the bridge, completed = the

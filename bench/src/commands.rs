@@ -2,7 +2,10 @@
 //! `POST /1/appliances/{id}/light` (`button=on`, `Prefer: wait=N`) at a fixed
 //! rate, spread round-robin over the appliances, and records each request's
 //! latency from its scheduled start (so queueing in the client or the server
-//! counts) to the end of the response.
+//! counts) to the end of the response. At most `max_in_flight` requests (and
+//! so HTTP connections, which keep-alive reuses) are open at once: an
+//! overloaded bridge makes later requests wait in the client, where their
+//! latency still counts, instead of exhausting either side's descriptors.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +30,8 @@ pub struct CommandPlan {
     pub wait_secs: u64,
     /// Client-side deadline of one request.
     pub timeout: Duration,
+    /// Most requests (and connections) open at once.
+    pub max_in_flight: usize,
 }
 
 /// Latency figures of one run, in ms.
@@ -70,10 +75,11 @@ enum Outcome {
 /// Runs the plan and returns the figures.
 pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(plan.max_in_flight)
         .tcp_nodelay(true)
         .timeout(plan.timeout)
         .build()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(plan.max_in_flight.max(1)));
     let plan = Arc::new(plan);
     let total = (plan.rate * plan.duration.as_secs_f64()).round() as usize;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -83,7 +89,12 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
         let at = t0 + Duration::from_secs_f64(i as f64 / plan.rate);
         tokio::time::sleep_until(at).await;
         let (client, plan, tx) = (client.clone(), plan.clone(), tx.clone());
+        let slots = slots.clone();
         tokio::spawn(async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
             let appliance = &plan.appliances[i % plan.appliances.len()];
             let outcome = one(&client, &plan, appliance, at.into_std()).await;
             let _ = tx.send(outcome);

@@ -81,6 +81,9 @@ struct CommandArgs {
     /// Client deadline of one request, in s.
     #[arg(long, default_value_t = 15)]
     timeout: u64,
+    /// Most requests (HTTP connections) open at once.
+    #[arg(long, default_value_t = 512)]
+    max_in_flight: usize,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +209,7 @@ async fn commands(args: CommandArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration),
         wait_secs: args.wait,
         timeout: Duration::from_secs(args.timeout),
+        max_in_flight: args.max_in_flight,
     };
     let report = kumo_bench::commands::run(plan)
         .await

@@ -1,8 +1,13 @@
 //! What devices report besides readings: presence (online, node, last seen)
 //! and smart-meter ECHONET Lite properties. The MQTT subscriber calls these;
 //! they only touch the database.
+//!
+//! Each record has a pool form and an `_in` form that runs on the caller's
+//! connection or transaction (the MQTT side applies many reports per
+//! transaction). Statements are prepared once per connection, and a report
+//! that changes nothing writes nothing.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
 
 /// Why a telemetry record could not be stored.
@@ -27,17 +32,26 @@ pub struct Presence<'a> {
 /// Records presence; returns `true` when the device just came online (time
 /// to deliver its queued commands). Stale announcements are ignored.
 pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, TelemetryError> {
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
+    record_presence_in(&pool.get().await?, p).await
+}
+
+/// [`record_presence`] on the caller's connection or transaction.
+pub async fn record_presence_in(
+    client: &impl GenericClient,
+    p: &Presence<'_>,
+) -> Result<bool, TelemetryError> {
+    let update = client
+        .prepare_cached(
             "UPDATE devices d SET online = $2,
                  node_id = CASE WHEN $2 THEN $3 ELSE d.node_id END,
                  last_seen_at = $4
              FROM (SELECT online AS was FROM devices WHERE id = $1) prev
              WHERE d.id = $1 AND (d.last_seen_at IS NULL OR d.last_seen_at <= $4)
              RETURNING prev.was",
-            &[&p.device_id, &p.online, &p.node, &p.at],
         )
+        .await?;
+    let row = client
+        .query_opt(&update, &[&p.device_id, &p.online, &p.node, &p.at])
         .await?;
     Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0)))
 }
@@ -56,15 +70,31 @@ pub async fn record_facts(
     device_id: &str,
     facts: &DeviceFacts<'_>,
 ) -> Result<(), TelemetryError> {
-    let client = pool.get().await?;
-    client
-        .execute(
+    record_facts_in(&pool.get().await?, device_id, facts).await
+}
+
+/// [`record_facts`] on the caller's connection or transaction.
+pub async fn record_facts_in(
+    client: &impl GenericClient,
+    device_id: &str,
+    facts: &DeviceFacts<'_>,
+) -> Result<(), TelemetryError> {
+    if *facts == DeviceFacts::default() {
+        return Ok(());
+    }
+    let update = client
+        .prepare_cached(
             "UPDATE devices SET firmware_version = coalesce($2, firmware_version),
                  mac_address = coalesce($3, mac_address),
                  serial_number = coalesce($4, serial_number), updated_at = now()
              WHERE id = $1 AND (firmware_version, mac_address, serial_number)
                  IS DISTINCT FROM (coalesce($2, firmware_version),
                                    coalesce($3, mac_address), coalesce($4, serial_number))",
+        )
+        .await?;
+    client
+        .execute(
+            &update,
             &[
                 &device_id,
                 &facts.firmware_version,
@@ -86,6 +116,20 @@ pub async fn record_appliance_states(
     tv: Option<&serde_json::Value>,
     light: Option<&serde_json::Value>,
 ) -> Result<(), TelemetryError> {
+    let client = pool.get().await?;
+    record_appliance_states_in(&client, device_id, aircon, tv, light).await
+}
+
+/// [`record_appliance_states`] on the caller's connection or transaction.
+/// Appliances whose stored value already equals the report (AC settings
+/// compared without their `updated_at`) are not rewritten.
+pub async fn record_appliance_states_in(
+    client: &impl GenericClient,
+    device_id: &str,
+    aircon: Option<&serde_json::Value>,
+    tv: Option<&serde_json::Value>,
+    light: Option<&serde_json::Value>,
+) -> Result<(), TelemetryError> {
     if aircon.is_none() && tv.is_none() && light.is_none() {
         return Ok(());
     }
@@ -99,20 +143,28 @@ pub async fn record_appliance_states(
         }
         v
     });
-    let client = pool.get().await?;
-    client
-        .execute(
+    // `updated_at` inside the settings is when they were stored, not part of
+    // them: compare without it (only objects have it; `-` fails on scalars).
+    let update = client
+        .prepare_cached(
             "UPDATE appliances SET
                  settings = CASE WHEN type = 'AC' THEN coalesce($2, settings) ELSE settings END,
                  state = CASE type WHEN 'TV' THEN coalesce($3, state)
                                    WHEN 'LIGHT' THEN coalesce($4, state) ELSE state END,
                  updated_at = now()
              WHERE device_id = $1
-               AND ((type = 'AC' AND $2::jsonb IS NOT NULL)
-                 OR (type = 'TV' AND $3::jsonb IS NOT NULL)
-                 OR (type = 'LIGHT' AND $4::jsonb IS NOT NULL))",
-            &[&device_id, &settings, &tv, &light],
+               AND ((type = 'AC' AND $2::jsonb IS NOT NULL
+                     AND CASE WHEN jsonb_typeof(settings) = 'object'
+                              THEN settings - 'updated_at' ELSE settings END
+                         IS DISTINCT FROM CASE WHEN jsonb_typeof($2::jsonb) = 'object'
+                                               THEN $2::jsonb - 'updated_at' ELSE $2::jsonb END)
+                 OR (type = 'TV' AND $3::jsonb IS NOT NULL AND state IS DISTINCT FROM $3::jsonb)
+                 OR (type = 'LIGHT' AND $4::jsonb IS NOT NULL
+                     AND state IS DISTINCT FROM $4::jsonb))",
         )
+        .await?;
+    client
+        .execute(&update, &[&device_id, &settings, &tv, &light])
         .await?;
     Ok(())
 }
@@ -151,15 +203,24 @@ pub async fn record_meter(
     properties: &[(u8, String)],
     at: OffsetDateTime,
 ) -> Result<(), TelemetryError> {
+    record_meter_in(&pool.get().await?, device_id, properties, at).await
+}
+
+/// [`record_meter`] on the caller's connection or transaction.
+pub async fn record_meter_in(
+    client: &impl GenericClient,
+    device_id: &str,
+    properties: &[(u8, String)],
+    at: OffsetDateTime,
+) -> Result<(), TelemetryError> {
     let epcs: Vec<i32> = properties.iter().map(|(e, _)| i32::from(*e)).collect();
     let names: Vec<&str> = properties
         .iter()
         .map(|(e, _)| meter_property_name(*e))
         .collect();
     let vals: Vec<&str> = properties.iter().map(|(_, v)| v.as_str()).collect();
-    let client = pool.get().await?;
-    client
-        .execute(
+    let upsert = client
+        .prepare_cached(
             "INSERT INTO smart_meter_properties (device_id, epc, name, val, updated_at)
              SELECT $1, p.epc, p.name, p.val, $5
              FROM unnest($2::int[], $3::text[], $4::text[]) AS p(epc, name, val)
@@ -167,8 +228,10 @@ pub async fn record_meter(
              ON CONFLICT (device_id, epc) DO UPDATE
                  SET val = EXCLUDED.val, name = EXCLUDED.name, updated_at = EXCLUDED.updated_at
                  WHERE EXCLUDED.updated_at >= smart_meter_properties.updated_at",
-            &[&device_id, &epcs, &names, &vals, &at],
         )
+        .await?;
+    client
+        .execute(&upsert, &[&device_id, &epcs, &names, &vals, &at])
         .await?;
     Ok(())
 }

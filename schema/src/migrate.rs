@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_bridge"),
     migration!(3, "0003_rules"),
     migration!(4, "0004_webhooks"),
+    migration!(5, "0005_device_ownership"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

@@ -32,24 +32,26 @@ pub(crate) async fn dispatch(
 ) -> ApiResult<Response> {
     let key = super::idempotency_key(headers)?;
     let wait = prefer_wait(headers);
-    let id = state
-        .commands
-        .enqueue(NewCommand {
-            user_id: &caller.user_id,
-            device_id: d.device,
-            appliance_id: d.appliance,
-            kind: d.kind,
-            payload: d.payload,
-            idempotency_key: key.as_deref(),
-        })
-        .await?;
+    let cmd = NewCommand {
+        user_id: &caller.user_id,
+        device_id: d.device,
+        appliance_id: d.appliance,
+        kind: d.kind,
+        payload: d.payload,
+        idempotency_key: key.as_deref(),
+    };
+    let (id, waited) = match wait {
+        // Watched from the moment it is written: the ack's wake-up carries
+        // the final row, so waiting reads nothing back.
+        Some(limit) => {
+            let (id, waited) = state.commands.enqueue_and_wait(cmd, limit).await?;
+            (id, Some(waited))
+        }
+        None => (state.commands.enqueue(cmd).await?, None),
+    };
     let mut status = None;
-    if let Some(limit) = wait {
-        let view = match state
-            .commands
-            .wait_final(&caller.user_id, id, limit)
-            .await?
-        {
+    if let Some(waited) = waited {
+        let view = match waited {
             Waited::Final(v) | Waited::Pending(v) => v,
         };
         match view.status.as_str() {

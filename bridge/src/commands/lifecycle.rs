@@ -5,12 +5,17 @@
 //! ack changes nothing. An ack that confirms a command also updates the
 //! appliance's confirmed state (AC settings, TV/light state) in the same
 //! transaction: the API shows what the device did, not what was asked.
+//! Batching callers apply acks inside their own transaction
+//! ([`CommandLog::complete_in`]) and announce them after the commit
+//! ([`CommandLog::finish`]); sends are recorded many at a time
+//! ([`CommandLog::mark_sent_many`]). Statements are prepared once per connection.
 
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{CommandKind, CommandLog, QueuedCommand};
+use super::{view_from_row, CommandKind, CommandLog, CommandView, QueuedCommand, VIEW_COLUMNS};
 use crate::error::ApiError;
 use crate::json::rfc3339;
 
@@ -52,6 +57,39 @@ pub struct Completed {
     pub appliance_id: Option<String>,
 }
 
+/// What [`CommandLog::mark_sent_many`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MarkedSent {
+    /// Commands that are now `sent`.
+    pub sent: usize,
+    /// Every row it updated: the sent ones and final ones whose missing send
+    /// time or node it filled. Ids not here were ineligible or skipped.
+    pub touched: Vec<Uuid>,
+}
+
+/// A command an ack finished inside a caller's transaction, to announce with
+/// [`CommandLog::finish`] once that transaction has committed.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The row as committed.
+    pub view: CommandView,
+    /// Its account (none for commands whose user was deleted).
+    pub user: Option<String>,
+    /// `acked` or `failed`.
+    pub status: &'static str,
+}
+
+impl Finished {
+    /// What [`CommandLog::complete`] reports.
+    pub fn completed(&self) -> Completed {
+        Completed {
+            id: self.view.id,
+            status: self.status,
+            appliance_id: self.view.appliance.clone(),
+        }
+    }
+}
+
 impl CommandLog {
     /// Queued, unexpired commands for `device_id`, oldest first: what to
     /// deliver when its presence turns online.
@@ -60,14 +98,14 @@ impl CommandLog {
         device_id: &str,
     ) -> Result<Vec<QueuedCommand>, CommandError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
+        let select = client
+            .prepare_cached(
                 "SELECT id, kind, payload, expires_at FROM commands
                  WHERE device_id = $1 AND status = 'queued' AND expires_at > now()
                  ORDER BY created_at, id",
-                &[&device_id],
             )
             .await?;
+        let rows = client.query(&select, &[&device_id]).await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -92,15 +130,15 @@ impl CommandLog {
         before: OffsetDateTime,
     ) -> Result<Vec<QueuedCommand>, CommandError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
+        let select = client
+            .prepare_cached(
                 "SELECT id, device_id, kind, payload, expires_at FROM commands
                  WHERE device_id = $1 AND status IN ('queued', 'sent') AND expires_at > now()
                    AND coalesce(sent_at, created_at) < $2
                  ORDER BY created_at, id",
-                &[&device_id, &before],
             )
             .await?;
+        let rows = client.query(&select, &[&device_id, &before]).await?;
         Ok(rows.iter().filter_map(queued_from_row).collect())
     }
 
@@ -131,29 +169,56 @@ impl CommandLog {
     /// A device may ack before the node's PUBACK reaches the bridge: then the
     /// final status stays and only a missing send time or node is filled.
     pub async fn mark_sent(&self, id: Uuid, node: Option<&str>) -> Result<bool, CommandError> {
+        Ok(self.mark_sent_many(&[id], node).await?.sent == 1)
+    }
+
+    /// [`CommandLog::mark_sent`] for many commands in one statement (an id
+    /// listed twice counts one attempt). Rows another transaction holds (an
+    /// ack being stored) are skipped rather than waited for, so this never
+    /// joins a lock cycle with the ack path; the caller may retry them.
+    pub async fn mark_sent_many(
+        &self,
+        ids: &[Uuid],
+        node: Option<&str>,
+    ) -> Result<MarkedSent, CommandError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "UPDATE commands SET
-                     status = CASE WHEN status IN ('queued', 'sent') THEN 'sent' ELSE status END,
-                     sent_at = CASE WHEN status IN ('queued', 'sent') THEN now()
-                                    ELSE coalesce(sent_at, now()) END,
-                     attempts = attempts + 1, node_id = coalesce($2, node_id),
+        let update = client
+            .prepare_cached(
+                "WITH due AS (
+                     SELECT id FROM commands
+                     WHERE id = ANY($1)
+                       AND ((status IN ('queued', 'sent') AND expires_at > now())
+                            OR (status IN ('acked', 'failed')
+                                AND (sent_at IS NULL OR node_id IS NULL)))
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE commands c SET
+                     status = CASE WHEN c.status IN ('queued', 'sent') THEN 'sent'
+                                   ELSE c.status END,
+                     sent_at = CASE WHEN c.status IN ('queued', 'sent') THEN now()
+                                    ELSE coalesce(c.sent_at, now()) END,
+                     attempts = c.attempts + 1, node_id = coalesce($2, c.node_id),
                      updated_at = now()
-                 WHERE id = $1
-                   AND ((status IN ('queued', 'sent') AND expires_at > now())
-                        OR (status IN ('acked', 'failed') AND (sent_at IS NULL OR node_id IS NULL)))
-                 RETURNING status = 'sent', device_id, user_id, appliance_id",
-                &[&id, &node],
+                 FROM due WHERE c.id = due.id
+                 RETURNING c.status = 'sent', c.id, c.device_id, c.user_id, c.appliance_id",
             )
             .await?;
-        let Some(row) = row.filter(|r| r.get::<_, bool>(0)) else {
-            return Ok(false);
+        let rows = client.query(&update, &[&ids, &node]).await?;
+        drop(client);
+        let mut marked = MarkedSent {
+            sent: 0,
+            touched: Vec::with_capacity(rows.len()),
         };
-        let (device, user, appliance): (String, Option<String>, Option<String>) =
-            (row.get(1), row.get(2), row.get(3));
-        self.announce(id, &device, user.as_deref(), appliance.as_deref(), "sent");
-        Ok(true)
+        for row in &rows {
+            let id: Uuid = row.get(1);
+            marked.touched.push(id);
+            if row.get::<_, bool>(0) {
+                let device: String = row.get(2);
+                let (user, appliance): (Option<String>, Option<String>) = (row.get(3), row.get(4));
+                self.announce(id, &device, user.as_deref(), appliance.as_deref(), "sent");
+                marked.sent += 1;
+            }
+        }
+        Ok(marked)
     }
 
     /// Applies `device_id`'s ack for `id` (an ack also proves the send, should
@@ -165,44 +230,93 @@ impl CommandLog {
         id: Uuid,
         ack: Ack,
     ) -> Result<Option<Completed>, CommandError> {
-        let status = if ack.ok { "acked" } else { "failed" };
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(row) = tx
-            .query_opt(
-                "UPDATE commands SET status = $3, result = $4, error = $5,
-                     completed_at = now(), updated_at = now(),
-                     sent_at = coalesce(sent_at, now())
-                 WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
-                 RETURNING kind, payload, appliance_id, user_id",
-                &[&id, &device_id, &status, &ack.result, &ack.error],
-            )
-            .await?
-        else {
+        let Some(finished) = self.complete_in(&tx, device_id, id, &ack).await? else {
+            drop(tx);
+            self.unchanged_by_ack(id);
             return Ok(None);
         };
-        let (kind, payload, appliance_id): (String, Value, Option<String>) =
-            (row.get(0), row.get(1), row.get(2));
-        let user: Option<String> = row.get(3);
-        if let (true, Some(appliance)) = (ack.ok, appliance_id.as_deref()) {
-            apply_confirmed_state(&tx, appliance, CommandKind::parse(&kind), &payload).await?;
-        }
         tx.commit().await?;
-        tracing::info!(command_id = %id, device_id, status, "command completed");
-        // Nobody waiting is fine: the send only fails without receivers.
-        let _ = self.done.send(id);
+        drop(client);
+        self.finish(&finished);
+        Ok(Some(finished.completed()))
+    }
+
+    /// The transition of [`CommandLog::complete`] inside the caller's
+    /// transaction; nothing is announced until the caller calls
+    /// [`CommandLog::finish`] after its commit.
+    pub async fn complete_in(
+        &self,
+        tx: &impl GenericClient,
+        device_id: &str,
+        id: Uuid,
+        ack: &Ack,
+    ) -> Result<Option<Finished>, CommandError> {
+        let status = if ack.ok { "acked" } else { "failed" };
+        // One statement (one round trip, atomic without a transaction): the
+        // guarded transition, then, for a confirmation, the appliance's state.
+        let update = tx
+            .prepare_cached(&format!(
+                "WITH done AS (
+                     UPDATE commands SET status = $3, result = $4, error = $5,
+                         completed_at = now(), updated_at = now(),
+                         sent_at = coalesce(sent_at, now())
+                     WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
+                     RETURNING {VIEW_COLUMNS}, user_id),
+                 confirmed AS (
+                     UPDATE appliances a SET
+                         settings = CASE WHEN d.kind = 'aircon' THEN
+                             CASE WHEN jsonb_typeof(d.payload -> 'settings') = 'object'
+                                  THEN (d.payload -> 'settings')
+                                       || jsonb_build_object('updated_at', $6::text)
+                                  ELSE coalesce(d.payload -> 'settings', 'null'::jsonb) END
+                             ELSE a.settings END,
+                         state = CASE WHEN d.kind IN ('tv', 'light')
+                                      THEN coalesce(d.payload -> 'state', 'null'::jsonb)
+                                      ELSE a.state END,
+                         updated_at = now()
+                     FROM done d
+                     WHERE $3 = 'acked' AND a.id = d.appliance_id
+                       AND (d.kind = 'aircon'
+                            OR (d.kind IN ('tv', 'light') AND a.state
+                                IS DISTINCT FROM coalesce(d.payload -> 'state', 'null'::jsonb))))
+                 SELECT * FROM done"
+            ))
+            .await?;
+        let now = rfc3339(OffsetDateTime::now_utc());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&id, &device_id, &status, &ack.result, &ack.error, &now];
+        let Some(row) = tx.query_opt(&update, &params).await? else {
+            return Ok(None);
+        };
+        let view = view_from_row(&row);
+        let user: Option<String> = row.get(12);
+        Ok(Some(Finished { view, user, status }))
+    }
+
+    /// Announces a committed [`Finished`]: wakes its waiters and tells the
+    /// live stream.
+    pub fn finish(&self, f: &Finished) {
+        let id = f.view.id;
+        tracing::info!(command_id = %id, device_id = %f.view.device, status = f.status,
+            "command completed");
+        self.waiters.wake(id, Some(f.view.clone()));
         self.announce(
             id,
-            device_id,
-            user.as_deref(),
-            appliance_id.as_deref(),
-            status,
+            &f.view.device,
+            f.user.as_deref(),
+            f.view.appliance.as_deref(),
+            f.status,
         );
-        Ok(Some(Completed {
-            id,
-            status,
-            appliance_id,
-        }))
+    }
+
+    /// An ack for `id` changed nothing here; if a request waits for it here,
+    /// it re-reads the row (another bridge process may have stored the ack).
+    pub fn unchanged_by_ack(&self, id: Uuid) {
+        if self.waiters.watched(id) {
+            self.waiters.wake(id, None);
+        }
     }
 
     /// Marks every queued or sent command past its expiry as `expired`;
@@ -211,25 +325,27 @@ impl CommandLog {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "UPDATE commands SET status = 'expired', completed_at = now(), updated_at = now()
-                 WHERE status IN ('queued', 'sent') AND expires_at <= now()
-                 RETURNING id, device_id, user_id, appliance_id",
+                &format!(
+                    "UPDATE commands SET status = 'expired', completed_at = now(),
+                         updated_at = now()
+                     WHERE status IN ('queued', 'sent') AND expires_at <= now()
+                     RETURNING {VIEW_COLUMNS}, user_id"
+                ),
                 &[],
             )
             .await?;
         for r in &rows {
-            let id: Uuid = r.get(0);
-            let device: String = r.get(1);
-            let (user, appliance): (Option<String>, Option<String>) = (r.get(2), r.get(3));
-            tracing::info!(command_id = %id, device_id = %device, "command expired");
-            let _ = self.done.send(id);
+            let view = view_from_row(r);
+            let user: Option<String> = r.get(12);
+            tracing::info!(command_id = %view.id, device_id = %view.device, "command expired");
             self.announce(
-                id,
-                &device,
+                view.id,
+                &view.device,
                 user.as_deref(),
-                appliance.as_deref(),
+                view.appliance.as_deref(),
                 "expired",
             );
+            self.waiters.wake(view.id, Some(view));
         }
         Ok(rows.len() as u64)
     }
@@ -243,39 +359,4 @@ fn queued_from_row(r: &tokio_postgres::Row) -> Option<QueuedCommand> {
         payload: r.get(3),
         expires_at: r.get(4),
     })
-}
-
-/// Stores what a confirmed command changed on its appliance.
-async fn apply_confirmed_state(
-    tx: &tokio_postgres::Transaction<'_>,
-    appliance: &str,
-    kind: Option<CommandKind>,
-    payload: &Value,
-) -> Result<(), tokio_postgres::Error> {
-    match kind {
-        Some(CommandKind::Aircon) => {
-            let mut settings = payload.get("settings").cloned().unwrap_or(Value::Null);
-            if let Some(obj) = settings.as_object_mut() {
-                obj.insert(
-                    "updated_at".into(),
-                    Value::String(rfc3339(OffsetDateTime::now_utc())),
-                );
-            }
-            tx.execute(
-                "UPDATE appliances SET settings = $2, updated_at = now() WHERE id = $1",
-                &[&appliance, &settings],
-            )
-            .await?;
-        }
-        Some(CommandKind::Tv | CommandKind::Light) => {
-            let state = payload.get("state").cloned().unwrap_or(Value::Null);
-            tx.execute(
-                "UPDATE appliances SET state = $2, updated_at = now() WHERE id = $1",
-                &[&appliance, &state],
-            )
-            .await?;
-        }
-        Some(CommandKind::Ir) | None => {}
-    }
-    Ok(())
 }

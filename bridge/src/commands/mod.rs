@@ -17,7 +17,6 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,7 +24,7 @@ use crate::error::ApiError;
 use crate::json::rfc3339;
 use crate::live::{LiveEvent, LiveFeed};
 
-pub use lifecycle::{Ack, CommandError, Completed};
+pub use lifecycle::{Ack, CommandError, Completed, Finished, MarkedSent};
 pub use wait::{prefer_wait, Waited};
 
 /// What kind of command a row holds (the `kind` column).
@@ -106,8 +105,8 @@ pub struct CommandLog {
     pool: Pool,
     ttl: Duration,
     sink: Arc<dyn CommandSink>,
-    /// Ids of commands that just reached a final state, for waiting requests.
-    done: broadcast::Sender<Uuid>,
+    /// Requests waiting for commands to reach a final state.
+    waiters: Arc<wait::Waiters>,
     /// Ends waits early when the bridge shuts down.
     shutdown: CancellationToken,
     /// Where status changes are announced to rules, events and webhooks.
@@ -131,12 +130,11 @@ impl CommandLog {
         live: LiveFeed,
         shutdown: CancellationToken,
     ) -> Self {
-        let (done, _) = broadcast::channel(1024);
         Self {
             pool,
             ttl,
             sink,
-            done,
+            waiters: Arc::default(),
             shutdown,
             live,
         }
@@ -170,17 +168,48 @@ impl CommandLog {
     /// key) and returns its id. A repeated key never creates a second command;
     /// reusing a key for a different command is a 409.
     pub async fn enqueue(&self, cmd: NewCommand<'_>) -> Result<Uuid, ApiError> {
+        Ok(self.enqueue_watched(cmd, false).await?.0)
+    }
+
+    /// [`CommandLog::enqueue`], then waits up to `limit` for the command to
+    /// become final. A new command is watched before it is announced, so its
+    /// result arrives without reading the row back.
+    pub async fn enqueue_and_wait(
+        &self,
+        cmd: NewCommand<'_>,
+        limit: Duration,
+    ) -> Result<(Uuid, Waited), ApiError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let user_id = cmd.user_id;
+        match self.enqueue_watched(cmd, true).await? {
+            (id, Some(watch)) => Ok((id, self.wait_watched(user_id, watch, deadline).await?)),
+            // An earlier command with the same key: it may be final already.
+            (id, None) => Ok((id, self.wait_final(user_id, id, limit).await?)),
+        }
+    }
+
+    /// Writes the command; with `watch`, a new one is watched before it is announced.
+    async fn enqueue_watched(
+        &self,
+        cmd: NewCommand<'_>,
+        watch: bool,
+    ) -> Result<(Uuid, Option<wait::Watch>), ApiError> {
         let client = self.pool.get().await?;
         let id = Uuid::new_v4();
         let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let expires_at = OffsetDateTime::now_utc() + time::Duration::seconds(ttl_secs);
-        let inserted = client
-            .query_opt(
+        let insert = client
+            .prepare_cached(
                 "INSERT INTO commands (id, device_id, user_id, appliance_id, kind, payload,
                                        idempotency_key, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL
                  DO NOTHING RETURNING id",
+            )
+            .await?;
+        let inserted = client
+            .query_opt(
+                &insert,
                 &[
                     &id,
                     &cmd.device_id,
@@ -194,8 +223,10 @@ impl CommandLog {
             )
             .await?;
         if inserted.is_some() {
+            drop(client);
             tracing::info!(command_id = %id, device_id = %cmd.device_id,
                 kind = cmd.kind.as_str(), "command queued");
+            let watch = watch.then(|| self.waiters.watch(id));
             self.announce(
                 id,
                 cmd.device_id,
@@ -210,7 +241,7 @@ impl CommandLog {
                 payload: cmd.payload,
                 expires_at,
             });
-            return Ok(id);
+            return Ok((id, watch));
         }
         let earlier = client
             .query_one(
@@ -225,34 +256,41 @@ impl CommandLog {
                 "this Idempotency-Key was already used for a different command",
             ));
         }
-        Ok(earlier.get(0))
+        Ok((earlier.get(0), None))
     }
 
     /// The command `id` of `user_id`, if any.
     pub async fn find(&self, user_id: &str, id: Uuid) -> Result<Option<CommandView>, ApiError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT id, device_id, appliance_id, kind, status, payload, result, error,
-                        created_at, sent_at, completed_at, expires_at
-                 FROM commands WHERE id = $1 AND user_id = $2",
-                &[&id, &user_id],
-            )
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {VIEW_COLUMNS} FROM commands WHERE id = $1 AND user_id = $2"
+            ))
             .await?;
-        Ok(row.map(|r| CommandView {
-            id: r.get(0),
-            device: r.get(1),
-            appliance: r.get(2),
-            kind: r.get(3),
-            status: r.get(4),
-            payload: r.get(5),
-            result: r.get(6),
-            error: r.get(7),
-            created_at: rfc3339(r.get(8)),
-            sent_at: r.get::<_, Option<OffsetDateTime>>(9).map(rfc3339),
-            completed_at: r.get::<_, Option<OffsetDateTime>>(10).map(rfc3339),
-            expires_at: rfc3339(r.get(11)),
-        }))
+        let row = client.query_opt(&select, &[&id, &user_id]).await?;
+        Ok(row.as_ref().map(view_from_row))
+    }
+}
+
+/// The columns [`view_from_row`] reads, in order.
+pub(crate) const VIEW_COLUMNS: &str = "id, device_id, appliance_id, kind, status, payload, \
+    result, error, created_at, sent_at, completed_at, expires_at";
+
+/// A [`CommandView`] from a row that starts with [`VIEW_COLUMNS`].
+pub(crate) fn view_from_row(r: &tokio_postgres::Row) -> CommandView {
+    CommandView {
+        id: r.get(0),
+        device: r.get(1),
+        appliance: r.get(2),
+        kind: r.get(3),
+        status: r.get(4),
+        payload: r.get(5),
+        result: r.get(6),
+        error: r.get(7),
+        created_at: rfc3339(r.get(8)),
+        sent_at: r.get::<_, Option<OffsetDateTime>>(9).map(rfc3339),
+        completed_at: r.get::<_, Option<OffsetDateTime>>(10).map(rfc3339),
+        expires_at: rfc3339(r.get(11)),
     }
 }
 

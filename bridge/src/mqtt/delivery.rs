@@ -5,7 +5,8 @@
 //! A command for a device known to be offline is not published (the node
 //! would have no session to hand it to); it stays `queued` and goes out when
 //! the device's presence turns online. Devices see a command at least once
-//! and recognise repeats by its id.
+//! and recognise repeats by its id. The node's PUBACKs are recorded as sends
+//! in batches ([`SentLog`]), one statement for whatever arrived meanwhile.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,20 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use uuid::Uuid;
+
 use super::affinity::{Affinity, Whereabouts};
+use super::MqttStatus;
 use crate::commands::{CommandLog, CommandSink, QueuedCommand};
 
 /// Commands waiting to be routed; beyond this, announcements are left to the sweep.
 const OUTBOX: usize = 16_384;
 /// Most commands one sweep resends.
 const SWEEP_LIMIT: i64 = 2_000;
+/// PUBACKed command ids waiting to be recorded as sent, per node.
+const SENT_QUEUE: usize = 16_384;
+/// Most sends recorded in one statement.
+const SENT_BATCH: usize = 512;
 
 /// Work for the router.
 #[derive(Debug)]
@@ -207,5 +215,71 @@ impl Router {
                 Err(e) => tracing::warn!(error = %e, "resend sweep failed; will retry"),
             }
         }
+    }
+}
+
+/// Records a node's PUBACKed commands as `sent`, many per statement.
+#[derive(Debug, Clone)]
+pub(crate) struct SentLog {
+    tx: mpsc::Sender<Uuid>,
+}
+
+impl SentLog {
+    /// Starts the recorder of node `idx`; it ends when every handle is dropped.
+    pub(crate) fn start(commands: Arc<CommandLog>, status: Arc<MqttStatus>, idx: usize) -> Self {
+        let (tx, rx) = mpsc::channel(SENT_QUEUE);
+        tokio::spawn(record_sent(rx, commands, status, idx));
+        Self { tx }
+    }
+
+    /// Queues `id` to be recorded. Never waits: if the queue is full the row
+    /// stays `queued` and the resend sweep delivers the command again.
+    pub(crate) fn record(&self, id: Uuid) {
+        if self.tx.try_send(id).is_err() {
+            tracing::warn!(command_id = %id, "send not recorded (queue full or closed)");
+        }
+    }
+}
+
+/// Pause before retrying sends whose rows an ack was holding.
+const SENT_RETRY: Duration = Duration::from_millis(20);
+
+async fn record_sent(
+    mut rx: mpsc::Receiver<Uuid>,
+    commands: Arc<CommandLog>,
+    status: Arc<MqttStatus>,
+    idx: usize,
+) {
+    let mut ids = Vec::with_capacity(SENT_BATCH);
+    // Ids skipped last round (their row was locked): retried once.
+    let mut retry: Vec<Uuid> = Vec::new();
+    loop {
+        if retry.is_empty() {
+            if rx.recv_many(&mut ids, SENT_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            tokio::time::sleep(SENT_RETRY).await;
+            while ids.len() < SENT_BATCH {
+                match rx.try_recv() {
+                    Ok(id) => ids.push(id),
+                    Err(_) => break,
+                }
+            }
+        }
+        let fresh = ids.len();
+        ids.append(&mut retry);
+        let node = status
+            .nodes
+            .get(idx)
+            .map(|n| n.node_id().unwrap_or_else(|| n.addr.clone()));
+        match commands.mark_sent_many(&ids, node.as_deref()).await {
+            Ok(marked) => {
+                let touched: std::collections::HashSet<Uuid> = marked.touched.into_iter().collect();
+                retry.extend(ids[..fresh].iter().filter(|id| !touched.contains(id)));
+            }
+            Err(e) => tracing::warn!(error = ?e, commands = ids.len(), "recording sends failed"),
+        }
+        ids.clear();
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Readings go to the shared [`ReadingWriter`] straight from the event loop
 //! (its bounded buffer is the back-pressure). Presence, state, device acks and
-//! meter properties go, in arrival order, to this node's control task. Every
+//! meter properties go to this node's control shards ([`super::control`]),
+//! in arrival order per device. Every
 //! QoS 1 message then waits in the ack queue until what it carried is
 //! committed; a message that could not be stored is never acknowledged, so the
 //! node keeps it in the bridge's session and delivers it again. A malformed
@@ -10,39 +11,23 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use kumo_contract::topic::{parse_device_topic, Leaf};
 use rumqttc::{AsyncClient, QoS};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use super::affinity::Affinity;
-use super::delivery::Routed;
+use super::control::{Control, ControlShards};
 use super::node::NodeContext;
-use super::payload::{self, PayloadError, PresenceReport, StateReport};
+use super::payload::{self, PayloadError};
 use super::MqttStatus;
-use crate::commands::{Ack, CommandLog};
 use crate::ingest::{Reading, ReadingWriter};
 use crate::live::{LiveEvent, LiveFeed};
-use crate::telemetry::{self, Presence, TelemetryError};
 
-/// Control messages buffered per node before the event loop waits.
-const CONTROL_QUEUE: usize = 4_096;
 /// QoS 1 messages waiting for their acknowledgement per node.
 const ACK_QUEUE: usize = 65_536;
-
-/// What the control task applies.
-enum Control {
-    Presence(String, PresenceReport),
-    State(String, StateReport),
-    Ack(String, Uuid, Ack),
-    Meter(String, Vec<(u8, String)>, OffsetDateTime),
-}
 
 /// A QoS 1 message and what must be durable before it is acknowledged.
 struct Pending {
@@ -55,56 +40,33 @@ struct Pending {
 /// The event loop's side of the pipeline.
 pub(crate) struct Inbound {
     writer: ReadingWriter,
-    control: mpsc::Sender<(Control, oneshot::Sender<()>)>,
+    control: ControlShards,
     acks: mpsc::Sender<Pending>,
     status: Arc<MqttStatus>,
     generation: Arc<AtomicU64>,
     live: LiveFeed,
 }
 
-/// What the control task works with.
-struct ControlTask {
-    idx: usize,
-    pool: Pool,
-    commands: Arc<CommandLog>,
-    affinity: Arc<Affinity>,
-    status: Arc<MqttStatus>,
-    routed: mpsc::Sender<Routed>,
-    settle: Duration,
-}
-
 impl Inbound {
-    /// Starts the control and ack tasks. The token is cancelled once the ack
-    /// task has finished after [`Inbound::close`].
+    /// Starts the control shards and the ack task. The token is cancelled
+    /// once the ack task has finished after [`Inbound::close`].
     pub(crate) fn start(
         ctx: &NodeContext,
         client: AsyncClient,
         generation: Arc<AtomicU64>,
     ) -> (Inbound, CancellationToken, Vec<JoinHandle<()>>) {
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
         let done = CancellationToken::new();
-        let task = ControlTask {
-            idx: ctx.idx,
-            pool: ctx.pool.clone(),
-            commands: ctx.commands.clone(),
-            affinity: ctx.affinity.clone(),
-            status: ctx.status.clone(),
-            routed: ctx.routed.clone(),
-            settle: Duration::from_millis(ctx.settings.online_settle_ms),
-        };
-        let handles = vec![
-            tokio::spawn(task.run(control_rx)),
-            tokio::spawn(acknowledge(
-                ack_rx,
-                client,
-                generation.clone(),
-                done.clone(),
-            )),
-        ];
+        let (control, mut handles) = ControlShards::start(ctx);
+        handles.push(tokio::spawn(acknowledge(
+            ack_rx,
+            client,
+            generation.clone(),
+            done.clone(),
+        )));
         let inbound = Inbound {
             writer: ctx.writer.clone(),
-            control: control_tx,
+            control,
             acks: ack_tx,
             status: ctx.status.clone(),
             generation,
@@ -199,7 +161,7 @@ impl Inbound {
             Leaf::Commands => return Ok(Some(waits)),
         };
         let (tx, rx) = oneshot::channel();
-        if self.control.send((control, tx)).await.is_err() {
+        if !self.control.send(control, tx).await {
             return Ok(None);
         }
         waits.push(rx);
@@ -231,103 +193,4 @@ async fn acknowledge(
         }
     }
     done.cancel();
-}
-
-impl ControlTask {
-    async fn run(self, mut rx: mpsc::Receiver<(Control, oneshot::Sender<()>)>) {
-        while let Some((control, done)) = rx.recv().await {
-            match self.apply(control).await {
-                Ok(()) => {
-                    let _ = done.send(());
-                }
-                // Unacknowledged: the node delivers it again on the next connection.
-                Err(e) => tracing::warn!(error = %e, "storing a device report failed"),
-            }
-        }
-    }
-
-    async fn apply(&self, control: Control) -> Result<(), ControlError> {
-        match control {
-            Control::Presence(device, p) => self.presence(&device, p).await?,
-            Control::State(device, s) => {
-                let facts = telemetry::DeviceFacts {
-                    firmware_version: s.firmware_version.as_deref(),
-                    mac_address: s.mac_address.as_deref(),
-                    serial_number: s.serial_number.as_deref(),
-                };
-                telemetry::record_facts(&self.pool, &device, &facts).await?;
-                telemetry::record_appliance_states(
-                    &self.pool,
-                    &device,
-                    s.aircon.as_ref(),
-                    s.tv.as_ref(),
-                    s.light.as_ref(),
-                )
-                .await?;
-                let mut appliances = serde_json::Map::new();
-                for (key, val) in [("aircon", s.aircon), ("tv", s.tv), ("light", s.light)] {
-                    if let Some(val) = val {
-                        appliances.insert(key.into(), val);
-                    }
-                }
-                if !appliances.is_empty() {
-                    self.commands.live().publish(LiveEvent::ApplianceState {
-                        device,
-                        appliances: appliances.into(),
-                        at: OffsetDateTime::now_utc(),
-                    });
-                }
-            }
-            Control::Ack(device, id, ack) => {
-                if self.commands.complete(&device, id, ack).await?.is_none() {
-                    tracing::debug!(device_id = %device, command_id = %id,
-                        "ack changed nothing (unknown, foreign or already final)");
-                }
-            }
-            Control::Meter(device, properties, at) => {
-                telemetry::record_meter(&self.pool, &device, &properties, at).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn presence(&self, device: &str, p: PresenceReport) -> Result<(), TelemetryError> {
-        if let Some(node) = &p.node {
-            self.status.nodes[self.idx].learn_node_id(node);
-        }
-        if !self.affinity.record(device, self.idx, p.online, p.at) {
-            return Ok(());
-        }
-        let since = OffsetDateTime::now_utc();
-        let record = Presence {
-            device_id: device,
-            online: p.online,
-            node: p.node.as_deref(),
-            at: p.at,
-        };
-        let changed = telemetry::record_presence(&self.pool, &record).await?;
-        self.commands.live().publish(LiveEvent::Presence {
-            device: device.to_string(),
-            online: p.online,
-            node: p.node.clone(),
-            at: p.at,
-        });
-        if changed {
-            let online = Routed::DeviceOnline {
-                device_id: device.to_string(),
-                since,
-                settle: self.settle,
-            };
-            let _ = self.routed.send(online).await;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ControlError {
-    #[error(transparent)]
-    Telemetry(#[from] TelemetryError),
-    #[error(transparent)]
-    Command(#[from] crate::commands::CommandError),
 }

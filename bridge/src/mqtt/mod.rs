@@ -3,20 +3,24 @@
 //!
 //! - [`node`] drives one rumqttc connection: subscribes, hands messages to
 //!   [`inbound`], matches PUBACKs of command publishes to command ids.
-//! - [`inbound`] validates payloads, feeds the [`ReadingWriter`] and applies
-//!   presence, state and acks; a QoS 1 message is acknowledged only once what
-//!   it carried is committed.
+//! - [`inbound`] validates payloads, feeds the [`ReadingWriter`] and hands
+//!   presence, state and acks to [`control`] (sharded by device, many reports
+//!   per transaction); a QoS 1 message is acknowledged only once what it
+//!   carried is committed.
 //! - [`delivery`] is the [`CommandSink`](crate::CommandSink): it routes each
 //!   command to the node holding its device (learned from presence), and
-//!   resends unacknowledged ones while their device is online, until their TTL.
+//!   resends unacknowledged ones while their device is online, until their
+//!   TTL; it also records the node's PUBACKs as sends, in batches.
 //!
 //! This module must not decide command states itself: every transition goes
 //! through [`CommandLog`](crate::CommandLog).
 
 mod affinity;
+mod control;
 mod delivery;
 mod inbound;
 mod node;
+mod ownership;
 pub mod payload;
 pub mod tls;
 
@@ -164,6 +168,10 @@ pub fn start(
     let status = Arc::new(MqttStatus::new(&settings.nodes));
     let affinity = Arc::new(affinity::Affinity::default());
     let mut tasks = Vec::new();
+    // Tells every node which account owns each device (integrations' scope).
+    let (ownership, announcer) =
+        ownership::start(pool.clone(), settings.nodes.len(), shutdown.clone());
+    tasks.push(announcer);
     let mut publishers = Vec::new();
     for (idx, addr) in settings.nodes.iter().enumerate() {
         let (host, port) = addr
@@ -182,6 +190,7 @@ pub fn start(
             status: status.clone(),
             affinity: affinity.clone(),
             routed: outbox.tx.clone(),
+            ownership: ownership.clone(),
             shutdown: shutdown.clone(),
         };
         let (publisher, handles) = node::spawn(ctx);

@@ -3,10 +3,11 @@
 //!
 //! The event loop task subscribes after every CONNACK (resumed or not),
 //! hands incoming messages to [`super::inbound`], and turns PUBACKs of
-//! command publishes into `mark_sent`. rumqttc does not say which request a
-//! packet id went to, so command ids are queued in publish order and paired
-//! with packet ids as rumqttc emits `Outgoing::Publish`; a retransmission
-//! reuses a packet id already paired and takes nothing from the queue.
+//! command publishes into `mark_sent` (batched by [`SentLog`]). rumqttc does
+//! not say which request a packet id went to, so command ids are queued in
+//! publish order and paired with packet ids as rumqttc emits
+//! `Outgoing::Publish`; a retransmission reuses a packet id already paired and
+//! takes nothing from the queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::affinity::Affinity;
-use super::delivery::Routed;
+use super::delivery::{Routed, SentLog};
 use super::inbound::Inbound;
 use super::{MqttStatus, SUBSCRIPTIONS};
 use crate::commands::{CommandLog, QueuedCommand};
@@ -49,6 +50,7 @@ pub(crate) struct NodeContext {
     pub status: Arc<MqttStatus>,
     pub affinity: Arc<Affinity>,
     pub routed: mpsc::Sender<Routed>,
+    pub ownership: super::ownership::OwnershipHook,
     pub shutdown: CancellationToken,
 }
 
@@ -144,6 +146,7 @@ async fn drive(
     let node = &ctx.status.nodes[ctx.idx];
     let addr = node.addr.clone();
     let mut inbound = Some(inbound);
+    let sent = SentLog::start(ctx.commands.clone(), ctx.status.clone(), ctx.idx);
     let mut failures = 0u32;
     let mut disconnecting = false;
     let stop = ctx.shutdown.clone();
@@ -186,6 +189,8 @@ async fn drive(
                 if let Err(e) = client.try_subscribe_many(filters) {
                     tracing::error!(node = %addr, error = %e, "cannot subscribe");
                 }
+                // The node may have restarted with an empty ownership map.
+                ctx.ownership.connected(ctx.idx, &client);
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 ctx.status.received.fetch_add(1, Relaxed);
@@ -205,13 +210,7 @@ async fn drive(
                 let id = lock(&pairing).inflight.remove(&ack.pkid);
                 if let Some(id) = id {
                     ctx.status.commands_sent.fetch_add(1, Relaxed);
-                    let commands = ctx.commands.clone();
-                    let node_id = node.node_id().unwrap_or_else(|| addr.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = commands.mark_sent(id, Some(&node_id)).await {
-                            tracing::warn!(command_id = %id, error = %e, "recording a send failed");
-                        }
-                    });
+                    sent.record(id);
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,

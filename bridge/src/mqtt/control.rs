@@ -1,0 +1,337 @@
+//! The control side of one node's inbound pipeline: presence, state reports,
+//! device acks and meter properties, stored by a few shard tasks.
+//!
+//! A device always maps to the same shard, so its reports are applied in
+//! arrival order, while different devices proceed in parallel. A shard takes
+//! whatever queued up while it was busy (up to [`MAX_BATCH`]) and applies it
+//! in order in **one** transaction (a lone message runs without one: each of
+//! its statements is atomic on its own); only after the commit does it announce
+//! what changed (live stream, waiting requests, delivery of queued commands)
+//! and release the messages for acknowledgement. If a batch fails, its
+//! messages are retried one per transaction, so one bad report cannot hold
+//! the others back; a message that still fails stays unacknowledged and the
+//! node delivers it again. This module must not decide command states itself:
+//! acks go through [`CommandLog`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Pool};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::affinity::Affinity;
+use super::delivery::Routed;
+use super::node::NodeContext;
+use super::payload::{PresenceReport, StateReport};
+use super::MqttStatus;
+use crate::commands::{Ack, CommandError, CommandLog, Finished};
+use crate::live::LiveEvent;
+use crate::telemetry::{self, Presence, TelemetryError};
+
+/// Shard tasks per node.
+const SHARDS: usize = 4;
+/// Control messages buffered per shard before the event loop waits.
+const SHARD_QUEUE: usize = 1_024;
+/// Most messages applied in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// What the control side applies, per device.
+pub(crate) enum Control {
+    Presence(String, PresenceReport),
+    State(String, StateReport),
+    Ack(String, Uuid, Ack),
+    Meter(String, Vec<(u8, String)>, OffsetDateTime),
+}
+
+impl Control {
+    fn device(&self) -> &str {
+        match self {
+            Self::Presence(d, _)
+            | Self::State(d, _)
+            | Self::Ack(d, _, _)
+            | Self::Meter(d, _, _) => d,
+        }
+    }
+}
+
+/// A message and who to tell once it is committed.
+type Job = (Control, oneshot::Sender<()>);
+
+/// The event loop's handle on the shards.
+pub(crate) struct ControlShards {
+    shards: Vec<mpsc::Sender<Job>>,
+}
+
+impl ControlShards {
+    /// Starts the shard tasks of one node.
+    pub(crate) fn start(ctx: &NodeContext) -> (Self, Vec<JoinHandle<()>>) {
+        let shard = Arc::new(Shard {
+            idx: ctx.idx,
+            pool: ctx.pool.clone(),
+            commands: ctx.commands.clone(),
+            affinity: ctx.affinity.clone(),
+            status: ctx.status.clone(),
+            routed: ctx.routed.clone(),
+            settle: Duration::from_millis(ctx.settings.online_settle_ms),
+        });
+        let (mut shards, mut handles) = (Vec::new(), Vec::new());
+        for _ in 0..SHARDS {
+            let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+            shards.push(tx);
+            handles.push(tokio::spawn(shard.clone().run(rx)));
+        }
+        (Self { shards }, handles)
+    }
+
+    /// Queues `control` on its device's shard; `done` fires after it is
+    /// committed. `false` once the shards have stopped.
+    pub(crate) async fn send(&self, control: Control, done: oneshot::Sender<()>) -> bool {
+        let shard = shard_of(control.device(), self.shards.len());
+        self.shards[shard].send((control, done)).await.is_ok()
+    }
+}
+
+/// FNV-1a: stable across runs and cheap for short ids.
+fn shard_of(device: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in device.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // The remainder is below `shards`, a usize.
+    (h % shards.max(1) as u64) as usize
+}
+
+/// What a shard works with (shared by the node's shards).
+struct Shard {
+    idx: usize,
+    pool: Pool,
+    commands: Arc<CommandLog>,
+    affinity: Arc<Affinity>,
+    status: Arc<MqttStatus>,
+    routed: mpsc::Sender<Routed>,
+    settle: Duration,
+}
+
+/// What to announce once a batch has committed.
+enum Effect {
+    Live(LiveEvent),
+    Finished(Box<Finished>),
+    /// An ack that changed nothing here.
+    Unchanged(Uuid),
+    Online(Routed),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl Shard {
+    async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(job) = rx.recv().await {
+            batch.push(job);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.apply_batch(&mut batch).await;
+        }
+    }
+
+    /// Applies and empties `batch`, falling back to one transaction per
+    /// message if the batch fails.
+    async fn apply_batch(&self, batch: &mut Vec<Job>) {
+        let items: Vec<&Control> = batch.iter().map(|(c, _)| c).collect();
+        let outcome = self.apply_all(&items).await;
+        drop(items);
+        match outcome {
+            Ok(effects) => {
+                self.announce(effects).await;
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            Err(e) if batch.len() > 1 => {
+                tracing::warn!(error = ?e, reports = batch.len(),
+                    "storing a batch of device reports failed; retrying them one by one");
+                for (control, done) in batch.drain(..) {
+                    match self.apply_all(&[&control]).await {
+                        Ok(effects) => {
+                            self.announce(effects).await;
+                            let _ = done.send(());
+                        }
+                        // Unacknowledged: the node delivers it again on the next connection.
+                        Err(e) => tracing::warn!(device_id = control.device(), error = %e,
+                            "storing a device report failed"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a device report failed");
+                batch.clear();
+            }
+        }
+    }
+
+    /// Applies `items` in order in one transaction. A single message needs
+    /// none: each of its statements is atomic, and applying one again after
+    /// a partial failure changes nothing more — this saves the BEGIN and
+    /// COMMIT round trips when messages arrive one at a time.
+    async fn apply_all(&self, items: &[&Control]) -> Result<Vec<Effect>, ControlError> {
+        let mut client = self.pool.get().await?;
+        let mut effects = Vec::new();
+        if let [only] = items {
+            self.apply(&client, only, &mut effects).await?;
+            return Ok(effects);
+        }
+        let tx = client.transaction().await?;
+        for control in items {
+            self.apply(&tx, control, &mut effects).await?;
+        }
+        tx.commit().await?;
+        Ok(effects)
+    }
+
+    async fn apply(
+        &self,
+        tx: &impl GenericClient,
+        control: &Control,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), ControlError> {
+        match control {
+            Control::Presence(device, p) => self.presence(tx, device, p, effects).await?,
+            Control::State(device, s) => state(tx, device, s, effects).await?,
+            Control::Ack(device, id, ack) => {
+                match self.commands.complete_in(tx, device, *id, ack).await? {
+                    Some(finished) => effects.push(Effect::Finished(Box::new(finished))),
+                    None => effects.push(Effect::Unchanged(*id)),
+                }
+            }
+            Control::Meter(device, properties, at) => {
+                telemetry::record_meter_in(tx, device, properties, *at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn presence(
+        &self,
+        tx: &impl GenericClient,
+        device: &str,
+        p: &PresenceReport,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), TelemetryError> {
+        if let Some(node) = &p.node {
+            self.status.nodes[self.idx].learn_node_id(node);
+        }
+        if !self.affinity.record(device, self.idx, p.online, p.at) {
+            return Ok(());
+        }
+        let since = OffsetDateTime::now_utc();
+        let record = Presence {
+            device_id: device,
+            online: p.online,
+            node: p.node.as_deref(),
+            at: p.at,
+        };
+        let changed = telemetry::record_presence_in(tx, &record).await?;
+        effects.push(Effect::Live(LiveEvent::Presence {
+            device: device.to_string(),
+            online: p.online,
+            node: p.node.clone(),
+            at: p.at,
+        }));
+        if changed {
+            effects.push(Effect::Online(Routed::DeviceOnline {
+                device_id: device.to_string(),
+                since,
+                settle: self.settle,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Announces what a committed batch changed, in order.
+    async fn announce(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Live(event) => self.commands.live().publish(event),
+                Effect::Finished(f) => self.commands.finish(&f),
+                Effect::Unchanged(id) => {
+                    tracing::debug!(command_id = %id,
+                        "ack changed nothing (unknown, foreign or already final)");
+                    self.commands.unchanged_by_ack(id);
+                }
+                Effect::Online(online) => {
+                    let _ = self.routed.send(online).await;
+                }
+            }
+        }
+    }
+}
+
+/// A device's retained state: its facts and its appliances' states.
+async fn state(
+    tx: &impl GenericClient,
+    device: &str,
+    s: &StateReport,
+    effects: &mut Vec<Effect>,
+) -> Result<(), TelemetryError> {
+    let facts = telemetry::DeviceFacts {
+        firmware_version: s.firmware_version.as_deref(),
+        mac_address: s.mac_address.as_deref(),
+        serial_number: s.serial_number.as_deref(),
+    };
+    telemetry::record_facts_in(tx, device, &facts).await?;
+    telemetry::record_appliance_states_in(
+        tx,
+        device,
+        s.aircon.as_ref(),
+        s.tv.as_ref(),
+        s.light.as_ref(),
+    )
+    .await?;
+    let mut appliances = serde_json::Map::new();
+    for (key, val) in [("aircon", &s.aircon), ("tv", &s.tv), ("light", &s.light)] {
+        if let Some(val) = val {
+            appliances.insert(key.into(), val.clone());
+        }
+    }
+    if !appliances.is_empty() {
+        effects.push(Effect::Live(LiveEvent::ApplianceState {
+            device: device.to_string(),
+            appliances: appliances.into(),
+            at: OffsetDateTime::now_utc(),
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_always_maps_to_the_same_shard_and_devices_spread() {
+        assert_eq!(shard_of("remo-1", 4), shard_of("remo-1", 4));
+        let used: std::collections::HashSet<usize> = (0..64)
+            .map(|i| shard_of(&format!("sim-{i:06}"), 4))
+            .collect();
+        assert_eq!(used.len(), 4);
+        assert_eq!(shard_of("anything", 1), 0);
+    }
+}
