@@ -39,12 +39,18 @@ pub struct Fabric {
 
 fn router_config() -> RouterConfig {
     // rumqttd's Config::default() is all zeros; these are sized for a handful of
-    // fleet-level links, not one link per device.
+    // fleet-level links, not one link per device. A link gets at most
+    // `max_outgoing_packet_count` messages per router turn while the ingress
+    // links append whole batches: at fleet rates a reader moving a few hundred
+    // per turn falls behind and its cursor is overrun (readings lost after the
+    // device's PUBACK). Large turns keep the bridge's link at the head of the
+    // log; the segments give it a few seconds of slack on top, and the node's
+    // ingress pressure (see `pressure`) holds devices long before that.
     RouterConfig {
         max_connections: 4096,
-        max_outgoing_packet_count: 200,
-        max_segment_size: 1024 * 1024,
-        max_segment_count: 4,
+        max_outgoing_packet_count: 8192,
+        max_segment_size: 4 * 1024 * 1024,
+        max_segment_count: 8,
         ..RouterConfig::default()
     }
 }

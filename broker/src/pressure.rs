@@ -10,19 +10,41 @@
 //! backlog falls below a low-water mark. Devices keep their unacknowledged
 //! messages and resend them if they reconnect; nothing acknowledged is lost.
 //!
+//! Two things are counted: what waits in service sessions' queues (each
+//! session reports its length through a [`Gauge`]), and what is still inside
+//! the router on its way to them — device publishes on the leaves the bridge
+//! consumes (sensors, meter, state, acks) counted in as they are forwarded and
+//! out as a service session takes them from its link. Counting only the
+//! queues reacts too late: the router's log holds hundreds of thousands of
+//! messages, which keep arriving after the gate closes. The in-router count
+//! covers only publishes some service session's filters match (nothing waits
+//! for a bridge that never came or does not subscribe to that leaf) and never
+//! goes below zero (a retained state delivered on subscribe leaves without
+//! having been counted in; two bridges both receiving a message count it out
+//! twice). Both errors only weaken the gate; neither can hold devices forever.
+//!
 //! Only service sessions count: a slow third-party integration must not stall
 //! the fleet (its queue keeps the drop-oldest bound). This module owns the
 //! accounting and the wake-up; the session decides what to hold.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
+use kumo_contract::topic::Leaf;
 use tokio::sync::Notify;
 
 /// Node-wide count of messages waiting for service sessions.
 #[derive(Debug)]
 pub(crate) struct Pressure {
     queued: AtomicUsize,
+    /// Device publishes in the router on their way to service sessions.
+    routed: AtomicUsize,
+    /// Filters of every service session (connected or parked), by gauge.
+    members: Mutex<HashMap<u64, Vec<String>>>,
+    /// Their union, read on every counted device publish.
+    filters: RwLock<Arc<[String]>>,
+    next_gauge: AtomicU64,
     high: usize,
     low: usize,
     throttled: AtomicBool,
@@ -35,6 +57,10 @@ impl Pressure {
         let high = high.max(1);
         Arc::new(Self {
             queued: AtomicUsize::new(0),
+            routed: AtomicUsize::new(0),
+            members: Mutex::default(),
+            filters: RwLock::new(Arc::from(Vec::new())),
+            next_gauge: AtomicU64::new(0),
             high,
             low: low.min(high - 1),
             throttled: AtomicBool::new(false),
@@ -43,10 +69,11 @@ impl Pressure {
     }
 
     /// Thresholds for a node whose service sessions hold `session_queue`
-    /// messages: throttle at half, release at a quarter, so the hard cap
-    /// (and its drop-oldest) is never reached by ordinary overload.
+    /// messages: throttle at a quarter, release at an eighth. What is already
+    /// in the router and the ingress queues when the gate closes still
+    /// arrives, so the gate sits well below the hard cap (and its drop-oldest).
     pub(crate) fn for_session_queue(session_queue: usize) -> Arc<Self> {
-        Self::new(session_queue / 2, session_queue / 4)
+        Self::new(session_queue / 4, session_queue / 8)
     }
 
     /// Whether device publishes should be held now.
@@ -79,15 +106,65 @@ impl Pressure {
         Gauge {
             pressure: self.clone(),
             own: 0,
+            id: self.next_gauge.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// A device publish on `topic` entered the router.
+    pub(crate) fn routed_in(&self, topic: &[u8]) {
+        let Some(topic) = counted(topic) else {
+            return;
+        };
+        let filters = self
+            .filters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if filters.iter().any(|f| rumqttd::protocol::matches(topic, f)) {
+            self.routed.fetch_add(1, Ordering::AcqRel);
+            self.check();
+        }
+    }
+
+    fn set_member(&self, id: u64, filters: Option<Vec<String>>) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        match filters {
+            Some(f) if !f.is_empty() => members.insert(id, f),
+            _ => members.remove(&id),
+        };
+        let mut union: Vec<String> = members.values().flatten().cloned().collect();
+        union.sort();
+        union.dedup();
+        if union.is_empty() {
+            // Nobody left to wait for.
+            self.routed.store(0, Ordering::Release);
+        }
+        *self.filters.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(union);
+        drop(members);
+        self.check();
+    }
+
+    /// A service session took a message on `topic` from its router link.
+    pub(crate) fn routed_out(&self, topic: &[u8]) {
+        if counted(topic).is_some() {
+            let _ = self
+                .routed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            self.check();
         }
     }
 
     fn adjust(&self, old: usize, new: usize) {
-        let total = if new >= old {
-            self.queued.fetch_add(new - old, Ordering::AcqRel) + (new - old)
+        if new >= old {
+            self.queued.fetch_add(new - old, Ordering::AcqRel);
         } else {
-            self.queued.fetch_sub(old - new, Ordering::AcqRel) - (old - new)
-        };
+            self.queued.fetch_sub(old - new, Ordering::AcqRel);
+        }
+        self.check();
+    }
+
+    fn check(&self) {
+        let total = self.queued.load(Ordering::Acquire) + self.routed.load(Ordering::Acquire);
         if total >= self.high {
             if !self.throttled.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
@@ -111,9 +188,22 @@ impl Pressure {
 pub(crate) struct Gauge {
     pressure: Arc<Pressure>,
     own: usize,
+    id: u64,
 }
 
 impl Gauge {
+    /// See [`Pressure::routed_out`].
+    pub(crate) fn routed_out(&self, topic: &[u8]) {
+        self.pressure.routed_out(topic);
+    }
+
+    /// The session's granted filters (shared-subscription prefix stripped):
+    /// device publishes they match are counted while in the router.
+    pub(crate) fn set_filters<'a>(&self, filters: impl IntoIterator<Item = &'a str>) {
+        let filters = filters.into_iter().map(str::to_string).collect();
+        self.pressure.set_member(self.id, Some(filters));
+    }
+
     /// Records that this session now has `n` messages waiting.
     pub(crate) fn set(&mut self, n: usize) {
         if n != self.own {
@@ -126,7 +216,18 @@ impl Gauge {
 impl Drop for Gauge {
     fn drop(&mut self) {
         self.set(0);
+        self.pressure.set_member(self.id, None);
     }
+}
+
+/// `topic` if a message on it is a device publish the bridge consumes.
+fn counted(topic: &[u8]) -> Option<&str> {
+    let topic = std::str::from_utf8(topic).ok()?;
+    matches!(
+        kumo_contract::topic::parse_device_topic(topic),
+        Some((_, Leaf::Sensor(_) | Leaf::Meter | Leaf::State | Leaf::Acks))
+    )
+    .then_some(topic)
 }
 
 #[cfg(test)]
@@ -163,6 +264,45 @@ mod tests {
         drop(a);
         assert_eq!(p.queued(), 0);
         assert!(!p.throttled());
+    }
+
+    #[test]
+    fn messages_on_their_way_to_a_service_session_count() {
+        let p = Pressure::new(3, 1);
+        let reading = b"devices/remo-1/sensors/te";
+        let g = p.gauge();
+        p.routed_in(reading);
+        p.routed_in(reading);
+        p.routed_in(reading);
+        assert!(
+            !p.throttled(),
+            "no service filter yet: nothing waits for them"
+        );
+        g.set_filters(["devices/+/sensors/+", "devices/+/presence"]);
+        p.routed_in(reading);
+        p.routed_in(b"devices/remo-1/presence");
+        p.routed_in(b"devices/remo-1/meter");
+        p.routed_in(b"devices/remo-1/custom");
+        p.routed_in(reading);
+        assert!(
+            !p.throttled(),
+            "only what the filters match and the bridge consumes"
+        );
+        p.routed_in(reading);
+        assert!(p.throttled(), "three readings on their way to the bridge");
+        p.routed_out(reading);
+        assert!(p.throttled(), "hysteresis");
+        p.routed_out(reading);
+        assert!(!p.throttled());
+        p.routed_out(reading);
+        p.routed_out(b"devices/remo-1/state");
+        assert_eq!(p.routed.load(Ordering::Relaxed), 0, "never below zero");
+        for _ in 0..3 {
+            p.routed_in(reading);
+        }
+        assert!(p.throttled());
+        drop(g);
+        assert!(!p.throttled(), "the last service session gone: count reset");
     }
 
     #[tokio::test]

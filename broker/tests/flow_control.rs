@@ -59,8 +59,8 @@ async fn a_lagging_service_session_holds_device_publishes_instead_of_dropping_th
     drop(svc);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // The bridge is away: its parked queue fills to high water (QUEUE / 2),
-    // then the device stops getting PUBACKs.
+    // The bridge is away: once what waits for it (in the router and in its
+    // parked queue) reaches high water (QUEUE / 4), the device stops getting PUBACKs.
     let mut dev = node.device("remo-1", 4).await;
     let mut acked = Vec::new();
     for chunk in (1..=SENT).step_by(50) {
@@ -69,7 +69,7 @@ async fn a_lagging_service_session_holds_device_publishes_instead_of_dropping_th
     }
     acked.extend(pubacks(&mut dev, Duration::from_millis(300)).await);
     assert!(
-        acked.len() >= QUEUE / 2 && acked.len() < usize::from(SENT),
+        acked.len() >= QUEUE / 4 && acked.len() < usize::from(SENT),
         "{} of {SENT} acknowledged while the bridge was away",
         acked.len()
     );

@@ -167,7 +167,7 @@ pub(crate) async fn serve<S>(
             },
             msg = rx.recv() => session.deliver(msg),
             n = next_notification(&mut link_rx) => match n {
-                Some(n) => Box::pin(session.on_router(*n, link_rx.as_ref())).await,
+                Some(n) => Box::pin(session.on_router_batch(*n, &mut link_rx)).await,
                 None => break CloseReason::Shutdown,
             },
         }
@@ -180,6 +180,11 @@ pub(crate) async fn serve<S>(
     };
     Box::pin(session.finish(&mut stream, reason, link_rx)).await;
 }
+
+/// Router notifications handled before the session writes to its client: one
+/// TLS record and one write for a batch instead of one per message, which is
+/// what lets a service session keep up with the router at fleet rates.
+const ROUTER_BATCH: usize = 256;
 
 /// Writes pending output unless the client stops reading for [`WRITE_TIMEOUT`]
 /// or the session is kicked meanwhile (a stuck reader must not delay a revocation).
@@ -274,6 +279,7 @@ impl Session {
                 "persistent session resumed");
             self.link = Some(resumed.link);
             self.filters = resumed.filters;
+            self.report_filters();
             for msg in resumed.queue {
                 self.deliver(msg);
             }
@@ -400,10 +406,15 @@ impl Session {
         let mut queue: VecDeque<_> = unacked.into();
         queue.extend(self.backlog.drain(..));
         tracing::info!(client_id = %self.client_id, queued = queue.len(), "persistent session parked");
+        let gauge = self.gauge.is_some().then(|| {
+            let g = self.node.pressure.gauge();
+            g.set_filters(self.filters.iter().map(|(f, _)| f.as_str()));
+            g
+        });
         let limits = persist::Limits {
             cap: self.node.settings.session_queue,
             expiry: Duration::from_secs(self.node.settings.session_expiry_secs),
-            gauge: self.gauge.is_some().then(|| self.node.pressure.gauge()),
+            gauge,
             identity: self.identity.clone(),
             accounts: self.node.accounts.clone(),
         };

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use kumo_contract::Identity;
 use rumqttd::protocol::{
     Filter, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
@@ -152,6 +153,9 @@ impl Session {
         reply: Option<Packet>,
     ) -> Result<(), CloseReason> {
         if let Some(packet) = forward {
+            if let (Identity::Device { .. }, Packet::Publish(p, _)) = (&self.identity, &packet) {
+                self.node.pressure.routed_in(&p.topic);
+            }
             if !self.node.fabric.publish(&self.client_id, packet).await {
                 return Err(CloseReason::Shutdown);
             }
@@ -160,6 +164,13 @@ impl Session {
             self.send(reply);
         }
         Ok(())
+    }
+
+    /// Tells the node's ingress pressure what a service session subscribes to.
+    pub(super) fn report_filters(&self) {
+        if let Some(g) = &self.gauge {
+            g.set_filters(self.filters.iter().map(|(f, _)| f.as_str()));
+        }
     }
 
     /// Whether the session has stopped reading because too many publishes wait.
@@ -231,6 +242,7 @@ impl Session {
                 }
             }
         }
+        self.report_filters();
         // Devices get their messages from the command demultiplexer, never from a router filter.
         let link = match (&self.link, matches!(self.identity, Identity::Device { .. })) {
             (Some(link), false) if !routed.is_empty() => link.clone(),
@@ -266,6 +278,7 @@ impl Session {
                 UnsubAckReason::NoSubscriptionExisted
             });
         }
+        self.report_filters();
         if let Some(link) = self.link.clone() {
             let unsub = Unsubscribe {
                 pkid: u.pkid,
@@ -286,11 +299,16 @@ impl Session {
     /// A notification on this session's router link (service and integration only).
     pub(super) async fn on_router(&mut self, n: Notification, rx: Option<&rumqttd::local::LinkRx>) {
         match n {
-            Notification::Forward(f) => self.deliver(Box::new(Outbound {
-                publish: f.publish,
-                properties: f.properties,
-                at: std::time::Instant::now(),
-            })),
+            Notification::Forward(f) => {
+                if self.gauge.is_some() {
+                    self.node.pressure.routed_out(&f.publish.topic);
+                }
+                self.deliver(Box::new(Outbound {
+                    publish: f.publish,
+                    properties: f.properties,
+                    at: std::time::Instant::now(),
+                }));
+            }
             // rumqttd does not export its `Ack` type; its conversion to `Packet` is public.
             Notification::DeviceAck(ack) => {
                 if let Packet::SubAck(ack, _) = Packet::from(ack) {
@@ -311,6 +329,27 @@ impl Session {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Handles `first` and whatever else the link already holds, up to
+    /// [`super::ROUTER_BATCH`], without waiting.
+    pub(super) async fn on_router_batch(
+        &mut self,
+        first: Notification,
+        link: &mut Option<rumqttd::local::LinkRx>,
+    ) {
+        self.on_router(first, link.as_ref()).await;
+        for _ in 1..super::ROUTER_BATCH {
+            let Some(rx) = link.as_mut() else {
+                return;
+            };
+            // `next` is ready at once while the link's local cache holds
+            // notifications; a pending receive is dropped without losing any.
+            match rx.next().now_or_never() {
+                Some(Ok(Some(n))) => self.on_router(n, Some(rx)).await,
+                _ => return,
+            }
         }
     }
 

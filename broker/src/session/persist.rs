@@ -163,12 +163,15 @@ async fn drain(
     stop: CancellationToken,
 ) -> Option<LinkRx> {
     let mut gauge = limits.gauge.take();
-    let mut count = |n: usize| {
+    let count = |gauge: &mut Option<Gauge>, n: usize| {
         if let Some(g) = gauge.as_mut() {
             g.set(n);
         }
     };
-    count(queue.lock().unwrap_or_else(|e| e.into_inner()).len());
+    count(
+        &mut gauge,
+        queue.lock().unwrap_or_else(|e| e.into_inner()).len(),
+    );
     let expiry = tokio::time::sleep(limits.expiry);
     tokio::pin!(expiry);
     loop {
@@ -182,6 +185,9 @@ async fn drain(
         };
         match next {
             Ok(Some(Notification::Forward(f))) => {
+                if let Some(g) = gauge.as_ref() {
+                    g.routed_out(&f.publish.topic);
+                }
                 let Ok(topic) = std::str::from_utf8(&f.publish.topic) else {
                     continue;
                 };
@@ -206,7 +212,7 @@ async fn drain(
                     q.pop_front();
                     metrics.dropped_session.fetch_add(1, Relaxed);
                 }
-                count(q.len());
+                count(&mut gauge, q.len());
             }
             Ok(Some(Notification::Unschedule)) => {
                 if rx.wake().await.is_err() {
