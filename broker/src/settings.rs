@@ -47,9 +47,10 @@ pub struct Settings {
     pub outbound_queue: usize,
     /// Messages held for one service or integration session (connected with
     /// clean_session=0) while it is away or slow; beyond it the oldest are
-    /// dropped and counted. Service sessions never get there in practice: at
-    /// half of it (node-wide) device publishes are held unacknowledged until
-    /// the backlog is down to a quarter (see `pressure`). Default 100,000.
+    /// dropped and counted. Service sessions do not get there in practice:
+    /// when what waits for them node-wide (in the router and in their queues)
+    /// reaches a quarter of it, device publishes are held unacknowledged until
+    /// it is down to an eighth (see `pressure`). Default 100,000.
     pub session_queue: usize,
     /// Seconds a disconnected persistent service session is kept; default 3,600.
     pub session_expiry_secs: u64,
