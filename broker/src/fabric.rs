@@ -159,11 +159,14 @@ fn ingress_loop(mut tx: LinkTx, mut rx: mpsc::Receiver<Packet>) {
     }
 }
 
-async fn demux_commands(
+/// Reads a node-internal router link until it closes or `shutdown`, handing
+/// every forwarded publish to `on_forward` (and waking the link when the
+/// router asks).
+async fn follow_link(
     mut rx: LinkRx,
-    registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
+    name: &'static str,
     shutdown: CancellationToken,
+    mut on_forward: impl FnMut(rumqttd::protocol::Publish, Option<rumqttd::protocol::PublishProperties>),
 ) {
     loop {
         let next = tokio::select! {
@@ -171,26 +174,7 @@ async fn demux_commands(
             n = rx.next() => n,
         };
         match next {
-            Ok(Some(Notification::Forward(f))) => {
-                let at = Instant::now();
-                // devices/{id}/commands: the id is the second level.
-                let id = std::str::from_utf8(&f.publish.topic)
-                    .ok()
-                    .and_then(|t| t.split('/').nth(1));
-                let Some(sender) = id.and_then(|id| registry.sender(id)) else {
-                    continue;
-                };
-                let msg = Box::new(Outbound {
-                    publish: f.publish,
-                    properties: f.properties,
-                    at,
-                });
-                if sender.try_send(msg).is_err() {
-                    metrics
-                        .dropped_outbound
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
+            Ok(Some(Notification::Forward(f))) => on_forward(f.publish, f.properties),
             Ok(Some(Notification::Unschedule)) => {
                 if rx.wake().await.is_err() {
                     return;
@@ -198,37 +182,50 @@ async fn demux_commands(
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e, "router command link closed");
+                tracing::error!(error = %e, link = name, "router link closed");
                 return;
             }
         }
     }
 }
 
-/// Applies the bridge's ownership announcements to the node's map, in order.
-async fn follow_ownership(mut rx: LinkRx, ownership: Arc<Ownership>, shutdown: CancellationToken) {
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            n = rx.next() => n,
+/// Demultiplexes `devices/+/commands` to the device sessions by id.
+async fn demux_commands(
+    rx: LinkRx,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    follow_link(rx, "commands", shutdown, |publish, properties| {
+        let at = Instant::now();
+        // devices/{id}/commands: the id is the second level.
+        let id = std::str::from_utf8(&publish.topic)
+            .ok()
+            .and_then(|t| t.split('/').nth(1));
+        let Some(sender) = id.and_then(|id| registry.sender(id)) else {
+            return;
         };
-        match next {
-            Ok(Some(Notification::Forward(f))) => {
-                let topic = std::str::from_utf8(&f.publish.topic).unwrap_or_default();
-                if !ownership.apply(topic, &f.publish.payload) {
-                    tracing::warn!(topic, "malformed ownership announcement ignored");
-                }
-            }
-            Ok(Some(Notification::Unschedule)) => {
-                if rx.wake().await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "router ownership link closed");
-                return;
-            }
+        let msg = Box::new(Outbound {
+            publish,
+            properties,
+            at,
+        });
+        if sender.try_send(msg).is_err() {
+            metrics
+                .dropped_outbound
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-    }
+    })
+    .await;
+}
+
+/// Applies the bridge's ownership announcements to the node's map, in order.
+async fn follow_ownership(rx: LinkRx, ownership: Arc<Ownership>, shutdown: CancellationToken) {
+    follow_link(rx, "ownership", shutdown, |publish, _| {
+        let topic = std::str::from_utf8(&publish.topic).unwrap_or_default();
+        if !ownership.apply(topic, &publish.payload) {
+            tracing::warn!(topic, "malformed ownership announcement ignored");
+        }
+    })
+    .await;
 }

@@ -195,7 +195,6 @@ pub async fn delete(
     Ok(Json(Value::Object(Map::new())))
 }
 
-/// Query of `GET /v1/rules/{id}/executions`.
 /// `GET /v1/rules/{id}/executions?limit=N`: newest first (default
 /// [`DEFAULT_EXECUTIONS`], at most [`MAX_EXECUTIONS`]).
 pub async fn executions(
