@@ -42,8 +42,8 @@ pub(crate) struct Pressure {
     routed: AtomicUsize,
     /// Filters of every service session (connected or parked), by gauge.
     members: Mutex<HashMap<u64, Vec<String>>>,
-    /// Their union, read on every counted device publish.
-    filters: RwLock<Arc<[String]>>,
+    /// Their union, read on every device publish.
+    filters: RwLock<Vec<String>>,
     next_gauge: AtomicU64,
     high: usize,
     low: usize,
@@ -59,7 +59,7 @@ impl Pressure {
             queued: AtomicUsize::new(0),
             routed: AtomicUsize::new(0),
             members: Mutex::default(),
-            filters: RwLock::new(Arc::from(Vec::new())),
+            filters: RwLock::new(Vec::new()),
             next_gauge: AtomicU64::new(0),
             high,
             low: low.min(high - 1),
@@ -112,15 +112,14 @@ impl Pressure {
 
     /// A device publish on `topic` entered the router.
     pub(crate) fn routed_in(&self, topic: &[u8]) {
-        let Some(topic) = counted(topic) else {
+        let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
+        if filters.is_empty() {
             return;
-        };
-        let filters = self
-            .filters
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if filters.iter().any(|f| rumqttd::protocol::matches(topic, f)) {
+        }
+        let matched = counted(topic)
+            .is_some_and(|t| filters.iter().any(|f| rumqttd::protocol::matches(t, f)));
+        drop(filters);
+        if matched {
             self.routed.fetch_add(1, Ordering::AcqRel);
             self.check();
         }
@@ -139,7 +138,7 @@ impl Pressure {
             // Nobody left to wait for.
             self.routed.store(0, Ordering::Release);
         }
-        *self.filters.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(union);
+        *self.filters.write().unwrap_or_else(|e| e.into_inner()) = union;
         drop(members);
         self.check();
     }
