@@ -28,15 +28,6 @@ async fn setup() -> (Harness, String, String, String, String) {
     (h, ac, tv, light, ir)
 }
 
-async fn command_count(h: &Harness) -> i64 {
-    h.client()
-        .await
-        .query_one("SELECT count(*) FROM commands", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn valid_aircon_settings_queue_a_command_and_return_the_settings() {
     let (h, ac, ..) = setup().await;
@@ -78,7 +69,7 @@ async fn valid_aircon_settings_queue_a_command_and_return_the_settings() {
     assert_eq!(v2["type"], "AC");
     assert_eq!(v2["settings"]["button"], "power-off");
     assert!(v2["aircon"]["range"]["modes"].is_object());
-    assert_eq!(command_count(&h).await, 2);
+    assert_eq!(h.command_count().await, 2);
     h.stop().await;
 }
 
@@ -119,7 +110,7 @@ async fn impossible_aircon_settings_are_refused_and_queue_nothing() {
     h.post("/1/appliances/nope/aircon_settings", &[("button", "")])
         .await
         .assert_error(404001);
-    assert_eq!(command_count(&h).await, 0);
+    assert_eq!(h.command_count().await, 0);
     h.stop().await;
 }
 
@@ -140,7 +131,7 @@ async fn tv_buttons_are_checked_and_the_state_is_returned() {
     h.post(&format!("/1/appliances/{ac}/tv"), &[("button", "power")])
         .await
         .assert_error(400001);
-    assert_eq!(command_count(&h).await, 1);
+    assert_eq!(h.command_count().await, 1);
     h.stop().await;
 }
 
@@ -163,7 +154,7 @@ async fn light_buttons_are_checked_and_the_state_is_returned() {
     h.post(&format!("/1/appliances/{tv}/light"), &[("button", "on")])
         .await
         .assert_error(400001);
-    assert_eq!(command_count(&h).await, 1);
+    assert_eq!(h.command_count().await, 1);
     h.stop().await;
 }
 

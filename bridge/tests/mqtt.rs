@@ -34,15 +34,9 @@ async fn set_ac(s: &Stack, ac: &str, wait: Option<u64>, key: Option<&str>) -> Re
 
 /// Publishes one QoS 1 message as the device, with mosquitto_pub.
 async fn mosquitto_pub(c: &stack::DeviceCreds, topic: &str, body: &str) {
-    let st = tokio::process::Command::new("mosquitto_pub")
-        .args(["-h", "localhost", "-p", &c.port.to_string(), "-i", &c.id])
-        .arg("--cafile")
-        .arg(&c.ca)
-        .arg("--cert")
-        .arg(&c.cert)
-        .arg("--key")
-        .arg(&c.key)
-        .args(["-q", "1", "-t", topic, "-m", body])
+    let st = c
+        .mosquitto_pub(topic)
+        .args(["-m", body])
         .status()
         .await
         .expect("mosquitto_pub (apt-get install mosquitto-clients) is required");

@@ -99,7 +99,7 @@ async fn disabled_and_deleted_rules_stop_firing_and_a_reenabled_rule_fires_again
     wait_executions(&h, &sentinel, 1).await;
     wait_executions(&h, &paused, 1).await;
     wait_executions(&h, &deleted, 1).await;
-    assert_eq!(command_count(&h).await, 1);
+    assert_eq!(h.command_count().await, 1);
 
     patch(&h, &paused, json!({"enabled": false})).await;
     let del = h.send(
@@ -117,7 +117,7 @@ async fn disabled_and_deleted_rules_stop_firing_and_a_reenabled_rule_fires_again
         1,
         "a disabled rule does not fire"
     );
-    assert_eq!(command_count(&h).await, 1, "a deleted rule does not fire");
+    assert_eq!(h.command_count().await, 1, "a deleted rule does not fire");
 
     patch(&h, &paused, json!({"enabled": true})).await;
     inject(&h, "remo-1", 20.0);

@@ -186,14 +186,7 @@ async fn a_repeated_idempotency_key_creates_one_command() {
         first.headers["x-kumo-command-id"],
         second.headers["x-kumo-command-id"]
     );
-    let n: i64 = h
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM commands", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 1);
+    assert_eq!(h.command_count().await, 1);
     send(other).await.assert_error(409001);
     h.stop().await;
 }

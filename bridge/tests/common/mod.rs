@@ -223,6 +223,16 @@ impl Harness {
         body["id"].as_str().unwrap().to_string()
     }
 
+    /// How many commands exist, all accounts together.
+    pub async fn command_count(&self) -> i64 {
+        self.client()
+            .await
+            .query_one("SELECT count(*) FROM commands", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn client(&self) -> deadpool_postgres::Object {
         self.pool.get().await.unwrap()
     }

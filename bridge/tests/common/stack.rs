@@ -210,6 +210,28 @@ pub struct DeviceCreds {
 }
 
 impl DeviceCreds {
+    /// mosquitto_pub as this device, QoS 1 on `topic`; the caller adds the
+    /// message (`-m body`, or `-l` with stdin).
+    pub fn mosquitto_pub(&self, topic: &str) -> Command {
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args([
+            "-h",
+            "localhost",
+            "-p",
+            &self.port.to_string(),
+            "-i",
+            &self.id,
+        ])
+        .arg("--cafile")
+        .arg(&self.ca)
+        .arg("--cert")
+        .arg(&self.cert)
+        .arg("--key")
+        .arg(&self.key)
+        .args(["-q", "1", "-t", topic]);
+        cmd
+    }
+
     /// The same device, connecting to another node.
     pub fn on_port(&self, port: u16) -> DeviceCreds {
         DeviceCreds {

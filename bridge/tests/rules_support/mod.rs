@@ -116,15 +116,9 @@ pub fn inject(h: &Harness, device: &str, val: f64) {
 
 /// Publishes each body as a QoS 1 message on one mosquitto_pub connection, in order.
 pub async fn publish_all(c: &DeviceCreds, topic: &str, bodies: &[String]) {
-    let mut child = tokio::process::Command::new("mosquitto_pub")
-        .args(["-h", "localhost", "-p", &c.port.to_string(), "-i", &c.id])
-        .arg("--cafile")
-        .arg(&c.ca)
-        .arg("--cert")
-        .arg(&c.cert)
-        .arg("--key")
-        .arg(&c.key)
-        .args(["-q", "1", "-t", topic, "-l"])
+    let mut child = c
+        .mosquitto_pub(topic)
+        .arg("-l")
         .stdin(Stdio::piped())
         .spawn()
         .expect("mosquitto_pub (apt-get install mosquitto-clients) is required");
@@ -141,13 +135,4 @@ pub fn readings(vals: &[f64]) -> Vec<String> {
     vals.iter()
         .map(|v| json!({ "val": v }).to_string())
         .collect()
-}
-
-pub async fn command_count(h: &Harness) -> i64 {
-    h.client()
-        .await
-        .query_one("SELECT count(*) FROM commands", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
