@@ -147,6 +147,9 @@ pub fn signal_json(id: String, name: String, image: String) -> Value {
     json!({"id": id, "name": name, "image": image})
 }
 
+/// `model`, `settings` and `aircon` are always present (null when unused), as
+/// Nature sends them; `tv`, `light` and `smart_meter` only on appliances that
+/// have them — published clients (e.g. PyPI `nature-remo`) reject a null there.
 fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Value {
     let kind = ApplianceType::parse(&r.get::<_, String>(1)).unwrap_or(ApplianceType::Ir);
     let model = r
@@ -164,9 +167,6 @@ fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Va
         "settings": Value::Null,
         "aircon": Value::Null,
         "signals": signals,
-        "tv": Value::Null,
-        "light": Value::Null,
-        "smart_meter": Value::Null,
     });
     match (kind, model) {
         (ApplianceType::Ac, Some(m)) => {
