@@ -1,6 +1,11 @@
 //! The reading writer: bounded buffering, batched multi-row inserts into the
 //! partitioned `readings` table, and `newest_events` kept current.
 //!
+//! A reading is stored once: `(device_id, sensor, at)` is unique, and a batch
+//! holding a repeat (QoS 1 redelivery after a restart or a device's reconnect)
+//! is written again skipping what is already stored. The plain insert stays
+//! the fast path; repeats are rare.
+//!
 //! Producers (the MQTT subscriber) `push` readings and wait when the buffer is
 //! full — back-pressure reaches the broker instead of memory growing. Each
 //! reading may carry a completion that fires only after its batch committed,
@@ -13,6 +18,7 @@ use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 /// Longest pause between write retries.
@@ -161,18 +167,39 @@ enum WriteError {
 }
 
 async fn write(pool: &Pool, batch: &[Item]) -> Result<(), WriteError> {
+    let mut client = pool.get().await?;
+    match write_on(&mut client, batch, false).await {
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tracing::debug!(
+                readings = batch.len(),
+                "batch repeats stored readings; skipping them"
+            );
+            Ok(write_on(&mut client, batch, true).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+async fn write_on(
+    client: &mut deadpool_postgres::Object,
+    batch: &[Item],
+    skip_repeats: bool,
+) -> Result<(), tokio_postgres::Error> {
     let devices: Vec<&str> = batch.iter().map(|(r, _)| r.device_id.as_str()).collect();
     let sensors: Vec<&str> = batch.iter().map(|(r, _)| r.sensor.as_str()).collect();
     let vals: Vec<f64> = batch.iter().map(|(r, _)| r.val).collect();
     let ats: Vec<OffsetDateTime> = batch.iter().map(|(r, _)| r.at).collect();
-    let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    tx.execute(
+    let insert = if skip_repeats {
         "INSERT INTO readings (device_id, sensor, val, at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])",
-        &[&devices, &sensors, &vals, &ats],
-    )
-    .await?;
+         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])
+         ON CONFLICT DO NOTHING"
+    } else {
+        "INSERT INTO readings (device_id, sensor, val, at)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])"
+    };
+    tx.execute(insert, &[&devices, &sensors, &vals, &ats])
+        .await?;
     tx.execute(
         "INSERT INTO device_newest_events (device_id, sensor, val, created_at)
          SELECT DISTINCT ON (r.d, r.s) r.d, r.s, r.v, r.t

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use deadpool_postgres::Pool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -215,6 +216,12 @@ async fn launch(
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
+        // Responses are small and written whole: no Nagle delay on them.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set on a REST connection");
+            }
+        });
         let serve = axum::serve(listener, app)
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future();

@@ -65,6 +65,60 @@ async fn every_pushed_reading_is_stored_before_it_is_reported_durable() {
 }
 
 #[tokio::test]
+async fn a_repeated_reading_is_stored_once_and_still_reported_durable() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let stop = CancellationToken::new();
+    let options = IngestOptions {
+        buffer: 64,
+        batch_size: 10,
+        flush_after: Duration::from_millis(10),
+    };
+    let (writer, task) = ReadingWriter::start(h.pool.clone(), options, stop.clone());
+    let base = datetime!(2024-05-01 09:00:00 UTC);
+    let push_all = |range: std::ops::Range<i64>| {
+        let writer = writer.clone();
+        async move {
+            let mut durable = Vec::new();
+            for i in range {
+                let (tx, rx) = oneshot::channel();
+                let at = base + time::Duration::seconds(i);
+                writer
+                    .push(reading("remo-1", "te", i as f64, at), Some(tx))
+                    .await
+                    .unwrap();
+                durable.push(rx);
+            }
+            for rx in durable {
+                rx.await.expect("a repeat is durable too (it is stored)");
+            }
+        }
+    };
+    push_all(0..20).await;
+    // Redelivered: 10..20 are stored already, 20..30 are new, in the same batches.
+    push_all(10..30).await;
+    // A repeat inside one batch.
+    push_all(40..41).await;
+    push_all(40..41).await;
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 31);
+    assert_eq!(
+        count(&h, "SELECT count(DISTINCT (sensor, at)) FROM readings").await,
+        31
+    );
+    // Another sensor at the same instant is another reading.
+    let (tx, rx) = oneshot::channel();
+    writer
+        .push(reading("remo-1", "hu", 50.0, base), Some(tx))
+        .await
+        .unwrap();
+    rx.await.unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 32);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_failed_write_is_retried_until_it_succeeds() {
     let h = start().await;
     h.add_device("remo-1", DeviceKind::Remo).await;

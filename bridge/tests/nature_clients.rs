@@ -31,7 +31,9 @@ fn clients_dir() -> PathBuf {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
 }
 
 /// Runs a client script to its end; returns its `OK …` lines.
@@ -90,7 +92,10 @@ async fn commands(device: &mut Device, n: usize) -> Vec<String> {
         kinds.push(cmd["type"].as_str().unwrap().to_string());
     }
     // Nothing more than what the client sent.
-    assert!(device.next_command(Duration::from_millis(300)).await.is_none());
+    assert!(device
+        .next_command(Duration::from_millis(300))
+        .await
+        .is_none());
     kinds
 }
 
@@ -103,14 +108,20 @@ async fn the_python_client_nature_remo_works_unchanged() {
         .args([&stack.h.base, &stack.h.token, "remo-1"]);
     let lines = run_client(cmd, "the Python client").await;
     assert!(
-        lines.iter().any(|l| l.starts_with("OK get_devices remo-1 te=22.5")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("OK get_devices remo-1 te=22.5")),
         "{lines:?}"
     );
-    assert!(lines.iter().any(|l| l == "OK aircon_state warm 23"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "OK aircon_state warm 23"),
+        "{lines:?}"
+    );
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("OK aircon_refused HTTP Status Code: 400, Nature Remo Code: 400001")),
+            .any(|l| l
+                .starts_with("OK aircon_refused HTTP Status Code: 400, Nature Remo Code: 400001")),
         "{lines:?}"
     );
     assert_eq!(

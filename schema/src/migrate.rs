@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_rules"),
     migration!(4, "0004_webhooks"),
     migration!(5, "0005_device_ownership"),
+    migration!(6, "0006_readings_once"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.
