@@ -209,6 +209,7 @@ async fn demux_commands(
             publish,
             properties,
             at,
+            redelivery: false,
         });
         if sender.try_send(msg).is_err() {
             metrics

@@ -71,6 +71,8 @@ pub struct Outbound {
     pub properties: Option<PublishProperties>,
     /// When the node received it from the router.
     pub at: Instant,
+    /// Sent before and unacknowledged: delivered again with DUP set (MQTT-3.3.1-1).
+    pub redelivery: bool,
 }
 
 impl Outbound {

@@ -77,6 +77,7 @@ async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
         panic!("first reading not delivered");
     };
     assert_eq!(&p.payload[..], b"acked");
+    assert!(!dup(&p), "a first delivery has DUP clear");
     // rumqttd keeps the packet id private; the node numbers a session's sends from 1.
     svc.send(Packet::PubAck(
         PubAck {
@@ -97,8 +98,20 @@ async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
 
     let (mut svc, present) = persistent_service(&node).await;
     assert!(present);
-    let got = payloads(&mut svc, Duration::from_millis(500)).await;
-    assert_eq!(got, vec!["unacked".to_string()]);
+    let Some(Packet::Publish(p, _)) = svc.recv_within(Duration::from_millis(500)).await else {
+        panic!("the unacknowledged reading was not delivered again");
+    };
+    assert_eq!(&p.payload[..], b"unacked");
+    assert!(dup(&p), "a redelivery has DUP set (MQTT-3.3.1-1)");
+    assert!(payloads(&mut svc, Duration::from_millis(300))
+        .await
+        .is_empty());
+}
+
+/// The DUP flag of a received PUBLISH (rumqttd keeps the field private; its
+/// serialized first byte carries it).
+fn dup(p: &rumqttd::protocol::Publish) -> bool {
+    p.serialize()[0] & 0b1000 != 0
 }
 
 #[tokio::test]

@@ -401,7 +401,15 @@ impl Session {
     /// Keeps the router link, filters and unacknowledged messages for the
     /// client's return.
     fn park(&mut self, link: Arc<std::sync::Mutex<LinkTx>>, rx: LinkRx) {
-        let mut unacked: Vec<_> = self.inflight.drain().filter_map(|(_, m)| m).collect();
+        let mut unacked: Vec<_> = self
+            .inflight
+            .drain()
+            .filter_map(|(_, m)| m)
+            .map(|mut m| {
+                m.redelivery = true;
+                m
+            })
+            .collect();
         unacked.sort_by_key(|m| m.at);
         let mut queue: VecDeque<_> = unacked.into();
         queue.extend(self.backlog.drain(..));

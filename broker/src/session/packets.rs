@@ -307,6 +307,7 @@ impl Session {
                     publish: f.publish,
                     properties: f.properties,
                     at: std::time::Instant::now(),
+                    redelivery: false,
                 }));
             }
             // rumqttd does not export its `Ack` type; its conversion to `Packet` is public.
@@ -384,6 +385,7 @@ impl Session {
                     publish: msg.publish.clone(),
                     properties: msg.properties.clone(),
                     at: msg.at,
+                    redelivery: false,
                 })
             });
             self.alloc_pkid(copy)
@@ -396,7 +398,7 @@ impl Session {
             qos,
             pkid,
             msg.publish.retain,
-            false,
+            msg.redelivery,
         );
         let props = msg.properties.map(|mut p| {
             p.topic_alias = None;
