@@ -261,3 +261,45 @@ async fn enabled_rules_are_loaded_again_when_the_bridge_restarts() {
     assert!(executions(&s.h, &disabled).await.is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_rule_that_fired_does_not_fire_again_after_a_bridge_restart_while_its_condition_holds() {
+    let mut s = Stack::start(|_| {}).await;
+    s.h.add_device("remo-1", DeviceKind::Remo).await;
+    let id = create_ok(&s.h, &threshold("remo-1", 28.0, event_action())).await;
+    inject(&s.h, "remo-1", 29.0);
+    wait_executions(&s.h, &id, 1).await;
+    // Saved within a few seconds, without waiting for a shutdown.
+    let saved = "SELECT state FROM rule_trigger_state WHERE rule_id = $1";
+    let mut state = None;
+    for _ in 0..100 {
+        let client = s.h.client().await;
+        if let Some(row) = client.query_opt(saved, &[&id]).await.unwrap() {
+            state = Some(row.get::<_, Value>(0));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        state,
+        Some(json!({"kind": "level", "armed": false, "since": null}))
+    );
+    s.restart_bridge().await;
+    inject(&s.h, "remo-1", 30.0);
+    settle().await;
+    assert_eq!(
+        executions(&s.h, &id).await.len(),
+        1,
+        "the same crossing, across the restart"
+    );
+    // Cleared and crossed again: a new occurrence.
+    inject(&s.h, "remo-1", 20.0);
+    inject(&s.h, "remo-1", 29.0);
+    wait_executions(&s.h, &id, 2).await;
+    // Editing the rule starts it fresh: the saved state belonged to the old version.
+    patch(&s.h, &id, json!({"name": "hot again"})).await;
+    s.restart_bridge().await;
+    inject(&s.h, "remo-1", 29.5);
+    wait_executions(&s.h, &id, 3).await;
+    s.stop().await;
+}

@@ -5,8 +5,10 @@
 //! sent. The bridge feeds it the live stream and [`Event::Tick`]s, and executes
 //! the returned [`Firing`]s (commands, webhooks, events, execution log).
 //!
-//! State is in memory: after a restart a level trigger whose condition already
-//! holds fires once more on its next reading.
+//! Trigger state lives in memory; the host keeps it across restarts by saving
+//! what [`Engine::take_saved_states`] reports and passing it back to
+//! [`Engine::insert_with_state`] (otherwise a level trigger whose condition
+//! already holds would fire once more after a restart).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -16,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 use crate::clock::in_window;
 use crate::event::{Event, Firing};
 use crate::model::{Condition, Rule, RuleId, Sensor};
-use crate::state::TriggerState;
+use crate::state::{SavedState, TriggerState};
 use crate::validate::{validate, RuleError};
 
 /// How late a schedule may still fire after its minute, by default: the rest of
@@ -26,6 +28,8 @@ pub const DEFAULT_SCHEDULE_GRACE: Duration = Duration::seconds(60);
 struct Slot {
     rule: Rule,
     state: TriggerState,
+    /// `state.saved()` as last reported or restored.
+    saved: SavedState,
 }
 
 /// Evaluates many rules (of any number of accounts) against one event stream.
@@ -35,6 +39,8 @@ pub struct Engine {
     by_device: HashMap<DeviceId, BTreeSet<RuleId>>,
     latest: HashMap<(DeviceId, Sensor), f64>,
     schedule_grace: Duration,
+    /// Rules whose saved state changed since the last `take_saved_states`.
+    changed: BTreeSet<RuleId>,
 }
 
 impl Default for Engine {
@@ -51,6 +57,7 @@ impl Engine {
             by_device: HashMap::new(),
             latest: HashMap::new(),
             schedule_grace: DEFAULT_SCHEDULE_GRACE,
+            changed: BTreeSet::new(),
         }
     }
 
@@ -63,6 +70,18 @@ impl Engine {
     /// Loads or replaces a rule. Replacing resets its trigger state (armed,
     /// nothing seen). Invalid rules are rejected and the old one stays.
     pub fn insert(&mut self, id: RuleId, rule: Rule) -> Result<(), RuleError> {
+        self.insert_with_state(id, rule, None)
+    }
+
+    /// Loads a rule continuing from `saved` (a state [`Engine::take_saved_states`]
+    /// reported for this same rule). A state of another trigger kind is
+    /// ignored: the rule starts fresh.
+    pub fn insert_with_state(
+        &mut self,
+        id: RuleId,
+        rule: Rule,
+        saved: Option<&SavedState>,
+    ) -> Result<(), RuleError> {
         validate(&rule)?;
         self.remove(&id);
         if let Some(device) = rule.trigger.device() {
@@ -71,13 +90,17 @@ impl Engine {
                 .or_default()
                 .insert(id.clone());
         }
-        let state = TriggerState::new(&rule.trigger);
-        self.rules.insert(id, Slot { rule, state });
+        let state = saved
+            .and_then(|s| TriggerState::restore(&rule.trigger, s))
+            .unwrap_or_else(|| TriggerState::new(&rule.trigger));
+        let saved = state.saved();
+        self.rules.insert(id, Slot { rule, state, saved });
         Ok(())
     }
 
     /// Unloads a rule, returning it.
     pub fn remove(&mut self, id: &RuleId) -> Option<Rule> {
+        self.changed.remove(id);
         let slot = self.rules.remove(id)?;
         if let Some(device) = slot.rule.trigger.device() {
             if let Some(ids) = self.by_device.get_mut(device) {
@@ -138,14 +161,22 @@ impl Engine {
             if !slot.rule.enabled {
                 continue;
             }
-            let Some(candidate) = slot
+            let candidate = slot
                 .state
-                .poll(&slot.rule.trigger, event, self.schedule_grace)
-            else {
+                .poll(&slot.rule.trigger, event, self.schedule_grace);
+            let pass = candidate.as_ref().is_some_and(|c| {
+                let pass = conditions_hold(&slot.rule.conditions, event.at(), &self.latest);
+                slot.state.settle(c.settle, pass);
+                pass
+            });
+            let saved = slot.state.saved();
+            if saved != slot.saved {
+                slot.saved = saved;
+                self.changed.insert(id.clone());
+            }
+            let Some(candidate) = candidate else {
                 continue;
             };
-            let pass = conditions_hold(&slot.rule.conditions, event.at(), &self.latest);
-            slot.state.settle(candidate.settle, pass);
             if pass {
                 firings.push(Firing {
                     rule: id,
@@ -156,6 +187,20 @@ impl Engine {
             }
         }
         firings
+    }
+
+    /// The saved state of every rule whose state changed since the last call,
+    /// in rule id order. Level triggers change only when they arm, start a
+    /// hold or fire; motion triggers on each motion; schedules when they fire.
+    pub fn take_saved_states(&mut self) -> Vec<(RuleId, SavedState)> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .filter_map(|id| {
+                let saved = self.rules.get(&id)?.saved.clone();
+                Some((id, saved))
+            })
+            .collect()
     }
 }
 

@@ -32,4 +32,5 @@ pub use model::{
     RuleId, ScheduleTrigger, Sensor, SensorCondition, SignalParams, ThresholdTrigger,
     TimeWindowCondition, Trigger, WebhookAction,
 };
+pub use state::SavedState;
 pub use validate::{parse_rule, parse_rule_value, validate, RuleError};

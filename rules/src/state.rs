@@ -6,6 +6,7 @@
 //! last occurrence they consumed. This module decides "the trigger wants to
 //! fire"; conditions and the firing itself belong to [`crate::engine`].
 
+use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::clock::latest_occurrence;
@@ -260,5 +261,103 @@ impl TriggerState {
             (Self::Schedule { consumed }, Settle::Consume(o)) => *consumed = Some(o),
             _ => {}
         }
+    }
+}
+
+/// What of a trigger's state must survive a restart for it to keep firing
+/// once per occurrence: armed or not and a hold in progress, the last motion,
+/// the absence being counted, the schedule occurrence used up. Times are Unix
+/// milliseconds. Values seen only to describe a firing are not kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SavedState {
+    Level {
+        armed: bool,
+        since: Option<i64>,
+    },
+    MotionSeen {
+        last: Option<i64>,
+    },
+    MotionNotSeen {
+        baseline: Option<i64>,
+        last_seen: Option<i64>,
+        fired: bool,
+    },
+    Schedule {
+        consumed: Option<i64>,
+    },
+}
+
+fn to_ms(t: Option<OffsetDateTime>) -> Option<i64> {
+    t.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+fn from_ms(ms: Option<i64>) -> Option<Option<OffsetDateTime>> {
+    match ms {
+        None => Some(None),
+        Some(ms) => OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .ok()
+            .map(Some),
+    }
+}
+
+impl TriggerState {
+    /// The part of this state worth keeping across a restart.
+    pub fn saved(&self) -> SavedState {
+        match self {
+            Self::Level { hold, .. } => SavedState::Level {
+                armed: hold.armed,
+                since: to_ms(hold.since),
+            },
+            Self::MotionSeen { last } => SavedState::MotionSeen { last: to_ms(*last) },
+            Self::MotionNotSeen {
+                baseline,
+                last_seen,
+                fired,
+            } => SavedState::MotionNotSeen {
+                baseline: to_ms(*baseline),
+                last_seen: to_ms(*last_seen),
+                fired: *fired,
+            },
+            Self::Schedule { consumed } => SavedState::Schedule {
+                consumed: to_ms(*consumed),
+            },
+        }
+    }
+
+    /// State for `trigger` continuing from `saved`; `None` when `saved` was
+    /// kept for another kind of trigger or holds an impossible time.
+    pub fn restore(trigger: &Trigger, saved: &SavedState) -> Option<Self> {
+        let mut state = Self::new(trigger);
+        match (&mut state, saved) {
+            (Self::Level { hold, .. }, SavedState::Level { armed, since }) => {
+                hold.armed = *armed;
+                hold.since = from_ms(*since)?;
+            }
+            (Self::MotionSeen { last }, SavedState::MotionSeen { last: saved }) => {
+                *last = from_ms(*saved)?;
+            }
+            (
+                Self::MotionNotSeen {
+                    baseline,
+                    last_seen,
+                    fired,
+                },
+                SavedState::MotionNotSeen {
+                    baseline: b,
+                    last_seen: l,
+                    fired: f,
+                },
+            ) => {
+                *baseline = from_ms(*b)?;
+                *last_seen = from_ms(*l)?;
+                *fired = *f;
+            }
+            (Self::Schedule { consumed }, SavedState::Schedule { consumed: c }) => {
+                *consumed = from_ms(*c)?;
+            }
+            _ => return None,
+        }
+        Some(state)
     }
 }

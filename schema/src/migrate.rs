@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_webhooks"),
     migration!(5, "0005_device_ownership"),
     migration!(6, "0006_readings_once"),
+    migration!(7, "0007_rule_state"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

@@ -5,7 +5,8 @@
 //! (bounded channel), so it never polls the database. It evaluates the live
 //! stream ([`crate::live::LiveFeed`]) plus a tick every [`TICK`], and hands
 //! each firing to a bounded execution queue (`execute`) so that slow actions
-//! never hold up evaluation. It must not serve HTTP or talk to devices other
+//! never hold up evaluation. Trigger states that changed are saved every few
+//! seconds and restored at start (`rule_trigger_state`). It must not serve HTTP or talk to devices other
 //! than through the command log.
 //!
 //! Event time is the worker's receipt time, not the device's `ts`: holds,

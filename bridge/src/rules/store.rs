@@ -108,15 +108,55 @@ pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<StoredRule>, StoreEr
 }
 
 /// Every enabled rule of every account, for the worker's start.
-pub async fn load_enabled(pool: &Pool) -> Result<Vec<StoredRule>, StoreError> {
+pub async fn load_enabled(pool: &Pool) -> Result<Vec<(StoredRule, Option<Value>)>, StoreError> {
     let client = pool.get().await?;
     let rows = client
         .query(
-            &format!("SELECT {COLUMNS} FROM rules WHERE enabled ORDER BY id"),
+            "SELECT r.id, r.user_id, r.definition, r.created_at, r.updated_at, s.state
+             FROM rules r
+             LEFT JOIN rule_trigger_state s
+                 ON s.rule_id = r.id AND s.rule_version = r.updated_at
+             WHERE r.enabled ORDER BY r.id",
             &[],
         )
         .await?;
-    Ok(rows.iter().map(StoredRule::from_row).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (StoredRule::from_row(r), r.get(5)))
+        .collect())
+}
+
+/// A rule's trigger state to keep, for the rule version it belongs to.
+#[derive(Debug, Clone)]
+pub struct SavedTriggerState {
+    pub rule_id: String,
+    pub version: OffsetDateTime,
+    pub state: Value,
+}
+
+/// Stores trigger states (one statement); states of rules deleted meanwhile
+/// are skipped.
+pub async fn save_trigger_states(
+    pool: &Pool,
+    states: &[SavedTriggerState],
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = states.iter().map(|s| s.rule_id.as_str()).collect();
+    let versions: Vec<OffsetDateTime> = states.iter().map(|s| s.version).collect();
+    let values: Vec<&Value> = states.iter().map(|s| &s.state).collect();
+    let client = pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO rule_trigger_state (rule_id, rule_version, state)
+             SELECT u.id, u.version, u.state
+             FROM unnest($1::text[], $2::timestamptz[], $3::jsonb[]) AS u(id, version, state)
+             JOIN rules ON rules.id = u.id
+             ON CONFLICT (rule_id) DO UPDATE
+                 SET rule_version = EXCLUDED.rule_version, state = EXCLUDED.state,
+                     saved_at = now()",
+            &[&ids, &versions, &values],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Replaces the document of rule `id` of `user_id`; `None` if there is none.

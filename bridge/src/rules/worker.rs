@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use kumo_contract::DeviceId;
-use kumo_rules::{Engine, Event, RuleId, Sensor};
+use kumo_rules::{Engine, Event, RuleId, SavedState, Sensor};
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::execute::Job;
@@ -22,6 +23,11 @@ use crate::live::LiveEvent;
 
 /// Pause between attempts to load the rules when the database is down.
 const LOAD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often changed trigger states are saved. A restart loses at most this
+/// much of them (a level trigger then fires at most once more).
+const SAVE_STATES_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longest the worker waits at shutdown for its last states to be saved.
+const FINAL_SAVE: std::time::Duration = std::time::Duration::from_secs(3);
 
 struct Meta {
     account: String,
@@ -37,6 +43,10 @@ pub(super) struct Worker {
     meta: HashMap<RuleId, Meta>,
     /// Rules deleted since start: a late upsert must not bring one back.
     removed: HashSet<RuleId>,
+    /// Trigger states to save (a failed save comes back here), by rule id.
+    unsaved: HashMap<String, store::SavedTriggerState>,
+    /// The save in progress: the states it failed to store, if it failed.
+    saving: Option<JoinHandle<Vec<store::SavedTriggerState>>>,
 }
 
 impl Worker {
@@ -48,6 +58,8 @@ impl Worker {
             engine: Engine::new(),
             meta: HashMap::new(),
             removed: HashSet::new(),
+            unsaved: HashMap::new(),
+            saving: None,
         }
     }
 
@@ -61,11 +73,21 @@ impl Worker {
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut save = tokio::time::interval(SAVE_STATES_EVERY);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 // Changes first: a rule saved before a reading arrived applies to it.
                 biased;
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    self.save_states().await;
+                    if let Some(last) = self.saving.take() {
+                        if tokio::time::timeout(FINAL_SAVE, last).await.is_err() {
+                            tracing::warn!("trigger states not saved at shutdown");
+                        }
+                    }
+                    return;
+                }
                 Some(change) = self.inbox.rx.recv() => self.apply(change),
                 event = live.recv() => match event {
                     Ok(e) => {
@@ -82,6 +104,7 @@ impl Worker {
                 _ = tick.tick() => {
                     self.evaluate(&Event::Tick { at: OffsetDateTime::now_utc() });
                 }
+                _ = save.tick() => self.save_states().await,
             }
         }
     }
@@ -92,8 +115,8 @@ impl Worker {
         loop {
             match store::load_enabled(&self.pool).await {
                 Ok(rules) => {
-                    for r in rules {
-                        self.load_stored(r);
+                    for (r, state) in rules {
+                        self.load_stored(r, state);
                     }
                     tracing::info!(rules = self.engine.len(), "rules loaded");
                     return true;
@@ -107,14 +130,19 @@ impl Worker {
         }
     }
 
-    fn load_stored(&mut self, r: store::StoredRule) {
+    fn load_stored(&mut self, r: store::StoredRule, state: Option<serde_json::Value>) {
+        // A state that no longer parses is dropped: the rule starts fresh.
+        let saved = state.and_then(|v| serde_json::from_value::<SavedState>(v).ok());
         match kumo_rules::parse_rule_value(r.definition) {
-            Ok(rule) => self.apply(Change::Upsert {
-                id: RuleId(r.id),
-                account: r.user_id,
-                version: r.updated_at,
-                rule: Box::new(rule),
-            }),
+            Ok(rule) => self.upsert(
+                Change::Upsert {
+                    id: RuleId(r.id),
+                    account: r.user_id,
+                    version: r.updated_at,
+                    rule: Box::new(rule),
+                },
+                saved.as_ref(),
+            ),
             // E.g. a time zone a newer tz database dropped: keep the rest running.
             Err(e) => tracing::error!(rule_id = %r.id, error = %e,
                 "a stored rule no longer validates; it is not loaded"),
@@ -122,6 +150,11 @@ impl Worker {
     }
 
     fn apply(&mut self, change: Change) {
+        self.upsert(change, None);
+    }
+
+    /// Applies `change`; an upserted rule continues from `saved` if given.
+    fn upsert(&mut self, change: Change, saved: Option<&SavedState>) {
         match change {
             Change::Upsert {
                 id,
@@ -135,7 +168,7 @@ impl Worker {
                 }
                 self.engine.remove(&id);
                 if rule.enabled {
-                    if let Err(e) = self.engine.insert(id.clone(), *rule) {
+                    if let Err(e) = self.engine.insert_with_state(id.clone(), *rule, saved) {
                         tracing::error!(rule_id = %id, error = %e, "rule rejected by the engine");
                     }
                 }
@@ -147,6 +180,45 @@ impl Worker {
                 self.removed.insert(id);
             }
         }
+    }
+
+    /// Starts saving the trigger states that changed (and any a failed save
+    /// left), unless a save is still running: then they wait for the next round.
+    async fn save_states(&mut self) {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if let Some(done) = self.saving.take() {
+            for s in done.await.unwrap_or_default() {
+                self.unsaved.entry(s.rule_id.clone()).or_insert(s);
+            }
+        }
+        for (id, saved) in self.engine.take_saved_states() {
+            let (Some(meta), Ok(state)) = (self.meta.get(&id), serde_json::to_value(&saved)) else {
+                continue;
+            };
+            let s = store::SavedTriggerState {
+                rule_id: id.0.clone(),
+                version: meta.version,
+                state,
+            };
+            self.unsaved.insert(id.0, s);
+        }
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let batch: Vec<_> = self.unsaved.drain().map(|(_, s)| s).collect();
+        let pool = self.pool.clone();
+        self.saving = Some(tokio::spawn(async move {
+            match store::save_trigger_states(&pool, &batch).await {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, states = batch.len(),
+                        "saving rule trigger states failed; will retry");
+                    batch
+                }
+            }
+        }));
     }
 
     fn evaluate(&mut self, event: &Event) {
