@@ -1,9 +1,9 @@
 //! The reading writer: bounded buffering, batched multi-row inserts into the
 //! partitioned `readings` table, and `newest_events` kept current.
 //!
-//! A reading is stored once: `(device_id, sensor, at)` is unique, and a batch
-//! holding a repeat (QoS 1 redelivery after a restart or a device's reconnect)
-//! is written again skipping what is already stored. The plain insert stays
+//! A reading is stored once: `(device_id, sensor, at, val)` is unique, and a
+//! batch holding a repeat (QoS 1 redelivery after a restart or a device's
+//! reconnect) is written again skipping what is already stored. The plain insert stays
 //! the fast path; repeats are rare.
 //!
 //! Producers (the MQTT subscriber) `push` readings and wait when the buffer is

@@ -113,6 +113,14 @@ async fn a_repeated_reading_is_stored_once_and_still_reported_durable() {
         .unwrap();
     rx.await.unwrap();
     assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 32);
+    // So is another value stamped with the same instant (a coarse device clock).
+    let (tx, rx) = oneshot::channel();
+    writer
+        .push(reading("remo-1", "te", 99.0, base), Some(tx))
+        .await
+        .unwrap();
+    rx.await.unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 33);
     stop.cancel();
     task.await.unwrap();
     h.stop().await;
