@@ -109,8 +109,27 @@ impl ApiError {
 
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
+        if database_unavailable(&e) {
+            tracing::error!(error = %e, "database connection lost");
+            return Self::unavailable();
+        }
         Self::internal(format_args!("database: {e}"))
     }
+}
+
+/// Whether `e` says the database went away (restart, shutdown, lost
+/// connection) rather than that the query was wrong: the client may retry.
+pub fn database_unavailable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    e.code().is_some_and(|c| {
+        c.code().starts_with("08")
+            || *c == SqlState::ADMIN_SHUTDOWN
+            || *c == SqlState::CRASH_SHUTDOWN
+            || *c == SqlState::CANNOT_CONNECT_NOW
+    })
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {
