@@ -56,6 +56,26 @@ pub async fn record_presence_in(
     Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0)))
 }
 
+/// A broker node started at `started` (its clock): every device still shown
+/// online on it whose last announcement is older lost its connection with the
+/// node's previous run. Marks them offline and returns their ids.
+/// `last_seen_at` stays: any announcement from the new run is newer.
+pub async fn node_started_in(
+    client: &impl GenericClient,
+    node: &str,
+    started: OffsetDateTime,
+) -> Result<Vec<String>, TelemetryError> {
+    let update = client
+        .prepare_cached(
+            "UPDATE devices SET online = false
+             WHERE node_id = $1 AND online AND last_seen_at < $2
+             RETURNING id",
+        )
+        .await?;
+    let rows = client.query(&update, &[&node, &started]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// What a device reports about itself in its retained `state`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceFacts<'a> {

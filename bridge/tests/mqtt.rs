@@ -367,3 +367,53 @@ async fn reported_state_updates_firmware_and_appliance_states() {
     }
     panic!("the reported state never reached the API");
 }
+
+/// Each device's `online` as `/1/devices` shows it, by id.
+async fn online_by_id(s: &Stack) -> std::collections::BTreeMap<String, bool> {
+    s.h.get("/1/devices")
+        .await
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap().to_string(), d["online"] == true))
+        .collect()
+}
+
+async fn wait_online(s: &Stack, want: &[(&str, bool)]) {
+    let want: std::collections::BTreeMap<String, bool> =
+        want.iter().map(|(d, o)| (d.to_string(), *o)).collect();
+    for _ in 0..300 {
+        if online_by_id(s).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("online is {:?}, expected {want:?}", online_by_id(s).await);
+}
+
+#[tokio::test]
+async fn devices_of_a_node_that_went_down_unheard_are_offline_once_it_starts_again() {
+    let mut s = Stack::start(|_| {}).await;
+    let gone = s.device("remo-1").await;
+    let back = s.device("remo-2").await;
+    let gone_dev = gone.connect(&[]).await;
+    let mut back_dev = back.connect(&[]).await;
+    wait_online(&s, &[("remo-1", true), ("remo-2", true)]).await;
+
+    // The bridge is away while the node goes down, so it never hears the
+    // node's offline announcements — as when a node crashes. One device dies
+    // with it; the other (paho) reconnects to the node's next run.
+    s.stop_bridge().await;
+    gone_dev.disconnect().await;
+    s.restart_node(0).await;
+    back_dev.expect_line("READY", 30 * SEC).await;
+    s.start_bridge().await;
+
+    // The node's epoch (retained) tells the bridge that remo-1's "online"
+    // predates the node's current run; remo-2 announced itself since.
+    wait_online(&s, &[("remo-1", false), ("remo-2", true)]).await;
+    back_dev.disconnect().await;
+    wait_online(&s, &[("remo-1", false), ("remo-2", false)]).await;
+    s.stop().await;
+}

@@ -160,6 +160,13 @@ async fn launch(
         internal.clone(),
     )
     .await?;
+    // Before any device connects: presence from this run is never older.
+    fabric
+        .publish(
+            "kumo-node",
+            rumqttd::protocol::Packet::Publish(presence::epoch(&settings.node_id), None),
+        )
+        .await;
     let slot = Arc::new(tls::TlsSlot::new(loaded));
     let gate = Arc::new(listener::Gate {
         connections: Arc::new(Semaphore::new(settings.max_connections)),

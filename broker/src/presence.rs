@@ -40,6 +40,28 @@ pub fn publish(device: &DeviceId, node: &str, online: bool, reason: &str) -> Pub
     )
 }
 
+/// The node's epoch document (see `kumo_contract::nodes`).
+#[derive(Debug, Serialize)]
+struct Epoch<'a> {
+    node: &'a str,
+    /// RFC 3339 time the node started.
+    started: String,
+}
+
+/// The retained PUBLISH announcing that `node` started now: every device whose
+/// last presence from it is older was lost with its previous run.
+pub fn epoch(node: &str) -> Publish {
+    let started = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"));
+    let body = serde_json::to_vec(&Epoch { node, started }).unwrap_or_default();
+    Publish::new(
+        Bytes::from(kumo_contract::nodes::epoch_topic(node)),
+        Bytes::from(body),
+        true,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

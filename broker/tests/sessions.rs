@@ -119,6 +119,33 @@ async fn presence_is_retained_for_late_subscribers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_announces_its_start_retained_and_only_the_service_may_read_it() {
+    let before = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let node = TestNode::start().await;
+    let mut bridge = node.service(4).await;
+    bridge
+        .subscribe(&[kumo_contract::nodes::EPOCH_FILTER], QoS::AtMostOnce)
+        .await;
+    let topic = kumo_contract::nodes::epoch_topic("node-1");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bridge.expect_publish(&topic).await.unwrap()).unwrap();
+    assert_eq!(doc["node"], "node-1");
+    let started = time::OffsetDateTime::parse(
+        doc["started"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(started >= before && started <= time::OffsetDateTime::now_utc());
+    let mut dev = node.device("remo-e", 4).await;
+    assert_eq!(
+        dev.subscribe(&[kumo_contract::nodes::EPOCH_FILTER], QoS::AtMostOnce)
+            .await,
+        vec![0x80],
+        "a device may not read node announcements"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnecting_device_takes_over_its_old_session() {
     let node = TestNode::start().await;
     let mut old = node.device("remo-t", 5).await;

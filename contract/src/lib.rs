@@ -5,6 +5,7 @@
 
 pub mod id;
 pub mod identity;
+pub mod nodes;
 pub mod ownership;
 pub mod topic;
 

@@ -44,15 +44,19 @@ pub(crate) enum Control {
     State(String, StateReport),
     Ack(String, Uuid, Ack),
     Meter(String, Vec<(u8, String)>, OffsetDateTime),
+    /// A node (named) started at this time: devices it announced earlier are gone.
+    NodeStarted(String, OffsetDateTime),
 }
 
 impl Control {
+    /// What picks the shard: the device, or the node for a node's epoch.
     fn device(&self) -> &str {
         match self {
             Self::Presence(d, _)
             | Self::State(d, _)
             | Self::Ack(d, _, _)
-            | Self::Meter(d, _, _) => d,
+            | Self::Meter(d, _, _)
+            | Self::NodeStarted(d, _) => d,
         }
     }
 }
@@ -224,6 +228,36 @@ impl Shard {
             Control::Meter(device, properties, at) => {
                 telemetry::record_meter_in(tx, device, properties, *at).await?;
             }
+            Control::NodeStarted(node, started) => {
+                self.node_started(tx, node, *started, effects).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A node started: the devices it announced online before that are not
+    /// connected to it any more (it crashed without saying goodbye for them).
+    async fn node_started(
+        &self,
+        tx: &impl GenericClient,
+        node: &str,
+        started: OffsetDateTime,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), TelemetryError> {
+        self.status.nodes[self.idx].learn_node_id(node);
+        let lost = telemetry::node_started_in(tx, node, started).await?;
+        if !lost.is_empty() {
+            tracing::info!(node, devices = lost.len(), %started,
+                "broker node restarted; its earlier devices are offline");
+        }
+        for device in lost {
+            self.affinity.record(&device, self.idx, false, started);
+            effects.push(Effect::Live(LiveEvent::Presence {
+                device,
+                online: false,
+                node: Some(node.to_string()),
+                at: started,
+            }));
         }
         Ok(())
     }

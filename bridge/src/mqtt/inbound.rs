@@ -108,6 +108,15 @@ impl Inbound {
         p: &rumqttc::Publish,
     ) -> Result<Option<Vec<oneshot::Receiver<()>>>, PayloadError> {
         let now = OffsetDateTime::now_utc();
+        if let Some(node) = kumo_contract::nodes::parse_epoch_topic(&p.topic) {
+            let started = payload::epoch(&p.payload, node)?;
+            let control = Control::NodeStarted(node.to_string(), started);
+            let (tx, rx) = oneshot::channel();
+            if !self.control.send(control, tx).await {
+                return Ok(None);
+            }
+            return Ok(Some(vec![rx]));
+        }
         let Some((device, leaf)) = parse_device_topic(&p.topic) else {
             return Err(PayloadError::Range("not a device topic"));
         };

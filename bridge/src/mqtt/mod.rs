@@ -39,12 +39,13 @@ use crate::settings::MqttSettings;
 pub use delivery::{MqttSink, Outbox};
 
 /// What the bridge subscribes to on every node (QoS 1).
-pub const SUBSCRIPTIONS: [&str; 5] = [
+pub const SUBSCRIPTIONS: [&str; 6] = [
     "devices/+/sensors/+",
     "devices/+/meter",
     "devices/+/state",
     "devices/+/presence",
     "devices/+/acks",
+    kumo_contract::nodes::EPOCH_FILTER,
 ];
 
 /// Why the MQTT side could not start.

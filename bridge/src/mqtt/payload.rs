@@ -116,6 +116,25 @@ pub fn presence(body: &[u8], now: OffsetDateTime) -> Result<PresenceReport, Payl
 }
 
 #[derive(Deserialize)]
+struct EpochWire {
+    node: String,
+    #[serde(with = "time::serde::rfc3339")]
+    started: OffsetDateTime,
+}
+
+/// `kumo/nodes/{node}/epoch`: when the node on `topic_node` started. The
+/// document must name the node of its topic.
+pub fn epoch(body: &[u8], topic_node: &str) -> Result<OffsetDateTime, PayloadError> {
+    let w: EpochWire = serde_json::from_slice(body)?;
+    if w.node != topic_node {
+        return Err(PayloadError::Range(
+            "epoch names another node than its topic",
+        ));
+    }
+    Ok(w.started)
+}
+
+#[derive(Deserialize)]
 struct StateWire {
     firmware_version: Option<String>,
     mac_address: Option<String>,
@@ -267,6 +286,18 @@ mod tests {
         assert_eq!(m.properties.len(), 3);
         assert_eq!(m.readings, vec![("power", 452.0), ("energy", 10234.0)]);
         assert!(meter(br#"{"echonetlite_properties": []}"#, NOW).is_err());
+    }
+
+    #[test]
+    fn an_epoch_must_name_the_node_of_its_topic() {
+        let body = br#"{"node":"node-2","started":"2026-03-01T10:00:00.5Z"}"#;
+        assert_eq!(
+            epoch(body, "node-2").unwrap(),
+            datetime!(2026-03-01 10:00:00.5 UTC)
+        );
+        assert!(matches!(epoch(body, "node-1"), Err(PayloadError::Range(_))));
+        assert!(epoch(br#"{"node":"node-2"}"#, "node-2").is_err());
+        assert!(epoch(b"garbage", "node-2").is_err());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Stack {
     pub port: u16,
     pub h: Harness,
     pub bridge_settings: kumo_bridge::Settings,
+    /// Each node's settings, with its actual MQTT port.
+    pub node_settings: Vec<kumo_broker::Settings>,
 }
 
 impl Stack {
@@ -47,6 +49,7 @@ impl Stack {
         let sans = ["localhost".to_string(), "127.0.0.1".to_string()];
         let stack = pki.ensure_stack("node-1", &sans).unwrap();
         let (mut nodes, mut node_stops, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+        let mut node_settings_all = Vec::new();
         for i in 1..=count {
             let node_id = format!("node-{i}");
             let (cert, key) = if i == 1 {
@@ -66,10 +69,13 @@ impl Stack {
                 ..kumo_broker::Settings::default()
             };
             let stop = CancellationToken::new();
+            let mut kept = node_settings.clone();
             let node = kumo_broker::start(node_settings, stop.clone())
                 .await
                 .unwrap();
+            kept.listen = node.mqtt_addr();
             ports.push(node.mqtt_addr().port());
+            node_settings_all.push(kept);
             nodes.push(node);
             node_stops.push(stop);
         }
@@ -90,6 +96,7 @@ impl Stack {
             ports,
             h,
             bridge_settings: settings,
+            node_settings: node_settings_all,
         };
         stack.wait_ready().await;
         stack
@@ -161,6 +168,20 @@ impl Stack {
         self.h.bridge = Some(bridge);
         self.h.shutdown = shutdown;
         self.wait_ready().await;
+    }
+
+    /// Stops node `i` and starts it again on the same port (a new run of the
+    /// same node: same id, certificate and settings, empty sessions).
+    pub async fn restart_node(&mut self, i: usize) {
+        self.node_stops[i].cancel();
+        let old = self.nodes.remove(i);
+        old.wait().await.unwrap();
+        let stop = CancellationToken::new();
+        let node = kumo_broker::start(self.node_settings[i].clone(), stop.clone())
+            .await
+            .unwrap();
+        self.nodes.insert(i, node);
+        self.node_stops[i] = stop;
     }
 
     pub async fn stop(mut self) {
