@@ -47,8 +47,14 @@ fn kumo_testkit_ports() -> Vec<(String, String)> {
 
 impl Up {
     pub fn start(data_dir: &Path) -> Up {
+        Self::start_with(data_dir, &["up"], &[])
+    }
+
+    /// `kumo args…` (an `up` variant) with extra environment.
+    pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
         let mut child = kumo(data_dir)
-            .arg("up")
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
