@@ -238,8 +238,9 @@ fn sim_process(data: &std::path::Path, addr: &str) -> KillOnDrop {
 #[test]
 fn a_broker_node_killed_mid_run_is_survived_and_its_lost_device_shows_offline() {
     let (_tmp, data) = temp_data_dir();
-    let node_addr = format!("127.0.0.1:{}", kumo_testkit::free_port());
-    let nodes = format!("localhost:{}", node_addr.rsplit(':').next().unwrap());
+    let port = kumo_testkit::free_port();
+    let node_addr = format!("127.0.0.1:{port}");
+    let nodes = format!("localhost:{port}");
     // The bridge and PostgreSQL in `up`; the node in a process of its own.
     let up = Up::start_with(
         &data,
