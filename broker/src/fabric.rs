@@ -209,7 +209,7 @@ async fn demux_commands(
             publish,
             properties,
             at,
-            redelivery: false,
+            redelivery: None,
         });
         if sender.try_send(msg).is_err() {
             metrics

@@ -127,7 +127,7 @@ mod tests {
             ),
             properties: None,
             at: std::time::Instant::now(),
-            redelivery: false,
+            redelivery: None,
         })
     }
 

@@ -71,8 +71,9 @@ pub struct Outbound {
     pub properties: Option<PublishProperties>,
     /// When the node received it from the router.
     pub at: Instant,
-    /// Sent before and unacknowledged: delivered again with DUP set (MQTT-3.3.1-1).
-    pub redelivery: bool,
+    /// Sent before with this packet id and left unacknowledged: sent again with
+    /// DUP set and, when free, the same packet id (MQTT-3.3.1-1, MQTT-4.4.0-1).
+    pub redelivery: Option<u16>,
 }
 
 impl Outbound {

@@ -103,6 +103,7 @@ async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
     };
     assert_eq!(&p.payload[..], b"unacked");
     assert!(dup(&p), "a redelivery has DUP set (MQTT-3.3.1-1)");
+    assert_eq!(pkid(&p), 2, "and its original packet id (MQTT-4.4.0-1)");
     assert!(payloads(&mut svc, Duration::from_millis(300))
         .await
         .is_empty());
@@ -112,6 +113,13 @@ async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
 /// serialized first byte carries it).
 fn dup(p: &rumqttd::protocol::Publish) -> bool {
     p.serialize()[0] & 0b1000 != 0
+}
+
+/// The packet id of a received PUBLISH (private in rumqttd too; its serialized
+/// form puts it right after the first byte).
+fn pkid(p: &rumqttd::protocol::Publish) -> u16 {
+    let raw = p.serialize();
+    u16::from_be_bytes([raw[1], raw[2]])
 }
 
 #[tokio::test]

@@ -404,10 +404,11 @@ impl Session {
         let mut unacked: Vec<_> = self
             .inflight
             .drain()
-            .filter_map(|(_, m)| m)
-            .map(|mut m| {
-                m.redelivery = true;
-                m
+            .filter_map(|(pkid, m)| {
+                m.map(|mut m| {
+                    m.redelivery = Some(pkid);
+                    m
+                })
             })
             .collect();
         unacked.sort_by_key(|m| m.at);

@@ -307,7 +307,7 @@ impl Session {
                     publish: f.publish,
                     properties: f.properties,
                     at: std::time::Instant::now(),
-                    redelivery: false,
+                    redelivery: None,
                 }));
             }
             // rumqttd does not export its `Ack` type; its conversion to `Packet` is public.
@@ -385,10 +385,16 @@ impl Session {
                     publish: msg.publish.clone(),
                     properties: msg.properties.clone(),
                     at: msg.at,
-                    redelivery: false,
+                    redelivery: None,
                 })
             });
-            self.alloc_pkid(copy)
+            match msg.redelivery {
+                Some(id) if !self.inflight.contains_key(&id) => {
+                    self.inflight.insert(id, copy);
+                    id
+                }
+                _ => self.alloc_pkid(copy),
+            }
         } else {
             0
         };
@@ -398,7 +404,7 @@ impl Session {
             qos,
             pkid,
             msg.publish.retain,
-            msg.redelivery,
+            msg.redelivery.is_some(),
         );
         let props = msg.properties.map(|mut p| {
             p.topic_alias = None;

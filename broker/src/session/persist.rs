@@ -205,7 +205,7 @@ async fn drain(
                     publish: f.publish,
                     properties: f.properties,
                     at: Instant::now(),
-                    redelivery: false,
+                    redelivery: None,
                 });
                 let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                 q.push_back(msg);
