@@ -88,15 +88,18 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(bearer)
             .ok_or_else(ApiError::unauthorized)?;
         let client = state.pool.get().await?;
-        let row = client
-            .query_opt(
+        // Every request runs this: prepared once per pooled connection.
+        let lookup = client
+            .prepare_cached(
                 "SELECT id, user_id, scopes,
                         last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
                  FROM access_tokens
                  WHERE token_hash = $1 AND revoked_at IS NULL
                    AND (expires_at IS NULL OR expires_at > now())",
-                &[&token_hash(token)],
             )
+            .await?;
+        let row = client
+            .query_opt(&lookup, &[&token_hash(token)])
             .await?
             .ok_or_else(ApiError::unauthorized)?;
         let caller = Self {

@@ -54,12 +54,14 @@ async fn target(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Target
 /// Appliance `id` of `user_id`, or a 404 (also for other users' appliances).
 pub(crate) async fn target_of(pool: &Pool, user_id: &str, id: &str) -> ApiResult<Target> {
     let client = pool.get().await?;
-    let r = client
-        .query_opt(
+    let select = client
+        .prepare_cached(
             "SELECT device_id, type, model_id, settings, state FROM appliances
              WHERE id = $1 AND user_id = $2",
-            &[&id, &user_id],
         )
+        .await?;
+    let r = client
+        .query_opt(&select, &[&id, &user_id])
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(Target {
