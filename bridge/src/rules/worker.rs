@@ -80,12 +80,10 @@ impl Worker {
                 // Changes first: a rule saved before a reading arrived applies to it.
                 biased;
                 () = shutdown.cancelled() => {
+                    // A save still running first, then whatever changed since.
+                    self.finish_saving().await;
                     self.save_states().await;
-                    if let Some(last) = self.saving.take() {
-                        if tokio::time::timeout(FINAL_SAVE, last).await.is_err() {
-                            tracing::warn!("trigger states not saved at shutdown");
-                        }
-                    }
+                    self.finish_saving().await;
                     return;
                 }
                 Some(change) = self.inbox.rx.recv() => self.apply(change),
@@ -179,6 +177,22 @@ impl Worker {
                 self.meta.remove(&id);
                 self.removed.insert(id);
             }
+        }
+    }
+
+    /// Waits (bounded) for the save in progress; what it failed to store is
+    /// kept for the next one.
+    async fn finish_saving(&mut self) {
+        let Some(running) = self.saving.take() else {
+            return;
+        };
+        match tokio::time::timeout(FINAL_SAVE, running).await {
+            Ok(failed) => {
+                for s in failed.unwrap_or_default() {
+                    self.unsaved.entry(s.rule_id.clone()).or_insert(s);
+                }
+            }
+            Err(_) => tracing::warn!("trigger states not saved at shutdown"),
         }
     }
 
