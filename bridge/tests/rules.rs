@@ -308,3 +308,47 @@ async fn the_openapi_document_describes_the_rules_routes() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_account_has_at_most_200_rules() {
+    let h = common::start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let first = create_ok(&h, &threshold("remo-1", 28.0, event_action())).await;
+    // 199 more, stored directly (the API path is the same for each).
+    h.client()
+        .await
+        .execute(
+            "INSERT INTO rules (id, user_id, name, enabled, definition)
+             SELECT gen_random_uuid()::text, user_id, name, enabled, definition
+             FROM rules, generate_series(1, 199) WHERE id = $1",
+            &[&first],
+        )
+        .await
+        .unwrap();
+    let refused = create(&h, &threshold("remo-1", 30.0, event_action())).await;
+    refused.assert_error(409001);
+    assert!(refused.body["message"].as_str().unwrap().contains("200"));
+    assert_eq!(h.get("/v1/rules").await.ok().as_array().unwrap().len(), 200);
+    // Another account is not affected; deleting one makes room again.
+    let (_, other_token) = h.other_user().await;
+    let mine = h
+        .send(
+            h.http
+                .delete(format!("{}/v1/rules/{first}", h.base))
+                .bearer_auth(&h.token),
+        )
+        .await;
+    assert_eq!(mine.status, 200, "{:?}", mine.body);
+    create_ok(&h, &threshold("remo-1", 30.0, event_action())).await;
+    let theirs = h
+        .send(
+            h.http
+                .post(format!("{}/v1/rules", h.base))
+                .bearer_auth(&other_token)
+                .json(&json!({"name": "t", "trigger": {"schedule": {"at": "07:00",
+                    "time_zone": "UTC"}}, "actions": [{"event": {"name": "x"}}]})),
+        )
+        .await;
+    assert_eq!(theirs.status, 200, "{:?}", theirs.body);
+    h.stop().await;
+}

@@ -103,7 +103,14 @@ pub async fn create(
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
     let (rule, definition) = accept(&state, &caller, json_body(&body)?).await?;
-    let stored = store::insert(&state.pool, &caller.user_id, &definition).await?;
+    let stored = store::insert(&state.pool, &caller.user_id, &definition)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(format!(
+                "an account may have at most {} rules",
+                store::MAX_RULES_PER_ACCOUNT
+            ))
+        })?;
     tracing::info!(rule_id = %stored.id, "rule created");
     Ok(loaded(&state, rule, stored).await)
 }

@@ -62,25 +62,43 @@ fn name_and_enabled(definition: &Value) -> (String, bool) {
     (name, enabled)
 }
 
-/// Stores a new rule of `user_id`.
+/// Most rules an account may have.
+pub const MAX_RULES_PER_ACCOUNT: i64 = 200;
+
+/// Stores a new rule of `user_id`; `None` if the account already has
+/// [`MAX_RULES_PER_ACCOUNT`] (concurrent creations of one account are
+/// serialized on its `users` row, so the limit is exact).
 pub async fn insert(
     pool: &Pool,
     user_id: &str,
     definition: &Value,
-) -> Result<StoredRule, StoreError> {
+) -> Result<Option<StoredRule>, StoreError> {
     let (name, enabled) = name_and_enabled(definition);
     let id = Uuid::new_v4().to_string();
-    let client = pool.get().await?;
-    let row = client
-        .query_one(
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])
+        .await?;
+    let row = tx
+        .query_opt(
             &format!(
                 "INSERT INTO rules (id, user_id, name, enabled, definition)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+                 SELECT $1, $2, $3, $4, $5
+                 WHERE (SELECT count(*) FROM rules WHERE user_id = $2) < $6
+                 RETURNING {COLUMNS}"
             ),
-            &[&id, &user_id, &name, &enabled, definition],
+            &[
+                &id,
+                &user_id,
+                &name,
+                &enabled,
+                definition,
+                &MAX_RULES_PER_ACCOUNT,
+            ],
         )
         .await?;
-    Ok(StoredRule::from_row(&row))
+    tx.commit().await?;
+    Ok(row.as_ref().map(StoredRule::from_row))
 }
 
 /// Rule `id` of `user_id`.
