@@ -538,3 +538,56 @@ async fn the_openapi_document_names_the_event_and_webhook_routes() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn finished_deliveries_past_their_retention_are_deleted_and_pending_ones_kept() {
+    let mut h = start_with(settings()).await;
+    assert_eq!(settings().webhooks.retention_days, 7);
+    let rows: [(&str, i32, &str); 5] = [
+        ("delivered", 8, "old delivered"),
+        ("failed", 10, "old failed"),
+        ("gave_up", 30, "old gave_up"),
+        ("pending", 9, "old but still pending"),
+        ("delivered", 6, "recent delivered"),
+    ];
+    let client = h.client().await;
+    for (status, days, kind) in rows {
+        client
+            .execute(
+                "INSERT INTO webhook_deliveries
+                     (id, user_id, url, kind, body, status, created_at, next_attempt_at)
+                 VALUES (gen_random_uuid(), $1, 'http://127.0.0.1:9/', $2, '{}', $3,
+                         now() - make_interval(days => $4), now() + interval '1 day')",
+                &[&h.user_id, &kind, &status, &days],
+            )
+            .await
+            .unwrap();
+    }
+    // The worker prunes when it starts, then hourly: start a new bridge.
+    h.shutdown.cancel();
+    h.bridge.take().unwrap().wait().await.unwrap();
+    h.shutdown = tokio_util::sync::CancellationToken::new();
+    h.bridge = Some(
+        kumo_bridge::start(settings(), h.pool.clone(), h.shutdown.clone())
+            .await
+            .unwrap(),
+    );
+    let left = || async {
+        let rows = h
+            .client()
+            .await
+            .query("SELECT kind FROM webhook_deliveries ORDER BY kind", &[])
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while left().await.len() > 2 {
+        assert!(Instant::now() < deadline, "not pruned: {:?}", left().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left().await, ["old but still pending", "recent delivered"]);
+    h.stop().await;
+}
