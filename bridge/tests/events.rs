@@ -358,3 +358,39 @@ async fn a_command_sent_through_rest_shows_each_status_change_on_the_stream() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_that_changes_hands_streams_to_its_new_owner_at_once() {
+    let h = start().await;
+    assert_eq!(test_settings().events.owner_refresh_secs, 30);
+    h.add_device("moving", DeviceKind::Remo).await;
+    let (bob, bob_token) = h.other_user().await;
+    let mut alice = SseReader::open(&h, &h.token, None).await;
+    let mut bobs = SseReader::open(&h, &bob_token, None).await;
+    let feed = live(&h);
+    feed.publish(reading("moving", 1.0));
+    assert_eq!(alice.next().await.data["device_id"], "moving");
+    h.client()
+        .await
+        .execute(
+            "UPDATE devices SET user_id = $1 WHERE id = 'moving'",
+            &[&bob],
+        )
+        .await
+        .unwrap();
+    // Well within a second, not at the next 30 s reload.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    feed.publish(reading("moving", 2.0));
+    let got = bobs.next().await;
+    assert_eq!(
+        (got.event.as_str(), &got.data["device_id"]),
+        ("reading", &json!("moving"))
+    );
+    hub(&h).publish(&h.user_id, "marker", json!({}));
+    assert_eq!(
+        alice.next().await.event,
+        "marker",
+        "the old owner no longer sees the device"
+    );
+    h.stop().await;
+}

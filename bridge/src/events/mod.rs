@@ -285,6 +285,24 @@ impl EventHub {
         }
     }
 
+    /// Applies ownership changes (device, current owner or `None` when it
+    /// belongs to nobody): a device now owned by an interested account is
+    /// routed to it, any other changed device to nobody.
+    pub fn update_owners(&self, changes: &[(String, Option<String>)]) {
+        let interested = self.interested_accounts();
+        let mut owners = self.inner.owners.write().unwrap_or_else(|p| p.into_inner());
+        for (device, owner) in changes {
+            match owner {
+                Some(a) if interested.binary_search(a).is_ok() => {
+                    owners.insert(device.clone(), Arc::from(a.as_str()));
+                }
+                _ => {
+                    owners.remove(device);
+                }
+            }
+        }
+    }
+
     /// Replaces the device → account map with `map`, loaded for the
     /// accounts in `loaded`. Entries of accounts that became interested
     /// meanwhile (loaded by [`router::load_account`]) are kept; entries of

@@ -3,8 +3,10 @@
 //!
 //! Owns the device → account map of watched accounts (those with a backlog or
 //! an account webhook), reloaded every `owner_refresh_secs` and when an account
-//! starts being watched, so a device that changes hands shows up under its new
-//! owner within that period. Devices of unwatched accounts are dropped with one
+//! starts being watched. Between reloads it follows `device_ownership_log`
+//! (every [`FOLLOW_EVERY`]), so a device that is added, deleted or changes hands
+//! is routed to its new owner — and no longer to the old one — within a
+//! fraction of a second. Devices of unwatched accounts are dropped with one
 //! map lookup — no database query per reading. Command events carry their
 //! account already. It must not block ingest: it is one more broadcast
 //! subscriber, and if it lags it loses events (logged), never slows producers.
@@ -98,8 +100,58 @@ async fn reload(pool: &Pool, hub: &EventHub) -> Result<(), String> {
     Ok(())
 }
 
+/// How often the ownership change log is read.
+pub const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+/// Log rows per read.
+const FOLLOW_PAGE: i64 = 1_000;
+
+/// Applies `device_ownership_log` rows past `cursor` to the hub's owner map.
+/// The first call only finds the log's end (the reloads cover what came
+/// before). Runs in the router's loop, never at the same time as a reload, so
+/// a reload cannot overwrite a newer change with what it read earlier.
+async fn follow_once(pool: &Pool, hub: &EventHub, cursor: &mut Option<i64>) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let Some(after) = *cursor else {
+        let end: i64 = client
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM device_ownership_log",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        *cursor = Some(end);
+        return Ok(());
+    };
+    let read = client
+        .prepare_cached(
+            "SELECT l.seq, l.device_id, d.user_id
+             FROM device_ownership_log l LEFT JOIN devices d ON d.id = l.device_id
+             WHERE l.seq > $1 ORDER BY l.seq LIMIT $2",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut after = after;
+    loop {
+        let rows = client
+            .query(&read, &[&after, &FOLLOW_PAGE])
+            .await
+            .map_err(|e| e.to_string())?;
+        let changes: Vec<(String, Option<String>)> =
+            rows.iter().map(|r| (r.get(1), r.get(2))).collect();
+        hub.update_owners(&changes);
+        if let Some(last) = rows.last() {
+            after = last.get(0);
+            *cursor = Some(after);
+        }
+        if rows.len() < FOLLOW_PAGE as usize {
+            return Ok(());
+        }
+    }
+}
+
 /// Starts routing `feed` into `hub` until `shutdown`; also evicts idle
-/// backlogs and, at shutdown, ends every SSE stream.
+/// backlogs, follows ownership changes and, at shutdown, ends every SSE stream.
 pub fn spawn(
     hub: EventHub,
     feed: &LiveFeed,
@@ -110,9 +162,17 @@ pub fn spawn(
     let mut rx = feed.subscribe();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
+        let mut follow = tokio::time::interval(FOLLOW_EVERY);
+        follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut cursor = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = follow.tick() => {
+                    if let Err(e) = follow_once(&pool, &hub, &mut cursor).await {
+                        tracing::debug!(error = %e, "following device ownership for live events failed");
+                    }
+                }
                 _ = tick.tick() => {
                     hub.evict_idle();
                     if let Err(e) = reload(&pool, &hub).await {
