@@ -242,10 +242,11 @@ fn an_integration_may_not_subscribe_to_commands_the_fleet_root_or_internal_topic
 }
 
 #[test]
-fn only_the_service_may_publish_the_ownership_feed() {
+fn only_the_service_may_publish_the_ownership_feed_or_node_epochs() {
     for t in [
         "kumo/ownership/devices/remo-1",
         "kumo/ownership/snapshot/begin",
+        "kumo/nodes/node-1/epoch",
     ] {
         assert_eq!(may_publish(&service(), t, &NoAccounts), Ok(()), "{t}");
         assert_eq!(
@@ -263,11 +264,13 @@ fn only_the_service_may_publish_the_ownership_feed() {
         "kumo/#",
         "kumo/ownership/#",
         "kumo/ownership/devices/remo-1",
+        "kumo/nodes/+/epoch",
     ] {
         assert!(
             may_subscribe(&device("remo-1"), f, &NoAccounts).is_err(),
             "{f}"
         );
+        assert!(may_subscribe(&integration(), f, &OneDevice).is_err(), "{f}");
     }
 }
 

@@ -190,6 +190,18 @@ async fn a_device_cannot_forge_its_own_presence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_forge_a_node_epoch() {
+    // A forged epoch would make the bridge mark a whole node's devices offline.
+    let (node, mut w) = setup().await;
+    let mut attacker = node.device("attacker", 5).await;
+    let topic = kumo_contract::nodes::epoch_topic("node-1");
+    let forged = br#"{"node":"node-1","started":"2999-01-01T00:00:00Z"}"#;
+    assert_eq!(attacker.publish_qos1(&topic, forged).await, Some(0x87));
+    assert_eq!(node.metrics.denials_with("publish", "not_owned"), 1);
+    w.still_fine().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_cannot_inject_commands_to_another_device() {
     let (node, mut w) = setup().await;
     let mut attacker = node.device("attacker", 5).await;
