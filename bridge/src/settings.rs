@@ -160,6 +160,11 @@ pub struct MqttSettings {
     pub online_settle_ms: u64,
     /// Seconds between reconnection attempts to a node (default 1).
     pub reconnect_secs: u64,
+    /// A node unreachable for this many seconds is taken as lost: the devices
+    /// it held are shown offline until it is reached again (default 30; 0 =
+    /// never). When the node answers again with the bridge's session intact
+    /// (it was only unreachable), its retained presence restores them.
+    pub node_lost_after_secs: u64,
 }
 
 impl Default for MqttSettings {
@@ -175,6 +180,7 @@ impl Default for MqttSettings {
             resend_after_secs: 10,
             online_settle_ms: 300,
             reconnect_secs: 1,
+            node_lost_after_secs: 30,
         }
     }
 }

@@ -76,6 +76,21 @@ pub async fn node_started_in(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The bridge lost node `node` (unreachable for long): every device shown
+/// online on it is marked offline and returned. `last_seen_at` stays, so the
+/// node's retained presence, read again when it is reached, restores the
+/// devices still connected to it.
+pub async fn node_lost(pool: &Pool, node: &str) -> Result<Vec<String>, TelemetryError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "UPDATE devices SET online = false WHERE node_id = $1 AND online RETURNING id",
+            &[&node],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// What a device reports about itself in its retained `state`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceFacts<'a> {

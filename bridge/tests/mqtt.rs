@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 #[path = "common/stack.rs"]
 mod stack;
 
@@ -415,5 +417,40 @@ async fn devices_of_a_node_that_went_down_unheard_are_offline_once_it_starts_aga
     wait_online(&s, &[("remo-1", false), ("remo-2", true)]).await;
     back_dev.disconnect().await;
     wait_online(&s, &[("remo-1", false), ("remo-2", false)]).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn devices_of_an_unreachable_node_show_offline_and_come_back_when_it_is_reached() {
+    let mut s = Stack::start(|_| {}).await;
+    let creds = s.device("remo-1").await;
+    let ac = s.h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
+    let mut dev = creds.connect(&[]).await;
+    wait_online(&s, &[("remo-1", true)]).await;
+    // The bridge reaches the node through a proxy that can partition them.
+    let proxy = proxy::Proxy::start(s.port).await;
+    s.stop_bridge().await;
+    s.bridge_settings.mqtt.nodes = vec![format!("localhost:{}", proxy.port)];
+    s.bridge_settings.mqtt.node_lost_after_secs = 2;
+    s.start_bridge().await;
+
+    // Partitioned: the device stays connected to the node, but the bridge
+    // cannot tell, so after node_lost_after_secs it stops claiming it online.
+    proxy.cut();
+    wait_online(&s, &[("remo-1", false)]).await;
+    let (status, _) = s.readyz().await;
+    assert_eq!(status, 503);
+
+    // Reached again with the session intact: the node's retained presence
+    // shows the device online again, and commands reach it.
+    proxy.heal();
+    wait_online(&s, &[("remo-1", true)]).await;
+    let r = set_ac(&s, &ac, Some(10), None).await;
+    assert_eq!(r.headers["x-kumo-command-status"], "acked", "{:?}", r.body);
+    assert_eq!(
+        dev.next_command(5 * SEC).await.unwrap()["id"],
+        r.command_id().to_string()
+    );
+    dev.disconnect().await;
     s.stop().await;
 }

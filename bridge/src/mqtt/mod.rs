@@ -38,12 +38,15 @@ use crate::settings::MqttSettings;
 
 pub use delivery::{MqttSink, Outbox};
 
+/// Device presence, as nodes announce it (retained).
+pub const PRESENCE: &str = "devices/+/presence";
+
 /// What the bridge subscribes to on every node (QoS 1).
 pub const SUBSCRIPTIONS: [&str; 6] = [
     "devices/+/sensors/+",
     "devices/+/meter",
     "devices/+/state",
-    "devices/+/presence",
+    PRESENCE,
     "devices/+/acks",
     kumo_contract::nodes::EPOCH_FILTER,
 ];

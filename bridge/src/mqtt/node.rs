@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::affinity::Affinity;
 use super::delivery::{Routed, SentLog};
 use super::inbound::Inbound;
-use super::{MqttStatus, SUBSCRIPTIONS};
+use super::{MqttStatus, PRESENCE, SUBSCRIPTIONS};
 use crate::commands::{CommandLog, QueuedCommand};
 use crate::ingest::ReadingWriter;
 use crate::settings::MqttSettings;
@@ -129,6 +129,40 @@ async fn publish(
     }
 }
 
+/// The node has been unreachable for `node_lost_after_secs`: shows the devices
+/// it held offline. `true` once done (or nothing to do: the node's id was
+/// never learned); `false` to try again on the next failed attempt.
+async fn declare_lost(ctx: &NodeContext) -> bool {
+    let status = &ctx.status.nodes[ctx.idx];
+    let Some(node_id) = status.node_id() else {
+        tracing::warn!(node = %status.addr, "broker node lost before its id was learned");
+        return true;
+    };
+    match crate::telemetry::node_lost(&ctx.pool, &node_id).await {
+        Ok(devices) => {
+            tracing::warn!(node = %status.addr, node_id, devices = devices.len(),
+                "broker node unreachable for long; its devices are shown offline");
+            let at = time::OffsetDateTime::now_utc();
+            for device in devices {
+                ctx.commands
+                    .live()
+                    .publish(crate::live::LiveEvent::Presence {
+                        device,
+                        online: false,
+                        node: Some(node_id.clone()),
+                        at,
+                    });
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(node = %status.addr, error = %e,
+                "marking a lost node's devices offline failed; will retry");
+            false
+        }
+    }
+}
+
 fn lock(p: &Mutex<Pairing>) -> std::sync::MutexGuard<'_, Pairing> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -149,6 +183,9 @@ async fn drive(
     let sent = SentLog::start(ctx.commands.clone(), ctx.status.clone(), ctx.idx);
     let mut failures = 0u32;
     let mut disconnecting = false;
+    let lost_after = Duration::from_secs(ctx.settings.node_lost_after_secs);
+    let mut down_since: Option<std::time::Instant> = None;
+    let mut declared_lost = false;
     let stop = ctx.shutdown.clone();
     let drained = async {
         stop.cancelled().await;
@@ -177,10 +214,27 @@ async fn drive(
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 failures = 0;
+                down_since = None;
                 generation.fetch_add(1, Relaxed);
                 node.connected.store(true, Relaxed);
                 tracing::info!(node = %addr, session_present = ack.session_present,
                     "connected to broker node");
+                // Subscribing anew to a filter hands over its retained messages again:
+                // - the node's id (its epoch), if this process has not learned it
+                //   (a resumed session gets no retained messages by itself);
+                // - the presence of the devices a node that was lost still holds.
+                let mut renew = Vec::new();
+                if node.node_id().is_none() && ack.session_present {
+                    renew.push(kumo_contract::nodes::EPOCH_FILTER);
+                }
+                if std::mem::take(&mut declared_lost) && ack.session_present {
+                    renew.push(PRESENCE);
+                }
+                for filter in renew {
+                    if let Err(e) = client.try_unsubscribe(filter) {
+                        tracing::error!(node = %addr, filter, error = %e, "cannot renew a subscription");
+                    }
+                }
                 // Subscribing again to a resumed session is harmless (the filters
                 // are the same) and covers a node that lost the session.
                 let filters = SUBSCRIPTIONS
@@ -221,6 +275,10 @@ async fn drive(
                     break;
                 }
                 failures += 1;
+                let since = *down_since.get_or_insert_with(std::time::Instant::now);
+                if !declared_lost && !lost_after.is_zero() && since.elapsed() >= lost_after {
+                    declared_lost = declare_lost(&ctx).await;
+                }
                 if failures == 1 {
                     tracing::warn!(node = %addr, error = %e, "broker node connection lost; reconnecting");
                 } else {
