@@ -80,6 +80,17 @@ impl ApiError {
         Self::new(StatusCode::GATEWAY_TIMEOUT, message)
     }
 
+    /// 413 for a body over [`crate::form::BODY_LIMIT`].
+    pub fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body must be at most {} bytes",
+                crate::form::BODY_LIMIT
+            ),
+        )
+    }
+
     /// 503 when a dependency (the database) is unavailable.
     pub fn unavailable() -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
@@ -130,6 +141,15 @@ pub fn database_unavailable(e: &tokio_postgres::Error) -> bool {
             || *c == SqlState::CRASH_SHUTDOWN
             || *c == SqlState::CANNOT_CONNECT_NOW
     })
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::payload_too_large();
+        }
+        Self::bad_request(format!("cannot read the request body: {e}"))
+    }
 }
 
 impl From<deadpool_postgres::PoolError> for ApiError {

@@ -11,6 +11,8 @@ use axum::http::header::CONTENT_TYPE;
 
 use crate::error::ApiError;
 
+/// Largest request body the API reads (the router's `DefaultBodyLimit`).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Longest value accepted for ordinary fields (names, ids, settings).
 const MAX_FIELD: usize = 1024;
 /// Fields that carry IR messages, which are legitimately long.
@@ -37,9 +39,7 @@ impl<S: Send + Sync> FromRequest<S> for Form {
                     .trim()
                     .to_ascii_lowercase()
             });
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let body = Bytes::from_request(req, state).await?;
         if body.is_empty() {
             return Ok(Self::default());
         }

@@ -142,3 +142,27 @@ async fn metrics_count_requests_by_route_pattern() {
     assert!(text.contains("kumo_bridge_devices_online 0"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_a_nature_shaped_413() {
+    let h = start().await;
+    let big = "x".repeat(3 * 1024 * 1024);
+    for (path, content_type) in [
+        ("/1/users/me", "application/x-www-form-urlencoded"),
+        ("/v1/rules", "application/json"),
+        ("/v1/webhooks", "application/x-www-form-urlencoded"),
+    ] {
+        let r = h
+            .send(
+                h.http
+                    .post(format!("{}{path}", h.base))
+                    .bearer_auth(&h.token)
+                    .header("content-type", content_type)
+                    .body(format!("nickname={big}")),
+            )
+            .await;
+        r.assert_error(413001);
+        assert_standard_headers(&r.headers);
+    }
+    h.stop().await;
+}

@@ -103,6 +103,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::form::BODY_LIMIT,
+        ))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             limiter,

@@ -9,6 +9,7 @@
 //! Another account's rule is a 404, like every `/v1` resource.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::{Map, Value};
@@ -41,7 +42,8 @@ impl From<kumo_rules::RuleError> for ApiError {
     }
 }
 
-fn json_body(body: &Bytes) -> ApiResult<Value> {
+fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
+    let body = body?;
     if body.len() > MAX_BODY {
         return Err(ApiError::bad_request(format!(
             "the rule must be at most {MAX_BODY} bytes"
@@ -50,7 +52,7 @@ fn json_body(body: &Bytes) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the body must be a JSON rule"));
     }
-    serde_json::from_slice(body).map_err(|e| kumo_rules::RuleError::Syntax(e.to_string()).into())
+    serde_json::from_slice(&body).map_err(|e| kumo_rules::RuleError::Syntax(e.to_string()).into())
 }
 
 /// Validates `definition` as a rule of the caller; returns the rule and the
@@ -99,10 +101,10 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let (rule, definition) = accept(&state, &caller, json_body(&body)?).await?;
+    let (rule, definition) = accept(&state, &caller, json_body(body)?).await?;
     let stored = store::insert(&state.pool, &caller.user_id, &definition)
         .await?
         .ok_or_else(|| {
@@ -133,10 +135,10 @@ pub async fn replace(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let definition = json_body(&body)?;
+    let definition = json_body(body)?;
     store::get(&state.pool, &caller.user_id, &id)
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -150,10 +152,10 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let Value::Object(patch) = json_body(&body)? else {
+    let Value::Object(patch) = json_body(body)? else {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     };
     let current = store::get(&state.pool, &caller.user_id, &id)
