@@ -259,6 +259,64 @@ fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result
     let (status, _) = http_get(&bridge, "/1/devices", "kumo_not-a-token");
     assert_eq!(status, 401);
 
+    // The operator's view and controls.
+    let users = kumo_ok(&data, &["users", "list"]);
+    let row = users.lines().find(|l| l.starts_with(&user)).expect(&users);
+    assert!(
+        row.contains("ayaka") && row.split_whitespace().nth(1) == Some("1"),
+        "{users}"
+    );
+    let devices = kumo_ok(&data, &["devices", "list", "--user", &user]);
+    assert!(
+        devices
+            .lines()
+            .any(|l| l.starts_with("remo-e2e") && l.contains("Living")),
+        "{devices}"
+    );
+    let tokens = kumo_ok(&data, &["tokens", "list", "--user", &user]);
+    let token_id = tokens
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect(&tokens)
+        .to_string();
+    assert!(
+        tokens.contains("active") && tokens.contains("basic"),
+        "{tokens}"
+    );
+    let other = kumo_ok(
+        &data,
+        &["tokens", "create", "--user", &user, "--scope", "basic"],
+    );
+    let other = other.trim();
+
+    let removed = kumo_ok(&data, &["devices", "remove", "remo-e2e"]);
+    assert!(removed.contains("released device remo-e2e"), "{removed}");
+    assert!(removed.contains("revoked certificate"), "{removed}");
+    let certs = kumo_ok(&data, &["certs", "list"]);
+    assert!(
+        certs
+            .lines()
+            .any(|l| l.contains("remo-e2e") && l.contains("revoked")),
+        "{certs}"
+    );
+    let (status, body) = http_get(&bridge, "/1/devices", token);
+    assert_eq!(status, 200);
+    assert!(body.ends_with("\r\n\r\n[]"), "no devices left: {body}");
+
+    let revoked = kumo_ok(&data, &["tokens", "revoke", &token_id]);
+    assert!(revoked.contains("revoked token"), "{revoked}");
+    let (status, _) = http_get(&bridge, "/1/devices", token);
+    assert_eq!(status, 401, "a revoked token stops working at once");
+    let (status, _) = http_get(&bridge, "/1/devices", other);
+    assert_eq!(status, 200, "the account's other token still works");
+    let out = kumo(&data)
+        .args(["tokens", "revoke", "not-a-token-id"])
+        .output()
+        .expect("run kumo");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token with id"));
+
     up.signal("TERM");
     assert!(up.wait_exit(Duration::from_secs(60)).success());
     wait_no_processes(&data.join("postgres"), Duration::from_secs(5));

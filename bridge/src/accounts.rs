@@ -245,3 +245,112 @@ pub async fn register_device(
     tx.commit().await?;
     Ok(())
 }
+
+/// An account as the operator lists it.
+#[derive(Debug, Clone)]
+pub struct UserSummary {
+    pub id: String,
+    pub nickname: String,
+    pub email: Option<String>,
+    pub created_at: OffsetDateTime,
+    /// Devices it owns.
+    pub devices: i64,
+}
+
+/// Every account, oldest first.
+pub async fn list_users(pool: &Pool) -> Result<Vec<UserSummary>, AccountError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT u.id, u.nickname, u.email, u.created_at,
+                    (SELECT count(*) FROM devices d WHERE d.user_id = u.id)
+             FROM users u ORDER BY u.created_at, u.id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| UserSummary {
+            id: r.get(0),
+            nickname: r.get(1),
+            email: r.get(2),
+            created_at: r.get(3),
+            devices: r.get(4),
+        })
+        .collect())
+}
+
+/// A device as the operator lists it.
+#[derive(Debug, Clone)]
+pub struct DeviceSummary {
+    pub id: String,
+    /// The owning account; `None` once released.
+    pub user_id: Option<String>,
+    pub kind: String,
+    pub name: String,
+    pub online: bool,
+    pub node_id: Option<String>,
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+/// Every device, or those of `user_id`, by id.
+pub async fn list_devices(
+    pool: &Pool,
+    user_id: Option<&str>,
+) -> Result<Vec<DeviceSummary>, AccountError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT id, user_id, kind, name, online, node_id, last_seen_at FROM devices
+             WHERE $1::text IS NULL OR user_id = $1 ORDER BY id",
+            &[&user_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DeviceSummary {
+            id: r.get(0),
+            user_id: r.get(1),
+            kind: r.get(2),
+            name: r.get(3),
+            online: r.get(4),
+            node_id: r.get(5),
+            last_seen_at: r.get(6),
+        })
+        .collect())
+}
+
+/// Releases `device_id` from its account, as `POST /1/devices/{id}/delete`
+/// does for its owner: the device belongs to nobody and the account's
+/// appliances on it are gone. `false` if there is no such device.
+pub async fn release_device(pool: &Pool, device_id: &str) -> Result<bool, AccountError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE devices SET user_id = NULL, updated_at = now() WHERE id = $1",
+            &[&device_id],
+        )
+        .await?;
+    tx.execute("DELETE FROM appliances WHERE device_id = $1", &[&device_id])
+        .await?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Revokes token `token_id` whoever owns it; returns the owner, or `None` if
+/// there is no such token.
+pub async fn revoke_any_token(pool: &Pool, token_id: &str) -> Result<Option<String>, AccountError> {
+    let Ok(token_id) = Uuid::parse_str(token_id) else {
+        return Ok(None);
+    };
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "UPDATE access_tokens SET revoked_at = coalesce(revoked_at, now())
+             WHERE id = $1 RETURNING user_id",
+            &[&token_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}

@@ -11,6 +11,8 @@ use kumo_bridge::accounts::{self, DeviceKind};
 use kumo_certs::files::PkiDir;
 use kumo_contract::DeviceId;
 
+use kumo_bridge::json::rfc3339;
+
 use crate::database::Database;
 use crate::settings::Settings;
 
@@ -26,6 +28,8 @@ pub enum UsersCommand {
         #[arg(long)]
         email: Option<String>,
     },
+    /// List every account with its number of devices.
+    List,
 }
 
 /// `kumo tokens …`
@@ -42,6 +46,17 @@ pub enum TokensCommand {
         /// A label to recognize the token by.
         #[arg(long, default_value = "")]
         name: String,
+    },
+    /// List an account's tokens (never the tokens themselves).
+    List {
+        /// The account id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke a token by its id (as `tokens list` shows it); it stops working at once.
+    Revoke {
+        /// The token's id.
+        id: String,
     },
 }
 
@@ -64,6 +79,21 @@ pub enum DevicesCommand {
         /// Only register; issue no certificate.
         #[arg(long)]
         no_cert: bool,
+    },
+    /// List devices: owner, kind, online, node, last seen.
+    List {
+        /// Only this account's devices.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Release a device from its account (its appliances go) and revoke its
+    /// certificates, so it can no longer connect.
+    Remove {
+        /// The device id.
+        id: DeviceId,
+        /// Release only; leave its certificates valid.
+        #[arg(long)]
+        keep_cert: bool,
     },
 }
 
@@ -94,6 +124,22 @@ pub async fn users(command: UsersCommand, settings: Settings) -> anyhow::Result<
                 .await
                 .map(|user| println!("created user {} ({})", user.id, user.nickname))
         }
+        UsersCommand::List => accounts::list_users(&pool).await.map(|users| {
+            println!(
+                "{:<36}  {:>7}  {:<20}  NICKNAME (EMAIL)",
+                "ID", "DEVICES", "CREATED"
+            );
+            for u in users {
+                println!(
+                    "{:<36}  {:>7}  {:<20}  {}{}",
+                    u.id,
+                    u.devices,
+                    rfc3339(u.created_at),
+                    u.nickname,
+                    u.email.map(|e| format!(" ({e})")).unwrap_or_default()
+                );
+            }
+        }),
     };
     drop(pool);
     db.close().await;
@@ -114,6 +160,45 @@ pub async fn tokens(command: TokensCommand, settings: Settings) -> anyhow::Resul
                     println!("{token}");
                 })
         }
+        TokensCommand::List { user } => accounts::list_tokens(&pool, &user).await.map(|tokens| {
+            println!(
+                "{:<36}  {:<8}  {:<20}  SCOPES (NAME)",
+                "ID", "STATE", "LAST USED"
+            );
+            for t in tokens {
+                let state = match (t.revoked_at, t.expires_at) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(e)) if e <= time::OffsetDateTime::now_utc() => "expired",
+                    _ => "active",
+                };
+                println!(
+                    "{:<36}  {:<8}  {:<20}  {}{}",
+                    t.id,
+                    state,
+                    t.last_used_at
+                        .map(rfc3339)
+                        .unwrap_or_else(|| "never".into()),
+                    t.scopes.join(" "),
+                    if t.name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", t.name)
+                    }
+                );
+            }
+        }),
+        TokensCommand::Revoke { id } => match accounts::revoke_any_token(&pool, &id).await {
+            Ok(Some(user)) => {
+                println!("revoked token {id} of user {user}");
+                Ok(())
+            }
+            Ok(None) => {
+                drop(pool);
+                db.close().await;
+                anyhow::bail!("no token with id {id:?} (see `kumo tokens list --user <id>`)");
+            }
+            Err(e) => Err(e),
+        },
     };
     drop(pool);
     db.close().await;
@@ -130,6 +215,10 @@ pub async fn devices(command: DevicesCommand, settings: Settings) -> anyhow::Res
             name,
             no_cert,
         } => add_device(&settings, &pool, &id, &user, kind, &name, no_cert).await,
+        DevicesCommand::List { user } => list_devices(&pool, user.as_deref()).await,
+        DevicesCommand::Remove { id, keep_cert } => {
+            remove_device(&settings, &pool, &id, keep_cert).await
+        }
     };
     drop(pool);
     db.close().await;
@@ -161,4 +250,67 @@ async fn add_device(
         println!("  serial:      {}", issued.serial);
     }
     Ok(())
+}
+
+async fn list_devices(pool: &deadpool_postgres::Pool, user: Option<&str>) -> anyhow::Result<()> {
+    let devices = accounts::list_devices(pool, user).await?;
+    println!(
+        "{:<24}  {:<36}  {:<11}  {:<7}  {:<10}  {:<20}  NAME",
+        "ID", "OWNER", "KIND", "ONLINE", "NODE", "LAST SEEN"
+    );
+    for d in devices {
+        println!(
+            "{:<24}  {:<36}  {:<11}  {:<7}  {:<10}  {:<20}  {}",
+            d.id,
+            d.user_id.as_deref().unwrap_or("-"),
+            d.kind,
+            if d.online { "yes" } else { "no" },
+            d.node_id.as_deref().unwrap_or("-"),
+            d.last_seen_at
+                .map(rfc3339)
+                .unwrap_or_else(|| "never".into()),
+            d.name
+        );
+    }
+    Ok(())
+}
+
+async fn remove_device(
+    settings: &Settings,
+    pool: &deadpool_postgres::Pool,
+    id: &DeviceId,
+    keep_cert: bool,
+) -> anyhow::Result<()> {
+    let released = accounts::release_device(pool, id.as_str()).await?;
+    if released {
+        println!("released device {id} (it belongs to no account now)");
+    } else {
+        println!("no device {id} is registered");
+    }
+    if keep_cert {
+        return Ok(());
+    }
+    let dir = settings.certs_dir();
+    let pki =
+        PkiDir::open(&dir).with_context(|| format!("opening the PKI in {}", dir.display()))?;
+    match pki.revoke(id.as_str(), Some("cessationOfOperation")) {
+        Ok(serials) => {
+            for serial in &serials {
+                println!("revoked certificate {serial}");
+            }
+            if serials.is_empty() {
+                println!("its certificates were already revoked");
+            }
+            println!(
+                "CRL: {} (nodes pick it up within their poll interval)",
+                pki.crl_path().display()
+            );
+            Ok(())
+        }
+        Err(kumo_certs::CertError::UnknownCertificate { .. }) if released => {
+            println!("no certificate of {id} was issued in {}", dir.display());
+            Ok(())
+        }
+        Err(e) => Err(e).context("revoking its certificates"),
+    }
 }
