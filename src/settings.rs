@@ -51,7 +51,8 @@ impl Default for LogSettings {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            filter: "info,rumqttd=warn".into(),
+            // PostgreSQL NOTICEs (e.g. "already exists, skipping") are not news.
+            filter: "info,rumqttd=warn,tokio_postgres=warn".into(),
         }
     }
 }
