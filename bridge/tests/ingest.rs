@@ -300,3 +300,77 @@ async fn meter_properties_show_up_in_the_smart_meter_appliance() {
     assert_eq!(props[1]["val"], "512");
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_that_changes_hands_shows_its_new_owner_nothing_measured_before() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let stop = CancellationToken::new();
+    let (writer, task) =
+        ReadingWriter::start(h.pool.clone(), IngestOptions::default(), stop.clone());
+    let store = |val: f64, at: OffsetDateTime| {
+        let writer = writer.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            writer
+                .push(reading("remo-1", "te", val, at), Some(tx))
+                .await
+                .unwrap();
+            rx.await.unwrap();
+        }
+    };
+    let an_hour_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    store(21.0, an_hour_ago).await;
+    let from = (an_hour_ago - time::Duration::minutes(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let path = format!("/v1/devices/remo-1/readings?sensor=te&from={from}&step=1d");
+    let counted = |body: serde_json::Value| -> i64 {
+        body["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(counted(h.get(&path).await.ok()), 1);
+    assert_eq!(
+        h.get("/1/devices").await.ok()[0]["newest_events"]["te"]["val"],
+        21.0
+    );
+
+    // The device moves to Bob: he sees none of what it measured for Alice.
+    let (bob, bob_token) = h.other_user().await;
+    kumo_bridge::register_device(
+        &h.pool,
+        &kumo_contract::DeviceId::parse("remo-1").unwrap(),
+        &bob,
+        DeviceKind::Remo,
+        "Bob's",
+    )
+    .await
+    .unwrap();
+    let bobs_devices = h.get_as(&bob_token, "/1/devices").await.ok();
+    assert_eq!(bobs_devices[0]["newest_events"], serde_json::json!({}));
+    assert_eq!(counted(h.get_as(&bob_token, &path).await.ok()), 0);
+    h.get(&path).await.assert_error(404001);
+    // What it measures for Bob is his.
+    store(23.0, OffsetDateTime::now_utc()).await;
+    assert_eq!(counted(h.get_as(&bob_token, &path).await.ok()), 1);
+    let bobs_devices = h.get_as(&bob_token, "/1/devices").await.ok();
+    assert_eq!(bobs_devices[0]["newest_events"]["te"]["val"], 23.0);
+
+    // Released and registered again (to Alice): a new ownership, nothing before it.
+    h.send(
+        h.http
+            .post(format!("{}/1/devices/remo-1/delete", h.base))
+            .bearer_auth(&bob_token),
+    )
+    .await
+    .ok();
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    assert_eq!(counted(h.get(&path).await.ok()), 0);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_device_ownership"),
     migration!(6, "0006_readings_once"),
     migration!(7, "0007_rule_state"),
+    migration!(8, "0008_device_owner_since"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

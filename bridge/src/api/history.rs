@@ -85,24 +85,25 @@ pub async fn readings(
         )));
     }
     let client = state.pool.get().await?;
-    let owned = client
+    // History starts when the caller's ownership did: what the device
+    // measured for a previous owner is not the caller's.
+    let owner_since: OffsetDateTime = client
         .query_opt(
-            "SELECT 1 FROM devices WHERE id = $1 AND user_id = $2",
-            &[&device, &caller.user_id],
+            "SELECT greatest(owner_since, $3) FROM devices WHERE id = $1 AND user_id = $2",
+            &[&device, &caller.user_id, &from],
         )
-        .await?;
-    if owned.is_none() {
-        return Err(ApiError::not_found());
-    }
+        .await?
+        .ok_or_else(ApiError::not_found)?
+        .get(0);
     let step_secs = step as f64;
     let rows = client
         .query(
             "SELECT date_bin(make_interval(secs => $5), at, $3) AS bucket,
                     avg(val), min(val), max(val), count(*)
              FROM readings
-             WHERE device_id = $1 AND sensor = $2 AND at >= $3 AND at < $4
+             WHERE device_id = $1 AND sensor = $2 AND at >= $6 AND at < $4
              GROUP BY bucket ORDER BY bucket",
-            &[&device, sensor, &from, &to, &step_secs],
+            &[&device, sensor, &from, &to, &step_secs, &owner_since],
         )
         .await?;
     let buckets: Vec<Value> = rows
