@@ -303,3 +303,29 @@ async fn a_rule_that_fired_does_not_fire_again_after_a_bridge_restart_while_its_
     wait_executions(&s.h, &id, 3).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_rule_on_a_device_that_left_the_account_records_nothing_of_the_new_owners_data() {
+    let s = Stack::start(|_| {}).await;
+    s.h.add_device("remo-1", DeviceKind::Remo).await;
+    let id = create_ok(&s.h, &threshold("remo-1", 28.0, event_action())).await;
+    let (bob, _) = s.h.other_user().await;
+    kumo_bridge::register_device(
+        &s.h.pool,
+        &kumo_contract::DeviceId::parse("remo-1").unwrap(),
+        &bob,
+        DeviceKind::Remo,
+        "Bob's",
+    )
+    .await
+    .unwrap();
+    // Bob's device crosses Alice's threshold.
+    inject(&s.h, "remo-1", 31.0);
+    settle().await;
+    settle().await;
+    assert!(
+        executions(&s.h, &id).await.is_empty(),
+        "Alice's rule log must not learn Bob's reading"
+    );
+    s.stop().await;
+}

@@ -63,7 +63,14 @@ pub(super) async fn run(mut queue: mpsc::Receiver<Job>, state: AppState, limit: 
 async fn execute(state: &AppState, job: Job) {
     let cause = serde_json::to_value(&job.firing.cause).unwrap_or(Value::Null);
     let outcomes = match foreign_device(state, &job).await {
-        Some(why) => job
+        Some(Foreign::Left) => {
+            // The cause is another account's data now: record nothing for
+            // this one, not even that the rule fired.
+            tracing::warn!(rule_id = %job.firing.rule, account = %job.account,
+                "a device this rule reads left its account; the firing is dropped");
+            return;
+        }
+        Some(Foreign::Unchecked(why)) => job
             .firing
             .actions
             .iter()
@@ -129,8 +136,16 @@ async fn log_execution(state: &AppState, job: &Job, cause: Value, outcomes: &[Ac
     );
 }
 
-/// Why the rule may no longer run: a device it reads left the account.
-async fn foreign_device(state: &AppState, job: &Job) -> Option<String> {
+/// Why a firing may not run.
+enum Foreign {
+    /// A device the rule reads left the account.
+    Left,
+    /// Ownership could not be checked (the reason).
+    Unchecked(String),
+}
+
+/// Whether the rule may no longer run: a device it reads left the account.
+async fn foreign_device(state: &AppState, job: &Job) -> Option<Foreign> {
     if job.devices.is_empty() {
         return None;
     }
@@ -147,10 +162,10 @@ async fn foreign_device(state: &AppState, job: &Job) -> Option<String> {
     };
     match check.await {
         Ok(n) if usize::try_from(n).is_ok_and(|n| n == job.devices.len()) => None,
-        Ok(_) => Some("a device this rule reads is no longer in this account".into()),
+        Ok(_) => Some(Foreign::Left),
         Err(e) => {
             tracing::warn!(rule_id = %job.firing.rule, error = %e, "checking rule devices failed");
-            Some("the database was unavailable".into())
+            Some(Foreign::Unchecked("the database was unavailable".into()))
         }
     }
 }
