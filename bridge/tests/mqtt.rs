@@ -454,3 +454,31 @@ async fn devices_of_an_unreachable_node_show_offline_and_come_back_when_it_is_re
     dev.disconnect().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn commands_queued_by_a_previous_owner_never_reach_the_device() {
+    let s = Stack::start(|_| {}).await;
+    let creds = s.device("remo-1").await;
+    let ac = s.h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
+    // The device is offline: Alice's command waits for it.
+    let id = set_ac(&s, &ac, None, None).await.command_id();
+    assert_eq!(s.status(id).await, "queued");
+    let (bob, _) = s.h.other_user().await;
+    kumo_bridge::register_device(
+        &s.h.pool,
+        &kumo_contract::DeviceId::parse("remo-1").unwrap(),
+        &bob,
+        kumo_bridge::DeviceKind::Remo,
+        "Bob's",
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.status(id).await, "failed");
+    let view = s.h.get(&format!("/v1/commands/{id}")).await.ok();
+    assert_eq!(view["error"], "the device left the account", "{view}");
+    // Bob's device comes online and gets nothing of Alice's.
+    let mut dev = creds.connect(&[]).await;
+    assert!(dev.next_command(2 * SEC).await.is_none());
+    dev.disconnect().await;
+    s.stop().await;
+}

@@ -5,7 +5,9 @@
 -- previous one. `owner_since` is when the current ownership began: history
 -- (`/v1/devices/{id}/readings`) starts there, and the latest values kept per
 -- device (newest_events, smart-meter properties) are dropped at the change.
--- Devices registered before this migration keep their whole history
+-- Commands the previous owner queued and the device has not confirmed fail
+-- ("the device left the account"): they must never reach the new owner's
+-- device. Devices registered before this migration keep their whole history
 -- ('-infinity'); a device's first owner sees everything it ever sent.
 
 ALTER TABLE devices ADD COLUMN owner_since timestamptz NOT NULL DEFAULT '-infinity';
@@ -18,6 +20,11 @@ BEGIN
     END IF;
     DELETE FROM device_newest_events WHERE device_id = NEW.id;
     DELETE FROM smart_meter_properties WHERE device_id = NEW.id;
+    UPDATE commands
+       SET status = 'failed', error = 'the device left the account',
+           completed_at = now(), updated_at = now()
+     WHERE device_id = NEW.id AND status IN ('queued', 'sent')
+       AND user_id IS DISTINCT FROM NEW.user_id;
     RETURN NEW;
 END
 $$;
