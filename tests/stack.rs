@@ -79,6 +79,37 @@ fn dechunk(mut rest: &str) -> String {
     out
 }
 
+/// Adds a catalogue light to `sim-000000` and presses "on", waiting up to
+/// 20 s for the device; returns the appliance id and the answer.
+fn light_on(bridge: &str, token: &str) -> (String, Reply) {
+    let light = http(
+        bridge,
+        "POST",
+        "/1/appliances",
+        token,
+        &[
+            ("nickname", "Hall+light"),
+            ("image", "ico_light"),
+            ("device", "sim-000000"),
+            ("model", "kumo-light-generic"),
+            ("model_type", "LIGHT"),
+        ],
+        "",
+    );
+    assert_eq!(light.status, 200, "{}", light.body);
+    let light = light.body["id"].as_str().expect("appliance id").to_string();
+    let sent = http(
+        bridge,
+        "POST",
+        &format!("/1/appliances/{light}/light"),
+        token,
+        &[("button", "on")],
+        "Prefer: wait=20\r\n",
+    );
+    assert_eq!(sent.status, 200, "{} {}", sent.headers, sent.body);
+    (light, sent)
+}
+
 fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !check() {
@@ -143,32 +174,7 @@ fn a_light_command_travels_from_rest_to_a_simulated_device_and_its_ack_comes_bac
             && r.body[0]["newest_events"]["te"]["val"].is_number()
     });
 
-    let light = http(
-        &bridge,
-        "POST",
-        "/1/appliances",
-        &token,
-        &[
-            ("nickname", "Hall+light"),
-            ("image", "ico_light"),
-            ("device", "sim-000000"),
-            ("model", "kumo-light-generic"),
-            ("model_type", "LIGHT"),
-        ],
-        "",
-    );
-    assert_eq!(light.status, 200, "{}", light.body);
-    let light = light.body["id"].as_str().expect("appliance id").to_string();
-
-    let sent = http(
-        &bridge,
-        "POST",
-        &format!("/1/appliances/{light}/light"),
-        &token,
-        &[("button", "on")],
-        "Prefer: wait=20\r\n",
-    );
-    assert_eq!(sent.status, 200, "{} {}", sent.headers, sent.body);
+    let (light, sent) = light_on(&bridge, &token);
     let id = sent
         .headers
         .lines()
@@ -287,31 +293,7 @@ fn a_broker_node_killed_mid_run_is_survived_and_its_lost_device_shows_offline() 
     // The device comes back; commands reach it again.
     sim = sim_process(&data, &node_addr);
     eventually("the device online again", 60, || device("online") == true);
-    let light = http(
-        &bridge,
-        "POST",
-        "/1/appliances",
-        &token,
-        &[
-            ("nickname", "Hall+light"),
-            ("image", "ico_light"),
-            ("device", "sim-000000"),
-            ("model", "kumo-light-generic"),
-            ("model_type", "LIGHT"),
-        ],
-        "",
-    );
-    assert_eq!(light.status, 200, "{}", light.body);
-    let light = light.body["id"].as_str().expect("appliance id").to_string();
-    let sent = http(
-        &bridge,
-        "POST",
-        &format!("/1/appliances/{light}/light"),
-        &token,
-        &[("button", "on")],
-        "Prefer: wait=20\r\n",
-    );
-    assert_eq!(sent.status, 200, "{} {}", sent.headers, sent.body);
+    let (_, sent) = light_on(&bridge, &token);
     assert!(
         sent.headers.contains("x-kumo-command-status: acked"),
         "{}",

@@ -227,15 +227,7 @@ async fn another_accounts_events_never_appear() {
     let h = start().await;
     h.add_device("mine", DeviceKind::Remo).await;
     let (bob, bob_token) = h.other_user().await;
-    kumo_bridge::register_device(
-        &h.pool,
-        &kumo_contract::DeviceId::parse("bobs").unwrap(),
-        &bob,
-        DeviceKind::Remo,
-        "bobs",
-    )
-    .await
-    .unwrap();
+    h.give_device("bobs", &bob).await;
     let mut alice = SseReader::open(&h, &h.token, None).await;
     let mut bobs = SseReader::open(&h, &bob_token, None).await;
     let feed = live(&h);

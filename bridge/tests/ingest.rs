@@ -341,15 +341,7 @@ async fn a_device_that_changes_hands_shows_its_new_owner_nothing_measured_before
 
     // The device moves to Bob: he sees none of what it measured for Alice.
     let (bob, bob_token) = h.other_user().await;
-    kumo_bridge::register_device(
-        &h.pool,
-        &kumo_contract::DeviceId::parse("remo-1").unwrap(),
-        &bob,
-        DeviceKind::Remo,
-        "Bob's",
-    )
-    .await
-    .unwrap();
+    h.give_device("remo-1", &bob).await;
     let bobs_devices = h.get_as(&bob_token, "/1/devices").await.ok();
     assert_eq!(bobs_devices[0]["newest_events"], serde_json::json!({}));
     assert_eq!(counted(h.get_as(&bob_token, &path).await.ok()), 0);

@@ -464,15 +464,7 @@ async fn commands_queued_by_a_previous_owner_never_reach_the_device() {
     let id = set_ac(&s, &ac, None, None).await.command_id();
     assert_eq!(s.status(id).await, "queued");
     let (bob, _) = s.h.other_user().await;
-    kumo_bridge::register_device(
-        &s.h.pool,
-        &kumo_contract::DeviceId::parse("remo-1").unwrap(),
-        &bob,
-        kumo_bridge::DeviceKind::Remo,
-        "Bob's",
-    )
-    .await
-    .unwrap();
+    s.h.give_device("remo-1", &bob).await;
     assert_eq!(s.status(id).await, "failed");
     let view = s.h.get(&format!("/v1/commands/{id}")).await.ok();
     assert_eq!(view["error"], "the device left the account", "{view}");

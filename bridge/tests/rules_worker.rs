@@ -310,15 +310,7 @@ async fn a_rule_on_a_device_that_left_the_account_records_nothing_of_the_new_own
     s.h.add_device("remo-1", DeviceKind::Remo).await;
     let id = create_ok(&s.h, &threshold("remo-1", 28.0, event_action())).await;
     let (bob, _) = s.h.other_user().await;
-    kumo_bridge::register_device(
-        &s.h.pool,
-        &kumo_contract::DeviceId::parse("remo-1").unwrap(),
-        &bob,
-        DeviceKind::Remo,
-        "Bob's",
-    )
-    .await
-    .unwrap();
+    s.h.give_device("remo-1", &bob).await;
     // Bob's device crosses Alice's threshold.
     inject(&s.h, "remo-1", 31.0);
     settle().await;

@@ -194,6 +194,20 @@ impl Harness {
         .unwrap();
     }
 
+    /// Registers device `id` to account `user`; a device owned by someone
+    /// else changes hands, as `kumo devices add` to another account does.
+    pub async fn give_device(&self, id: &str, user: &str) {
+        kumo_bridge::register_device(
+            &self.pool,
+            &DeviceId::parse(id).unwrap(),
+            user,
+            DeviceKind::Remo,
+            id,
+        )
+        .await
+        .unwrap();
+    }
+
     /// A second user with its own all-scopes token.
     pub async fn other_user(&self) -> (String, String) {
         let user = kumo_bridge::create_user(&self.pool, "Bob", None)
