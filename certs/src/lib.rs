@@ -61,4 +61,4 @@ pub use csr::MAX_CSR_BYTES;
 pub use error::CertError;
 pub use inspect::{fingerprint_of_der, normalize_serial, pem_to_der, serial_of_der};
 pub use key::KeyAlgorithm;
-pub use role::identity_from_der;
+pub use role::{identity_from_der, node_id_from_der};

@@ -78,6 +78,18 @@ pub fn identity_from_der(der: &[u8]) -> Result<Identity, CertError> {
     identity_from_cert(&cert)
 }
 
+/// The node id of a broker node's server certificate (`O=Kumo, OU=node,
+/// CN=<node id>`), already verified by the caller; `None` for any other
+/// certificate (e.g. a node certificate from another PKI).
+pub fn node_id_from_der(der: &[u8]) -> Option<String> {
+    let cert = parse_cert(der).ok()?;
+    let subject = cert.subject();
+    let org = single_attr(subject.iter_organization(), "O").ok()??;
+    let ou = single_attr(subject.iter_organizational_unit(), "OU").ok()??;
+    let cn = single_attr(subject.iter_common_name(), "CN").ok()??;
+    (org == ORGANIZATION && ou == NODE_OU && !cn.is_empty()).then_some(cn)
+}
+
 pub(crate) fn identity_from_cert(cert: &X509Certificate<'_>) -> Result<Identity, CertError> {
     let subject = subject_string(cert);
     let invalid = |reason: String| CertError::InvalidIdentity {

@@ -73,6 +73,16 @@ fn a_node_certificate_is_not_a_client_identity() {
     assert_eq!(issued.identity, None);
     let err = identity_from_der(&issued.cert_der).unwrap_err();
     assert!(matches!(err, CertError::NoIdentity { .. }), "{err}");
+    // What a client of the node learns from it: the node's id.
+    assert_eq!(
+        kumo_certs::node_id_from_der(&issued.cert_der).as_deref(),
+        Some("node-1")
+    );
+    let dev = ca
+        .issue_device(&device("remo-1"), &IssueOptions::default())
+        .unwrap();
+    assert_eq!(kumo_certs::node_id_from_der(&dev.cert_der), None);
+    assert_eq!(kumo_certs::node_id_from_der(b"not a certificate"), None);
 }
 
 #[test]

@@ -187,7 +187,7 @@ pub fn start(
             host,
             port,
             settings: settings.clone(),
-            tls: tls.clone(),
+            tls: tls::for_node(&tls, ca, status.clone(), idx)?,
             pool: pool.clone(),
             commands: commands.clone(),
             writer: writer.clone(),
