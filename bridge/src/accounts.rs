@@ -1,9 +1,10 @@
 //! Accounts, access tokens and device ownership as a library, for the CLI
-//! (`kumo users create`, `kumo tokens create`) and the `/v1` token endpoints.
+//! (`kumo users …`, `kumo tokens …`, `kumo devices …`), the `/v1` token endpoints,
+//! `/1/devices/{id}/delete` and the readers of `device_ownership_log`.
 //!
 //! Plaintext tokens exist only in the return value of [`create_token`].
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use kumo_contract::DeviceId;
 use rand::RngCore;
 use time::OffsetDateTime;
@@ -173,15 +174,25 @@ pub async fn revoke_token(
     user_id: &str,
     token_id: Uuid,
 ) -> Result<bool, AccountError> {
+    Ok(revoke(pool, token_id, Some(user_id)).await?.is_some())
+}
+
+/// Revokes token `token_id` (of `owner`, when given); returns its owner, or
+/// `None` if there is no such token.
+async fn revoke(
+    pool: &Pool,
+    token_id: Uuid,
+    owner: Option<&str>,
+) -> Result<Option<String>, AccountError> {
     let client = pool.get().await?;
-    let n = client
-        .execute(
+    let row = client
+        .query_opt(
             "UPDATE access_tokens SET revoked_at = coalesce(revoked_at, now())
-             WHERE id = $1 AND user_id = $2",
-            &[&token_id, &user_id],
+             WHERE id = $1 AND ($2::text IS NULL OR user_id = $2) RETURNING user_id",
+            &[&token_id, &owner],
         )
         .await?;
-    Ok(n == 1)
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// What kind of device a registration is for.
@@ -320,22 +331,37 @@ pub async fn list_devices(
         .collect())
 }
 
-/// Releases `device_id` from its account, as `POST /1/devices/{id}/delete`
-/// does for its owner: the device belongs to nobody and the account's
-/// appliances on it are gone. `false` if there is no such device.
-pub async fn release_device(pool: &Pool, device_id: &str) -> Result<bool, AccountError> {
+/// Releases `device_id` from its account (only if `owner` owns it, when
+/// given): the device belongs to nobody and the account's appliances on it are
+/// gone. `POST /1/devices/{id}/delete` and `kumo devices remove` both do this.
+/// `false` if there is no such device (of `owner`).
+pub async fn release_device(
+    pool: &Pool,
+    device_id: &str,
+    owner: Option<&str>,
+) -> Result<bool, AccountError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let n = tx
-        .execute(
-            "UPDATE devices SET user_id = NULL, updated_at = now() WHERE id = $1",
-            &[&device_id],
+    let released = tx
+        .query_opt(
+            "UPDATE devices d SET user_id = NULL, updated_at = now()
+             FROM (SELECT user_id FROM devices WHERE id = $1) prev
+             WHERE d.id = $1 AND ($2::text IS NULL OR d.user_id = $2)
+             RETURNING prev.user_id",
+            &[&device_id, &owner],
         )
         .await?;
-    tx.execute("DELETE FROM appliances WHERE device_id = $1", &[&device_id])
-        .await?;
+    let Some(row) = released else {
+        return Ok(false);
+    };
+    let previous: Option<String> = row.get(0);
+    tx.execute(
+        "DELETE FROM appliances WHERE device_id = $1 AND user_id = $2",
+        &[&device_id, &previous],
+    )
+    .await?;
     tx.commit().await?;
-    Ok(n == 1)
+    Ok(true)
 }
 
 /// Revokes token `token_id` whoever owns it; returns the owner, or `None` if
@@ -344,13 +370,51 @@ pub async fn revoke_any_token(pool: &Pool, token_id: &str) -> Result<Option<Stri
     let Ok(token_id) = Uuid::parse_str(token_id) else {
         return Ok(None);
     };
-    let client = pool.get().await?;
+    revoke(pool, token_id, None).await
+}
+
+/// One row of `device_ownership_log` (migration 0005): its sequence number,
+/// the device, and the device's owner now (`None`: deleted or released).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnershipChange {
+    pub seq: i64,
+    pub device_id: String,
+    pub owner: Option<String>,
+}
+
+/// The log's end: rows become visible in sequence order (see the migration),
+/// so every change committed later has a larger number.
+pub async fn ownership_log_end(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
     let row = client
-        .query_opt(
-            "UPDATE access_tokens SET revoked_at = coalesce(revoked_at, now())
-             WHERE id = $1 RETURNING user_id",
-            &[&token_id],
+        .query_one(
+            "SELECT coalesce(max(seq), 0) FROM device_ownership_log",
+            &[],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.get(0))
+}
+
+/// Up to `limit` changes after `after`, oldest first, each with the device's
+/// current owner (reading a row twice is harmless).
+pub async fn ownership_changes(
+    client: &impl GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<OwnershipChange>, tokio_postgres::Error> {
+    let read = client
+        .prepare_cached(
+            "SELECT l.seq, l.device_id, d.user_id
+             FROM device_ownership_log l LEFT JOIN devices d ON d.id = l.device_id
+             WHERE l.seq > $1 ORDER BY l.seq LIMIT $2",
+        )
+        .await?;
+    let rows = client.query(&read, &[&after, &limit]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| OwnershipChange {
+            seq: r.get(0),
+            device_id: r.get(1),
+            owner: r.get(2),
+        })
+        .collect())
 }

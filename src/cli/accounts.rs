@@ -281,7 +281,7 @@ async fn remove_device(
     id: &DeviceId,
     keep_cert: bool,
 ) -> anyhow::Result<()> {
-    let released = accounts::release_device(pool, id.as_str()).await?;
+    let released = accounts::release_device(pool, id.as_str(), None).await?;
     if released {
         println!("released device {id} (it belongs to no account now)");
     } else {

@@ -134,22 +134,8 @@ pub async fn delete(
     _form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    let n = tx
-        .execute(
-            "UPDATE devices SET user_id = NULL, updated_at = now() WHERE id = $1 AND user_id = $2",
-            &[&id, &caller.user_id],
-        )
-        .await?;
-    if n == 0 {
+    if !crate::accounts::release_device(&state.pool, &id, Some(&caller.user_id)).await? {
         return Err(ApiError::not_found());
     }
-    tx.execute(
-        "DELETE FROM appliances WHERE device_id = $1 AND user_id = $2",
-        &[&id, &caller.user_id],
-    )
-    .await?;
-    tx.commit().await?;
     Ok(Json(json!({})))
 }

@@ -289,6 +289,9 @@ impl EventHub {
     /// belongs to nobody): a device now owned by an interested account is
     /// routed to it, any other changed device to nobody.
     pub fn update_owners(&self, changes: &[(String, Option<String>)]) {
+        if changes.is_empty() {
+            return;
+        }
         let interested = self.interested_accounts();
         let mut owners = self.inner.owners.write().unwrap_or_else(|p| p.into_inner());
         for (device, owner) in changes {

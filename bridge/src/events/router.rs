@@ -111,40 +111,27 @@ const FOLLOW_PAGE: i64 = 1_000;
 /// a reload cannot overwrite a newer change with what it read earlier.
 async fn follow_once(pool: &Pool, hub: &EventHub, cursor: &mut Option<i64>) -> Result<(), String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
-    let Some(after) = *cursor else {
-        let end: i64 = client
-            .query_one(
-                "SELECT coalesce(max(seq), 0) FROM device_ownership_log",
-                &[],
-            )
+    let Some(mut after) = *cursor else {
+        let end = crate::accounts::ownership_log_end(&client)
             .await
-            .map_err(|e| e.to_string())?
-            .get(0);
+            .map_err(|e| e.to_string())?;
         *cursor = Some(end);
         return Ok(());
     };
-    let read = client
-        .prepare_cached(
-            "SELECT l.seq, l.device_id, d.user_id
-             FROM device_ownership_log l LEFT JOIN devices d ON d.id = l.device_id
-             WHERE l.seq > $1 ORDER BY l.seq LIMIT $2",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut after = after;
     loop {
-        let rows = client
-            .query(&read, &[&after, &FOLLOW_PAGE])
+        let changes = crate::accounts::ownership_changes(&client, after, FOLLOW_PAGE)
             .await
             .map_err(|e| e.to_string())?;
-        let changes: Vec<(String, Option<String>)> =
-            rows.iter().map(|r| (r.get(1), r.get(2))).collect();
-        hub.update_owners(&changes);
-        if let Some(last) = rows.last() {
-            after = last.get(0);
+        let owners: Vec<(String, Option<String>)> = changes
+            .iter()
+            .map(|c| (c.device_id.clone(), c.owner.clone()))
+            .collect();
+        hub.update_owners(&owners);
+        if let Some(last) = changes.last() {
+            after = last.seq;
             *cursor = Some(after);
         }
-        if rows.len() < FOLLOW_PAGE as usize {
+        if changes.len() < FOLLOW_PAGE as usize {
             return Ok(());
         }
     }

@@ -143,13 +143,7 @@ impl Announcer {
             // announced from the log, after the snapshot.
             // Rows become visible in sequence order (see the migration), so
             // nothing committed later can have a smaller number.
-            let row = client
-                .query_one(
-                    "SELECT coalesce(max(seq), 0) FROM device_ownership_log",
-                    &[],
-                )
-                .await?;
-            self.cursor = Some(row.get(0));
+            self.cursor = Some(crate::accounts::ownership_log_end(&client).await?);
             self.stale.iter_mut().for_each(|s| *s = true);
         }
         for idx in 0..self.clients.len() {
@@ -224,21 +218,13 @@ impl Announcer {
     async fn follow(&mut self, db: &deadpool_postgres::Client) -> Result<(), OwnershipError> {
         loop {
             let cursor = self.cursor.unwrap_or(0);
-            let rows = db
-                .query(
-                    "SELECT l.seq, l.device_id, d.user_id
-                     FROM device_ownership_log l LEFT JOIN devices d ON d.id = l.device_id
-                     WHERE l.seq > $1 ORDER BY l.seq LIMIT $2",
-                    &[&cursor, &PAGE],
-                )
-                .await?;
-            for row in &rows {
-                let (seq, id, owner): (i64, String, Option<String>) =
-                    (row.get(0), row.get(1), row.get(2));
-                self.announce(None, &id, owner.as_deref()).await;
-                self.cursor = Some(seq);
+            let changes = crate::accounts::ownership_changes(db, cursor, PAGE).await?;
+            for change in &changes {
+                self.announce(None, &change.device_id, change.owner.as_deref())
+                    .await;
+                self.cursor = Some(change.seq);
             }
-            if rows.len() < PAGE as usize {
+            if changes.len() < PAGE as usize {
                 return Ok(());
             }
         }
