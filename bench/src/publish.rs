@@ -5,6 +5,7 @@
 //! is counted as skipped (back-pressure), never queued, so the offered load
 //! stays open-loop up to that window.
 
+use kumo_contract::payload::SensorReading;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -194,8 +195,10 @@ async fn device(
             }
             packet_id = packet_id.checked_add(1).unwrap_or(1);
             let val = 20.0 + f64::from(packet_id % 100) / 10.0;
-            let body = format!("{{\"val\":{val:.1},\"ts\":{ts}}}");
-            mqtt::publish_qos1(&mut out, &topic, packet_id, body.as_bytes());
+            let reading = SensorReading { val, ts: Some(ts) };
+            // A number and an integer always serialize.
+            let body = serde_json::to_vec(&reading).unwrap_or_default();
+            mqtt::publish_qos1(&mut out, &topic, packet_id, &body);
             sent += 1;
             batch += 1;
         }

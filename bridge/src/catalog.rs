@@ -1,11 +1,14 @@
-//! The built-in appliance catalog: the models an AC, TV or LIGHT appliance can
-//! be created with, and what each can do (modes, temperatures, buttons).
+//! The appliance catalogue as the REST API shows it: Nature's appliance types
+//! and the JSON of a model, its AC ranges and its buttons.
 //!
-//! Nature backs this with its IR database; Kumo ships generic models whose
-//! commands the device firmware encodes. Capabilities here are what settings
-//! are validated against, so an impossible setting is refused, never ignored.
+//! The models and what they do live once, in `kumo_contract::appliance`,
+//! shared with the devices; this module only names and renders them.
 
+use kumo_contract::appliance::{AirconCaps, ApplianceKind};
 use serde_json::{json, Value};
+
+pub use kumo_contract::appliance::catalog::model;
+pub use kumo_contract::appliance::{Button, Capabilities, Model};
 
 /// The appliance types Kumo stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,218 +45,34 @@ impl ApplianceType {
     }
 }
 
-/// One operation mode of an air conditioner and the values it accepts.
-#[derive(Debug, Clone, Copy)]
-pub struct AcMode {
-    pub name: &'static str,
-    pub temp: &'static [&'static str],
-    pub vol: &'static [&'static str],
-    pub dir: &'static [&'static str],
-    pub dirh: &'static [&'static str],
-}
-
-/// One remote-control button.
-#[derive(Debug, Clone, Copy)]
-pub struct Button {
-    pub name: &'static str,
-    pub image: &'static str,
-    pub label: &'static str,
-}
-
-/// What a model can do.
-#[derive(Debug, Clone, Copy)]
-pub enum Capabilities {
-    Aircon {
-        temp_unit: &'static str,
-        modes: &'static [AcMode],
-        fixed_buttons: &'static [&'static str],
-    },
-    Tv {
-        buttons: &'static [Button],
-    },
-    Light {
-        buttons: &'static [Button],
-    },
-}
-
-/// A catalog model.
-#[derive(Debug, Clone, Copy)]
-pub struct Model {
-    pub id: &'static str,
-    pub kind: ApplianceType,
-    pub manufacturer: &'static str,
-    pub remote_name: &'static str,
-    pub series: &'static str,
-    pub name: &'static str,
-    pub image: &'static str,
-    pub capabilities: Capabilities,
-}
-
-const VOL: &[&str] = &["auto", "1", "2", "3", "4", "5"];
-const DIR: &[&str] = &["auto", "swing", "1", "2", "3", "4", "5"];
-const DIRH: &[&str] = &["auto", "swing", "left", "center", "right"];
-const COOL_TEMPS: &[&str] = &[
-    "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
-];
-const WARM_TEMPS: &[&str] = &[
-    "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29",
-    "30",
-];
-const RELATIVE_TEMPS: &[&str] = &["-2", "-1", "0", "1", "2"];
-
-const AC_MODES: &[AcMode] = &[
-    AcMode {
-        name: "cool",
-        temp: COOL_TEMPS,
-        vol: VOL,
-        dir: DIR,
-        dirh: DIRH,
-    },
-    AcMode {
-        name: "warm",
-        temp: WARM_TEMPS,
-        vol: VOL,
-        dir: DIR,
-        dirh: DIRH,
-    },
-    AcMode {
-        name: "dry",
-        temp: RELATIVE_TEMPS,
-        vol: &["auto"],
-        dir: DIR,
-        dirh: DIRH,
-    },
-    AcMode {
-        name: "blow",
-        temp: &[""],
-        vol: VOL,
-        dir: DIR,
-        dirh: DIRH,
-    },
-    AcMode {
-        name: "auto",
-        temp: RELATIVE_TEMPS,
-        vol: VOL,
-        dir: DIR,
-        dirh: DIRH,
-    },
-];
-
-macro_rules! buttons {
-    ($(($name:literal, $label:literal)),* $(,)?) => {
-        &[$(Button { name: $name, image: concat!("ico_", $name), label: $label }),*]
-    };
-}
-
-const TV_BUTTONS: &[Button] = buttons![
-    ("power", "Power"),
-    ("input-terrestrial", "Terrestrial"),
-    ("input-bs", "BS"),
-    ("input-cs", "CS"),
-    ("ch-up", "Channel up"),
-    ("ch-down", "Channel down"),
-    ("vol-up", "Volume up"),
-    ("vol-down", "Volume down"),
-    ("mute", "Mute"),
-    ("ok", "OK"),
-    ("back", "Back"),
-];
-
-const LIGHT_BUTTONS: &[Button] = buttons![
-    ("on", "On"),
-    ("off", "Off"),
-    ("onoff", "On/Off"),
-    ("on-100", "Full"),
-    ("night", "Night"),
-    ("bright-up", "Brighter"),
-    ("bright-down", "Dimmer"),
-];
-
-/// Every model Kumo knows.
-pub const MODELS: &[Model] = &[
-    Model {
-        id: "kumo-ac-generic",
-        kind: ApplianceType::Ac,
-        manufacturer: "Kumo",
-        remote_name: "generic-ac",
-        series: "Generic",
-        name: "Generic air conditioner",
-        image: "ico_ac_1",
-        capabilities: Capabilities::Aircon {
-            temp_unit: "c",
-            modes: AC_MODES,
-            fixed_buttons: &["airdir-swing", "airdir-tilt"],
-        },
-    },
-    Model {
-        id: "kumo-tv-generic",
-        kind: ApplianceType::Tv,
-        manufacturer: "Kumo",
-        remote_name: "generic-tv",
-        series: "Generic",
-        name: "Generic TV",
-        image: "ico_tv",
-        capabilities: Capabilities::Tv {
-            buttons: TV_BUTTONS,
-        },
-    },
-    Model {
-        id: "kumo-light-generic",
-        kind: ApplianceType::Light,
-        manufacturer: "Kumo",
-        remote_name: "generic-light",
-        series: "Generic",
-        name: "Generic ceiling light",
-        image: "ico_light",
-        capabilities: Capabilities::Light {
-            buttons: LIGHT_BUTTONS,
-        },
-    },
-];
-
-/// The model with `id`.
-pub fn model(id: &str) -> Option<&'static Model> {
-    MODELS.iter().find(|m| m.id == id)
-}
-
-impl Model {
-    /// Nature's `ApplianceModel` object.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "country": "JP",
-            "manufacturer": self.manufacturer,
-            "remote_name": self.remote_name,
-            "series": self.series,
-            "name": self.name,
-            "image": self.image,
-        })
-    }
-
-    /// The air-conditioner capabilities, if this is an AC model.
-    pub fn aircon(&self) -> Option<(&'static str, &'static [AcMode], &'static [&'static str])> {
-        match self.capabilities {
-            Capabilities::Aircon {
-                temp_unit,
-                modes,
-                fixed_buttons,
-            } => Some((temp_unit, modes, fixed_buttons)),
-            _ => None,
+impl ApplianceType {
+    /// The type of appliance a catalogue model makes.
+    pub fn of(model: &Model) -> Self {
+        match model.kind() {
+            ApplianceKind::Aircon => Self::Ac,
+            ApplianceKind::Tv => Self::Tv,
+            ApplianceKind::Light => Self::Light,
         }
     }
+}
 
-    /// The buttons of a TV or light model.
-    pub fn buttons(&self) -> &'static [Button] {
-        match self.capabilities {
-            Capabilities::Tv { buttons } | Capabilities::Light { buttons } => buttons,
-            Capabilities::Aircon { .. } => &[],
-        }
-    }
+/// Nature's `ApplianceModel` object.
+pub fn model_json(m: &Model) -> Value {
+    json!({
+        "id": m.id,
+        "country": "JP",
+        "manufacturer": m.manufacturer,
+        "remote_name": m.remote_name,
+        "series": m.series,
+        "name": m.name,
+        "image": m.image,
+    })
 }
 
 /// Nature's `aircon` object: `{"tempUnit", "range": {"modes", "fixedButtons"}}`.
-pub fn aircon_json(temp_unit: &str, modes: &[AcMode], fixed_buttons: &[&str]) -> Value {
-    let modes: serde_json::Map<String, Value> = modes
+pub fn aircon_json(caps: &AirconCaps) -> Value {
+    let modes: serde_json::Map<String, Value> = caps
+        .modes
         .iter()
         .map(|m| {
             (
@@ -262,7 +81,7 @@ pub fn aircon_json(temp_unit: &str, modes: &[AcMode], fixed_buttons: &[&str]) ->
             )
         })
         .collect();
-    json!({"tempUnit": temp_unit, "range": {"modes": modes, "fixedButtons": fixed_buttons}})
+    json!({"tempUnit": caps.temp_unit, "range": {"modes": modes, "fixedButtons": caps.fixed_buttons}})
 }
 
 /// Nature's `ButtonDBButton` list.

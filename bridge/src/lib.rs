@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod appliance;
 pub mod auth;
 pub mod catalog;
 pub mod commands;

@@ -160,7 +160,7 @@ fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Va
     let mut out = json!({
         "id": r.get::<_, String>(0),
         "device": device_ptr(r, 7),
-        "model": model.map_or(Value::Null, |m| m.to_json()),
+        "model": model.map_or(Value::Null, catalog::model_json),
         "type": kind.as_str(),
         "nickname": r.get::<_, String>(2),
         "image": r.get::<_, String>(3),
@@ -170,8 +170,8 @@ fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Va
     });
     match (kind, model) {
         (ApplianceType::Ac, Some(m)) => {
-            if let Some((unit, modes, fixed)) = m.aircon() {
-                out["aircon"] = catalog::aircon_json(unit, modes, fixed);
+            if let Some(caps) = m.aircon() {
+                out["aircon"] = catalog::aircon_json(caps);
             }
             out["settings"] = settings.unwrap_or(Value::Null);
         }

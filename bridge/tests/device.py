@@ -73,8 +73,9 @@ def main():
         ack = {"id": cmd.get("id"), "result": args.ack, "ts": int(time.time() * 1000)}
         if args.ack == "failed":
             ack["reason"] = "the appliance did not respond"
-        else:
-            ack["data"] = {"applied": cmd.get("type")}
+        elif cmd.get("type") == "aircon" and isinstance(cmd.get("settings"), dict):
+            # The unit ends where the full settings put it (the protocol's ack state).
+            ack["state"] = {"aircon": dict(cmd["settings"], temp_unit="c")}
         c.publish(acks, json.dumps(ack), qos=1)
 
     client.on_connect = on_connect

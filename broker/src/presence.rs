@@ -2,64 +2,45 @@
 //! publishes when a device connects or goes away, for any reason.
 
 use bytes::Bytes;
+use kumo_contract::payload::{NodeEpoch, Presence};
 use kumo_contract::topic::{self, Leaf};
 use kumo_contract::DeviceId;
 use rumqttd::protocol::Publish;
-use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// The presence document.
-#[derive(Debug, Serialize)]
-pub struct Presence<'a> {
-    pub online: bool,
-    pub node: &'a str,
-    /// RFC 3339 time of the change.
-    pub ts: String,
-    /// `connected` or a [`crate::registry::CloseReason`] label.
-    pub reason: &'a str,
-}
-
-/// The retained PUBLISH announcing `device` online or offline.
+/// The retained PUBLISH announcing `device` online or offline; `reason` is
+/// `connected` or a [`crate::registry::CloseReason`] label.
 pub fn publish(device: &DeviceId, node: &str, online: bool, reason: &str) -> Publish {
-    let ts = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"));
     let doc = Presence {
         online,
-        node,
-        ts,
-        reason,
+        node: node.to_string(),
+        ts: OffsetDateTime::now_utc(),
+        reason: reason.to_string(),
     };
-    // Serializing a struct of strings and a bool cannot fail.
-    let body = serde_json::to_vec(&doc).unwrap_or_default();
     Publish::new(
         Bytes::from(topic::device_topic(device, Leaf::Presence)),
-        Bytes::from(body),
+        Bytes::from(to_json(&doc)),
         true,
     )
-}
-
-/// The node's epoch document (see `kumo_contract::nodes`).
-#[derive(Debug, Serialize)]
-struct Epoch<'a> {
-    node: &'a str,
-    /// RFC 3339 time the node started.
-    started: String,
 }
 
 /// The retained PUBLISH announcing that `node` started now: every device whose
 /// last presence from it is older was lost with its previous run.
 pub fn epoch(node: &str) -> Publish {
-    let started = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"));
-    let body = serde_json::to_vec(&Epoch { node, started }).unwrap_or_default();
+    let doc = NodeEpoch {
+        node: node.to_string(),
+        started: OffsetDateTime::now_utc(),
+    };
     Publish::new(
         Bytes::from(kumo_contract::nodes::epoch_topic(node)),
-        Bytes::from(body),
+        Bytes::from(to_json(&doc)),
         true,
     )
+}
+
+/// Strings, a bool and a time within RFC 3339's range (now) always serialize.
+fn to_json(doc: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(doc).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::SimError;
 use crate::model::{CommandPolicy, DeviceModel, SimRng};
-use crate::payload::DeviceKind;
 use crate::progress::Progress;
 use crate::runtime::{self, Device, Shared};
 use crate::settings::Settings;
 use crate::stats::{Stats, Summary};
 use crate::tls::{CredentialSource, TlsContext};
+use kumo_contract::payload::DeviceKind;
 
 /// Runs the fleet the settings describe, printing live progress to stderr, until
 /// `shutdown` is cancelled (or `duration_secs` passes).

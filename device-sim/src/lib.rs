@@ -17,7 +17,6 @@ pub mod error;
 pub mod fleet;
 pub mod link;
 pub mod model;
-pub mod payload;
 pub mod progress;
 pub mod provision;
 pub mod runtime;

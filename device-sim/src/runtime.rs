@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::link::{Link, LinkError, LinkEvent, LinkOptions};
 use crate::model::{CommandOutcome, DeviceModel, SimRng};
-use crate::payload::{AckResult, StateReport};
 use crate::settings::{split_host_port, Settings};
 use crate::stats::{FailureReason, Stats};
+use kumo_contract::payload::{AckResult, StateReport};
 
 /// What every device of a fleet shares.
 pub struct Shared {

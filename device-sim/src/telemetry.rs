@@ -8,8 +8,8 @@ use kumo_contract::topic::{device_topic, Leaf, Sensor};
 
 use crate::link::Link;
 use crate::model::{SimRng, Telemetry};
-use crate::payload::SensorValue;
 use crate::runtime::{count_publish, local_hour, now_ms, Device, Shared};
+use kumo_contract::payload::SensorReading;
 
 /// Steps the device model by `dt` seconds and publishes what it reports.
 pub(crate) fn publish(dev: &mut Device, link: &Link, shared: &Shared, dt: f64) {
@@ -48,7 +48,7 @@ pub(crate) fn publish(dev: &mut Device, link: &Link, shared: &Shared, dt: f64) {
 }
 
 fn sensor_json(val: f64, ts: u64) -> Vec<u8> {
-    serde_json::to_vec(&SensorValue { val, ts }).unwrap_or_default()
+    serde_json::to_vec(&SensorReading { val, ts: Some(ts) }).unwrap_or_default()
 }
 
 /// A payload the bridge must reject: broken JSON, wrong types, missing fields.
@@ -74,7 +74,7 @@ mod tests {
         let mut rng = SimRng::new(1);
         for _ in 0..50 {
             let p = malformed(&mut rng);
-            assert!(serde_json::from_slice::<SensorValue>(&p).is_err());
+            assert!(kumo_contract::payload::decode::<SensorReading>(&p).is_err());
         }
     }
 }

@@ -126,7 +126,7 @@ async fn devices_publish_obey_commands_and_ack(broker: Broker, protocol: Protoco
         .await;
     assert_eq!(ack["result"], "failed", "{ack}");
     assert!(
-        ack["reason"].as_str().unwrap().contains("temperature"),
+        ack["reason"].as_str().unwrap().contains("temp \"99\""),
         "{ack}"
     );
 

@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_readings_once"),
     migration!(7, "0007_rule_state"),
     migration!(8, "0008_device_owner_since"),
+    migration!(9, "0009_command_expected_state"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

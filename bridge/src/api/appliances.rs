@@ -6,13 +6,14 @@ use axum::Json;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::api::control::stamped;
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
 use crate::catalog::{self, ApplianceType, Capabilities};
 use crate::error::{ApiError, ApiResult};
 use crate::form::Form;
-use crate::json::rfc3339;
 use crate::state::AppState;
 use crate::views::{self, Appliances};
+use kumo_contract::appliance::{LightState, TvState};
 
 /// `GET /1/appliances`.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -52,34 +53,13 @@ pub(crate) async fn one(state: &AppState, caller: &Caller, id: &str) -> ApiResul
         .ok_or_else(ApiError::not_found)
 }
 
-/// The initial confirmed state of a new appliance of `model`.
+/// The initial confirmed state of a new appliance of `model`: the model's
+/// own starting state, the one a device starts its appliance in.
 fn initial_state(model: &catalog::Model) -> (Option<Value>, Option<Value>) {
-    let now = rfc3339(time::OffsetDateTime::now_utc());
     match model.capabilities {
-        Capabilities::Aircon {
-            temp_unit, modes, ..
-        } => {
-            let mode = modes.first();
-            let settings = json!({
-                "temp": mode
-                    .and_then(|m| m.temp.iter().find(|t| **t == "26").or(m.temp.first()))
-                    .copied()
-                    .unwrap_or(""),
-                "temp_unit": temp_unit,
-                "mode": mode.map_or("", |m| m.name),
-                "vol": mode.and_then(|m| m.vol.first()).copied().unwrap_or(""),
-                "dir": mode.and_then(|m| m.dir.first()).copied().unwrap_or(""),
-                "dirh": mode.and_then(|m| m.dirh.first()).copied().unwrap_or(""),
-                "button": "power-off",
-                "updated_at": now,
-            });
-            (Some(settings), None)
-        }
-        Capabilities::Tv { .. } => (None, Some(json!({"input": "t"}))),
-        Capabilities::Light { .. } => (
-            None,
-            Some(json!({"brightness": "0", "power": "off", "last_button": ""})),
-        ),
+        Capabilities::Aircon(caps) => (Some(stamped(json!(caps.initial()))), None),
+        Capabilities::Tv { .. } => (None, Some(json!(TvState::default()))),
+        Capabilities::Light { .. } => (None, Some(json!(LightState::default()))),
     }
 }
 
@@ -97,14 +77,15 @@ fn kind_and_model(form: &Form) -> ApiResult<(ApplianceType, Option<&'static cata
         Some(id) => {
             let model = catalog::model(id)
                 .ok_or_else(|| ApiError::bad_request(format!("unknown model {id:?}")))?;
-            if declared.is_some_and(|d| d != model.kind) {
+            let kind = ApplianceType::of(model);
+            if declared.is_some_and(|d| d != kind) {
                 return Err(ApiError::bad_request(format!(
                     "model {id} is a {} model, not {}",
-                    model.kind.as_str(),
+                    kind.as_str(),
                     declared.map_or("", ApplianceType::as_str)
                 )));
             }
-            Ok((model.kind, Some(model)))
+            Ok((kind, Some(model)))
         }
         None => match declared {
             None | Some(ApplianceType::Ir) => Ok((ApplianceType::Ir, None)),

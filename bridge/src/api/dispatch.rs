@@ -18,6 +18,8 @@ pub(crate) struct Dispatch<'a> {
     pub appliance: Option<&'a str>,
     pub kind: CommandKind,
     pub payload: Value,
+    /// The appliance state the command should lead to.
+    pub expected: Option<Value>,
     pub body: Value,
 }
 
@@ -38,6 +40,7 @@ pub(crate) async fn dispatch(
         appliance_id: d.appliance,
         kind: d.kind,
         payload: d.payload,
+        expected: d.expected,
         idempotency_key: key.as_deref(),
     };
     let (id, waited) = match wait {

@@ -5,12 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use kumo_contract::payload::{IrMessage, PayloadError};
+
 use crate::api::appliances::id_list;
 use crate::api::dispatch::{dispatch, Dispatch};
+use crate::appliance;
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE, SENDIR};
 use crate::commands::CommandKind;
 use crate::error::{ApiError, ApiResult};
@@ -18,38 +20,40 @@ use crate::form::Form;
 use crate::state::AppState;
 use crate::views::signal_json;
 
-/// Longest IR message Kumo accepts (mark/space durations).
-const MAX_IR_DATA: usize = 4096;
-
 /// Validates Nature's IR `message` (`{"format":"us","freq":38,"data":[...]}`)
-/// and returns it normalised.
+/// with the device protocol's rules (`IrMessage::check`) and returns it
+/// normalised (`format` defaults to `us`).
 pub(crate) fn ir_message(raw: &str, field: &str) -> ApiResult<Value> {
     let bad =
         |why: &str| ApiError::bad_request(format!("{field} is not a valid IR message: {why}"));
     let v: Value = serde_json::from_str(raw).map_err(|_| bad("not JSON"))?;
-    let format = v.get("format").and_then(Value::as_str).unwrap_or("us");
-    if format != "us" {
-        return Err(bad("format must be \"us\""));
+    let whole = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    let message = IrMessage {
+        format: v
+            .get("format")
+            .and_then(Value::as_str)
+            .unwrap_or("us")
+            .to_string(),
+        freq: v
+            .get("freq")
+            .and_then(whole)
+            .ok_or_else(|| bad("freq must be a carrier frequency in kHz between 30 and 80"))?,
+        data: v
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("data must be a non-empty array of durations"))?
+            .iter()
+            .map(|d| whole(d).filter(|n| *n > 0))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| {
+                bad("every duration in data must be a positive whole number of microseconds")
+            })?,
+    };
+    match message.check() {
+        Ok(()) => Ok(json!(message)),
+        Err(PayloadError::Range(why)) => Err(bad(&why)),
+        Err(e) => Err(bad(&e.to_string())),
     }
-    let freq = v
-        .get("freq")
-        .and_then(Value::as_u64)
-        .filter(|f| (30..=80).contains(f))
-        .ok_or_else(|| bad("freq must be a carrier frequency in kHz between 30 and 80"))?;
-    let data = v
-        .get("data")
-        .and_then(Value::as_array)
-        .filter(|d| !d.is_empty() && d.len() <= MAX_IR_DATA)
-        .ok_or_else(|| bad("data must be a non-empty array of durations"))?;
-    if !data
-        .iter()
-        .all(|d| d.as_u64().is_some_and(|n| n > 0 && n <= 1_000_000))
-    {
-        return Err(bad(
-            "every duration in data must be a positive whole number of microseconds",
-        ));
-    }
-    Ok(json!({"format": "us", "freq": freq, "data": data}))
 }
 
 async fn owned_appliance(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
@@ -207,7 +211,7 @@ pub async fn send(
     _form: Form,
 ) -> ApiResult<Response> {
     caller.require(SENDIR)?;
-    let c = signal_command(&state.pool, &caller.user_id, &id).await?;
+    let c = appliance::signal_command(&state.pool, &caller.user_id, &id).await?;
     dispatch(
         &state,
         &caller,
@@ -217,40 +221,9 @@ pub async fn send(
             appliance: Some(&c.appliance),
             kind: CommandKind::Ir,
             payload: c.payload,
+            expected: None,
             body: json!({}),
         },
     )
     .await
-}
-
-/// The IR command that sends a learned signal (also used by rules).
-pub(crate) struct SignalCommand {
-    pub device: String,
-    pub appliance: String,
-    pub payload: Value,
-}
-
-/// The command for sending signal `id` of `user_id`, or a 404 (also for other
-/// users' signals).
-pub(crate) async fn signal_command(
-    pool: &Pool,
-    user_id: &str,
-    id: &str,
-) -> ApiResult<SignalCommand> {
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT a.device_id, a.id, s.message FROM signals s
-             JOIN appliances a ON a.id = s.appliance_id
-             WHERE s.id = $1 AND a.user_id = $2",
-            &[&id, &user_id],
-        )
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    let message: Value = row.get(2);
-    Ok(SignalCommand {
-        device: row.get(0),
-        appliance: row.get(1),
-        payload: json!({"signal": id, "message": message}),
-    })
 }

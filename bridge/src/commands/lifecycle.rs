@@ -46,6 +46,9 @@ pub struct Ack {
     pub result: Option<Value>,
     /// The device's reason for a failure.
     pub error: Option<String>,
+    /// The appliance states the device reported with it, keyed by command
+    /// kind (`{"aircon": {…}}`); they become the appliance's confirmed state.
+    pub state: Option<Value>,
 }
 
 /// A command that an ack just finished.
@@ -263,30 +266,38 @@ impl CommandLog {
                          completed_at = now(), updated_at = now(),
                          sent_at = coalesce(sent_at, now())
                      WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
-                     RETURNING {VIEW_COLUMNS}, user_id),
+                     RETURNING {VIEW_COLUMNS}, user_id, expected),
                  confirmed AS (
+                     SELECT d.appliance_id, d.kind,
+                            coalesce($7::jsonb -> d.kind, d.expected) AS reached
+                     FROM done d WHERE $3 = 'acked'),
+                 applied AS (
                      UPDATE appliances a SET
-                         settings = CASE WHEN d.kind = 'aircon' THEN
-                             CASE WHEN jsonb_typeof(d.payload -> 'settings') = 'object'
-                                  THEN (d.payload -> 'settings')
-                                       || jsonb_build_object('updated_at', $6::text)
-                                  ELSE coalesce(d.payload -> 'settings', 'null'::jsonb) END
+                         settings = CASE WHEN c.kind = 'aircon' THEN
+                             CASE WHEN jsonb_typeof(c.reached) = 'object'
+                                  THEN c.reached || jsonb_build_object('updated_at', $6::text)
+                                  ELSE a.settings END
                              ELSE a.settings END,
-                         state = CASE WHEN d.kind IN ('tv', 'light')
-                                      THEN coalesce(d.payload -> 'state', 'null'::jsonb)
-                                      ELSE a.state END,
+                         state = CASE WHEN c.kind IN ('tv', 'light') AND c.reached IS NOT NULL
+                                      THEN c.reached ELSE a.state END,
                          updated_at = now()
-                     FROM done d
-                     WHERE $3 = 'acked' AND a.id = d.appliance_id
-                       AND (d.kind = 'aircon'
-                            OR (d.kind IN ('tv', 'light') AND a.state
-                                IS DISTINCT FROM coalesce(d.payload -> 'state', 'null'::jsonb))))
+                     FROM confirmed c
+                     WHERE a.id = c.appliance_id AND c.reached IS NOT NULL
+                       AND (c.kind = 'aircon'
+                            OR (c.kind IN ('tv', 'light') AND a.state IS DISTINCT FROM c.reached)))
                  SELECT * FROM done"
             ))
             .await?;
         let now = rfc3339(OffsetDateTime::now_utc());
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-            [&id, &device_id, &status, &ack.result, &ack.error, &now];
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &id,
+            &device_id,
+            &status,
+            &ack.result,
+            &ack.error,
+            &now,
+            &ack.state,
+        ];
         let Some(row) = tx.query_opt(&update, &params).await? else {
             return Ok(None);
         };

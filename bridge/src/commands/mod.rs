@@ -97,6 +97,8 @@ pub struct NewCommand<'a> {
     pub appliance_id: Option<&'a str>,
     pub kind: CommandKind,
     pub payload: Value,
+    /// The appliance state the command should lead to (appliance commands).
+    pub expected: Option<Value>,
     pub idempotency_key: Option<&'a str>,
 }
 
@@ -201,8 +203,8 @@ impl CommandLog {
         let insert = client
             .prepare_cached(
                 "INSERT INTO commands (id, device_id, user_id, appliance_id, kind, payload,
-                                       idempotency_key, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                       idempotency_key, expires_at, expected)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL
                  DO NOTHING RETURNING id",
             )
@@ -219,6 +221,7 @@ impl CommandLog {
                     &cmd.payload,
                     &cmd.idempotency_key,
                     &expires_at,
+                    &cmd.expected,
                 ],
             )
             .await?;

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::affinity::Affinity;
 use super::delivery::Routed;
 use super::node::NodeContext;
-use super::payload::{PresenceReport, StateReport};
+use super::payload::{Presence as PresenceReport, StateReport};
 use super::MqttStatus;
 use crate::commands::{Ack, CommandError, CommandLog, Finished};
 use crate::live::LiveEvent;
@@ -41,7 +41,7 @@ const MAX_BATCH: usize = 256;
 /// What the control side applies, per device.
 pub(crate) enum Control {
     Presence(String, PresenceReport),
-    State(String, StateReport),
+    State(String, Box<StateReport>),
     Ack(String, Uuid, Ack),
     Meter(String, Vec<(u8, String)>, OffsetDateTime),
     /// A node (named) started at this time: devices it announced earlier are gone.
@@ -269,25 +269,23 @@ impl Shard {
         p: &PresenceReport,
         effects: &mut Vec<Effect>,
     ) -> Result<(), TelemetryError> {
-        if let Some(node) = &p.node {
-            self.status.nodes[self.idx].learn_node_id(node);
-        }
-        if !self.affinity.record(device, self.idx, p.online, p.at) {
+        self.status.nodes[self.idx].learn_node_id(&p.node);
+        if !self.affinity.record(device, self.idx, p.online, p.ts) {
             return Ok(());
         }
         let since = OffsetDateTime::now_utc();
         let record = Presence {
             device_id: device,
             online: p.online,
-            node: p.node.as_deref(),
-            at: p.at,
+            node: Some(&p.node),
+            at: p.ts,
         };
         let changed = telemetry::record_presence_in(tx, &record).await?;
         effects.push(Effect::Live(LiveEvent::Presence {
             device: device.to_string(),
             online: p.online,
-            node: p.node.clone(),
-            at: p.at,
+            node: Some(p.node.clone()),
+            at: p.ts,
         }));
         if changed {
             effects.push(Effect::Online(Routed::DeviceOnline {
@@ -326,32 +324,30 @@ async fn state(
     effects: &mut Vec<Effect>,
 ) -> Result<(), TelemetryError> {
     let facts = telemetry::DeviceFacts {
-        firmware_version: s.firmware_version.as_deref(),
+        firmware_version: Some(&s.firmware_version),
         mac_address: s.mac_address.as_deref(),
         serial_number: s.serial_number.as_deref(),
     };
     telemetry::record_facts_in(tx, device, &facts).await?;
-    telemetry::record_appliance_states_in(
-        tx,
-        device,
-        s.aircon.as_ref(),
-        s.tv.as_ref(),
-        s.light.as_ref(),
-    )
-    .await?;
-    let mut appliances = serde_json::Map::new();
-    for (key, val) in [("aircon", &s.aircon), ("tv", &s.tv), ("light", &s.light)] {
-        if let Some(val) = val {
-            appliances.insert(key.into(), val.clone());
-        }
-    }
-    if !appliances.is_empty() {
-        effects.push(Effect::Live(LiveEvent::ApplianceState {
-            device: device.to_string(),
-            appliances: appliances.into(),
-            at: OffsetDateTime::now_utc(),
-        }));
-    }
+    let Some(apps) = s.appliances.as_ref().filter(|a| !a.is_empty()) else {
+        return Ok(());
+    };
+    let aircon = apps
+        .aircon
+        .as_ref()
+        .and_then(|v| serde_json::to_value(v).ok());
+    let tv = apps.tv.as_ref().and_then(|v| serde_json::to_value(v).ok());
+    let light = apps
+        .light
+        .as_ref()
+        .and_then(|v| serde_json::to_value(v).ok());
+    telemetry::record_appliance_states_in(tx, device, aircon.as_ref(), tv.as_ref(), light.as_ref())
+        .await?;
+    effects.push(Effect::Live(LiveEvent::ApplianceState {
+        device: device.to_string(),
+        appliances: serde_json::to_value(apps).unwrap_or_default(),
+        at: OffsetDateTime::now_utc(),
+    }));
     Ok(())
 }
 

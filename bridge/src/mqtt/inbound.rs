@@ -118,7 +118,7 @@ impl Inbound {
             return Ok(Some(vec![rx]));
         }
         let Some((device, leaf)) = parse_device_topic(&p.topic) else {
-            return Err(PayloadError::Range("not a device topic"));
+            return Err(PayloadError::Range("not a device topic".into()));
         };
         let device = device.as_str().to_string();
         let body = &p.payload[..];
@@ -161,8 +161,8 @@ impl Inbound {
                 }
                 Control::Meter(device, m.properties, m.at)
             }
-            Leaf::Presence => Control::Presence(device, payload::presence(body, now)?),
-            Leaf::State => Control::State(device, payload::state(body)?),
+            Leaf::Presence => Control::Presence(device, payload::presence(body)?),
+            Leaf::State => Control::State(device, Box::new(payload::state(body)?)),
             Leaf::Acks => {
                 let (id, ack) = payload::ack(body)?;
                 Control::Ack(device, id, ack)

@@ -1,52 +1,28 @@
-//! The JSON on device topics, as the bridge reads and writes it: parsing and
-//! validating what devices (and broker nodes) publish, and encoding commands.
+//! The bridge's reading of the device protocol (`kumo_contract::payload`):
+//! each document decoded strictly with the shared types, then turned into
+//! what the bridge stores; and commands encoded for the wire.
 //!
-//! Shapes follow the device simulator (`kumo-sim`'s `payload` module) and the
-//! topic contract; timestamps (`ts`) are Unix epoch milliseconds. Parsing is
-//! strict about types and lenient about extra fields. Nothing here touches the
+//! The cloud validates strictly (an unknown field, a wrong type or a value out
+//! of range refuses the whole document); devices ignore what they do not know.
+//! Timestamps (`ts`) are Unix epoch milliseconds. Nothing here touches the
 //! database or the network.
 
-use serde::Deserialize;
+use kumo_contract::payload::{
+    decode, Ack as AckDoc, AckResult, Action, Command, MeterReport as MeterDoc, NodeEpoch,
+    SensorReading,
+};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use kumo_contract::payload::{PayloadError, Presence, StateReport};
+
 use crate::commands::{Ack, CommandKind, QueuedCommand};
-
-/// Why a payload was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PayloadError {
-    #[error("not the expected JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("value out of range: {0}")]
-    Range(&'static str),
-}
-
-#[derive(Deserialize)]
-struct SensorWire {
-    val: f64,
-    ts: Option<u64>,
-}
 
 /// `devices/{id}/sensors/{s}`: the value and when it was measured.
 pub fn sensor(body: &[u8], now: OffsetDateTime) -> Result<(f64, OffsetDateTime), PayloadError> {
-    let w: SensorWire = serde_json::from_slice(body)?;
-    if !w.val.is_finite() {
-        return Err(PayloadError::Range("val is not a finite number"));
-    }
-    Ok((w.val, timestamp(w.ts, now)?))
-}
-
-#[derive(Deserialize)]
-struct PropertyWire {
-    epc: u8,
-    val: String,
-}
-
-#[derive(Deserialize)]
-struct MeterWire {
-    echonetlite_properties: Vec<PropertyWire>,
-    ts: Option<u64>,
+    let r: SensorReading = decode(body)?;
+    Ok((r.val, timestamp(r.ts, now)?))
 }
 
 /// A smart meter's report: its properties, plus the power and energy readings
@@ -61,11 +37,8 @@ pub struct MeterReport {
 
 /// `devices/{id}/meter`.
 pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadError> {
-    let w: MeterWire = serde_json::from_slice(body)?;
-    if w.echonetlite_properties.is_empty() {
-        return Err(PayloadError::Range("no echonetlite_properties"));
-    }
-    let readings = w
+    let m: MeterDoc = decode(body)?;
+    let readings = m
         .echonetlite_properties
         .iter()
         .filter_map(|p| {
@@ -79,119 +52,45 @@ pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadErr
         })
         .collect();
     Ok(MeterReport {
-        properties: w
+        properties: m
             .echonetlite_properties
             .into_iter()
             .map(|p| (p.epc, p.val))
             .collect(),
         readings,
-        at: timestamp(w.ts, now)?,
+        at: timestamp(m.ts, now)?,
     })
 }
 
-#[derive(Deserialize)]
-struct PresenceWire {
-    online: bool,
-    node: Option<String>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    ts: Option<OffsetDateTime>,
-}
-
-/// A broker node's presence announcement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresenceReport {
-    pub online: bool,
-    pub node: Option<String>,
-    pub at: OffsetDateTime,
-}
-
-/// `devices/{id}/presence`.
-pub fn presence(body: &[u8], now: OffsetDateTime) -> Result<PresenceReport, PayloadError> {
-    let w: PresenceWire = serde_json::from_slice(body)?;
-    Ok(PresenceReport {
-        online: w.online,
-        node: w.node.filter(|n| !n.is_empty()),
-        at: w.ts.unwrap_or(now),
-    })
-}
-
-#[derive(Deserialize)]
-struct EpochWire {
-    node: String,
-    #[serde(with = "time::serde::rfc3339")]
-    started: OffsetDateTime,
+/// `devices/{id}/presence`, as the node published it.
+pub fn presence(body: &[u8]) -> Result<Presence, PayloadError> {
+    decode(body)
 }
 
 /// `kumo/nodes/{node}/epoch`: when the node on `topic_node` started. The
 /// document must name the node of its topic.
 pub fn epoch(body: &[u8], topic_node: &str) -> Result<OffsetDateTime, PayloadError> {
-    let w: EpochWire = serde_json::from_slice(body)?;
-    if w.node != topic_node {
+    let e: NodeEpoch = decode(body)?;
+    if e.node != topic_node {
         return Err(PayloadError::Range(
-            "epoch names another node than its topic",
+            "epoch names another node than its topic".into(),
         ));
     }
-    Ok(w.started)
-}
-
-#[derive(Deserialize)]
-struct StateWire {
-    firmware_version: Option<String>,
-    mac_address: Option<String>,
-    serial_number: Option<String>,
-    appliances: Option<Map<String, Value>>,
-}
-
-/// What a device reports about itself and its appliances.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StateReport {
-    pub firmware_version: Option<String>,
-    pub mac_address: Option<String>,
-    pub serial_number: Option<String>,
-    /// AC settings as the device holds them, if reported.
-    pub aircon: Option<Value>,
-    /// TV state, if reported.
-    pub tv: Option<Value>,
-    /// Light state, if reported.
-    pub light: Option<Value>,
+    Ok(e.started)
 }
 
 /// `devices/{id}/state`.
 pub fn state(body: &[u8]) -> Result<StateReport, PayloadError> {
-    let w: StateWire = serde_json::from_slice(body)?;
-    let mut apps = w.appliances.unwrap_or_default();
-    let mut take = |k: &str| apps.remove(k).filter(Value::is_object);
-    Ok(StateReport {
-        aircon: take("aircon"),
-        tv: take("tv"),
-        light: take("light"),
-        firmware_version: w.firmware_version,
-        mac_address: w.mac_address,
-        serial_number: w.serial_number,
-    })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum AckResult {
-    Ok,
-    Failed,
-}
-
-#[derive(Deserialize)]
-struct AckWire {
-    id: String,
-    result: AckResult,
-    reason: Option<String>,
-    data: Option<Value>,
+    decode(body)
 }
 
 /// `devices/{id}/acks`: the command id and the device's answer.
 pub fn ack(body: &[u8]) -> Result<(Uuid, Ack), PayloadError> {
-    let w: AckWire = serde_json::from_slice(body)?;
-    let id = Uuid::parse_str(&w.id).map_err(|_| PayloadError::Range("id is not a command id"))?;
-    let ok = matches!(w.result, AckResult::Ok);
-    let error = match (ok, w.reason) {
+    let a: AckDoc = decode(body)?;
+    let id =
+        Uuid::parse_str(&a.id).map_err(|_| PayloadError::Range("id is not a command id".into()))?;
+    let ok = a.result == AckResult::Ok;
+    let error = match (ok, a.reason) {
         (true, _) => None,
         (false, reason) => Some(reason.unwrap_or_else(|| "the device reported a failure".into())),
     };
@@ -199,10 +98,47 @@ pub fn ack(body: &[u8]) -> Result<(Uuid, Ack), PayloadError> {
         id,
         Ack {
             ok,
-            result: w.data,
+            result: a.data.and_then(|d| serde_json::to_value(d).ok()),
             error,
+            state: a
+                .state
+                .filter(|s| !s.is_empty())
+                .and_then(|s| serde_json::to_value(s).ok()),
         },
     ))
+}
+
+/// The JSON published on `devices/{id}/commands`: the stored action with the
+/// command's `id` and `ts` (now, epoch milliseconds), through the protocol's
+/// types so only what the protocol defines goes out. A stored payload that is
+/// not an action of its kind (written by an older bridge) goes out as stored,
+/// with `id`, `type` and `ts` added, and the device refuses it in its ack.
+pub fn command(cmd: &QueuedCommand, now: OffsetDateTime) -> Vec<u8> {
+    let mut body = match &cmd.payload {
+        Value::Object(m) => m.clone(),
+        other => {
+            let mut m = Map::new();
+            m.insert("payload".into(), other.clone());
+            m
+        }
+    };
+    body.insert("type".into(), Value::String(wire_type(cmd.kind).into()));
+    let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0);
+    let ts = u64::try_from(ms).unwrap_or(0);
+    if let Ok(action) = serde_json::from_value::<Action>(Value::Object(body.clone())) {
+        let c = Command {
+            id: cmd.id.to_string(),
+            ts: Some(ts),
+            action,
+        };
+        if let Ok(out) = serde_json::to_vec(&c) {
+            return out;
+        }
+    }
+    body.insert("id".into(), Value::String(cmd.id.to_string()));
+    body.insert("ts".into(), Value::from(ts));
+    // A map of JSON values always serializes.
+    serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
 }
 
 /// The wire `type` of a command kind.
@@ -215,30 +151,11 @@ fn wire_type(kind: CommandKind) -> &'static str {
     }
 }
 
-/// The JSON published on `devices/{id}/commands`: the stored payload plus
-/// `id`, `type` and `ts` (now, epoch milliseconds).
-pub fn command(cmd: &QueuedCommand, now: OffsetDateTime) -> Vec<u8> {
-    let mut body = match &cmd.payload {
-        Value::Object(m) => m.clone(),
-        other => {
-            let mut m = Map::new();
-            m.insert("payload".into(), other.clone());
-            m
-        }
-    };
-    body.insert("id".into(), Value::String(cmd.id.to_string()));
-    body.insert("type".into(), Value::String(wire_type(cmd.kind).into()));
-    let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0);
-    body.insert("ts".into(), Value::from(u64::try_from(ms).unwrap_or(0)));
-    // A map of JSON values always serializes.
-    serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
-}
-
 /// Epoch milliseconds to a time; absent means `now`.
 fn timestamp(ms: Option<u64>, now: OffsetDateTime) -> Result<OffsetDateTime, PayloadError> {
     let Some(ms) = ms else { return Ok(now) };
     let nanos = i128::from(ms) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| PayloadError::Range("ts"))
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| PayloadError::Range("ts".into()))
 }
 
 #[cfg(test)]
@@ -304,25 +221,39 @@ mod tests {
     fn presence_reads_the_nodes_document() {
         let p = presence(
             br#"{"online":true,"node":"node-1","ts":"2026-02-03T04:05:06Z","reason":"connected"}"#,
-            NOW,
         )
         .unwrap();
         assert!(p.online);
-        assert_eq!(p.node.as_deref(), Some("node-1"));
-        assert_eq!(p.at, datetime!(2026-02-03 04:05:06 UTC));
+        assert_eq!(p.node, "node-1");
+        assert_eq!(p.ts, datetime!(2026-02-03 04:05:06 UTC));
+        assert!(presence(br#"{"online":true,"node":"node-1"}"#).is_err());
     }
 
     #[test]
     fn state_reports_facts_and_appliance_states() {
         let s = state(
             br#"{"online":true,"kind":"hub","firmware_version":"1.2.3",
-                 "appliances":{"aircon":{"temp":"26"},"tv":{"power":"on"},"light":{"power":"off"}},
+                 "appliances":{"light":{"power":"off","brightness":"100","last_button":""}},
                  "ts":1}"#,
         )
         .unwrap();
-        assert_eq!(s.firmware_version.as_deref(), Some("1.2.3"));
-        assert_eq!(s.aircon, Some(json!({"temp": "26"})));
-        assert_eq!(s.light, Some(json!({"power": "off"})));
+        assert_eq!(s.firmware_version, "1.2.3");
+        let apps = s.appliances.unwrap();
+        assert_eq!(apps.light.unwrap().power, "off");
+        assert!(apps.aircon.is_none());
+    }
+
+    #[test]
+    fn the_cloud_refuses_state_with_fields_it_does_not_know() {
+        for bad in [
+            &br#"{"online":true,"kind":"hub","firmware_version":"1","ts":1,"mood":"happy"}"#[..],
+            br#"{"online":true,"kind":"hub","firmware_version":"1","ts":1,
+                 "appliances":{"light":{"power":"off","brightness":"1","last_button":"","x":1}}}"#,
+            br#"{"online":true,"kind":"toaster","firmware_version":"1","ts":1}"#,
+            br#"{"online":true,"kind":"hub","ts":1}"#,
+        ] {
+            assert!(state(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
@@ -338,8 +269,20 @@ mod tests {
         .unwrap();
         assert!(!a.ok);
         assert_eq!(a.error.as_deref(), Some("no such button"));
-        assert!(ack(br#"{"id":"c-1","result":"ok"}"#).is_err());
+        assert!(ack(br#"{"id":"c-1","result":"ok","ts":1}"#).is_err());
+        assert!(ack(format!(r#"{{"id":"{id}","result":"ok"}}"#).as_bytes()).is_err());
         assert!(ack(br#"{"id":"x","result":"maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn an_ack_carries_the_state_the_device_reached() {
+        let id = Uuid::new_v4();
+        let body = format!(
+            r#"{{"id":"{id}","result":"ok","ts":1,
+                "state":{{"tv":{{"input":"bs","power":"on","channel":"3","volume":"10"}}}}}}"#
+        );
+        let (_, a) = ack(body.as_bytes()).unwrap();
+        assert_eq!(a.state.unwrap()["tv"]["input"], "bs");
     }
 
     #[test]

@@ -3,19 +3,17 @@
 //! their capabilities allow; and turning a rule's command into the same
 //! durable command the REST endpoint would queue.
 //!
-//! Validation and payloads come from `api::control` and `api::signals`, never
-//! a copy of them. Rejections name the rule field, and say the same thing for
+//! Validation and payloads come from the appliance domain (`crate::appliance`),
+//! the same calls the REST endpoints make, never a copy of them. Rejections name the rule field, and say the same thing for
 //! an id that does not exist and one that belongs to another account.
 
 use deadpool_postgres::Pool;
 use kumo_rules::{ApplianceCommand, Condition, Rule, Trigger};
 use serde_json::Value;
 
-use crate::api::control::{self, Control};
-use crate::api::signals;
+use crate::appliance::{self, AirconRequest, ControlError, ControlRequest};
 use crate::commands::CommandKind;
 use crate::error::{ApiError, ApiResult};
-use crate::form::Form;
 
 /// A rule command, validated and built like its REST endpoint builds it.
 #[derive(Debug, Clone)]
@@ -24,70 +22,62 @@ pub struct PlannedCommand {
     pub appliance: String,
     pub kind: CommandKind,
     pub payload: Value,
+    pub expected: Option<Value>,
 }
 
 /// Validates `action` for `user_id` against the appliance's current
-/// capabilities and state. A missing (or foreign) appliance is a 404; an
-/// impossible setting or a signal of another appliance is a 400.
+/// capabilities and state. A missing (or foreign) appliance is
+/// [`ControlError::NoAppliance`]; an impossible setting or a signal of another
+/// appliance is refused.
 pub async fn plan_command(
     pool: &Pool,
     user_id: &str,
     action: &kumo_rules::CommandAction,
-) -> ApiResult<PlannedCommand> {
-    let t = control::target_of(pool, user_id, &action.appliance).await?;
-    let planned = |control, form: Form| {
-        control::plan(&t, control, &form).map(|p| PlannedCommand {
-            device: t.device.clone(),
-            appliance: t.id.clone(),
-            kind: p.kind,
-            payload: p.payload,
-        })
-    };
-    match &action.command {
-        ApplianceCommand::AirconSettings(p) => planned(Control::Aircon, aircon_form(p)),
-        ApplianceCommand::Tv(b) => planned(Control::Tv, Form::from_pairs(&[("button", &b.button)])),
-        ApplianceCommand::Light(b) => {
-            planned(Control::Light, Form::from_pairs(&[("button", &b.button)]))
-        }
+) -> Result<PlannedCommand, ControlError> {
+    let t = appliance::target_of(pool, user_id, &action.appliance).await?;
+    let request = match &action.command {
+        ApplianceCommand::AirconSettings(p) => ControlRequest::Aircon(AirconRequest {
+            operation_mode: p.operation_mode.as_deref(),
+            temperature: p.temperature.as_deref(),
+            temperature_unit: None,
+            air_volume: p.air_volume.as_deref(),
+            air_direction: p.air_direction.as_deref(),
+            air_direction_h: p.air_direction_h.as_deref(),
+            button: p.button.as_deref(),
+        }),
+        ApplianceCommand::Tv(b) => ControlRequest::Tv { button: &b.button },
+        ApplianceCommand::Light(b) => ControlRequest::Light { button: &b.button },
         ApplianceCommand::Signal(s) => {
             let not_here = || {
-                ApiError::bad_request(format!(
+                ControlError::Invalid(format!(
                     "signal {:?} is not a signal of this appliance",
                     s.signal
                 ))
             };
-            let c = match signals::signal_command(pool, user_id, &s.signal).await {
-                Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => return Err(not_here()),
+            let c = match appliance::signal_command(pool, user_id, &s.signal).await {
+                Err(ControlError::NoSignal(_)) => return Err(not_here()),
                 other => other?,
             };
             if c.appliance != t.id {
                 return Err(not_here());
             }
-            Ok(PlannedCommand {
+            return Ok(PlannedCommand {
                 device: c.device,
                 appliance: c.appliance,
                 kind: CommandKind::Ir,
                 payload: c.payload,
-            })
+                expected: None,
+            });
         }
-    }
-}
-
-/// The form `POST /1/appliances/{id}/aircon_settings` would get: set fields only.
-fn aircon_form(p: &kumo_rules::AirconParams) -> Form {
-    let fields = [
-        ("temperature", &p.temperature),
-        ("operation_mode", &p.operation_mode),
-        ("air_volume", &p.air_volume),
-        ("air_direction", &p.air_direction),
-        ("air_direction_h", &p.air_direction_h),
-        ("button", &p.button),
-    ];
-    let pairs: Vec<(&str, &str)> = fields
-        .iter()
-        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
-        .collect();
-    Form::from_pairs(&pairs)
+    };
+    let p = appliance::plan(&t, &request)?;
+    Ok(PlannedCommand {
+        device: t.device,
+        appliance: t.id,
+        kind: p.kind,
+        payload: p.payload,
+        expected: Some(p.expected),
+    })
 }
 
 /// The devices a rule reads, each with the field that names it.
@@ -141,19 +131,19 @@ pub async fn check_rule(pool: &Pool, user_id: &str, rule: &Rule) -> ApiResult<()
         };
         match plan_command(pool, user_id, c).await {
             Ok(_) => {}
-            Err(e) if e.status() == axum::http::StatusCode::NOT_FOUND => {
+            Err(ControlError::NoAppliance(_)) => {
                 return Err(ApiError::bad_request(format!(
                     "actions[{i}].command.appliance {:?} is not one of your appliances",
                     c.appliance
                 )))
             }
-            Err(e) if e.status() == axum::http::StatusCode::BAD_REQUEST => {
-                return Err(ApiError::bad_request(format!(
-                    "actions[{i}].command: {}",
-                    e.message()
-                )))
-            }
-            Err(e) => return Err(e),
+            Err(
+                e @ (ControlError::WrongKind(_)
+                | ControlError::Refused(_)
+                | ControlError::Invalid(_)
+                | ControlError::NoSignal(_)),
+            ) => return Err(ApiError::bad_request(format!("actions[{i}].command: {e}"))),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

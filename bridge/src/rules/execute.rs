@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::check::plan_command;
 use super::store::{self, NewExecution};
+use crate::appliance::ControlError;
 use crate::commands::NewCommand;
 use crate::json::rfc3339;
 use crate::state::AppState;
@@ -229,12 +230,12 @@ async fn command(
 ) -> Result<Uuid, String> {
     let p = plan_command(&state.pool, account, action)
         .await
-        .map_err(|e| match e.status() {
-            axum::http::StatusCode::NOT_FOUND => format!(
+        .map_err(|e| match e {
+            ControlError::NoAppliance(_) => format!(
                 "appliance {:?} is no longer in this account",
                 action.appliance
             ),
-            _ => e.message().to_string(),
+            other => other.to_string(),
         })?;
     state
         .commands
@@ -244,6 +245,7 @@ async fn command(
             appliance_id: Some(&p.appliance),
             kind: p.kind,
             payload: p.payload,
+            expected: p.expected,
             idempotency_key: None,
         })
         .await

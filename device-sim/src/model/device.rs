@@ -5,15 +5,13 @@
 //! and silent-ignore fractions) and produces telemetry for a time step. Pure: the
 //! network runtime feeds it bytes and times and publishes what it returns.
 
-use serde_json::json;
-
-use super::appliance::{self, Refusal};
+use super::appliance::Appliances;
 use super::meter::{self, MeterReading, SmartMeter};
 use super::rng::SimRng;
 use super::sensors::{HubSensors, SensorReadings};
-use crate::payload::{
-    Ack, AckResult, Action, ApplianceStates, Command, DeviceKind, EchonetProperty, IrMessage,
-    MeterReport, StateReport,
+use kumo_contract::payload::{
+    Ack, AckData, AckResult, Action, ApplianceStates, Command, DeviceKind, EchonetProperty,
+    IrMessage, MeterReport, StateReport,
 };
 
 /// Firmware version the simulated devices report.
@@ -31,9 +29,10 @@ pub struct CommandPolicy {
 /// What became of one command payload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandOutcome {
-    /// Publish this ack; publish the state too if it changed.
+    /// Publish this ack; publish the state report too if `state_changed`
+    /// (after every accepted appliance command, so the report matches the ack).
     Ack {
-        ack: Ack,
+        ack: Box<Ack>,
         state_changed: bool,
         issued_at: Option<u64>,
     },
@@ -64,7 +63,7 @@ pub struct DeviceModel {
 enum Body {
     Hub {
         room: HubSensors,
-        appliances: ApplianceStates,
+        appliances: Appliances,
     },
     Meter {
         meter: SmartMeter,
@@ -78,7 +77,7 @@ impl DeviceModel {
         let body = match kind {
             DeviceKind::Hub => Body::Hub {
                 room: HubSensors::new(child),
-                appliances: appliance::initial_states(),
+                appliances: Appliances::default(),
             },
             DeviceKind::Meter => Body::Meter {
                 meter: SmartMeter::new(child),
@@ -99,7 +98,7 @@ impl DeviceModel {
     pub fn step(&mut self, hour: f64, dt_secs: f64) -> Telemetry {
         match &mut self.body {
             Body::Hub { room, appliances } => {
-                Telemetry::Sensors(room.step(hour, dt_secs, appliance::influence(appliances)))
+                Telemetry::Sensors(room.step(hour, dt_secs, appliances.influence()))
             }
             Body::Meter { meter } => Telemetry::Meter(meter.step(hour, dt_secs)),
         }
@@ -111,8 +110,10 @@ impl DeviceModel {
             online: true,
             kind: self.kind(),
             firmware_version: FIRMWARE_VERSION.into(),
+            mac_address: None,
+            serial_number: None,
             appliances: match &self.body {
-                Body::Hub { appliances, .. } => Some(appliances.clone()),
+                Body::Hub { appliances, .. } => Some(appliances.report()),
                 Body::Meter { .. } => None,
             },
             ts: now_ms,
@@ -138,40 +139,60 @@ impl DeviceModel {
             }
             Ok(cmd) => self.apply(&cmd.action),
         };
-        let (ack, state_changed) = match result {
-            Ok((changed, data)) => (ack(id, AckResult::Ok, None, data, now_ms), changed),
-            Err(reason) => (
-                ack(id, AckResult::Failed, Some(reason), None, now_ms),
-                false,
-            ),
+        let ack = match result {
+            Ok(done) => Ack {
+                id,
+                result: AckResult::Ok,
+                reason: None,
+                state: done.state,
+                data: done.data,
+                ts: now_ms,
+            },
+            Err(reason) => Ack {
+                id,
+                result: AckResult::Failed,
+                reason: Some(reason),
+                state: None,
+                data: None,
+                ts: now_ms,
+            },
         };
+        // Every accepted appliance command re-publishes the state report, even
+        // when nothing changed: the retained report then always matches the ack.
+        let state_changed = ack.state.is_some();
         CommandOutcome::Ack {
-            ack,
+            ack: Box::new(ack),
             state_changed,
             issued_at,
         }
     }
 
-    fn apply(&mut self, action: &Action) -> Result<(bool, Option<serde_json::Value>), Refusal> {
+    fn apply(&mut self, action: &Action) -> Result<Done, String> {
         let Body::Hub { appliances, .. } = &mut self.body else {
             return Err("a smart-meter gateway takes no IR commands".into());
         };
-        match action {
-            Action::Aircon { settings } => {
-                appliance::apply_aircon(&mut appliances.aircon, settings).map(|c| (c, None))
+        let state = match action {
+            Action::Aircon { model, settings } => appliances.aircon(model.as_deref(), settings),
+            Action::Tv { model, button } => appliances.tv(model.as_deref(), button),
+            Action::Light { model, button } => appliances.light(model.as_deref(), button),
+            Action::Signal { message, .. } => {
+                message.check().map_err(|e| e.to_string())?;
+                return Ok(Done::default());
             }
-            Action::Tv { button } => {
-                appliance::press_tv(&mut appliances.tv, button).map(|c| (c, None))
-            }
-            Action::Light { button } => {
-                appliance::press_light(&mut appliances.light, button).map(|c| (c, None))
-            }
-            Action::Signal { message } => check_ir(message).map(|()| (false, None)),
             Action::Learn => {
-                let learned = self.learned_signal();
-                Ok((false, Some(json!({ "message": learned }))))
+                let message = self.learned_signal();
+                return Ok(Done {
+                    state: None,
+                    data: Some(AckData { message }),
+                });
             }
-        }
+        };
+        state
+            .map(|s| Done {
+                state: Some(s),
+                data: None,
+            })
+            .map_err(|r| r.to_string())
     }
 
     /// A plausible NEC-style frame: leader, 32 bits, stop.
@@ -190,33 +211,11 @@ impl DeviceModel {
     }
 }
 
-fn check_ir(m: &IrMessage) -> Result<(), Refusal> {
-    if m.format != "us" {
-        return Err(format!("unsupported IR format {:?}", m.format));
-    }
-    if !(30..=60).contains(&m.freq) {
-        return Err(format!("IR carrier {} kHz out of range", m.freq));
-    }
-    if m.data.is_empty() || m.data.len() > 2048 {
-        return Err("IR data must hold 1 to 2048 durations".into());
-    }
-    Ok(())
-}
-
-fn ack(
-    id: String,
-    result: AckResult,
-    reason: Option<String>,
-    data: Option<serde_json::Value>,
-    ts: u64,
-) -> Ack {
-    Ack {
-        id,
-        result,
-        reason,
-        data,
-        ts,
-    }
+/// What an accepted command did: the appliance state it led to, its output.
+#[derive(Debug, Default)]
+struct Done {
+    state: Option<ApplianceStates>,
+    data: Option<AckData>,
 }
 
 /// The meter's ECHONET Lite properties in the Nature API's naming.
@@ -259,7 +258,7 @@ pub fn meter_report(r: &MeterReading, ts: u64) -> MeterReport {
                 r.instantaneous_w.to_string(),
             ),
         ],
-        ts,
+        ts: Some(ts),
     }
 }
 
@@ -275,7 +274,7 @@ mod tests {
         match o {
             CommandOutcome::Ack {
                 ack, state_changed, ..
-            } => (ack, state_changed),
+            } => (*ack, state_changed),
             other => panic!("expected an ack, got {other:?}"),
         }
     }
@@ -296,9 +295,12 @@ mod tests {
         );
         assert!(changed);
         let state = d.state(21).appliances.expect("hub has appliances");
+        let aircon = state.aircon.expect("aircon");
+        assert_eq!((aircon.mode.as_str(), aircon.button.as_str()), ("warm", ""));
         assert_eq!(
-            (state.aircon.mode.as_str(), state.aircon.button.as_str()),
-            ("warm", "")
+            ack.state.and_then(|s| s.aircon),
+            Some(aircon),
+            "the ack reports the state"
         );
     }
 
@@ -316,6 +318,15 @@ mod tests {
             assert!(ack.reason.is_some());
             assert!(!changed);
         }
+    }
+
+    #[test]
+    fn fields_the_device_does_not_know_are_ignored() {
+        let mut d = hub(CommandPolicy::default());
+        let cmd = br#"{"id":"c-9","type":"aircon","priority":"high","model":"kumo-ac-generic",
+            "settings":{"temp":"24","temp_unit":"c","eco":"on"}}"#;
+        let (ack, _) = outcome_ack(d.handle_command(cmd, 1));
+        assert_eq!(ack.result, AckResult::Ok, "{ack:?}");
     }
 
     #[test]
@@ -356,10 +367,9 @@ mod tests {
     fn learning_returns_an_ir_signal_in_the_ack() {
         let mut d = hub(CommandPolicy::default());
         let (ack, _) = outcome_ack(d.handle_command(br#"{"id":"l","type":"learn"}"#, 1));
-        let message: IrMessage =
-            serde_json::from_value(ack.data.expect("data")["message"].clone()).expect("message");
+        let message = ack.data.expect("data").message;
         assert_eq!(message.freq, 38);
-        assert!(check_ir(&message).is_ok());
+        assert!(message.check().is_ok());
     }
 
     #[test]

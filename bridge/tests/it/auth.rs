@@ -1,0 +1,184 @@
+//! Authentication, scopes, tokens over `/v1`, and the rate limiter.
+#![allow(clippy::unwrap_used)]
+
+use crate::common::*;
+
+#[tokio::test]
+async fn missing_unknown_revoked_and_expired_tokens_get_the_same_401() {
+    let h = start().await;
+    let no_header = h.send(h.http.get(format!("{}/1/users/me", h.base))).await;
+    no_header.assert_error(401001);
+    let unknown = h.get_as("kumo_0123456789", "/1/users/me").await;
+    unknown.assert_error(401001);
+
+    let revoked = h.token_with(&["basic.read", "basic.write"]).await;
+    let tokens = h.get("/v1/tokens").await.ok();
+    let revoked_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "scoped")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.post(&format!("/v1/tokens/{revoked_id}/revoke"), &[])
+        .await
+        .ok();
+    let after_revoke = h.get_as(&revoked, "/1/users/me").await;
+    after_revoke.assert_error(401001);
+
+    let expired = h.token_with(&["basic.read"]).await;
+    h.client()
+        .await
+        .execute(
+            "UPDATE access_tokens SET expires_at = now() - interval '1 second'
+             WHERE name = 'scoped' AND revoked_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    let after_expiry = h.get_as(&expired, "/1/users/me").await;
+    after_expiry.assert_error(401001);
+
+    for r in [&no_header, &unknown, &after_revoke, &after_expiry] {
+        assert_eq!(r.body, unknown.body, "every 401 is identical");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_basic_scheme_or_garbage_header_is_unauthorized() {
+    let h = start().await;
+    let r = h
+        .send(
+            h.http
+                .get(format!("{}/1/devices", h.base))
+                .header("authorization", format!("Basic {}", h.token)),
+        )
+        .await;
+    r.assert_error(401001);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn each_endpoint_enforces_its_scope_with_a_nature_shaped_403() {
+    let h = start().await;
+    h.add_device("remo-1", kumo_bridge::DeviceKind::Remo).await;
+    let ac = h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
+    let read_only = h.token_with(&["basic.read"]).await;
+    let write_only = h.token_with(&["basic.write"]).await;
+
+    h.get_as(&read_only, "/1/devices").await.ok();
+    h.get_as(&write_only, "/1/devices")
+        .await
+        .assert_error(403001);
+    h.post_as(&read_only, "/1/devices/remo-1", &[("name", "x")])
+        .await
+        .assert_error(403001);
+    h.post_as(&write_only, "/1/devices/remo-1", &[("name", "x")])
+        .await
+        .ok();
+    let path = format!("/1/appliances/{ac}/aircon_settings");
+    h.post_as(&write_only, &path, &[("button", "")])
+        .await
+        .assert_error(403001);
+    h.post_as(&read_only, "/1/detectappliance", &[("Message", "{}")])
+        .await
+        .assert_error(403001);
+    let combined = h.token_with(&["basic"]).await;
+    h.get_as(&combined, "/1/users/me").await.ok();
+    h.post_as(&combined, "/1/users/me", &[("nickname", "Al")])
+        .await
+        .ok();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked_over_v1_without_escalation() {
+    let h = start().await;
+    let created = h
+        .post(
+            "/v1/tokens",
+            &[
+                ("name", "phone"),
+                ("scopes", "basic.read sendir"),
+                ("expires_in", "3600"),
+            ],
+        )
+        .await
+        .ok();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("kumo_"));
+    assert_eq!(
+        created["scopes"],
+        serde_json::json!(["basic.read", "sendir"])
+    );
+    assert!(created["expires_at"].is_string());
+    let me = h.get_as(&token, "/1/users/me").await.ok();
+    assert_eq!(me["id"], h.user_id.as_str());
+
+    let list = h.get("/v1/tokens").await.ok();
+    let listed = list.to_string();
+    assert!(!listed.contains(&token), "secrets are never listed");
+    assert!(!listed.contains(&h.token));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    let weak = h.token_with(&["basic.read", "basic.write"]).await;
+    h.post_as(&weak, "/v1/tokens", &[("scopes", "sendir")])
+        .await
+        .assert_error(403001);
+    h.post("/v1/tokens", &[("scopes", "root")])
+        .await
+        .assert_error(400001);
+    h.post(
+        "/v1/tokens",
+        &[("scopes", "basic.read"), ("expires_in", "soon")],
+    )
+    .await
+    .assert_error(400001);
+
+    let (_, bob) = h.other_user().await;
+    let alice_token_id = list[0]["id"].as_str().unwrap().to_string();
+    h.post_as(&bob, &format!("/v1/tokens/{alice_token_id}/revoke"), &[])
+        .await
+        .assert_error(404001);
+    h.post("/v1/tokens/not-a-uuid/revoke", &[])
+        .await
+        .assert_error(404001);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429001_and_counts_per_token() {
+    let mut settings = test_settings();
+    settings.rate_limit.requests = 3;
+    settings.rate_limit.window_secs = 300;
+    let h = start_with(settings).await;
+    for remaining in (0..3).rev() {
+        let r = h.get("/1/users/me").await;
+        assert_eq!(r.headers["x-rate-limit-limit"], "3");
+        assert_eq!(
+            r.headers["x-rate-limit-remaining"],
+            remaining.to_string().as_str()
+        );
+        r.ok();
+    }
+    let limited = h.get("/1/users/me").await;
+    limited.assert_error(429001);
+    assert_eq!(limited.headers["x-rate-limit-remaining"], "0");
+    let reset: u64 = limited.headers["x-rate-limit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(reset > now && reset <= now + 300, "reset {reset} now {now}");
+
+    let other = h.token_with(&["basic.read"]).await;
+    h.get_as(&other, "/1/users/me").await.ok();
+    h.stop().await;
+}

@@ -1,0 +1,366 @@
+//! The reading writer, presence and meter records, and the history endpoint.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use crate::common::*;
+use kumo_bridge::ingest::{IngestOptions, Reading, ReadingWriter};
+use kumo_bridge::telemetry::{record_meter, record_presence, Presence};
+use kumo_bridge::DeviceKind;
+use time::macros::datetime;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+fn reading(device: &str, sensor: &str, val: f64, at: OffsetDateTime) -> Reading {
+    Reading {
+        device_id: device.into(),
+        sensor: sensor.into(),
+        val,
+        at,
+    }
+}
+
+async fn count(h: &Harness, sql: &str) -> i64 {
+    h.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn every_pushed_reading_is_stored_before_it_is_reported_durable() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let stop = CancellationToken::new();
+    let options = IngestOptions {
+        buffer: 8,
+        batch_size: 100,
+        flush_after: Duration::from_millis(10),
+    };
+    let (writer, task) = ReadingWriter::start(h.pool.clone(), options, stop.clone());
+    let base = datetime!(2024-05-01 09:00:00 UTC);
+    let mut durable = Vec::new();
+    for i in 0..1000 {
+        let (tx, rx) = oneshot::channel();
+        let at = base + time::Duration::seconds(i);
+        writer
+            .push(
+                reading("remo-1", "te", 20.0 + (i % 10) as f64, at),
+                Some(tx),
+            )
+            .await
+            .unwrap();
+        durable.push(rx);
+    }
+    for rx in durable {
+        rx.await.unwrap();
+    }
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 1000);
+    let newest = h.get("/1/devices").await.ok()[0]["newest_events"]["te"].clone();
+    assert_eq!(newest["created_at"], "2024-05-01T09:16:39Z");
+    assert_eq!(newest["val"], 29);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_reading_is_stored_once_and_still_reported_durable() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let stop = CancellationToken::new();
+    let options = IngestOptions {
+        buffer: 64,
+        batch_size: 10,
+        flush_after: Duration::from_millis(10),
+    };
+    let (writer, task) = ReadingWriter::start(h.pool.clone(), options, stop.clone());
+    let base = datetime!(2024-05-01 09:00:00 UTC);
+    let push_all = |range: std::ops::Range<i64>| {
+        let writer = writer.clone();
+        async move {
+            let mut durable = Vec::new();
+            for i in range {
+                let (tx, rx) = oneshot::channel();
+                let at = base + time::Duration::seconds(i);
+                writer
+                    .push(reading("remo-1", "te", i as f64, at), Some(tx))
+                    .await
+                    .unwrap();
+                durable.push(rx);
+            }
+            for rx in durable {
+                rx.await.expect("a repeat is durable too (it is stored)");
+            }
+        }
+    };
+    push_all(0..20).await;
+    // Redelivered: 10..20 are stored already, 20..30 are new, in the same batches.
+    push_all(10..30).await;
+    // A repeat inside one batch.
+    push_all(40..41).await;
+    push_all(40..41).await;
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 31);
+    assert_eq!(
+        count(&h, "SELECT count(DISTINCT (sensor, at)) FROM readings").await,
+        31
+    );
+    // Another sensor at the same instant is another reading.
+    let (tx, rx) = oneshot::channel();
+    writer
+        .push(reading("remo-1", "hu", 50.0, base), Some(tx))
+        .await
+        .unwrap();
+    rx.await.unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 32);
+    // So is another value stamped with the same instant (a coarse device clock).
+    let (tx, rx) = oneshot::channel();
+    writer
+        .push(reading("remo-1", "te", 99.0, base), Some(tx))
+        .await
+        .unwrap();
+    rx.await.unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 33);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_write_is_retried_until_it_succeeds() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    h.client()
+        .await
+        .batch_execute("ALTER TABLE readings RENAME TO readings_away")
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let (writer, task) =
+        ReadingWriter::start(h.pool.clone(), IngestOptions::default(), stop.clone());
+    let (tx, mut rx) = oneshot::channel();
+    writer
+        .push(
+            reading("remo-1", "hu", 40.0, OffsetDateTime::now_utc()),
+            Some(tx),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "not durable while the table is missing"
+    );
+    h.client()
+        .await
+        .batch_execute("ALTER TABLE readings_away RENAME TO readings")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 1);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn history_buckets_have_avg_min_max_and_count() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    h.add_device("meter-1", DeviceKind::SmartMeter).await;
+    let stop = CancellationToken::new();
+    let (writer, task) =
+        ReadingWriter::start(h.pool.clone(), IngestOptions::default(), stop.clone());
+    let t0 = datetime!(2024-05-01 00:00:00 UTC);
+    let mut acks = Vec::new();
+    for (minute, val) in [(0, 20.0), (10, 22.0), (59, 24.0), (60, 30.0)] {
+        let (tx, rx) = oneshot::channel();
+        writer
+            .push(
+                reading("remo-1", "te", val, t0 + time::Duration::minutes(minute)),
+                Some(tx),
+            )
+            .await
+            .unwrap();
+        acks.push(rx);
+    }
+    let (tx, rx) = oneshot::channel();
+    writer
+        .push(reading("meter-1", "power", 412.0, t0), Some(tx))
+        .await
+        .unwrap();
+    acks.push(rx);
+    for rx in acks {
+        rx.await.unwrap();
+    }
+    let path = "/v1/devices/remo-1/readings?sensor=te&from=2024-05-01T00:00:00Z&to=2024-05-01T03:00:00Z&step=1h";
+    let body = h.get(path).await.ok();
+    assert_eq!(body["step"], 3600);
+    let b = body["buckets"].as_array().unwrap();
+    assert_eq!(b.len(), 2);
+    assert_eq!(b[0]["start"], "2024-05-01T00:00:00Z");
+    assert_eq!(
+        (
+            b[0]["avg"].as_f64(),
+            b[0]["min"].as_f64(),
+            b[0]["max"].as_f64()
+        ),
+        (Some(22.0), Some(20.0), Some(24.0))
+    );
+    assert_eq!(b[0]["count"], 3);
+    assert_eq!(b[1]["avg"], 30.0);
+    let power = h
+        .get("/v1/devices/meter-1/readings?sensor=power&from=2024-05-01T00:00:00Z&to=2024-05-02T00:00:00Z&step=1d")
+        .await
+        .ok();
+    assert_eq!(power["buckets"][0]["max"], 412.0);
+
+    for bad in [
+        "/v1/devices/remo-1/readings",
+        "/v1/devices/remo-1/readings?sensor=co2",
+        "/v1/devices/remo-1/readings?sensor=te&from=yesterday",
+        "/v1/devices/remo-1/readings?sensor=te&from=2024-05-02T00:00:00Z&to=2024-05-01T00:00:00Z",
+        "/v1/devices/remo-1/readings?sensor=te&step=0",
+        "/v1/devices/remo-1/readings?sensor=te&from=2000-01-01T00:00:00Z&step=1s",
+    ] {
+        h.get(bad).await.assert_error(400001);
+    }
+    h.get("/v1/devices/remo-9/readings?sensor=te")
+        .await
+        .assert_error(404001);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn presence_updates_online_and_reports_the_transition() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let t = OffsetDateTime::now_utc();
+    let up = Presence {
+        device_id: "remo-1",
+        online: true,
+        node: Some("node-a"),
+        at: t,
+    };
+    assert!(record_presence(&h.pool, &up).await.unwrap(), "came online");
+    assert!(
+        !record_presence(&h.pool, &up).await.unwrap(),
+        "already online"
+    );
+    assert_eq!(h.get("/1/devices").await.ok()[0]["online"], true);
+    let stale = Presence {
+        device_id: "remo-1",
+        online: false,
+        node: None,
+        at: t - time::Duration::minutes(1),
+    };
+    record_presence(&h.pool, &stale).await.unwrap();
+    assert_eq!(
+        h.get("/1/devices").await.ok()[0]["online"],
+        true,
+        "stale news is ignored"
+    );
+    let down = Presence {
+        device_id: "remo-1",
+        online: false,
+        node: None,
+        at: t + time::Duration::seconds(1),
+    };
+    assert!(!record_presence(&h.pool, &down).await.unwrap());
+    assert_eq!(h.get("/1/devices").await.ok()[0]["online"], false);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn meter_properties_show_up_in_the_smart_meter_appliance() {
+    let h = start().await;
+    h.add_device("meter-1", DeviceKind::SmartMeter).await;
+    let at = datetime!(2024-05-01 09:30:00 UTC);
+    record_meter(
+        &h.pool,
+        "meter-1",
+        &[(0xE7, "512".into()), (0xD3, "1".into())],
+        at,
+    )
+    .await
+    .unwrap();
+    let a = h.get("/1/appliances").await.ok();
+    let props = a[0]["smart_meter"]["echonetlite_properties"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(props.len(), 2);
+    assert_eq!(props[0]["name"], "coefficient");
+    assert_eq!(props[1]["epc"], 231);
+    assert_eq!(props[1]["val"], "512");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_that_changes_hands_shows_its_new_owner_nothing_measured_before() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let stop = CancellationToken::new();
+    let (writer, task) =
+        ReadingWriter::start(h.pool.clone(), IngestOptions::default(), stop.clone());
+    let store = |val: f64, at: OffsetDateTime| {
+        let writer = writer.clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            writer
+                .push(reading("remo-1", "te", val, at), Some(tx))
+                .await
+                .unwrap();
+            rx.await.unwrap();
+        }
+    };
+    let an_hour_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    store(21.0, an_hour_ago).await;
+    let from = (an_hour_ago - time::Duration::minutes(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let path = format!("/v1/devices/remo-1/readings?sensor=te&from={from}&step=1d");
+    let counted = |body: serde_json::Value| -> i64 {
+        body["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(counted(h.get(&path).await.ok()), 1);
+    assert_eq!(
+        h.get("/1/devices").await.ok()[0]["newest_events"]["te"]["val"],
+        21.0
+    );
+
+    // The device moves to Bob: he sees none of what it measured for Alice.
+    let (bob, bob_token) = h.other_user().await;
+    h.give_device("remo-1", &bob).await;
+    let bobs_devices = h.get_as(&bob_token, "/1/devices").await.ok();
+    assert_eq!(bobs_devices[0]["newest_events"], serde_json::json!({}));
+    assert_eq!(counted(h.get_as(&bob_token, &path).await.ok()), 0);
+    h.get(&path).await.assert_error(404001);
+    // What it measures for Bob is his.
+    store(23.0, OffsetDateTime::now_utc()).await;
+    assert_eq!(counted(h.get_as(&bob_token, &path).await.ok()), 1);
+    let bobs_devices = h.get_as(&bob_token, "/1/devices").await.ok();
+    assert_eq!(bobs_devices[0]["newest_events"]["te"]["val"], 23.0);
+
+    // Released and registered again (to Alice): a new ownership, nothing before it.
+    h.send(
+        h.http
+            .post(format!("{}/1/devices/remo-1/delete", h.base))
+            .bearer_auth(&bob_token),
+    )
+    .await
+    .ok();
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    assert_eq!(counted(h.get(&path).await.ok()), 0);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}

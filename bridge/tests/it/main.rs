@@ -1,0 +1,30 @@
+//! Every integration test of this crate in one binary: one link of the whole
+//! stack instead of one per file (a clean `cargo test` built 44 binaries).
+//! Each module is one former test file; shared helpers are the modules
+//! without tests.
+
+mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
+mod rules_support;
+#[path = "common/stack.rs"]
+mod stack;
+
+mod appliances;
+mod auth;
+mod batching;
+mod commands;
+mod control;
+mod database_outage;
+mod devices;
+mod echonet;
+mod events;
+mod ingest;
+mod integrations;
+mod mqtt;
+mod nature_clients;
+mod rules;
+mod rules_worker;
+mod server;
+mod signals;
+mod webhooks;

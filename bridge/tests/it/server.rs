@@ -1,0 +1,166 @@
+//! The server itself: probes, unknown paths, headers, bind errors, shutdown.
+#![allow(clippy::unwrap_used)]
+
+use crate::common::*;
+
+#[tokio::test]
+async fn health_and_readiness_answer_with_the_standard_headers() {
+    let h = start().await;
+    let r = h.send(h.http.get(format!("{}/healthz", h.base))).await;
+    assert_eq!(r.ok()["status"], "ok");
+    let r = h.send(h.http.get(format!("{}/readyz", h.base))).await;
+    assert_eq!(r.ok()["database"], "ok");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_nature_shaped_404_with_headers() {
+    let h = start().await;
+    h.get("/1/nope").await.assert_error(404001);
+    let r = h.send(h.http.get(format!("{}/nothing/here", h.base))).await;
+    r.assert_error(404001);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_gets_a_nature_shaped_405() {
+    let h = start().await;
+    h.post("/1/devices", &[]).await.assert_error(405001);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_listen_address_is_a_clear_error_naming_the_key() {
+    let h = start().await;
+    let mut settings = test_settings();
+    settings.listen = h.bridge.as_ref().unwrap().http_addr();
+    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    let addr = h.bridge.as_ref().unwrap().http_addr();
+    assert_eq!(err, format!("bridge.listen {addr} is already in use"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused_before_binding() {
+    let h = start().await;
+    let mut settings = test_settings();
+    settings.rate_limit.requests = 0;
+    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bridge.rate_limit.requests"), "{err}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cancelling_the_token_stops_the_server() {
+    let h = start().await;
+    let base = h.base.clone();
+    h.stop().await;
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
+}
+
+#[tokio::test]
+async fn bad_form_bodies_get_the_nature_error_shape() {
+    let h = start().await;
+    let r = h
+        .send(
+            h.http
+                .post(format!("{}/1/users/me", h.base))
+                .bearer_auth(&h.token)
+                .header("content-type", "application/json")
+                .body("{\"nickname\":\"x\"}"),
+        )
+        .await;
+    r.assert_error(400001);
+    let r = h
+        .send(
+            h.http
+                .post(format!("{}/1/appliances", h.base))
+                .bearer_auth(&h.token)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("image=ico"),
+        )
+        .await;
+    r.assert_error(400001);
+    assert_eq!(r.body["message"], "nickname is required");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_v1_openapi_document_is_served_and_names_every_v1_route() {
+    let h = start().await;
+    let doc = h
+        .send(h.http.get(format!("{}/v1/openapi.json", h.base)))
+        .await
+        .ok();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/v1/tokens",
+        "/v1/tokens/{id}/revoke",
+        "/v1/commands/{id}",
+        "/v1/devices/{id}/readings",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_pattern() {
+    let h = start().await;
+    h.get("/1/users/me").await.ok();
+    h.get("/1/appliances/some-id/signals")
+        .await
+        .assert_error(404001);
+    let resp = h
+        .http
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_standard_headers(resp.headers());
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"kumo_bridge_http_requests_total{method="GET",route="/1/users/me",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/1/appliances/{id}/signals",status="404""#),
+        "{text}"
+    );
+    assert!(!text.contains("some-id"), "ids never become label values");
+    assert!(text.contains("kumo_bridge_commands_pending{status=\"queued\"} 0"));
+    assert!(text.contains("kumo_bridge_devices_online 0"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_a_nature_shaped_413() {
+    let h = start().await;
+    let big = "x".repeat(3 * 1024 * 1024);
+    for (path, content_type) in [
+        ("/1/users/me", "application/x-www-form-urlencoded"),
+        ("/v1/rules", "application/json"),
+        ("/v1/webhooks", "application/x-www-form-urlencoded"),
+    ] {
+        let r = h
+            .send(
+                h.http
+                    .post(format!("{}{path}", h.base))
+                    .bearer_auth(&h.token)
+                    .header("content-type", content_type)
+                    .body(format!("nickname={big}")),
+            )
+            .await;
+        r.assert_error(413001);
+        assert_standard_headers(&r.headers);
+    }
+    h.stop().await;
+}

@@ -1,0 +1,227 @@
+//! The whole stack as a user meets it: `kumo up` (private PostgreSQL, broker
+//! node, bridge connected to the node over MQTT/TLS), accounts made with the CLI,
+//! a simulated device from `kumo sim`, and real HTTP requests against the
+//! Nature-compatible API: a light command travels REST → bridge → node → device,
+//! the device's ack comes back to the waiting call, and its readings land in
+//! `newest_events`.
+
+use std::process::Stdio;
+
+use crate::common::http::{eventually, http, Reply};
+use crate::common::{address, kumo, kumo_ok, temp_data_dir, KillOnDrop, Up};
+
+/// Adds a catalogue light to `sim-000000` and presses "on", waiting up to
+/// 20 s for the device; returns the appliance id and the answer.
+fn light_on(bridge: &str, token: &str) -> (String, Reply) {
+    let light = http(
+        bridge,
+        "POST",
+        "/1/appliances",
+        token,
+        &[
+            ("nickname", "Hall+light"),
+            ("image", "ico_light"),
+            ("device", "sim-000000"),
+            ("model", "kumo-light-generic"),
+            ("model_type", "LIGHT"),
+        ],
+        "",
+    );
+    assert_eq!(light.status, 200, "{}", light.body);
+    let light = light.body["id"].as_str().expect("appliance id").to_string();
+    let sent = http(
+        bridge,
+        "POST",
+        &format!("/1/appliances/{light}/light"),
+        token,
+        &[("button", "on")],
+        "Prefer: wait=20\r\n",
+    );
+    assert_eq!(sent.status, 200, "{} {}", sent.headers, sent.body);
+    (light, sent)
+}
+
+#[test]
+fn a_light_command_travels_from_rest_to_a_simulated_device_and_its_ack_comes_back() {
+    let (_tmp, data) = temp_data_dir();
+    let up = Up::start(&data);
+    let summary = &up.seen;
+    let bridge = address(summary, "bridge", "http://");
+    let node = address(summary, "broker", "mqtts://");
+    let port = node.rsplit(':').next().expect("port");
+
+    let user = kumo_ok(&data, &["users", "create", "--nickname", "e2e"]);
+    let user = user.split_whitespace().nth(2).expect("user id").to_string();
+    let token = kumo_ok(
+        &data,
+        &[
+            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
+        ],
+    );
+    let token = token.trim().to_string();
+    kumo_ok(
+        &data,
+        &[
+            "devices",
+            "add",
+            "sim-000000",
+            "--user",
+            &user,
+            "--name",
+            "Hall",
+        ],
+    );
+
+    let _sim = KillOnDrop(
+        kumo(&data)
+            .env("KUMO__SIM__METER_FRACTION", "0")
+            .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")
+            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
+            .args([
+                "sim",
+                "--devices",
+                "1",
+                "--nodes",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kumo sim"),
+    );
+
+    eventually("the device online with a temperature reading", 60, || {
+        let r = http(&bridge, "GET", "/1/devices", &token, &[], "");
+        r.status == 200
+            && r.body[0]["online"] == true
+            && r.body[0]["newest_events"]["te"]["val"].is_number()
+    });
+
+    let (light, sent) = light_on(&bridge, &token);
+    let id = sent
+        .headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-kumo-command-id:"))
+        .map(|v| v.trim().to_string())
+        .expect("X-Kumo-Command-Id");
+    let command = http(
+        &bridge,
+        "GET",
+        &format!("/v1/commands/{id}"),
+        &token,
+        &[],
+        "",
+    );
+    assert_eq!(command.status, 200, "{}", command.body);
+    assert_eq!(command.body["status"], "acked", "{}", command.body);
+    // The appliance's state follows the device's confirmation.
+    let appliances = http(&bridge, "GET", "/1/appliances", &token, &[], "");
+    let mine = appliances
+        .body
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["id"] == light.as_str()).cloned());
+    let mine = mine.expect("the light in /1/appliances");
+    assert_eq!(mine["light"]["state"]["power"], "on", "{mine}");
+
+    // An impossible setting is refused before anything reaches the device.
+    let bad = http(
+        &bridge,
+        "POST",
+        &format!("/1/appliances/{light}/light"),
+        &token,
+        &[("button", "warp-speed")],
+        "",
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.body["code"], 400001, "{}", bad.body);
+}
+
+/// A separate `kumo broker` process on `addr`, killed (SIGKILL) when dropped.
+fn broker_process(data: &std::path::Path, addr: &str) -> KillOnDrop {
+    KillOnDrop(
+        kumo(data)
+            .env("KUMO__BROKER__LISTEN", addr)
+            .arg("broker")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kumo broker"),
+    )
+}
+
+/// One simulated device, `sim-000000`, on the node at `addr`.
+fn sim_process(data: &std::path::Path, addr: &str) -> KillOnDrop {
+    KillOnDrop(
+        kumo(data)
+            .env("KUMO__SIM__METER_FRACTION", "0")
+            .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")
+            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
+            .args(["sim", "--devices", "1", "--nodes", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kumo sim"),
+    )
+}
+
+#[test]
+fn a_broker_node_killed_mid_run_is_survived_and_its_lost_device_shows_offline() {
+    let (_tmp, data) = temp_data_dir();
+    let port = kumo_testkit::free_port();
+    let node_addr = format!("127.0.0.1:{port}");
+    let nodes = format!("localhost:{port}");
+    // The bridge and PostgreSQL in `up`; the node in a process of its own.
+    let up = Up::start_with(
+        &data,
+        &["up", "--no-broker"],
+        &[("KUMO__BRIDGE__MQTT__NODES", nodes.as_str())],
+    );
+    let bridge = address(&up.seen, "bridge", "http://");
+    let mut node = broker_process(&data, &node_addr);
+    let ready = || http(&bridge, "GET", "/readyz", "", &[], "").status;
+    eventually("the bridge connected to the node", 60, || ready() == 200);
+
+    let user = kumo_ok(&data, &["users", "create", "--nickname", "k"]);
+    let user = user.split_whitespace().nth(2).expect("user id").to_string();
+    let token = kumo_ok(
+        &data,
+        &[
+            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
+        ],
+    );
+    let token = token.trim().to_string();
+    kumo_ok(&data, &["devices", "add", "sim-000000", "--user", &user]);
+    let device = |field: &str| {
+        let r = http(&bridge, "GET", "/1/devices", &token, &[], "");
+        r.body[0][field].clone()
+    };
+    let mut sim = sim_process(&data, &node_addr);
+    eventually("the device online", 60, || device("online") == true);
+
+    // The node and its device die at once, without a word to anyone.
+    drop(sim);
+    drop(node);
+    eventually("readiness reporting the lost node", 30, || ready() == 503);
+    let during = http(&bridge, "GET", "/1/devices", &token, &[], "");
+    assert_eq!(during.status, 200, "the REST API keeps serving");
+
+    // The node's next run: the bridge reconnects and learns from the node's
+    // epoch that the device it showed online went down with the old run.
+    node = broker_process(&data, &node_addr);
+    eventually("the bridge reconnected", 60, || ready() == 200);
+    eventually("the lost device shown offline", 30, || {
+        device("online") == false
+    });
+
+    // The device comes back; commands reach it again.
+    sim = sim_process(&data, &node_addr);
+    eventually("the device online again", 60, || device("online") == true);
+    let (_, sent) = light_on(&bridge, &token);
+    assert!(
+        sent.headers.contains("x-kumo-command-status: acked"),
+        "{}",
+        sent.headers
+    );
+    drop(sim);
+    drop(node);
+}
