@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::{token_hash, ALL_SCOPES};
+use crate::db::{db_error_from, DbError};
 
 /// Prefix that makes Kumo tokens recognisable in logs and secret scanners.
 const TOKEN_PREFIX: &str = "kumo_";
@@ -18,10 +19,8 @@ const TOKEN_PREFIX: &str = "kumo_";
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Db(#[from] DbError),
     #[error("unknown scope {0:?}; known scopes: basic, basic.read, basic.write, sendir, sendrawir, detectappliance")]
     UnknownScope(String),
     #[error("a token needs at least one scope")]
@@ -33,6 +32,8 @@ pub enum AccountError {
     #[error("nickname must not be empty")]
     EmptyNickname,
 }
+
+db_error_from!(AccountError);
 
 /// A Kumo account.
 #[derive(Debug, Clone, PartialEq, Eq)]

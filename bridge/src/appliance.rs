@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::catalog::{self, ApplianceType};
 use crate::commands::CommandKind;
+use crate::db::{db_error_from, DbError};
 
 /// Why an appliance command cannot be planned.
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +34,11 @@ pub enum ControlError {
     /// The request itself is malformed.
     #[error("{0}")]
     Invalid(String),
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
+
+db_error_from!(ControlError);
 
 /// A refusal in the REST API's field names (`temperature`, not `temp`).
 fn rest_message(r: &Refusal) -> String {

@@ -5,14 +5,14 @@
 //! response never says whether a token existed. Scopes follow Nature's OAuth
 //! scopes; a handler states the one it needs with [`Caller::require`].
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Nature's combined scope: `basic.read` and `basic.write`.
 pub const BASIC: &str = "basic";
@@ -77,17 +77,22 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Pool: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let pool = Pool::from_ref(state);
         let token = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer)
             .ok_or_else(ApiError::unauthorized)?;
-        let client = state.pool.get().await?;
+        let client = pool.get().await?;
         // Every request runs this: prepared once per pooled connection.
         let lookup = client
             .prepare_cached(
@@ -109,7 +114,6 @@ impl FromRequestParts<AppState> for Caller {
         };
         if row.get::<_, bool>(3) {
             // Bookkeeping only: at most one write a minute per token, off the request path.
-            let pool = state.pool.clone();
             let id = caller.token_id;
             tokio::spawn(async move {
                 if let Ok(client) = pool.get().await {

@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+/// Largest request body the API reads (the router's `DefaultBodyLimit`).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// An error a handler returns; becomes a Nature-shaped JSON response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -80,14 +83,11 @@ impl ApiError {
         Self::new(StatusCode::GATEWAY_TIMEOUT, message)
     }
 
-    /// 413 for a body over [`crate::form::BODY_LIMIT`].
+    /// 413 for a body over [`BODY_LIMIT`].
     pub fn payload_too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body must be at most {} bytes",
-                crate::form::BODY_LIMIT
-            ),
+            format!("the request body must be at most {} bytes", BODY_LIMIT),
         )
     }
 
@@ -156,6 +156,15 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         tracing::error!(error = %e, "no database connection");
         Self::unavailable()
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        match e {
+            crate::db::DbError::Pool(e) => e.into(),
+            crate::db::DbError::Query(e) => e.into(),
+        }
     }
 }
 

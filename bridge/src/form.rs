@@ -11,8 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 
 use crate::error::ApiError;
 
-/// Largest request body the API reads (the router's `DefaultBodyLimit`).
-pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+pub use crate::error::BODY_LIMIT;
 /// Longest value accepted for ordinary fields (names, ids, settings).
 const MAX_FIELD: usize = 1024;
 /// Fields that carry IR messages, which are legitimately long.

@@ -12,6 +12,7 @@
 //! so a QoS 1 message can be acknowledged once it is durable. A failed write
 //! is retried with backoff, never dropped.
 
+use crate::db::DbError;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -158,15 +159,7 @@ async fn write_with_retry(pool: &Pool, batch: &[Item], shutdown: &CancellationTo
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum WriteError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
-
-async fn write(pool: &Pool, batch: &[Item]) -> Result<(), WriteError> {
+async fn write(pool: &Pool, batch: &[Item]) -> Result<(), DbError> {
     let mut client = pool.get().await?;
     match write_on(&mut client, batch, false).await {
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {

@@ -10,6 +10,7 @@ pub mod appliance;
 pub mod auth;
 pub mod catalog;
 pub mod commands;
+pub mod db;
 pub mod error;
 pub mod events;
 pub mod form;

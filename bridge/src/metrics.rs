@@ -13,7 +13,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiResult;
-use crate::state::AppState;
 
 /// (method, route pattern, status).
 type RequestKey = (String, String, u16);
@@ -78,8 +77,16 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     response
 }
 
+/// What `/metrics` reads: request counters, the database, broker connections.
+#[derive(Clone)]
+pub struct Sources {
+    pub metrics: Arc<Metrics>,
+    pub pool: deadpool_postgres::Pool,
+    pub mqtt: Option<Arc<crate::mqtt::MqttStatus>>,
+}
+
 /// `GET /metrics` in the Prometheus text format.
-pub async fn render(State(state): State<AppState>) -> ApiResult<Response> {
+pub async fn render(State(state): State<Sources>) -> ApiResult<Response> {
     let mut out = String::new();
     state.metrics.render_requests(&mut out);
     let client = state.pool.get().await?;

@@ -211,7 +211,13 @@ async fn launch(
         webhooks: webhooks.clone(),
         rules,
     };
-    let rules_worker = crate::rules::start(rules_inbox, state.clone(), shutdown.clone());
+    let effects = crate::rules::Effects {
+        pool: state.pool.clone(),
+        commands: commands.clone(),
+        events: events.clone(),
+        webhooks: webhooks.clone(),
+    };
+    let rules_worker = crate::rules::start(rules_inbox, effects, shutdown.clone());
     let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let stop = shutdown.clone();

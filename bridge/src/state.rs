@@ -2,12 +2,29 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use deadpool_postgres::Pool;
 
 use crate::commands::CommandLog;
 use crate::metrics::Metrics;
 use crate::mqtt::MqttStatus;
 use crate::ratelimit::RateLimiter;
+
+impl FromRef<AppState> for Pool {
+    fn from_ref(state: &AppState) -> Pool {
+        state.pool.clone()
+    }
+}
+
+impl FromRef<AppState> for crate::metrics::Sources {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            metrics: state.metrics.clone(),
+            pool: state.pool.clone(),
+            mqtt: state.mqtt.clone(),
+        }
+    }
+}
 
 /// Cheap to clone: everything inside is shared.
 #[derive(Clone)]

@@ -7,17 +7,9 @@
 //! transaction). Statements are prepared once per connection, and a report
 //! that changes nothing writes nothing.
 
+use crate::db::DbError;
 use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
-
-/// Why a telemetry record could not be stored.
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
 
 /// A device's connection state as its broker node announced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +23,7 @@ pub struct Presence<'a> {
 
 /// Records presence; returns `true` when the device just came online (time
 /// to deliver its queued commands). Stale announcements are ignored.
-pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, TelemetryError> {
+pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, DbError> {
     record_presence_in(&pool.get().await?, p).await
 }
 
@@ -39,7 +31,7 @@ pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, Tele
 pub async fn record_presence_in(
     client: &impl GenericClient,
     p: &Presence<'_>,
-) -> Result<bool, TelemetryError> {
+) -> Result<bool, DbError> {
     let update = client
         .prepare_cached(
             "UPDATE devices d SET online = $2,
@@ -64,7 +56,7 @@ pub async fn node_started_in(
     client: &impl GenericClient,
     node: &str,
     started: OffsetDateTime,
-) -> Result<Vec<String>, TelemetryError> {
+) -> Result<Vec<String>, DbError> {
     let update = client
         .prepare_cached(
             "UPDATE devices SET online = false
@@ -80,7 +72,7 @@ pub async fn node_started_in(
 /// online on it is marked offline and returned. `last_seen_at` stays, so the
 /// node's retained presence, read again when it is reached, restores the
 /// devices still connected to it.
-pub async fn node_lost(pool: &Pool, node: &str) -> Result<Vec<String>, TelemetryError> {
+pub async fn node_lost(pool: &Pool, node: &str) -> Result<Vec<String>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -104,7 +96,7 @@ pub async fn record_facts(
     pool: &Pool,
     device_id: &str,
     facts: &DeviceFacts<'_>,
-) -> Result<(), TelemetryError> {
+) -> Result<(), DbError> {
     record_facts_in(&pool.get().await?, device_id, facts).await
 }
 
@@ -113,7 +105,7 @@ pub async fn record_facts_in(
     client: &impl GenericClient,
     device_id: &str,
     facts: &DeviceFacts<'_>,
-) -> Result<(), TelemetryError> {
+) -> Result<(), DbError> {
     if *facts == DeviceFacts::default() {
         return Ok(());
     }
@@ -150,7 +142,7 @@ pub async fn record_appliance_states(
     aircon: Option<&serde_json::Value>,
     tv: Option<&serde_json::Value>,
     light: Option<&serde_json::Value>,
-) -> Result<(), TelemetryError> {
+) -> Result<(), DbError> {
     let client = pool.get().await?;
     record_appliance_states_in(&client, device_id, aircon, tv, light).await
 }
@@ -164,7 +156,7 @@ pub async fn record_appliance_states_in(
     aircon: Option<&serde_json::Value>,
     tv: Option<&serde_json::Value>,
     light: Option<&serde_json::Value>,
-) -> Result<(), TelemetryError> {
+) -> Result<(), DbError> {
     if aircon.is_none() && tv.is_none() && light.is_none() {
         return Ok(());
     }
@@ -206,7 +198,7 @@ pub async fn record_appliance_states_in(
 
 /// Creates next month's `readings` partition ahead of time, so readings never
 /// pile up in the default partition.
-pub async fn ensure_partitions(pool: &Pool) -> Result<(), TelemetryError> {
+pub async fn ensure_partitions(pool: &Pool) -> Result<(), DbError> {
     let client = pool.get().await?;
     client
         .batch_execute(
@@ -237,7 +229,7 @@ pub async fn record_meter(
     device_id: &str,
     properties: &[(u8, String)],
     at: OffsetDateTime,
-) -> Result<(), TelemetryError> {
+) -> Result<(), DbError> {
     record_meter_in(&pool.get().await?, device_id, properties, at).await
 }
 
@@ -247,7 +239,7 @@ pub async fn record_meter_in(
     device_id: &str,
     properties: &[(u8, String)],
     at: OffsetDateTime,
-) -> Result<(), TelemetryError> {
+) -> Result<(), DbError> {
     let epcs: Vec<i32> = properties.iter().map(|(e, _)| i32::from(*e)).collect();
     let names: Vec<&str> = properties
         .iter()

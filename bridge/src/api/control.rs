@@ -27,7 +27,6 @@ impl From<ControlError> for ApiError {
             ControlError::WrongKind(_) | ControlError::Refused(_) | ControlError::Invalid(_) => {
                 ApiError::bad_request(e.to_string())
             }
-            ControlError::Pool(e) => e.into(),
             ControlError::Db(e) => e.into(),
         }
     }

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::commands::{prefer_wait, CommandKind, NewCommand, Waited};
+use crate::commands::{prefer_wait, CommandKind, CommandStatus, NewCommand, Waited};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -57,14 +57,14 @@ pub(crate) async fn dispatch(
         let view = match waited {
             Waited::Final(v) | Waited::Pending(v) => v,
         };
-        match view.status.as_str() {
-            "failed" => {
+        match view.status {
+            CommandStatus::Failed => {
                 return Err(ApiError::bad_gateway(format!(
                     "the device reported a failure: {}",
                     view.error.as_deref().unwrap_or("no reason given")
                 )))
             }
-            "expired" => {
+            CommandStatus::Expired => {
                 return Err(ApiError::gateway_timeout(
                     "the device did not confirm the command before it expired",
                 ))
@@ -78,7 +78,7 @@ pub(crate) async fn dispatch(
         h.insert("x-kumo-command-id", v);
     }
     if let (Some(status), Some(limit)) = (status, wait) {
-        if let Ok(v) = HeaderValue::from_str(&status) {
+        if let Ok(v) = HeaderValue::from_str(status.as_str()) {
             h.insert("x-kumo-command-status", v);
         }
         if let Ok(v) = HeaderValue::from_str(&format!("wait={}", limit.as_secs())) {

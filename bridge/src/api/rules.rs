@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE, SENDIR};
 use crate::error::{ApiError, ApiResult};
 use crate::rules::check_rule;
-use crate::rules::store::{self, StoreError, StoredRule};
+use crate::rules::store::{self, StoredRule};
 use crate::state::AppState;
 
 /// Executions returned when `limit` is not given.
@@ -26,15 +26,6 @@ const DEFAULT_EXECUTIONS: i64 = 50;
 const MAX_EXECUTIONS: i64 = 500;
 /// Largest rule document accepted, in bytes.
 const MAX_BODY: usize = 64 * 1024;
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Pool(e) => e.into(),
-            StoreError::Db(e) => e.into(),
-        }
-    }
-}
 
 impl From<kumo_rules::RuleError> for ApiError {
     fn from(e: kumo_rules::RuleError) -> Self {

@@ -26,8 +26,7 @@ impl From<AccountError> for ApiError {
             | AccountError::EmptyNickname
             | AccountError::EmailTaken(_) => ApiError::bad_request(e.to_string()),
             AccountError::NoSuchUser(_) => ApiError::unauthorized(),
-            AccountError::Pool(_) => ApiError::unavailable(),
-            AccountError::Db(e) => ApiError::internal(e),
+            AccountError::Db(e) => e.into(),
         }
     }
 }

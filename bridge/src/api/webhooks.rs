@@ -28,8 +28,7 @@ impl From<WebhookError> for ApiError {
             }
             WebhookError::NotFound(_) => ApiError::not_found(),
             WebhookError::Limit(_) => ApiError::conflict(e.to_string()),
-            WebhookError::Pool(_) => ApiError::unavailable(),
-            WebhookError::Db(e) => ApiError::internal(e),
+            WebhookError::Db(e) => e.into(),
         }
     }
 }

@@ -15,27 +15,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{view_from_row, CommandKind, CommandLog, CommandView, QueuedCommand, VIEW_COLUMNS};
-use crate::error::ApiError;
+use super::{
+    view_from_row, CommandKind, CommandLog, CommandStatus, CommandView, QueuedCommand, VIEW_COLUMNS,
+};
+use crate::db::DbError;
 use crate::json::rfc3339;
-
-/// Why a lifecycle step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
-
-impl From<CommandError> for ApiError {
-    fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::Pool(e) => e.into(),
-            CommandError::Db(e) => e.into(),
-        }
-    }
-}
 
 /// A device's answer to a command.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,8 +39,8 @@ pub struct Ack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
     pub id: Uuid,
-    /// `acked` or `failed`.
-    pub status: &'static str,
+    /// `Acked` or `Failed`.
+    pub status: CommandStatus,
     pub appliance_id: Option<String>,
 }
 
@@ -78,8 +62,8 @@ pub struct Finished {
     pub view: CommandView,
     /// Its account (none for commands whose user was deleted).
     pub user: Option<String>,
-    /// `acked` or `failed`.
-    pub status: &'static str,
+    /// `Acked` or `Failed`.
+    pub status: CommandStatus,
 }
 
 impl Finished {
@@ -96,10 +80,7 @@ impl Finished {
 impl CommandLog {
     /// Queued, unexpired commands for `device_id`, oldest first: what to
     /// deliver when its presence turns online.
-    pub async fn pending_for_device(
-        &self,
-        device_id: &str,
-    ) -> Result<Vec<QueuedCommand>, CommandError> {
+    pub async fn pending_for_device(&self, device_id: &str) -> Result<Vec<QueuedCommand>, DbError> {
         let client = self.pool.get().await?;
         let select = client
             .prepare_cached(
@@ -131,7 +112,7 @@ impl CommandLog {
         &self,
         device_id: &str,
         before: OffsetDateTime,
-    ) -> Result<Vec<QueuedCommand>, CommandError> {
+    ) -> Result<Vec<QueuedCommand>, DbError> {
         let client = self.pool.get().await?;
         let select = client
             .prepare_cached(
@@ -152,7 +133,7 @@ impl CommandLog {
         &self,
         quiet: std::time::Duration,
         limit: i64,
-    ) -> Result<Vec<QueuedCommand>, CommandError> {
+    ) -> Result<Vec<QueuedCommand>, DbError> {
         let client = self.pool.get().await?;
         let secs = quiet.as_secs_f64();
         let rows = client
@@ -171,7 +152,7 @@ impl CommandLog {
     /// already final or expired. Re-sending a sent command counts an attempt.
     /// A device may ack before the node's PUBACK reaches the bridge: then the
     /// final status stays and only a missing send time or node is filled.
-    pub async fn mark_sent(&self, id: Uuid, node: Option<&str>) -> Result<bool, CommandError> {
+    pub async fn mark_sent(&self, id: Uuid, node: Option<&str>) -> Result<bool, DbError> {
         Ok(self.mark_sent_many(&[id], node).await?.sent == 1)
     }
 
@@ -183,7 +164,7 @@ impl CommandLog {
         &self,
         ids: &[Uuid],
         node: Option<&str>,
-    ) -> Result<MarkedSent, CommandError> {
+    ) -> Result<MarkedSent, DbError> {
         let client = self.pool.get().await?;
         let update = client
             .prepare_cached(
@@ -217,7 +198,13 @@ impl CommandLog {
             if row.get::<_, bool>(0) {
                 let device: String = row.get(2);
                 let (user, appliance): (Option<String>, Option<String>) = (row.get(3), row.get(4));
-                self.announce(id, &device, user.as_deref(), appliance.as_deref(), "sent");
+                self.announce(
+                    id,
+                    &device,
+                    user.as_deref(),
+                    appliance.as_deref(),
+                    CommandStatus::Sent,
+                );
                 marked.sent += 1;
             }
         }
@@ -232,7 +219,7 @@ impl CommandLog {
         device_id: &str,
         id: Uuid,
         ack: Ack,
-    ) -> Result<Option<Completed>, CommandError> {
+    ) -> Result<Option<Completed>, DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let Some(finished) = self.complete_in(&tx, device_id, id, &ack).await? else {
@@ -255,8 +242,12 @@ impl CommandLog {
         device_id: &str,
         id: Uuid,
         ack: &Ack,
-    ) -> Result<Option<Finished>, CommandError> {
-        let status = if ack.ok { "acked" } else { "failed" };
+    ) -> Result<Option<Finished>, DbError> {
+        let status = if ack.ok {
+            CommandStatus::Acked
+        } else {
+            CommandStatus::Failed
+        };
         // One statement (one round trip, atomic without a transaction): the
         // guarded transition, then, for a confirmation, the appliance's state.
         let update = tx
@@ -292,7 +283,7 @@ impl CommandLog {
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &id,
             &device_id,
-            &status,
+            &status.as_str(),
             &ack.result,
             &ack.error,
             &now,
@@ -310,7 +301,7 @@ impl CommandLog {
     /// live stream.
     pub fn finish(&self, f: &Finished) {
         let id = f.view.id;
-        tracing::info!(command_id = %id, device_id = %f.view.device, status = f.status,
+        tracing::info!(command_id = %id, device_id = %f.view.device, status = f.status.as_str(),
             "command completed");
         self.waiters.wake(id, Some(f.view.clone()));
         self.announce(
@@ -332,7 +323,7 @@ impl CommandLog {
 
     /// Marks every queued or sent command past its expiry as `expired`;
     /// returns how many.
-    pub async fn expire_due(&self) -> Result<u64, CommandError> {
+    pub async fn expire_due(&self) -> Result<u64, DbError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -354,7 +345,7 @@ impl CommandLog {
                 &view.device,
                 user.as_deref(),
                 view.appliance.as_deref(),
-                "expired",
+                CommandStatus::Expired,
             );
             self.waiters.wake(view.id, Some(view));
         }

@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::json::rfc3339;
 use crate::live::{LiveEvent, LiveFeed};
 
-pub use lifecycle::{Ack, CommandError, Completed, Finished, MarkedSent};
+pub use lifecycle::{Ack, Completed, Finished, MarkedSent};
 pub use wait::{prefer_wait, Waited};
 
 /// What kind of command a row holds (the `kind` column).
@@ -56,6 +56,49 @@ impl CommandKind {
         [Self::Ir, Self::Aircon, Self::Tv, Self::Light]
             .into_iter()
             .find(|k| k.as_str() == s)
+    }
+}
+
+/// Where a command is in its life: queued → sent → acked | failed, or
+/// expired once its TTL passes unconfirmed (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    Queued,
+    Sent,
+    Acked,
+    Failed,
+    Expired,
+}
+
+impl CommandStatus {
+    const ALL: [Self; 5] = [
+        Self::Queued,
+        Self::Sent,
+        Self::Acked,
+        Self::Failed,
+        Self::Expired,
+    ];
+
+    /// The database and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Acked => "acked",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Parses the database name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether a command in this status can change no more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Acked | Self::Failed | Self::Expired)
     }
 }
 
@@ -154,14 +197,14 @@ impl CommandLog {
         device: &str,
         user: Option<&str>,
         appliance: Option<&str>,
-        status: &'static str,
+        status: CommandStatus,
     ) {
         self.live.publish(LiveEvent::Command {
             device: device.to_string(),
             user: user.map(str::to_string),
             command_id: id,
             appliance: appliance.map(str::to_string),
-            status,
+            status: status.as_str(),
             at: OffsetDateTime::now_utc(),
         });
     }
@@ -235,7 +278,7 @@ impl CommandLog {
                 cmd.device_id,
                 Some(cmd.user_id),
                 cmd.appliance_id,
-                "queued",
+                CommandStatus::Queued,
             );
             self.sink.announce(&QueuedCommand {
                 id,
@@ -286,7 +329,8 @@ pub(crate) fn view_from_row(r: &tokio_postgres::Row) -> CommandView {
         device: r.get(1),
         appliance: r.get(2),
         kind: r.get(3),
-        status: r.get(4),
+        // The column's CHECK constraint admits only the five names.
+        status: CommandStatus::parse(r.get(4)).unwrap_or(CommandStatus::Failed),
         payload: r.get(5),
         result: r.get(6),
         error: r.get(7),
@@ -304,7 +348,7 @@ pub struct CommandView {
     pub device: String,
     pub appliance: Option<String>,
     pub kind: String,
-    pub status: String,
+    pub status: CommandStatus,
     pub payload: Value,
     pub result: Option<Value>,
     pub error: Option<String>,
@@ -317,6 +361,6 @@ pub struct CommandView {
 impl CommandView {
     /// Whether the command can change no more.
     pub fn is_final(&self) -> bool {
-        matches!(self.status.as_str(), "acked" | "failed" | "expired")
+        self.status.is_final()
     }
 }

@@ -27,9 +27,10 @@ use super::delivery::Routed;
 use super::node::NodeContext;
 use super::payload::{Presence as PresenceReport, StateReport};
 use super::MqttStatus;
-use crate::commands::{Ack, CommandError, CommandLog, Finished};
+use crate::commands::{Ack, CommandLog, Finished};
+use crate::db::DbError;
 use crate::live::LiveEvent;
-use crate::telemetry::{self, Presence, TelemetryError};
+use crate::telemetry::{self, Presence};
 
 /// Shard tasks per node.
 const SHARDS: usize = 4;
@@ -129,18 +130,6 @@ enum Effect {
     Online(Routed),
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ControlError {
-    #[error(transparent)]
-    Telemetry(#[from] TelemetryError),
-    #[error(transparent)]
-    Command(#[from] CommandError),
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
-
 impl Shard {
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -195,7 +184,7 @@ impl Shard {
     /// none: each of its statements is atomic, and applying one again after
     /// a partial failure changes nothing more — this saves the BEGIN and
     /// COMMIT round trips when messages arrive one at a time.
-    async fn apply_all(&self, items: &[&Control]) -> Result<Vec<Effect>, ControlError> {
+    async fn apply_all(&self, items: &[&Control]) -> Result<Vec<Effect>, DbError> {
         let mut client = self.pool.get().await?;
         let mut effects = Vec::new();
         if let [only] = items {
@@ -215,7 +204,7 @@ impl Shard {
         tx: &impl GenericClient,
         control: &Control,
         effects: &mut Vec<Effect>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), DbError> {
         match control {
             Control::Presence(device, p) => self.presence(tx, device, p, effects).await?,
             Control::State(device, s) => state(tx, device, s, effects).await?,
@@ -243,7 +232,7 @@ impl Shard {
         node: &str,
         started: OffsetDateTime,
         effects: &mut Vec<Effect>,
-    ) -> Result<(), TelemetryError> {
+    ) -> Result<(), DbError> {
         self.status.nodes[self.idx].learn_node_id(node);
         let lost = telemetry::node_started_in(tx, node, started).await?;
         if !lost.is_empty() {
@@ -268,7 +257,7 @@ impl Shard {
         device: &str,
         p: &PresenceReport,
         effects: &mut Vec<Effect>,
-    ) -> Result<(), TelemetryError> {
+    ) -> Result<(), DbError> {
         self.status.nodes[self.idx].learn_node_id(&p.node);
         if !self.affinity.record(device, self.idx, p.online, p.ts) {
             return Ok(());
@@ -322,7 +311,7 @@ async fn state(
     device: &str,
     s: &StateReport,
     effects: &mut Vec<Effect>,
-) -> Result<(), TelemetryError> {
+) -> Result<(), DbError> {
     let facts = telemetry::DeviceFacts {
         firmware_version: Some(&s.firmware_version),
         mac_address: s.mac_address.as_deref(),

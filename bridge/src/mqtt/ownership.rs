@@ -17,6 +17,7 @@
 //! connection: a node that misses one (connection lost) gets a snapshot on
 //! reconnect. This module must not write anything but the log's pruning.
 
+use crate::db::DbError;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -39,15 +40,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Log rows older than this are deleted; a bridge that could not read the
 /// log for half of it starts over with snapshots.
 const RETENTION_SECS: f64 = 3_600.0;
-
-/// Why a round of announcements stopped early.
-#[derive(Debug, thiserror::Error)]
-pub enum OwnershipError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("reading device ownership: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
 
 /// What the node connections tell the announcer: node `idx` is connected
 /// through this client.
@@ -136,7 +128,7 @@ impl Announcer {
     }
 
     /// Owed snapshots, then the log since the cursor, then pruning.
-    async fn round(&mut self) -> Result<(), OwnershipError> {
+    async fn round(&mut self) -> Result<(), DbError> {
         let client = self.pool.get().await?;
         if self.cursor.is_none() || self.last_read.elapsed().as_secs_f64() > RETENTION_SECS / 2.0 {
             // Read the log's end before any snapshot: what commits after it is
@@ -175,7 +167,7 @@ impl Announcer {
         &mut self,
         db: &deadpool_postgres::Client,
         idx: usize,
-    ) -> Result<(), OwnershipError> {
+    ) -> Result<(), DbError> {
         let started = Instant::now();
         let token = uuid::Uuid::new_v4().to_string().into_bytes();
         self.send(idx, feed::SNAPSHOT_BEGIN.to_string(), token.clone())
@@ -215,7 +207,7 @@ impl Announcer {
     }
 
     /// Announces the current owner of every device the log names past the cursor.
-    async fn follow(&mut self, db: &deadpool_postgres::Client) -> Result<(), OwnershipError> {
+    async fn follow(&mut self, db: &deadpool_postgres::Client) -> Result<(), DbError> {
         loop {
             let cursor = self.cursor.unwrap_or(0);
             let changes = crate::accounts::ownership_changes(db, cursor, PAGE).await?;

@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::check::plan_command;
 use super::store::{self, NewExecution};
+use super::Effects;
 use crate::appliance::ControlError;
 use crate::commands::NewCommand;
 use crate::json::rfc3339;
-use crate::state::AppState;
 
 /// A firing and what executing it needs to know about its rule.
 #[derive(Debug)]
@@ -47,21 +47,21 @@ struct ActionOutcome {
 }
 
 /// Executes queued firings, at most `limit` at a time, until the queue closes.
-pub(super) async fn run(mut queue: mpsc::Receiver<Job>, state: AppState, limit: usize) {
+pub(super) async fn run(mut queue: mpsc::Receiver<Job>, effects: Effects, limit: usize) {
     let permits = Arc::new(Semaphore::new(limit.max(1)));
     while let Some(job) = queue.recv().await {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let state = state.clone();
+        let effects = effects.clone();
         tokio::spawn(async move {
-            execute(&state, job).await;
+            execute(&effects, job).await;
             drop(permit);
         });
     }
 }
 
-async fn execute(state: &AppState, job: Job) {
+async fn execute(state: &Effects, job: Job) {
     let cause = serde_json::to_value(&job.firing.cause).unwrap_or(Value::Null);
     let outcomes = match foreign_device(state, &job).await {
         Some(Foreign::Left) => {
@@ -102,7 +102,7 @@ fn outcome_of(outcomes: &[ActionOutcome]) -> &'static str {
 }
 
 /// Writes the `rule_executions` row, then publishes `rule_execution`.
-async fn log_execution(state: &AppState, job: &Job, cause: Value, outcomes: &[ActionOutcome]) {
+async fn log_execution(state: &Effects, job: &Job, cause: Value, outcomes: &[ActionOutcome]) {
     let rule_id = job.firing.rule.0.as_str();
     let outcome = outcome_of(outcomes);
     let actions = serde_json::to_value(outcomes).unwrap_or(Value::Null);
@@ -146,7 +146,7 @@ enum Foreign {
 }
 
 /// Whether the rule may no longer run: a device it reads left the account.
-async fn foreign_device(state: &AppState, job: &Job) -> Option<Foreign> {
+async fn foreign_device(state: &Effects, job: &Job) -> Option<Foreign> {
     if job.devices.is_empty() {
         return None;
     }
@@ -179,7 +179,7 @@ fn kind_of(action: &Action) -> &'static str {
     }
 }
 
-async fn run_action(state: &AppState, job: &Job, cause: &Value, action: &Action) -> ActionOutcome {
+async fn run_action(state: &Effects, job: &Job, cause: &Value, action: &Action) -> ActionOutcome {
     let rule_id = job.firing.rule.0.as_str();
     let mut out = ActionOutcome {
         kind: kind_of(action),
@@ -224,7 +224,7 @@ async fn run_action(state: &AppState, job: &Job, cause: &Value, action: &Action)
 
 /// Queues a rule's command as its owner; the error text is for the log.
 async fn command(
-    state: &AppState,
+    state: &Effects,
     account: &str,
     action: &kumo_rules::CommandAction,
 ) -> Result<Uuid, String> {

@@ -28,7 +28,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use deadpool_postgres::Pool;
+
+use crate::commands::CommandLog;
+use crate::events::EventHub;
+use crate::webhooks::Webhooks;
 
 pub use check::{check_rule, plan_command, PlannedCommand};
 
@@ -81,7 +85,7 @@ pub struct RulesInbox {
     stats: Arc<RulesStats>,
 }
 
-/// A handle for AppState and the inbox the worker will read.
+/// A handle for the API and the inbox the worker will read.
 pub fn channel() -> (RulesHandle, RulesInbox) {
     let (tx, rx) = mpsc::channel(CHANGE_QUEUE);
     let stats = Arc::new(RulesStats::default());
@@ -133,18 +137,24 @@ impl RulesHandle {
     }
 }
 
+/// What a firing may act on: the database, commands, live events, webhooks.
+#[derive(Clone)]
+pub struct Effects {
+    pub pool: Pool,
+    pub commands: Arc<CommandLog>,
+    pub events: EventHub,
+    pub webhooks: Webhooks,
+}
+
 /// Starts the worker and its executor; they stop when `shutdown` is
 /// cancelled. Subscribes to the live stream before returning, so nothing
 /// published after this call is missed.
-pub fn start(inbox: RulesInbox, state: AppState, shutdown: CancellationToken) -> JoinHandle<()> {
-    let live = state.commands.live().subscribe();
+pub fn start(inbox: RulesInbox, effects: Effects, shutdown: CancellationToken) -> JoinHandle<()> {
+    let live = effects.commands.live().subscribe();
     let (jobs, queue) = mpsc::channel(EXECUTION_QUEUE);
-    let executor = tokio::spawn(execute::run(
-        queue,
-        state.clone(),
-        MAX_CONCURRENT_EXECUTIONS,
-    ));
-    let worker = worker::Worker::new(state.pool.clone(), inbox, jobs);
+    let pool = effects.pool.clone();
+    let executor = tokio::spawn(execute::run(queue, effects, MAX_CONCURRENT_EXECUTIONS));
+    let worker = worker::Worker::new(pool, inbox, jobs);
     tokio::spawn(async move {
         worker.run(live, shutdown).await;
         // The worker dropped its sender: the executor drains and ends.

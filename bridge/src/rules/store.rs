@@ -9,16 +9,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::db::DbError;
 use crate::json::rfc3339;
-
-/// Why a rules query failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
-}
 
 /// A rule as stored: its document exactly as accepted, plus bookkeeping.
 #[derive(Debug, Clone)]
@@ -72,7 +64,7 @@ pub async fn insert(
     pool: &Pool,
     user_id: &str,
     definition: &Value,
-) -> Result<Option<StoredRule>, StoreError> {
+) -> Result<Option<StoredRule>, DbError> {
     let (name, enabled) = name_and_enabled(definition);
     let id = Uuid::new_v4().to_string();
     let mut client = pool.get().await?;
@@ -102,7 +94,7 @@ pub async fn insert(
 }
 
 /// Rule `id` of `user_id`.
-pub async fn get(pool: &Pool, user_id: &str, id: &str) -> Result<Option<StoredRule>, StoreError> {
+pub async fn get(pool: &Pool, user_id: &str, id: &str) -> Result<Option<StoredRule>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
@@ -114,7 +106,7 @@ pub async fn get(pool: &Pool, user_id: &str, id: &str) -> Result<Option<StoredRu
 }
 
 /// Every rule of `user_id`, oldest first.
-pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<StoredRule>, StoreError> {
+pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<StoredRule>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -126,7 +118,7 @@ pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<StoredRule>, StoreEr
 }
 
 /// Every enabled rule of every account, for the worker's start.
-pub async fn load_enabled(pool: &Pool) -> Result<Vec<(StoredRule, Option<Value>)>, StoreError> {
+pub async fn load_enabled(pool: &Pool) -> Result<Vec<(StoredRule, Option<Value>)>, DbError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -154,10 +146,7 @@ pub struct SavedTriggerState {
 
 /// Stores trigger states (one statement); states of rules deleted meanwhile
 /// are skipped.
-pub async fn save_trigger_states(
-    pool: &Pool,
-    states: &[SavedTriggerState],
-) -> Result<(), StoreError> {
+pub async fn save_trigger_states(pool: &Pool, states: &[SavedTriggerState]) -> Result<(), DbError> {
     let ids: Vec<&str> = states.iter().map(|s| s.rule_id.as_str()).collect();
     let versions: Vec<OffsetDateTime> = states.iter().map(|s| s.version).collect();
     let values: Vec<&Value> = states.iter().map(|s| &s.state).collect();
@@ -183,7 +172,7 @@ pub async fn replace(
     user_id: &str,
     id: &str,
     definition: &Value,
-) -> Result<Option<StoredRule>, StoreError> {
+) -> Result<Option<StoredRule>, DbError> {
     let (name, enabled) = name_and_enabled(definition);
     let client = pool.get().await?;
     let row = client
@@ -200,7 +189,7 @@ pub async fn replace(
 }
 
 /// Deletes rule `id` of `user_id` (and its executions); whether it existed.
-pub async fn delete(pool: &Pool, user_id: &str, id: &str) -> Result<bool, StoreError> {
+pub async fn delete(pool: &Pool, user_id: &str, id: &str) -> Result<bool, DbError> {
     let client = pool.get().await?;
     let n = client
         .execute(
@@ -225,10 +214,7 @@ pub struct NewExecution<'a> {
 
 /// Logs an execution and returns its id. A rule deleted meanwhile is not an
 /// error: there is nothing left to log it against, and `None` says so.
-pub async fn record_execution(
-    pool: &Pool,
-    e: &NewExecution<'_>,
-) -> Result<Option<i64>, StoreError> {
+pub async fn record_execution(pool: &Pool, e: &NewExecution<'_>) -> Result<Option<i64>, DbError> {
     let client = pool.get().await?;
     let row = client
         .query_opt(
@@ -255,7 +241,7 @@ pub async fn executions(
     user_id: &str,
     id: &str,
     limit: i64,
-) -> Result<Option<Vec<Value>>, StoreError> {
+) -> Result<Option<Vec<Value>>, DbError> {
     if get(pool, user_id, id).await?.is_none() {
         return Ok(None);
     }

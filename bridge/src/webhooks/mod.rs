@@ -46,6 +46,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::db::{db_error_from, DbError};
 use crate::events::EventHub;
 use crate::json::rfc3339;
 use crate::settings::WebhookSettings;
@@ -64,11 +65,11 @@ pub enum WebhookError {
     NotFound(Uuid),
     #[error("an account may have at most {0} webhooks")]
     Limit(i64),
-    #[error("database error: {0}")]
-    Db(#[from] tokio_postgres::Error),
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
+
+db_error_from!(WebhookError);
 
 pub(crate) struct Inner {
     pub(crate) pool: Pool,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::common::*;
+use kumo_bridge::commands::CommandStatus;
 use kumo_bridge::{Ack, DeviceKind};
 use serde_json::json;
 
@@ -53,7 +54,7 @@ async fn an_ack_moves_the_command_to_acked_and_confirms_the_settings() {
         "another device's ack"
     );
     let done = log.complete("remo-1", id, ok()).await.unwrap().unwrap();
-    assert_eq!(done.status, "acked");
+    assert_eq!(done.status, CommandStatus::Acked);
     assert!(
         log.complete("remo-1", id, ok()).await.unwrap().is_none(),
         "duplicate ack"
@@ -95,7 +96,7 @@ async fn a_failure_ack_leaves_the_state_unconfirmed() {
             .unwrap()
             .unwrap()
             .status,
-        "failed"
+        CommandStatus::Failed
     );
     let c = h.get(&format!("/v1/commands/{id}")).await.ok();
     assert_eq!(c["status"], "failed");
