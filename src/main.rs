@@ -3,8 +3,8 @@
 
 mod cli;
 mod database;
+mod logging;
 mod settings;
-mod telemetry;
 
 use clap::Parser;
 

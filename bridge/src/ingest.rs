@@ -12,7 +12,6 @@
 //! so a QoS 1 message can be acknowledged once it is durable. A failed write
 //! is retried with backoff, never dropped.
 
-use crate::db::DbError;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -21,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
+
+use crate::db::DbError;
 
 /// Longest pause between write retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -207,5 +208,18 @@ async fn write_on(
     )
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Creates next month's `readings` partition ahead of time, so readings never
+/// pile up in the default partition.
+pub async fn ensure_partitions(pool: &Pool) -> Result<(), DbError> {
+    let client = pool.get().await?;
+    client
+        .batch_execute(
+            "SELECT kumo_ensure_readings_partition(now());
+             SELECT kumo_ensure_readings_partition(now() + interval '1 month');",
+        )
+        .await?;
     Ok(())
 }

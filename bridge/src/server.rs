@@ -268,7 +268,7 @@ async fn maintain(commands: Arc<CommandLog>, pool: Pool, shutdown: CancellationT
             _ = tick.tick() => {}
         }
         if tokio::time::Instant::now() >= partitions_due {
-            match crate::telemetry::ensure_partitions(&pool).await {
+            match crate::ingest::ensure_partitions(&pool).await {
                 Ok(()) => partitions_due += Duration::from_secs(3600),
                 Err(e) => {
                     tracing::warn!(error = %e, "creating readings partitions failed; will retry")

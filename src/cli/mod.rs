@@ -68,7 +68,7 @@ enum Command {
 /// Loads settings, sets up tracing and runs the chosen subcommand to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    crate::telemetry::init(&settings.log);
+    crate::logging::init(&settings.log);
     match cli.command {
         // The PKI commands are synchronous file work; no runtime needed.
         Command::Certs(args) => certs::run(args, &settings),

@@ -4,6 +4,7 @@
 //! limiter layer, which stamps the `X-Rate-Limit-*` headers; hyper adds `Date`.
 
 mod appliances;
+mod commands;
 pub(crate) mod control;
 mod devices;
 mod dispatch;
@@ -13,8 +14,8 @@ mod health;
 mod history;
 mod rules;
 pub(crate) mod signals;
+mod tokens;
 mod users;
-mod v1;
 mod webhooks;
 
 use std::collections::HashMap;
@@ -77,9 +78,12 @@ pub fn router(state: AppState) -> Router {
         .route("/1/signals/{id}/send", post(signals::send))
         .route("/1/detectappliance", post(echonet::detect))
         .route("/1/echonetlite/appliances", get(echonet::list))
-        .route("/v1/tokens", get(v1::list_tokens).post(v1::create_token))
-        .route("/v1/tokens/{id}/revoke", post(v1::revoke_token))
-        .route("/v1/commands/{id}", get(v1::command))
+        .route(
+            "/v1/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
+        .route("/v1/commands/{id}", get(commands::command))
         .route("/v1/devices/{id}/readings", get(history::readings))
         .route("/v1/rules", get(rules::list).post(rules::create))
         .route(

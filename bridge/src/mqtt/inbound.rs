@@ -2,7 +2,7 @@
 //!
 //! Readings go to the shared [`ReadingWriter`] straight from the event loop
 //! (its bounded buffer is the back-pressure). Presence, state, device acks and
-//! meter properties go to this node's control shards ([`super::control`]),
+//! meter properties go to this node's control shards ([`super::reports`]),
 //! in arrival order per device. Every
 //! QoS 1 message then waits in the ack queue until what it carried is
 //! committed; a message that could not be stored is never acknowledged, so the
@@ -19,9 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::control::{Control, ControlShards};
 use super::node::NodeContext;
 use super::payload::{self, PayloadError};
+use super::reports::{Report, ReportShards};
 use super::MqttStatus;
 use crate::ingest::{Reading, ReadingWriter};
 use crate::live::{LiveEvent, LiveFeed};
@@ -40,7 +40,7 @@ struct Pending {
 /// The event loop's side of the pipeline.
 pub(crate) struct Inbound {
     writer: ReadingWriter,
-    control: ControlShards,
+    control: ReportShards,
     acks: mpsc::Sender<Pending>,
     status: Arc<MqttStatus>,
     generation: Arc<AtomicU64>,
@@ -57,7 +57,7 @@ impl Inbound {
     ) -> (Inbound, CancellationToken, Vec<JoinHandle<()>>) {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
         let done = CancellationToken::new();
-        let (control, mut handles) = ControlShards::start(ctx);
+        let (control, mut handles) = ReportShards::start(ctx);
         handles.push(tokio::spawn(acknowledge(
             ack_rx,
             client,
@@ -110,7 +110,7 @@ impl Inbound {
         let now = OffsetDateTime::now_utc();
         if let Some(node) = kumo_contract::nodes::parse_epoch_topic(&p.topic) {
             let started = payload::epoch(&p.payload, node)?;
-            let control = Control::NodeStarted(node.to_string(), started);
+            let control = Report::NodeStarted(node.to_string(), started);
             let (tx, rx) = oneshot::channel();
             if !self.control.send(control, tx).await {
                 return Ok(None);
@@ -159,13 +159,13 @@ impl Inbound {
                         return Ok(None);
                     }
                 }
-                Control::Meter(device, m.properties, m.at)
+                Report::Meter(device, m.properties, m.at)
             }
-            Leaf::Presence => Control::Presence(device, payload::presence(body)?),
-            Leaf::State => Control::State(device, Box::new(payload::state(body)?)),
+            Leaf::Presence => Report::Presence(device, payload::presence(body)?),
+            Leaf::State => Report::State(device, Box::new(payload::state(body)?)),
             Leaf::Acks => {
                 let (id, ack) = payload::ack(body)?;
-                Control::Ack(device, id, ack)
+                Report::Ack(device, id, ack)
             }
             Leaf::Commands => return Ok(Some(waits)),
         };

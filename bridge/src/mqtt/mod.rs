@@ -16,12 +16,12 @@
 //! through [`CommandLog`](crate::CommandLog).
 
 mod affinity;
-mod control;
 mod delivery;
 mod inbound;
 mod node;
 mod ownership;
 pub mod payload;
+mod reports;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

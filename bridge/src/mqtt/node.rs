@@ -138,7 +138,7 @@ async fn declare_lost(ctx: &NodeContext) -> bool {
         tracing::warn!(node = %status.addr, "broker node lost before its id was learned");
         return true;
     };
-    match crate::telemetry::node_lost(&ctx.pool, &node_id).await {
+    match crate::presence::node_lost(&ctx.pool, &node_id).await {
         Ok(devices) => {
             tracing::warn!(node = %status.addr, node_id, devices = devices.len(),
                 "broker node unreachable for long; its devices are shown offline");

@@ -149,7 +149,7 @@ async fn a_repeated_state_report_does_not_rewrite_the_appliance() {
         (r.get::<_, String>(0), r.get::<_, String>(1))
     };
     let report = || {
-        kumo_bridge::telemetry::record_appliance_states(
+        kumo_bridge::device_state::record_appliance_states(
             &h.pool,
             "remo-1",
             Some(&settings),
@@ -163,9 +163,15 @@ async fn a_repeated_state_report_does_not_rewrite_the_appliance() {
     assert_eq!(version().await, first, "nothing changed, nothing written");
 
     let dimmed = json!({"power": "on", "brightness": "50", "last_button": "bright-down"});
-    kumo_bridge::telemetry::record_appliance_states(&h.pool, "remo-1", None, None, Some(&dimmed))
-        .await
-        .unwrap();
+    kumo_bridge::device_state::record_appliance_states(
+        &h.pool,
+        "remo-1",
+        None,
+        None,
+        Some(&dimmed),
+    )
+    .await
+    .unwrap();
     let (light_v, ac_v) = version().await;
     assert_ne!(light_v, first.0, "a changed light is written");
     assert_eq!(ac_v, first.1);

@@ -194,12 +194,12 @@ async fn overlong_fields_are_refused() {
 async fn facts_a_device_reports_show_in_the_device_list() {
     let h = start().await;
     h.add_device("remo-1", DeviceKind::Remo).await;
-    let facts = kumo_bridge::telemetry::DeviceFacts {
+    let facts = kumo_bridge::device_state::DeviceFacts {
         firmware_version: Some("Remo/1.0.77"),
         mac_address: Some("aa:bb:cc:00:11:22"),
         serial_number: None,
     };
-    kumo_bridge::telemetry::record_facts(&h.pool, "remo-1", &facts)
+    kumo_bridge::device_state::record_facts(&h.pool, "remo-1", &facts)
         .await
         .unwrap();
     let d = h.get("/1/devices").await.ok()[0].clone();

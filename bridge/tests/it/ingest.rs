@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::common::*;
+use kumo_bridge::device_state::record_meter;
 use kumo_bridge::ingest::{IngestOptions, Reading, ReadingWriter};
-use kumo_bridge::telemetry::{record_meter, record_presence, Presence};
+use kumo_bridge::presence::{record_presence, Presence};
 use kumo_bridge::DeviceKind;
 use time::macros::datetime;
 use time::OffsetDateTime;

@@ -1,87 +1,13 @@
-//! What devices report besides readings: presence (online, node, last seen)
-//! and smart-meter ECHONET Lite properties. The MQTT subscriber calls these;
-//! they only touch the database.
-//!
-//! Each record has a pool form and an `_in` form that runs on the caller's
-//! connection or transaction (the MQTT side applies many reports per
-//! transaction). Statements are prepared once per connection, and a report
-//! that changes nothing writes nothing.
+//! What devices report about themselves besides readings: their facts
+//! (firmware, MAC, serial), their appliances' states and smart-meter ECHONET
+//! Lite properties. The MQTT subscriber calls these; they only touch the
+//! database. Like `presence.rs`, each record has a pool and an `_in` form, and
+//! a report that changes nothing writes nothing.
 
-use crate::db::DbError;
 use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
 
-/// A device's connection state as its broker node announced it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presence<'a> {
-    pub device_id: &'a str,
-    pub online: bool,
-    /// The node holding the connection.
-    pub node: Option<&'a str>,
-    pub at: OffsetDateTime,
-}
-
-/// Records presence; returns `true` when the device just came online (time
-/// to deliver its queued commands). Stale announcements are ignored.
-pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, DbError> {
-    record_presence_in(&pool.get().await?, p).await
-}
-
-/// [`record_presence`] on the caller's connection or transaction.
-pub async fn record_presence_in(
-    client: &impl GenericClient,
-    p: &Presence<'_>,
-) -> Result<bool, DbError> {
-    let update = client
-        .prepare_cached(
-            "UPDATE devices d SET online = $2,
-                 node_id = CASE WHEN $2 THEN $3 ELSE d.node_id END,
-                 last_seen_at = $4
-             FROM (SELECT online AS was FROM devices WHERE id = $1) prev
-             WHERE d.id = $1 AND (d.last_seen_at IS NULL OR d.last_seen_at <= $4)
-             RETURNING prev.was",
-        )
-        .await?;
-    let row = client
-        .query_opt(&update, &[&p.device_id, &p.online, &p.node, &p.at])
-        .await?;
-    Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0)))
-}
-
-/// A broker node started at `started` (its clock): every device still shown
-/// online on it whose last announcement is older lost its connection with the
-/// node's previous run. Marks them offline and returns their ids.
-/// `last_seen_at` stays: any announcement from the new run is newer.
-pub async fn node_started_in(
-    client: &impl GenericClient,
-    node: &str,
-    started: OffsetDateTime,
-) -> Result<Vec<String>, DbError> {
-    let update = client
-        .prepare_cached(
-            "UPDATE devices SET online = false
-             WHERE node_id = $1 AND online AND last_seen_at < $2
-             RETURNING id",
-        )
-        .await?;
-    let rows = client.query(&update, &[&node, &started]).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// The bridge lost node `node` (unreachable for long): every device shown
-/// online on it is marked offline and returned. `last_seen_at` stays, so the
-/// node's retained presence, read again when it is reached, restores the
-/// devices still connected to it.
-pub async fn node_lost(pool: &Pool, node: &str) -> Result<Vec<String>, DbError> {
-    let client = pool.get().await?;
-    let rows = client
-        .query(
-            "UPDATE devices SET online = false WHERE node_id = $1 AND online RETURNING id",
-            &[&node],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
+use crate::db::DbError;
 
 /// What a device reports about itself in its retained `state`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,19 +118,6 @@ pub async fn record_appliance_states_in(
         .await?;
     client
         .execute(&update, &[&device_id, &settings, &tv, &light])
-        .await?;
-    Ok(())
-}
-
-/// Creates next month's `readings` partition ahead of time, so readings never
-/// pile up in the default partition.
-pub async fn ensure_partitions(pool: &Pool) -> Result<(), DbError> {
-    let client = pool.get().await?;
-    client
-        .batch_execute(
-            "SELECT kumo_ensure_readings_partition(now());
-             SELECT kumo_ensure_readings_partition(now() + interval '1 month');",
-        )
         .await?;
     Ok(())
 }

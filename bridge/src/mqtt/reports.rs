@@ -1,4 +1,4 @@
-//! The control side of one node's inbound pipeline: presence, state reports,
+//! The report side of one node's inbound pipeline: presence, state reports,
 //! device acks and meter properties, stored by a few shard tasks.
 //!
 //! A device always maps to the same shard, so its reports are applied in
@@ -29,18 +29,19 @@ use super::payload::{Presence as PresenceReport, StateReport};
 use super::MqttStatus;
 use crate::commands::{Ack, CommandLog, Finished};
 use crate::db::DbError;
+use crate::device_state;
 use crate::live::LiveEvent;
-use crate::telemetry::{self, Presence};
+use crate::presence::{self, Presence};
 
 /// Shard tasks per node.
 const SHARDS: usize = 4;
-/// Control messages buffered per shard before the event loop waits.
+/// Reports buffered per shard before the event loop waits.
 const SHARD_QUEUE: usize = 1_024;
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 256;
 
 /// What the control side applies, per device.
-pub(crate) enum Control {
+pub(crate) enum Report {
     Presence(String, PresenceReport),
     State(String, Box<StateReport>),
     Ack(String, Uuid, Ack),
@@ -49,7 +50,7 @@ pub(crate) enum Control {
     NodeStarted(String, OffsetDateTime),
 }
 
-impl Control {
+impl Report {
     /// What picks the shard: the device, or the node for a node's epoch.
     fn device(&self) -> &str {
         match self {
@@ -63,14 +64,14 @@ impl Control {
 }
 
 /// A message and who to tell once it is committed.
-type Job = (Control, oneshot::Sender<()>);
+type Job = (Report, oneshot::Sender<()>);
 
 /// The event loop's handle on the shards.
-pub(crate) struct ControlShards {
+pub(crate) struct ReportShards {
     shards: Vec<mpsc::Sender<Job>>,
 }
 
-impl ControlShards {
+impl ReportShards {
     /// Starts the shard tasks of one node.
     pub(crate) fn start(ctx: &NodeContext) -> (Self, Vec<JoinHandle<()>>) {
         let shard = Arc::new(Shard {
@@ -93,7 +94,7 @@ impl ControlShards {
 
     /// Queues `control` on its device's shard; `done` fires after it is
     /// committed. `false` once the shards have stopped.
-    pub(crate) async fn send(&self, control: Control, done: oneshot::Sender<()>) -> bool {
+    pub(crate) async fn send(&self, control: Report, done: oneshot::Sender<()>) -> bool {
         let shard = shard_of(control.device(), self.shards.len());
         self.shards[shard].send((control, done)).await.is_ok()
     }
@@ -148,7 +149,7 @@ impl Shard {
     /// Applies and empties `batch`, falling back to one transaction per
     /// message if the batch fails.
     async fn apply_batch(&self, batch: &mut Vec<Job>) {
-        let items: Vec<&Control> = batch.iter().map(|(c, _)| c).collect();
+        let items: Vec<&Report> = batch.iter().map(|(c, _)| c).collect();
         let outcome = self.apply_all(&items).await;
         drop(items);
         match outcome {
@@ -184,7 +185,7 @@ impl Shard {
     /// none: each of its statements is atomic, and applying one again after
     /// a partial failure changes nothing more — this saves the BEGIN and
     /// COMMIT round trips when messages arrive one at a time.
-    async fn apply_all(&self, items: &[&Control]) -> Result<Vec<Effect>, DbError> {
+    async fn apply_all(&self, items: &[&Report]) -> Result<Vec<Effect>, DbError> {
         let mut client = self.pool.get().await?;
         let mut effects = Vec::new();
         if let [only] = items {
@@ -202,22 +203,22 @@ impl Shard {
     async fn apply(
         &self,
         tx: &impl GenericClient,
-        control: &Control,
+        control: &Report,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
         match control {
-            Control::Presence(device, p) => self.presence(tx, device, p, effects).await?,
-            Control::State(device, s) => state(tx, device, s, effects).await?,
-            Control::Ack(device, id, ack) => {
+            Report::Presence(device, p) => self.presence(tx, device, p, effects).await?,
+            Report::State(device, s) => state(tx, device, s, effects).await?,
+            Report::Ack(device, id, ack) => {
                 match self.commands.complete_in(tx, device, *id, ack).await? {
                     Some(finished) => effects.push(Effect::Finished(Box::new(finished))),
                     None => effects.push(Effect::Unchanged(*id)),
                 }
             }
-            Control::Meter(device, properties, at) => {
-                telemetry::record_meter_in(tx, device, properties, *at).await?;
+            Report::Meter(device, properties, at) => {
+                device_state::record_meter_in(tx, device, properties, *at).await?;
             }
-            Control::NodeStarted(node, started) => {
+            Report::NodeStarted(node, started) => {
                 self.node_started(tx, node, *started, effects).await?;
             }
         }
@@ -234,7 +235,7 @@ impl Shard {
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
         self.status.nodes[self.idx].learn_node_id(node);
-        let lost = telemetry::node_started_in(tx, node, started).await?;
+        let lost = presence::node_started_in(tx, node, started).await?;
         if !lost.is_empty() {
             tracing::info!(node, devices = lost.len(), %started,
                 "broker node restarted; its earlier devices are offline");
@@ -269,7 +270,7 @@ impl Shard {
             node: Some(&p.node),
             at: p.ts,
         };
-        let changed = telemetry::record_presence_in(tx, &record).await?;
+        let changed = presence::record_presence_in(tx, &record).await?;
         effects.push(Effect::Live(LiveEvent::Presence {
             device: device.to_string(),
             online: p.online,
@@ -312,12 +313,12 @@ async fn state(
     s: &StateReport,
     effects: &mut Vec<Effect>,
 ) -> Result<(), DbError> {
-    let facts = telemetry::DeviceFacts {
+    let facts = device_state::DeviceFacts {
         firmware_version: Some(&s.firmware_version),
         mac_address: s.mac_address.as_deref(),
         serial_number: s.serial_number.as_deref(),
     };
-    telemetry::record_facts_in(tx, device, &facts).await?;
+    device_state::record_facts_in(tx, device, &facts).await?;
     let Some(apps) = s.appliances.as_ref().filter(|a| !a.is_empty()) else {
         return Ok(());
     };
@@ -330,8 +331,14 @@ async fn state(
         .light
         .as_ref()
         .and_then(|v| serde_json::to_value(v).ok());
-    telemetry::record_appliance_states_in(tx, device, aircon.as_ref(), tv.as_ref(), light.as_ref())
-        .await?;
+    device_state::record_appliance_states_in(
+        tx,
+        device,
+        aircon.as_ref(),
+        tv.as_ref(),
+        light.as_ref(),
+    )
+    .await?;
     effects.push(Effect::Live(LiveEvent::ApplianceState {
         device: device.to_string(),
         appliances: serde_json::to_value(apps).unwrap_or_default(),

@@ -1,7 +1,6 @@
-//! Kumo's own `/v1` API: access tokens and command status.
+//! Kumo's `/v1/tokens`: list, create and revoke the caller's access tokens.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -9,7 +8,6 @@ use uuid::Uuid;
 
 use crate::accounts::{self, AccountError};
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
-use crate::commands::{self, Waited};
 use crate::error::{ApiError, ApiResult};
 use crate::form::Form;
 use crate::json::rfc3339;
@@ -111,33 +109,4 @@ pub async fn revoke_token(
         return Err(ApiError::not_found());
     }
     Ok(Json(json!({})))
-}
-
-/// `GET /v1/commands/{id}`: a command's status and result; with
-/// `Prefer: wait=N`, waits up to N seconds for it to become final.
-pub async fn command(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    caller.require(BASIC_READ)?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found())?;
-    let view = match commands::prefer_wait(&headers) {
-        Some(limit) => match state
-            .commands
-            .wait_final(&caller.user_id, id, limit)
-            .await?
-        {
-            Waited::Final(v) | Waited::Pending(v) => v,
-        },
-        None => state
-            .commands
-            .find(&caller.user_id, id)
-            .await?
-            .ok_or_else(ApiError::not_found)?,
-    };
-    serde_json::to_value(view)
-        .map(Json)
-        .map_err(ApiError::internal)
 }
