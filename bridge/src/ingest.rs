@@ -223,3 +223,53 @@ pub async fn ensure_partitions(pool: &Pool) -> Result<(), DbError> {
         .await?;
     Ok(())
 }
+
+/// Which readings [`buckets`] summarises: `[since, to)`, in buckets of
+/// `step_secs` aligned on `from`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    pub step_secs: f64,
+    pub since: OffsetDateTime,
+}
+
+/// One bucket of history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub start: OffsetDateTime,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: i64,
+}
+
+/// A device's readings of `sensor` in `w`, bucketed, oldest first (empty buckets left out).
+pub async fn buckets(
+    pool: &Pool,
+    device: &str,
+    sensor: &str,
+    w: &Window,
+) -> Result<Vec<Bucket>, DbError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT date_bin(make_interval(secs => $5), at, $3) AS bucket,
+                    avg(val), min(val), max(val), count(*)
+             FROM readings
+             WHERE device_id = $1 AND sensor = $2 AND at >= $6 AND at < $4
+             GROUP BY bucket ORDER BY bucket",
+            &[&device, &sensor, &w.from, &w.to, &w.step_secs, &w.since],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Bucket {
+            start: r.get(0),
+            avg: r.get(1),
+            min: r.get(2),
+            max: r.get(3),
+            count: r.get(4),
+        })
+        .collect())
+}

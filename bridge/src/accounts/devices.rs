@@ -142,3 +142,57 @@ pub async fn release_device(
     tx.commit().await?;
     Ok(true)
 }
+
+/// One setting of a device its owner may change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceSetting {
+    Name(String),
+    TemperatureOffset(f64),
+    HumidityOffset(f64),
+}
+
+/// Applies `setting` to `user`'s device `id`; `false` if it is not theirs.
+pub async fn set_device(
+    pool: &Pool,
+    user: &str,
+    id: &str,
+    setting: &DeviceSetting,
+) -> Result<bool, AccountError> {
+    let client = pool.get().await?;
+    let (sql, value): (&str, &(dyn tokio_postgres::types::ToSql + Sync)) = match setting {
+        DeviceSetting::Name(name) => (
+            "UPDATE devices SET name = $3, updated_at = now() WHERE id = $1 AND user_id = $2",
+            name,
+        ),
+        DeviceSetting::TemperatureOffset(v) => (
+            "UPDATE devices SET temperature_offset = $3, updated_at = now()
+             WHERE id = $1 AND user_id = $2",
+            v,
+        ),
+        DeviceSetting::HumidityOffset(v) => (
+            "UPDATE devices SET humidity_offset = $3, updated_at = now()
+             WHERE id = $1 AND user_id = $2",
+            v,
+        ),
+    };
+    Ok(client.execute(sql, &[&id, &user, value]).await? == 1)
+}
+
+/// When `user`'s ownership of `device` began, or `not_before` if later
+/// (`None`: not theirs): what the device recorded before belongs to someone
+/// else. (A first owner's `owner_since` is `-infinity`, hence the `greatest`.)
+pub async fn owned_since(
+    pool: &Pool,
+    user: &str,
+    device: &str,
+    not_before: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, AccountError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT greatest(owner_since, $3) FROM devices WHERE id = $1 AND user_id = $2",
+            &[&device, &user, &not_before],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::api::control::stamped;
+use crate::appliance::store::{self, NewAppliance};
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
 use crate::catalog::{self, ApplianceType, Capabilities};
 use crate::error::{ApiError, ApiResult};
@@ -30,16 +31,10 @@ pub async fn list_on_device(
     Path(device): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_READ)?;
-    let client = state.pool.get().await?;
-    let owned = client
-        .query_opt(
-            "SELECT 1 FROM devices WHERE id = $1 AND user_id = $2",
-            &[&device, &caller.user_id],
-        )
-        .await?;
-    if owned.is_none() {
+    if !store::device_owned(&state.pool, &caller.user_id, &device).await? {
         return Err(ApiError::not_found());
     }
+    let client = state.pool.get().await?;
     let on = views::appliances(&**client, &caller.user_id, Appliances::OnDevice(&device)).await?;
     Ok(Json(Value::Array(on)))
 }
@@ -111,34 +106,21 @@ pub async fn create(
     let (kind, model) = kind_and_model(&form)?;
     let (settings, app_state) = model.map(initial_state).unwrap_or((None, None));
     let id = Uuid::new_v4().to_string();
-    let client = state.pool.get().await?;
-    let n = client
-        .execute(
-            "INSERT INTO appliances (id, user_id, device_id, type, nickname, image, model_id,
-                                     position, settings, state)
-             SELECT $1, $2, d.id, $4, $5, $6, $7,
-                    coalesce((SELECT max(position) + 1 FROM appliances WHERE user_id = $2), 0),
-                    $8, $9
-             FROM devices d WHERE d.id = $3 AND d.user_id = $2",
-            &[
-                &id,
-                &caller.user_id,
-                &device,
-                &kind.as_str(),
-                &nickname,
-                &image,
-                &model.map(|m| m.id),
-                &settings,
-                &app_state,
-            ],
-        )
-        .await?;
-    if n == 0 {
+    let row = NewAppliance {
+        id: &id,
+        device,
+        kind: kind.as_str(),
+        nickname,
+        image,
+        model: model.map(|m| m.id),
+        settings,
+        state: app_state,
+    };
+    if !store::create(&state.pool, &caller.user_id, &row).await? {
         return Err(ApiError::bad_request(format!(
             "no device {device:?} in this account"
         )));
     }
-    drop(client);
     one(&state, &caller, &id).await.map(Json)
 }
 
@@ -151,19 +133,9 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
     let (nickname, image) = form.label_and_image("nickname")?;
-    let client = state.pool.get().await?;
-    let n = client
-        .execute(
-            "UPDATE appliances SET nickname = coalesce($3, nickname), image = coalesce($4, image),
-                 updated_at = now()
-             WHERE id = $1 AND user_id = $2",
-            &[&id, &caller.user_id, &nickname, &image],
-        )
-        .await?;
-    if n == 0 {
+    if !store::relabel(&state.pool, &caller.user_id, &id, nickname, image).await? {
         return Err(ApiError::not_found());
     }
-    drop(client);
     one(&state, &caller, &id).await.map(Json)
 }
 
@@ -175,14 +147,7 @@ pub async fn delete(
     _form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let client = state.pool.get().await?;
-    let n = client
-        .execute(
-            "DELETE FROM appliances WHERE id = $1 AND user_id = $2",
-            &[&id, &caller.user_id],
-        )
-        .await?;
-    if n == 0 {
+    if !store::delete(&state.pool, &caller.user_id, &id).await? {
         return Err(ApiError::not_found());
     }
     Ok(Json(json!({})))
@@ -211,32 +176,10 @@ pub async fn reorder(
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
     let ids = id_list(form.required_nonempty("appliances")?, "appliances")?;
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    let mut owned: Vec<String> = tx
-        .query(
-            "SELECT id FROM appliances WHERE user_id = $1 FOR UPDATE",
-            &[&caller.user_id],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    owned.sort();
-    let mut given = ids.clone();
-    given.sort();
-    if owned != given {
+    if !store::reorder(&state.pool, &caller.user_id, &ids).await? {
         return Err(ApiError::bad_request(
             "appliances must list every appliance of this account exactly once",
         ));
     }
-    tx.execute(
-        "UPDATE appliances a SET position = o.ord - 1
-         FROM unnest($1::text[]) WITH ORDINALITY AS o(id, ord)
-         WHERE a.id = o.id AND a.user_id = $2",
-        &[&ids, &caller.user_id],
-    )
-    .await?;
-    tx.commit().await?;
     Ok(Json(json!({})))
 }

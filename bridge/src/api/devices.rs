@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::accounts::{self, DeviceSetting};
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
 use crate::error::{ApiError, ApiResult};
 use crate::form::Form;
@@ -31,20 +32,16 @@ async fn one(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Json<Valu
         .ok_or_else(ApiError::not_found)
 }
 
-/// Runs `sql` (with `$1` device, `$2` user, `$3` value) and returns the device.
+/// Applies `setting` to the caller's device and returns the device.
 async fn update(
     state: &AppState,
     caller: &Caller,
     id: &str,
-    sql: &str,
-    value: &(dyn tokio_postgres::types::ToSql + Sync),
+    setting: DeviceSetting,
 ) -> ApiResult<Json<Value>> {
-    let client = state.pool.get().await?;
-    let n = client.execute(sql, &[&id, &caller.user_id, value]).await?;
-    if n == 0 {
+    if !accounts::set_device(&state.pool, &caller.user_id, id, &setting).await? {
         return Err(ApiError::not_found());
     }
-    drop(client);
     one(state, caller, id).await
 }
 
@@ -57,14 +54,7 @@ pub async fn rename(
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
     let name = form.required_nonempty("name")?.to_string();
-    update(
-        &state,
-        &caller,
-        &id,
-        "UPDATE devices SET name = $3, updated_at = now() WHERE id = $1 AND user_id = $2",
-        &name,
-    )
-    .await
+    update(&state, &caller, &id, DeviceSetting::Name(name)).await
 }
 
 fn offset(form: &Form) -> ApiResult<f64> {
@@ -84,15 +74,9 @@ pub async fn temperature_offset(
     Path(id): Path<String>,
     form: Form,
 ) -> ApiResult<Json<Value>> {
-    set_offset(
-        &state,
-        &caller,
-        &id,
-        &form,
-        "UPDATE devices SET temperature_offset = $3, updated_at = now()
-         WHERE id = $1 AND user_id = $2",
-    )
-    .await
+    caller.require(BASIC_WRITE)?;
+    let setting = DeviceSetting::TemperatureOffset(offset(&form)?);
+    update(&state, &caller, &id, setting).await
 }
 
 /// `POST /1/devices/{id}/humidity_offset` with `offset`.
@@ -102,28 +86,9 @@ pub async fn humidity_offset(
     Path(id): Path<String>,
     form: Form,
 ) -> ApiResult<Json<Value>> {
-    set_offset(
-        &state,
-        &caller,
-        &id,
-        &form,
-        "UPDATE devices SET humidity_offset = $3, updated_at = now()
-         WHERE id = $1 AND user_id = $2",
-    )
-    .await
-}
-
-/// Validates `offset` from the form and applies `sql` (`$3` is the offset).
-async fn set_offset(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    form: &Form,
-    sql: &'static str,
-) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let v = offset(form)?;
-    update(state, caller, id, sql, &v).await
+    let setting = DeviceSetting::HumidityOffset(offset(&form)?);
+    update(&state, &caller, &id, setting).await
 }
 
 /// `POST /1/devices/{id}/delete`: the device leaves the account with its appliances.
@@ -134,7 +99,7 @@ pub async fn delete(
     _form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    if !crate::accounts::release_device(&state.pool, &id, Some(&caller.user_id)).await? {
+    if !accounts::release_device(&state.pool, &id, Some(&caller.user_id)).await? {
         return Err(ApiError::not_found());
     }
     Ok(Json(json!({})))

@@ -62,14 +62,7 @@ pub async fn detect(
         .ok_or_else(|| ApiError::bad_request("Message is required"))?;
     ir_message(raw, "Message")?;
     if let Some(device) = form.get("Device").filter(|d| !d.is_empty()) {
-        let client = state.pool.get().await?;
-        let owned = client
-            .query_opt(
-                "SELECT 1 FROM devices WHERE id = $1 AND user_id = $2",
-                &[&device, &caller.user_id],
-            )
-            .await?;
-        if owned.is_none() {
+        if !crate::appliance::store::device_owned(&state.pool, &caller.user_id, device).await? {
             return Err(ApiError::bad_request(format!(
                 "no device {device:?} in this account"
             )));

@@ -84,37 +84,27 @@ pub async fn readings(
             "from..to / step gives more than {MAX_BUCKETS} buckets; use a larger step"
         )));
     }
-    let client = state.pool.get().await?;
     // History starts when the caller's ownership did: what the device
     // measured for a previous owner is not the caller's.
-    let owner_since: OffsetDateTime = client
-        .query_opt(
-            "SELECT greatest(owner_since, $3) FROM devices WHERE id = $1 AND user_id = $2",
-            &[&device, &caller.user_id, &from],
-        )
+    let since = crate::accounts::owned_since(&state.pool, &caller.user_id, &device, from)
         .await?
-        .ok_or_else(ApiError::not_found)?
-        .get(0);
-    let step_secs = step as f64;
-    let rows = client
-        .query(
-            "SELECT date_bin(make_interval(secs => $5), at, $3) AS bucket,
-                    avg(val), min(val), max(val), count(*)
-             FROM readings
-             WHERE device_id = $1 AND sensor = $2 AND at >= $6 AND at < $4
-             GROUP BY bucket ORDER BY bucket",
-            &[&device, sensor, &from, &to, &step_secs, &owner_since],
-        )
-        .await?;
-    let buckets: Vec<Value> = rows
-        .iter()
-        .map(|r| {
+        .ok_or_else(ApiError::not_found)?;
+    let window = crate::ingest::Window {
+        from,
+        to,
+        step_secs: step as f64,
+        since,
+    };
+    let buckets: Vec<Value> = crate::ingest::buckets(&state.pool, &device, sensor, &window)
+        .await?
+        .into_iter()
+        .map(|b| {
             json!({
-                "start": rfc3339(r.get(0)),
-                "avg": r.get::<_, f64>(1),
-                "min": r.get::<_, f64>(2),
-                "max": r.get::<_, f64>(3),
-                "count": r.get::<_, i64>(4),
+                "start": rfc3339(b.start),
+                "avg": b.avg,
+                "min": b.min,
+                "max": b.max,
+                "count": b.count,
             })
         })
         .collect();

@@ -13,6 +13,7 @@ use kumo_contract::payload::{IrMessage, PayloadError};
 use crate::api::appliances::id_list;
 use crate::api::dispatch::{dispatch, Dispatch};
 use crate::appliance;
+use crate::appliance::store::{self, SignalRow};
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE, SENDIR};
 use crate::commands::CommandKind;
 use crate::error::{ApiError, ApiResult};
@@ -57,15 +58,15 @@ pub(crate) fn ir_message(raw: &str, field: &str) -> ApiResult<Value> {
 }
 
 async fn owned_appliance(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
-    let client = state.pool.get().await?;
-    client
-        .query_opt(
-            "SELECT 1 FROM appliances WHERE id = $1 AND user_id = $2",
-            &[&id, &caller.user_id],
-        )
-        .await?
-        .map(|_| ())
-        .ok_or_else(ApiError::not_found)
+    if store::appliance_owned(&state.pool, &caller.user_id, id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+fn signal_view(s: SignalRow) -> Value {
+    signal_json(s.id, s.name, s.image)
 }
 
 /// `GET /1/appliances/{id}/signals`.
@@ -76,18 +77,9 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_READ)?;
     owned_appliance(&state, &caller, &appliance).await?;
-    let client = state.pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT id, name, image FROM signals WHERE appliance_id = $1
-             ORDER BY position, created_at, id",
-            &[&appliance],
-        )
-        .await?;
+    let rows = store::signals(&state.pool, &appliance).await?;
     Ok(Json(Value::Array(
-        rows.iter()
-            .map(|r| signal_json(r.get(0), r.get(1), r.get(2)))
-            .collect(),
+        rows.into_iter().map(signal_view).collect(),
     )))
 }
 
@@ -99,21 +91,15 @@ pub async fn create(
     form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let name = form.required_nonempty("name")?.to_string();
-    let image = form.get("image").unwrap_or_default().to_string();
+    let signal = SignalRow {
+        id: Uuid::new_v4().to_string(),
+        name: form.required_nonempty("name")?.to_string(),
+        image: form.get("image").unwrap_or_default().to_string(),
+    };
     let message = ir_message(form.required("message")?, "message")?;
     owned_appliance(&state, &caller, &appliance).await?;
-    let id = Uuid::new_v4().to_string();
-    let client = state.pool.get().await?;
-    client
-        .execute(
-            "INSERT INTO signals (id, appliance_id, name, image, message, position)
-             VALUES ($1, $2, $3, $4, $5,
-                     coalesce((SELECT max(position) + 1 FROM signals WHERE appliance_id = $2), 0))",
-            &[&id, &appliance, &name, &image, &message],
-        )
-        .await?;
-    Ok(Json(signal_json(id, name, image)))
+    store::create_signal(&state.pool, &appliance, &signal, &message).await?;
+    Ok(Json(signal_view(signal)))
 }
 
 /// `POST /1/signals/{id}`: `name`, `image`.
@@ -125,19 +111,10 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
     let (name, image) = form.label_and_image("name")?;
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "UPDATE signals s SET name = coalesce($3, s.name), image = coalesce($4, s.image),
-                 updated_at = now()
-             FROM appliances a
-             WHERE s.id = $1 AND a.id = s.appliance_id AND a.user_id = $2
-             RETURNING s.id, s.name, s.image",
-            &[&id, &caller.user_id, &name, &image],
-        )
+    store::relabel_signal(&state.pool, &caller.user_id, &id, name, image)
         .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(Json(signal_json(row.get(0), row.get(1), row.get(2))))
+        .map(|s| Json(signal_view(s)))
+        .ok_or_else(ApiError::not_found)
 }
 
 /// `POST /1/signals/{id}/delete`.
@@ -148,15 +125,7 @@ pub async fn delete(
     _form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
-    let client = state.pool.get().await?;
-    let n = client
-        .execute(
-            "DELETE FROM signals s USING appliances a
-             WHERE s.id = $1 AND a.id = s.appliance_id AND a.user_id = $2",
-            &[&id, &caller.user_id],
-        )
-        .await?;
-    if n == 0 {
+    if !store::delete_signal(&state.pool, &caller.user_id, &id).await? {
         return Err(ApiError::not_found());
     }
     Ok(Json(json!({})))
@@ -172,33 +141,11 @@ pub async fn reorder(
     caller.require(BASIC_WRITE)?;
     let ids = id_list(form.required_nonempty("signals")?, "signals")?;
     owned_appliance(&state, &caller, &appliance).await?;
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    let mut owned: Vec<String> = tx
-        .query(
-            "SELECT id FROM signals WHERE appliance_id = $1 FOR UPDATE",
-            &[&appliance],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    owned.sort();
-    let mut given = ids.clone();
-    given.sort();
-    if owned != given {
+    if !store::reorder_signals(&state.pool, &appliance, &ids).await? {
         return Err(ApiError::bad_request(
             "signals must list every signal of this appliance exactly once",
         ));
     }
-    tx.execute(
-        "UPDATE signals s SET position = o.ord - 1
-         FROM unnest($1::text[]) WITH ORDINALITY AS o(id, ord)
-         WHERE s.id = o.id AND s.appliance_id = $2",
-        &[&ids, &appliance],
-    )
-    .await?;
-    tx.commit().await?;
     Ok(Json(json!({})))
 }
 

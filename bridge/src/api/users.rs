@@ -4,33 +4,29 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::accounts::{self, Profile, ProfileChange};
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
 use crate::error::{ApiError, ApiResult};
 use crate::form::Form;
 use crate::state::AppState;
 
-const SELECT: &str =
-    "SELECT id, nickname, temp_unit, distance_unit, country FROM users WHERE id = $1";
-
-fn user_json(r: &tokio_postgres::Row) -> Value {
+fn user_json(p: Profile) -> Value {
     json!({
-        "id": r.get::<_, String>(0),
-        "nickname": r.get::<_, String>(1),
-        "temp_unit": r.get::<_, String>(2),
-        "distance_unit": r.get::<_, String>(3),
-        "country": r.get::<_, String>(4),
+        "id": p.id,
+        "nickname": p.nickname,
+        "temp_unit": p.temp_unit,
+        "distance_unit": p.distance_unit,
+        "country": p.country,
     })
 }
 
 /// `GET /1/users/me`.
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(BASIC_READ)?;
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(SELECT, &[&caller.user_id])
+    let p = accounts::profile(&state.pool, &caller.user_id)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    Ok(Json(user_json(&row)))
+    Ok(Json(user_json(p)))
 }
 
 /// `POST /1/users/me`: `nickname`, `temp_unit` (c|f), `distance_unit`
@@ -62,24 +58,14 @@ pub async fn update_me(
         ));
     }
     let country = country.map(str::to_ascii_uppercase);
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "UPDATE users SET nickname = coalesce($2, nickname),
-                 temp_unit = coalesce($3, temp_unit),
-                 distance_unit = coalesce($4, distance_unit),
-                 country = coalesce($5, country), updated_at = now()
-             WHERE id = $1
-             RETURNING id, nickname, temp_unit, distance_unit, country",
-            &[
-                &caller.user_id,
-                &nickname,
-                &temp_unit,
-                &distance_unit,
-                &country,
-            ],
-        )
+    let change = ProfileChange {
+        nickname,
+        temp_unit,
+        distance_unit,
+        country: country.as_deref(),
+    };
+    let p = accounts::update_profile(&state.pool, &caller.user_id, &change)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    Ok(Json(user_json(&row)))
+    Ok(Json(user_json(p)))
 }

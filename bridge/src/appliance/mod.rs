@@ -12,6 +12,8 @@ use kumo_contract::payload::{Action, IrMessage};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub mod store;
+
 use crate::catalog::{self, ApplianceType};
 use crate::commands::CommandKind;
 use crate::db::{db_error_from, DbError};
@@ -240,17 +242,9 @@ pub async fn signal_command(
     user_id: &str,
     id: &str,
 ) -> Result<SignalCommand, ControlError> {
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT a.device_id, a.id, s.message FROM signals s
-             JOIN appliances a ON a.id = s.appliance_id
-             WHERE s.id = $1 AND a.user_id = $2",
-            &[&id, &user_id],
-        )
+    let (device, appliance, message) = store::signal_for_sending(pool, user_id, id)
         .await?
         .ok_or_else(|| ControlError::NoSignal(id.to_string()))?;
-    let message: Value = row.get(2);
     let message: IrMessage = serde_json::from_value(message)
         .map_err(|e| ControlError::Invalid(format!("stored signal {id} is unreadable: {e}")))?;
     let action = Action::Signal {
@@ -258,8 +252,8 @@ pub async fn signal_command(
         message,
     };
     Ok(SignalCommand {
-        device: row.get(0),
-        appliance: row.get(1),
+        device,
+        appliance,
         payload: serde_json::to_value(&action).unwrap_or(Value::Null),
     })
 }
