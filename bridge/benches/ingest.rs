@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use kumo_bridge::ingest::{IngestOptions, Reading, ReadingWriter};
+use kumo_contract::DeviceId;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +50,8 @@ async fn main() {
             for i in (p..total).step_by(producers) {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let reading = Reading {
-                    device_id: format!("dev-{}", i % devices),
+                    device_id: DeviceId::parse(format!("dev-{}", i % devices))
+                        .expect("a valid device id"),
                     sensor: sensors[i % sensors.len()].into(),
                     val: (i % 400) as f64 / 10.0,
                     at: base + time::Duration::milliseconds(i as i64),

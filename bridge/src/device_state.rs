@@ -7,6 +7,8 @@
 use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
 
+use kumo_contract::DeviceId;
+
 use crate::db::DbError;
 
 /// What a device reports about itself in its retained `state`.
@@ -20,7 +22,7 @@ pub struct DeviceFacts<'a> {
 /// Stores the facts a device reported; absent ones keep their value.
 pub async fn record_facts(
     pool: &Pool,
-    device_id: &str,
+    device_id: &DeviceId,
     facts: &DeviceFacts<'_>,
 ) -> Result<(), DbError> {
     record_facts_in(&pool.get().await?, device_id, facts).await
@@ -29,7 +31,7 @@ pub async fn record_facts(
 /// [`record_facts`] on the caller's connection or transaction.
 pub async fn record_facts_in(
     client: &impl GenericClient,
-    device_id: &str,
+    device_id: &DeviceId,
     facts: &DeviceFacts<'_>,
 ) -> Result<(), DbError> {
     if *facts == DeviceFacts::default() {
@@ -49,7 +51,7 @@ pub async fn record_facts_in(
         .execute(
             &update,
             &[
-                &device_id,
+                &device_id.as_str(),
                 &facts.firmware_version,
                 &facts.mac_address,
                 &facts.serial_number,
@@ -64,7 +66,7 @@ pub async fn record_facts_in(
 /// What the device holds is the truth; absent parts keep their value.
 pub async fn record_appliance_states(
     pool: &Pool,
-    device_id: &str,
+    device_id: &DeviceId,
     aircon: Option<&serde_json::Value>,
     tv: Option<&serde_json::Value>,
     light: Option<&serde_json::Value>,
@@ -78,7 +80,7 @@ pub async fn record_appliance_states(
 /// compared without their `updated_at`) are not rewritten.
 pub async fn record_appliance_states_in(
     client: &impl GenericClient,
-    device_id: &str,
+    device_id: &DeviceId,
     aircon: Option<&serde_json::Value>,
     tv: Option<&serde_json::Value>,
     light: Option<&serde_json::Value>,
@@ -117,7 +119,7 @@ pub async fn record_appliance_states_in(
         )
         .await?;
     client
-        .execute(&update, &[&device_id, &settings, &tv, &light])
+        .execute(&update, &[&device_id.as_str(), &settings, &tv, &light])
         .await?;
     Ok(())
 }
@@ -139,7 +141,7 @@ pub fn meter_property_name(epc: u8) -> &'static str {
 /// Stores the newest value of each reported meter property.
 pub async fn record_meter(
     pool: &Pool,
-    device_id: &str,
+    device_id: &DeviceId,
     properties: &[(u8, String)],
     at: OffsetDateTime,
 ) -> Result<(), DbError> {
@@ -149,7 +151,7 @@ pub async fn record_meter(
 /// [`record_meter`] on the caller's connection or transaction.
 pub async fn record_meter_in(
     client: &impl GenericClient,
-    device_id: &str,
+    device_id: &DeviceId,
     properties: &[(u8, String)],
     at: OffsetDateTime,
 ) -> Result<(), DbError> {
@@ -171,7 +173,7 @@ pub async fn record_meter_in(
         )
         .await?;
     client
-        .execute(&upsert, &[&device_id, &epcs, &names, &vals, &at])
+        .execute(&upsert, &[&device_id.as_str(), &epcs, &names, &vals, &at])
         .await?;
     Ok(())
 }

@@ -15,6 +15,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use kumo_contract::DeviceId;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -29,7 +30,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// One sensor or meter value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
-    pub device_id: String,
+    pub device_id: DeviceId,
     /// `te`, `hu`, `il`, `mo`, or a meter quantity (`power`, `energy`).
     pub sensor: String,
     pub val: f64,

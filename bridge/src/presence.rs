@@ -10,12 +10,14 @@
 use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
 
+use kumo_contract::DeviceId;
+
 use crate::db::DbError;
 
 /// A device's connection state as its broker node announced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence<'a> {
-    pub device_id: &'a str,
+    pub device_id: &'a DeviceId,
     pub online: bool,
     /// The node holding the connection.
     pub node: Option<&'a str>,
@@ -44,7 +46,7 @@ pub async fn record_presence_in(
         )
         .await?;
     let row = client
-        .query_opt(&update, &[&p.device_id, &p.online, &p.node, &p.at])
+        .query_opt(&update, &[&p.device_id.as_str(), &p.online, &p.node, &p.at])
         .await?;
     Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0)))
 }

@@ -5,6 +5,7 @@
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kumo_contract::DeviceId;
 use serde_json::Value;
 
 use crate::auth::Caller;
@@ -14,7 +15,7 @@ use crate::state::AppState;
 
 /// What to send to which device, and the body to answer with on success.
 pub(crate) struct Dispatch<'a> {
-    pub device: &'a str,
+    pub device: &'a DeviceId,
     pub appliance: Option<&'a str>,
     pub kind: CommandKind,
     pub payload: Value,

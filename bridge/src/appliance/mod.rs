@@ -9,6 +9,7 @@
 use deadpool_postgres::Pool;
 use kumo_contract::appliance::{AirconPatch, AirconState, LightState, Model, Refusal, TvState};
 use kumo_contract::payload::{Action, IrMessage};
+use kumo_contract::DeviceId;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -58,7 +59,7 @@ fn rest_message(r: &Refusal) -> String {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub id: String,
-    pub device: String,
+    pub device: DeviceId,
     pub kind: ApplianceType,
     pub model: Option<&'static Model>,
     settings: Option<Value>,
@@ -80,7 +81,7 @@ pub async fn target_of(pool: &Pool, user_id: &str, id: &str) -> Result<Target, C
         .ok_or_else(|| ControlError::NoAppliance(id.to_string()))?;
     Ok(Target {
         id: id.to_string(),
-        device: r.get(0),
+        device: stored_device(r.get(0))?,
         kind: ApplianceType::parse(&r.get::<_, String>(1)).unwrap_or(ApplianceType::Ir),
         model: r
             .get::<_, Option<String>>(2)
@@ -228,10 +229,15 @@ fn stored<T: DeserializeOwned>(v: Option<&Value>) -> Option<T> {
     serde_json::from_value(v).ok()
 }
 
+/// A device id read back from the database (valid when it was written).
+fn stored_device(id: String) -> Result<DeviceId, ControlError> {
+    DeviceId::parse(id).map_err(|e| ControlError::Invalid(format!("stored device id: {e}")))
+}
+
 /// The IR command that sends a learned signal.
 #[derive(Debug, Clone)]
 pub struct SignalCommand {
-    pub device: String,
+    pub device: DeviceId,
     pub appliance: String,
     pub payload: Value,
 }
@@ -252,7 +258,7 @@ pub async fn signal_command(
         message,
     };
     Ok(SignalCommand {
-        device,
+        device: stored_device(device)?,
         appliance,
         payload: serde_json::to_value(&action).unwrap_or(Value::Null),
     })

@@ -11,6 +11,7 @@
 //! ([`CommandLog::mark_sent_many`]). Statements are prepared once per connection.
 
 use deadpool_postgres::GenericClient;
+use kumo_contract::DeviceId;
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -80,7 +81,10 @@ impl Finished {
 impl CommandLog {
     /// Queued, unexpired commands for `device_id`, oldest first: what to
     /// deliver when its presence turns online.
-    pub async fn pending_for_device(&self, device_id: &str) -> Result<Vec<QueuedCommand>, DbError> {
+    pub async fn pending_for_device(
+        &self,
+        device_id: &DeviceId,
+    ) -> Result<Vec<QueuedCommand>, DbError> {
         let client = self.pool.get().await?;
         let select = client
             .prepare_cached(
@@ -89,13 +93,13 @@ impl CommandLog {
                  ORDER BY created_at, id",
             )
             .await?;
-        let rows = client.query(&select, &[&device_id]).await?;
+        let rows = client.query(&select, &[&device_id.as_str()]).await?;
         Ok(rows
             .iter()
             .filter_map(|r| {
                 Some(QueuedCommand {
                     id: r.get(0),
-                    device_id: device_id.to_string(),
+                    device_id: device_id.clone(),
                     kind: CommandKind::parse(r.get(1))?,
                     payload: r.get(2),
                     expires_at: r.get(3),
@@ -216,7 +220,7 @@ impl CommandLog {
     /// nothing: unknown id, another device's command, or already final.
     pub async fn complete(
         &self,
-        device_id: &str,
+        device_id: &DeviceId,
         id: Uuid,
         ack: Ack,
     ) -> Result<Option<Completed>, DbError> {
@@ -239,7 +243,7 @@ impl CommandLog {
     pub async fn complete_in(
         &self,
         tx: &impl GenericClient,
-        device_id: &str,
+        device_id: &DeviceId,
         id: Uuid,
         ack: &Ack,
     ) -> Result<Option<Finished>, DbError> {
@@ -282,7 +286,7 @@ impl CommandLog {
         let now = rfc3339(OffsetDateTime::now_utc());
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &id,
-            &device_id,
+            &device_id.as_str(),
             &status.as_str(),
             &ack.result,
             &ack.error,
@@ -356,7 +360,8 @@ impl CommandLog {
 fn queued_from_row(r: &tokio_postgres::Row) -> Option<QueuedCommand> {
     Some(QueuedCommand {
         id: r.get(0),
-        device_id: r.get(1),
+        // Stored ids were valid when written; one that is not is skipped.
+        device_id: DeviceId::parse(r.get::<_, String>(1)).ok()?,
         kind: CommandKind::parse(r.get(2))?,
         payload: r.get(3),
         expires_at: r.get(4),

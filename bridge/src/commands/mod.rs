@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use kumo_contract::DeviceId;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -106,7 +107,7 @@ impl CommandStatus {
 #[derive(Debug, Clone)]
 pub struct QueuedCommand {
     pub id: Uuid,
-    pub device_id: String,
+    pub device_id: DeviceId,
     pub kind: CommandKind,
     pub payload: Value,
     pub expires_at: OffsetDateTime,
@@ -136,7 +137,7 @@ impl CommandSink for NoDelivery {
 #[derive(Debug, Clone)]
 pub struct NewCommand<'a> {
     pub user_id: &'a str,
-    pub device_id: &'a str,
+    pub device_id: &'a DeviceId,
     pub appliance_id: Option<&'a str>,
     pub kind: CommandKind,
     pub payload: Value,
@@ -257,7 +258,7 @@ impl CommandLog {
                 &insert,
                 &[
                     &id,
-                    &cmd.device_id,
+                    &cmd.device_id.as_str(),
                     &cmd.user_id,
                     &cmd.appliance_id,
                     &cmd.kind.as_str(),
@@ -275,14 +276,14 @@ impl CommandLog {
             let watch = watch.then(|| self.waiters.watch(id));
             self.announce(
                 id,
-                cmd.device_id,
+                cmd.device_id.as_str(),
                 Some(cmd.user_id),
                 cmd.appliance_id,
                 CommandStatus::Queued,
             );
             self.sink.announce(&QueuedCommand {
                 id,
-                device_id: cmd.device_id.to_string(),
+                device_id: cmd.device_id.clone(),
                 kind: cmd.kind,
                 payload: cmd.payload,
                 expires_at,
@@ -297,7 +298,7 @@ impl CommandLog {
             )
             .await?;
         let (device, payload): (String, Value) = (earlier.get(1), earlier.get(2));
-        if device != cmd.device_id || payload != cmd.payload {
+        if device != cmd.device_id.as_str() || payload != cmd.payload {
             return Err(ApiError::conflict(
                 "this Idempotency-Key was already used for a different command",
             ));

@@ -157,14 +157,14 @@ impl Router {
         if cmd.expires_at <= OffsetDateTime::now_utc() {
             return;
         }
-        let node = match self.affinity.find(&cmd.device_id) {
+        let node = match self.affinity.find(cmd.device_id.as_str()) {
             Whereabouts::Online(node) => node,
             Whereabouts::Offline => {
                 tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id,
                     "device offline; command stays queued");
                 return;
             }
-            Whereabouts::Unknown if ask_db && self.online_in_db(&cmd.device_id).await => 0,
+            Whereabouts::Unknown if ask_db && self.online_in_db(cmd.device_id.as_str()).await => 0,
             Whereabouts::Unknown => return,
         };
         let Some(publisher) = self.publishers.get(node) else {
@@ -205,7 +205,7 @@ impl Router {
             {
                 Ok(due) => {
                     for cmd in due {
-                        if let Whereabouts::Online(_) = self.affinity.find(&cmd.device_id) {
+                        if let Whereabouts::Online(_) = self.affinity.find(cmd.device_id.as_str()) {
                             tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id,
                                 "resending an unacknowledged command");
                             self.dispatch(cmd, false).await;

@@ -120,14 +120,13 @@ impl Inbound {
         let Some((device, leaf)) = parse_device_topic(&p.topic) else {
             return Err(PayloadError::Range("not a device topic".into()));
         };
-        let device = device.as_str().to_string();
         let body = &p.payload[..];
         let mut waits = Vec::new();
         let control = match leaf {
             Leaf::Sensor(sensor) => {
                 let (val, at) = payload::sensor(body, now)?;
                 self.live.publish(LiveEvent::Reading {
-                    device: device.clone(),
+                    device: device.to_string(),
                     sensor: sensor.code().to_string(),
                     val,
                     at,
@@ -144,7 +143,7 @@ impl Inbound {
                 let m = payload::meter(body, now)?;
                 for (sensor, val) in &m.readings {
                     self.live.publish(LiveEvent::Reading {
-                        device: device.clone(),
+                        device: device.to_string(),
                         sensor: (*sensor).to_string(),
                         val: *val,
                         at: m.at,

@@ -289,7 +289,7 @@ mod tests {
     fn commands_carry_id_type_and_the_stored_payload() {
         let cmd = QueuedCommand {
             id: Uuid::new_v4(),
-            device_id: "remo-1".into(),
+            device_id: kumo_contract::DeviceId::parse("remo-1").unwrap(),
             kind: CommandKind::Aircon,
             payload: json!({"settings": {"temp": "26"}}),
             expires_at: NOW,

@@ -28,6 +28,8 @@ use super::node::NodeContext;
 use super::payload::{Presence as PresenceReport, StateReport};
 use super::MqttStatus;
 use crate::commands::{Ack, CommandLog, Finished};
+use kumo_contract::DeviceId;
+
 use crate::db::DbError;
 use crate::device_state;
 use crate::live::LiveEvent;
@@ -42,10 +44,10 @@ const MAX_BATCH: usize = 256;
 
 /// What the control side applies, per device.
 pub(crate) enum Report {
-    Presence(String, PresenceReport),
-    State(String, Box<StateReport>),
-    Ack(String, Uuid, Ack),
-    Meter(String, Vec<(u8, String)>, OffsetDateTime),
+    Presence(DeviceId, PresenceReport),
+    State(DeviceId, Box<StateReport>),
+    Ack(DeviceId, Uuid, Ack),
+    Meter(DeviceId, Vec<(u8, String)>, OffsetDateTime),
     /// A node (named) started at this time: devices it announced earlier are gone.
     NodeStarted(String, OffsetDateTime),
 }
@@ -57,8 +59,8 @@ impl Report {
             Self::Presence(d, _)
             | Self::State(d, _)
             | Self::Ack(d, _, _)
-            | Self::Meter(d, _, _)
-            | Self::NodeStarted(d, _) => d,
+            | Self::Meter(d, _, _) => d.as_str(),
+            Self::NodeStarted(node, _) => node,
         }
     }
 }
@@ -255,12 +257,15 @@ impl Shard {
     async fn presence(
         &self,
         tx: &impl GenericClient,
-        device: &str,
+        device: &DeviceId,
         p: &PresenceReport,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
         self.status.nodes[self.idx].learn_node_id(&p.node);
-        if !self.affinity.record(device, self.idx, p.online, p.ts) {
+        if !self
+            .affinity
+            .record(device.as_str(), self.idx, p.online, p.ts)
+        {
             return Ok(());
         }
         let since = OffsetDateTime::now_utc();
@@ -309,7 +314,7 @@ impl Shard {
 /// A device's retained state: its facts and its appliances' states.
 async fn state(
     tx: &impl GenericClient,
-    device: &str,
+    device: &DeviceId,
     s: &StateReport,
     effects: &mut Vec<Effect>,
 ) -> Result<(), DbError> {

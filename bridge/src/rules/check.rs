@@ -8,6 +8,7 @@
 //! an id that does not exist and one that belongs to another account.
 
 use deadpool_postgres::Pool;
+use kumo_contract::DeviceId;
 use kumo_rules::{ApplianceCommand, Condition, Rule, Trigger};
 use serde_json::Value;
 
@@ -18,7 +19,7 @@ use crate::error::{ApiError, ApiResult};
 /// A rule command, validated and built like its REST endpoint builds it.
 #[derive(Debug, Clone)]
 pub struct PlannedCommand {
-    pub device: String,
+    pub device: DeviceId,
     pub appliance: String,
     pub kind: CommandKind,
     pub payload: Value,

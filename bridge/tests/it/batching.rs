@@ -97,7 +97,11 @@ async fn sends_recorded_together_count_one_attempt_each_and_skip_final_commands(
         error: None,
         state: None,
     };
-    assert!(log.complete("remo-1", ids[2], ack).await.unwrap().is_some());
+    assert!(log
+        .complete(&crate::common::dev("remo-1"), ids[2], ack)
+        .await
+        .unwrap()
+        .is_some());
 
     let marked = log.mark_sent_many(&ids, Some("node-a")).await.unwrap();
     assert_eq!(marked.sent, 2, "the acked one stays acked");
@@ -148,10 +152,11 @@ async fn a_repeated_state_report_does_not_rewrite_the_appliance() {
             .unwrap();
         (r.get::<_, String>(0), r.get::<_, String>(1))
     };
+    let remo = crate::common::dev("remo-1");
     let report = || {
         kumo_bridge::device_state::record_appliance_states(
             &h.pool,
-            "remo-1",
+            &remo,
             Some(&settings),
             None,
             Some(&state),
@@ -165,7 +170,7 @@ async fn a_repeated_state_report_does_not_rewrite_the_appliance() {
     let dimmed = json!({"power": "on", "brightness": "50", "last_button": "bright-down"});
     kumo_bridge::device_state::record_appliance_states(
         &h.pool,
-        "remo-1",
+        &crate::common::dev("remo-1"),
         None,
         None,
         Some(&dimmed),

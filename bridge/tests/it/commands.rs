@@ -40,23 +40,40 @@ async fn an_ack_moves_the_command_to_acked_and_confirms_the_settings() {
         )
         .await;
     let id = r.command_id();
-    let pending = log.pending_for_device("remo-1").await.unwrap();
+    let pending = log
+        .pending_for_device(&crate::common::dev("remo-1"))
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, id);
     assert!(log.mark_sent(id, Some("node-a")).await.unwrap());
     let c = h.get(&format!("/v1/commands/{id}")).await.ok();
     assert_eq!(c["status"], "sent");
     assert!(c["sent_at"].is_string());
-    assert!(log.pending_for_device("remo-1").await.unwrap().is_empty());
+    assert!(log
+        .pending_for_device(&crate::common::dev("remo-1"))
+        .await
+        .unwrap()
+        .is_empty());
 
     assert!(
-        log.complete("remo-2", id, ok()).await.unwrap().is_none(),
+        log.complete(&crate::common::dev("remo-2"), id, ok())
+            .await
+            .unwrap()
+            .is_none(),
         "another device's ack"
     );
-    let done = log.complete("remo-1", id, ok()).await.unwrap().unwrap();
+    let done = log
+        .complete(&crate::common::dev("remo-1"), id, ok())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(done.status, CommandStatus::Acked);
     assert!(
-        log.complete("remo-1", id, ok()).await.unwrap().is_none(),
+        log.complete(&crate::common::dev("remo-1"), id, ok())
+            .await
+            .unwrap()
+            .is_none(),
         "duplicate ack"
     );
     assert!(
@@ -91,7 +108,7 @@ async fn a_failure_ack_leaves_the_state_unconfirmed() {
         state: None,
     };
     assert_eq!(
-        log.complete("remo-1", id, failed)
+        log.complete(&crate::common::dev("remo-1"), id, failed)
             .await
             .unwrap()
             .unwrap()
@@ -107,7 +124,9 @@ async fn a_failure_ack_leaves_the_state_unconfirmed() {
     let r = h
         .post(&format!("/1/appliances/{light}/light"), &[("button", "on")])
         .await;
-    log.complete("remo-1", r.command_id(), ok()).await.unwrap();
+    log.complete(&crate::common::dev("remo-1"), r.command_id(), ok())
+        .await
+        .unwrap();
     let a = h.get("/1/devices/remo-1/appliances").await.ok();
     assert_eq!(a[1]["light"]["state"]["power"], "on");
     h.stop().await;
@@ -121,10 +140,17 @@ async fn wait_mode_returns_once_the_device_acks() {
         let log = log.clone();
         async move {
             loop {
-                if let Some(c) = log.pending_for_device("remo-1").await.unwrap().pop() {
+                if let Some(c) = log
+                    .pending_for_device(&crate::common::dev("remo-1"))
+                    .await
+                    .unwrap()
+                    .pop()
+                {
                     log.mark_sent(c.id, None).await.unwrap();
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    log.complete("remo-1", c.id, ok()).await.unwrap();
+                    log.complete(&crate::common::dev("remo-1"), c.id, ok())
+                        .await
+                        .unwrap();
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -160,14 +186,21 @@ async fn wait_mode_reports_a_device_failure_as_502001() {
         let log = log.clone();
         async move {
             loop {
-                if let Some(c) = log.pending_for_device("remo-1").await.unwrap().pop() {
+                if let Some(c) = log
+                    .pending_for_device(&crate::common::dev("remo-1"))
+                    .await
+                    .unwrap()
+                    .pop()
+                {
                     let nack = Ack {
                         ok: false,
                         result: None,
                         error: Some("no such code".into()),
                         state: None,
                     };
-                    log.complete("remo-1", c.id, nack).await.unwrap();
+                    log.complete(&crate::common::dev("remo-1"), c.id, nack)
+                        .await
+                        .unwrap();
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -199,7 +199,7 @@ async fn facts_a_device_reports_show_in_the_device_list() {
         mac_address: Some("aa:bb:cc:00:11:22"),
         serial_number: None,
     };
-    kumo_bridge::device_state::record_facts(&h.pool, "remo-1", &facts)
+    kumo_bridge::device_state::record_facts(&h.pool, &crate::common::dev("remo-1"), &facts)
         .await
         .unwrap();
     let d = h.get("/1/devices").await.ok()[0].clone();

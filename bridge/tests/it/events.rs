@@ -337,7 +337,10 @@ async fn a_command_sent_through_rest_shows_each_status_change_on_the_stream() {
         error: None,
         state: None,
     };
-    log.complete("remo-1", id, ack).await.unwrap().unwrap();
+    log.complete(&crate::common::dev("remo-1"), id, ack)
+        .await
+        .unwrap()
+        .unwrap();
     let frames = sse.take(3).await;
     let statuses: Vec<_> = frames.iter().map(|f| f.data["status"].clone()).collect();
     assert_eq!(statuses, [json!("queued"), json!("sent"), json!("acked")]);

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 fn reading(device: &str, sensor: &str, val: f64, at: OffsetDateTime) -> Reading {
     Reading {
-        device_id: device.into(),
+        device_id: crate::common::dev(device),
         sensor: sensor.into(),
         val,
         at,
@@ -241,7 +241,7 @@ async fn presence_updates_online_and_reports_the_transition() {
     h.add_device("remo-1", DeviceKind::Remo).await;
     let t = OffsetDateTime::now_utc();
     let up = Presence {
-        device_id: "remo-1",
+        device_id: &crate::common::dev("remo-1"),
         online: true,
         node: Some("node-a"),
         at: t,
@@ -253,7 +253,7 @@ async fn presence_updates_online_and_reports_the_transition() {
     );
     assert_eq!(h.get("/1/devices").await.ok()[0]["online"], true);
     let stale = Presence {
-        device_id: "remo-1",
+        device_id: &crate::common::dev("remo-1"),
         online: false,
         node: None,
         at: t - time::Duration::minutes(1),
@@ -265,7 +265,7 @@ async fn presence_updates_online_and_reports_the_transition() {
         "stale news is ignored"
     );
     let down = Presence {
-        device_id: "remo-1",
+        device_id: &crate::common::dev("remo-1"),
         online: false,
         node: None,
         at: t + time::Duration::seconds(1),
@@ -282,7 +282,7 @@ async fn meter_properties_show_up_in_the_smart_meter_appliance() {
     let at = datetime!(2024-05-01 09:30:00 UTC);
     record_meter(
         &h.pool,
-        "meter-1",
+        &crate::common::dev("meter-1"),
         &[(0xE7, "512".into()), (0xD3, "1".into())],
         at,
     )

@@ -261,3 +261,8 @@ impl Harness {
         }
     }
 }
+
+/// A device id the tests know to be valid.
+pub fn dev(id: &str) -> DeviceId {
+    DeviceId::parse(id).expect("a valid device id")
+}
