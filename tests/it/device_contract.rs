@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::common::http::{enc, eventually, http, http_json, Reply};
-use crate::common::{address, kumo, kumo_ok, temp_data_dir, KillOnDrop, Up};
+use crate::common::{address, kumo_ok, sim_process, temp_data_dir, KillOnDrop, Up};
 use kumo_contract::appliance::{Capabilities, MODELS};
 use serde_json::{json, Value};
 
@@ -83,23 +83,7 @@ impl Stack {
                 }
             }
         });
-        let sim = KillOnDrop(
-            kumo(&data)
-                .env("KUMO__SIM__METER_FRACTION", "0")
-                .env("KUMO__SIM__REPORT_INTERVAL_MS", "1000")
-                .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
-                .args([
-                    "sim",
-                    "--devices",
-                    "1",
-                    "--nodes",
-                    &format!("127.0.0.1:{port}"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn kumo sim"),
-        );
+        let sim = sim_process(&data, &format!("127.0.0.1:{port}"));
         let s = Stack {
             _tmp: tmp,
             _up: up,

@@ -8,7 +8,7 @@
 use std::process::Stdio;
 
 use crate::common::http::{eventually, http, Reply};
-use crate::common::{address, kumo, kumo_ok, temp_data_dir, KillOnDrop, Up};
+use crate::common::{address, kumo, kumo_ok, sim_process, temp_data_dir, KillOnDrop, Up};
 
 /// Adds a catalogue light to `sim-000000` and presses "on", waiting up to
 /// 20 s for the device; returns the appliance id and the answer.
@@ -72,23 +72,7 @@ fn a_light_command_travels_from_rest_to_a_simulated_device_and_its_ack_comes_bac
         ],
     );
 
-    let _sim = KillOnDrop(
-        kumo(&data)
-            .env("KUMO__SIM__METER_FRACTION", "0")
-            .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")
-            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
-            .args([
-                "sim",
-                "--devices",
-                "1",
-                "--nodes",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn kumo sim"),
-    );
+    let _sim = sim_process(&data, &format!("127.0.0.1:{port}"));
 
     eventually("the device online with a temperature reading", 60, || {
         let r = http(&bridge, "GET", "/1/devices", &token, &[], "");
@@ -146,21 +130,6 @@ fn broker_process(data: &std::path::Path, addr: &str) -> KillOnDrop {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn kumo broker"),
-    )
-}
-
-/// One simulated device, `sim-000000`, on the node at `addr`.
-fn sim_process(data: &std::path::Path, addr: &str) -> KillOnDrop {
-    KillOnDrop(
-        kumo(data)
-            .env("KUMO__SIM__METER_FRACTION", "0")
-            .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")
-            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
-            .args(["sim", "--devices", "1", "--nodes", addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn kumo sim"),
     )
 }
 

@@ -181,3 +181,19 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// One simulated IR hub, `sim-000000`, from `kumo sim` on the node at
+/// `addr`, reporting every 500 ms; killed when dropped.
+pub fn sim_process(data: &Path, addr: &str) -> KillOnDrop {
+    KillOnDrop(
+        kumo(data)
+            .env("KUMO__SIM__METER_FRACTION", "0")
+            .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")
+            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
+            .args(["sim", "--devices", "1", "--nodes", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kumo sim"),
+    )
+}
