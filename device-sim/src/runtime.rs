@@ -60,17 +60,20 @@ pub fn now_ms() -> u64 {
 pub async fn run(mut dev: Device, shared: Arc<Shared>) {
     let s = &shared.settings;
     let stats = &shared.stats;
-    let node = s.node_for(dev.index).to_owned();
-    let Ok((host, port)) = split_host_port(&node) else {
-        return; // validated before any device starts
-    };
     let mut burst = shared.burst.clone();
     let mut attempt: u32 = 0;
     let mut first = true;
+    // Device i starts at node i mod n; after a failed attempt it tries the
+    // next node of the list (failover), and stays wherever it connected.
+    let mut offset: u64 = 0;
     loop {
         if shared.stop.is_cancelled() {
             return;
         }
+        let node = s.node_for(dev.index.wrapping_add(offset)).to_owned();
+        let Ok((host, port)) = split_host_port(&node) else {
+            return; // validated before any device starts
+        };
         let mut link = Link::new(LinkOptions {
             protocol: s.protocol,
             client_id: dev.id.as_str(),
@@ -93,6 +96,10 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
                 stats.failed(e.reason);
                 tracing::debug!(device_id = %dev.id, node = %node, reason = e.reason.as_str(), error = %e.detail, "connect failed");
                 attempt = attempt.saturating_add(1);
+                if s.nodes.len() > 1 {
+                    offset = offset.wrapping_add(1);
+                    stats.failovers.fetch_add(1, Relaxed);
+                }
                 backoff(s, attempt, &mut dev.rng)
             }
             Some(Ok(())) => {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Broker nodes as `host:port`; device *i* uses node *i mod n*. Default `["127.0.0.1:8883"]`.
+    /// Broker nodes as `host:port`; device *i* starts at node *i mod n* and, after a
+    /// failed connection attempt, tries the next one (failover). Default `["127.0.0.1:8883"]`.
     pub nodes: Vec<String>,
     /// Devices to simulate. Default 10.
     pub devices: u64,

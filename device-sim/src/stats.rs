@@ -70,6 +70,8 @@ pub struct Stats {
     pub chaos_disconnects: AtomicU64,
     pub chaos_kills: AtomicU64,
     pub burst_drops: AtomicU64,
+    /// Connection attempts moved to the next node after a failed one.
+    pub failovers: AtomicU64,
     pub published: AtomicU64,
     pub publish_dropped: AtomicU64,
     pub malformed_sent: AtomicU64,
@@ -105,6 +107,7 @@ impl Stats {
             chaos_disconnects: AtomicU64::new(0),
             chaos_kills: AtomicU64::new(0),
             burst_drops: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
             published: AtomicU64::new(0),
             publish_dropped: AtomicU64::new(0),
             malformed_sent: AtomicU64::new(0),
@@ -182,6 +185,7 @@ impl Stats {
             chaos_disconnects: get(&self.chaos_disconnects),
             chaos_kills: get(&self.chaos_kills),
             burst_drops: get(&self.burst_drops),
+            failovers: get(&self.failovers),
             published,
             publish_dropped: get(&self.publish_dropped),
             malformed_sent: get(&self.malformed_sent),
@@ -272,6 +276,9 @@ pub struct Summary {
     pub chaos_disconnects: u64,
     pub chaos_kills: u64,
     pub burst_drops: u64,
+    /// Connection attempts moved to the next node in the list after a failed one.
+    #[serde(default)]
+    pub failovers: u64,
     pub published: u64,
     /// Publishes dropped because a device's request buffer was full.
     pub publish_dropped: u64,
@@ -326,6 +333,7 @@ impl Summary {
             chaos_disconnects,
             chaos_kills,
             burst_drops,
+            failovers,
             published,
             publish_dropped,
             malformed_sent,

@@ -290,3 +290,40 @@ async fn a_device_enrolled_by_csr_connects_with_its_own_key() {
     let summary = fleet.await.unwrap().unwrap();
     assert_eq!(summary.connected, 2, "{summary:?}");
 }
+
+#[tokio::test]
+async fn a_device_whose_node_is_down_fails_over_to_the_next_node() {
+    let broker = Broker::start_kumo().await;
+    // A port nobody listens on: bound, then released.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let mut sub = broker
+        .subscribe("devices/+/state", "observer-failover")
+        .await;
+    let settings = Settings {
+        // Device 0 starts at the dead node, device 1 at the live one.
+        nodes: vec![dead, broker.node()],
+        meter_fraction: 0.0,
+        ..fleet_settings(&broker, "fo", 2, Protocol::V4)
+    };
+    let (token, fleet) = start(settings, broker.ca_pem());
+    let mut online = BTreeSet::new();
+    while online.len() < 2 {
+        let (topic, _) = sub
+            .wait_for("both devices online", 20, |t, j| {
+                t.ends_with("/state") && j["online"] == true
+            })
+            .await;
+        online.insert(topic);
+    }
+    token.cancel();
+    let s = fleet.await.unwrap().unwrap();
+    assert_eq!(s.ever_connected, 2, "{s:?}");
+    assert!(s.failovers >= 1, "{s:?}");
+    assert!(
+        s.failures.values().sum::<u64>() >= 1,
+        "the dead node was tried first: {s:?}"
+    );
+}
