@@ -3,12 +3,10 @@
 //! away and what it had not acknowledged (bounds: see `flow_control.rs`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rumqttd::protocol::{Packet, PubAck, PubAckReason, QoS};
 
 const READINGS: &str = "devices/+/sensors/+";

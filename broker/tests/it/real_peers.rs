@@ -3,12 +3,10 @@
 //! client holding the bridge's service certificate.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::peers::{self, lines};
-use common::TestNode;
+use crate::common::peers::{self, lines};
+use crate::common::TestNode;
 use rumqttd::protocol::QoS;
 
 const LINE_WAIT: Duration = Duration::from_secs(10);

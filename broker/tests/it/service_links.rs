@@ -5,11 +5,9 @@
 //! again and again (found with mosquitto_sub, which reconnects on its own).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestNode;
+use crate::common::TestNode;
 use rumqttd::protocol::QoS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,9 @@
 //! presence, takeover, last will, revocation, shutdown and observability.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestNode, WAIT};
+use crate::common::{TestNode, WAIT};
 use rumqttd::protocol::{DisconnectReasonCode, LastWill, Packet, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +179,7 @@ async fn the_last_will_fires_when_a_device_vanishes_but_not_on_clean_disconnect(
         retain: false,
     };
     let creds = node.pki.device("remo-w");
-    let mut dev = common::Client::open(&node, &creds, 4).await;
+    let mut dev = crate::common::Client::open(&node, &creds, 4).await;
     assert_eq!(dev.connect("remo-w", 30, Some(will.clone())).await, 0);
     drop(dev); // TCP closed without DISCONNECT
     assert_eq!(
@@ -189,7 +187,7 @@ async fn the_last_will_fires_when_a_device_vanishes_but_not_on_clean_disconnect(
         b"gone"
     );
 
-    let mut dev = common::Client::open(&node, &creds, 4).await;
+    let mut dev = crate::common::Client::open(&node, &creds, 4).await;
     assert_eq!(dev.connect("remo-w", 30, Some(will)).await, 0);
     dev.send(Packet::Disconnect(
         rumqttd::protocol::Disconnect {
@@ -209,7 +207,7 @@ async fn the_last_will_fires_when_a_device_vanishes_but_not_on_clean_disconnect(
 async fn a_silent_device_is_dropped_after_one_and_a_half_keepalives() {
     let node = TestNode::start_with(|s| s.min_keepalive_secs = 1).await;
     let creds = node.pki.device("remo-k");
-    let mut dev = common::Client::open(&node, &creds, 5).await;
+    let mut dev = crate::common::Client::open(&node, &creds, 5).await;
     assert_eq!(dev.connect("remo-k", 1, None).await, 0);
     let started = std::time::Instant::now();
     match dev.recv().await {
@@ -229,7 +227,7 @@ async fn a_silent_device_is_dropped_after_one_and_a_half_keepalives() {
 async fn revoking_a_certificate_closes_its_live_session_within_two_seconds() {
     let node = TestNode::start().await;
     let creds = node.pki.device("remo-x");
-    let mut dev = common::Client::open(&node, &creds, 5).await;
+    let mut dev = crate::common::Client::open(&node, &creds, 5).await;
     assert_eq!(dev.connect("remo-x", 30, None).await, 0);
     let mut other = node.device("remo-y", 5).await;
     let started = std::time::Instant::now();
@@ -242,7 +240,7 @@ async fn revoking_a_certificate_closes_its_live_session_within_two_seconds() {
     }
     assert!(started.elapsed() < Duration::from_secs(2));
     // New handshakes with it are refused, the neighbour is untouched.
-    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert!(crate::common::refused_at_tls(&node, Some(&creds)).await);
     assert_eq!(
         other.publish_qos1("devices/remo-y/state", b"{}").await,
         Some(0)
@@ -309,7 +307,7 @@ async fn a_busy_address_is_a_clear_error_naming_the_key() {
 async fn a_device_that_stops_reading_is_still_closed_promptly_on_revocation() {
     let node = TestNode::start_with(|s| s.max_packet_size = 300_000).await;
     let creds = node.pki.device("remo-stuck");
-    let mut dev = common::Client::open(&node, &creds, 4).await;
+    let mut dev = crate::common::Client::open(&node, &creds, 4).await;
     assert_eq!(dev.connect("remo-stuck", 30, None).await, 0);
     dev.subscribe(&["devices/remo-stuck/commands"], QoS::AtMostOnce)
         .await;

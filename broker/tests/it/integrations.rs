@@ -4,13 +4,11 @@
 //! only their account's devices.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::peers::{self, lines};
-use common::{Client, TestNode, WAIT};
+use crate::common::peers::{self, lines};
+use crate::common::{Client, TestNode, WAIT};
 use kumo_contract::DeviceId;
 use rumqttd::protocol::{Packet, QoS};
 

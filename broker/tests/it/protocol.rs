@@ -2,13 +2,11 @@
 //! passed through, unsubscribe, and integration identities scoped to an account.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{Client, TestNode, WAIT};
 use bytes::Bytes;
-use common::{Client, TestNode, WAIT};
 use kumo_broker::AccountDevices;
 use kumo_contract::{AccountId, DeviceId};
 use rumqttd::protocol::{Packet, PublishProperties, QoS};
@@ -136,8 +134,8 @@ impl AccountDevices for Owns {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_integration_reaches_its_accounts_device_and_no_other() {
-    common::init_tracing();
-    let pki = Arc::new(common::Pki::new());
+    crate::common::init_tracing();
+    let pki = Arc::new(crate::common::Pki::new());
     let node_creds = pki.node();
     let settings = kumo_broker::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),

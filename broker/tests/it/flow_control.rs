@@ -3,14 +3,12 @@
 //! and later dropping them from the service's queue.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::BytesMut;
-use common::*;
 use rumqttd::protocol::{Packet, PingReq, PubAck, PubAckReason, QoS};
 
 const READINGS: &str = "devices/+/sensors/+";

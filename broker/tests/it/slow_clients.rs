@@ -2,11 +2,9 @@
 //! 200 real devices connect: every device must connect promptly.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Client, TestNode};
+use crate::common::{Client, TestNode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_do_not_delay_real_devices() {
@@ -23,7 +21,9 @@ async fn silent_sockets_do_not_delay_real_devices() {
     for (i, c) in creds.into_iter().enumerate() {
         let (addr, ca) = (node.addr, node.pki.ca_path.clone());
         tasks.push(tokio::spawn(async move {
-            let stream = common::tls_connect(addr, &ca, Some(&c)).await.unwrap();
+            let stream = crate::common::tls_connect(addr, &ca, Some(&c))
+                .await
+                .unwrap();
             let mut client = Client::from_stream(stream, 4);
             let code = client.connect(&format!("dev-{i}"), 30, None).await;
             (code, client)

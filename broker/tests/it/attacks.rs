@@ -2,11 +2,9 @@
 //! disturbing a neighbouring session, which is checked after each attack.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, TestNode, WAIT};
+use crate::common::{Client, TestNode, WAIT};
 use kumo_certs::IssueOptions;
 use rumqttd::protocol::{Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -264,7 +262,7 @@ async fn a_client_id_that_differs_from_the_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused() {
     let (node, mut w) = setup().await;
-    let rogue = common::Pki::new();
+    let rogue = crate::common::Pki::new();
     let creds = rogue.device("witness");
     assert!(try_session(&node, &creds).await.is_err());
     assert_eq!(node.metrics.handshakes_with("unknown_ca"), 1);
@@ -272,8 +270,8 @@ async fn a_certificate_from_another_ca_is_refused() {
 }
 
 /// Handshake plus CONNECT; Err when either is refused.
-async fn try_session(node: &TestNode, creds: &common::Creds) -> Result<(), String> {
-    let stream = common::tls_connect(node.addr, &node.pki.ca_path, Some(creds))
+async fn try_session(node: &TestNode, creds: &crate::common::Creds) -> Result<(), String> {
+    let stream = crate::common::tls_connect(node.addr, &node.pki.ca_path, Some(creds))
         .await
         .map_err(|e| e.to_string())?;
     let mut c = Client::from_stream(stream, 4);
@@ -293,7 +291,7 @@ async fn an_expired_certificate_is_refused() {
         ..Default::default()
     };
     let creds = node.pki.device_with("old-remo", &opts);
-    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert!(crate::common::refused_at_tls(&node, Some(&creds)).await);
     assert_eq!(node.metrics.handshakes_with("expired"), 1);
     w.still_fine().await;
 }
@@ -304,7 +302,7 @@ async fn a_revoked_certificate_cannot_connect() {
     let creds = node.pki.device("stolen");
     node.pki.revoke(&creds.serial);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert!(crate::common::refused_at_tls(&node, Some(&creds)).await);
     assert_eq!(node.metrics.handshakes_with("revoked"), 1);
     w.still_fine().await;
 }
@@ -312,7 +310,7 @@ async fn a_revoked_certificate_cannot_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_a_certificate_is_refused() {
     let (node, mut w) = setup().await;
-    assert!(common::refused_at_tls(&node, None).await);
+    assert!(crate::common::refused_at_tls(&node, None).await);
     assert_eq!(node.metrics.handshakes_with("no_certificate"), 1);
     w.still_fine().await;
 }
@@ -469,7 +467,7 @@ async fn a_last_will_on_another_devices_topic_is_refused_at_connect() {
 async fn a_node_certificate_cannot_be_used_as_a_client() {
     let (node, mut w) = setup().await;
     let creds = node.pki.node();
-    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert!(crate::common::refused_at_tls(&node, Some(&creds)).await);
     assert!(
         node.metrics.handshakes_with("bad_identity")
             + node.metrics.handshakes_with("bad_certificate")
@@ -483,7 +481,7 @@ async fn connections_beyond_the_limit_are_refused_without_affecting_held_ones() 
     let node = TestNode::start_with(|s| s.max_connections = 2).await;
     let mut w = Witness::new(&node).await;
     let creds = node.pki.device("one-too-many");
-    assert!(common::refused_at_tls(&node, Some(&creds)).await);
+    assert!(crate::common::refused_at_tls(&node, Some(&creds)).await);
     assert_eq!(node.metrics.handshakes_with("max_connections"), 1);
     w.still_fine().await;
 }

@@ -3,11 +3,9 @@
 //! one TLS record in both directions.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use rumqttd::protocol::{Packet, PingReq, QoS};
 use rustls::client::Resumption;
 use rustls::pki_types::pem::PemObject;
