@@ -50,8 +50,7 @@ impl<S: Send + Sync> FromRequest<S> for Form {
                 )))
             }
         }
-        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-            .map_err(|e| ApiError::bad_request(format!("malformed form body: {e}")))?;
+        let fields = crate::text::decode_form(&body, "field")?;
         if let Some((k, _)) = fields
             .iter()
             .find(|(k, v)| v.len() > MAX_FIELD && !LONG_FIELDS.contains(&k.as_str()))

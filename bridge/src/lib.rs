@@ -26,6 +26,7 @@ pub mod rules;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod text;
 pub mod views;
 pub mod webhooks;
 

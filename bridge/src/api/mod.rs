@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::form::BODY_LIMIT,
         ))
+        .layer(axum::middleware::from_fn(refuse_bad_paths))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             limiter,
@@ -141,8 +142,10 @@ async fn method_not_allowed() -> ApiError {
 
 /// The query string as name → value pairs; a malformed one is a 400.
 pub(crate) fn query_params(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
-    serde_urlencoded::from_str(query.unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+    let raw = query.unwrap_or_default().as_bytes();
+    Ok(crate::text::decode_form(raw, "query parameter")?
+        .into_iter()
+        .collect())
 }
 
 /// `limit` from the query: `default` when absent, else a whole number from 1
@@ -177,4 +180,17 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
             ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
         })?;
     Ok(Some(key.to_string()))
+}
+
+/// Refuses a request whose path holds a control character or broken UTF-8
+/// (a 400 in Nature's shape) before any route sees it: path ids then reach
+/// SQL only as text PostgreSQL can hold.
+async fn refuse_bad_paths(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match crate::text::check_path(req.uri().path()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    }
 }

@@ -43,7 +43,10 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the body must be a JSON rule"));
     }
-    serde_json::from_slice(&body).map_err(|e| kumo_rules::RuleError::Syntax(e.to_string()).into())
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::from(kumo_rules::RuleError::Syntax(e.to_string())))?;
+    crate::text::check_json(&v)?;
+    Ok(v)
 }
 
 /// Validates `definition` as a rule of the caller; returns the rule and the
