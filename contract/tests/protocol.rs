@@ -195,3 +195,32 @@ sys.exit(1 if failures else 0)
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn the_cloud_refuses_appliance_states_no_model_can_be_in() {
+    let ack = |state: &str| {
+        format!(r#"{{"id": "c", "result": "ok", "ts": 1, "state": {state}}}"#).into_bytes()
+    };
+    let aircon = |temp: &str, mode: &str| {
+        format!(
+            r#"{{"aircon": {{"temp": "{temp}", "temp_unit": "c", "mode": "{mode}", "vol": "auto",
+                "dir": "auto", "dirh": "auto", "button": ""}}}}"#
+        )
+    };
+    assert!(decode::<Ack>(&ack(&aircon("26", "cool"))).is_ok());
+    for bad in [
+        aircon("99", "cool"),
+        aircon("26", "turbo"),
+        aircon("26", "blow"),
+        r#"{"tv": {"input": "t", "power": "on", "channel": "13", "volume": "10"}}"#.into(),
+        r#"{"tv": {"input": "hdmi", "power": "on", "channel": "1", "volume": "10"}}"#.into(),
+        r#"{"light": {"brightness": "0", "power": "on", "last_button": "on"}}"#.into(),
+        r#"{"light": {"brightness": "50", "power": "dim", "last_button": "on"}}"#.into(),
+    ] {
+        let err = decode::<Ack>(&ack(&bad));
+        assert!(err.is_err(), "accepted {bad}");
+    }
+    let state = br#"{"online": true, "kind": "hub", "firmware_version": "1", "ts": 1,
+        "appliances": {"tv": {"input": "t", "power": "maybe", "channel": "1", "volume": "1"}}}"#;
+    assert!(decode::<StateReport>(state).is_err());
+}

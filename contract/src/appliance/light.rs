@@ -29,6 +29,14 @@ impl Default for LightState {
     }
 }
 
+impl LightState {
+    /// Whether a light can be in this state (power, brightness 10–100).
+    pub fn check(&self) -> Result<(), Refusal> {
+        super::tv::one_of("power", &self.power, &["on", "off"])?;
+        super::tv::within("brightness", &self.brightness, 10, 100)
+    }
+}
+
 impl Model {
     /// The light state after `pressed`, or why this model has no such button.
     /// Dimming a light that is off changes only the last button.

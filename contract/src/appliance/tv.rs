@@ -57,6 +57,40 @@ impl Model {
     }
 }
 
+impl TvState {
+    /// Whether a set can be in this state (power, input, channel 1–12, volume 0–50).
+    pub fn check(&self) -> Result<(), Refusal> {
+        one_of("power", &self.power, &["on", "off"])?;
+        one_of("input", &self.input, &["t", "bs", "cs"])?;
+        within("channel", &self.channel, 1, 12)?;
+        within("volume", &self.volume, 0, 50)
+    }
+}
+
+pub(crate) fn one_of(
+    field: &'static str,
+    v: &str,
+    allowed: &[&'static str],
+) -> Result<(), Refusal> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(Refusal::new(field, v, "a reported state", allowed))
+    }
+}
+
+pub(crate) fn within(field: &'static str, v: &str, lo: i32, hi: i32) -> Result<(), Refusal> {
+    match v.parse::<i32>() {
+        Ok(n) if (lo..=hi).contains(&n) && n.to_string() == v => Ok(()),
+        _ => Err(Refusal {
+            field,
+            value: v.to_string(),
+            scope: format!("a reported state (a whole number {lo}..{hi})"),
+            allowed: Vec::new(),
+        }),
+    }
+}
+
 fn wrap_channel(value: &str, delta: i32) -> String {
     let v: i32 = value.parse().unwrap_or(1);
     ((v - 1 + delta).rem_euclid(12) + 1).to_string()

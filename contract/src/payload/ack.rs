@@ -49,6 +49,9 @@ impl Checked for Ack {
         if let Some(data) = &self.data {
             data.message.check()?;
         }
+        if let Some(state) = &self.state {
+            state.check()?;
+        }
         check_ts(self.ts)
     }
 }

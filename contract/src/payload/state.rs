@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{check_ts, Checked, PayloadError};
-use crate::appliance::{AirconState, LightState, TvState};
+use crate::appliance::{AirconState, LightState, TvState, MODELS};
 
 /// `devices/{id}/state` (retained, QoS 1): the device's facts and appliance
 /// states. Published on connect and after every change; the last will carries
@@ -56,12 +56,39 @@ impl ApplianceStates {
     }
 }
 
+impl ApplianceStates {
+    /// Every reported state is one a catalogue model of its kind can be in.
+    pub fn check(&self) -> Result<(), PayloadError> {
+        let refused = |r: crate::appliance::Refusal| PayloadError::Range(r.to_string());
+        if let Some(ac) = &self.aircon {
+            let mut models = MODELS.iter().filter_map(|m| m.aircon());
+            if !models.any(|caps| caps.check(ac).is_ok()) {
+                let generic = crate::appliance::catalog::generic_aircon();
+                return Err(generic.check(ac).err().map_or_else(
+                    || PayloadError::Range("no model accepts the aircon state".into()),
+                    refused,
+                ));
+            }
+        }
+        if let Some(tv) = &self.tv {
+            tv.check().map_err(refused)?;
+        }
+        if let Some(light) = &self.light {
+            light.check().map_err(refused)?;
+        }
+        Ok(())
+    }
+}
+
 impl Checked for StateReport {
     fn check(&self) -> Result<(), PayloadError> {
         if self.kind == DeviceKind::Meter && self.appliances.is_some() {
             return Err(PayloadError::Range(
                 "a meter gateway has no appliances".into(),
             ));
+        }
+        if let Some(apps) = &self.appliances {
+            apps.check()?;
         }
         check_ts(self.ts)
     }
