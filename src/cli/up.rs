@@ -20,6 +20,11 @@ pub struct UpArgs {
     /// Do not start the broker node.
     #[arg(long)]
     no_broker: bool,
+    /// Broker nodes to run: `node-1` … `node-N` (from `broker.node_id`), each with
+    /// its own certificate, on consecutive ports from `broker.listen` and
+    /// `broker.http_listen` (port 0 stays 0); the bridge connects to all of them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    nodes: u16,
     /// Do not start the REST bridge.
     #[arg(long)]
     no_bridge: bool,
@@ -61,24 +66,23 @@ async fn run_services(
         ),
     ];
 
-    let broker = if args.no_broker {
-        None
-    } else {
-        let mut cfg = settings.broker.clone();
+    let mut nodes = Vec::new();
+    for k in 0..if args.no_broker { 0 } else { args.nodes } {
+        let mut cfg = node_settings(&settings.broker, k);
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         super::broker::fill_cert_paths(settings, &mut cfg)?;
         let node = kumo_broker::start(cfg.clone(), services.clone())
             .await
-            .context("starting the broker node")?;
+            .with_context(|| format!("starting broker node {}", cfg.node_id))?;
         summary.push(format!(
             "  broker    node {} on mqtts://{} (devices: mutual TLS), metrics http://{}/metrics",
             cfg.node_id,
             node.mqtt_addr(),
             node.http_addr()
         ));
-        Some(node)
-    };
+        nodes.push(node);
+    }
 
     let bridge = if args.no_bridge {
         None
@@ -93,8 +97,11 @@ async fn run_services(
             mqtt.cert = Some(stack.bridge_cert);
             mqtt.key = Some(stack.bridge_key);
         }
-        if let Some(node) = &broker {
-            mqtt.nodes = vec![format!("localhost:{}", node.mqtt_addr().port())];
+        if !nodes.is_empty() {
+            mqtt.nodes = nodes
+                .iter()
+                .map(|n| format!("localhost:{}", n.mqtt_addr().port()))
+                .collect();
         }
         let pool = db.pool(&settings.database)?;
         let running = kumo_bridge::start(cfg, pool, services.clone())
@@ -129,11 +136,59 @@ async fn run_services(
             Err(_) => tracing::warn!("bridge did not stop within {deadline:?}"),
         }
     }
-    if let Some(node) = broker {
+    for node in nodes {
         match tokio::time::timeout(deadline, node.wait()).await {
             Ok(r) => r.context("broker node stopped with an error")?,
             Err(_) => tracing::warn!("broker node did not stop within {deadline:?}"),
         }
     }
     outcome
+}
+
+/// The settings of the `k`-th node (0-based) `up` runs: the configured node
+/// for `k = 0`; after it the next ids (`node-1` → `node-2`, else `id-2`) on
+/// the next ports, each with the PKI's certificate for its own id.
+fn node_settings(base: &kumo_broker::Settings, k: u16) -> kumo_broker::Settings {
+    let mut cfg = base.clone();
+    if k == 0 {
+        return cfg;
+    }
+    let (stem, first) = match base.node_id.rsplit_once('-') {
+        Some((stem, n)) if n.parse::<u32>().is_ok() => (stem.to_string(), n.parse().unwrap_or(1)),
+        _ => (base.node_id.clone(), 1),
+    };
+    cfg.node_id = format!("{stem}-{}", first + u32::from(k));
+    let shift = |a: std::net::SocketAddr| match a.port() {
+        0 => a,
+        p => std::net::SocketAddr::new(a.ip(), p.saturating_add(k)),
+    };
+    cfg.listen = shift(base.listen);
+    cfg.http_listen = shift(base.http_listen);
+    // Its own identity: never the configured node's pair.
+    cfg.cert = None;
+    cfg.key = None;
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn further_nodes_take_the_next_ids_and_ports() {
+        let base = kumo_broker::Settings::default();
+        let second = node_settings(&base, 1);
+        assert_eq!(second.node_id, "node-2");
+        assert_eq!(second.listen.port(), base.listen.port() + 1);
+        assert_eq!(second.http_listen.port(), base.http_listen.port() + 1);
+        let custom = kumo_broker::Settings {
+            node_id: "tokyo".into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..base.clone()
+        };
+        let third = node_settings(&custom, 2);
+        assert_eq!(third.node_id, "tokyo-3");
+        assert_eq!(third.listen.port(), 0, "port 0 stays 0");
+        assert_eq!(node_settings(&base, 0).node_id, "node-1");
+    }
 }

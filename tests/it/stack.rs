@@ -194,3 +194,93 @@ fn a_broker_node_killed_mid_run_is_survived_and_its_lost_device_shows_offline() 
     drop(sim);
     drop(node);
 }
+
+#[test]
+fn up_with_three_nodes_serves_devices_on_each_and_commands_reach_them() {
+    let (_tmp, data) = temp_data_dir();
+    let up = Up::start_with(&data, &["up", "--nodes", "3"], &[]);
+    let bridge = address(&up.seen, "bridge", "http://");
+    let nodes: Vec<String> = up
+        .seen
+        .iter()
+        .filter(|l| l.trim_start().starts_with("broker"))
+        .filter_map(|l| l.split("mqtts://").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(nodes.len(), 3, "{:?}", up.seen);
+    for id in ["node-1", "node-2", "node-3"] {
+        assert!(
+            up.seen.iter().any(|l| l.contains(&format!("node {id} on"))),
+            "{:?}",
+            up.seen
+        );
+    }
+    eventually("the bridge connected to all three nodes", 60, || {
+        http(&bridge, "GET", "/readyz", "", &[], "").status == 200
+    });
+    let user = kumo_ok(&data, &["users", "create", "--nickname", "three"]);
+    let user = user.split_whitespace().nth(2).expect("user id").to_string();
+    let token = kumo_ok(
+        &data,
+        &[
+            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
+        ],
+    )
+    .trim()
+    .to_string();
+    let devices = ["sim-000000", "sim-000001", "sim-000002"];
+    for d in devices {
+        kumo_ok(&data, &["devices", "add", d, "--user", &user]);
+    }
+    // Device i goes to node i mod 3: one device on each node.
+    let _sim = KillOnDrop(
+        kumo(&data)
+            .env("KUMO__SIM__METER_FRACTION", "0")
+            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
+            .args(["sim", "--devices", "3", "--nodes", &nodes.join(",")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kumo sim"),
+    );
+    eventually("all three devices online", 60, || {
+        let r = http(&bridge, "GET", "/1/devices", &token, &[], "");
+        r.body
+            .as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|d| d["online"] == true))
+    });
+    for d in devices {
+        let light = http(
+            &bridge,
+            "POST",
+            "/1/appliances",
+            &token,
+            &[
+                ("nickname", "L"),
+                ("image", "ico_light"),
+                ("device", d),
+                ("model", "kumo-light-generic"),
+                ("model_type", "LIGHT"),
+            ],
+            "",
+        );
+        assert_eq!(light.status, 200, "{}", light.body);
+        let id = light.body["id"].as_str().expect("id").to_string();
+        let sent = http(
+            &bridge,
+            "POST",
+            &format!("/1/appliances/{id}/light"),
+            &token,
+            &[("button", "on")],
+            "Prefer: wait=20\r\n",
+        );
+        assert_eq!(sent.status, 200, "{d}: {}", sent.body);
+        assert_eq!(
+            sent.header("x-kumo-command-status").as_deref(),
+            Some("acked"),
+            "{d}: {}",
+            sent.headers
+        );
+    }
+}
