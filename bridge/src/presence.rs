@@ -25,7 +25,9 @@ pub struct Presence<'a> {
 }
 
 /// Records presence; returns `true` when the device just came online (time
-/// to deliver its queued commands). Stale announcements are ignored.
+/// to deliver its queued commands). Stale announcements are ignored. A
+/// device nobody registered yet gets its row here (owned by nobody), so one
+/// registered while connected shows online at once.
 pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, DbError> {
     record_presence_in(&pool.get().await?, p).await
 }
@@ -37,12 +39,14 @@ pub async fn record_presence_in(
 ) -> Result<bool, DbError> {
     let update = client
         .prepare_cached(
-            "UPDATE devices d SET online = $2,
+            "WITH prev AS (SELECT online AS was FROM devices WHERE id = $1)
+             INSERT INTO devices AS d (id, online, node_id, last_seen_at)
+             VALUES ($1, $2, CASE WHEN $2 THEN $3 END, $4)
+             ON CONFLICT (id) DO UPDATE SET online = $2,
                  node_id = CASE WHEN $2 THEN $3 ELSE d.node_id END,
                  last_seen_at = $4
-             FROM (SELECT online AS was FROM devices WHERE id = $1) prev
-             WHERE d.id = $1 AND (d.last_seen_at IS NULL OR d.last_seen_at <= $4)
-             RETURNING prev.was",
+             WHERE d.last_seen_at IS NULL OR d.last_seen_at <= $4
+             RETURNING coalesce((SELECT was FROM prev), false)",
         )
         .await?;
     let row = client

@@ -79,6 +79,11 @@ pub enum DevicesCommand {
         /// Only register; issue no certificate.
         #[arg(long)]
         no_cert: bool,
+        /// Issue a new key and certificate even though the device has a valid
+        /// one (the PKI directory's files are replaced; revoke the old one with
+        /// `kumo certs revoke` if it must stop working).
+        #[arg(long, conflicts_with = "no_cert")]
+        new_cert: bool,
     },
     /// List devices: owner, kind, online, node, last seen.
     List {
@@ -214,7 +219,15 @@ pub async fn devices(command: DevicesCommand, settings: Settings) -> anyhow::Res
             kind,
             name,
             no_cert,
-        } => add_device(&settings, &pool, &id, &user, kind, &name, no_cert).await,
+            new_cert,
+        } => {
+            let cert = match (no_cert, new_cert) {
+                (true, _) => Cert::None,
+                (_, true) => Cert::Replace,
+                _ => Cert::IfMissing,
+            };
+            add_device(&settings, &pool, &id, &user, kind, &name, cert).await
+        }
         DevicesCommand::List { user } => list_devices(&pool, user.as_deref()).await,
         DevicesCommand::Remove { id, keep_cert } => {
             remove_device(&settings, &pool, &id, keep_cert).await
@@ -225,6 +238,16 @@ pub async fn devices(command: DevicesCommand, settings: Settings) -> anyhow::Res
     result
 }
 
+/// What `devices add` does about the device's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cert {
+    None,
+    /// Issue one unless a valid one exists.
+    IfMissing,
+    /// Issue one even if a valid one exists (`--new-cert`).
+    Replace,
+}
+
 async fn add_device(
     settings: &Settings,
     pool: &deadpool_postgres::Pool,
@@ -232,7 +255,7 @@ async fn add_device(
     user: &str,
     kind: Kind,
     name: &str,
-    no_cert: bool,
+    cert: Cert,
 ) -> anyhow::Result<()> {
     let kind = match kind {
         Kind::Remo => DeviceKind::Remo,
@@ -240,10 +263,23 @@ async fn add_device(
     };
     accounts::register_device(pool, id, user, kind, name).await?;
     println!("registered device {id} to user {user}");
-    if !no_cert {
+    if cert != Cert::None {
         let dir = settings.certs_dir();
-        let issued = PkiDir::open_or_init(&dir)
-            .and_then(|pki| pki.issue_device(id))
+        let pki = PkiDir::open_or_init(&dir)
+            .with_context(|| format!("opening the PKI in {}", dir.display()))?;
+        if cert == Cert::IfMissing {
+            if let Some(current) = valid_device_cert(&pki, id)? {
+                println!(
+                    "  kept its valid certificate (serial {}, until {}): a device using it \
+                     stays connected; --new-cert issues a new pair in its place",
+                    current.serial,
+                    current.not_after.date()
+                );
+                return Ok(());
+            }
+        }
+        let issued = pki
+            .issue_device(id)
             .with_context(|| format!("issuing a certificate in {}", dir.display()))?;
         println!("  certificate: {}", issued.cert.display());
         println!("  key:         {}", issued.key.display());
@@ -313,4 +349,21 @@ async fn remove_device(
         }
         Err(e) => Err(e).context("revoking its certificates"),
     }
+}
+
+/// The device's newest valid certificate, if it has one.
+fn valid_device_cert(
+    pki: &PkiDir,
+    id: &DeviceId,
+) -> anyhow::Result<Option<kumo_certs::files::CertRecord>> {
+    let records = pki.list().context("reading the PKI's certificates")?;
+    Ok(records
+        .into_iter()
+        .filter(|r| {
+            r.kind == kumo_certs::files::CertKind::Device
+                && r.current
+                && r.name == id.as_str()
+                && r.status == kumo_certs::files::CertStatus::Valid
+        })
+        .max_by_key(|r| r.not_before))
 }

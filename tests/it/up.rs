@@ -248,6 +248,45 @@ fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result
     assert!(added.contains("certificate:"), "{added}");
     assert!(data.join("pki").join("issued").exists());
 
+    // Adding it again keeps the certificate a running device uses; only
+    // --new-cert replaces it (and says so).
+    let again = kumo_ok(
+        &data,
+        &[
+            "devices", "add", "remo-e2e", "--user", &user, "--name", "Living",
+        ],
+    );
+    assert!(
+        again.contains("kept its valid certificate") && !again.contains("certificate:"),
+        "{again}"
+    );
+    let valid = |listing: &str| {
+        listing
+            .lines()
+            .filter(|l| l.contains("remo-e2e") && !l.contains("replaced"))
+            .count()
+    };
+    let listing = kumo_ok(&data, &["certs", "list"]);
+    assert_eq!(valid(&listing), 1, "{listing}");
+    assert!(!listing.contains("replaced"), "{listing}");
+    let replaced = kumo_ok(
+        &data,
+        &[
+            "devices",
+            "add",
+            "remo-e2e",
+            "--user",
+            &user,
+            "--name",
+            "Living",
+            "--new-cert",
+        ],
+    );
+    assert!(replaced.contains("certificate:"), "{replaced}");
+    let listing = kumo_ok(&data, &["certs", "list"]);
+    assert_eq!(valid(&listing), 1, "{listing}");
+    assert!(listing.contains("remo-e2e (replaced)"), "{listing}");
+
     let (status, body) = http_get(&bridge, "/1/devices", token);
     assert_eq!(status, 200, "{body}");
     assert!(

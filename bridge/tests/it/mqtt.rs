@@ -124,6 +124,37 @@ async fn presence_marks_the_device_online_and_offline() {
 }
 
 #[tokio::test]
+async fn a_device_registered_while_connected_shows_online_at_once() {
+    let s = Stack::start(|_| {}).await;
+    let creds = s.unregistered_device("remo-1");
+    let dev = creds.connect(&[]).await;
+    // Its presence lands on a row that belongs to nobody (not anyone's /1/devices).
+    let mut known = false;
+    for _ in 0..100 {
+        let online =
+            s.h.client()
+                .await
+                .query_opt("SELECT online FROM devices WHERE id = 'remo-1'", &[])
+                .await
+                .unwrap()
+                .is_some_and(|r| r.get::<_, bool>(0));
+        if online {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(known, "presence of an unregistered device is kept");
+    assert_eq!(s.h.get("/1/devices").await.ok(), serde_json::json!([]));
+    s.h.add_device("remo-1", kumo_bridge::DeviceKind::Remo)
+        .await;
+    let d = s.h.get("/1/devices").await.ok();
+    assert_eq!(d[0]["online"], true, "online at once: {d}");
+    dev.disconnect().await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_command_for_an_offline_device_waits_and_is_delivered_when_it_connects() {
     let s = Stack::start(|_| {}).await;
     let creds = s.device("remo-1").await;

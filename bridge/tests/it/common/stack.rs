@@ -122,6 +122,21 @@ impl Stack {
         panic!("the bridge never connected to the broker node");
     }
 
+    /// Issues a device certificate without registering the device to anyone.
+    pub fn unregistered_device(&self, id: &str) -> DeviceCreds {
+        let issued = self
+            .pki
+            .issue_device(&DeviceId::parse(id).unwrap())
+            .unwrap();
+        DeviceCreds {
+            id: id.to_string(),
+            cert: issued.cert,
+            key: issued.key,
+            ca: self.pki.ca_path(),
+            port: self.port,
+        }
+    }
+
     /// Registers a device to the test user and issues its certificate.
     pub async fn device(&self, id: &str) -> DeviceCreds {
         self.h.add_device(id, DeviceKind::Remo).await;
