@@ -26,6 +26,8 @@ pub const SENDIR: &str = "sendir";
 pub const SENDRAWIR: &str = "sendrawir";
 /// Use appliance detection.
 pub const DETECT_APPLIANCE: &str = "detectappliance";
+/// Create, list and revoke claim codes that enrol devices into the account.
+pub const PROVISION: &str = "provision";
 /// Every scope Kumo knows, in the order `kumo tokens create` documents them.
 pub const ALL_SCOPES: &[&str] = &[
     BASIC,
@@ -34,6 +36,7 @@ pub const ALL_SCOPES: &[&str] = &[
     SENDIR,
     SENDRAWIR,
     DETECT_APPLIANCE,
+    PROVISION,
 ];
 
 /// The authenticated caller of a request.

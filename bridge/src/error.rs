@@ -53,6 +53,11 @@ impl ApiError {
         )
     }
 
+    /// 403 with a reason (credentials that are not good for this).
+    pub fn forbidden_because(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
     /// 404; also used for resources of other users, so existence never leaks.
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "Not Found")

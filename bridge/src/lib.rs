@@ -21,6 +21,7 @@ pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod presence;
+pub mod provision;
 pub mod ratelimit;
 pub mod rules;
 pub mod server;

@@ -38,6 +38,8 @@ pub enum BridgeError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot start the MQTT side: {0}")]
     Mqtt(#[from] crate::mqtt::MqttError),
+    #[error("cannot start device provisioning: {0}")]
+    Provision(#[from] crate::provision::ProvisionError),
 }
 
 /// A bridge that is serving.
@@ -52,6 +54,7 @@ pub struct RunningBridge {
     events: crate::events::EventHub,
     webhooks: crate::webhooks::Webhooks,
     rules_worker: JoinHandle<()>,
+    provision: Option<(SocketAddr, JoinHandle<()>)>,
     grace: Duration,
 }
 
@@ -59,6 +62,11 @@ impl RunningBridge {
     /// The address the REST listener is bound to (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where device provisioning (TLS) listens, when it is on.
+    pub fn provision_addr(&self) -> Option<SocketAddr> {
+        self.provision.as_ref().map(|(a, _)| *a)
     }
 
     /// The command log, for the delivery side (mark sent, apply acks).
@@ -99,6 +107,11 @@ impl RunningBridge {
         if let Some(ingest) = self.ingest {
             if tokio::time::timeout(self.grace, ingest).await.is_err() {
                 tracing::warn!("the reading writer did not finish within the grace period");
+            }
+        }
+        if let Some((_, provision)) = self.provision {
+            if tokio::time::timeout(self.grace, provision).await.is_err() {
+                tracing::warn!("provisioning did not stop within the grace period");
             }
         }
         result
@@ -218,6 +231,13 @@ async fn launch(
         webhooks: webhooks.clone(),
     };
     let rules_worker = crate::rules::start(rules_inbox, effects, shutdown.clone());
+    let provision = crate::provision::start(
+        &settings.provision,
+        state.pool.clone(),
+        &settings.mqtt.nodes,
+        shutdown.clone(),
+    )
+    .await?;
     let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let stop = shutdown.clone();
@@ -253,6 +273,7 @@ async fn launch(
         events,
         webhooks,
         rules_worker,
+        provision,
         grace,
     })
 }

@@ -24,6 +24,39 @@ pub struct Settings {
     pub events: EventSettings,
     /// Outgoing webhooks: targets, retries, auto-disable.
     pub webhooks: WebhookSettings,
+    /// Device self-provisioning with claim codes (off unless `listen` is set).
+    pub provision: ProvisionSettings,
+}
+
+/// `[bridge.provision]`: the TLS listener devices enrol through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvisionSettings {
+    /// Where `POST /v1/provision` listens (TLS); unset = off. `kumo up` sets
+    /// `127.0.0.1:8443` unless configured.
+    pub listen: Option<SocketAddr>,
+    /// The PKI directory whose CA signs device CSRs.
+    pub pki_dir: Option<std::path::PathBuf>,
+    /// The listener's server certificate and key (PEM).
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    /// Node addresses handed to provisioned devices; default `bridge.mqtt.nodes`.
+    pub nodes: Vec<String>,
+    /// Attempts allowed per remote address and minute (default 10).
+    pub attempts_per_minute: u32,
+}
+
+impl Default for ProvisionSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            pki_dir: None,
+            cert: None,
+            key: None,
+            nodes: Vec::new(),
+            attempts_per_minute: 10,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -36,6 +69,7 @@ impl Default for Settings {
             mqtt: MqttSettings::default(),
             events: EventSettings::default(),
             webhooks: WebhookSettings::default(),
+            provision: ProvisionSettings::default(),
         }
     }
 }

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_rule_state"),
     migration!(8, "0008_device_owner_since"),
     migration!(9, "0009_command_expected_state"),
+    migration!(10, "0010_claim_codes"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

@@ -97,6 +97,18 @@ async fn run_services(
             mqtt.cert = Some(stack.bridge_cert);
             mqtt.key = Some(stack.bridge_key);
         }
+        // Devices enrol with claim codes on a TLS listener of their own.
+        let provision = &mut cfg.provision;
+        provision
+            .listen
+            .get_or_insert(std::net::SocketAddr::from(([127, 0, 0, 1], 8443)));
+        provision.pki_dir.get_or_insert(settings.certs_dir());
+        if provision.cert.is_none() && provision.key.is_none() {
+            let server = super::broker::stack_paths(settings, "provision")?;
+            provision.cert = Some(server.node_cert);
+            provision.key = Some(server.node_key);
+        }
+        let mqtt = &mut cfg.mqtt;
         if !nodes.is_empty() {
             mqtt.nodes = nodes
                 .iter()
@@ -111,6 +123,11 @@ async fn run_services(
             "  bridge    REST API on http://{} (Nature /1 API, /v1, /healthz)",
             running.http_addr()
         ));
+        if let Some(addr) = running.provision_addr() {
+            summary.push(format!(
+                "  provision devices enrol at https://{addr}/v1/provision (claim codes: /v1/claim_codes)"
+            ));
+        }
         Some(running)
     };
 

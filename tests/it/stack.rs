@@ -209,6 +209,13 @@ fn up_with_three_nodes_serves_devices_on_each_and_commands_reach_them() {
         .map(str::to_string)
         .collect();
     assert_eq!(nodes.len(), 3, "{:?}", up.seen);
+    assert!(
+        up.seen
+            .iter()
+            .any(|l| l.contains("devices enrol at https://127.0.0.1:")),
+        "{:?}",
+        up.seen
+    );
     for id in ["node-1", "node-2", "node-3"] {
         assert!(
             up.seen.iter().any(|l| l.contains(&format!("node {id} on"))),

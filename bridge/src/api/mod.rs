@@ -4,6 +4,7 @@
 //! limiter layer, which stamps the `X-Rate-Limit-*` headers; hyper adds `Date`.
 
 mod appliances;
+mod claim_codes;
 mod commands;
 pub(crate) mod control;
 mod devices;
@@ -84,6 +85,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tokens/{id}/revoke", post(tokens::revoke_token))
         .route("/v1/commands/{id}", get(commands::command))
+        .route(
+            "/v1/claim_codes",
+            get(claim_codes::list).post(claim_codes::create),
+        )
+        .route("/v1/claim_codes/{id}/revoke", post(claim_codes::revoke))
         .route("/v1/devices/{id}/readings", get(history::readings))
         .route("/v1/rules", get(rules::list).post(rules::create))
         .route(

@@ -23,6 +23,7 @@ mod ingest;
 mod integrations;
 mod mqtt;
 mod nature_clients;
+mod provisioning;
 mod robustness;
 mod rules;
 mod rules_worker;

@@ -163,6 +163,21 @@ impl PkiDir {
         self.store(&dir, &issued)
     }
 
+    /// Signs a CSR held in memory (as received over the network) for device
+    /// `id`, stores the certificate like [`PkiDir::sign_device_csr`] and
+    /// returns it with its PEM. The CSR's subject is ignored; the role is forced.
+    pub fn sign_device_csr_pem(
+        &self,
+        csr_pem: &str,
+        id: &DeviceId,
+    ) -> Result<(IssuedPaths, String), CertError> {
+        let issued = self
+            .ca
+            .sign_device_csr(csr_pem, id, &IssueOptions::default())?;
+        let paths = self.store(&CertKind::Device.dir(&self.dir, id.as_str(), None), &issued)?;
+        Ok((paths, issued.cert_pem))
+    }
+
     /// Signs the CSR at `csr_path` for device `id`; the certificate goes to
     /// `issued/device/<id>/cert.pem` (no key is stored).
     pub fn sign_device_csr(

@@ -85,6 +85,15 @@ impl Stack {
         settings.mqtt.cert = Some(stack.bridge_cert);
         settings.mqtt.key = Some(stack.bridge_key);
         settings.mqtt.resend_after_secs = 30;
+        // Device self-provisioning on its own TLS listener.
+        let provision = pki.issue_node("provision", &sans).unwrap();
+        settings.provision = kumo_bridge::settings::ProvisionSettings {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            pki_dir: Some(pki_dir.path().to_path_buf()),
+            cert: Some(provision.cert),
+            key: Some(provision.key),
+            ..Default::default()
+        };
         tweak(&mut settings);
         let h = start_with(settings.clone()).await;
         let stack = Stack {
