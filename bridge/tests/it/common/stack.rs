@@ -149,17 +149,7 @@ impl Stack {
     /// Registers a device to the test user and issues its certificate.
     pub async fn device(&self, id: &str) -> DeviceCreds {
         self.h.add_device(id, DeviceKind::Remo).await;
-        let issued = self
-            .pki
-            .issue_device(&DeviceId::parse(id).unwrap())
-            .unwrap();
-        DeviceCreds {
-            id: id.to_string(),
-            cert: issued.cert,
-            key: issued.key,
-            ca: self.pki.ca_path(),
-            port: self.port,
-        }
+        self.unregistered_device(id)
     }
 
     /// Stops the bridge (waiting for it) and starts a new one on the same
