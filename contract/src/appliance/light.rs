@@ -32,8 +32,8 @@ impl Default for LightState {
 impl LightState {
     /// Whether a light can be in this state (power, brightness 10–100).
     pub fn check(&self) -> Result<(), Refusal> {
-        super::tv::one_of("power", &self.power, &["on", "off"])?;
-        super::tv::within("brightness", &self.brightness, 10, 100)
+        super::one_of("power", &self.power, &["on", "off"])?;
+        super::within("brightness", &self.brightness, 10, 100)
     }
 }
 

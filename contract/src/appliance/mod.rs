@@ -82,3 +82,29 @@ pub(crate) fn step(value: &str, delta: i32, lo: i32, hi: i32) -> String {
     let v: i32 = value.parse().unwrap_or(lo);
     (v + delta).clamp(lo, hi).to_string()
 }
+
+/// `Ok` if `v` is one of `allowed` (checking a reported state).
+pub(crate) fn one_of(
+    field: &'static str,
+    v: &str,
+    allowed: &[&'static str],
+) -> Result<(), Refusal> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(Refusal::new(field, v, "a reported state", allowed))
+    }
+}
+
+/// `Ok` if `v` is a canonical whole number in `lo..=hi` (checking a reported state).
+pub(crate) fn within(field: &'static str, v: &str, lo: i32, hi: i32) -> Result<(), Refusal> {
+    match v.parse::<i32>() {
+        Ok(n) if (lo..=hi).contains(&n) && n.to_string() == v => Ok(()),
+        _ => Err(Refusal {
+            field,
+            value: v.to_string(),
+            scope: format!("a reported state (a whole number {lo}..{hi})"),
+            allowed: Vec::new(),
+        }),
+    }
+}

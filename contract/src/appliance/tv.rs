@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::Model;
-use super::{step, Refusal};
+use super::{one_of, step, within, Refusal};
 
 /// TV state: the Nature API's `TVState` (`input`) plus what the remote changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -64,30 +64,6 @@ impl TvState {
         one_of("input", &self.input, &["t", "bs", "cs"])?;
         within("channel", &self.channel, 1, 12)?;
         within("volume", &self.volume, 0, 50)
-    }
-}
-
-pub(crate) fn one_of(
-    field: &'static str,
-    v: &str,
-    allowed: &[&'static str],
-) -> Result<(), Refusal> {
-    if allowed.contains(&v) {
-        Ok(())
-    } else {
-        Err(Refusal::new(field, v, "a reported state", allowed))
-    }
-}
-
-pub(crate) fn within(field: &'static str, v: &str, lo: i32, hi: i32) -> Result<(), Refusal> {
-    match v.parse::<i32>() {
-        Ok(n) if (lo..=hi).contains(&n) && n.to_string() == v => Ok(()),
-        _ => Err(Refusal {
-            field,
-            value: v.to_string(),
-            scope: format!("a reported state (a whole number {lo}..{hi})"),
-            allowed: Vec::new(),
-        }),
     }
 }
 
