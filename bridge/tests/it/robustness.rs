@@ -119,6 +119,8 @@ async fn no_generated_request_gets_a_server_error_and_bad_text_is_refused() {
     let h = start().await;
     h.add_device("remo-1", kumo_bridge::DeviceKind::Remo).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The official document is reference data beside the repository (`../shared`,
+    // as CI lays it out), never a copy inside it.
     let nature = root.join("../shared/reference/nature-api/cloud-api.swagger.json");
     let kumo = root.join("bridge/src/api/openapi.json");
     let mut ops = operations(&doc(nature));
