@@ -55,6 +55,18 @@ where
     let Packet::Connect(connect, props, will, will_props, _login) = packet else {
         return refuse_quietly(&node, "malformed_connect");
     };
+    // MQTT-3.1.3-8: a 3.1.1 client with an empty id must ask for a clean
+    // session; a persistent session needs an id the client knows (0x02).
+    if connect.client_id.is_empty() && !connect.clean_session && version == Version::V4 {
+        return refuse(
+            stream,
+            version,
+            &node,
+            ConnectReturnCode::ClientIdentifierNotValid,
+            "empty_client_id_persistent",
+        )
+        .await;
+    }
     let client_id = if connect.client_id.is_empty() {
         identity.client_id().to_string()
     } else {

@@ -235,3 +235,17 @@ async fn an_empty_client_id_is_replaced_by_the_certificates_identity() {
         b"hi"
     );
 }
+
+/// MQTT-3.1.3-8: a zero-byte client id with CleanSession=0 gets CONNACK
+/// 0x02 (identifier rejected) and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_1_3_8_an_empty_client_id_with_clean_session_0_is_rejected() {
+    let node = TestNode::start().await;
+    let creds = node.pki.device("remo-anon");
+    let mut dev = Client::open(&node, &creds, 4).await;
+    assert_eq!(dev.connect_session("", false).await, (false, 0x02));
+    assert!(dev.closed_within(WAIT).await);
+    // With CleanSession=1 the same device is accepted (its certificate names it).
+    let mut again = Client::open(&node, &creds, 4).await;
+    assert_eq!(again.connect_session("", true).await, (false, 0));
+}
