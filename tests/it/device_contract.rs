@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::common::http::{enc, eventually, http, http_json, Reply};
-use crate::common::{address, kumo_ok, sim_process, temp_data_dir, KillOnDrop, Up};
+use crate::common::{
+    account_with_token, address, kumo_ok, sim_process, temp_data_dir, KillOnDrop, Up,
+};
 use kumo_contract::appliance::{Capabilities, MODELS};
 use serde_json::{json, Value};
 
@@ -39,16 +41,7 @@ impl Stack {
         let bridge = address(&up.seen, "bridge", "http://");
         let node = address(&up.seen, "broker", "mqtts://");
         let port = node.rsplit(':').next().expect("port").to_string();
-        let user = kumo_ok(&data, &["users", "create", "--nickname", "contract"]);
-        let user = user.split_whitespace().nth(2).expect("user id").to_string();
-        let token = kumo_ok(
-            &data,
-            &[
-                "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
-            ],
-        )
-        .trim()
-        .to_string();
+        let (user, token) = account_with_token(&data, "contract");
         kumo_ok(&data, &["devices", "add", DEVICE, "--user", &user]);
         let issued = kumo_ok(
             &data,

@@ -8,7 +8,9 @@
 use std::process::Stdio;
 
 use crate::common::http::{eventually, http, Reply};
-use crate::common::{address, kumo, kumo_ok, sim_process, temp_data_dir, KillOnDrop, Up};
+use crate::common::{
+    account_with_token, address, kumo, kumo_ok, sim_process, temp_data_dir, KillOnDrop, Up,
+};
 
 /// Adds a catalogue light to `sim-000000` and presses "on", waiting up to
 /// 20 s for the device; returns the appliance id and the answer.
@@ -50,15 +52,7 @@ fn a_light_command_travels_from_rest_to_a_simulated_device_and_its_ack_comes_bac
     let node = address(summary, "broker", "mqtts://");
     let port = node.rsplit(':').next().expect("port");
 
-    let user = kumo_ok(&data, &["users", "create", "--nickname", "e2e"]);
-    let user = user.split_whitespace().nth(2).expect("user id").to_string();
-    let token = kumo_ok(
-        &data,
-        &[
-            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
-        ],
-    );
-    let token = token.trim().to_string();
+    let (user, token) = account_with_token(&data, "e2e");
     kumo_ok(
         &data,
         &[
@@ -150,15 +144,7 @@ fn a_broker_node_killed_mid_run_is_survived_and_its_lost_device_shows_offline() 
     let ready = || http(&bridge, "GET", "/readyz", "", &[], "").status;
     eventually("the bridge connected to the node", 60, || ready() == 200);
 
-    let user = kumo_ok(&data, &["users", "create", "--nickname", "k"]);
-    let user = user.split_whitespace().nth(2).expect("user id").to_string();
-    let token = kumo_ok(
-        &data,
-        &[
-            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
-        ],
-    );
-    let token = token.trim().to_string();
+    let (user, token) = account_with_token(&data, "k");
     kumo_ok(&data, &["devices", "add", "sim-000000", "--user", &user]);
     let device = |field: &str| {
         let r = http(&bridge, "GET", "/1/devices", &token, &[], "");
@@ -226,16 +212,7 @@ fn up_with_three_nodes_serves_devices_on_each_and_commands_reach_them() {
     eventually("the bridge connected to all three nodes", 60, || {
         http(&bridge, "GET", "/readyz", "", &[], "").status == 200
     });
-    let user = kumo_ok(&data, &["users", "create", "--nickname", "three"]);
-    let user = user.split_whitespace().nth(2).expect("user id").to_string();
-    let token = kumo_ok(
-        &data,
-        &[
-            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
-        ],
-    )
-    .trim()
-    .to_string();
+    let (user, token) = account_with_token(&data, "three");
     let devices = ["sim-000000", "sim-000001", "sim-000002"];
     for d in devices {
         kumo_ok(&data, &["devices", "add", d, "--user", &user]);

@@ -198,3 +198,21 @@ pub fn sim_process(data: &Path, addr: &str) -> KillOnDrop {
             .expect("spawn kumo sim"),
     )
 }
+
+/// `kumo users create` + a token with `basic` and `sendir` for it, against the
+/// running `up` in `data`: the account id and the token.
+pub fn account_with_token(data: &Path, nickname: &str) -> (String, String) {
+    let created = kumo_ok(data, &["users", "create", "--nickname", nickname]);
+    let user = created
+        .split_whitespace()
+        .nth(2)
+        .expect("user id in: created user <id> (...)")
+        .to_string();
+    let token = kumo_ok(
+        data,
+        &[
+            "tokens", "create", "--user", &user, "--scope", "basic", "--scope", "sendir",
+        ],
+    );
+    (user, token.trim().to_string())
+}
