@@ -137,8 +137,10 @@ fn strip_properties(packet: Packet) -> Packet {
     }
 }
 
-/// Builds a PUBLISH with the given QoS and packet id. rumqttd only offers a QoS 0
-/// constructor publicly, so this goes through its documented serialized form.
+/// Builds a PUBLISH with the given QoS, packet id and flags. rumqttd only
+/// offers a QoS 0 constructor publicly, so this goes through its documented
+/// serialized form, which keeps the packet id even at QoS 0 (the wire writers
+/// leave it out there; [`crate::message`] relies on it surviving the router).
 pub fn publish(
     topic: Bytes,
     payload: Bytes,
@@ -149,7 +151,7 @@ pub fn publish(
 ) -> Publish {
     let mut o = BytesMut::with_capacity(5 + topic.len() + payload.len());
     o.put_u8(0b0011_0000 | retain as u8 | ((qos as u8) << 1) | ((dup as u8) << 3));
-    o.put_u16(if qos == QoS::AtMostOnce { 0 } else { pkid });
+    o.put_u16(pkid);
     o.put_u16(topic.len() as u16);
     o.extend_from_slice(&topic);
     o.extend_from_slice(&payload);

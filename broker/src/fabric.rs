@@ -8,6 +8,9 @@
 //! to a topic no filter matches); the `kumo/ownership/#` link that keeps the
 //! node's [`Ownership`] map current; and on-demand links for service and
 //! integration sessions. No per-device link or filter ever exists in the router.
+//! Every application message passes [`Fabric::publish`], which keeps retained
+//! messages in the node's [`RetainedStore`] and stamps what the router would
+//! forget (see [`crate::message`]).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -20,9 +23,11 @@ use rumqttd::{Notification, Router, RouterConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
 use crate::registry::{Outbound, Registry};
+use crate::retained::RetainedStore;
 use crate::BrokerError;
 
 /// The filter carrying every device-bound message to this node.
@@ -35,6 +40,7 @@ type LinkFactory = dyn Fn(&str) -> Result<(LinkTx, LinkRx), BrokerError> + Send 
 pub struct Fabric {
     ingress: Arc<[mpsc::Sender<Packet>]>,
     links: Arc<LinkFactory>,
+    retained: Arc<RetainedStore>,
 }
 
 fn router_config() -> RouterConfig {
@@ -110,16 +116,30 @@ impl Fabric {
         Ok(Fabric {
             ingress: ingress.into(),
             links,
+            retained: Arc::default(),
         })
     }
 
-    /// Queues `packet` for the router. Packets with the same `key` (a client id)
-    /// take the same ingress thread, so one client's messages stay in order.
-    pub async fn publish(&self, key: &str, packet: Packet) -> bool {
+    /// Publishes `message`: a RETAIN=1 message updates the retained store at
+    /// once, then the stamped message is queued for the router. Messages with
+    /// the same `key` (a client id) take the same ingress thread, so one
+    /// client's messages stay in order. `origin` is the publishing client id
+    /// where No Local may need it.
+    pub async fn publish(&self, key: &str, message: Message, origin: Option<&str>) -> bool {
+        self.retained.apply(&message);
+        let (publish, properties) = message.into_routed(origin);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
         let idx = (h.finish() % self.ingress.len() as u64) as usize;
-        self.ingress[idx].send(packet).await.is_ok()
+        self.ingress[idx]
+            .send(Packet::Publish(publish, properties))
+            .await
+            .is_ok()
+    }
+
+    /// The node's retained messages.
+    pub fn retained(&self) -> &RetainedStore {
+        &self.retained
     }
 
     /// Opens a router link for a service or integration session (blocking work on
@@ -210,6 +230,7 @@ async fn demux_commands(
             properties,
             at,
             redelivery: None,
+            decided: None,
         });
         if sender.try_send(msg).is_err() {
             metrics

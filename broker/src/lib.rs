@@ -19,11 +19,13 @@ mod fabric;
 mod http;
 mod listener;
 mod mailbox;
+mod message;
 pub mod metrics;
 pub mod ownership;
 mod presence;
 mod pressure;
 mod registry;
+mod retained;
 mod session;
 pub mod settings;
 mod tls;
@@ -164,9 +166,15 @@ async fn launch(
     fabric
         .publish(
             "kumo-node",
-            rumqttd::protocol::Packet::Publish(presence::epoch(&settings.node_id), None),
+            message::Message::from_node(presence::epoch(&settings.node_id)),
+            None,
         )
         .await;
+    tokio::spawn(sweep_retained(
+        fabric.clone(),
+        metrics.clone(),
+        internal.clone(),
+    ));
     let slot = Arc::new(tls::TlsSlot::new(loaded));
     let gate = Arc::new(listener::Gate {
         connections: Arc::new(Semaphore::new(settings.max_connections)),
@@ -180,6 +188,7 @@ async fn launch(
         fabric,
         accounts,
         parking: Default::default(),
+        wills: Default::default(),
         pressure: pressure::Pressure::for_session_queue(settings.session_queue),
         shutdown: sessions_stop.clone(),
     });
@@ -238,4 +247,20 @@ async fn launch(
         ownership,
         task,
     })
+}
+
+/// Drops expired retained messages now and then (they are never sent once
+/// expired; this returns their memory) and reports how many are held.
+async fn sweep_retained(fabric: fabric::Fabric, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let held = fabric.retained().sweep();
+        metrics
+            .retained_messages
+            .store(held as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -57,6 +57,7 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = socket.set_nodelay(true);
+        set_tcp_keepalive(&socket);
         let deadline = Instant::now() + node.settings.handshake_timeout();
         // Boxed: the handshake's state is large and gone once it ends, so an
         // idle connection's task keeps only the session's own (small) future.
@@ -158,4 +159,14 @@ async fn handshake(
         identity,
         serial,
     })
+}
+
+/// TCP keepalive on every connection: a peer that vanished without a FIN is
+/// found even when MQTT keepalive is off (3.1.1 keepalive 0 means none).
+fn set_tcp_keepalive(socket: &tokio::net::TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(120))
+        .with_interval(std::time::Duration::from_secs(15))
+        .with_retries(4);
+    let _ = socket2::SockRef::from(socket).set_tcp_keepalive(&ka);
 }

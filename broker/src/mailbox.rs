@@ -128,6 +128,7 @@ mod tests {
             properties: None,
             at: std::time::Instant::now(),
             redelivery: None,
+            decided: None,
         })
     }
 

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub integration_filtered: AtomicU64,
     /// Device publishes held back while service sessions were behind.
     pub publishes_held: AtomicU64,
+    /// Retained messages the node holds (updated by the periodic sweep).
+    pub retained_messages: AtomicU64,
+    /// Messages whose Message Expiry Interval passed before they could be sent.
+    pub expired: AtomicU64,
     handshakes: Labeled,
     connects: Labeled,
     disconnects: Labeled,
@@ -134,6 +138,11 @@ impl Metrics {
                 "TLS handshakes in progress",
                 &self.handshakes_in_flight,
             ),
+            (
+                "kumo_broker_retained_messages",
+                "retained messages held (as of the last expiry sweep)",
+                &self.retained_messages,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(
@@ -187,6 +196,11 @@ impl Metrics {
                 "kumo_broker_publishes_held_total",
                 "device publishes held back while service sessions were behind",
                 &self.publishes_held,
+            ),
+            (
+                "kumo_broker_messages_expired_total",
+                "messages dropped because their Message Expiry Interval passed",
+                &self.expired,
             ),
         ];
         for (name, help, v) in counters {

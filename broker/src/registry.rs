@@ -35,6 +35,12 @@ pub enum CloseReason {
     NotAuthorized,
     /// A packet above the size limit.
     PacketTooLarge,
+    /// More unanswered QoS 1/2 publishes than the node's Receive Maximum (MQTT 5).
+    ReceiveMaximumExceeded,
+    /// A topic alias, which the node does not offer (MQTT 5 Topic Alias Maximum 0).
+    TopicAliasInvalid,
+    /// A subscription identifier, which CONNACK said is unavailable (MQTT 5).
+    SubscriptionIdsUnsupported,
 }
 
 impl CloseReason {
@@ -50,16 +56,18 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::NotAuthorized => "not_authorized",
             CloseReason::PacketTooLarge => "packet_too_large",
+            CloseReason::ReceiveMaximumExceeded => "receive_maximum_exceeded",
+            CloseReason::TopicAliasInvalid => "topic_alias_invalid",
+            CloseReason::SubscriptionIdsUnsupported => "subscription_ids_unsupported",
         }
     }
 
-    /// Whether the client's last will must be published.
+    /// Whether the client's last will must be published: for every end but a
+    /// normal DISCONNECT (MQTT-3.1.2-8, -10) — a takeover included (the old
+    /// connection closed without one) — and a node shutdown, where the session
+    /// is not lost to the client but to the node.
     pub fn fires_will(self) -> bool {
-        // A takeover or node shutdown means the device is about to be back, not gone.
-        !matches!(
-            self,
-            CloseReason::Clean | CloseReason::Takeover | CloseReason::Shutdown
-        )
+        !matches!(self, CloseReason::Clean | CloseReason::Shutdown)
     }
 }
 
@@ -74,6 +82,17 @@ pub struct Outbound {
     /// Sent before with this packet id and left unacknowledged: sent again with
     /// DUP set and, when free, the same packet id (MQTT-3.3.1-1, MQTT-4.4.0-1).
     pub redelivery: Option<u16>,
+    /// How it goes out when that was settled before it reached the session (a
+    /// retained message for a new subscription, a message sent before and
+    /// unacknowledged); otherwise the session's subscriptions decide.
+    pub decided: Option<Decided>,
+}
+
+/// The QoS and RETAIN flag a message is sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    pub qos: rumqttd::protocol::QoS,
+    pub retain: bool,
 }
 
 impl Outbound {
@@ -90,6 +109,8 @@ pub struct SessionHandle {
     pub conn_id: u64,
     /// Certificate serial (lowercase hex).
     pub serial: String,
+    /// Whether the session outlives its connection (a successor resumes it).
+    pub persistent: bool,
     pub tx: mailbox::Sender,
     kick: CancellationToken,
     reason: Arc<OnceLock<CloseReason>>,
@@ -99,10 +120,11 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// A handle plus the kick token the session itself watches.
-    pub fn new(conn_id: u64, serial: String, tx: mailbox::Sender) -> Self {
+    pub fn new(conn_id: u64, serial: String, persistent: bool, tx: mailbox::Sender) -> Self {
         Self {
             conn_id,
             serial,
+            persistent,
             tx,
             kick: CancellationToken::new(),
             reason: Arc::new(OnceLock::new()),
@@ -149,6 +171,11 @@ impl Registry {
         if map.get(client_id).is_some_and(|h| h.conn_id == conn_id) {
             map.remove(client_id);
         }
+    }
+
+    /// Whether a live session with this client id will outlive its connection.
+    pub fn persistent(&self, client_id: &str) -> bool {
+        self.read().get(client_id).is_some_and(|h| h.persistent)
     }
 
     /// The queue of the session with this client id.

@@ -14,6 +14,8 @@ use rumqttd::protocol::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::subscriptions::Subscriptions;
+use super::will::Will;
 use super::{Node, Session};
 use crate::acl;
 use crate::codec::{self, CodecError, Version};
@@ -120,8 +122,21 @@ where
         )
         .await;
     }
+    let asked_expiry = match version {
+        // 3.1.1: CleanSession=0 keeps the session as long as the node allows.
+        Version::V4 if connect.clean_session => 0,
+        Version::V4 => u32::MAX,
+        Version::V5 => props.session_expiry_interval.unwrap_or(0),
+    };
+    let session_expiry = grant_session_expiry(&identity, asked_expiry, &node);
+    let receive_max_in = receive_max_in(&identity);
     let connack_props = (version == Version::V5).then(|| ConnAckProperties {
+        // Announced when it differs from what the client asked (§3.2.2.3.2).
+        session_expiry_interval: (session_expiry != asked_expiry).then_some(session_expiry),
+        receive_max: Some(receive_max_in),
         max_packet_size: Some(max as u32),
+        // QoS 2 PUBLISHes are accepted (exactly once); subscriptions are
+        // granted at most QoS 1 in SUBACK (§3.9.3), so no Maximum QoS is announced.
         max_qos: None,
         retain_available: Some(1),
         topic_alias_max: None,
@@ -136,7 +151,7 @@ where
     // session, or a live one about to be taken over and parked, is resumed.
     let session_present = !connect.clean_session
         && !matches!(identity, Identity::Device { .. })
-        && (node.parking.contains(&client_id) || node.registry.sender(&client_id).is_some());
+        && (node.parking.contains(&client_id) || node.registry.persistent(&client_id));
     let mut out = BytesMut::with_capacity(64);
     let ack = Packet::ConnAck(
         ConnAck {
@@ -150,26 +165,29 @@ where
     }
     out.clear();
     node.metrics.connect("accepted");
-    tracing::info!(client_id = %client_id, role = identity.role(), version = ?version, "session connected");
+    tracing::info!(client_id = %client_id, role = identity.role(), version = ?version, session_expiry, "session connected");
     let conn_id = node.registry.next_conn_id();
     let receive_max = receive_window(&identity, props.receive_maximum);
     // The real queue is created by `serve`; this placeholder is replaced at once.
     let (tx, _) = mailbox::channel(0);
     Some(Box::new(Session {
-        handle: SessionHandle::new(conn_id, serial, tx),
+        handle: SessionHandle::new(conn_id, serial, session_expiry > 0, tx),
         node,
         identity,
         client_id,
         version,
-        will: will.map(|w| (w, will_props)),
-        filters: Vec::new(),
+        will: will.map(|w| Will::from_connect(w, will_props)),
+        filters: Subscriptions::default(),
         link: None,
         pending_subacks: HashMap::new(),
         qos2_in: HashSet::new(),
         inflight: HashMap::new(),
         clean_session: connect.clean_session,
+        session_expiry,
+        asked_expiry,
         next_pkid: 0,
         receive_max,
+        receive_max_in: receive_max_in.into(),
         backlog: VecDeque::new(),
         client_max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
         keepalive,
@@ -177,6 +195,29 @@ where
         held: None,
         gauge: None,
     }))
+}
+
+/// How long the session outlives its connection, in s: what the client asked
+/// for, capped by `broker.session_expiry_secs`. Devices never keep a session
+/// (their commands are kept durably by the bridge, see `persist`).
+pub(super) fn grant_session_expiry(identity: &Identity, asked: u32, node: &Node) -> u32 {
+    if matches!(identity, Identity::Device { .. }) {
+        return 0;
+    }
+    let max = u32::try_from(node.settings.session_expiry_secs).unwrap_or(u32::MAX);
+    asked.min(max)
+}
+
+/// Unacknowledged QoS 1 and 2 PUBLISHes the node accepts from a client at once
+/// (MQTT 5 Receive Maximum). A device's publishes may wait for the cloud (see
+/// `pressure`) and the session stops reading at [`super::HELD_MAX`], so that
+/// is its window; other sessions' QoS 1 publishes are answered at once and
+/// only QoS 2 exchanges stay open.
+fn receive_max_in(identity: &Identity) -> u16 {
+    match identity {
+        Identity::Device { .. } => super::HELD_MAX as u16,
+        _ => 1_024,
+    }
 }
 
 /// QoS 1 messages a client may leave unacknowledged. Devices get few; a
@@ -192,22 +233,29 @@ fn receive_window(identity: &Identity, asked: Option<u16>) -> usize {
     asked.map_or(max, |r| (r as usize).clamp(1, max))
 }
 
-/// The idle window (1.5 × keepalive) and, for MQTT 5, the server keepalive to announce.
+/// The idle window (1.5 × keepalive; `None`: no keepalive) and, for MQTT 5,
+/// the Server Keep Alive to announce.
+///
+/// MQTT 3.1.1 cannot tell the client another value, so its keepalive 0 means
+/// what §3.1.2.10 says — no keepalive: the connection lives until it closes
+/// (the node still notices a dead peer through TCP keepalive). Tiny values are
+/// only raised, which makes the node more patient, never less. MQTT 5 clients
+/// are told the granted value, including for 0.
 fn negotiate_keepalive(
     connect: &Connect,
     version: Version,
     node: &Node,
-) -> (Duration, Option<u16>) {
+) -> (Option<Duration>, Option<u16>) {
     let s = &node.settings;
     let asked = connect.keep_alive;
     let granted = match (version, asked) {
-        (_, 0) => s.max_keepalive_secs,
-        // 3.1.1 cannot tell the client another value: only raise tiny ones.
+        (Version::V4, 0) => return (None, None),
         (Version::V4, k) => k.max(s.min_keepalive_secs),
+        (Version::V5, 0) => s.max_keepalive_secs,
         (Version::V5, k) => k.clamp(s.min_keepalive_secs, s.max_keepalive_secs),
     };
     let announce = (version == Version::V5 && granted != asked).then_some(granted);
-    (Duration::from_millis(granted as u64 * 1500), announce)
+    (Some(Duration::from_millis(granted as u64 * 1500)), announce)
 }
 
 enum ReadError {

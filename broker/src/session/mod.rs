@@ -8,6 +8,8 @@
 mod connect;
 mod packets;
 mod persist;
+mod subscriptions;
+mod will;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use kumo_contract::Identity;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{LastWill, LastWillProperties, Packet, QoS, SubscribeReasonCode};
+use rumqttd::protocol::{QoS, SubscribeReasonCode};
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -27,6 +29,7 @@ use crate::acl::AccountLookup;
 use crate::codec::Version;
 use crate::fabric::Fabric;
 use crate::mailbox;
+use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::registry::{CloseReason, Registry, SessionHandle};
 use crate::Settings;
@@ -44,8 +47,22 @@ const HELD_MAX: usize = 64;
 /// A device publish waiting for the cloud to catch up: what goes to the
 /// router (none for a refused or repeated one) and the answer to the client.
 struct Held {
-    forward: Option<Packet>,
-    reply: Option<Packet>,
+    forward: Option<Message>,
+    reply: Option<rumqttd::protocol::Packet>,
+}
+
+/// A SUBACK's reason codes and the filters (with their grant) whose retained
+/// messages follow it.
+type PendingSubAck = (Vec<SubscribeReasonCode>, Vec<(String, QoS)>);
+
+/// Where an outgoing QoS 1 or 2 message stands.
+#[derive(Debug)]
+enum Inflight {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2); with a copy
+    /// of the message for a persistent session (sent again on resume).
+    Sent(Option<Box<crate::registry::Outbound>>),
+    /// QoS 2: PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    Released,
 }
 
 /// What every session shares.
@@ -57,6 +74,8 @@ pub(crate) struct Node {
     pub accounts: AccountLookup,
     /// Persistent service sessions whose client is away.
     pub parking: persist::Parking,
+    /// Wills waiting for their delay.
+    pub wills: Arc<will::DelayedWills>,
     /// How far behind service sessions are; holds device publishes when too far.
     pub pressure: Arc<crate::pressure::Pressure>,
     pub shutdown: CancellationToken,
@@ -69,27 +88,33 @@ pub(crate) struct Session {
     client_id: String,
     version: Version,
     handle: SessionHandle,
-    will: Option<(LastWill, Option<LastWillProperties>)>,
-    /// Granted filters and their QoS (shared-subscription prefix stripped).
-    filters: Vec<(String, QoS)>,
+    will: Option<will::Will>,
+    filters: subscriptions::Subscriptions,
     /// Router link of a service or integration session.
     link: Option<Arc<std::sync::Mutex<LinkTx>>>,
-    /// SUBACKs waiting for the router to confirm the filters.
-    pending_subacks: HashMap<u16, Vec<SubscribeReasonCode>>,
+    /// SUBACKs waiting for the router to confirm the filters, with the
+    /// filters whose retained messages go out after them.
+    pending_subacks: HashMap<u16, PendingSubAck>,
     /// QoS 2 packet ids received and not yet released.
     qos2_in: HashSet<u16>,
-    /// QoS 1 packet ids sent and not yet acknowledged, with a copy of the
-    /// message for persistent sessions (delivered again on resume).
-    inflight: HashMap<u16, Option<Box<crate::registry::Outbound>>>,
+    /// Packet ids of QoS 1 and 2 messages sent and not yet acknowledged.
+    inflight: HashMap<u16, Inflight>,
     /// CONNECT's clean_session (MQTT 5: clean start).
     clean_session: bool,
+    /// How long the session outlives the connection, in s (0: it ends with it).
+    session_expiry: u32,
+    /// What the CONNECT asked for (a DISCONNECT may not raise 0).
+    asked_expiry: u32,
     next_pkid: u16,
+    /// The client's Receive Maximum: QoS 1 messages sent and unacknowledged.
     receive_max: usize,
+    /// The node's Receive Maximum: QoS 1/2 publishes from the client unanswered.
+    receive_max_in: usize,
     backlog: VecDeque<Box<crate::registry::Outbound>>,
     /// Largest packet the client accepts.
     client_max_packet: usize,
-    /// 1.5 × the negotiated keepalive.
-    keepalive: Duration,
+    /// 1.5 × the negotiated keepalive; `None`: no keepalive (3.1.1 keepalive 0).
+    keepalive: Option<Duration>,
     out: BytesMut,
     /// Device publishes waiting for the cloud, oldest first (devices only).
     #[allow(clippy::box_collection)] // 8 bytes in every idle session instead of 32
@@ -139,11 +164,10 @@ pub(crate) async fn serve<S>(
     }
     let mut last_rx = Instant::now();
     let reason = loop {
-        let ka_deadline = last_rx + keepalive;
         tokio::select! {
             r = kick.kicked() => break r,
             _ = node.shutdown.cancelled() => break CloseReason::Shutdown,
-            _ = tokio::time::sleep_until(ka_deadline) => break CloseReason::KeepaliveTimeout,
+            () = keepalive_expired(last_rx, keepalive) => break CloseReason::KeepaliveTimeout,
             () = wait_relieved(&node, session.has_held()) => if let Err(r) = Box::pin(session.release_held()).await {
                 break r;
             },
@@ -218,6 +242,14 @@ async fn write_guarded<S: AsyncWrite + Unpin>(
     }
 }
 
+/// Resolves when nothing was received for the keepalive window (never without keepalive).
+async fn keepalive_expired(last_rx: Instant, window: Option<Duration>) {
+    match window {
+        Some(w) => tokio::time::sleep_until(last_rx + w).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves when held publishes may go (never when none are held). Boxed so an
 /// idle device's future does not carry the wait.
 async fn wait_relieved(node: &Node, held: bool) {
@@ -260,11 +292,12 @@ impl Session {
             // Wait for its offline presence to be queued before ours goes online.
             let _ = tokio::time::timeout(Duration::from_secs(2), old.finished.cancelled()).await;
         }
+        node.wills.reconnected(&self.client_id, self.clean_session);
         node.metrics.sessions_open.fetch_add(1, Relaxed);
         if let Identity::Device { id } = &self.identity {
             let p = crate::presence::publish(id, &node.settings.node_id, true, "connected");
             node.fabric
-                .publish(&self.client_id, Packet::Publish(p, None))
+                .publish(&self.client_id, Message::from_node(p), None)
                 .await;
             return None;
         }
@@ -280,6 +313,11 @@ impl Session {
             self.link = Some(resumed.link);
             self.filters = resumed.filters;
             self.report_filters();
+            // MQTT-4.4.0-1: unacknowledged PUBRELs and PUBLISHes go again, same ids.
+            for pkid in resumed.released {
+                self.inflight.insert(pkid, Inflight::Released);
+                self.send_pubrel(pkid, true);
+            }
             for msg in resumed.queue {
                 self.deliver(msg);
             }
@@ -311,9 +349,15 @@ impl Session {
         }
     }
 
-    /// 1.5 × the negotiated keepalive.
-    fn keepalive_window(&self) -> Duration {
+    /// 1.5 × the negotiated keepalive; `None` without keepalive.
+    fn keepalive_window(&self) -> Option<Duration> {
         self.keepalive
+    }
+
+    /// The client id sessions compare for No Local: devices never receive
+    /// what they publish, so their messages carry none.
+    fn origin(&self) -> Option<&str> {
+        (!matches!(self.identity, Identity::Device { .. })).then_some(self.client_id.as_str())
     }
 
     async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
@@ -357,36 +401,32 @@ impl Session {
             let _ = stream.shutdown().await;
         })
         .await;
+        // A session that outlives the connection is parked; a node shutdown ends it.
+        let keeps_session = self.session_expiry > 0 && reason != CloseReason::Shutdown;
         if reason.fires_will() {
-            if let Some((will, props)) = self.will.take() {
-                let publish =
-                    rumqttd::protocol::Publish::new(will.topic, will.message, will.retain);
-                let props = props.map(|p| rumqttd::protocol::PublishProperties {
-                    payload_format_indicator: p.payload_format_indicator,
-                    message_expiry_interval: p.message_expiry_interval,
-                    response_topic: p.response_topic,
-                    correlation_data: p.correlation_data,
-                    user_properties: p.user_properties,
-                    content_type: p.content_type,
-                    ..Default::default()
-                });
-                node.fabric
-                    .publish(&self.client_id, Packet::Publish(publish, props))
+            if let Some(will) = self.will.take() {
+                let session_end = if keeps_session {
+                    Duration::from_secs(self.session_expiry.into())
+                } else {
+                    Duration::ZERO
+                };
+                let after = will.delay.min(session_end);
+                let origin = self.origin();
+                node.wills
+                    .publish(&node.fabric, &self.client_id, origin, will, after)
                     .await;
             }
         }
         if let Identity::Device { id } = &self.identity {
             let p = crate::presence::publish(id, &node.settings.node_id, false, reason.as_str());
             node.fabric
-                .publish(&self.client_id, Packet::Publish(p, None))
+                .publish(&self.client_id, Message::from_node(p), None)
                 .await;
         }
         node.registry.remove(&self.client_id, self.handle.conn_id);
         if let Some(link) = self.link.take() {
             match link_rx {
-                Some(rx) if !self.clean_session && reason != CloseReason::Shutdown => {
-                    self.park(link, rx);
-                }
+                Some(rx) if keeps_session => self.park(link, rx),
                 _ => persist::close_link(link).await,
             }
         }
@@ -401,28 +441,30 @@ impl Session {
     /// Keeps the router link, filters and unacknowledged messages for the
     /// client's return.
     fn park(&mut self, link: Arc<std::sync::Mutex<LinkTx>>, rx: LinkRx) {
-        let mut unacked: Vec<_> = self
-            .inflight
-            .drain()
-            .filter_map(|(pkid, m)| {
-                m.map(|mut m| {
+        let mut unacked = Vec::new();
+        let mut released = Vec::new();
+        for (pkid, state) in self.inflight.drain() {
+            match state {
+                Inflight::Sent(Some(mut m)) => {
                     m.redelivery = Some(pkid);
-                    m
-                })
-            })
-            .collect();
+                    unacked.push(m);
+                }
+                Inflight::Sent(None) => {}
+                Inflight::Released => released.push(pkid),
+            }
+        }
         unacked.sort_by_key(|m| m.at);
         let mut queue: VecDeque<_> = unacked.into();
         queue.extend(self.backlog.drain(..));
         tracing::info!(client_id = %self.client_id, queued = queue.len(), "persistent session parked");
         let gauge = self.gauge.is_some().then(|| {
             let g = self.node.pressure.gauge();
-            g.set_filters(self.filters.iter().map(|(f, _)| f.as_str()));
+            g.set_filters(self.filters.filters());
             g
         });
         let limits = persist::Limits {
             cap: self.node.settings.session_queue,
-            expiry: Duration::from_secs(self.node.settings.session_expiry_secs),
+            expiry: Duration::from_secs(self.session_expiry.into()),
             gauge,
             identity: self.identity.clone(),
             accounts: self.node.accounts.clone(),
@@ -431,6 +473,7 @@ impl Session {
             link,
             rx,
             filters: std::mem::take(&mut self.filters),
+            released,
             queue,
         };
         self.node
@@ -450,5 +493,8 @@ fn disconnect_code(reason: CloseReason) -> Option<u8> {
         CloseReason::Takeover => 0x8E,
         CloseReason::PacketTooLarge => 0x95,
         CloseReason::Revoked => 0x98,
+        CloseReason::ReceiveMaximumExceeded => 0x93,
+        CloseReason::TopicAliasInvalid => 0x94,
+        CloseReason::SubscriptionIdsUnsupported => 0xA1,
     })
 }

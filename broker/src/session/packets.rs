@@ -8,16 +8,18 @@ use futures_util::FutureExt;
 use kumo_contract::Identity;
 use rumqttd::protocol::{
     Filter, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
-    Publish, PublishProperties, QoS, RetainForwardRule, SubAck, Subscribe, SubscribeProperties,
-    SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
+    PubRel, PubRelReason, Publish, PublishProperties, QoS, RetainForwardRule, SubAck, Subscribe,
+    SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::Notification;
 
-use super::{Held, Session, HELD_MAX};
+use super::subscriptions::Sub;
+use super::{Held, Inflight, Session, HELD_MAX};
 use crate::acl;
 use crate::codec::{self, CodecError, Version};
 use crate::fabric;
-use crate::registry::{CloseReason, Outbound};
+use crate::message::{min_qos, Message};
+use crate::registry::{CloseReason, Decided, Outbound};
 
 impl Session {
     /// Decodes and handles every complete packet in `inbuf`.
@@ -50,8 +52,21 @@ impl Session {
         match packet {
             Packet::Publish(p, props) => self.on_publish(p, props, qos, pkid).await,
             Packet::PubAck(ack, _) => {
-                self.inflight.remove(&ack.pkid);
-                self.drain_backlog();
+                if matches!(self.inflight.get(&ack.pkid), Some(Inflight::Sent(_))) {
+                    self.inflight.remove(&ack.pkid);
+                    self.drain_backlog();
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec, _) => {
+                self.on_pubrec(rec);
+                Ok(())
+            }
+            Packet::PubComp(comp, _) => {
+                if matches!(self.inflight.get(&comp.pkid), Some(Inflight::Released)) {
+                    self.inflight.remove(&comp.pkid);
+                    self.drain_backlog();
+                }
                 Ok(())
             }
             Packet::PubRel(rel, _) => {
@@ -69,15 +84,22 @@ impl Session {
                 ));
                 Ok(())
             }
-            // This node never sends QoS 2, so PUBREC/PUBCOMP from a client are stray.
-            Packet::PubRec(..) | Packet::PubComp(..) => Ok(()),
             Packet::Subscribe(s, props) => self.on_subscribe(s, props).await,
             Packet::Unsubscribe(u, _) => self.on_unsubscribe(u).await,
             Packet::PingReq(_) => {
                 self.send(Packet::PingResp(PingResp));
                 Ok(())
             }
-            Packet::Disconnect(d, _) => {
+            Packet::Disconnect(d, props) => {
+                if let Some(expiry) = props.and_then(|p| p.session_expiry_interval) {
+                    // MQTT 5 §3.14.2.2.2: a session that was to end with the
+                    // connection cannot be extended on the way out.
+                    if self.asked_expiry == 0 && expiry != 0 {
+                        return Err(CloseReason::ProtocolError);
+                    }
+                    self.session_expiry =
+                        super::connect::grant_session_expiry(&self.identity, expiry, &self.node);
+                }
                 if d.reason_code
                     == rumqttd::protocol::DisconnectReasonCode::DisconnectWithWillMessage
                 {
@@ -106,12 +128,20 @@ impl Session {
         let Ok(topic) = std::str::from_utf8(&p.topic) else {
             return Err(CloseReason::ProtocolError);
         };
-        if let Some(props) = &props {
-            // Topic aliases are not offered (CONNACK has none); subscription ids are
-            // server-to-client only. rumqttd would drop the whole ingress link on either.
-            if props.topic_alias.is_some() || !props.subscription_identifiers.is_empty() {
+        let mut props = props;
+        if let Some(p) = &props {
+            // Topic aliases are not offered (CONNACK's Topic Alias Maximum is 0,
+            // §3.2.2.3.8); subscription ids are server-to-client only.
+            if p.topic_alias.is_some() {
+                return Err(CloseReason::TopicAliasInvalid);
+            }
+            if !p.subscription_identifiers.is_empty() {
                 return Err(CloseReason::ProtocolError);
             }
+        }
+        crate::message::sanitize(&mut props);
+        if qos > 0 && self.version == Version::V5 && self.unanswered_in() >= self.receive_max_in {
+            return Err(CloseReason::ReceiveMaximumExceeded);
         }
         let (forward, reply) = match acl::may_publish(
             &self.identity,
@@ -120,9 +150,18 @@ impl Session {
         ) {
             Ok(()) => {
                 let fresh = qos != 2 || self.qos2_in.insert(pkid);
-                let publish = Publish::new(p.topic, p.payload, p.retain);
-                let forward = fresh.then(|| Packet::Publish(publish, props));
-                (forward, publish_reply(qos, pkid, true))
+                let message = Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: match qos {
+                        0 => QoS::AtMostOnce,
+                        1 => QoS::AtLeastOnce,
+                        _ => QoS::ExactlyOnce,
+                    },
+                    retain: p.retain,
+                    properties: props,
+                };
+                (fresh.then_some(message), publish_reply(qos, pkid, true))
             }
             Err(d) => {
                 self.node.metrics.acl_denied("publish", d.as_str());
@@ -146,17 +185,34 @@ impl Session {
         self.emit(forward, reply).await
     }
 
+    /// QoS 1 and 2 publishes from the client not answered yet: held QoS 1
+    /// ones and QoS 2 ones waiting for PUBREL.
+    fn unanswered_in(&self) -> usize {
+        let held = self.held.as_ref().map_or(0, |h| {
+            h.iter()
+                .filter(|h| matches!(h.reply, Some(Packet::PubAck(..))))
+                .count()
+        });
+        held + self.qos2_in.len()
+    }
+
     /// Forwards a publish to the router, then answers the client.
     async fn emit(
         &mut self,
-        forward: Option<Packet>,
+        forward: Option<Message>,
         reply: Option<Packet>,
     ) -> Result<(), CloseReason> {
-        if let Some(packet) = forward {
-            if let (Identity::Device { .. }, Packet::Publish(p, _)) = (&self.identity, &packet) {
-                self.node.pressure.routed_in(&p.topic);
+        if let Some(message) = forward {
+            if let Identity::Device { .. } = &self.identity {
+                self.node.pressure.routed_in(&message.topic);
             }
-            if !self.node.fabric.publish(&self.client_id, packet).await {
+            let origin = self.origin();
+            if !self
+                .node
+                .fabric
+                .publish(&self.client_id, message, origin)
+                .await
+            {
                 return Err(CloseReason::Shutdown);
             }
         }
@@ -169,7 +225,7 @@ impl Session {
     /// Tells the node's ingress pressure what a service session subscribes to.
     pub(super) fn report_filters(&self) {
         if let Some(g) = &self.gauge {
-            g.set_filters(self.filters.iter().map(|(f, _)| f.as_str()));
+            g.set_filters(self.filters.filters());
         }
     }
 
@@ -198,35 +254,83 @@ impl Session {
         Ok(())
     }
 
+    /// PUBREC for an outgoing QoS 2 message: release it (PUBREL) and wait for
+    /// PUBCOMP; a failure reason (MQTT 5) ends the exchange (§4.3.3).
+    fn on_pubrec(&mut self, rec: PubRec) {
+        match self.inflight.get(&rec.pkid) {
+            Some(Inflight::Sent(_))
+                if rec.reason != PubRecReason::Success
+                    && rec.reason != PubRecReason::NoMatchingSubscribers =>
+            {
+                self.inflight.remove(&rec.pkid);
+                self.drain_backlog();
+            }
+            Some(Inflight::Sent(_) | Inflight::Released) => {
+                self.inflight.insert(rec.pkid, Inflight::Released);
+                self.send_pubrel(rec.pkid, true);
+            }
+            None => self.send_pubrel(rec.pkid, false),
+        }
+    }
+
+    /// PUBREL for `pkid`; `known` false answers a PUBREC for an id not in flight.
+    pub(super) fn send_pubrel(&mut self, pkid: u16, known: bool) {
+        let reason = if known {
+            PubRelReason::Success
+        } else {
+            PubRelReason::PacketIdentifierNotFound
+        };
+        self.send(Packet::PubRel(PubRel { pkid, reason }, None));
+    }
+
     async fn on_subscribe(
         &mut self,
         s: Subscribe,
         props: Option<SubscribeProperties>,
     ) -> Result<(), CloseReason> {
         if props.as_ref().is_some_and(|p| p.id.is_some()) {
-            // CONNACK said subscription identifiers are unavailable.
-            return Err(CloseReason::ProtocolError);
+            // CONNACK said subscription identifiers are unavailable (§3.2.2.3.12).
+            return Err(CloseReason::SubscriptionIdsUnsupported);
         }
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut routed = Vec::new();
+        let mut retained = Vec::new();
         for f in s.filters {
+            let shared = f.path.starts_with("$share/");
+            if shared && f.nolocal {
+                // MQTT 5 §3.8.3.1: No Local on a shared subscription is a Protocol Error.
+                return Err(CloseReason::ProtocolError);
+            }
             match acl::may_subscribe(&self.identity, &f.path, self.node.accounts.as_ref()) {
                 Ok(()) => {
-                    let qos = if f.qos == QoS::AtMostOnce {
-                        QoS::AtMostOnce
-                    } else {
-                        QoS::AtLeastOnce
-                    };
+                    let qos = f.qos;
                     codes.push(SubscribeReasonCode::Success(qos));
-                    self.filters.retain(|(p, _)| p != unshared(&f.path));
-                    self.filters.push((unshared(&f.path).to_string(), qos));
+                    let v5 = self.version == Version::V5;
+                    let filter = unshared(&f.path).to_string();
+                    let existed = self.filters.insert(Sub {
+                        filter: filter.clone(),
+                        qos,
+                        no_local: v5 && f.nolocal,
+                        retain_as_published: v5 && f.preserve_retain,
+                    });
+                    // MQTT-3.8.4-3 (3.1.1) and Retain Handling (MQTT 5
+                    // §3.8.3.1); never for a shared subscription (§4.8.2).
+                    let send_retained = !shared
+                        && match (self.version, &f.retain_forward_rule) {
+                            (Version::V4, _) | (_, RetainForwardRule::OnEverySubscribe) => true,
+                            (_, RetainForwardRule::OnNewSubscribe) => !existed,
+                            (_, RetainForwardRule::Never) => false,
+                        };
+                    if send_retained {
+                        retained.push((filter, qos));
+                    }
                     routed.push(Filter {
                         qos: QoS::AtMostOnce,
-                        retain_forward_rule: match self.version {
-                            Version::V4 => RetainForwardRule::OnEverySubscribe,
-                            Version::V5 => f.retain_forward_rule.clone(),
-                        },
-                        ..f
+                        nolocal: false,
+                        preserve_retain: false,
+                        // The router never holds retained messages (see `retained`).
+                        retain_forward_rule: RetainForwardRule::Never,
+                        path: f.path,
                     });
                 }
                 Err(d) => {
@@ -247,18 +351,12 @@ impl Session {
         let link = match (&self.link, matches!(self.identity, Identity::Device { .. })) {
             (Some(link), false) if !routed.is_empty() => link.clone(),
             _ => {
-                self.send(Packet::SubAck(
-                    SubAck {
-                        pkid: s.pkid,
-                        return_codes: codes,
-                    },
-                    None,
-                ));
+                self.suback(s.pkid, codes, retained);
                 return Ok(());
             }
         };
         // Answer once the router confirms, so nothing published after SUBACK is missed.
-        self.pending_subacks.insert(s.pkid, codes);
+        self.pending_subacks.insert(s.pkid, (codes, retained));
         let sub = Subscribe {
             pkid: s.pkid,
             filters: routed,
@@ -267,12 +365,36 @@ impl Session {
         Ok(())
     }
 
+    /// Sends SUBACK, then the retained messages of the filters that asked for
+    /// them (MQTT-3.3.1-8: with RETAIN=1; at the lower of their QoS and the grant).
+    fn suback(&mut self, pkid: u16, codes: Vec<SubscribeReasonCode>, retained: Vec<(String, QoS)>) {
+        self.send(Packet::SubAck(
+            SubAck {
+                pkid,
+                return_codes: codes,
+            },
+            None,
+        ));
+        for (filter, granted) in retained {
+            for r in self.node.fabric.retained().matching(&filter) {
+                self.deliver(Box::new(Outbound {
+                    publish: Publish::new(r.topic.clone(), r.payload.clone(), true),
+                    properties: r.properties.clone(),
+                    at: r.at,
+                    redelivery: None,
+                    decided: Some(Decided {
+                        qos: min_qos(r.qos, granted),
+                        retain: true,
+                    }),
+                }));
+            }
+        }
+    }
+
     async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), CloseReason> {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
-            let before = self.filters.len();
-            self.filters.retain(|(p, _)| p != unshared(f));
-            reasons.push(if self.filters.len() < before {
+            reasons.push(if self.filters.remove(unshared(f)) {
                 UnsubAckReason::Success
             } else {
                 UnsubAckReason::NoSubscriptionExisted
@@ -308,19 +430,14 @@ impl Session {
                     properties: f.properties,
                     at: std::time::Instant::now(),
                     redelivery: None,
+                    decided: None,
                 }));
             }
             // rumqttd does not export its `Ack` type; its conversion to `Packet` is public.
             Notification::DeviceAck(ack) => {
                 if let Packet::SubAck(ack, _) = Packet::from(ack) {
-                    if let Some(codes) = self.pending_subacks.remove(&ack.pkid) {
-                        self.send(Packet::SubAck(
-                            SubAck {
-                                pkid: ack.pkid,
-                                return_codes: codes,
-                            },
-                            None,
-                        ));
+                    if let Some((codes, retained)) = self.pending_subacks.remove(&ack.pkid) {
+                        self.suback(ack.pkid, codes, retained);
                     }
                 }
             }
@@ -354,8 +471,10 @@ impl Session {
         }
     }
 
-    /// Sends a routed message if one of the session's filters matches it.
-    pub(super) fn deliver(&mut self, msg: Box<Outbound>) {
+    /// Sends a message if the session may receive it and (unless already
+    /// decided) one of its subscriptions takes it.
+    pub(super) fn deliver(&mut self, mut msg: Box<Outbound>) {
+        let origin = crate::message::take_origin(&mut msg.properties);
         let Ok(topic) = std::str::from_utf8(msg.topic()) else {
             return;
         };
@@ -365,18 +484,38 @@ impl Session {
             self.node.metrics.integration_filtered.fetch_add(1, Relaxed);
             return;
         }
-        let Some(qos) = self
-            .filters
-            .iter()
-            .filter(|(f, _)| rumqttd::protocol::matches(topic, f))
-            .map(|(_, q)| *q)
-            .reduce(|a, b| if b == QoS::AtLeastOnce { b } else { a })
-        else {
-            return;
+        let decided = match msg.decided {
+            Some(d) => d,
+            None => {
+                let stamp = crate::message::stamp(&msg.publish);
+                match self
+                    .filters
+                    .decide(topic, stamp, origin.as_deref(), &self.client_id)
+                {
+                    Some(d) => d,
+                    None => return,
+                }
+            }
         };
-        let persistent = self.link.is_some() && !self.clean_session;
-        let pkid = if qos == QoS::AtLeastOnce {
+        // MQTT 5 §3.3.2.3.3: the interval goes out minus the time the message
+        // waited here; one whose time passed before it was first sent is dropped.
+        let mut expiry = None;
+        if let Some(secs) = msg
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+        {
+            let waited = msg.at.elapsed().as_secs();
+            if waited >= u64::from(secs) && msg.redelivery.is_none() {
+                self.node.metrics.expired.fetch_add(1, Relaxed);
+                return;
+            }
+            expiry = Some(secs.saturating_sub(waited as u32).max(1));
+        }
+        let persistent = self.link.is_some() && self.session_expiry > 0;
+        let pkid = if decided.qos != QoS::AtMostOnce {
             if self.inflight.len() >= self.receive_max {
+                msg.decided = Some(decided);
                 self.hold(msg);
                 return;
             }
@@ -386,11 +525,12 @@ impl Session {
                     properties: msg.properties.clone(),
                     at: msg.at,
                     redelivery: None,
+                    decided: Some(decided),
                 })
             });
             match msg.redelivery {
                 Some(id) if !self.inflight.contains_key(&id) => {
-                    self.inflight.insert(id, copy);
+                    self.inflight.insert(id, Inflight::Sent(copy));
                     id
                 }
                 _ => self.alloc_pkid(copy),
@@ -401,14 +541,15 @@ impl Session {
         let publish = codec::publish(
             Bytes::copy_from_slice(topic.as_bytes()),
             msg.publish.payload,
-            qos,
+            decided.qos,
             pkid,
-            msg.publish.retain,
+            decided.retain,
             msg.redelivery.is_some(),
         );
         let props = msg.properties.map(|mut p| {
             p.topic_alias = None;
             p.subscription_identifiers.clear();
+            p.message_expiry_interval = expiry;
             p
         });
         let mut encoded = BytesMut::new();
@@ -453,6 +594,7 @@ impl Session {
     }
 
     fn alloc_pkid(&mut self, copy: Option<Box<Outbound>>) -> u16 {
+        let copy = Inflight::Sent(copy);
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
             if let std::collections::hash_map::Entry::Vacant(e) =

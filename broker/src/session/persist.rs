@@ -1,10 +1,11 @@
-//! Persistent sessions of service and integration identities (CONNECT with
-//! clean_session=0): while the client is away its router link stays open and
+//! Persistent sessions of service and integration identities (MQTT 3.1.1
+//! CleanSession=0, MQTT 5 Session Expiry Interval > 0): while the client is away its router link stays open and
 //! a drainer task keeps what the link's filters match — plus the QoS 1
 //! messages the client had not acknowledged — in a bounded queue. When the
 //! client connects again it gets the link, its filters and the queue back,
 //! with session_present=1. Over `session_queue`, the oldest message is dropped
-//! and counted; after `session_expiry_secs` away, the session is discarded. A
+//! and counted; after the session's expiry interval (the client's, capped by
+//! `session_expiry_secs`) away, the session is discarded. A
 //! parked service session's queue counts towards the node's ingress
 //! [`crate::pressure`], so devices are held long before that cap is reached.
 //!
@@ -18,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use kumo_contract::Identity;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, QoS};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 use rumqttd::Notification;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::subscriptions::Subscriptions;
 use crate::acl::{self, AccountLookup};
 use crate::fabric;
 use crate::metrics::Metrics;
@@ -34,7 +36,8 @@ type Queue = Arc<Mutex<VecDeque<Box<Outbound>>>>;
 
 struct Parked {
     link: Arc<Mutex<LinkTx>>,
-    filters: Vec<(String, QoS)>,
+    filters: Subscriptions,
+    released: Vec<u16>,
     queue: Queue,
     stop: CancellationToken,
     /// Gives the link's receiver back when stopped; `None` once expired.
@@ -45,7 +48,9 @@ struct Parked {
 pub(crate) struct Resumed {
     pub link: Arc<Mutex<LinkTx>>,
     pub rx: LinkRx,
-    pub filters: Vec<(String, QoS)>,
+    pub filters: Subscriptions,
+    /// QoS 2 packet ids whose PUBREL the client had not completed.
+    pub released: Vec<u16>,
     /// Messages to deliver first, oldest first.
     pub queue: VecDeque<Box<Outbound>>,
 }
@@ -109,6 +114,7 @@ impl Parking {
         let parked = Parked {
             link: resumed.link,
             filters: resumed.filters,
+            released: resumed.released,
             queue,
             stop,
             drainer,
@@ -128,6 +134,7 @@ impl Parking {
             link: parked.link,
             rx,
             filters: parked.filters,
+            released: parked.released,
             queue,
         })
     }
@@ -156,7 +163,7 @@ pub(crate) async fn close_link(link: Arc<Mutex<LinkTx>>) {
 async fn drain(
     mut rx: LinkRx,
     link: Arc<Mutex<LinkTx>>,
-    filters: Vec<(String, QoS)>,
+    filters: Subscriptions,
     queue: Queue,
     mut limits: Limits,
     metrics: Arc<Metrics>,
@@ -191,10 +198,7 @@ async fn drain(
                 let Ok(topic) = std::str::from_utf8(&f.publish.topic) else {
                     continue;
                 };
-                if !filters
-                    .iter()
-                    .any(|(flt, _)| rumqttd::protocol::matches(topic, flt))
-                {
+                if !filters.matches(topic) {
                     continue;
                 }
                 if !acl::may_receive(&limits.identity, topic, limits.accounts.as_ref()) {
@@ -206,6 +210,7 @@ async fn drain(
                     properties: f.properties,
                     at: Instant::now(),
                     redelivery: None,
+                    decided: None,
                 });
                 let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                 q.push_back(msg);

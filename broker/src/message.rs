@@ -1,0 +1,183 @@
+//! An application message on its way through the node, and what the embedded
+//! router would otherwise forget about it.
+//!
+//! rumqttd's router overwrites a forwarded PUBLISH's QoS with the reading
+//! link's (always 0 here), clears RETAIN, and cannot say who published. MQTT
+//! needs all three at delivery: the delivered QoS is the minimum of the
+//! published and the granted QoS (MQTT-3.8.4-8), Retain As Published keeps the
+//! flag, and No Local compares the publisher's client id. So the node hands the
+//! router a QoS 0, RETAIN 0 publish whose packet id carries a [`Stamp`] (the
+//! router keeps the packet id of QoS 0 forwards untouched), plus, for
+//! publishers that may subscribe to what they publish (service and integration
+//! sessions), the origin client id in a reserved user property that sessions
+//! remove before anything reaches a client. Clients cannot forge it: an inbound
+//! property with that name is dropped. Retained messages never enter the
+//! router (see [`crate::retained`]).
+
+use bytes::Bytes;
+use rumqttd::protocol::{Publish, PublishProperties, QoS};
+
+/// User property naming the publishing client; never leaves the node.
+const ORIGIN: &str = "$kumo/origin";
+
+/// Set in every packet id the node stamps (a stamped id is never 0).
+const STAMPED: u16 = 0x8000;
+const RETAIN_BIT: u16 = 0x4;
+
+/// An application message as a client (or the node itself) published it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    pub properties: Option<PublishProperties>,
+}
+
+/// What a delivering session needs to know about how a message was published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+impl Message {
+    /// A message the node publishes itself (presence, epochs), at QoS 1 so a
+    /// QoS 1 subscriber gets it reliably.
+    pub fn from_node(publish: Publish) -> Message {
+        Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: QoS::AtLeastOnce,
+            retain: publish.retain,
+            properties: None,
+        }
+    }
+
+    /// The PUBLISH handed to the router: QoS 0 and RETAIN 0, with the stamp in
+    /// its packet id and `origin` in the reserved property.
+    pub fn into_routed(self, origin: Option<&str>) -> (Publish, Option<PublishProperties>) {
+        let mut properties = self.properties;
+        if let Some(origin) = origin {
+            properties
+                .get_or_insert_with(PublishProperties::default)
+                .user_properties
+                .push((ORIGIN.to_string(), origin.to_string()));
+        }
+        let mut id = STAMPED | self.qos as u16;
+        if self.retain {
+            id |= RETAIN_BIT;
+        }
+        let publish =
+            crate::codec::publish(self.topic, self.payload, QoS::AtMostOnce, id, false, false);
+        (publish, properties)
+    }
+}
+
+/// Removes what a client may not set: the reserved origin property.
+pub fn sanitize(properties: &mut Option<PublishProperties>) {
+    if let Some(p) = properties {
+        p.user_properties.retain(|(k, _)| k != ORIGIN);
+    }
+}
+
+/// Takes the origin client id out of a routed message's properties.
+pub fn take_origin(properties: &mut Option<PublishProperties>) -> Option<String> {
+    let p = properties.as_mut()?;
+    let at = p.user_properties.iter().rposition(|(k, _)| k == ORIGIN)?;
+    Some(p.user_properties.remove(at).1)
+}
+
+/// The stamp of a routed publish. A publish the node did not stamp counts as
+/// QoS 1, not retained.
+pub fn stamp(publish: &Publish) -> Stamp {
+    // rumqttd keeps the packet id crate-private; its documented serialized
+    // form puts it right after the first byte.
+    let bytes = publish.serialize();
+    let id = u16::from_be_bytes([bytes[1], bytes[2]]);
+    if id & STAMPED == 0 {
+        return Stamp {
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
+    }
+    Stamp {
+        qos: match id & 0x3 {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        },
+        retain: id & RETAIN_BIT != 0,
+    }
+}
+
+/// The lower of two QoS levels.
+pub fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) {
+        a
+    } else {
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn message(qos: QoS, retain: bool) -> Message {
+        Message {
+            topic: Bytes::from_static(b"a/b"),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain,
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn the_stamp_survives_the_routed_form_for_every_qos_and_retain_flag() {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for retain in [false, true] {
+                let (p, props) = message(qos, retain).into_routed(None);
+                assert!(!p.retain, "the router must never see RETAIN");
+                assert!(props.is_none());
+                assert_eq!(stamp(&p), Stamp { qos, retain });
+            }
+        }
+    }
+
+    #[test]
+    fn the_origin_travels_in_a_property_that_can_be_taken_out_again() {
+        let mut m = message(QoS::AtLeastOnce, false);
+        m.properties = Some(PublishProperties {
+            user_properties: vec![("k".into(), "v".into())],
+            ..Default::default()
+        });
+        let (_, mut props) = m.into_routed(Some("svc-a"));
+        assert_eq!(take_origin(&mut props).as_deref(), Some("svc-a"));
+        assert_eq!(
+            props.unwrap().user_properties,
+            vec![("k".into(), "v".into())]
+        );
+    }
+
+    #[test]
+    fn a_client_cannot_forge_an_origin() {
+        let mut props = Some(PublishProperties {
+            user_properties: vec![(ORIGIN.into(), "victim".into()), ("k".into(), "v".into())],
+            ..Default::default()
+        });
+        sanitize(&mut props);
+        assert_eq!(take_origin(&mut props), None);
+    }
+
+    #[test]
+    fn min_qos_is_the_lower_level() {
+        assert_eq!(min_qos(QoS::AtMostOnce, QoS::AtLeastOnce), QoS::AtMostOnce);
+        assert_eq!(
+            min_qos(QoS::ExactlyOnce, QoS::AtLeastOnce),
+            QoS::AtLeastOnce
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The node's retained messages: the last RETAIN=1 message per topic, sent to
+//! a session when it subscribes.
+//!
+//! The node keeps them itself instead of leaving them to rumqttd's router,
+//! which removes a retained message on any empty payload (MQTT-3.3.1-12 says a
+//! RETAIN=0 publish must leave it alone), sends them only for a filter the link
+//! did not have yet (MQTT-3.8.4-3 and Retain Handling need more) and drops
+//! their properties. Messages are ordered by topic, so a filter reads only the
+//! range below its first wildcard: a device's `devices/{id}/…` subscription
+//! touches its own few topics, never the fleet's.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttd::protocol::{PublishProperties, QoS};
+
+use crate::message::Message;
+
+/// One retained message.
+#[derive(Debug)]
+pub struct Retained {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub properties: Option<PublishProperties>,
+    /// When the node received it (Message Expiry counts from here).
+    pub at: Instant,
+}
+
+impl Retained {
+    fn expired(&self, now: Instant) -> bool {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .is_some_and(|s| now.duration_since(self.at) >= Duration::from_secs(s.into()))
+    }
+}
+
+/// Every retained message of the node, by topic.
+#[derive(Debug, Default)]
+pub struct RetainedStore {
+    map: RwLock<BTreeMap<String, Arc<Retained>>>,
+}
+
+impl RetainedStore {
+    /// Applies a RETAIN=1 message (MQTT-3.3.1-5, -10, -11): an empty payload
+    /// removes the topic's retained message, anything else replaces it.
+    /// RETAIN=0 messages are ignored (MQTT-3.3.1-12).
+    pub fn apply(&self, message: &Message) {
+        if !message.retain {
+            return;
+        }
+        let Ok(topic) = std::str::from_utf8(&message.topic) else {
+            return;
+        };
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if message.payload.is_empty() {
+            map.remove(topic);
+        } else {
+            map.insert(
+                topic.to_string(),
+                Arc::new(Retained {
+                    topic: message.topic.clone(),
+                    payload: message.payload.clone(),
+                    qos: message.qos,
+                    properties: message.properties.clone(),
+                    at: Instant::now(),
+                }),
+            );
+        }
+    }
+
+    /// The unexpired retained messages whose topic matches `filter`, in topic order.
+    pub fn matching(&self, filter: &str) -> Vec<Arc<Retained>> {
+        let now = Instant::now();
+        // Topics matching the filter all start with the levels before its
+        // first wildcard (without the separator: `a/#` matches `a` too).
+        let prefix = match filter.find(['+', '#']) {
+            Some(i) => filter[..i].strip_suffix('/').unwrap_or(&filter[..i]),
+            None => filter,
+        };
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.range::<str, _>((
+            std::ops::Bound::Included(prefix),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(t, _)| t.starts_with(prefix))
+        .filter(|(t, r)| rumqttd::protocol::matches(t, filter) && !r.expired(now))
+        .map(|(_, r)| r.clone())
+        .collect()
+    }
+
+    /// Drops expired messages; returns how many remain.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, r| !r.expired(now));
+        map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &'static str, payload: &'static [u8], retain: bool) -> Message {
+        Message {
+            topic: Bytes::from_static(topic.as_bytes()),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            retain,
+            properties: None,
+        }
+    }
+
+    fn topics(store: &RetainedStore, filter: &str) -> Vec<String> {
+        store
+            .matching(filter)
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.topic).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn only_retain_1_messages_store_or_remove() {
+        let s = RetainedStore::default();
+        s.apply(&msg("a/b", b"1", true));
+        s.apply(&msg("a/b", b"", false));
+        s.apply(&msg("a/b", b"2", false));
+        assert_eq!(&s.matching("a/b")[0].payload[..], b"1");
+        s.apply(&msg("a/b", b"", true));
+        assert!(s.matching("a/b").is_empty());
+    }
+
+    #[test]
+    fn wildcard_filters_read_only_their_prefix_and_follow_the_matching_rules() {
+        let s = RetainedStore::default();
+        for t in ["a", "a/b", "a/b/c", "a/x/c", "ab/c", "b/c"] {
+            s.apply(&Message {
+                topic: Bytes::from(t.to_string()),
+                ..msg("", b"v", true)
+            });
+        }
+        assert_eq!(topics(&s, "a/#"), ["a", "a/b", "a/b/c", "a/x/c"]);
+        assert_eq!(topics(&s, "a/+/c"), ["a/b/c", "a/x/c"]);
+        assert_eq!(topics(&s, "+"), ["a"]);
+        assert_eq!(topics(&s, "#").len(), 6);
+        assert_eq!(topics(&s, "ab/c"), ["ab/c"]);
+    }
+
+    #[test]
+    fn an_expired_message_is_not_sent_and_is_swept() {
+        let s = RetainedStore::default();
+        let mut m = msg("e", b"v", true);
+        m.properties = Some(PublishProperties {
+            message_expiry_interval: Some(0),
+            ..Default::default()
+        });
+        s.apply(&m);
+        assert!(s.matching("e").is_empty());
+        assert_eq!(s.sweep(), 0);
+    }
+}
