@@ -13,6 +13,7 @@
 //! [`metrics`] and `http` (observability).
 
 pub mod acl;
+mod admission;
 mod codec;
 mod error;
 mod fabric;
@@ -136,8 +137,7 @@ async fn launch(
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??
     };
-    let mqtt = TcpListener::bind(settings.listen)
-        .await
+    let mqtt = bind_with_backlog(settings.listen, settings.accept_backlog)
         .map_err(|e| BrokerError::bind("listen", settings.listen, e))?;
     let http = TcpListener::bind(settings.http_listen)
         .await
@@ -179,6 +179,11 @@ async fn launch(
     let gate = Arc::new(listener::Gate {
         connections: Arc::new(Semaphore::new(settings.max_connections)),
         handshakes: Arc::new(Semaphore::new(settings.max_concurrent_handshakes)),
+        // A quarter of the deadline is left for the client's round trips and CONNECT.
+        admission: Arc::new(admission::Admission::new(
+            settings.max_concurrent_handshakes,
+            settings.handshake_timeout() * 3 / 4,
+        )),
     });
     let sessions_stop = CancellationToken::new();
     let node = Arc::new(session::Node {
@@ -263,4 +268,16 @@ async fn sweep_retained(fabric: fabric::Fabric, metrics: Arc<Metrics>, stop: Can
             .retained_messages
             .store(held as u64, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The device listener, with the kernel's accept queue sized by `backlog`
+/// (tokio's `bind` fixes it at 1,024, short for a connect storm).
+fn bind_with_backlog(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

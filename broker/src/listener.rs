@@ -5,7 +5,9 @@
 //! the CPU-heavy part of the handshake takes a permit from the handshake
 //! semaphore, so a thousand silent sockets cannot starve real devices. After the
 //! handshake the certificate's serial is checked against the live revocation set
-//! and its identity extracted before the MQTT session starts.
+//! and its identity extracted before the MQTT session starts. During a connect
+//! storm, [`crate::admission`] turns away, once their ClientHello is in and
+//! before any TLS work, the connections whose handshake could not finish in time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,6 +28,7 @@ use crate::tls_io::TlsIo;
 pub(crate) struct Gate {
     pub connections: Arc<Semaphore>,
     pub handshakes: Arc<Semaphore>,
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 /// Accepts until `shutdown`; connection tasks are tracked by `tasks`.
@@ -118,13 +121,21 @@ async fn handshake(
         Ok(Err(e)) => return refused(tls::refusal_reason(&e)),
         Ok(Ok(stream)) => Box::new(stream),
     };
+    // Before any TLS work: a handshake that would only time out is refused now.
+    let Some(ticket) = gate.admission.admit() else {
+        metrics.connects_shed.fetch_add(1, Relaxed);
+        return refused("shed");
+    };
     let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, gate.handshakes.acquire()).await else {
         return refused("timeout");
     };
     metrics.handshakes_in_flight.fetch_add(1, Relaxed);
+    let started = Instant::now();
     let result = tokio::time::timeout_at(deadline, stream.handshake()).await;
     metrics.handshakes_in_flight.fetch_sub(1, Relaxed);
     drop(_permit);
+    drop(ticket);
+    gate.admission.finished(started.elapsed());
     match result {
         Err(_) => return refused("timeout"),
         Ok(Err(e)) => {

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub retained_messages: AtomicU64,
     /// Messages whose Message Expiry Interval passed before they could be sent.
     pub expired: AtomicU64,
+    /// Connections refused before TLS work because their handshake could not finish in time.
+    pub connects_shed: AtomicU64,
     handshakes: Labeled,
     connects: Labeled,
     disconnects: Labeled,
@@ -201,6 +203,11 @@ impl Metrics {
                 "kumo_broker_messages_expired_total",
                 "messages dropped because their Message Expiry Interval passed",
                 &self.expired,
+            ),
+            (
+                "kumo_broker_connects_shed_total",
+                "connections refused after their ClientHello, before TLS work, because the handshakes ahead would outlast the deadline",
+                &self.connects_shed,
             ),
         ];
         for (name, help, v) in counters {

@@ -34,12 +34,17 @@ pub struct Settings {
     pub handshake_timeout_ms: u64,
     /// TLS handshakes in flight at once; default 256.
     pub max_concurrent_handshakes: usize,
+    /// Connections the kernel queues before the node accepts them (capped by
+    /// `net.core.somaxconn`); default 4,096.
+    pub accept_backlog: u32,
     /// Largest MQTT packet accepted or sent, in bytes; default 256 KiB.
     pub max_packet_size: usize,
-    /// Smallest keepalive a client may ask for, in s (smaller values are raised in
-    /// MQTT 5, refused in 3.1.1); default 5.
+    /// Smallest keepalive granted, in s (smaller values are raised: MQTT 5 is
+    /// told through Server Keep Alive); default 5.
     pub min_keepalive_secs: u16,
-    /// Largest keepalive granted, in s; 0 (no keepalive) is replaced by this; default 1,200.
+    /// Largest keepalive granted to MQTT 5 clients, in s; their 0 (no keepalive)
+    /// is replaced by this. MQTT 3.1.1 cannot be told, so its values are kept
+    /// and its 0 means no keepalive (TCP keepalive still finds dead peers); default 1,200.
     pub max_keepalive_secs: u16,
     /// How often the CA and CRL files are checked for changes, in ms; default 500.
     pub crl_poll_interval_ms: u64,
@@ -52,7 +57,9 @@ pub struct Settings {
     /// reaches a quarter of it, device publishes are held unacknowledged until
     /// it is down to an eighth (see `pressure`). Default 100,000.
     pub session_queue: usize,
-    /// Seconds a disconnected persistent service session is kept; default 3,600.
+    /// Longest a disconnected service or integration session is kept, in s: the
+    /// MQTT 5 Session Expiry Interval is capped to it, a 3.1.1 CleanSession=0
+    /// session gets it; default 3,600.
     pub session_expiry_secs: u64,
     /// Threads feeding device publishes into the router; default 2.
     pub ingress_threads: usize,
@@ -75,6 +82,7 @@ impl Default for Settings {
             max_connections: 19_000,
             handshake_timeout_ms: 10_000,
             max_concurrent_handshakes: 256,
+            accept_backlog: 4_096,
             max_packet_size: 256 * 1024,
             min_keepalive_secs: 5,
             max_keepalive_secs: 1_200,
@@ -99,6 +107,7 @@ impl Settings {
                 "max_concurrent_handshakes",
                 self.max_concurrent_handshakes as u64,
             ),
+            ("accept_backlog", self.accept_backlog as u64),
             ("crl_poll_interval_ms", self.crl_poll_interval_ms),
             ("outbound_queue", self.outbound_queue as u64),
             ("session_queue", self.session_queue as u64),

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod admission;
 mod attacks;
 mod flow_control;
 mod integrations;
