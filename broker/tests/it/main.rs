@@ -9,6 +9,7 @@ mod admission;
 mod attacks;
 mod flow_control;
 mod integrations;
+mod load_balancer;
 mod persistent_sessions;
 mod protocol;
 mod real_peers;

@@ -157,8 +157,12 @@ impl TestNode {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> TestNode {
+        Self::start_in(Arc::new(Pki::new()), tweak).await
+    }
+
+    /// A node of an existing PKI (several nodes of one cloud).
+    pub async fn start_in(pki: Arc<Pki>, tweak: impl FnOnce(&mut Settings)) -> TestNode {
         init_tracing();
-        let pki = Arc::new(Pki::new());
         let node_creds = pki.node();
         let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
