@@ -25,7 +25,9 @@ pub struct Presence<'a> {
 }
 
 /// Records presence; returns `true` when the device just came online (time
-/// to deliver its queued commands). Stale announcements are ignored. A
+/// to deliver its queued commands). Stale announcements are ignored, and so
+/// is "offline" from a node that no longer holds the device: one that moved
+/// to another node is online there, whatever its old node finds out later. A
 /// device nobody registered yet gets its row here (owned by nobody), so one
 /// registered while connected shows online at once.
 pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, DbError> {
@@ -45,7 +47,8 @@ pub async fn record_presence_in(
              ON CONFLICT (id) DO UPDATE SET online = $2,
                  node_id = CASE WHEN $2 THEN $3 ELSE d.node_id END,
                  last_seen_at = $4
-             WHERE d.last_seen_at IS NULL OR d.last_seen_at <= $4
+             WHERE (d.last_seen_at IS NULL OR d.last_seen_at <= $4)
+               AND ($2 OR $3::text IS NULL OR d.node_id IS NULL OR d.node_id = $3)
              RETURNING coalesce((SELECT was FROM prev), false)",
         )
         .await?;

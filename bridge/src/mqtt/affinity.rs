@@ -38,8 +38,9 @@ impl Affinity {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(device) {
             Some(seen) if seen.at > at => false,
-            // An offline from another node at the same instant must not undo an online.
-            Some(seen) if !online && seen.online && seen.node != node && seen.at == at => false,
+            // An offline from a node the device has left must not undo its
+            // online elsewhere, however late that node noticed.
+            Some(seen) if !online && seen.online && seen.node != node => false,
             Some(seen) => {
                 *seen = Seen { node, online, at };
                 true
@@ -74,6 +75,9 @@ mod tests {
         a.record("d", 0, true, datetime!(2026-01-01 00:00:00 UTC));
         a.record("d", 1, true, datetime!(2026-01-01 00:00:05 UTC));
         assert!(!a.record("d", 0, false, datetime!(2026-01-01 00:00:04 UTC)));
+        assert_eq!(a.find("d"), Whereabouts::Online(1));
+        // Node 0 finds the dead connection only after the move.
+        assert!(!a.record("d", 0, false, datetime!(2026-01-01 00:00:30 UTC)));
         assert_eq!(a.find("d"), Whereabouts::Online(1));
         a.record("d", 1, false, datetime!(2026-01-01 00:00:09 UTC));
         assert_eq!(a.find("d"), Whereabouts::Offline);

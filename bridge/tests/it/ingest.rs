@@ -276,6 +276,43 @@ async fn presence_updates_online_and_reports_the_transition() {
 }
 
 #[tokio::test]
+async fn a_late_offline_from_the_node_a_device_left_does_not_override_its_new_node() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    let id = crate::common::dev("remo-1");
+    let t = OffsetDateTime::now_utc();
+    let on = |node, at| Presence {
+        device_id: &id,
+        online: true,
+        node: Some(node),
+        at,
+    };
+    let off = |node, at| Presence {
+        device_id: &id,
+        online: false,
+        node: Some(node),
+        at,
+    };
+    assert!(record_presence(&h.pool, &on("node-a", t)).await.unwrap());
+    // The device moved to node-b; node-a notices the dead connection later.
+    let moved = t + time::Duration::seconds(1);
+    assert!(!record_presence(&h.pool, &on("node-b", moved))
+        .await
+        .unwrap());
+    let late = t + time::Duration::seconds(30);
+    record_presence(&h.pool, &off("node-a", late))
+        .await
+        .unwrap();
+    assert_eq!(h.get("/1/devices").await.ok()[0]["online"], true);
+    // Its current node going offline counts.
+    record_presence(&h.pool, &off("node-b", late))
+        .await
+        .unwrap();
+    assert_eq!(h.get("/1/devices").await.ok()[0]["online"], false);
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn meter_properties_show_up_in_the_smart_meter_appliance() {
     let h = start().await;
     h.add_device("meter-1", DeviceKind::SmartMeter).await;
