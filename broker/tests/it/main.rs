@@ -4,6 +4,7 @@
 //! without tests.
 
 mod common;
+mod conformance;
 
 mod admission;
 mod attacks;

@@ -1,0 +1,184 @@
+//! Connecting and sessions: CONNACK, Session Present, clean session / Clean
+//! Start with Session Expiry Interval, takeover.
+
+use std::time::Duration;
+
+use super::raw::{self, Packet, Props, Val};
+use super::{code, conformance, connack_props, kumo_only, session_present, Target};
+
+conformance! {
+    mqtt_3_2_2_1_a_clean_session_gets_session_present_0 => clean_session_has_no_session;
+    mqtt_3_1_3_8_an_empty_client_id_with_clean_session_0_is_refused_with_0x02 => empty_id_persistent;
+    mqtt_3_2_2_2_a_kept_session_is_present_with_its_subscriptions_and_queued_messages => kept_session_v4;
+    v5_3_1_2_11_2_session_expiry_0_ends_the_session_with_the_connection => expiry_zero_ends;
+    v5_3_1_2_11_2_clean_start_1_with_an_expiry_keeps_the_session_after_the_connection => clean_start_with_expiry_keeps;
+    v5_3_1_2_4_clean_start_1_discards_a_kept_session => clean_start_discards;
+    v5_3_2_2_3_7_an_empty_client_id_is_assigned_one => assigned_client_id;
+    v5_3_14_2_2_2_a_disconnect_cannot_give_a_session_that_was_ending_an_expiry => disconnect_cannot_raise_zero;
+    mqtt_3_1_4_2_a_second_connection_with_the_same_client_id_takes_over => takeover;
+}
+
+kumo_only! {
+    kumo_the_client_id_must_be_the_certificates_identity => client_id_is_the_certificate;
+    kumo_a_device_never_keeps_a_session => device_session_not_kept;
+}
+
+fn expiry(secs: u32) -> Props {
+    Props::default().with(raw::SESSION_EXPIRY, Val::U32(secs))
+}
+
+async fn clean_session_has_no_session(t: &Target) {
+    for v in [4, 5] {
+        let mut c = t.open("conf-clean", v).await;
+        let ack = c
+            .connect("conf-clean", true, 60, &Props::default(), None)
+            .await;
+        assert_eq!(code(&ack), 0);
+        assert!(!session_present(&ack), "v{v}: {ack:?}");
+        c.disconnect().await;
+    }
+}
+
+async fn empty_id_persistent(t: &Target) {
+    let mut c = t.open("conf-empty", 4).await;
+    let ack = c.connect("", false, 60, &Props::default(), None).await;
+    assert_eq!(code(&ack), 0x02, "{ack:?}");
+    assert!(c.closed_within(Duration::from_secs(2)).await.0);
+}
+
+async fn kept_session_v4(t: &Target) {
+    let (mut c, ack) = t.reconnect("conf-keep", 4, false, &Props::default()).await;
+    assert_eq!(code(&ack), 0);
+    c.subscribe(&[("conf/keep/#", 1)]).await;
+    c.send(&raw::disconnect(4, 0, &Props::default())).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut p = t.client("conf-keep-pub", 4).await;
+    p.publish("conf/keep/a", b"while away", 1, false).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // MQTT-3.2.2-2: Session Present 1 when a session was kept.
+    let (mut c, ack) = t.reconnect("conf-keep", 4, false, &Props::default()).await;
+    assert!(session_present(&ack), "{ack:?}");
+    let m = c.expect_publish().await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..], m.qos),
+        ("conf/keep/a", &b"while away"[..], 1)
+    );
+    c.ack_publish(&m).await;
+    // The subscription was kept too.
+    p.publish("conf/keep/b", b"live", 1, false).await;
+    assert_eq!(c.expect_publish().await.topic, "conf/keep/b");
+}
+
+async fn expiry_zero_ends(t: &Target) {
+    // Clean Start 0 without a Session Expiry Interval: the session ends with the connection.
+    let (mut c, _) = t.reconnect("conf-ex0", 5, true, &Props::default()).await;
+    c.disconnect().await;
+    let (mut c, ack) = t.reconnect("conf-ex0", 5, false, &Props::default()).await;
+    assert_eq!(code(&ack), 0);
+    c.subscribe(&[("conf/ex0/#", 1)]).await;
+    c.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut p = t.client("conf-ex0-pub", 5).await;
+    p.publish("conf/ex0/a", b"lost", 1, false).await;
+    let (mut c, ack) = t.reconnect("conf-ex0", 5, false, &Props::default()).await;
+    assert!(!session_present(&ack), "{ack:?}");
+    assert!(c.quiet().await);
+}
+
+async fn clean_start_with_expiry_keeps(t: &Target) {
+    let (mut c, ack) = t.reconnect("conf-ex300", 5, true, &expiry(300)).await;
+    assert!(!session_present(&ack));
+    c.subscribe(&[("conf/ex300/#", 1)]).await;
+    c.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut p = t.client("conf-ex300-pub", 5).await;
+    p.publish("conf/ex300/a", b"queued", 1, false).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut c, ack) = t.reconnect("conf-ex300", 5, false, &expiry(300)).await;
+    assert!(session_present(&ack), "{ack:?}");
+    let m = c.expect_publish().await;
+    assert_eq!((&m.payload[..], m.qos), (&b"queued"[..], 1));
+}
+
+async fn clean_start_discards(t: &Target) {
+    let (mut c, _) = t.reconnect("conf-discard", 5, true, &expiry(300)).await;
+    c.subscribe(&[("conf/discard/#", 1)]).await;
+    c.disconnect().await;
+    let (mut c, ack) = t.reconnect("conf-discard", 5, true, &expiry(300)).await;
+    assert!(!session_present(&ack), "{ack:?}");
+    let mut p = t.client("conf-discard-pub", 5).await;
+    p.publish("conf/discard/a", b"x", 1, false).await;
+    assert!(c.quiet().await, "the old subscription survived Clean Start");
+}
+
+async fn assigned_client_id(t: &Target) {
+    let mut c = t.open("conf-assigned", 5).await;
+    let ack = c.connect("", true, 60, &Props::default(), None).await;
+    assert_eq!(code(&ack), 0, "{ack:?}");
+    match connack_props(&ack).get(raw::ASSIGNED_CLIENT_ID) {
+        Some(Val::Str(id)) => assert!(!id.is_empty()),
+        other => panic!("no Assigned Client Identifier: {other:?}"),
+    }
+    assert!(c.ping().await);
+}
+
+async fn disconnect_cannot_raise_zero(t: &Target) {
+    // §3.14.2.2.2: with 0 in CONNECT, a non-zero expiry in DISCONNECT is a Protocol Error.
+    let mut c = t.client("conf-raise", 5).await;
+    c.send(&raw::disconnect(5, 0, &expiry(300))).await;
+    let (closed, reason) = c.closed_within(Duration::from_secs(2)).await;
+    assert!(closed);
+    assert!(matches!(reason, None | Some(0x82)), "{reason:?}");
+    // And no session was kept.
+    let (_, ack) = t.reconnect("conf-raise", 5, false, &Props::default()).await;
+    assert!(!session_present(&ack), "{ack:?}");
+}
+
+async fn takeover(t: &Target) {
+    let mut first = t.client("conf-twice", 5).await;
+    let mut second = t.client("conf-twice", 5).await;
+    // MQTT-3.1.4-3: the existing connection is closed (MQTT 5: a DISCONNECT
+    // before it, if any, says 0x8E Session taken over).
+    let (closed, reason) = first.closed_within(Duration::from_secs(3)).await;
+    assert!(closed);
+    assert!(matches!(reason, None | Some(0x8E)), "{reason:?}");
+    assert!(second.ping().await);
+}
+
+async fn client_id_is_the_certificate(t: &Target) {
+    for (v, refused) in [(4, 0x02), (5, 0x85)] {
+        let mut c = t.open("conf-cert", v).await;
+        let ack = c
+            .connect("someone-else", true, 60, &Props::default(), None)
+            .await;
+        assert_eq!(code(&ack), refused, "v{v}: {ack:?}");
+    }
+    // An empty id gets the certificate's.
+    let mut c = t.open("conf-cert", 5).await;
+    let ack = c.connect("", true, 60, &Props::default(), None).await;
+    assert_eq!(
+        connack_props(&ack).get(raw::ASSIGNED_CLIENT_ID),
+        Some(&Val::Str("conf-cert".into()))
+    );
+}
+
+async fn device_session_not_kept(t: &Target) {
+    let mut d = t.open_device("remo-conf", 4).await;
+    let ack = d
+        .connect("remo-conf", false, 60, &Props::default(), None)
+        .await;
+    assert!(!session_present(&ack));
+    d.disconnect().await;
+    let mut d = t.open_device("remo-conf", 4).await;
+    let ack = d
+        .connect("remo-conf", false, 60, &Props::default(), None)
+        .await;
+    assert_eq!(code(&ack), 0);
+    assert!(!session_present(&ack), "{ack:?}");
+    // MQTT 5 is told: Session Expiry Interval 0 in CONNACK.
+    let mut d = t.open_device("remo-conf", 5).await;
+    let ack = d.connect("remo-conf", false, 60, &expiry(300), None).await;
+    assert_eq!(connack_props(&ack).num(raw::SESSION_EXPIRY), Some(0));
+    assert!(matches!(ack, Packet::ConnAck { .. }));
+}
