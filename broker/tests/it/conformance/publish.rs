@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::{self, Packet, Props, Val};
-use super::{conformance, session_present, Target};
+use super::{conformance, kumo_only, session_present, Target};
 
 conformance! {
     mqtt_3_8_4_8_the_delivered_qos_is_the_lower_of_published_and_granted_in_3_1_1 => delivered_qos_v4;
@@ -14,6 +14,12 @@ conformance! {
     mqtt_4_6_0_2_messages_from_one_publisher_arrive_in_order => ordered;
     v5_3_3_2_3_publish_properties_reach_the_subscriber_intact => properties_intact;
     mqtt_3_3_4_1_a_qos_1_publish_is_answered_with_puback_and_a_qos_2_one_with_pubrec => acks_to_publisher;
+}
+
+// Devices subscribe only to their own commands (Kumo's ACL): the same rules
+// on the device path, where commands come through the node's demultiplexer.
+kumo_only! {
+    kumo_a_device_gets_its_commands_by_the_same_qos_and_retain_rules => device_path;
 }
 
 async fn delivered(t: &Target, v: u8, granted: u8, published: u8, tag: &str) -> u8 {
@@ -156,4 +162,38 @@ async fn acks_to_publisher(t: &Target) {
         p.send(&raw::ack(v, 6, 8, 0)).await;
         assert!(matches!(p.recv().await, Some(Packet::PubComp(8, 0))));
     }
+}
+
+async fn device_path(t: &Target) {
+    let mut cloud = t.client("conf-cloud", 5).await;
+    cloud
+        .publish("devices/remo-dp/commands", b"retained", 1, true)
+        .await;
+    let mut dev = t.open_device("remo-dp", 5).await;
+    let ack = dev
+        .connect("remo-dp", true, 60, &Props::default(), None)
+        .await;
+    assert_eq!(super::code(&ack), 0);
+    assert_eq!(dev.subscribe(&[("devices/remo-dp/commands", 1)]).await, [1]);
+    let r = dev.expect_publish().await;
+    assert_eq!(
+        (&r.payload[..], r.retain, r.qos),
+        (&b"retained"[..], true, 1)
+    );
+    dev.ack_publish(&r).await;
+    cloud
+        .publish("devices/remo-dp/commands", b"q0", 0, false)
+        .await;
+    let m = dev.expect_publish().await;
+    assert_eq!((&m.payload[..], m.qos, m.retain), (&b"q0"[..], 0, false));
+    let props = Props::default().with(raw::CORRELATION_DATA, Val::Bin(b"cmd-1".to_vec()));
+    cloud
+        .publish_with("devices/remo-dp/commands", b"q2", 2, false, &props)
+        .await;
+    let m = dev.expect_publish().await;
+    assert_eq!(
+        (m.qos, m.props.get(raw::CORRELATION_DATA)),
+        (1, props.get(raw::CORRELATION_DATA))
+    );
+    dev.ack_publish(&m).await;
 }
