@@ -119,6 +119,7 @@ impl Settings {
                     .with_list_parse_key("certs.node_sans")
                     .with_list_parse_key("bridge.mqtt.nodes")
                     .with_list_parse_key("sim.nodes")
+                    .with_list_parse_key("broker.peers")
                     .source(Some(env)),
             )
             .build()
@@ -211,6 +212,7 @@ mod tests {
                 ("KUMO__LOG__FORMAT", "json"),
                 ("KUMO__CERTS__NODE_SANS", "broker,10.0.0.5"),
                 ("KUMO__BRIDGE__MQTT__NODES", "broker-1:8883,broker-2:8883"),
+                ("KUMO__BROKER__PEERS", "broker-2:8883,broker-3:8883"),
             ]),
         )
         .expect("valid");
@@ -220,6 +222,7 @@ mod tests {
         assert_eq!(s.log.format, LogFormat::Json);
         assert_eq!(s.certs.node_sans, ["broker", "10.0.0.5"]);
         assert_eq!(s.bridge.mqtt.nodes, ["broker-1:8883", "broker-2:8883"]);
+        assert_eq!(s.broker.peers, ["broker-2:8883", "broker-3:8883"]);
     }
 
     #[test]

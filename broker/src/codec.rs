@@ -102,7 +102,7 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<F
 }
 
 /// QoS and packet id straight from a PUBLISH's bytes (rumqttd keeps them private).
-fn publish_qos_pkid(byte1: u8, body: &[u8]) -> (u8, u16) {
+pub(crate) fn publish_qos_pkid(byte1: u8, body: &[u8]) -> (u8, u16) {
     let qos = (byte1 >> 1) & 0b11;
     if qos == 0 || body.len() < 2 {
         return (qos, 0);

@@ -23,6 +23,7 @@ mod mailbox;
 mod message;
 pub mod metrics;
 pub mod ownership;
+mod peering;
 mod presence;
 mod pressure;
 mod registry;
@@ -186,6 +187,16 @@ async fn launch(
         )),
     });
     let sessions_stop = CancellationToken::new();
+    let interest = peering::Interest::new();
+    let pressure = pressure::Pressure::for_session_queue(settings.session_queue);
+    peering::start(
+        &settings,
+        fabric.clone(),
+        pressure.clone(),
+        metrics.clone(),
+        &interest,
+        internal.clone(),
+    )?;
     let node = Arc::new(session::Node {
         settings: settings.clone(),
         metrics: metrics.clone(),
@@ -194,7 +205,8 @@ async fn launch(
         accounts,
         parking: Default::default(),
         wills: Default::default(),
-        pressure: pressure::Pressure::for_session_queue(settings.session_queue),
+        interest: interest.clone(),
+        pressure,
         shutdown: sessions_stop.clone(),
     });
     let tasks = TaskTracker::new();

@@ -23,6 +23,7 @@ const ORIGIN: &str = "$kumo/origin";
 /// Set in every packet id the node stamps (a stamped id is never 0).
 const STAMPED: u16 = 0x8000;
 const RETAIN_BIT: u16 = 0x4;
+const IMPORTED_BIT: u16 = 0x8;
 
 /// An application message as a client (or the node itself) published it.
 #[derive(Debug, Clone)]
@@ -32,6 +33,10 @@ pub struct Message {
     pub qos: QoS,
     pub retain: bool,
     pub properties: Option<PublishProperties>,
+    /// Brought in from a peer node (see `peering`): delivered to this node's
+    /// integrations and devices, never to its services (the bridge and the
+    /// peers' links already have it from its own node).
+    pub imported: bool,
 }
 
 /// What a delivering session needs to know about how a message was published.
@@ -39,6 +44,7 @@ pub struct Message {
 pub struct Stamp {
     pub qos: QoS,
     pub retain: bool,
+    pub imported: bool,
 }
 
 impl Message {
@@ -51,6 +57,7 @@ impl Message {
             qos: QoS::AtLeastOnce,
             retain: publish.retain,
             properties: None,
+            imported: false,
         }
     }
 
@@ -67,6 +74,9 @@ impl Message {
         let mut id = STAMPED | self.qos as u16;
         if self.retain {
             id |= RETAIN_BIT;
+        }
+        if self.imported {
+            id |= IMPORTED_BIT;
         }
         let publish =
             crate::codec::publish(self.topic, self.payload, QoS::AtMostOnce, id, false, false);
@@ -99,6 +109,7 @@ pub fn stamp(publish: &Publish) -> Stamp {
         return Stamp {
             qos: QoS::AtLeastOnce,
             retain: false,
+            imported: false,
         };
     }
     Stamp {
@@ -108,6 +119,7 @@ pub fn stamp(publish: &Publish) -> Stamp {
             _ => QoS::ExactlyOnce,
         },
         retain: id & RETAIN_BIT != 0,
+        imported: id & IMPORTED_BIT != 0,
     }
 }
 
@@ -132,17 +144,29 @@ mod tests {
             qos,
             retain,
             properties: None,
+            imported: false,
         }
     }
 
     #[test]
-    fn the_stamp_survives_the_routed_form_for_every_qos_and_retain_flag() {
+    fn the_stamp_survives_the_routed_form_for_every_qos_and_flag() {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             for retain in [false, true] {
-                let (p, props) = message(qos, retain).into_routed(None);
-                assert!(!p.retain, "the router must never see RETAIN");
-                assert!(props.is_none());
-                assert_eq!(stamp(&p), Stamp { qos, retain });
+                for imported in [false, true] {
+                    let mut m = message(qos, retain);
+                    m.imported = imported;
+                    let (p, props) = m.into_routed(None);
+                    assert!(!p.retain, "the router must never see RETAIN");
+                    assert!(props.is_none());
+                    assert_eq!(
+                        stamp(&p),
+                        Stamp {
+                            qos,
+                            retain,
+                            imported
+                        }
+                    );
+                }
             }
         }
     }

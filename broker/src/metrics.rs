@@ -40,6 +40,8 @@ pub struct Metrics {
     pub expired: AtomicU64,
     /// Connections refused before TLS work because their handshake could not finish in time.
     pub connects_shed: AtomicU64,
+    /// Messages brought in from peer nodes (see `peering`).
+    pub peer_imported: AtomicU64,
     handshakes: Labeled,
     connects: Labeled,
     disconnects: Labeled,
@@ -208,6 +210,11 @@ impl Metrics {
                 "kumo_broker_connects_shed_total",
                 "connections refused after their ClientHello, before TLS work, because the handshakes ahead would outlast the deadline",
                 &self.connects_shed,
+            ),
+            (
+                "kumo_broker_peer_imported_total",
+                "messages brought in from peer nodes for this node's integrations and devices",
+                &self.peer_imported,
             ),
         ];
         for (name, help, v) in counters {

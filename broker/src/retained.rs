@@ -27,6 +27,8 @@ pub struct Retained {
     pub properties: Option<PublishProperties>,
     /// When the node received it (Message Expiry counts from here).
     pub at: Instant,
+    /// Brought in from a peer node (never sent to service sessions).
+    pub imported: bool,
 }
 
 impl Retained {
@@ -67,6 +69,7 @@ impl RetainedStore {
                     qos: message.qos,
                     properties: message.properties.clone(),
                     at: Instant::now(),
+                    imported: message.imported,
                 }),
             );
         }
@@ -112,6 +115,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain,
             properties: None,
+            imported: false,
         }
     }
 

@@ -67,6 +67,16 @@ pub struct Settings {
     pub tls_session_cache: usize,
     /// How long shutdown waits for sessions to say goodbye, in ms; default 3,000.
     pub shutdown_grace_ms: u64,
+    /// The other nodes of the cloud (`host:port` of their MQTT listeners). The
+    /// node links to each (see `peering`) so its integrations see devices
+    /// and reach devices on every node; default none.
+    pub peers: Vec<String>,
+    /// The service certificate (PEM) this node presents to its peers; its
+    /// identity is the client id of the peer links. Required with `peers`
+    /// (`kumo broker` and `kumo up` take `peer-{node id}` from the PKI).
+    pub peer_cert: Option<PathBuf>,
+    /// The peer certificate's private key (PEM).
+    pub peer_key: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -93,6 +103,9 @@ impl Default for Settings {
             ingress_threads: 2,
             tls_session_cache: 65_536,
             shutdown_grace_ms: 3_000,
+            peers: Vec::new(),
+            peer_cert: None,
+            peer_key: None,
         }
     }
 }

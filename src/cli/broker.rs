@@ -38,7 +38,13 @@ pub(super) fn fill_cert_paths(
     settings: &Settings,
     broker: &mut kumo_broker::Settings,
 ) -> anyhow::Result<()> {
-    if broker.ca.is_some() && broker.crl.is_some() && broker.cert.is_some() && broker.key.is_some()
+    let peering =
+        !broker.peers.is_empty() && broker.peer_cert.is_none() && broker.peer_key.is_none();
+    if broker.ca.is_some()
+        && broker.crl.is_some()
+        && broker.cert.is_some()
+        && broker.key.is_some()
+        && !peering
     {
         return Ok(());
     }
@@ -49,6 +55,10 @@ pub(super) fn fill_cert_paths(
     if broker.cert.is_none() && broker.key.is_none() {
         broker.cert = Some(stack.node_cert);
         broker.key = Some(stack.node_key);
+    }
+    if peering {
+        broker.peer_cert = Some(stack.peer_cert);
+        broker.peer_key = Some(stack.peer_key);
     }
     Ok(())
 }

@@ -67,8 +67,21 @@ async fn run_services(
     ];
 
     let mut nodes = Vec::new();
-    for k in 0..if args.no_broker { 0 } else { args.nodes } {
+    let count = if args.no_broker { 0 } else { args.nodes };
+    let listens: Vec<_> = (0..count)
+        .map(|k| node_settings(&settings.broker, k).listen)
+        .collect();
+    for k in 0..count {
         let mut cfg = node_settings(&settings.broker, k);
+        // Several nodes are one cloud: each links to the others (see
+        // `kumo_broker` peering), unless they listen on ephemeral ports.
+        if cfg.peers.is_empty() && listens.iter().all(|a| a.port() != 0) {
+            cfg.peers = listens
+                .iter()
+                .filter(|a| **a != cfg.listen)
+                .map(|a| format!("localhost:{}", a.port()))
+                .collect();
+        }
         cfg.validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         super::broker::fill_cert_paths(settings, &mut cfg)?;
@@ -181,9 +194,11 @@ fn node_settings(base: &kumo_broker::Settings, k: u16) -> kumo_broker::Settings 
     };
     cfg.listen = shift(base.listen);
     cfg.http_listen = shift(base.http_listen);
-    // Its own identity: never the configured node's pair.
+    // Its own identity: never the configured node's pairs.
     cfg.cert = None;
     cfg.key = None;
+    cfg.peer_cert = None;
+    cfg.peer_key = None;
     cfg
 }
 

@@ -194,6 +194,7 @@ where
         out,
         held: None,
         gauge: None,
+        interest: None,
     }))
 }
 

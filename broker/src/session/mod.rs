@@ -76,6 +76,8 @@ pub(crate) struct Node {
     pub parking: persist::Parking,
     /// Wills waiting for their delay.
     pub wills: Arc<will::DelayedWills>,
+    /// Integration sessions held, for the peer links.
+    pub interest: Arc<crate::peering::Interest>,
     /// How far behind service sessions are; holds device publishes when too far.
     pub pressure: Arc<crate::pressure::Pressure>,
     pub shutdown: CancellationToken,
@@ -121,6 +123,8 @@ pub(crate) struct Session {
     held: Option<Box<VecDeque<Held>>>,
     /// This session's share of the node's pressure (service sessions only).
     gauge: Option<crate::pressure::Gauge>,
+    /// An integration session's share of the peer links' interest.
+    interest: Option<crate::peering::InterestGuard>,
 }
 
 /// Runs a verified connection to completion.
@@ -312,6 +316,7 @@ impl Session {
                 "persistent session resumed");
             self.link = Some(resumed.link);
             self.filters = resumed.filters;
+            self.interest = resumed.interest;
             self.report_filters();
             // MQTT-4.4.0-1: unacknowledged PUBRELs and PUBLISHes go again, same ids.
             for pkid in resumed.released {
@@ -339,6 +344,9 @@ impl Session {
         {
             Ok((tx, rx)) => {
                 self.link = Some(Arc::new(std::sync::Mutex::new(tx)));
+                if matches!(self.identity, Identity::Integration { .. }) {
+                    self.interest = Some(node.interest.hold());
+                }
                 Some(rx)
             }
             Err(e) => {
@@ -468,6 +476,7 @@ impl Session {
             gauge,
             identity: self.identity.clone(),
             accounts: self.node.accounts.clone(),
+            interest: None,
         };
         let resumed = persist::Resumed {
             link,
@@ -475,6 +484,7 @@ impl Session {
             filters: std::mem::take(&mut self.filters),
             released,
             queue,
+            interest: self.interest.take(),
         };
         self.node
             .parking

@@ -160,6 +160,7 @@ impl Session {
                     },
                     retain: p.retain,
                     properties: props,
+                    imported: false,
                 };
                 (fresh.then_some(message), publish_reply(qos, pkid, true))
             }
@@ -375,8 +376,12 @@ impl Session {
             },
             None,
         ));
+        let service = matches!(self.identity, Identity::Service { .. });
         for (filter, granted) in retained {
             for r in self.node.fabric.retained().matching(&filter) {
+                if r.imported && service {
+                    continue;
+                }
                 self.deliver(Box::new(Outbound {
                     publish: Publish::new(r.topic.clone(), r.payload.clone(), true),
                     properties: r.properties.clone(),
@@ -488,6 +493,9 @@ impl Session {
             Some(d) => d,
             None => {
                 let stamp = crate::message::stamp(&msg.publish);
+                if stamp.imported && matches!(self.identity, Identity::Service { .. }) {
+                    return;
+                }
                 match self
                     .filters
                     .decide(topic, stamp, origin.as_deref(), &self.client_id)

@@ -28,6 +28,7 @@ use super::subscriptions::Subscriptions;
 use crate::acl::{self, AccountLookup};
 use crate::fabric;
 use crate::metrics::Metrics;
+use crate::peering::InterestGuard;
 use crate::pressure::Gauge;
 use crate::registry::Outbound;
 
@@ -40,8 +41,8 @@ struct Parked {
     released: Vec<u16>,
     queue: Queue,
     stop: CancellationToken,
-    /// Gives the link's receiver back when stopped; `None` once expired.
-    drainer: JoinHandle<Option<LinkRx>>,
+    /// Gives the link's receiver (and the interest) back when stopped; `None` once expired.
+    drainer: JoinHandle<Option<(LinkRx, Option<InterestGuard>)>>,
 }
 
 /// What a resumed session takes over.
@@ -53,6 +54,9 @@ pub(crate) struct Resumed {
     pub released: Vec<u16>,
     /// Messages to deliver first, oldest first.
     pub queue: VecDeque<Box<Outbound>>,
+    /// An integration session's share of the peer links' interest, kept
+    /// while it is parked and given up when it expires.
+    pub interest: Option<InterestGuard>,
 }
 
 /// Every parked session of the node, by client id.
@@ -73,6 +77,8 @@ pub(crate) struct Limits {
     /// Reports the queue's length to the node's ingress pressure (service
     /// sessions only).
     pub gauge: Option<Gauge>,
+    /// The parked integration session's share of the peer links' interest.
+    pub interest: Option<InterestGuard>,
 }
 
 impl Parking {
@@ -102,6 +108,8 @@ impl Parking {
         }
         let queue: Queue = Arc::new(Mutex::new(queue));
         let stop = CancellationToken::new();
+        let mut limits = limits;
+        limits.interest = resumed.interest;
         let drainer = tokio::spawn(drain(
             resumed.rx,
             resumed.link.clone(),
@@ -128,7 +136,7 @@ impl Parking {
     pub(crate) async fn resume(&self, client_id: &str) -> Option<Resumed> {
         let parked = self.lock().remove(client_id)?;
         parked.stop.cancel();
-        let rx = parked.drainer.await.ok().flatten()?;
+        let (rx, interest) = parked.drainer.await.ok().flatten()?;
         let queue = std::mem::take(&mut *parked.queue.lock().unwrap_or_else(|e| e.into_inner()));
         Some(Resumed {
             link: parked.link,
@@ -136,6 +144,7 @@ impl Parking {
             filters: parked.filters,
             released: parked.released,
             queue,
+            interest,
         })
     }
 
@@ -168,8 +177,9 @@ async fn drain(
     mut limits: Limits,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-) -> Option<LinkRx> {
+) -> Option<(LinkRx, Option<InterestGuard>)> {
     let mut gauge = limits.gauge.take();
+    let interest = limits.interest.take();
     let count = |gauge: &mut Option<Gauge>, n: usize| {
         if let Some(g) = gauge.as_mut() {
             g.set(n);
@@ -183,7 +193,7 @@ async fn drain(
     tokio::pin!(expiry);
     loop {
         let next = tokio::select! {
-            () = stop.cancelled() => return Some(rx),
+            () = stop.cancelled() => return Some((rx, interest)),
             () = &mut expiry => {
                 close_link(link).await;
                 return None;

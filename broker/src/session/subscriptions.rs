@@ -108,10 +108,12 @@ mod tests {
     const Q0_RETAINED: Stamp = Stamp {
         qos: QoS::AtMostOnce,
         retain: true,
+        imported: false,
     };
     const Q1: Stamp = Stamp {
         qos: QoS::AtLeastOnce,
         retain: false,
+        imported: false,
     };
 
     #[test]

@@ -45,6 +45,7 @@ impl Will {
             qos: will.qos,
             retain: will.retain,
             properties,
+            imported: false,
         };
         crate::message::sanitize(&mut message.properties);
         Will { message, delay }

@@ -11,6 +11,7 @@ mod attacks;
 mod flow_control;
 mod integrations;
 mod load_balancer;
+mod many_nodes;
 mod persistent_sessions;
 mod protocol;
 mod real_peers;

@@ -29,6 +29,9 @@ pub struct StackPaths {
     pub node_key: PathBuf,
     pub bridge_cert: PathBuf,
     pub bridge_key: PathBuf,
+    /// The node's service pair for its links to peer nodes (`peer-{node id}`).
+    pub peer_cert: PathBuf,
+    pub peer_key: PathBuf,
 }
 
 pub(super) fn ensure(
@@ -49,8 +52,14 @@ pub(super) fn ensure(
     if !reusable(pki, &state, &bridge_dir, None)? {
         pki.issue_service(BRIDGE_SERVICE)?;
     }
+    let peer_name = format!("peer-{node_id}");
+    let peer_dir = CertKind::Service.dir(pki.dir(), &peer_name, None);
+    if !reusable(pki, &state, &peer_dir, None)? {
+        pki.issue_service(&peer_name)?;
+    }
     let (node_cert, node_key) = pair(&node_dir);
     let (bridge_cert, bridge_key) = pair(&bridge_dir);
+    let (peer_cert, peer_key) = pair(&peer_dir);
     Ok(StackPaths {
         ca: pki.ca_path(),
         crl: pki.crl_path(),
@@ -58,6 +67,8 @@ pub(super) fn ensure(
         node_key,
         bridge_cert,
         bridge_key,
+        peer_cert,
+        peer_key,
     })
 }
 
