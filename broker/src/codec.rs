@@ -6,7 +6,7 @@
 //! Owns bytes ↔ packets only; what a packet means is the session's business.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rumqttd::protocol::{v4, v5, Packet, Protocol, Publish, QoS};
+use rumqttd::protocol::{v4, v5, ConnectProperties, Packet, Protocol, Publish, QoS};
 
 /// Protocol version negotiated by the CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +134,21 @@ fn strip_properties(packet: Packet) -> Packet {
         Packet::PubComp(p, _) => Packet::PubComp(p, None),
         Packet::PubRel(p, _) => Packet::PubRel(p, None),
         other => other,
+    }
+}
+
+/// CONNECT properties with nothing set (what MQTT 3.1.1 implies).
+pub(crate) fn no_connect_properties() -> ConnectProperties {
+    ConnectProperties {
+        session_expiry_interval: None,
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: Vec::new(),
+        authentication_method: None,
+        authentication_data: None,
     }
 }
 

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttd::protocol::{
-    v4, v5, Connect, ConnectProperties, Filter, Packet, PingReq, Protocol, PubAck, PubAckReason,
-    QoS, RetainForwardRule, Subscribe, Unsubscribe,
+    v4, v5, Connect, Filter, Packet, PingReq, Protocol, PubAck, PubAckReason, QoS,
+    RetainForwardRule, Subscribe, Unsubscribe,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -289,17 +289,7 @@ async fn connect(io: &mut Tls, inbuf: &mut BytesMut, client_id: &str) -> Result<
         client_id: client_id.to_string(),
         clean_session: true,
     };
-    let props = ConnectProperties {
-        session_expiry_interval: None,
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        request_response_info: None,
-        request_problem_info: None,
-        user_properties: Vec::new(),
-        authentication_method: None,
-        authentication_data: None,
-    };
+    let props = crate::codec::no_connect_properties();
     send(io, Packet::Connect(connect, Some(props), None, None, None)).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use kumo_contract::Identity;
-use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Packet,
-};
+use rumqttd::protocol::{ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -101,17 +99,7 @@ where
         }
     }
     let (keepalive, server_keep_alive) = negotiate_keepalive(&connect, version, &node);
-    let props = props.unwrap_or(ConnectProperties {
-        session_expiry_interval: None,
-        receive_maximum: None,
-        max_packet_size: None,
-        topic_alias_max: None,
-        request_response_info: None,
-        request_problem_info: None,
-        user_properties: Vec::new(),
-        authentication_method: None,
-        authentication_data: None,
-    });
+    let props = props.unwrap_or_else(codec::no_connect_properties);
     if props.authentication_method.is_some() {
         return refuse(
             stream,

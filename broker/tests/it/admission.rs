@@ -6,35 +6,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{TestNode, WAIT};
+use crate::common::{client_config, TestNode, WAIT};
 use rumqttd::protocol::{Packet, PingReq};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A device's client configuration for the storm.
-fn storm_config(node: &TestNode) -> Arc<rustls::ClientConfig> {
-    let creds = node.pki.device("remo-storm");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&node.pki.ca_path).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain = CertificateDer::pem_file_iter(&creds.cert)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(&creds.key).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
-    Arc::new(config)
-}
 
 /// The bytes of a real ClientHello for `config`.
 fn client_hello(config: &Arc<rustls::ClientConfig>) -> Vec<u8> {
@@ -58,7 +34,8 @@ async fn a_storm_of_stalling_handshakes_is_shed_before_tls_while_a_connected_dev
     })
     .await;
     let mut calm = node.device("remo-calm", 4).await;
-    let hello = client_hello(&storm_config(&node));
+    let creds = node.pki.device("remo-storm");
+    let hello = client_hello(&client_config(&node, &creds, &rustls::version::TLS13));
     let addr = node.addr;
     let storm = tokio::spawn(async move {
         let mut held = Vec::new();

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{tls_connect, Client, Pki, TestNode};
+use crate::common::{free_port, tls_connect, Client, Pki, TestNode};
 use rumqttd::protocol::QoS;
 
 /// A running `haproxy` process; killed on drop.
@@ -23,14 +23,6 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// HAProxy in front of `nodes`, configured like `deploy/haproxy.cfg`: TCP

@@ -6,17 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{Client, Creds, Pki, TestNode, WAIT};
+use crate::common::{free_port, Client, Creds, Pki, TestNode, WAIT};
 use kumo_contract::DeviceId;
 use rumqttd::protocol::{Packet, QoS};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Nodes `node-0`…`node-{n-1}`, each peered with all others.
 async fn cloud(pki: &Arc<Pki>, n: usize) -> Vec<TestNode> {

@@ -7,36 +7,9 @@ use std::sync::Arc;
 
 use crate::common::*;
 use rumqttd::protocol::{Packet, PingReq, QoS};
-use rustls::client::Resumption;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{HandshakeKind, ProtocolVersion, SupportedProtocolVersion};
 use tokio::net::TcpStream;
-
-fn client_config(
-    node: &TestNode,
-    creds: &Creds,
-    version: &'static SupportedProtocolVersion,
-) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&node.pki.ca_path).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain = CertificateDer::pem_file_iter(&creds.cert)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(&creds.key).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.resumption = Resumption::in_memory_sessions(16);
-    Arc::new(config)
-}
 
 /// Connects with `config` and completes MQTT CONNECT as `id`; returns the
 /// client, the TLS version and how the handshake went.

@@ -70,11 +70,7 @@ impl Target {
     pub async fn mosquitto() -> Target {
         let pki = Arc::new(Pki::new());
         let node = pki.node();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::common::free_port();
         let conf = pki.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -187,11 +183,11 @@ pub fn shared_settings(s: &mut Settings) {
     s.max_keepalive_secs = MAX_KEEPALIVE;
 }
 
-/// One check against both servers: `conformance::kumo::$name` and
-/// `conformance::mosquitto::$name`. An optional closure tweaks Kumo's settings.
-macro_rules! conformance {
-    ($($name:ident => $check:ident $(, kumo: $tweak:expr)?;)*) => {
-        pub mod kumo {
+/// Kumo tests in module `$module`, one per check, Kumo settings tweaked by
+/// the optional closure after the shared ones.
+macro_rules! kumo_tests {
+    ($module:ident { $($name:ident => $check:ident $(, kumo: $tweak:expr)?;)* }) => {
+        pub mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
@@ -204,6 +200,15 @@ macro_rules! conformance {
                 }
             )*
         }
+    };
+}
+pub(crate) use kumo_tests;
+
+/// One check against both servers: `<area>::kumo::$name` and
+/// `<area>::mosquitto::$name`.
+macro_rules! conformance {
+    ($($name:ident => $check:ident $(, kumo: $tweak:expr)?;)*) => {
+        crate::conformance::kumo_tests!(kumo { $($name => $check $(, kumo: $tweak)?;)* });
         pub mod mosquitto {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,39 +222,19 @@ macro_rules! conformance {
 }
 pub(crate) use conformance;
 
-/// A check of a deliberate Kumo difference: runs on Kumo only.
+/// A check of a deliberate Kumo difference: runs on Kumo only (`kumo_only`).
 macro_rules! kumo_only {
     ($($name:ident => $check:ident;)*) => {
-        pub mod kumo_only {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let t = crate::conformance::Target::kumo(crate::conformance::shared_settings).await;
-                    super::$check(&t).await;
-                }
-            )*
-        }
+        crate::conformance::kumo_tests!(kumo_only { $($name => $check;)* });
     };
 }
 pub(crate) use kumo_only;
 
 /// A check Mosquitto 2.0.11 fails because it departs from the standard (each
-/// use says how): runs on Kumo only.
+/// use says how): runs on Kumo only (`kumo_not_mosquitto`).
 macro_rules! mosquitto_deviates {
     ($($name:ident => $check:ident $(, kumo: $tweak:expr)?;)*) => {
-        pub mod kumo_not_mosquitto {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let t = crate::conformance::Target::kumo(|s: &mut kumo_broker::Settings| {
-                        crate::conformance::shared_settings(s);
-                        $( ($tweak)(s); )?
-                    })
-                    .await;
-                    super::$check(&t).await;
-                }
-            )*
-        }
+        crate::conformance::kumo_tests!(kumo_not_mosquitto { $($name => $check $(, kumo: $tweak)?;)* });
     };
 }
 pub(crate) use mosquitto_deviates;
