@@ -41,7 +41,9 @@ pub const MAXIMUM_QOS: u8 = 0x24;
 pub const RETAIN_AVAILABLE: u8 = 0x25;
 pub const USER_PROPERTY: u8 = 0x26;
 pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+pub const WILDCARD_SUBS_AVAILABLE: u8 = 0x28;
 pub const SUBSCRIPTION_IDS_AVAILABLE: u8 = 0x29;
+pub const SHARED_SUBS_AVAILABLE: u8 = 0x2A;
 
 impl Props {
     pub fn with(mut self, id: u8, v: Val) -> Props {
@@ -132,10 +134,12 @@ pub enum Packet {
     SubAck {
         pkid: u16,
         codes: Vec<u8>,
+        props: Props,
     },
     UnsubAck {
         pkid: u16,
         codes: Vec<u8>,
+        props: Props,
     },
     PingResp,
     Disconnect {
@@ -338,9 +342,24 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one packet body (after the fixed header); `None` if malformed.
+/// Decodes one packet body (after the fixed header); `None` if malformed,
+/// including reserved fixed-header flags that are not as §2.2.2 requires
+/// (PUBREL 0b0010, the other packets a server sends 0) and a PUBLISH with
+/// QoS 3 (MQTT-3.3.1-4) or DUP=1 at QoS 0 (MQTT-3.3.1-2).
 fn decode(v: u8, byte1: u8, body: &[u8]) -> Option<Packet> {
+    let kind = byte1 >> 4;
+    let flags = byte1 & 0x0F;
+    let flags_ok = match kind {
+        3 => (flags >> 1) & 3 != 3 && !(flags & 0x08 != 0 && (flags >> 1) & 3 == 0),
+        6 => flags == 0x02,
+        _ => flags == 0,
+    };
+    if !flags_ok {
+        return None;
+    }
     let mut r = Reader(body);
+    // PUBACK, PUBREC, PUBREL, PUBCOMP: their properties (a reason string,
+    // user properties) are decoded, so a malformed one fails, but not kept.
     let with_reason = |r: &mut Reader<'_>| -> Option<(u16, u8)> {
         let pkid = r.u16()?;
         let reason = if v == 5 && !r.0.is_empty() {
@@ -348,9 +367,12 @@ fn decode(v: u8, byte1: u8, body: &[u8]) -> Option<Packet> {
         } else {
             0
         };
+        if v == 5 && !r.0.is_empty() {
+            Props::decode(r)?;
+        }
         Some((pkid, reason))
     };
-    Some(match byte1 >> 4 {
+    Some(match kind {
         2 => {
             let flags = r.u8()?;
             let code = r.u8()?;
@@ -402,14 +424,16 @@ fn decode(v: u8, byte1: u8, body: &[u8]) -> Option<Packet> {
         }
         9 | 11 => {
             let pkid = r.u16()?;
-            if v == 5 {
-                Props::decode(&mut r)?;
-            }
-            let codes = r.0.to_vec();
-            if byte1 >> 4 == 9 {
-                Packet::SubAck { pkid, codes }
+            let props = if v == 5 {
+                Props::decode(&mut r)?
             } else {
-                Packet::UnsubAck { pkid, codes }
+                Props::default()
+            };
+            let codes = r.0.to_vec();
+            if kind == 9 {
+                Packet::SubAck { pkid, codes, props }
+            } else {
+                Packet::UnsubAck { pkid, codes, props }
             }
         }
         13 => Packet::PingResp,
@@ -424,6 +448,13 @@ fn decode(v: u8, byte1: u8, body: &[u8]) -> Option<Packet> {
         }
         _ => return None,
     })
+}
+
+/// What waiting for a packet ended with.
+enum Next {
+    Packet(Packet),
+    Timeout,
+    Closed,
 }
 
 /// A connection to the server: raw bytes out, decoded packets in.
@@ -459,19 +490,32 @@ impl Raw {
         self.next_pkid
     }
 
-    /// The next packet; `None` on close, malformed bytes or after `d`.
+    /// The next packet; `None` on close or after `d`. Bytes that are not a
+    /// well-formed packet fail the test: a server that sends them is wrong,
+    /// and a check waiting for silence must not take them for it.
     pub async fn recv_within(&mut self, d: Duration) -> Option<Packet> {
+        match self.next(d).await {
+            Next::Packet(p) => Some(p),
+            Next::Timeout | Next::Closed => None,
+        }
+    }
+
+    async fn next(&mut self, d: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + d;
         loop {
             if let Some((byte1, start, len)) = self.header() {
                 let body = self.buf[start..start + len].to_vec();
                 self.buf.drain(..start + len);
-                return decode(self.v, byte1, &body);
+                return match decode(self.v, byte1, &body) {
+                    Some(p) => Next::Packet(p),
+                    None => panic!("malformed packet from the server: {byte1:#04x} {body:02x?}"),
+                };
             }
             let mut chunk = [0u8; 4096];
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
                 Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
+                Ok(_) => return Next::Closed,
+                Err(_) => return Next::Timeout,
             }
         }
     }
@@ -495,11 +539,22 @@ impl Raw {
         None
     }
 
-    /// The next PUBLISH, skipping nothing else silently: any other packet fails.
+    /// The next PUBLISH within `d`, `None` if none came. Any other packet, or
+    /// the connection closing, fails the test: either would otherwise pass
+    /// for "nothing was sent".
     pub async fn publish_within(&mut self, d: Duration) -> Option<Publish> {
-        match self.recv_within(d).await? {
-            Packet::Publish(p) => Some(p),
-            other => panic!("expected PUBLISH, got {other:?}"),
+        match self.next(d).await {
+            Next::Packet(Packet::Publish(p)) => Some(p),
+            Next::Timeout => None,
+            Next::Closed => panic!("the connection was closed while waiting for a PUBLISH"),
+            Next::Packet(other) => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// No PUBLISH (and no other packet) within `d`, the connection still open.
+    pub async fn no_publish(&mut self, d: Duration) {
+        if let Some(p) = self.publish_within(d).await {
+            panic!("unexpected PUBLISH: {p:?}");
         }
     }
 
@@ -510,11 +565,21 @@ impl Raw {
             .expect("a PUBLISH within 5 s")
     }
 
-    /// True if no packet at all arrives for [`QUIET`].
+    /// True if no packet at all arrives for [`QUIET`] and the connection
+    /// stays open (a closed connection is not a server keeping quiet).
     pub async fn quiet(&mut self) -> bool {
-        match self.recv_within(QUIET).await {
-            None => true,
-            Some(p) => {
+        self.no_packet(QUIET).await
+    }
+
+    /// True if no packet at all arrives for `d` and the connection stays open.
+    pub async fn no_packet(&mut self, d: Duration) -> bool {
+        match self.next(d).await {
+            Next::Timeout => true,
+            Next::Closed => {
+                eprintln!("unexpected: the connection was closed");
+                false
+            }
+            Next::Packet(p) => {
                 eprintln!("unexpected: {p:?}");
                 false
             }
@@ -567,7 +632,7 @@ impl Raw {
         let v = self.v;
         self.send(&subscribe(v, pkid, filters, props)).await;
         match self.recv().await {
-            Some(Packet::SubAck { pkid: p, codes }) if p == pkid => codes,
+            Some(Packet::SubAck { pkid: p, codes, .. }) if p == pkid => codes,
             other => panic!("expected SUBACK {pkid}, got {other:?}"),
         }
     }

@@ -56,7 +56,7 @@ async fn unsubscribe(t: &Target) {
         c.subscribe(&[("conf/unsub", 1)]).await;
         c.send(&raw::unsubscribe(v, 77, &["conf/unsub"])).await;
         match c.recv().await {
-            Some(Packet::UnsubAck { pkid: 77, codes }) => {
+            Some(Packet::UnsubAck { pkid: 77, codes, .. }) => {
                 if v == 5 {
                     assert_eq!(codes, [0]);
                 }

@@ -50,7 +50,7 @@ async fn bad_filter(t: &Target) {
         .await;
     // 3.1.1 leaves the choice: SUBACK 0x80 for the filter, or closing the connection.
     match c.recv_within(Duration::from_secs(2)).await {
-        Some(raw::Packet::SubAck { pkid: 5, codes }) => assert_eq!(codes, [0x80]),
+        Some(raw::Packet::SubAck { pkid: 5, codes, .. }) => assert_eq!(codes, [0x80]),
         None => {}
         Some(other) => panic!("unexpected {other:?}"),
     }
