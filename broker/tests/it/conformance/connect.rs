@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::raw::{self, Packet, Props, Val};
+use super::raw::{self, Packet, Props, Val, WAIT};
 use super::{code, conformance, connack_props, kumo_only, session_present, Target};
 
 conformance! {
@@ -16,6 +16,10 @@ conformance! {
     v5_3_2_2_3_7_an_empty_client_id_is_assigned_one => assigned_client_id;
     v5_3_14_2_2_2_a_disconnect_cannot_give_a_session_that_was_ending_an_expiry => disconnect_cannot_raise_zero;
     mqtt_3_1_4_2_a_second_connection_with_the_same_client_id_takes_over => takeover;
+    mqtt_3_1_2_2_an_unsupported_protocol_level_gets_connack_0x01_and_is_closed => unsupported_level;
+    mqtt_3_1_0_1_a_first_packet_other_than_connect_closes_the_connection => connect_first;
+    mqtt_3_1_0_2_a_second_connect_closes_the_connection => second_connect;
+    v5_3_14_2_2_2_a_disconnect_with_session_expiry_0_ends_a_kept_session => disconnect_ends_session;
 }
 
 kumo_only! {
@@ -181,4 +185,62 @@ async fn device_session_not_kept(t: &Target) {
     let ack = d.connect("remo-conf", false, 60, &expiry(300), None).await;
     assert_eq!(connack_props(&ack).num(raw::SESSION_EXPIRY), Some(0));
     assert!(matches!(ack, Packet::ConnAck { .. }));
+}
+
+async fn unsupported_level(t: &Target) {
+    // MQTT-3.1.2-2: "The Server MUST respond to the CONNECT Packet with a CONNACK
+    // return code 0x01 (unacceptable protocol level) and then disconnect the
+    // Client if the Protocol Level is not supported by the Server." (An MQTT 5
+    // server may say 0x84 instead, §3.1.2.2.)
+    let mut c = t.open("conf-level", 4).await;
+    let mut bytes = raw::connect(4, "conf-level", true, 60, &Props::default(), None);
+    // Fixed header (2), "MQTT" (6), then the level.
+    bytes[8] = 6;
+    c.send(&bytes).await;
+    match c.recv_within(WAIT).await {
+        Some(Packet::ConnAck { code, .. }) => assert!(matches!(code, 0x01 | 0x84), "{code:#04x}"),
+        other => panic!("expected CONNACK 0x01, got {other:?}"),
+    }
+    assert!(c.closed_within(Duration::from_secs(2)).await.0);
+}
+
+async fn connect_first(t: &Target) {
+    // MQTT-3.1.0-1: "the first Packet sent from the Client to the Server MUST be
+    // a CONNECT Packet"; MQTT-4.8.0-1: on a protocol violation the receiver
+    // "MUST close the Network Connection".
+    let mut c = t.open("conf-first", 4).await;
+    c.send(&raw::pingreq()).await;
+    let (closed, _) = c.closed_within(Duration::from_secs(2)).await;
+    assert!(closed, "a PINGREQ before CONNECT left the connection open");
+}
+
+async fn second_connect(t: &Target) {
+    // MQTT-3.1.0-2: "The Server MUST process a second CONNECT Packet sent from a
+    // Client as a protocol violation and disconnect the Client."
+    for v in [4, 5] {
+        let name = format!("conf-second-{v}");
+        let mut c = t.client(&name, v).await;
+        c.send(&raw::connect(v, &name, true, 60, &Props::default(), None))
+            .await;
+        let (closed, reason) = c.closed_within(Duration::from_secs(2)).await;
+        assert!(closed, "v{v}: a second CONNECT left the connection open");
+        assert!(matches!(reason, None | Some(0x82)), "v{v}: {reason:?}");
+    }
+}
+
+async fn disconnect_ends_session(t: &Target) {
+    // §3.14.2.2.2: the DISCONNECT's Session Expiry Interval replaces CONNECT's;
+    // §3.1.2.11.2: "If the Session Expiry Interval is 0 […] the Session ends
+    // when the Network Connection is closed."
+    let (mut c, _) = t.reconnect("conf-dx0", 5, true, &expiry(300)).await;
+    c.subscribe(&[("conf/dx0/#", 1)]).await;
+    c.send(&raw::disconnect(5, 0, &expiry(0))).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut p = t.client("conf-dx0-pub", 5).await;
+    p.publish("conf/dx0/a", b"lost", 1, false).await;
+    let (mut c, ack) = t.reconnect("conf-dx0", 5, false, &expiry(300)).await;
+    assert_eq!(code(&ack), 0);
+    assert!(!session_present(&ack), "{ack:?}");
+    assert!(c.quiet().await, "a message for the ended session arrived");
 }
