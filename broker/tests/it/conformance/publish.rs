@@ -14,6 +14,9 @@ conformance! {
     mqtt_4_6_0_2_messages_from_one_publisher_arrive_in_order => ordered;
     v5_3_3_2_3_publish_properties_reach_the_subscriber_intact => properties_intact;
     mqtt_3_3_4_1_a_qos_1_publish_is_answered_with_puback_and_a_qos_2_one_with_pubrec => acks_to_publisher;
+    v5_4_4_0_1_an_unacknowledged_message_is_sent_again_with_dup_and_its_packet_id_on_resume => redelivery_on_resume_v5;
+    mqtt_4_4_0_1_an_unanswered_pubrel_is_sent_again_on_resume => pubrel_on_resume;
+    mqtt_4_3_3_2_a_qos_2_publish_sent_again_before_pubrel_is_delivered_once => qos2_resent_once;
 }
 
 // Devices subscribe only to their own commands (Kumo's ACL): the same rules
@@ -67,24 +70,106 @@ async fn qos2_to_subscriber(t: &Target) {
     }
 }
 
-async fn redelivery_on_resume(t: &Target) {
-    let (mut c, _) = t.reconnect("conf-redo", 4, false, &Props::default()).await;
+/// A session that survives the connection: 3.1.1 CleanSession=0, MQTT 5
+/// Clean Start=0 with a Session Expiry Interval.
+async fn resume(t: &Target, name: &str, v: u8) -> (raw::Raw, Packet) {
+    let props = if v == 5 {
+        Props::default().with(raw::SESSION_EXPIRY, Val::U32(300))
+    } else {
+        Props::default()
+    };
+    t.reconnect(name, v, false, &props).await
+}
+
+async fn redelivery(t: &Target, v: u8) {
+    // MQTT-4.4.0-1: "When a Client reconnects with CleanSession set to 0, both
+    // the Client and Server MUST re-send any unacknowledged PUBLISH Packets
+    // (where QoS > 0) and PUBREL Packets using their original Packet Identifiers."
+    let name = format!("conf-redo-{v}");
+    let (mut c, _) = resume(t, &name, v).await;
     c.subscribe(&[("conf/redo", 1)]).await;
-    let mut p = t.client("conf-redo-pub", 4).await;
+    let mut p = t.client(&format!("conf-redo-pub-{v}"), v).await;
     p.publish("conf/redo", b"ack me", 1, false).await;
     let first = c.expect_publish().await;
     assert!(!first.dup);
     // Gone without acknowledging.
     drop(c);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (mut c, ack) = t.reconnect("conf-redo", 4, false, &Props::default()).await;
+    let (mut c, ack) = resume(t, &name, v).await;
     assert!(session_present(&ack));
     let again = c.expect_publish().await;
+    // MQTT-3.3.1-1: DUP=1 when it "might be re-delivery of an earlier attempt".
     assert_eq!(
         (again.pkid, again.dup, &again.payload[..]),
         (first.pkid, true, &b"ack me"[..])
     );
     c.ack_publish(&again).await;
+}
+
+async fn redelivery_on_resume(t: &Target) {
+    redelivery(t, 4).await;
+}
+
+async fn redelivery_on_resume_v5(t: &Target) {
+    redelivery(t, 5).await;
+}
+
+async fn pubrel_on_resume(t: &Target) {
+    // MQTT-4.4.0-1 (both versions): unacknowledged PUBREL Packets are re-sent
+    // with their original Packet Identifiers; the PUBLISH is not (it was
+    // acknowledged by the PUBREC).
+    for v in [4, 5] {
+        let name = format!("conf-prl-{v}");
+        let (mut c, _) = resume(t, &name, v).await;
+        c.subscribe(&[("conf/prl", 2)]).await;
+        let mut p = t.client(&format!("conf-prl-pub-{v}"), v).await;
+        p.publish("conf/prl", b"x", 2, false).await;
+        let m = c.expect_publish().await;
+        assert_eq!(m.qos, 2);
+        c.send(&raw::ack(v, 5, m.pkid, 0)).await;
+        match c.recv().await {
+            Some(Packet::PubRel(id, 0)) if id == m.pkid => {}
+            other => panic!("v{v}: expected PUBREL {}, got {other:?}", m.pkid),
+        }
+        // Gone without PUBCOMP.
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (mut c, ack) = resume(t, &name, v).await;
+        assert!(session_present(&ack), "v{v}: {ack:?}");
+        match c.recv().await {
+            Some(Packet::PubRel(id, 0)) if id == m.pkid => {}
+            other => panic!("v{v}: expected PUBREL {} again, got {other:?}", m.pkid),
+        }
+        c.send(&raw::ack(v, 7, m.pkid, 0)).await;
+        assert!(c.quiet().await, "v{v}");
+    }
+}
+
+async fn qos2_resent_once(t: &Target) {
+    // MQTT-4.3.3-2: until it has received the PUBREL, the receiver "MUST
+    // acknowledge any subsequent PUBLISH Packet with the same Packet Identifier
+    // by sending a PUBREC. It MUST NOT cause duplicate messages to be delivered
+    // to any onward recipients in this case."
+    for v in [4, 5] {
+        let topic = format!("conf/q2dup/{v}");
+        let mut sub = t.client(&format!("conf-q2dup-s{v}"), v).await;
+        sub.subscribe(&[(&topic, 2)]).await;
+        let mut p = t.client(&format!("conf-q2dup-p{v}"), v).await;
+        for dup in [false, true] {
+            p.send(&raw::publish(v, &topic, b"once", 2, false, dup, 9, &Props::default()))
+                .await;
+            match p.recv().await {
+                Some(Packet::PubRec(9, r)) if r < 0x80 => {}
+                other => panic!("v{v}: expected PUBREC 9 (dup {dup}), got {other:?}"),
+            }
+        }
+        p.send(&raw::ack(v, 6, 9, 0)).await;
+        assert!(matches!(p.recv().await, Some(Packet::PubComp(9, 0))), "v{v}");
+        let m = sub.expect_publish().await;
+        assert_eq!(m.payload, b"once");
+        sub.ack_publish(&m).await;
+        assert!(sub.quiet().await, "v{v}: the message came twice");
+    }
 }
 
 async fn ordered(t: &Target) {
