@@ -15,6 +15,7 @@ conformance! {
     v5_3_8_3_1_retain_handling_2_never_sends_them => handling_2;
     v5_3_8_3_1_retain_as_published_keeps_the_flag_on_live_messages => retain_as_published;
     mqtt_3_3_1_5_a_retained_message_goes_out_at_the_lower_of_its_and_the_granted_qos => retained_qos;
+    mqtt_3_3_1_5_a_new_retained_message_replaces_the_old_one => retained_replaced;
 }
 
 // Mosquitto 2.0.11 sends retained messages when a shared subscription is made.
@@ -163,4 +164,19 @@ async fn retained_qos(t: &Target) {
     assert_eq!(one(&mut sub).await.qos, 0);
     sub.subscribe(&[("conf/rq/1", 0)]).await;
     assert_eq!(one(&mut sub).await.qos, 0);
+}
+
+async fn retained_replaced(t: &Target) {
+    // MQTT-3.3.1-5: the Server "MUST store the Application Message and its QoS,
+    // so that it can be delivered to future subscribers"; a new one replaces
+    // any existing retained message for that topic.
+    retained(t, "conf-r6-p", "conf/r6", b"one", 1).await;
+    retained(t, "conf-r6-p", "conf/r6", b"two", 1).await;
+    for v in [4, 5] {
+        let mut late = t.client(&format!("conf-r6-late{v}"), v).await;
+        late.subscribe(&[("conf/r6", 1)]).await;
+        let m = one(&mut late).await;
+        assert_eq!((&m.payload[..], m.retain), (&b"two"[..], true), "v{v}");
+        assert!(late.quiet().await, "v{v}");
+    }
 }

@@ -13,6 +13,7 @@ conformance! {
     v5_3_1_3_2_2_a_reconnect_within_the_delay_cancels_the_will => cancelled;
     v5_3_1_3_2_2_the_will_goes_when_the_session_ends_before_the_delay => session_end_first;
     mqtt_3_1_2_17_a_will_with_retain_1_is_retained => retained_will;
+    v5_3_1_3_2_8_will_properties_reach_the_subscriber_with_user_properties_in_order => will_properties;
 }
 
 async fn watcher(t: &Target, topic: &str) -> raw::Raw {
@@ -193,4 +194,41 @@ async fn retained_will(t: &Target) {
     late.subscribe(&[("conf/will/kept", 1)]).await;
     let m = late.expect_publish().await;
     assert_eq!((&m.payload[..], m.retain), (&b"gone"[..], true));
+}
+
+async fn will_properties(t: &Target) {
+    // §3.1.3.2: the Will Properties are sent with the Will Message;
+    // MQTT-3.1.3-10: "The Server MUST maintain the order of User Properties
+    // when publishing the Will Message."
+    let mut w = watcher(t, "conf/will/props").await;
+    let props = Props::default()
+        .with(raw::PAYLOAD_FORMAT, Val::Byte(1))
+        .with(raw::CONTENT_TYPE, Val::Str("text/plain".into()))
+        .with(raw::RESPONSE_TOPIC, Val::Str("conf/will/reply".into()))
+        .with(raw::CORRELATION_DATA, Val::Bin(vec![9, 8, 7]))
+        .with(raw::USER_PROPERTY, Val::Pair("z".into(), "1".into()))
+        .with(raw::USER_PROPERTY, Val::Pair("a".into(), "2".into()))
+        .with(raw::USER_PROPERTY, Val::Pair("z".into(), "3".into()));
+    let c = with_will(
+        t,
+        "conf-wp",
+        5,
+        "conf/will/props",
+        props.clone(),
+        Props::default(),
+        false,
+    )
+    .await;
+    drop(c);
+    let m = w.expect_publish().await;
+    assert_eq!(m.payload, b"gone");
+    for id in [
+        raw::PAYLOAD_FORMAT,
+        raw::CONTENT_TYPE,
+        raw::RESPONSE_TOPIC,
+        raw::CORRELATION_DATA,
+    ] {
+        assert_eq!(m.props.get(id), props.get(id), "property {id:#04x}");
+    }
+    assert_eq!(m.props.user(), props.user());
 }
