@@ -12,12 +12,19 @@ conformance! {
     v5_3_2_2_3_12_subscription_identifiers_work_as_announced => subscription_ids;
     v5_3_2_2_3_8_topic_aliases_work_as_announced => topic_aliases;
     v5_3_2_2_3_4_qos_2_works_as_announced => maximum_qos;
+    v5_3_2_2_3_11_wildcard_subscriptions_work_as_announced => wildcards_announced;
+    v5_3_2_2_3_13_shared_subscriptions_work_as_announced => shared_announced;
 }
 
-// Mosquitto 2.0.11 announces a Receive Maximum of 20 and keeps accepting
-// unanswered QoS 2 publishes past it (§4.9: DISCONNECT 0x93).
+// Mosquitto 2.0.11
+// - announces a Receive Maximum of 20 and keeps accepting unanswered QoS 2
+//   publishes past it (§4.9: DISCONNECT 0x93);
+// - measures a packet as 1 + Remaining Length, without the Remaining Length
+//   bytes themselves: it takes packets up to 3 bytes over the Maximum Packet
+//   Size it announced (with a 3-byte length) before it sends 0x95.
 mosquitto_deviates! {
     v5_4_9_more_unanswered_publishes_than_the_servers_receive_maximum_get_disconnect_0x93 => server_receive_maximum;
+    v5_3_2_2_3_6_a_packet_over_the_servers_maximum_packet_size_gets_disconnect_0x95 => server_max_packet;
 }
 
 async fn connack(t: &Target, name: &str, props: &Props) -> (raw::Raw, Props) {
@@ -166,4 +173,73 @@ async fn server_receive_maximum(t: &Target) {
         "one publish over the Receive Maximum of {max} was accepted"
     );
     assert_eq!(reason, Some(0x93));
+}
+
+/// SUBSCRIBE `filter` (QoS 1) where the server announced `available`: granted
+/// if available, else refused with `refusal` in SUBACK or DISCONNECT.
+async fn works_as_announced(c: &mut raw::Raw, filter: &str, available: bool, refusal: u8) -> bool {
+    c.send(&raw::subscribe(5, 3, &[(filter, 1)], &Props::default()))
+        .await;
+    match c.recv().await {
+        Some(Packet::SubAck { pkid: 3, codes, .. }) if available => {
+            assert_eq!(codes, [1], "{filter}: announced available");
+            true
+        }
+        Some(Packet::SubAck { pkid: 3, codes, .. }) => {
+            assert_eq!(codes, [refusal], "{filter}: announced unavailable");
+            false
+        }
+        Some(Packet::Disconnect { reason, .. }) if !available => {
+            assert_eq!(reason, refusal, "{filter}: announced unavailable");
+            false
+        }
+        other => panic!("{filter}: expected SUBACK 3, got {other:?}"),
+    }
+}
+
+async fn wildcards_announced(t: &Target) {
+    // §3.2.2.3.11: absent or 1, Wildcard Subscriptions are supported; "If the
+    // Server receives a SUBSCRIBE packet containing a Wildcard Subscription and
+    // it does not support Wildcard Subscriptions, this is a Protocol Error"
+    // (0xA2 Wildcard Subscriptions not supported).
+    let (mut c, props) = connack(t, "conf-wsa", &Props::default()).await;
+    let available = props.num(raw::WILDCARD_SUBS_AVAILABLE) != Some(0);
+    if works_as_announced(&mut c, "conf/wsa/#", available, 0xA2).await {
+        let mut p = t.client("conf-wsa-p", 5).await;
+        p.publish("conf/wsa/a/b", b"x", 1, false).await;
+        assert_eq!(c.expect_publish().await.topic, "conf/wsa/a/b");
+    }
+}
+
+async fn shared_announced(t: &Target) {
+    // §3.2.2.3.13: absent or 1, Shared Subscriptions are supported; otherwise
+    // a SUBSCRIBE with one is a Protocol Error (0x9E Shared Subscriptions not
+    // supported).
+    let (mut c, props) = connack(t, "conf-ssa", &Props::default()).await;
+    let available = props.num(raw::SHARED_SUBS_AVAILABLE) != Some(0);
+    if works_as_announced(&mut c, "$share/g/conf/ssa", available, 0x9E).await {
+        let mut p = t.client("conf-ssa-p", 5).await;
+        p.publish("conf/ssa", b"x", 1, false).await;
+        assert_eq!(c.expect_publish().await.topic, "conf/ssa");
+    }
+}
+
+async fn server_max_packet(t: &Target) {
+    // §3.2.2.3.6: "If a Server receives a packet whose size exceeds this limit,
+    // this is a Protocol Error, the Server uses DISCONNECT with Reason Code 0x95
+    // (Packet too large)". Both servers are configured to announce one.
+    let (mut c, props) = connack(t, "conf-smp", &Props::default()).await;
+    let max = props
+        .num(raw::MAXIMUM_PACKET_SIZE)
+        .expect("Maximum Packet Size in CONNACK") as usize;
+    let topic = "conf/smp";
+    let sized = |n: usize| raw::publish(5, topic, &vec![b'x'; n], 0, false, false, 0, &Props::default());
+    // The payload that makes the whole packet max + 1 bytes long.
+    let overhead = sized(max).len() - max;
+    let packet = sized(max + 1 - overhead);
+    assert_eq!(packet.len(), max + 1);
+    c.send(&packet).await;
+    let (closed, reason) = c.closed_within(std::time::Duration::from_secs(3)).await;
+    assert!(closed, "a packet of {} bytes over the announced {max} was accepted", max + 1);
+    assert_eq!(reason, Some(0x95));
 }

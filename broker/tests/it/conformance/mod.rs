@@ -66,7 +66,7 @@ impl Target {
 
     /// Mosquitto on a free port: mutual TLS with the node certificate, the
     /// certificate's CN as the username, no ACL, no persistence, and the
-    /// same maximum keepalive as the Kumo checks use.
+    /// same maximum keepalive and packet size as the Kumo checks use.
     pub async fn mosquitto() -> Target {
         let pki = Arc::new(Pki::new());
         let node = pki.node();
@@ -77,7 +77,8 @@ impl Target {
             format!(
                 "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
                  require_certificate true\nuse_identity_as_username true\n\
-                 allow_anonymous false\npersistence false\nmax_keepalive {MAX_KEEPALIVE}\n",
+                 allow_anonymous false\npersistence false\nmax_keepalive {MAX_KEEPALIVE}\n\
+                 max_packet_size {MAX_PACKET_SIZE}\n",
                 pki.ca_path.display(),
                 node.cert.display(),
                 node.key.display()
@@ -153,6 +154,9 @@ impl Target {
 /// The keepalive ceiling both servers are configured with in these checks.
 pub const MAX_KEEPALIVE: u16 = 60;
 
+/// The largest packet both servers accept (and announce to MQTT 5 clients).
+pub const MAX_PACKET_SIZE: usize = 256 * 1024;
+
 /// CONNACK's return/reason code (255 for anything else).
 pub fn code(p: &Packet) -> u8 {
     match p {
@@ -178,9 +182,10 @@ pub fn connack_props(p: &Packet) -> Props {
     }
 }
 
-/// Kumo settings the checks share: the keepalive ceiling Mosquitto gets too.
+/// Kumo settings the checks share: the limits Mosquitto gets too.
 pub fn shared_settings(s: &mut Settings) {
     s.max_keepalive_secs = MAX_KEEPALIVE;
+    s.max_packet_size = MAX_PACKET_SIZE;
 }
 
 /// Kumo tests in module `$module`, one per check, Kumo settings tweaked by
