@@ -8,14 +8,26 @@
 //! Clients use service certificates (fleet-wide topic rights on Kumo) and
 //! topics under `conf/`, so Kumo's authorization stays out of the way. Where
 //! Kumo deliberately differs — only in identity and authorization — the check
-//! runs on Kumo alone (`kumo_only!`, tests under `kumo_only`) and is listed in
-//! `docs/mqtt-conformance.md` with its reason:
-//! - the client id must be the certificate's identity;
-//! - devices never keep a session (3.1.1 CleanSession=0 gets Session Present 0).
+//! runs on Kumo alone (`kumo_only!`, tests under `kumo_only`) and asserts
+//! Kumo's behaviour; `docs/mqtt-conformance.md` has the longer story.
+//!
+//! | Deviation (Kumo) | Kumo does | The standard / Mosquitto | Why | Test |
+//! |---|---|---|---|---|
+//! | Client identifier | must equal the certificate's identity, else CONNACK 0x02 (3.1.1) / 0x85 (5); an empty one gets the certificate's | any identifier | the certificate is the identity; one device cannot take over another's session | `connect::kumo_only::kumo_the_client_id_must_be_the_certificates_identity` |
+//! | Device sessions | never kept: 3.1.1 CleanSession=0 gets Session Present 0; MQTT 5 is told Session Expiry Interval 0 in CONNACK | kept | 200,000 parked device sessions would cost memory for nothing: the bridge keeps commands durably and re-sends them | `connect::kumo_only::kumo_a_device_never_keeps_a_session` |
+//! | Device topics | a device subscribes only to its own device-bound topics (so the QoS/retain/property rules are checked on that path separately); no client uses `$` topics | any topic | a device must never read or write another device's data | `publish::kumo_only::kumo_a_device_gets_its_commands_by_the_same_qos_and_retain_rules` |
 //!
 //! Where Mosquitto 2.0.11 (Debian 12's) is the one that departs from the
 //! standard, the check runs on Kumo alone (`mosquitto_deviates!`, tests under
-//! `kumo_not_mosquitto`), with what Mosquitto does in a comment beside it.
+//! `kumo_not_mosquitto`), with what Mosquitto does in a comment beside it:
+//!
+//! | Check | What Mosquitto 2.0.11 does |
+//! |---|---|
+//! | `retain::…::v5_4_8_2_a_shared_subscription_gets_no_retained_messages` | sends the retained message to a new shared subscription |
+//! | `keepalive::…::mqtt_3_1_2_24_a_client_silent_for_one_and_a_half_keepalives_is_disconnected` | closes a silent keepalive-2 client after 5–6 s, not 3 |
+//! | `flow::…::v5_4_9_more_unanswered_publishes_than_the_servers_receive_maximum_get_disconnect_0x93` | announces Receive Maximum 20, keeps taking unanswered QoS 2 publishes past it |
+//! | `flow::…::v5_3_2_2_3_6_a_packet_over_the_servers_maximum_packet_size_gets_disconnect_0x95` | counts 1 + Remaining Length: takes a packet up to 3 bytes over its announced maximum |
+//! | `subscribe::…::v5_3_8_3_1_no_local_on_a_shared_subscription_is_a_protocol_error` | grants it (SUBACK 0x01) |
 
 #![allow(clippy::unwrap_used)]
 
