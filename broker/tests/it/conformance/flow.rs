@@ -233,13 +233,28 @@ async fn server_max_packet(t: &Target) {
         .num(raw::MAXIMUM_PACKET_SIZE)
         .expect("Maximum Packet Size in CONNACK") as usize;
     let topic = "conf/smp";
-    let sized = |n: usize| raw::publish(5, topic, &vec![b'x'; n], 0, false, false, 0, &Props::default());
+    let sized = |n: usize| {
+        raw::publish(
+            5,
+            topic,
+            &vec![b'x'; n],
+            0,
+            false,
+            false,
+            0,
+            &Props::default(),
+        )
+    };
     // The payload that makes the whole packet max + 1 bytes long.
     let overhead = sized(max).len() - max;
     let packet = sized(max + 1 - overhead);
     assert_eq!(packet.len(), max + 1);
     c.send(&packet).await;
     let (closed, reason) = c.closed_within(std::time::Duration::from_secs(3)).await;
-    assert!(closed, "a packet of {} bytes over the announced {max} was accepted", max + 1);
+    assert!(
+        closed,
+        "a packet of {} bytes over the announced {max} was accepted",
+        max + 1
+    );
     assert_eq!(reason, Some(0x95));
 }

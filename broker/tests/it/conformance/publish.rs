@@ -156,15 +156,27 @@ async fn qos2_resent_once(t: &Target) {
         sub.subscribe(&[(&topic, 2)]).await;
         let mut p = t.client(&format!("conf-q2dup-p{v}"), v).await;
         for dup in [false, true] {
-            p.send(&raw::publish(v, &topic, b"once", 2, false, dup, 9, &Props::default()))
-                .await;
+            p.send(&raw::publish(
+                v,
+                &topic,
+                b"once",
+                2,
+                false,
+                dup,
+                9,
+                &Props::default(),
+            ))
+            .await;
             match p.recv().await {
                 Some(Packet::PubRec(9, r)) if r < 0x80 => {}
                 other => panic!("v{v}: expected PUBREC 9 (dup {dup}), got {other:?}"),
             }
         }
         p.send(&raw::ack(v, 6, 9, 0)).await;
-        assert!(matches!(p.recv().await, Some(Packet::PubComp(9, 0))), "v{v}");
+        assert!(
+            matches!(p.recv().await, Some(Packet::PubComp(9, 0))),
+            "v{v}"
+        );
         let m = sub.expect_publish().await;
         assert_eq!(m.payload, b"once");
         sub.ack_publish(&m).await;

@@ -70,7 +70,9 @@ async fn unsubscribe(t: &Target) {
         c.subscribe(&[("conf/unsub", 1)]).await;
         c.send(&raw::unsubscribe(v, 77, &["conf/unsub"])).await;
         match c.recv().await {
-            Some(Packet::UnsubAck { pkid: 77, codes, .. }) => {
+            Some(Packet::UnsubAck {
+                pkid: 77, codes, ..
+            }) => {
                 if v == 5 {
                     assert_eq!(codes, [0]);
                 }
@@ -133,8 +135,17 @@ async fn dollar_topics(t: &Target) {
     let mut named = t.client("conf-dollar-named", 5).await;
     let named_ok = named.subscribe(&[("$conf/dollar/x", 0)]).await[0] < 0x80;
     let mut p = t.client("conf-dollar-p", 5).await;
-    p.send(&raw::publish(5, "$conf/dollar/x", b"$", 1, false, false, 1, &Props::default()))
-        .await;
+    p.send(&raw::publish(
+        5,
+        "$conf/dollar/x",
+        b"$",
+        1,
+        false,
+        false,
+        1,
+        &Props::default(),
+    ))
+    .await;
     let accepted = match p.recv().await {
         Some(Packet::PubAck(1, r)) => r < 0x80,
         other => panic!("expected PUBACK 1, got {other:?}"),
@@ -167,7 +178,10 @@ async fn resubscribe_replaces(t: &Target) {
         p.publish("conf/rsub", b"x", 1, false).await;
         let m = sub.expect_publish().await;
         assert_eq!(m.qos, 0, "v{v}: the QoS 1 subscription was not replaced");
-        assert!(sub.quiet().await, "v{v}: two subscriptions, not one replaced");
+        assert!(
+            sub.quiet().await,
+            "v{v}: two subscriptions, not one replaced"
+        );
     }
 }
 
@@ -196,7 +210,9 @@ async fn unsubscribe_unknown(t: &Target) {
         let mut c = t.client(&format!("conf-unone-{v}"), v).await;
         c.send(&raw::unsubscribe(v, 78, &["conf/never"])).await;
         match c.recv().await {
-            Some(Packet::UnsubAck { pkid: 78, codes, .. }) => {
+            Some(Packet::UnsubAck {
+                pkid: 78, codes, ..
+            }) => {
                 if v == 5 {
                     assert!(matches!(codes[..], [0x00] | [0x11]), "{codes:?}");
                 }
@@ -212,7 +228,10 @@ async fn closes_on(t: &Target, name: &str, v: u8, bytes: &[u8]) {
     let (closed, reason) = c.closed_within(Duration::from_secs(2)).await;
     assert!(closed, "{name}: the connection stayed open");
     // MQTT 5: a DISCONNECT first, if any, says Malformed Packet or Protocol Error.
-    assert!(matches!(reason, None | Some(0x81 | 0x82)), "{name}: {reason:?}");
+    assert!(
+        matches!(reason, None | Some(0x81 | 0x82)),
+        "{name}: {reason:?}"
+    );
 }
 
 async fn subscribe_flags(t: &Target) {

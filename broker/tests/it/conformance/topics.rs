@@ -62,7 +62,16 @@ async fn null_char(t: &Target) {
     // MQTT-1.5.3-2: "A UTF-8 encoded string MUST NOT include an encoding of the
     // null character U+0000. If a receiver (Server or Client) receives a
     // Control Packet containing U+0000 it MUST close the Network Connection."
-    let p = raw::publish(4, "conf/\u{0}x", b"x", 0, false, false, 0, &Props::default());
+    let p = raw::publish(
+        4,
+        "conf/\u{0}x",
+        b"x",
+        0,
+        false,
+        false,
+        0,
+        &Props::default(),
+    );
     closes_after(t, "conf-topic-null", &p).await;
 }
 
