@@ -6,6 +6,7 @@
 //! Owns bytes ↔ packets only; what a packet means is the session's business.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rumqttd::protocol::v4::FixedHeader;
 use rumqttd::protocol::{v4, v5, ConnectProperties, Packet, Protocol, Publish, QoS};
 
 /// Protocol version negotiated by the CONNECT.
@@ -30,6 +31,8 @@ pub enum CodecError {
     UnsupportedLevel(u8),
     #[error("malformed packet: {0}")]
     Malformed(rumqttd::protocol::Error),
+    #[error("malformed packet: {0}")]
+    Reserved(&'static str),
 }
 
 /// A decoded packet plus what rumqttd does not expose about PUBLISH.
@@ -42,16 +45,24 @@ pub struct Frame {
     pub pkid: u16,
 }
 
+/// Frames the packet at the front of `buf`. `max` bounds the whole packet,
+/// fixed header included, as MQTT 5 §3.2.2.3.6 counts it; rumqttd's check
+/// counts only the Remaining Length, so the whole size is checked here too.
+fn frame(buf: &[u8], max: usize) -> Result<Option<FixedHeader>, CodecError> {
+    match v4::check(buf.iter(), max) {
+        Ok(h) if h.frame_length() > max => Err(CodecError::TooLarge(h.frame_length())),
+        Ok(h) => Ok(Some(h)),
+        Err(rumqttd::protocol::Error::InsufficientBytes(_)) => Ok(None),
+        Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(n)) => Err(CodecError::TooLarge(n)),
+        Err(e) => Err(CodecError::Malformed(e)),
+    }
+}
+
 /// Reads the protocol level of a CONNECT at the front of `buf` without consuming
 /// it. `Ok(None)`: not enough bytes yet.
 pub fn peek_version(buf: &[u8], max: usize) -> Result<Option<Version>, CodecError> {
-    let header = match v4::check(buf.iter(), max) {
-        Ok(h) => h,
-        Err(rumqttd::protocol::Error::InsufficientBytes(_)) => return Ok(None),
-        Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(n)) => {
-            return Err(CodecError::TooLarge(n))
-        }
-        Err(e) => return Err(CodecError::Malformed(e)),
+    let Some(header) = frame(buf, max)? else {
+        return Ok(None);
     };
     if header.byte1 != 0x10 {
         return Err(CodecError::NotConnect);
@@ -72,24 +83,18 @@ pub fn peek_version(buf: &[u8], max: usize) -> Result<Option<Version>, CodecErro
 
 /// Decodes the next packet from `buf`; `Ok(None)` when more bytes are needed.
 pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, CodecError> {
-    let header = match v4::check(buf.iter(), max) {
-        Ok(h) => h,
-        Err(rumqttd::protocol::Error::InsufficientBytes(_)) => return Ok(None),
-        Err(rumqttd::protocol::Error::PayloadSizeLimitExceeded(n)) => {
-            return Err(CodecError::TooLarge(n))
-        }
-        Err(e) => return Err(CodecError::Malformed(e)),
+    let Some(header) = frame(buf, max)? else {
+        return Ok(None);
     };
     let kind = header.byte1 >> 4;
     // CONNACK, SUBACK, UNSUBACK, PINGRESP are server-only; 0 and 15 (AUTH) unsupported.
     if matches!(kind, 0 | 2 | 9 | 11 | 13 | 15) {
         return Err(CodecError::ForbiddenType(kind));
     }
+    let body = &buf[header.fixed_header_len..header.frame_length()];
+    check_reserved_bits(version, header.byte1, body)?;
     let (qos, pkid) = if kind == 3 {
-        publish_qos_pkid(
-            header.byte1,
-            &buf[header.fixed_header_len..header.frame_length()],
-        )
+        publish_qos_pkid(header.byte1, body)
     } else {
         (0, 0)
     };
@@ -99,6 +104,60 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<F
     }
     .map_err(CodecError::Malformed)?;
     Ok(Some(Frame { packet, qos, pkid }))
+}
+
+/// The reserved bits rumqttd's decoders do not look at. MQTT-2.2.2-2: fixed
+/// header flags other than those listed are malformed (PUBREL, SUBSCRIBE and
+/// UNSUBSCRIBE carry 0010, every other non-PUBLISH packet 0000); a PUBLISH
+/// with QoS 3 is malformed (MQTT-3.3.1-4). In SUBSCRIBE options, bits 2–7
+/// (3.1.1, MQTT-3.8.3-4) or 6–7 (MQTT 5, MQTT-3.8.3-5) are reserved.
+fn check_reserved_bits(version: Version, byte1: u8, body: &[u8]) -> Result<(), CodecError> {
+    let flags = byte1 & 0x0f;
+    match (byte1 >> 4, flags) {
+        (3, f) if (f >> 1) & 0b11 == 3 => Err(CodecError::Reserved("PUBLISH with QoS 3")),
+        (3, _) | (6 | 10, 0b0010) | (1 | 4 | 5 | 7 | 12 | 14, 0) => Ok(()),
+        (8, 0b0010) => check_subscribe_options(version, body),
+        _ => Err(CodecError::Reserved("fixed header flags")),
+    }
+}
+
+/// Walks a SUBSCRIBE's topic filters for their options bytes. Length errors
+/// are left to rumqttd's decoder, which reports them properly.
+fn check_subscribe_options(version: Version, body: &[u8]) -> Result<(), CodecError> {
+    let mut at = 2; // packet identifier
+    let reserved = match version {
+        Version::V4 => 0b1111_1100,
+        Version::V5 => {
+            let Some((len, used)) = varint(body.get(at..).unwrap_or_default()) else {
+                return Ok(());
+            };
+            at += used + len;
+            0b1100_0000
+        }
+    };
+    while let Some(l) = body.get(at..at + 2) {
+        at += 2 + u16::from_be_bytes([l[0], l[1]]) as usize;
+        let Some(&options) = body.get(at) else {
+            return Ok(());
+        };
+        if options & reserved != 0 {
+            return Err(CodecError::Reserved("SUBSCRIBE options"));
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
+/// A Variable Byte Integer: (value, bytes used), `None` if cut short or over 4 bytes.
+fn varint(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (i, b) in bytes.iter().take(4).enumerate() {
+        value |= ((b & 0x7f) as usize) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
 }
 
 /// QoS and packet id straight from a PUBLISH's bytes (rumqttd keeps them private).
@@ -218,6 +277,64 @@ mod tests {
             peek_version(&pub0, 1024),
             Err(CodecError::NotConnect)
         ));
+    }
+
+    #[test]
+    fn the_maximum_packet_size_counts_the_fixed_header() {
+        // 2-byte fixed header + 62 bytes = 64: fits a 64-byte maximum, 65 does not.
+        let packet = |n: u8| {
+            let mut b = vec![0x30u8, n, 0, 1, b't'];
+            b.resize(2 + n as usize, b'x');
+            BytesMut::from(&b[..])
+        };
+        assert!(read(Version::V4, &mut packet(62), 64)
+            .expect("fits")
+            .is_some());
+        assert!(matches!(
+            read(Version::V4, &mut packet(63), 64),
+            Err(CodecError::TooLarge(65))
+        ));
+    }
+
+    #[test]
+    fn reserved_fixed_header_flags_are_malformed() {
+        // SUBSCRIBE 0x80 instead of 0x82, PINGREQ 0xC1, PUBLISH QoS 3.
+        for bytes in [
+            &[0x80u8, 0x06, 0, 1, 0, 1, b'a', 0][..],
+            &[0xc1, 0x00][..],
+            &[0x36, 0x05, 0, 1, b'a', 0, 1][..],
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(
+                matches!(
+                    read(Version::V4, &mut buf, 1024),
+                    Err(CodecError::Reserved(_))
+                ),
+                "{bytes:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reserved_subscribe_option_bits_are_malformed() {
+        // 3.1.1: bits 2-7 reserved; MQTT 5: bits 6-7 (bit 2 is No Local there).
+        let sub = |props: &[u8], options: u8| {
+            let mut b = vec![0x82u8, 0, 0, 1];
+            b.extend_from_slice(props);
+            b.extend_from_slice(&[0, 1, b'a', options]);
+            b[1] = (b.len() - 2) as u8;
+            BytesMut::from(&b[..])
+        };
+        let reserved =
+            |r: Result<Option<Frame>, CodecError>| matches!(r, Err(CodecError::Reserved(_)));
+        assert!(reserved(read(Version::V4, &mut sub(&[], 0x04), 1024)));
+        assert!(read(Version::V5, &mut sub(&[0], 0x04), 1024)
+            .expect("no local")
+            .is_some());
+        assert!(reserved(read(Version::V5, &mut sub(&[0], 0x41), 1024)));
+        assert!(read(Version::V4, &mut sub(&[], 0x01), 1024)
+            .expect("qos 1")
+            .is_some());
     }
 
     #[test]
