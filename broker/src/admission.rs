@@ -26,7 +26,7 @@ pub(crate) struct Admission {
     concurrency: usize,
     /// Longest predicted wait a new handshake is admitted with.
     budget: Duration,
-    /// Handshakes admitted (waiting for or holding a slot) and not ended.
+    /// Handshake steps admitted (waiting for or holding a slot) and not ended.
     pending: AtomicUsize,
     /// Moving average of a slot's hold time, s; 0 until the first sample.
     hold: Mutex<f64>,
@@ -62,6 +62,13 @@ impl Admission {
         }
         self.pending.fetch_add(1, Relaxed);
         Some(Ticket(self.clone()))
+    }
+
+    /// Counts a handshake already under way (admitted earlier) that waits
+    /// for a slot again for its next step; never refused.
+    pub fn resume(self: &Arc<Self>) -> Ticket {
+        self.pending.fetch_add(1, Relaxed);
+        Ticket(self.clone())
     }
 
     /// A handshake gave its slot back after holding it for `held`.

@@ -31,7 +31,6 @@ mod retained;
 mod session;
 pub mod settings;
 mod tls;
-mod tls_io;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

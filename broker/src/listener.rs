@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::session::{self, Node};
 use crate::tls::{self, TlsSlot};
-use crate::tls_io::TlsIo;
+use kumo_tls_io::ServerTls as TlsIo;
 
 /// Limits shared by all connections.
 pub(crate) struct Gate {
@@ -126,24 +126,37 @@ async fn handshake(
         metrics.connects_shed.fetch_add(1, Relaxed);
         return refused("shed");
     };
-    let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, gate.handshakes.acquire()).await else {
-        return refused("timeout");
-    };
-    metrics.handshakes_in_flight.fetch_add(1, Relaxed);
-    let started = Instant::now();
-    let result = tokio::time::timeout_at(deadline, stream.handshake()).await;
-    metrics.handshakes_in_flight.fetch_sub(1, Relaxed);
-    drop(_permit);
-    drop(ticket);
-    gate.admission.finished(started.elapsed());
-    match result {
-        Err(_) => return refused("timeout"),
-        Ok(Err(e)) => {
-            let reason = tls::refusal_reason(&e);
-            tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
-            return refused(reason);
+    // A slot is held for each step's CPU work only, never while the client's
+    // next flight is on its way: a client that stalls costs a socket.
+    let mut ticket = Some(ticket);
+    loop {
+        let step_ticket = ticket.take().unwrap_or_else(|| gate.admission.resume());
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, gate.handshakes.acquire()).await
+        else {
+            return refused("timeout");
+        };
+        metrics.handshakes_in_flight.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let step = tokio::time::timeout_at(deadline, stream.handshake_step()).await;
+        metrics.handshakes_in_flight.fetch_sub(1, Relaxed);
+        drop(permit);
+        drop(step_ticket);
+        gate.admission.finished(started.elapsed());
+        let more = match step {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => tokio::time::timeout_at(deadline, stream.read_handshake()).await,
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
+        match more {
+            Err(_) => return refused("timeout"),
+            Ok(Err(e)) => {
+                let reason = tls::refusal_reason(&e);
+                tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
+                return refused(reason);
+            }
+            Ok(Ok(())) => {}
         }
-        Ok(Ok(())) => {}
     }
     let Some(der) = stream.peer_certificates().and_then(|c| c.first()) else {
         return refused("no_certificate");

@@ -45,6 +45,8 @@ pub enum SimError {
         #[source]
         source: rustls::Error,
     },
+    #[error("broker node {node}: {reason}")]
+    Node { node: String, reason: String },
     #[error("invalid device id: {0}")]
     DeviceId(#[from] kumo_contract::IdError),
 }

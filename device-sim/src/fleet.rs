@@ -14,6 +14,7 @@ use tokio::time::{sleep, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SimError;
+use crate::link::Endpoint;
 use crate::model::{CommandPolicy, DeviceModel, SimRng};
 use crate::progress::Progress;
 use crate::runtime::{self, Device, Shared};
@@ -53,11 +54,16 @@ where
     // Not a child of `shutdown`: devices keep running until the summary is taken.
     let stop = CancellationToken::new();
     let (burst_tx, burst_rx) = watch::channel(0u64);
+    let mut endpoints = Vec::with_capacity(settings.nodes.len());
+    for node in &settings.nodes {
+        endpoints.push(Endpoint::resolve(node).await?);
+    }
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         stats: stats.clone(),
         stop: stop.clone(),
         burst: burst_rx,
+        endpoints,
     });
 
     let started = Instant::now();

@@ -1,50 +1,98 @@
-//! One MQTT connection attempt, over MQTT 3.1.1 or 5, behind one small interface.
+//! One device's MQTT connection, 3.1.1 or 5, kept lean enough for ~20,000 per
+//! process: TLS on rustls' unbuffered API ([`kumo_tls_io`], no buffers held
+//! while idle), rumqttc's packet codecs and nothing of its event loop (which
+//! reserves ~20 KB of buffers and a request channel per connection).
 //!
-//! Wraps rumqttc's two client/event-loop pairs so the device runtime is written
-//! once. A `Link` is used for a single connection: on any error it is dropped and
-//! the runtime builds a new one after its own backoff (rumqttc's built-in
-//! reconnect is never used). Dropping a `Link` closes the socket without an MQTT
-//! DISCONNECT — exactly what an abrupt kill needs.
+//! A `Link` is one established connection (CONNACK accepted). It is driven by
+//! [`Link::poll`]; [`Link::publish`], [`Link::subscribe`] and
+//! [`Link::disconnect`] only encode into a small outgoing buffer that the next
+//! `poll` writes, so callers never wait on the network. On any error the
+//! runtime drops the link and connects again after its own backoff. Dropping a
+//! `Link` closes the socket without an MQTT DISCONNECT — exactly what an abrupt
+//! kill needs.
+//!
+//! Owns the connection's bytes and the keepalive; what a device says and how it
+//! answers belong to the runtime and the model.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5 as mqtt5;
+use bytes::{Bytes, BytesMut};
+use kumo_tls_io::ClientTls;
+use rumqttc::mqttbytes::v4;
+use rumqttc::v5::mqttbytes::v5;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::QoS as QoS4;
 use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::settings::Protocol;
+use crate::error::SimError;
+use crate::settings::{split_host_port, Protocol};
 use crate::stats::FailureReason;
 
-/// Requests buffered between the device task and its event loop.
-const REQUEST_CAPACITY: usize = 16;
-/// QoS 1 publishes in flight per device; devices publish little, and every slot
-/// costs memory in rumqttc's state.
-const INFLIGHT: u16 = 8;
+/// Largest packet a device accepts (commands are small JSON documents).
+const MAX_INCOMING: usize = 256 * 1024;
+
+/// Encoded bytes waiting for the next `poll` beyond which publishes are
+/// refused (and counted as dropped by the caller).
+const OUT_LIMIT: usize = 32 * 1024;
+
+/// Unacknowledged QoS 1 publishes beyond which further ones are refused.
+const INFLIGHT: u16 = 32;
+
+/// Where one connection goes: the address to dial and the name its
+/// certificate must carry.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub name: ServerName<'static>,
+}
+
+impl Endpoint {
+    /// Resolves `host:port` once, so that no connect waits on a name lookup.
+    pub async fn resolve(node: &str) -> Result<Endpoint, SimError> {
+        let fail = |reason: String| SimError::Node {
+            node: node.to_owned(),
+            reason,
+        };
+        let (host, port) = split_host_port(node).map_err(fail)?;
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .next()
+            .ok_or_else(|| fail("no address".into()))?;
+        let name = ServerName::try_from(host).map_err(|e| fail(e.to_string()))?;
+        Ok(Endpoint { addr, name })
+    }
+}
 
 /// Everything needed to open one connection.
 pub struct LinkOptions<'a> {
     pub protocol: Protocol,
     pub client_id: &'a str,
-    pub host: &'a str,
-    pub port: u16,
+    pub endpoint: &'a Endpoint,
     pub tls: Arc<ClientConfig>,
     pub keep_alive: Duration,
+    /// Deadline for TCP, TLS and CONNACK together.
     pub connect_timeout: Duration,
     /// Last will: topic and payload (QoS 1, not retained).
     pub will: (String, Vec<u8>),
 }
 
-/// What the event loop produced.
+/// What the connection produced.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// CONNACK accepted (refusals surface as errors).
-    Connected,
     /// SUBACK; `false` if any filter was refused.
     Subscribed(bool),
-    /// An incoming PUBLISH.
+    /// An incoming PUBLISH (already acknowledged if it was QoS 1).
     Message {
         topic: String,
-        payload: Vec<u8>,
+        payload: Bytes,
         /// MQTT 5 response topic and correlation data, when the sender set them.
         response: Option<Response>,
     },
@@ -56,7 +104,7 @@ pub enum LinkEvent {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub topic: String,
-    pub correlation: Option<Vec<u8>>,
+    pub correlation: Option<Bytes>,
 }
 
 /// A connection attempt failed or a live connection broke.
@@ -66,245 +114,417 @@ pub struct LinkError {
     pub detail: String,
 }
 
-/// One connection, MQTT 3.1.1 or 5.
-// One per device and never moved in bulk; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum Link {
-    V4 {
-        client: rumqttc::AsyncClient,
-        events: rumqttc::EventLoop,
-    },
-    V5 {
-        client: rumqttc::v5::AsyncClient,
-        events: rumqttc::v5::EventLoop,
-    },
+impl LinkError {
+    fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn io(e: io::Error, handshaking: bool) -> Self {
+        use io::ErrorKind::*;
+        let reason = match e.kind() {
+            ConnectionRefused => FailureReason::Refused,
+            TimedOut => FailureReason::Timeout,
+            InvalidData if handshaking => FailureReason::Tls,
+            _ => FailureReason::Io,
+        };
+        Self::new(reason, e.to_string())
+    }
+}
+
+/// One established MQTT connection.
+pub struct Link {
+    tls: ClientTls,
+    protocol: Protocol,
+    /// Bytes read and not yet decoded (freed when empty).
+    inbuf: BytesMut,
+    /// Packets encoded and not yet written (freed when written).
+    out: BytesMut,
+    next_pkid: u16,
+    unacked: u16,
+    keep_alive: Duration,
+    /// When the keepalive next needs attention: a PINGREQ is due, or the
+    /// answer to the one sent is overdue.
+    ping_at: Instant,
+    ping_outstanding: bool,
+    /// A DISCONNECT is queued: the next `poll` writes it and ends the link.
+    closing: bool,
 }
 
 impl Link {
-    /// Prepares a connection; nothing touches the network until [`Link::poll`].
-    pub fn new(o: LinkOptions<'_>) -> Link {
-        let transport =
-            rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(o.tls));
-        let timeout_secs = o.connect_timeout.as_secs().max(1);
-        match o.protocol {
+    /// Connects: TCP, TLS with the device's certificate, CONNECT, CONNACK.
+    pub async fn connect(o: LinkOptions<'_>) -> Result<Link, LinkError> {
+        let deadline = o.connect_timeout;
+        match timeout(deadline, Self::open(o)).await {
+            Ok(r) => r,
+            Err(_) => Err(LinkError::new(FailureReason::Timeout, "connect deadline")),
+        }
+    }
+
+    async fn open(o: LinkOptions<'_>) -> Result<Link, LinkError> {
+        let tcp = TcpStream::connect(o.endpoint.addr)
+            .await
+            .map_err(|e| LinkError::io(e, false))?;
+        // A device answers a command with several small writes; without
+        // NODELAY the later ones wait ~40 ms for the peer's delayed ACK.
+        tcp.set_nodelay(true).map_err(|e| LinkError::io(e, false))?;
+        let mut tls = ClientTls::client(tcp, o.tls, o.endpoint.name.clone())
+            .map_err(|e| LinkError::new(FailureReason::Tls, e.to_string()))?;
+        tls.handshake().await.map_err(|e| LinkError::io(e, true))?;
+        let mut link = Link {
+            tls,
+            protocol: o.protocol,
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            next_pkid: 0,
+            unacked: 0,
+            keep_alive: o.keep_alive,
+            ping_at: Instant::now() + o.keep_alive,
+            ping_outstanding: false,
+            closing: false,
+        };
+        link.encode_connect(o.client_id, o.will)?;
+        link.flush().await?;
+        match link.next_packet().await? {
+            Incoming::ConnAck(0) => Ok(link),
+            Incoming::ConnAck(code) => Err(LinkError::new(
+                FailureReason::MqttRefused,
+                format!("CONNACK {code:#04x}"),
+            )),
+            _ => Err(LinkError::new(
+                FailureReason::Protocol,
+                "first packet is not CONNACK",
+            )),
+        }
+    }
+
+    /// Writes what is queued, then waits for the next packet (or the
+    /// keepalive). Cancel-safe: every partial state lives in the link.
+    pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
+        self.flush().await?;
+        if self.closing {
+            let _ = self.tls.shutdown().await;
+            return Err(LinkError::new(FailureReason::Io, "disconnected"));
+        }
+        Ok(match self.next_packet().await? {
+            Incoming::ConnAck(_) => {
+                return Err(LinkError::new(FailureReason::Protocol, "second CONNACK"))
+            }
+            Incoming::SubAck(ok) => LinkEvent::Subscribed(ok),
+            Incoming::Publish {
+                topic,
+                payload,
+                pkid,
+                response,
+            } => {
+                if pkid != 0 {
+                    self.encode_puback(pkid);
+                }
+                LinkEvent::Message {
+                    topic,
+                    payload,
+                    response,
+                }
+            }
+            Incoming::PubAck => {
+                self.unacked = self.unacked.saturating_sub(1);
+                LinkEvent::Other
+            }
+            Incoming::PingResp | Incoming::Other => LinkEvent::Other,
+        })
+    }
+
+    /// Queues a publish; `false` if too much is already waiting (the caller
+    /// counts a drop).
+    pub fn publish(&mut self, topic: &str, qos1: bool, retain: bool, payload: Vec<u8>) -> bool {
+        self.publish_with(topic, qos1, retain, payload, None)
+    }
+
+    /// Queues an MQTT 5 response (QoS 1) carrying the requester's correlation
+    /// data; on MQTT 3.1.1 a plain publish to `response.topic`.
+    pub fn respond(&mut self, response: &Response, payload: Vec<u8>) -> bool {
+        let correlation = response.correlation.clone();
+        self.publish_with(&response.topic, true, false, payload, correlation)
+    }
+
+    fn publish_with(
+        &mut self,
+        topic: &str,
+        qos1: bool,
+        retain: bool,
+        payload: Vec<u8>,
+        correlation: Option<Bytes>,
+    ) -> bool {
+        if self.closing || self.out.len() >= OUT_LIMIT || (qos1 && self.unacked >= INFLIGHT) {
+            return false;
+        }
+        let pkid = if qos1 { self.pkid() } else { 0 };
+        let written = match self.protocol {
             Protocol::V4 => {
-                let mut opts = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
-                opts.set_transport(transport)
-                    .set_keep_alive(o.keep_alive)
-                    .set_clean_session(true)
-                    .set_inflight(INFLIGHT)
-                    .set_last_will(rumqttc::LastWill::new(
-                        o.will.0,
-                        o.will.1,
-                        rumqttc::QoS::AtLeastOnce,
-                        false,
-                    ));
-                let (client, mut events) = rumqttc::AsyncClient::new(opts, REQUEST_CAPACITY);
-                let mut net = rumqttc::NetworkOptions::new();
-                net.set_connection_timeout(timeout_secs);
-                // A device answers a command with several small writes; without
-                // NODELAY the later ones wait ~40 ms for the peer's delayed ACK.
-                net.set_tcp_nodelay(true);
-                events.set_network_options(net);
-                Link::V4 { client, events }
+                let mut p = v4::Publish::new(topic, qos4(qos1), payload);
+                p.retain = retain;
+                p.pkid = pkid;
+                p.write(&mut self.out).is_ok()
             }
             Protocol::V5 => {
-                let mut opts = rumqttc::v5::MqttOptions::new(o.client_id, o.host, o.port);
-                opts.set_transport(transport)
-                    .set_keep_alive(o.keep_alive)
-                    .set_clean_start(true)
-                    .set_connection_timeout(timeout_secs)
-                    .set_outgoing_inflight_upper_limit(INFLIGHT)
-                    .set_network_options(nodelay(timeout_secs))
-                    .set_last_will(mqtt5::LastWill::new(
-                        o.will.0,
-                        o.will.1,
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                        false,
-                        None,
-                    ));
-                let (client, events) = rumqttc::v5::AsyncClient::new(opts, REQUEST_CAPACITY);
-                Link::V5 { client, events }
-            }
-        }
-    }
-
-    /// Drives the connection; the first call connects.
-    pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
-        match self {
-            Link::V4 { events, .. } => match events.poll().await {
-                Ok(rumqttc::Event::Incoming(p)) => Ok(v4_event(p)),
-                Ok(rumqttc::Event::Outgoing(_)) => Ok(LinkEvent::Other),
-                Err(e) => Err(v4_error(e)),
-            },
-            Link::V5 { events, .. } => match events.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(v5_event(p)),
-                Ok(rumqttc::v5::Event::Outgoing(_)) => Ok(LinkEvent::Other),
-                Err(e) => Err(v5_error(e)),
-            },
-        }
-    }
-
-    /// Queues a publish; `false` if the request buffer is full (the caller counts a drop).
-    pub fn publish(&self, topic: String, qos1: bool, retain: bool, payload: Vec<u8>) -> bool {
-        match self {
-            Link::V4 { client, .. } => client
-                .try_publish(
-                    topic,
-                    if qos1 {
-                        rumqttc::QoS::AtLeastOnce
-                    } else {
-                        rumqttc::QoS::AtMostOnce
-                    },
-                    retain,
-                    payload,
-                )
-                .is_ok(),
-            Link::V5 { client, .. } => client
-                .try_publish(
-                    topic,
-                    if qos1 {
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce
-                    } else {
-                        rumqttc::v5::mqttbytes::QoS::AtMostOnce
-                    },
-                    retain,
-                    payload,
-                )
-                .is_ok(),
-        }
-    }
-
-    /// Queues an MQTT 5 response (QoS 1) carrying the requester's correlation data;
-    /// on MQTT 3.1.1 a plain publish to `response.topic`.
-    pub fn respond(&self, response: &Response, payload: Vec<u8>) -> bool {
-        match self {
-            Link::V4 { .. } => self.publish(response.topic.clone(), true, false, payload),
-            Link::V5 { client, .. } => {
-                let props = mqtt5::PublishProperties {
-                    correlation_data: response.correlation.clone().map(Into::into),
+                let props = correlation.map(|c| v5::PublishProperties {
+                    correlation_data: Some(c),
                     ..Default::default()
-                };
-                client
-                    .try_publish_with_properties(
-                        response.topic.clone(),
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                        false,
-                        payload,
-                        props,
-                    )
-                    .is_ok()
+                });
+                let mut p = v5::Publish::new(topic, qos5(qos1), payload, props);
+                p.retain = retain;
+                p.pkid = pkid;
+                p.write(&mut self.out).is_ok()
             }
+        };
+        if written && qos1 {
+            self.unacked += 1;
         }
+        written
     }
 
     /// Queues a QoS 1 subscription.
-    pub fn subscribe(&self, filter: String) -> bool {
-        match self {
-            Link::V4 { client, .. } => client
-                .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
-                .is_ok(),
-            Link::V5 { client, .. } => client
-                .try_subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                .is_ok(),
-        }
-    }
-
-    /// Queues a clean DISCONNECT; keep polling until it errors to flush it.
-    pub fn disconnect(&self) -> bool {
-        match self {
-            Link::V4 { client, .. } => client.try_disconnect().is_ok(),
-            Link::V5 { client, .. } => client.try_disconnect().is_ok(),
-        }
-    }
-}
-
-fn v4_event(p: rumqttc::Packet) -> LinkEvent {
-    match p {
-        rumqttc::Packet::ConnAck(_) => LinkEvent::Connected,
-        rumqttc::Packet::SubAck(ack) => LinkEvent::Subscribed(
-            ack.return_codes
-                .iter()
-                .all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
-        ),
-        rumqttc::Packet::Publish(p) => LinkEvent::Message {
-            topic: p.topic,
-            payload: p.payload.to_vec(),
-            response: None,
-        },
-        _ => LinkEvent::Other,
-    }
-}
-
-fn v5_event(p: mqtt5::Packet) -> LinkEvent {
-    match p {
-        mqtt5::Packet::ConnAck(_) => LinkEvent::Connected,
-        mqtt5::Packet::SubAck(ack) => LinkEvent::Subscribed(
-            ack.return_codes
-                .iter()
-                .all(|c| matches!(c, mqtt5::SubscribeReasonCode::Success(_))),
-        ),
-        mqtt5::Packet::Publish(p) => {
-            let response = p.properties.and_then(|props| {
-                props.response_topic.map(|topic| Response {
-                    topic,
-                    correlation: props.correlation_data.map(|c| c.to_vec()),
-                })
-            });
-            LinkEvent::Message {
-                topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                payload: p.payload.to_vec(),
-                response,
+    pub fn subscribe(&mut self, filter: &str) -> bool {
+        let pkid = self.pkid();
+        match self.protocol {
+            Protocol::V4 => {
+                let mut s = v4::Subscribe::new(filter, QoS4::AtLeastOnce);
+                s.pkid = pkid;
+                s.write(&mut self.out).is_ok()
+            }
+            Protocol::V5 => {
+                let mut s = v5::Subscribe::new(v5::Filter::new(filter, QoS5::AtLeastOnce), None);
+                s.pkid = pkid;
+                s.write(&mut self.out).is_ok()
             }
         }
-        _ => LinkEvent::Other,
+    }
+
+    /// Queues a clean DISCONNECT; the next `poll` writes it, closes the TLS
+    /// session and returns an error.
+    pub fn disconnect(&mut self) -> bool {
+        let written = match self.protocol {
+            Protocol::V4 => v4::Disconnect.write(&mut self.out).is_ok(),
+            Protocol::V5 => v5::Disconnect::new(v5::DisconnectReasonCode::NormalDisconnection)
+                .write(&mut self.out)
+                .is_ok(),
+        };
+        self.closing = written;
+        self.closing
+    }
+
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+        self.next_pkid
+    }
+
+    fn encode_connect(
+        &mut self,
+        client_id: &str,
+        will: (String, Vec<u8>),
+    ) -> Result<(), LinkError> {
+        let keep_alive = u16::try_from(self.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        let written = match self.protocol {
+            Protocol::V4 => {
+                let mut c = v4::Connect::new(client_id);
+                c.keep_alive = keep_alive;
+                c.clean_session = true;
+                c.last_will = Some(v4::LastWill::new(will.0, will.1, QoS4::AtLeastOnce, false));
+                c.write(&mut self.out).map_err(|e| e.to_string())
+            }
+            Protocol::V5 => {
+                let c = v5::Connect {
+                    keep_alive,
+                    client_id: client_id.to_owned(),
+                    clean_start: true,
+                    properties: None,
+                };
+                let will = v5::LastWill::new(will.0, will.1, QoS5::AtLeastOnce, false, None);
+                c.write(&Some(will), &None, &mut self.out)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        written
+            .map(|_| ())
+            .map_err(|e| LinkError::new(FailureReason::Protocol, e))
+    }
+
+    fn encode_puback(&mut self, pkid: u16) {
+        // Writing a fixed 4-byte PUBACK into a BytesMut cannot fail.
+        match self.protocol {
+            Protocol::V4 => drop(v4::PubAck::new(pkid).write(&mut self.out)),
+            Protocol::V5 => drop(v5::PubAck::new(pkid, None).write(&mut self.out)),
+        }
+    }
+
+    /// Writes every queued packet through TLS, then frees the buffer.
+    async fn flush(&mut self) -> Result<(), LinkError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // TlsIo takes the whole slice into its record buffer at once, so this
+        // loop neither loses nor repeats bytes if the future is dropped.
+        while !self.out.is_empty() {
+            let n = self
+                .tls
+                .write(&self.out)
+                .await
+                .map_err(|e| LinkError::io(e, false))?;
+            let _ = self.out.split_to(n);
+        }
+        self.out = BytesMut::new();
+        self.ping_at = Instant::now() + self.keep_alive;
+        self.tls.flush().await.map_err(|e| LinkError::io(e, false))
+    }
+
+    /// The next complete packet, reading and keeping the connection alive
+    /// while there is none.
+    async fn next_packet(&mut self) -> Result<Incoming, LinkError> {
+        loop {
+            if let Some(packet) = self.decode()? {
+                if self.inbuf.is_empty() {
+                    self.inbuf = BytesMut::new();
+                }
+                return Ok(packet);
+            }
+            tokio::select! {
+                read = self.tls.read_buf(&mut self.inbuf) => match read {
+                    Ok(0) => return Err(LinkError::new(FailureReason::Io, "closed by the broker")),
+                    Ok(_) => {}
+                    Err(e) => return Err(LinkError::io(e, false)),
+                },
+                _ = sleep_until(self.ping_at) => self.keepalive().await?,
+            }
+        }
+    }
+
+    /// Sends a PINGREQ when one is due; fails when the last one went
+    /// unanswered for a whole keepalive.
+    async fn keepalive(&mut self) -> Result<(), LinkError> {
+        if self.ping_outstanding {
+            return Err(LinkError::new(FailureReason::Timeout, "no PINGRESP"));
+        }
+        // A 2-byte PINGREQ into a BytesMut cannot fail.
+        match self.protocol {
+            Protocol::V4 => drop(v4::PingReq.write(&mut self.out)),
+            Protocol::V5 => drop(v5::PingReq::write(&mut self.out)),
+        }
+        self.flush().await?;
+        self.ping_outstanding = true;
+        Ok(())
+    }
+
+    fn decode(&mut self) -> Result<Option<Incoming>, LinkError> {
+        if self.inbuf.is_empty() {
+            return Ok(None);
+        }
+        let protocol_error = |e: String| LinkError::new(FailureReason::Protocol, e);
+        let packet = match self.protocol {
+            Protocol::V4 => match v4::Packet::read(&mut self.inbuf, MAX_INCOMING) {
+                Ok(p) => Incoming::from_v4(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+                Err(e) => return Err(protocol_error(e.to_string())),
+            },
+            Protocol::V5 => match v5::Packet::read(&mut self.inbuf, Some(MAX_INCOMING as u32)) {
+                Ok(p) => Incoming::from_v5(p)?,
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+                Err(e) => return Err(protocol_error(e.to_string())),
+            },
+        };
+        if matches!(packet, Incoming::PingResp) {
+            self.ping_outstanding = false;
+            return Ok(Some(Incoming::Other));
+        }
+        Ok(Some(packet))
     }
 }
 
-fn io_reason(e: &std::io::Error) -> FailureReason {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => FailureReason::Refused,
-        TimedOut => FailureReason::Timeout,
-        InvalidData => FailureReason::Tls,
-        _ => FailureReason::Io,
+/// What the link makes of a decoded packet.
+enum Incoming {
+    ConnAck(u8),
+    SubAck(bool),
+    Publish {
+        topic: String,
+        payload: Bytes,
+        /// 0 for QoS 0.
+        pkid: u16,
+        response: Option<Response>,
+    },
+    PubAck,
+    PingResp,
+    Other,
+}
+
+impl Incoming {
+    fn from_v4(p: v4::Packet) -> Self {
+        match p {
+            v4::Packet::ConnAck(ack) => Self::ConnAck(ack.code as u8),
+            v4::Packet::SubAck(ack) => Self::SubAck(
+                ack.return_codes
+                    .iter()
+                    .all(|c| matches!(c, v4::SubscribeReasonCode::Success(_))),
+            ),
+            v4::Packet::Publish(p) => Self::Publish {
+                topic: p.topic,
+                payload: p.payload,
+                pkid: if p.qos == QoS4::AtMostOnce { 0 } else { p.pkid },
+                response: None,
+            },
+            v4::Packet::PubAck(_) => Self::PubAck,
+            v4::Packet::PingResp => Self::PingResp,
+            _ => Self::Other,
+        }
+    }
+
+    fn from_v5(p: v5::Packet) -> Result<Self, LinkError> {
+        Ok(match p {
+            v5::Packet::ConnAck(ack) => Self::ConnAck(ack.code as u8),
+            v5::Packet::SubAck(ack) => Self::SubAck(
+                ack.return_codes
+                    .iter()
+                    .all(|c| matches!(c, v5::SubscribeReasonCode::Success(_))),
+            ),
+            v5::Packet::Publish(p) => {
+                let response = p.properties.and_then(|props| {
+                    props.response_topic.map(|topic| Response {
+                        topic,
+                        correlation: props.correlation_data,
+                    })
+                });
+                Self::Publish {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload,
+                    pkid: if p.qos == QoS5::AtMostOnce { 0 } else { p.pkid },
+                    response,
+                }
+            }
+            v5::Packet::PubAck(_) => Self::PubAck,
+            v5::Packet::PingResp(_) => Self::PingResp,
+            v5::Packet::Disconnect(d) => {
+                return Err(LinkError::new(
+                    FailureReason::Io,
+                    format!("DISCONNECT from the broker: {:?}", d.reason_code),
+                ))
+            }
+            _ => Self::Other,
+        })
     }
 }
 
-fn v4_error(e: rumqttc::ConnectionError) -> LinkError {
-    use rumqttc::ConnectionError as E;
-    let reason = match &e {
-        E::Io(io) => io_reason(io),
-        E::Tls(_) => FailureReason::Tls,
-        E::NetworkTimeout | E::FlushTimeout => FailureReason::Timeout,
-        E::ConnectionRefused(_) => FailureReason::MqttRefused,
-        _ => FailureReason::Protocol,
-    };
-    LinkError {
-        reason,
-        detail: e.to_string(),
+fn qos4(qos1: bool) -> QoS4 {
+    if qos1 {
+        QoS4::AtLeastOnce
+    } else {
+        QoS4::AtMostOnce
     }
 }
 
-fn v5_error(e: rumqttc::v5::ConnectionError) -> LinkError {
-    use rumqttc::v5::ConnectionError as E;
-    let reason = match &e {
-        E::Io(io) => io_reason(io),
-        E::Tls(_) => FailureReason::Tls,
-        E::Timeout(_) => FailureReason::Timeout,
-        E::ConnectionRefused(_) => FailureReason::MqttRefused,
-        _ => FailureReason::Protocol,
-    };
-    LinkError {
-        reason,
-        detail: e.to_string(),
+fn qos5(qos1: bool) -> QoS5 {
+    if qos1 {
+        QoS5::AtLeastOnce
+    } else {
+        QoS5::AtMostOnce
     }
-}
-
-/// TCP options for MQTT 5 links: the connect timeout and NODELAY (see the v3 branch).
-fn nodelay(timeout_secs: u64) -> rumqttc::NetworkOptions {
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_connection_timeout(timeout_secs);
-    net.set_tcp_nodelay(true);
-    net
 }

@@ -16,10 +16,10 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{Link, LinkError, LinkEvent, LinkOptions};
+use crate::link::{Endpoint, Link, LinkError, LinkEvent, LinkOptions};
 use crate::model::{CommandOutcome, DeviceModel, SimRng};
-use crate::settings::{split_host_port, Settings};
-use crate::stats::{FailureReason, Stats};
+use crate::settings::Settings;
+use crate::stats::Stats;
 use kumo_contract::payload::{AckResult, StateReport};
 
 /// What every device of a fleet shares.
@@ -29,6 +29,8 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// Bumped by the fleet on every reconnect burst.
     pub burst: watch::Receiver<u64>,
+    /// The settings' nodes, resolved once (in the same order).
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// Per-device constant data.
@@ -70,24 +72,27 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
         if shared.stop.is_cancelled() {
             return;
         }
-        let node = s.node_for(dev.index.wrapping_add(offset)).to_owned();
-        let Ok((host, port)) = split_host_port(&node) else {
-            return; // validated before any device starts
+        let which =
+            (dev.index.wrapping_add(offset) % shared.endpoints.len().max(1) as u64) as usize;
+        let Some(endpoint) = shared.endpoints.get(which) else {
+            return; // the fleet resolves at least one node before any device starts
         };
-        let mut link = Link::new(LinkOptions {
-            protocol: s.protocol,
-            client_id: dev.id.as_str(),
-            host: &host,
-            port,
-            tls: dev.tls.clone(),
-            keep_alive: Duration::from_secs(s.keep_alive_secs.into()),
-            connect_timeout: Duration::from_millis(s.connect_timeout_ms),
-            will: will(&dev),
-        });
+        let node = s.node_for(dev.index.wrapping_add(offset));
+        if !first || attempt > 0 {
+            stats.retries.fetch_add(1, Relaxed);
+        }
         stats.connecting.fetch_add(1, Relaxed);
         let connected = tokio::select! {
             _ = shared.stop.cancelled() => None,
-            r = connect(&mut link, Duration::from_millis(s.connect_timeout_ms)) => Some(r),
+            r = Link::connect(LinkOptions {
+                protocol: s.protocol,
+                client_id: dev.id.as_str(),
+                endpoint,
+                tls: dev.tls.clone(),
+                keep_alive: Duration::from_secs(s.keep_alive_secs.into()),
+                connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+                will: will(&dev),
+            }) => Some(r),
         };
         stats.connecting.fetch_sub(1, Relaxed);
         let pause = match connected {
@@ -102,23 +107,23 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
                 }
                 backoff(s, attempt, &mut dev.rng)
             }
-            Some(Ok(())) => {
+            Some(Ok(mut link)) => {
                 stats.on_connected(first);
                 first = false;
                 // A session that got this far resets the backoff.
                 attempt = 0;
                 let end = session(&mut dev, &mut link, &shared, &mut burst).await;
-                let pause = after_session(end, &mut dev, &mut link, s, stats, &node).await;
+                let pause = after_session(end, &mut dev, &mut link, s, stats, node).await;
                 stats.connected.fetch_sub(1, Relaxed);
+                // Dropping the link closes the socket; with no DISCONNECT sent,
+                // the broker publishes the last will.
+                drop(link);
                 match pause {
                     Some(pause) => pause,
                     None => return,
                 }
             }
         };
-        // Dropping the link closes the socket; with no DISCONNECT sent, the broker
-        // publishes the last will.
-        drop(link);
         tokio::select! {
             _ = shared.stop.cancelled() => return,
             _ = sleep(pause) => {}
@@ -163,22 +168,6 @@ async fn after_session(
     })
 }
 
-async fn connect(link: &mut Link, deadline: Duration) -> Result<(), LinkError> {
-    let attempt = async {
-        loop {
-            if let LinkEvent::Connected = link.poll().await? {
-                return Ok(());
-            }
-        }
-    };
-    timeout(deadline + Duration::from_secs(1), attempt)
-        .await
-        .unwrap_or(Err(LinkError {
-            reason: FailureReason::Timeout,
-            detail: "connect deadline".into(),
-        }))
-}
-
 /// Sends DISCONNECT and drives the link until the broker closes it or time is up.
 async fn disconnect(link: &mut Link, deadline: Duration) {
     if !link.disconnect() {
@@ -192,8 +181,9 @@ fn backoff(s: &Settings, attempt: u32, rng: &mut SimRng) -> Duration {
         .reconnect_min_ms
         .saturating_mul(1u64 << attempt.min(20).saturating_sub(1));
     let cap = exp.min(s.reconnect_max_ms) as f64;
-    // Equal jitter: at least half the step, so a failing fleet still spreads out.
-    Duration::from_millis(rng.range(cap / 2.0, cap) as u64)
+    // Full jitter: anywhere up to the step, so the devices one storm knocked
+    // off come back spread over the whole step instead of in waves.
+    Duration::from_millis(rng.range(0.0, cap) as u64)
 }
 
 fn offline_pause(s: &Settings, rng: &mut SimRng) -> Duration {
@@ -229,7 +219,7 @@ async fn session(
     let s = &shared.settings;
     let stats = &shared.stats;
     let commands = device_topic(&dev.id, Leaf::Commands);
-    link.subscribe(commands.clone());
+    link.subscribe(&commands);
     publish_state(dev, link, stats);
 
     let period = Duration::from_millis(s.report_interval_ms);
@@ -287,17 +277,17 @@ pub(crate) fn count_publish(stats: &Stats, queued: bool) {
     }
 }
 
-fn publish_state(dev: &Device, link: &Link, stats: &Stats) {
+fn publish_state(dev: &Device, link: &mut Link, stats: &Stats) {
     let payload = serde_json::to_vec(&dev.model.state(now_ms())).unwrap_or_default();
     count_publish(
         stats,
-        link.publish(device_topic(&dev.id, Leaf::State), true, true, payload),
+        link.publish(&device_topic(&dev.id, Leaf::State), true, true, payload),
     );
 }
 
 fn handle_command(
     dev: &mut Device,
-    link: &Link,
+    link: &mut Link,
     stats: &Stats,
     payload: &[u8],
     response: Option<crate::link::Response>,
@@ -323,7 +313,7 @@ fn handle_command(
             let body = serde_json::to_vec(&ack).unwrap_or_default();
             let queued = match &response {
                 Some(r) => link.respond(r, body),
-                None => link.publish(device_topic(&dev.id, Leaf::Acks), true, false, body),
+                None => link.publish(&device_topic(&dev.id, Leaf::Acks), true, false, body),
             };
             count_publish(stats, queued);
             if queued {
@@ -345,20 +335,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_exponentially_up_to_the_ceiling_with_jitter() {
+    fn backoff_grows_exponentially_up_to_the_ceiling_with_full_jitter() {
         let s = Settings {
             reconnect_min_ms: 100,
             reconnect_max_ms: 1_000,
             ..Default::default()
         };
         let mut rng = SimRng::new(3);
-        let d1 = backoff(&s, 1, &mut rng).as_millis();
-        assert!((50..=100).contains(&d1), "{d1}");
-        let d3 = backoff(&s, 3, &mut rng).as_millis();
-        assert!((200..=400).contains(&d3), "{d3}");
-        for attempt in 5..40 {
-            let d = backoff(&s, attempt, &mut rng).as_millis();
-            assert!((500..=1000).contains(&d), "{d}");
+        // Full jitter: uniform in [0, min(ceiling, floor × 2^(attempt-1))).
+        let mut steps = |attempt: u32| {
+            let d: Vec<u128> = (0..2000)
+                .map(|_| backoff(&s, attempt, &mut rng).as_millis())
+                .collect();
+            (
+                *d.iter().min().expect("samples"),
+                *d.iter().max().expect("samples"),
+                d.iter().sum::<u128>() / 2000,
+            )
+        };
+        let (min1, max1, mean1) = steps(1);
+        assert!(
+            min1 < 10 && max1 < 100 && (40..60).contains(&mean1),
+            "{min1} {max1} {mean1}"
+        );
+        let (_, max3, mean3) = steps(3);
+        assert!(
+            max3 < 400 && max3 > 350 && (170..230).contains(&mean3),
+            "{max3} {mean3}"
+        );
+        for attempt in [5, 20, 40, u32::MAX] {
+            let (min, max, mean) = steps(attempt);
+            assert!(
+                min < 20 && max < 1000 && max > 950 && (450..550).contains(&mean),
+                "{attempt}: {min} {max} {mean}"
+            );
         }
     }
 

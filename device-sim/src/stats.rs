@@ -72,6 +72,8 @@ pub struct Stats {
     pub burst_drops: AtomicU64,
     /// Connection attempts moved to the next node after a failed one.
     pub failovers: AtomicU64,
+    /// Connection attempts after a device's first (after a failure or a drop).
+    pub retries: AtomicU64,
     pub published: AtomicU64,
     pub publish_dropped: AtomicU64,
     pub malformed_sent: AtomicU64,
@@ -108,6 +110,7 @@ impl Stats {
             chaos_kills: AtomicU64::new(0),
             burst_drops: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             published: AtomicU64::new(0),
             publish_dropped: AtomicU64::new(0),
             malformed_sent: AtomicU64::new(0),
@@ -186,6 +189,7 @@ impl Stats {
             chaos_kills: get(&self.chaos_kills),
             burst_drops: get(&self.burst_drops),
             failovers: get(&self.failovers),
+            retries: get(&self.retries),
             published,
             publish_dropped: get(&self.publish_dropped),
             malformed_sent: get(&self.malformed_sent),
@@ -279,6 +283,9 @@ pub struct Summary {
     /// Connection attempts moved to the next node in the list after a failed one.
     #[serde(default)]
     pub failovers: u64,
+    /// Connection attempts after a device's first (after a failure or a drop).
+    #[serde(default)]
+    pub retries: u64,
     pub published: u64,
     /// Publishes dropped because a device's request buffer was full.
     pub publish_dropped: u64,
@@ -334,6 +341,7 @@ impl Summary {
             chaos_kills,
             burst_drops,
             failovers,
+            retries,
             published,
             publish_dropped,
             malformed_sent,

@@ -12,7 +12,7 @@ use crate::runtime::{count_publish, local_hour, now_ms, Device, Shared};
 use kumo_contract::payload::SensorReading;
 
 /// Steps the device model by `dt` seconds and publishes what it reports.
-pub(crate) fn publish(dev: &mut Device, link: &Link, shared: &Shared, dt: f64) {
+pub(crate) fn publish(dev: &mut Device, link: &mut Link, shared: &Shared, dt: f64) {
     let s = &shared.settings;
     let stats = &shared.stats;
     let ts = now_ms();
@@ -42,7 +42,7 @@ pub(crate) fn publish(dev: &mut Device, link: &Link, shared: &Shared, dt: f64) {
         }
         count_publish(
             stats,
-            link.publish(device_topic(&dev.id, leaf), false, false, payload),
+            link.publish(&device_topic(&dev.id, leaf), false, false, payload),
         );
     }
 }

@@ -1,26 +1,30 @@
-//! A server-side TLS stream on rustls' unbuffered API, holding no buffers while
-//! the connection is idle.
+//! A TLS stream on rustls' unbuffered API, holding no buffers while the
+//! connection is idle — the server side of a broker node's device connections
+//! and the device side of the simulator's.
 //!
-//! rustls' buffered `ServerConnection` keeps a 4 KiB read buffer for every
+//! rustls' buffered connections keep a 4 KiB read buffer (and more) for every
 //! connection once it has read anything; with ~19,000 mostly idle devices per
-//! node that is the largest single cost per connection. Here the stream owns
-//! its buffers: raw TLS bytes stay only while a record is incomplete, decrypted
-//! bytes only until the session reads them, encrypted bytes only until the
-//! socket takes them — then each buffer is freed.
+//! broker node or simulator process that is the largest single cost per
+//! connection. Here the stream owns its buffers: raw TLS bytes stay only while
+//! a record is incomplete, decrypted bytes only until the reader takes them,
+//! encrypted bytes only until the socket takes them — then each buffer is freed.
 //!
 //! It implements `AsyncRead`/`AsyncWrite` so the MQTT session neither knows nor
 //! cares. It owns the TLS record layer and nothing else: which certificates are
-//! trusted, and what a refused handshake means, live in `tls` and `listener`.
+//! trusted, and what a refused handshake means, are the caller's.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use rustls::pki_types::CertificateDer;
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
-use rustls::ServerConfig;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -36,10 +40,55 @@ const RECORD_HEADER: usize = 5;
 /// Content type of a TLS handshake record.
 const HANDSHAKE: u8 = 0x16;
 
+/// One side of an unbuffered rustls connection: what [`TlsIo`] needs of it.
+pub trait Side {
+    /// rustls' per-side connection data.
+    type Data;
+    /// rustls' `process_tls_records` (an inherent method per side).
+    fn process_records<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// Whether the handshake is still going on.
+    fn handshaking(&self) -> bool;
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process_records<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
+        self.process_tls_records(incoming)
+    }
+    fn handshaking(&self) -> bool {
+        self.is_handshaking()
+    }
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process_records<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
+        self.process_tls_records(incoming)
+    }
+    fn handshaking(&self) -> bool {
+        self.is_handshaking()
+    }
+}
+
 /// A TLS server connection over a TCP socket.
-pub(crate) struct TlsIo {
+pub type ServerTls = TlsIo<UnbufferedServerConnection>;
+
+/// A TLS client connection over a TCP socket.
+pub type ClientTls = TlsIo<UnbufferedClientConnection>;
+
+/// A TLS connection over a TCP socket, either side.
+pub struct TlsIo<C> {
     io: TcpStream,
-    conn: UnbufferedServerConnection,
+    conn: C,
     /// Raw TLS bytes read and not yet processed (at most a partial record
     /// between reads).
     incoming: Vec<u8>,
@@ -66,11 +115,11 @@ fn tls_err(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl TlsIo {
+impl ServerTls {
     /// Waits until the first TLS record (the ClientHello) has fully arrived,
     /// without any TLS work, so a silent client costs only a socket. Plain
     /// TCP traffic is refused as `InvalidData`.
-    pub(crate) async fn hello(
+    pub async fn hello(
         mut io: TcpStream,
         config: impl FnOnce() -> Arc<ServerConfig>,
     ) -> io::Result<Self> {
@@ -95,42 +144,81 @@ impl TlsIo {
             }
         }
         let conn = UnbufferedServerConnection::new(config()).map_err(tls_err)?;
-        Ok(Self {
+        let mut tls = Self::new(io, conn);
+        tls.incoming = incoming;
+        Ok(tls)
+    }
+
+    /// The client's certificate chain, leaf first.
+    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
+        self.conn.peer_certificates()
+    }
+}
+
+impl ClientTls {
+    /// Starts a client connection to `name` over `io`; [`TlsIo::handshake`]
+    /// sends the ClientHello.
+    pub fn client(
+        io: TcpStream,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let conn = UnbufferedClientConnection::new(config, name).map_err(tls_err)?;
+        Ok(Self::new(io, conn))
+    }
+}
+
+impl<C: Side> TlsIo<C> {
+    fn new(io: TcpStream, conn: C) -> Self {
+        Self {
             io,
             conn,
-            incoming,
+            incoming: Vec::new(),
             plain: Vec::new(),
             plain_pos: 0,
             outgoing: Vec::new(),
             out_pos: 0,
             peer_closed: false,
             close_sent: false,
-        })
+        }
     }
 
     /// Runs the handshake to completion. On failure the alert rustls prepared
     /// is sent (best effort) before the error is returned.
-    pub(crate) async fn handshake(&mut self) -> io::Result<()> {
-        loop {
-            if let Err(e) = self.process(Send::Nothing) {
-                self.send_alert().await;
-                return Err(e);
-            }
-            self.flush_out().await?;
-            if !self.conn.is_handshaking() {
-                return Ok(());
-            }
-            let before = self.incoming.len();
-            self.incoming.reserve(READ_SIZE);
-            if self.io.read_buf(&mut self.incoming).await? == 0 && self.incoming.len() == before {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
+    pub async fn handshake(&mut self) -> io::Result<()> {
+        while !self.handshake_step().await? {
+            self.read_handshake().await?;
         }
+        Ok(())
     }
 
-    /// The client's certificate chain, leaf first.
-    pub(crate) fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        self.conn.peer_certificates()
+    /// One step of the handshake — the CPU part: processes the records that
+    /// have arrived and writes the answer. `Ok(true)` once the handshake is
+    /// complete; otherwise [`TlsIo::read_handshake`] waits for the peer's
+    /// next flight. A server holds its handshake slot for the steps only, so a
+    /// client that stalls mid-handshake costs a socket, not a slot.
+    pub async fn handshake_step(&mut self) -> io::Result<bool> {
+        if let Err(e) = self.process(Send::Nothing) {
+            self.send_alert().await;
+            return Err(e);
+        }
+        self.flush_out().await?;
+        Ok(!self.conn.handshaking())
+    }
+
+    /// Waits for more of the peer's handshake bytes.
+    pub async fn read_handshake(&mut self) -> io::Result<()> {
+        let before = self.incoming.len();
+        self.incoming.reserve(READ_SIZE);
+        if self.io.read_buf(&mut self.incoming).await? == 0 && self.incoming.len() == before {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    /// The TCP socket underneath (for addresses and socket options).
+    pub fn socket(&self) -> &TcpStream {
+        &self.io
     }
 
     async fn send_alert(&mut self) {
@@ -164,7 +252,7 @@ impl TlsIo {
     fn process(&mut self, mut send: Send<'_>) -> io::Result<usize> {
         let mut taken = 0;
         loop {
-            let status = self.conn.process_tls_records(&mut self.incoming);
+            let status = self.conn.process_records(&mut self.incoming);
             let discard = status.discard;
             let mut done = false;
             match status.state.map_err(tls_err)? {
@@ -214,7 +302,7 @@ impl TlsIo {
                     self.peer_closed = true;
                     done = true;
                 }
-                // Early data is never accepted (the config allows none).
+                // Early data is never sent or accepted (no config allows it).
                 _ => return Err(io::Error::other("unexpected TLS connection state")),
             }
             self.incoming.drain(..discard);
@@ -260,7 +348,7 @@ fn encrypt_into(
     Ok(())
 }
 
-impl AsyncRead for TlsIo {
+impl<C: Side + Unpin> AsyncRead for TlsIo<C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -305,7 +393,7 @@ impl AsyncRead for TlsIo {
     }
 }
 
-impl AsyncWrite for TlsIo {
+impl<C: Side + Unpin> AsyncWrite for TlsIo<C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -331,7 +419,7 @@ impl AsyncWrite for TlsIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.conn.is_handshaking() && !this.close_sent {
+        if !this.conn.handshaking() && !this.close_sent {
             this.close_sent = true;
             this.process(Send::CloseNotify)?;
         }
@@ -348,12 +436,13 @@ mod tests {
     use kumo_certs::{Ca, IssueOptions, KeyAlgorithm};
     use kumo_contract::DeviceId;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::RootCertStore;
 
-    use crate::tls::{self, TlsFiles};
-
-    /// A server config from a fresh CA, and a device client config.
-    fn configs(dir: &std::path::Path) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+    /// A server config demanding client certificates from a fresh CA, and a
+    /// device's client config.
+    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         let ca = Ca::generate("Test CA", KeyAlgorithm::EcdsaP256).unwrap();
         let node = ca
             .issue_node("node-1", &["localhost".into()], &IssueOptions::default())
@@ -364,48 +453,55 @@ mod tests {
                 &IssueOptions::default(),
             )
             .unwrap();
-        let write = |name: &str, body: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, body).unwrap();
-            path
-        };
-        let files = TlsFiles {
-            ca: write("ca.pem", &ca.cert_pem()),
-            crl: None,
-            cert: write("node.pem", &node.cert_pem),
-            key: write("node.key", &node.key_pem),
-        };
-        let server = tls::load(&files, 16).unwrap().config;
-        let mut roots = rustls::RootCertStore::empty();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
             .unwrap();
-        let chain = vec![CertificateDer::from_pem_slice(device.cert_pem.as_bytes()).unwrap()];
-        let key = PrivateKeyDer::from_pem_slice(device.key_pem.as_bytes()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
+        let roots = Arc::new(roots);
+        let pair = |cert: &str, key: &str| {
+            (
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+        };
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .unwrap();
+        let (chain, key) = pair(&node.cert_pem, &node.key_pem);
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        let (chain, key) = pair(&device.cert_pem, &device.key_pem);
+        let client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .unwrap();
-        (server, Arc::new(client))
+        (Arc::new(server), Arc::new(client))
     }
 
-    fn held(io: &TlsIo) -> usize {
+    fn held<C>(io: &TlsIo<C>) -> usize {
         io.incoming.capacity() + io.plain.capacity() + io.outgoing.capacity()
     }
 
+    fn localhost() -> ServerName<'static> {
+        ServerName::try_from("localhost").unwrap()
+    }
+
     #[tokio::test]
-    async fn an_idle_connection_holds_no_buffers() {
-        let dir = tempfile::tempdir().unwrap();
-        let (server, client) = configs(dir.path());
+    async fn an_idle_server_connection_holds_no_buffers() {
+        let (server, client) = configs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = tokio::spawn(async move {
             let tcp = TcpStream::connect(addr).await.unwrap();
             let mut tls = tokio_rustls::TlsConnector::from(client)
-                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .connect(localhost(), tcp)
                 .await
                 .unwrap();
             tls.write_all(&[7u8; 40_000]).await.unwrap();
@@ -435,9 +531,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idle_client_connection_holds_no_buffers() {
+        let (server, client) = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = tokio_rustls::TlsAcceptor::from(server)
+                .accept(tcp)
+                .await
+                .unwrap();
+            let mut got = vec![0u8; 30_000];
+            tls.read_exact(&mut got).await.unwrap();
+            assert!(got.iter().all(|b| *b == 3));
+            tls.write_all(&[4u8; 30_000]).await.unwrap();
+            tls.shutdown().await.unwrap();
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut io = TlsIo::client(tcp, client, localhost()).unwrap();
+        io.handshake().await.unwrap();
+        io.write_all(&[3u8; 30_000]).await.unwrap();
+        io.flush().await.unwrap();
+        let mut back = vec![0u8; 30_000];
+        io.read_exact(&mut back).await.unwrap();
+        assert!(back.iter().all(|b| *b == 4));
+        let mut rest = Vec::new();
+        assert_eq!(io.read_to_end(&mut rest).await.unwrap(), 0);
+        assert_eq!(held(&io), 0, "nothing kept once read and written");
+        peer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_trust_the_server_fails_the_handshake() {
+        let (server, _) = configs();
+        let (_, stranger) = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut io = TlsIo::hello(tcp, || server).await.unwrap();
+            let _ = io.handshake().await;
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut io = TlsIo::client(tcp, stranger, localhost()).unwrap();
+        let err = io.handshake().await.err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[tokio::test]
     async fn plain_tcp_is_refused_before_any_tls_work() {
-        let dir = tempfile::tempdir().unwrap();
-        let (server, _) = configs(dir.path());
+        let (server, _) = configs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -449,6 +592,7 @@ mod tests {
         });
         let (tcp, _) = listener.accept().await.unwrap();
         let err = TlsIo::hello(tcp, || server).await.err().unwrap();
-        assert_eq!(tls::refusal_reason(&err), "not_tls");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(err.to_string(), "not a TLS handshake");
     }
 }
