@@ -177,7 +177,11 @@ async fn launch(
     ));
     let slot = Arc::new(tls::TlsSlot::new(loaded));
     let gate = Arc::new(listener::Gate {
-        connections: Arc::new(Semaphore::new(settings.max_connections)),
+        // Sockets: the sessions plus those still handshaking, so a client
+        // past the session limit that gets as far as CONNECT is told why.
+        connections: Arc::new(Semaphore::new(
+            settings.max_connections + settings.max_concurrent_handshakes,
+        )),
         handshakes: Arc::new(Semaphore::new(settings.max_concurrent_handshakes)),
         // A quarter of the deadline is left for the client's round trips and CONNECT.
         admission: Arc::new(admission::Admission::new(

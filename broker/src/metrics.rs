@@ -112,6 +112,11 @@ impl Metrics {
         self.handshakes.get(outcome)
     }
 
+    /// Count of CONNECTs with this outcome.
+    pub fn connects_with(&self, outcome: &str) -> u64 {
+        self.connects.get(outcome)
+    }
+
     /// Count of sessions ended for this reason.
     pub fn disconnects_with(&self, reason: &str) -> u64 {
         self.disconnects.get(reason)

@@ -194,6 +194,11 @@ impl Registry {
         n
     }
 
+    /// Whether a session of `client_id` is open (a CONNECT would take it over).
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.read().contains_key(client_id)
+    }
+
     /// Kicks every session; returns their `finished` tokens to wait on.
     pub fn kick_all(&self, reason: CloseReason) -> Vec<CancellationToken> {
         let map = self.read();

@@ -28,7 +28,10 @@ pub struct Settings {
     pub cert: Option<PathBuf>,
     /// This node's private key (PEM).
     pub key: Option<PathBuf>,
-    /// Connections held at once (handshaking or established); default 19,000.
+    /// MQTT sessions held at once; default 19,000. Up to
+    /// `max_concurrent_handshakes` more sockets may be handshaking; a CONNECT
+    /// past the limit gets CONNACK 0x97 Quota exceeded (MQTT 5) or 0x03
+    /// Server unavailable (3.1.1), so the device fails over to another node.
     pub max_connections: usize,
     /// Deadline for a TLS handshake plus MQTT CONNECT, in ms; default 10,000.
     pub handshake_timeout_ms: u64,

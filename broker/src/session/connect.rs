@@ -67,6 +67,25 @@ where
         )
         .await;
     }
+    // The node's session quota (a takeover of the client's own session
+    // does not add one). Sockets are allowed a little past it so this is a
+    // CONNACK, not a dropped connection.
+    let open = node
+        .metrics
+        .sessions_open
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if open >= node.settings.max_connections as u64 && !node.registry.contains(identity.client_id())
+    {
+        tracing::info!(client = %identity, open, "session quota reached");
+        return refuse(
+            stream,
+            version,
+            &node,
+            ConnectReturnCode::QuotaExceeded,
+            "quota_exceeded",
+        )
+        .await;
+    }
     let client_id = if connect.client_id.is_empty() {
         identity.client_id().to_string()
     } else {
@@ -288,6 +307,9 @@ async fn refuse<S: AsyncWrite + Unpin>(
     let code = match (version, code) {
         (Version::V4, ConnectReturnCode::BadAuthenticationMethod) => {
             ConnectReturnCode::NotAuthorized
+        }
+        (Version::V4, ConnectReturnCode::QuotaExceeded | ConnectReturnCode::ServerBusy) => {
+            ConnectReturnCode::ServiceUnavailable
         }
         (_, c) => c,
     };

@@ -477,9 +477,31 @@ async fn a_node_certificate_cannot_be_used_as_a_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_are_refused_without_affecting_held_ones() {
-    let node = TestNode::start_with(|s| s.max_connections = 2).await;
+async fn sessions_beyond_the_quota_are_told_so_and_sockets_beyond_it_refused_without_affecting_held_ones(
+) {
+    // Two sessions, one socket of headroom for a handshake.
+    let node = TestNode::start_with(|s| {
+        s.max_connections = 2;
+        s.max_concurrent_handshakes = 1;
+    })
+    .await;
     let mut w = Witness::new(&node).await;
+    // A client that gets as far as CONNECT hears why (MQTT 5 0x97 Quota
+    // exceeded, 3.1.1 0x03 Server unavailable) and can go to another node.
+    for (id, version, code) in [("over-quota-5", 5, 0x97), ("over-quota-4", 4, 0x03)] {
+        let mut c = crate::common::Client::open(&node, &node.pki.device(id), version).await;
+        assert_eq!(c.connect(id, 30, None).await, code, "{id}");
+    }
+    assert_eq!(node.metrics.connects_with("quota_exceeded"), 2);
+    // A session taking over its own is no new session.
+    w.device = node.device("witness", 5).await;
+    w.device
+        .subscribe(&["devices/witness/commands"], QoS::AtLeastOnce)
+        .await;
+    // The headroom socket taken by a client that says nothing, one more
+    // socket is refused before TLS.
+    let _silent = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let creds = node.pki.device("one-too-many");
     assert!(crate::common::refused_at_tls(&node, Some(&creds)).await);
     assert_eq!(node.metrics.handshakes_with("max_connections"), 1);
