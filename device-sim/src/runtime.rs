@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{Endpoint, Link, LinkError, LinkEvent, LinkOptions};
+use crate::link::{loopback_source, Endpoint, Link, LinkError, LinkEvent, LinkOptions};
 use crate::model::{CommandOutcome, DeviceModel, SimRng};
 use crate::settings::Settings;
 use crate::stats::Stats;
@@ -84,15 +84,18 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
         stats.connecting.fetch_add(1, Relaxed);
         let connected = tokio::select! {
             _ = shared.stop.cancelled() => None,
-            r = Link::connect(LinkOptions {
+            // Boxed, like every part of a device's life that is big and
+            // passing: the task keeps only what a connected device needs.
+            r = Box::pin(Link::connect(LinkOptions {
                 protocol: s.protocol,
                 client_id: dev.id.as_str(),
                 endpoint,
+                source: loopback_source(dev.index, endpoint.addr),
                 tls: dev.tls.clone(),
                 keep_alive: Duration::from_secs(s.keep_alive_secs.into()),
                 connect_timeout: Duration::from_millis(s.connect_timeout_ms),
                 will: will(&dev),
-            }) => Some(r),
+            })) => Some(r),
         };
         stats.connecting.fetch_sub(1, Relaxed);
         let pause = match connected {
@@ -113,7 +116,7 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
                 // A session that got this far resets the backoff.
                 attempt = 0;
                 let end = session(&mut dev, &mut link, &shared, &mut burst).await;
-                let pause = after_session(end, &mut dev, &mut link, s, stats, node).await;
+                let pause = Box::pin(after_session(end, &mut dev, &mut link, s, stats, node)).await;
                 stats.connected.fetch_sub(1, Relaxed);
                 // Dropping the link closes the socket; with no DISCONNECT sent,
                 // the broker publishes the last will.

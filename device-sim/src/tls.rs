@@ -5,18 +5,26 @@
 //! `Arc`s, so a device costs only its certificate chain, key and a small config.
 //! Session resumption is off: a resumed TLS 1.3 session skips client
 //! authentication, so sharing a ticket store between devices would let one
-//! device's session stand in for another's.
+//! device's session stand in for another's. A node's certificate chain, once
+//! verified, is remembered for a minute ([`KnownNodes`]); devices prefer
+//! AES-128-GCM/SHA-256.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kumo_certs::files::PkiDir;
 use kumo_contract::DeviceId;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{ServerName, UnixTime};
 
 use crate::error::SimError;
 
@@ -24,13 +32,115 @@ use crate::error::SimError;
 #[derive(Debug, Clone)]
 pub struct TlsContext {
     provider: Arc<CryptoProvider>,
-    verifier: Arc<WebPkiServerVerifier>,
+    verifier: Arc<KnownNodes>,
+}
+
+/// ring with AES-128-GCM/SHA-256 first, as constrained devices prefer it
+/// (cheaper than the default's AES-256-GCM/SHA-384 on every record and in
+/// the key schedule).
+fn device_provider() -> CryptoProvider {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let mut provider = default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != cipher_suite::TLS13_AES_128_GCM_SHA256.suite());
+    provider
+}
+
+/// How long a node certificate chain, once verified, is taken as verified
+/// when presented again.
+const KNOWN_FOR: Duration = Duration::from_secs(60);
+
+/// Verifies node certificates with webpki, remembering for [`KNOWN_FOR`] the
+/// chains (with the name they were verified for) that passed: a fleet process
+/// sees the same few node certificates on thousands of connections, and the
+/// chain's signature check was a fifth of a device connection's CPU. The
+/// handshake signature (proof that the node holds the key) is still checked
+/// on every connection.
+#[derive(Debug)]
+struct KnownNodes {
+    webpki: Arc<WebPkiServerVerifier>,
+    known: Mutex<Vec<KnownChain>>,
+}
+
+#[derive(Debug)]
+struct KnownChain {
+    chain: Vec<CertificateDer<'static>>,
+    name: ServerName<'static>,
+    at: Instant,
+}
+
+/// Node chains remembered at most (a process talks to a few nodes).
+const KNOWN_MAX: usize = 64;
+
+impl ServerCertVerifier for KnownNodes {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let same = |k: &KnownChain| {
+            k.at.elapsed() < KNOWN_FOR
+                && k.name == *server_name
+                && k.chain.first().is_some_and(|c| c == end_entity)
+                && k.chain[1..] == *intermediates
+        };
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.iter().any(same) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        drop(known);
+        let verified = self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.retain(|k| k.at.elapsed() < KNOWN_FOR);
+        if known.len() < KNOWN_MAX {
+            let mut chain = vec![end_entity.clone().into_owned()];
+            chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+            known.push(KnownChain {
+                chain,
+                name: server_name.to_owned(),
+                at: Instant::now(),
+            });
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 impl TlsContext {
     /// Parses the CA bundle (every certificate in it is trusted) once.
     pub fn from_ca_pem(ca_pem: &str) -> Result<Self, SimError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(device_provider());
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             let cert = cert.map_err(|e| SimError::Ca(e.to_string()))?;
@@ -39,10 +149,13 @@ impl TlsContext {
         if roots.is_empty() {
             return Err(SimError::Ca("no certificate in the CA PEM".into()));
         }
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| SimError::Ca(e.to_string()))?;
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| SimError::Ca(e.to_string()))?;
+        let verifier = Arc::new(KnownNodes {
+            webpki,
+            known: Mutex::new(Vec::new()),
+        });
         Ok(Self { provider, verifier })
     }
 
@@ -59,7 +172,8 @@ impl TlsContext {
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(tls)?
-            .with_webpki_verifier(self.verifier.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(self.verifier.clone())
             .with_client_auth_cert(creds.chain, creds.key)
             .map_err(tls)?;
         config.resumption = Resumption::disabled();
@@ -144,4 +258,53 @@ fn read_pair(cert: &Path, key: &Path) -> Result<Credentials, SimError> {
         what: "private key",
     })?;
     Ok(Credentials { chain, key })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use kumo_certs::{Ca, IssueOptions, KeyAlgorithm};
+
+    fn node_chain(ca: &Ca) -> CertificateDer<'static> {
+        let node = ca
+            .issue_node("node-1", &["localhost".into()], &IssueOptions::default())
+            .unwrap();
+        CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_verified_node_chain_is_remembered_and_nothing_else_passes_for_it() {
+        let ca = Ca::generate("Test CA", KeyAlgorithm::EcdsaP256).unwrap();
+        let ctx = TlsContext::from_ca_pem(&ca.cert_pem()).unwrap();
+        let v = &ctx.verifier;
+        let localhost = ServerName::try_from("localhost").unwrap();
+        let good = node_chain(&ca);
+        let now = UnixTime::now();
+        assert!(v
+            .verify_server_cert(&good, &[], &localhost, &[], now)
+            .is_ok());
+        assert_eq!(v.known.lock().unwrap().len(), 1);
+        assert!(v
+            .verify_server_cert(&good, &[], &localhost, &[], now)
+            .is_ok());
+        assert_eq!(v.known.lock().unwrap().len(), 1, "served from memory");
+        // The remembered chain under another name, and another CA's chain, fail.
+        let other_name = ServerName::try_from("node.example").unwrap();
+        assert!(v
+            .verify_server_cert(&good, &[], &other_name, &[], now)
+            .is_err());
+        let stranger = node_chain(&Ca::generate("Other CA", KeyAlgorithm::EcdsaP256).unwrap());
+        assert!(v
+            .verify_server_cert(&stranger, &[], &localhost, &[], now)
+            .is_err());
+        assert_eq!(v.known.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn devices_offer_aes_128_gcm_sha256_first() {
+        let first = device_provider().cipher_suites[0].suite();
+        assert_eq!(first, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    }
 }
