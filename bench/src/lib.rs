@@ -8,13 +8,15 @@
 //! standard MQTT and TLS, so Kumo, Mosquitto and rumqttd get the same client.
 //! It also drives the bridge benchmark (`bench/bridge/run.sh`): QoS 1 sensor
 //! readings at a target rate (`publish`) and REST command round trips
-//! (`commands`). Results go to `BENCHMARKS.md`.
+//! (`commands`), and times what peering between nodes adds to a message's
+//! way (`peer-hop`, `bench/peering/run.sh`). Results go to `BENCHMARKS.md`.
 
 pub mod commands;
 pub mod devices;
 pub mod error;
 pub mod load;
 pub mod mqtt;
+pub mod peer_hop;
 pub mod procstat;
 pub mod publish;
 

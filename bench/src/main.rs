@@ -35,6 +35,28 @@ enum Command {
     Publish(PublishArgs),
     /// Send REST light commands at a target rate and time their round trips.
     Commands(CommandArgs),
+    /// Time readings and commands between an integration and devices on its
+    /// own node and on a peer node.
+    PeerHop(PeerHopArgs),
+}
+
+#[derive(Debug, Args)]
+struct PeerHopArgs {
+    /// Kumo PKI directory (its CA issues every certificate in-process).
+    #[arg(long)]
+    pki: PathBuf,
+    /// The integration's node, `host:port` (the name is checked against its certificate).
+    #[arg(long)]
+    local: String,
+    /// A peer of it, `host:port`.
+    #[arg(long)]
+    remote: String,
+    /// Messages per second on each path and direction.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
 }
 
 #[derive(Debug, Args)]
@@ -137,7 +159,32 @@ fn main() -> anyhow::Result<()> {
         Command::Hold(args) => runtime.block_on(hold(args)),
         Command::Publish(args) => runtime.block_on(publish(args)),
         Command::Commands(args) => runtime.block_on(commands(args)),
+        Command::PeerHop(args) => runtime.block_on(peer_hop(args)),
     }
+}
+
+async fn peer_hop(args: PeerHopArgs) -> anyhow::Result<()> {
+    let split = |s: &str| -> anyhow::Result<(String, u16)> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .with_context(|| format!("{s} is not host:port"))?;
+        Ok((
+            host.to_string(),
+            port.parse().with_context(|| format!("port of {s}"))?,
+        ))
+    };
+    let plan = kumo_bench::peer_hop::Plan {
+        local: split(&args.local)?,
+        remote: split(&args.remote)?,
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration),
+    };
+    let report = kumo_bench::peer_hop::run(&args.pki, plan).await?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("encoding the report")?
+    );
+    Ok(())
 }
 
 async fn publish(args: PublishArgs) -> anyhow::Result<()> {

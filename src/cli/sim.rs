@@ -51,6 +51,10 @@ pub struct SimArgs {
     /// Also write the final JSON summary to this file.
     #[arg(long)]
     summary_file: Option<PathBuf>,
+    /// Issue (or enrol) the certificates devices lack, then exit without
+    /// connecting, so a later run's CPU figures are the devices' alone.
+    #[arg(long)]
+    provision_only: bool,
     /// Internal: run one share for a parent `kumo sim` (spec on stdin, reports on stdout).
     #[arg(long, hide = true)]
     worker: bool,
@@ -66,6 +70,10 @@ pub async fn run(args: SimArgs, settings: Settings) -> anyhow::Result<()> {
     }
     let sim = sim_settings(&args, &settings)?;
     let ca_pem = ca_and_certificates(&sim, &settings).await?;
+    if args.provision_only {
+        eprintln!("certificates ready for {} devices", sim.devices);
+        return Ok(());
+    }
     let shares = worker::split(&sim, args.per_process);
     let summary = if shares.len() == 1 {
         kumo_sim::run_fleet(sim, ca_pem, shutdown).await?
@@ -271,6 +279,7 @@ mod tests {
             report_interval_ms: None,
             per_process: MAX_DEVICES_PER_PROCESS,
             summary_file: None,
+            provision_only: false,
             worker: false,
         }
     }
