@@ -65,9 +65,12 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
     let mut burst = shared.burst.clone();
     let mut attempt: u32 = 0;
     let mut first = true;
-    // Device i starts at node i mod n; after a failed attempt it tries the
-    // next node of the list (failover), and stays wherever it connected.
+    // Device i starts at node i mod n; after a failed attempt or a lost
+    // connection it moves to another node of the list, picked at random so
+    // that a dead node's devices spread over the others instead of all
+    // landing on its neighbour, and stays wherever it connected.
     let mut offset: u64 = 0;
+    let nodes = shared.endpoints.len() as u64;
     loop {
         if shared.stop.is_cancelled() {
             return;
@@ -104,10 +107,7 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
                 stats.failed(e.reason);
                 tracing::debug!(device_id = %dev.id, node = %node, reason = e.reason.as_str(), error = %e.detail, "connect failed");
                 attempt = attempt.saturating_add(1);
-                if s.nodes.len() > 1 {
-                    offset = offset.wrapping_add(1);
-                    stats.failovers.fetch_add(1, Relaxed);
-                }
+                offset = failover(offset, nodes, &mut dev.rng, stats);
                 backoff(s, attempt, &mut dev.rng)
             }
             Some(Ok(mut link)) => {
@@ -116,6 +116,9 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
                 // A session that got this far resets the backoff.
                 attempt = 0;
                 let end = session(&mut dev, &mut link, &shared, &mut burst).await;
+                if matches!(end, End::Dropped(_)) {
+                    offset = failover(offset, nodes, &mut dev.rng, stats);
+                }
                 let pause = Box::pin(after_session(end, &mut dev, &mut link, s, stats, node)).await;
                 stats.connected.fetch_sub(1, Relaxed);
                 // Dropping the link closes the socket; with no DISCONNECT sent,
@@ -132,6 +135,15 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
             _ = sleep(pause) => {}
         }
     }
+}
+
+/// The offset of another node than the current one, chosen at random.
+fn failover(offset: u64, nodes: u64, rng: &mut SimRng, stats: &Stats) -> u64 {
+    if nodes < 2 {
+        return offset;
+    }
+    stats.failovers.fetch_add(1, Relaxed);
+    offset.wrapping_add(1 + rng.below(nodes - 1))
 }
 
 /// Counts how a session ended and returns the pause before reconnecting, or
@@ -373,6 +385,22 @@ mod tests {
                 "{attempt}: {min} {max} {mean}"
             );
         }
+    }
+
+    #[test]
+    fn failover_spreads_a_nodes_devices_over_every_other_node() {
+        let stats = Stats::new();
+        let mut rng = SimRng::new(5);
+        let mut landed = [0u32; 4];
+        for index in (0..4000u64).filter(|i| i % 4 == 1) {
+            let offset = failover(0, 4, &mut rng, &stats);
+            landed[((index + offset) % 4) as usize] += 1;
+        }
+        assert_eq!(landed[1], 0, "never back to the node it left");
+        for n in [0, 2, 3] {
+            assert!((250..420).contains(&landed[n]), "{landed:?}");
+        }
+        assert_eq!(failover(7, 1, &mut rng, &stats), 7, "one node: stay");
     }
 
     #[test]
