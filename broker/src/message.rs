@@ -102,8 +102,13 @@ pub fn take_origin(properties: &mut Option<PublishProperties>) -> Option<String>
 /// QoS 1, not retained.
 pub fn stamp(publish: &Publish) -> Stamp {
     // rumqttd keeps the packet id crate-private; its documented serialized
-    // form puts it right after the first byte.
-    let bytes = publish.serialize();
+    // form puts it right after the first byte. Serialized without topic and
+    // payload (a clone shares their bytes), that is a 5-byte copy, not one
+    // of the whole message per delivery.
+    let mut header = publish.clone();
+    header.topic = Bytes::new();
+    header.payload = Bytes::new();
+    let bytes = header.serialize();
     let id = u16::from_be_bytes([bytes[1], bytes[2]]);
     if id & STAMPED == 0 {
         return Stamp {
