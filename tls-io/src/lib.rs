@@ -102,6 +102,9 @@ pub struct TlsIo<C> {
     peer_closed: bool,
     /// Our close_notify is queued.
     close_sent: bool,
+    /// rustls reported an error: the connection is dead (only its alert may
+    /// still go out), and rustls must not see the offending bytes again.
+    failed: bool,
 }
 
 /// What to do on reaching `WriteTraffic`.
@@ -180,6 +183,7 @@ impl<C: Side> TlsIo<C> {
             out_pos: 0,
             peer_closed: false,
             close_sent: false,
+            failed: false,
         }
     }
 
@@ -198,6 +202,7 @@ impl<C: Side> TlsIo<C> {
     /// next flight. A server holds its handshake slot for the steps only, so a
     /// client that stalls mid-handshake costs a socket, not a slot.
     pub async fn handshake_step(&mut self) -> io::Result<bool> {
+        self.check_alive()?;
         if let Err(e) = self.process(Send::Nothing) {
             self.send_alert().await;
             return Err(e);
@@ -216,14 +221,34 @@ impl<C: Side> TlsIo<C> {
         Ok(())
     }
 
+    fn check_alive(&self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the TLS connection failed earlier",
+            ));
+        }
+        Ok(())
+    }
+
     /// The TCP socket underneath (for addresses and socket options).
     pub fn socket(&self) -> &TcpStream {
         &self.io
     }
 
+    /// Sends the fatal alert rustls queued with its error (best effort):
+    /// one more turn yields it before anything else, and that turn must not
+    /// go on to the offending bytes again.
     async fn send_alert(&mut self) {
-        // After an error rustls yields the queued alert once more, then the error.
-        let _ = self.process(Send::Nothing);
+        let UnbufferedStatus { state, .. } = self.conn.process_records(&mut self.incoming);
+        if let Ok(ConnectionState::EncodeTlsData(mut e)) = state {
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + 64, 0);
+            match e.encode(&mut self.outgoing[start..]) {
+                Ok(n) => self.outgoing.truncate(start + n),
+                Err(_) => self.outgoing.truncate(start),
+            }
+        }
         let _ = self.flush_out().await;
     }
 
@@ -252,10 +277,19 @@ impl<C: Side> TlsIo<C> {
     fn process(&mut self, mut send: Send<'_>) -> io::Result<usize> {
         let mut taken = 0;
         loop {
-            let status = self.conn.process_records(&mut self.incoming);
-            let discard = status.discard;
+            let UnbufferedStatus { discard, state } = self.conn.process_records(&mut self.incoming);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    // rustls queued its fatal alert ([`TlsIo::send_alert`]
+                    // takes it); fed the same bytes again it would try to
+                    // send a second one.
+                    self.failed = true;
+                    return Err(tls_err(e));
+                }
+            };
             let mut done = false;
-            match status.state.map_err(tls_err)? {
+            match state {
                 ConnectionState::ReadTraffic(mut r) => {
                     while let Some(record) = r.next_record() {
                         let record = record.map_err(tls_err)?;
@@ -355,6 +389,7 @@ impl<C: Side + Unpin> AsyncRead for TlsIo<C> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_alive()?;
         loop {
             if this.plain_pos < this.plain.len() {
                 let n = buf.remaining().min(this.plain.len() - this.plain_pos);
@@ -400,6 +435,7 @@ impl<C: Side + Unpin> AsyncWrite for TlsIo<C> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_alive()?;
         if this.outgoing.len() - this.out_pos >= WRITE_HIGH_WATER {
             ready!(this.poll_write_out(cx))?;
         }
@@ -594,5 +630,92 @@ mod tests {
         let err = TlsIo::hello(tcp, || server).await.err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(err.to_string(), "not a TLS handshake");
+    }
+
+    /// xorshift64: reproducible noise without a dependency.
+    fn noise(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[tokio::test]
+    async fn mangled_records_after_the_handshake_are_errors_never_panics() {
+        // A real session, then bytes that look more or less like TLS records:
+        // random content types and lengths, truncated or oversized records,
+        // flipped bits in real ciphertext. Each must end the read with an
+        // error or EOF; a panic would kill the session's task.
+        let (server, client) = configs();
+        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        for round in 0..300 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = client.clone();
+            let mut garbage = Vec::new();
+            match round % 3 {
+                0 => {
+                    for _ in 0..(noise(&mut seed) % 4 + 1) {
+                        let len = (noise(&mut seed) % 20_000) as u16;
+                        garbage.extend_from_slice(&[
+                            [20u8, 21, 22, 23, 24, 0][(noise(&mut seed) % 6) as usize],
+                            3,
+                            (noise(&mut seed) % 5) as u8,
+                        ]);
+                        garbage.extend_from_slice(&len.to_be_bytes());
+                        let body = (noise(&mut seed) % 300) as usize;
+                        garbage.extend((0..body).map(|_| noise(&mut seed) as u8));
+                    }
+                }
+                1 => garbage.extend((0..(noise(&mut seed) % 600)).map(|_| noise(&mut seed) as u8)),
+                _ => {}
+            }
+            let flip = noise(&mut seed);
+            let peer = tokio::spawn(async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let mut tls = TlsIo::client(tcp, client, localhost()).unwrap();
+                tls.handshake().await.unwrap();
+                if garbage.is_empty() {
+                    // Real application data with one bit flipped on the wire.
+                    let mut raw = Vec::new();
+                    encrypt_into(&mut raw, |buf| {
+                        match tls.conn.process_tls_records(&mut []).state {
+                            Ok(ConnectionState::WriteTraffic(mut w)) => {
+                                w.encrypt(b"hello, node", buf)
+                            }
+                            _ => Ok(0),
+                        }
+                    })
+                    .unwrap();
+                    if !raw.is_empty() {
+                        let at = (flip as usize) % raw.len();
+                        raw[at] ^= 1 << (flip % 8);
+                    }
+                    garbage = raw;
+                }
+                let _ = tls.io.write_all(&garbage).await;
+                let _ = tls.io.shutdown().await;
+            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut io = TlsIo::hello(tcp, || server.clone()).await.unwrap();
+            // The garbage may arrive with the client's Finished: then the
+            // handshake itself fails, as it should.
+            if io.handshake().await.is_err() {
+                assert!(
+                    io.read_to_end(&mut Vec::new()).await.is_err(),
+                    "dead after failing"
+                );
+                peer.await.unwrap();
+                continue;
+            }
+            let mut sink = Vec::new();
+            let read = io.read_to_end(&mut sink).await;
+            assert!(
+                read.is_err() || sink.len() <= 11,
+                "round {round}: mangled input read as {} bytes of data",
+                sink.len()
+            );
+            peer.await.unwrap();
+        }
     }
 }
