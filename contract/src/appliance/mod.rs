@@ -11,6 +11,7 @@
 
 pub mod aircon;
 pub mod catalog;
+pub mod echonet;
 pub mod light;
 pub mod tv;
 
