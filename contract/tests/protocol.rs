@@ -137,6 +137,17 @@ fn the_cloud_refuses_values_out_of_range() {
             .is_err()
     );
     assert!(decode::<Ack>(br#"{"id": "", "result": "ok", "ts": 1}"#).is_err());
+    // An ECHONET Lite object Kumo does not model, or not an EOJ at all.
+    for eoj in ["026b01", "0130", "zz3001"] {
+        let body = format!(
+            r#"{{"eoj": "{eoj}", "echonetlite_properties": [{{"epc": 128, "val": "30"}}]}}"#
+        );
+        assert!(decode::<MeterReport>(body.as_bytes()).is_err(), "{eoj}");
+    }
+    assert!(decode::<Ack>(
+        br#"{"id": "x", "result": "ok", "echonetlite_properties": [], "ts": 1}"#
+    )
+    .is_err());
 }
 
 /// The schemas, read by a JSON Schema validator that is not Kumo's: every

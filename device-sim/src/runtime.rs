@@ -236,6 +236,7 @@ async fn session(
     let commands = device_topic(&dev.id, Leaf::Commands);
     link.subscribe(&commands);
     publish_state(dev, link, stats);
+    dev.model.connected();
 
     let period = Duration::from_millis(s.report_interval_ms);
     // A random phase spreads a fleet's reports over the whole period.

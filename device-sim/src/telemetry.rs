@@ -1,5 +1,6 @@
 //! Telemetry a connected device publishes on its interval: sensor readings
-//! (IR hubs) or ECHONET Lite properties (meter gateways), QoS 0, with the chaos
+//! (IR hubs) or ECHONET Lite properties (meter gateways: the meter's, then the
+//! air conditioner's), QoS 0, with the chaos
 //! option of replacing a fraction of payloads by malformed ones.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,6 +34,9 @@ pub(crate) fn publish(dev: &mut Device, link: &mut Link, shared: &Shared, dt: f6
         Telemetry::Meter(r) => {
             let report = crate::model::meter_report(&r, ts);
             out.push((Leaf::Meter, serde_json::to_vec(&report).unwrap_or_default()));
+            if let Some(aircon) = dev.model.echonet_report(ts) {
+                out.push((Leaf::Meter, serde_json::to_vec(&aircon).unwrap_or_default()));
+            }
         }
     }
     for (leaf, mut payload) in out {

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{check_ts, ApplianceStates, Checked, IrMessage, PayloadError};
+use super::{check_ts, ApplianceStates, Checked, EchonetProperty, IrMessage, PayloadError};
 
 /// `devices/{id}/acks` (QoS 1): the outcome of one command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -22,6 +22,11 @@ pub struct Ack {
     /// Output of the command, such as a learned IR signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<AckData>,
+    /// After an `echonet_set` or `echonet_refresh` that succeeded: the
+    /// object's properties as the device read them just now (the one set, or
+    /// those asked for), values as hex EDT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echonetlite_properties: Option<Vec<EchonetProperty>>,
     pub ts: u64,
 }
 
@@ -51,6 +56,11 @@ impl Checked for Ack {
         }
         if let Some(state) = &self.state {
             state.check()?;
+        }
+        if let Some(props) = &self.echonetlite_properties {
+            if props.is_empty() {
+                return Err(PayloadError::Range("no echonetlite_properties".into()));
+            }
         }
         check_ts(self.ts)
     }

@@ -56,6 +56,24 @@ pub enum Action {
     },
     /// Learn an IR signal from a remote pointed at the hub; the ack carries it.
     Learn,
+    /// Set one ECHONET Lite property of an object on the gateway's network
+    /// (an ECHONET Lite `SetC`); the ack carries the object's properties.
+    EchonetSet {
+        /// The object: class group, class, instance as six hex digits (`013001`).
+        eoj: String,
+        /// The property code, e.g. 179 (0xB3, set temperature).
+        epc: u8,
+        /// The new value (EDT), two hex digits per byte, e.g. `"1a"`.
+        edt: String,
+    },
+    /// Read ECHONET Lite properties of an object again (an ECHONET Lite
+    /// `Get`); the ack carries their current values.
+    EchonetRefresh {
+        /// The object, as in `echonet_set`.
+        eoj: String,
+        /// The property codes to read, at least one.
+        epcs: Vec<u8>,
+    },
 }
 
 /// An IR signal in the Nature API's `message` format.

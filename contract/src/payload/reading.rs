@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{check_ts, Checked, PayloadError};
+use crate::appliance::echonet::Eoj;
 
 /// `devices/{id}/sensors/{te|hu|il|mo}` (QoS 0 or 1): one reading.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -25,10 +26,16 @@ impl Checked for SensorReading {
     }
 }
 
-/// `devices/{id}/meter` (QoS 0 or 1): a smart meter's ECHONET Lite properties.
+/// `devices/{id}/meter` (QoS 0 or 1): ECHONET Lite properties of one object
+/// the gateway reaches: its smart meter, or another appliance (`eoj`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MeterReport {
+    /// The object (six hex digits, e.g. `013001`, a home air conditioner);
+    /// absent means the smart meter (`028801`). Its class must be one Kumo
+    /// knows (`kumo_contract::appliance::echonet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eoj: Option<String>,
     /// At least one property.
     pub echonetlite_properties: Vec<EchonetProperty>,
     /// When they were read; absent means when the cloud received them.
@@ -36,8 +43,9 @@ pub struct MeterReport {
     pub ts: Option<u64>,
 }
 
-/// One ECHONET Lite property of a low-voltage smart meter (class 0x0288),
-/// shaped like the Nature API's.
+/// One ECHONET Lite property, shaped like the Nature API's. A smart meter's
+/// values are decimal strings (as Nature's `smart_meter` shows them); any
+/// other object's are its EDT in hex (as Nature's `/1/echonetlite` shows them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EchonetProperty {
@@ -46,7 +54,7 @@ pub struct EchonetProperty {
     pub name: String,
     /// ECHONET property code, e.g. 231 (0xE7, instantaneous power in W).
     pub epc: u8,
-    /// The value as a decimal string, as the Nature API reports it.
+    /// The value: decimal for the smart meter, hex EDT for other objects.
     pub val: String,
 }
 
@@ -54,6 +62,14 @@ impl Checked for MeterReport {
     fn check(&self) -> Result<(), PayloadError> {
         if self.echonetlite_properties.is_empty() {
             return Err(PayloadError::Range("no echonetlite_properties".into()));
+        }
+        if let Some(eoj) = &self.eoj {
+            let known = Eoj::parse(eoj).and_then(Eoj::class_properties);
+            if known.is_none() {
+                return Err(PayloadError::Range(format!(
+                    "eoj {eoj:?} is not an ECHONET Lite object Kumo knows"
+                )));
+            }
         }
         self.ts.map_or(Ok(()), check_ts)
     }

@@ -1,14 +1,16 @@
 //! One simulated device's behaviour: an IR hub with its room and appliances, or a
-//! smart-meter gateway with its household.
+//! smart-meter gateway with its household and an ECHONET Lite air conditioner.
 //!
 //! Turns command payloads into acks and state changes (with configurable failure
 //! and silent-ignore fractions) and produces telemetry for a time step. Pure: the
 //! network runtime feeds it bytes and times and publishes what it returns.
 
 use super::appliance::Appliances;
+use super::echonet::ElAircon;
 use super::meter::{self, MeterReading, SmartMeter};
 use super::rng::SimRng;
 use super::sensors::{HubSensors, SensorReadings};
+use kumo_contract::appliance::echonet::Eoj;
 use kumo_contract::payload::{
     Ack, AckData, AckResult, Action, ApplianceStates, Command, DeviceKind, EchonetProperty,
     IrMessage, MeterReport, StateReport,
@@ -67,6 +69,7 @@ enum Body {
     },
     Meter {
         meter: SmartMeter,
+        aircon: ElAircon,
     },
 }
 
@@ -79,9 +82,14 @@ impl DeviceModel {
                 room: HubSensors::new(child),
                 appliances: Appliances::default(),
             },
-            DeviceKind::Meter => Body::Meter {
-                meter: SmartMeter::new(child),
-            },
+            DeviceKind::Meter => {
+                let mut child = child;
+                let aircon = ElAircon::new(&mut child);
+                Body::Meter {
+                    meter: SmartMeter::new(child),
+                    aircon,
+                }
+            }
         };
         Self { rng, policy, body }
     }
@@ -100,7 +108,26 @@ impl DeviceModel {
             Body::Hub { room, appliances } => {
                 Telemetry::Sensors(room.step(hour, dt_secs, appliances.influence()))
             }
-            Body::Meter { meter } => Telemetry::Meter(meter.step(hour, dt_secs)),
+            Body::Meter { meter, aircon } => {
+                aircon.step(dt_secs);
+                Telemetry::Meter(meter.step(hour, dt_secs))
+            }
+        }
+    }
+
+    /// A gateway's report of its ECHONET Lite air conditioner, when this
+    /// connection has not seen its values yet; `None` for hubs.
+    pub fn echonet_report(&mut self, now_ms: u64) -> Option<MeterReport> {
+        match &mut self.body {
+            Body::Meter { aircon, .. } => aircon.report_if_changed(now_ms),
+            Body::Hub { .. } => None,
+        }
+    }
+
+    /// A new connection: a gateway reports its ECHONET Lite objects afresh.
+    pub fn connected(&mut self) {
+        if let Body::Meter { aircon, .. } = &mut self.body {
+            aircon.forget_reported();
         }
     }
 
@@ -146,6 +173,7 @@ impl DeviceModel {
                 reason: None,
                 state: done.state,
                 data: done.data,
+                echonetlite_properties: done.echonet,
                 ts: now_ms,
             },
             Err(reason) => Ack {
@@ -154,6 +182,7 @@ impl DeviceModel {
                 reason: Some(reason),
                 state: None,
                 data: None,
+                echonetlite_properties: None,
                 ts: now_ms,
             },
         };
@@ -168,8 +197,9 @@ impl DeviceModel {
     }
 
     fn apply(&mut self, action: &Action) -> Result<Done, String> {
-        let Body::Hub { appliances, .. } = &mut self.body else {
-            return Err("a smart-meter gateway takes no IR commands".into());
+        let appliances = match &mut self.body {
+            Body::Hub { appliances, .. } => appliances,
+            Body::Meter { aircon, .. } => return echonet(aircon, action),
         };
         let state = match action {
             Action::Aircon { model, settings } => appliances.aircon(model.as_deref(), settings),
@@ -182,15 +212,18 @@ impl DeviceModel {
             Action::Learn => {
                 let message = self.learned_signal();
                 return Ok(Done {
-                    state: None,
                     data: Some(AckData { message }),
+                    ..Done::default()
                 });
+            }
+            Action::EchonetSet { .. } | Action::EchonetRefresh { .. } => {
+                return Err("an IR hub reaches no ECHONET Lite objects".into())
             }
         };
         state
             .map(|s| Done {
                 state: Some(s),
-                data: None,
+                ..Done::default()
             })
             .map_err(|r| r.to_string())
     }
@@ -211,11 +244,49 @@ impl DeviceModel {
     }
 }
 
-/// What an accepted command did: the appliance state it led to, its output.
+/// What an accepted command did: the appliance state it led to, its output,
+/// the ECHONET Lite properties it set or read.
 #[derive(Debug, Default)]
 struct Done {
     state: Option<ApplianceStates>,
     data: Option<AckData>,
+    echonet: Option<Vec<EchonetProperty>>,
+}
+
+/// A gateway's answer to a command: ECHONET Lite set and refresh of its air
+/// conditioner; the smart meter is read only and IR is not its business.
+fn echonet(aircon: &mut ElAircon, action: &Action) -> Result<Done, String> {
+    let object = |eoj: &str| {
+        if Eoj::parse(eoj) == Some(ElAircon::EOJ) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no controllable ECHONET Lite object {eoj:?} on this gateway"
+            ))
+        }
+    };
+    let epcs = match action {
+        Action::EchonetSet { eoj, epc, edt } => {
+            object(eoj)?;
+            aircon.set(*epc, edt)?;
+            vec![*epc]
+        }
+        Action::EchonetRefresh { eoj, epcs } => {
+            object(eoj)?;
+            if epcs.is_empty() {
+                return Err("invalid command: no epcs to refresh".into());
+            }
+            epcs.clone()
+        }
+        _ => return Err("a smart-meter gateway takes no IR commands".into()),
+    };
+    let props = aircon
+        .properties(&epcs)
+        .ok_or_else(|| format!("the air conditioner has no property among {epcs:?}"))?;
+    Ok(Done {
+        echonet: Some(props),
+        ..Done::default()
+    })
 }
 
 /// The meter's ECHONET Lite properties in the Nature API's naming.
@@ -226,6 +297,7 @@ pub fn meter_report(r: &MeterReading, ts: u64) -> MeterReport {
         val,
     };
     MeterReport {
+        eoj: None,
         echonetlite_properties: vec![
             prop(
                 "coefficient",
@@ -370,6 +442,63 @@ mod tests {
         let message = ack.data.expect("data").message;
         assert_eq!(message.freq, 38);
         assert!(message.check().is_ok());
+    }
+
+    fn gateway() -> DeviceModel {
+        DeviceModel::new(DeviceKind::Meter, SimRng::new(2), CommandPolicy::default())
+    }
+
+    #[test]
+    fn a_gateway_sets_its_air_conditioner_and_acks_the_new_value() {
+        let mut d = gateway();
+        let cmd = br#"{"id":"e-1","type":"echonet_set","eoj":"013001","epc":179,"edt":"14"}"#;
+        let (ack, changed) = outcome_ack(d.handle_command(cmd, 3));
+        assert_eq!(ack.result, AckResult::Ok, "{ack:?}");
+        assert!(
+            !changed,
+            "a gateway keeps no appliance state in its state report"
+        );
+        let props = ack.echonetlite_properties.expect("properties");
+        assert_eq!((props[0].epc, props[0].val.as_str()), (0xB3, "14"));
+        let report = d.echonet_report(4).expect("gateway report");
+        assert!(report
+            .echonetlite_properties
+            .iter()
+            .any(|p| p.epc == 0xB3 && p.val == "14"));
+    }
+
+    #[test]
+    fn a_gateway_refreshes_the_properties_asked_for() {
+        let mut d = gateway();
+        let cmd = br#"{"id":"e-2","type":"echonet_refresh","eoj":"013001","epcs":[128,187]}"#;
+        let (ack, _) = outcome_ack(d.handle_command(cmd, 3));
+        let epcs: Vec<u8> = ack
+            .echonetlite_properties
+            .expect("properties")
+            .iter()
+            .map(|p| p.epc)
+            .collect();
+        assert_eq!(epcs, [0x80, 0xBB]);
+    }
+
+    #[test]
+    fn a_gateway_fails_bad_echonet_commands_with_a_reason() {
+        let mut d = gateway();
+        for bad in [
+            &br#"{"id":"e-3","type":"echonet_set","eoj":"013001","epc":179,"edt":"99"}"#[..],
+            br#"{"id":"e-4","type":"echonet_set","eoj":"013001","epc":187,"edt":"10"}"#,
+            br#"{"id":"e-5","type":"echonet_set","eoj":"028801","epc":231,"edt":"00000001"}"#,
+            br#"{"id":"e-6","type":"echonet_refresh","eoj":"013001","epcs":[207]}"#,
+        ] {
+            let (ack, _) = outcome_ack(d.handle_command(bad, 1));
+            assert_eq!(ack.result, AckResult::Failed, "{ack:?}");
+            assert!(ack.reason.is_some() && ack.echonetlite_properties.is_none());
+        }
+        let (ack, _) = outcome_ack(hub(CommandPolicy::default()).handle_command(
+            br#"{"id":"e-7","type":"echonet_refresh","eoj":"013001","epcs":[128]}"#,
+            1,
+        ));
+        assert_eq!(ack.result, AckResult::Failed);
     }
 
     #[test]
