@@ -18,6 +18,8 @@ pub enum ApplianceType {
     Light,
     Ir,
     SmartMeter,
+    /// An ECHONET Lite home air conditioner behind a gateway.
+    ElAircon,
 }
 
 impl ApplianceType {
@@ -29,6 +31,7 @@ impl ApplianceType {
             Self::Light => "LIGHT",
             Self::Ir => "IR",
             Self::SmartMeter => "EL_SMART_METER",
+            Self::ElAircon => "EL_AIRCON",
         }
     }
 
@@ -40,6 +43,7 @@ impl ApplianceType {
             "LIGHT" => Some(Self::Light),
             "IR" => Some(Self::Ir),
             "EL_SMART_METER" => Some(Self::SmartMeter),
+            "EL_AIRCON" => Some(Self::ElAircon),
             _ => None,
         }
     }

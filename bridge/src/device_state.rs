@@ -1,13 +1,16 @@
 //! What devices report about themselves besides readings: their facts
-//! (firmware, MAC, serial), their appliances' states and smart-meter ECHONET
-//! Lite properties. The MQTT subscriber calls these; they only touch the
+//! (firmware, MAC, serial), their appliances' states, smart-meter ECHONET
+//! Lite properties and those of other ECHONET Lite appliances a gateway reaches. The MQTT subscriber calls these; they only touch the
 //! database. Like `presence.rs`, each record has a pool and an `_in` form, and
 //! a report that changes nothing writes nothing.
 
 use deadpool_postgres::{GenericClient, Pool};
 use time::OffsetDateTime;
 
+use kumo_contract::appliance::echonet::{self, Eoj};
 use kumo_contract::DeviceId;
+
+use crate::catalog::ApplianceType;
 
 use crate::db::DbError;
 
@@ -174,6 +177,71 @@ pub async fn record_meter_in(
         .await?;
     client
         .execute(&upsert, &[&device_id.as_str(), &epcs, &names, &vals, &at])
+        .await?;
+    Ok(())
+}
+
+/// The appliance type Kumo gives an ECHONET Lite object other than the smart
+/// meter, by its class; `None` for classes it does not model.
+pub fn echonet_appliance_type(object: Eoj) -> Option<ApplianceType> {
+    (object.class_properties() == Eoj::HOME_AIR_CONDITIONER.class_properties())
+        .then_some(ApplianceType::ElAircon)
+}
+
+/// Stores the newest value of each property a gateway reported for `object`
+/// (hex EDT). The first report of an object creates its appliance in the
+/// gateway owner's account (one per class and gateway); an unowned gateway's
+/// reports are dropped.
+pub async fn record_echonet_in(
+    client: &impl GenericClient,
+    device_id: &DeviceId,
+    object: Eoj,
+    properties: &[(u8, String)],
+    at: OffsetDateTime,
+) -> Result<(), DbError> {
+    let Some(kind) = echonet_appliance_type(object) else {
+        return Ok(());
+    };
+    let epcs: Vec<i32> = properties.iter().map(|(e, _)| i32::from(*e)).collect();
+    let names: Vec<&str> = properties
+        .iter()
+        .map(|(e, _)| echonet::property(object, *e).map_or("unknown", |p| p.name))
+        .collect();
+    let vals: Vec<&str> = properties.iter().map(|(_, v)| v.as_str()).collect();
+    // The appliance row inserted by the first CTE is not visible to the
+    // second's scan (one snapshot), so exactly one of them yields its id.
+    let upsert = client
+        .prepare_cached(
+            "WITH created AS (
+                 INSERT INTO appliances (id, user_id, device_id, type, nickname, image)
+                 SELECT $2, d.user_id, d.id, $3, 'Air conditioner', 'ico_ac_1'
+                 FROM devices d
+                 WHERE d.id = $1 AND d.user_id IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM appliances WHERE device_id = $1 AND type = $3)
+                 RETURNING id),
+             target AS (SELECT id FROM created
+                        UNION ALL SELECT id FROM appliances WHERE device_id = $1 AND type = $3)
+             INSERT INTO echonet_properties (appliance_id, epc, name, val, updated_at)
+             SELECT t.id, p.epc, p.name, p.val, $7
+             FROM target t, unnest($4::int[], $5::text[], $6::text[]) AS p(epc, name, val)
+             ON CONFLICT (appliance_id, epc) DO UPDATE
+                 SET val = EXCLUDED.val, name = EXCLUDED.name, updated_at = EXCLUDED.updated_at
+                 WHERE EXCLUDED.updated_at >= echonet_properties.updated_at",
+        )
+        .await?;
+    client
+        .execute(
+            &upsert,
+            &[
+                &device_id.as_str(),
+                &uuid::Uuid::new_v4().to_string(),
+                &kind.as_str(),
+                &epcs,
+                &names,
+                &vals,
+                &at,
+            ],
+        )
         .await?;
     Ok(())
 }

@@ -81,8 +81,9 @@ pub enum Appliances<'a> {
     OnDevice(&'a str),
     /// One appliance.
     One(&'a str),
-    /// The user's smart meters.
-    SmartMeters,
+    /// The user's ECHONET Lite appliances: smart meters and the appliances
+    /// gateways reach (these appear nowhere else, as in Nature's API).
+    Echonet,
 }
 
 /// The user's appliances as `ApplianceResponse`s, in the user's order.
@@ -91,21 +92,22 @@ pub async fn appliances(
     user_id: &str,
     which: Appliances<'_>,
 ) -> Result<Vec<Value>, tokio_postgres::Error> {
-    let (device, one, meters) = match which {
+    let (device, one, echonet) = match which {
         Appliances::All => (None, None, false),
         Appliances::OnDevice(d) => (Some(d), None, false),
         Appliances::One(a) => (None, Some(a), false),
-        Appliances::SmartMeters => (None, None, true),
+        Appliances::Echonet => (None, None, true),
     };
     let sql = format!(
         "SELECT a.id, a.type, a.nickname, a.image, a.model_id, a.settings, a.state, {DEVICE_COLUMNS}
          FROM appliances a JOIN devices d ON d.id = a.device_id
          WHERE a.user_id = $1 AND ($2::text IS NULL OR a.device_id = $2)
-           AND ($3::text IS NULL OR a.id = $3) AND (NOT $4 OR a.type = 'EL_SMART_METER')
+           AND ($3::text IS NULL OR a.id = $3)
+           AND CASE WHEN $4 THEN a.type LIKE 'EL\\_%' ELSE a.type <> 'EL_AIRCON' END
          ORDER BY a.position, a.created_at, a.id"
     );
     let rows = client
-        .query(&sql, &[&user_id, &device, &one, &meters])
+        .query(&sql, &[&user_id, &device, &one, &echonet])
         .await?;
     let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     let signal_rows = client
@@ -128,16 +130,21 @@ pub async fn appliances(
         .map(|r| r.get(7))
         .collect();
     let mut properties = meter_properties(client, &meter_devices).await?;
+    let mut el_properties = if echonet {
+        echonet_properties(client, &ids).await?
+    } else {
+        HashMap::new()
+    };
     Ok(rows
         .iter()
         .map(|r| {
             let id: String = r.get(0);
             let device_id: String = r.get(7);
-            appliance_json(
-                r,
-                signals.remove(&id).unwrap_or_default(),
-                properties.remove(&device_id),
-            )
+            let props = match el_properties.remove(&id) {
+                Some(p) => Some(p),
+                None => properties.remove(&device_id),
+            };
+            appliance_json(r, signals.remove(&id).unwrap_or_default(), props)
         })
         .collect())
 }
@@ -184,6 +191,10 @@ fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Va
         (ApplianceType::SmartMeter, _) => {
             out["smart_meter"] = json!({"echonetlite_properties": meter.unwrap_or_default()});
         }
+        // Only `/1/echonetlite/appliances` shows these; it reads this key.
+        (ApplianceType::ElAircon, _) => {
+            out["echonetlite_properties"] = Value::Array(meter.unwrap_or_default());
+        }
         _ => {}
     }
     out
@@ -199,6 +210,32 @@ pub async fn meter_properties(
             "SELECT device_id, epc, name, val, updated_at FROM smart_meter_properties
              WHERE device_id = ANY($1) ORDER BY device_id, epc",
             &[&device_ids],
+        )
+        .await?;
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for p in &rows {
+        let updated: OffsetDateTime = p.get(4);
+        out.entry(p.get(0)).or_default().push(json!({
+            "name": p.get::<_, String>(2),
+            "epc": p.get::<_, i32>(1),
+            "val": p.get::<_, String>(3),
+            "updated_at": rfc3339(updated),
+        }));
+    }
+    Ok(out)
+}
+
+/// Each gateway-reached ECHONET Lite appliance's properties, by appliance id
+/// (`epc` a number, `val` hex EDT).
+pub async fn echonet_properties(
+    client: &impl GenericClient,
+    appliance_ids: &[String],
+) -> Result<HashMap<String, Vec<Value>>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT appliance_id, epc, name, val, updated_at FROM echonet_properties
+             WHERE appliance_id = ANY($1) ORDER BY appliance_id, epc",
+            &[&appliance_ids],
         )
         .await?;
     let mut out: HashMap<String, Vec<Value>> = HashMap::new();

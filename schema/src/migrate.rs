@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_device_owner_since"),
     migration!(9, "0009_command_expected_state"),
     migration!(10, "0010_claim_codes"),
+    migration!(11, "0011_echonet_control"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

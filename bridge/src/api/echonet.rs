@@ -17,12 +17,13 @@ use crate::views::{self, Appliances};
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(BASIC_READ)?;
     let client = state.pool.get().await?;
-    let meters = views::appliances(&**client, &caller.user_id, Appliances::SmartMeters).await?;
-    let appliances: Vec<Value> = meters
+    let found = views::appliances(&**client, &caller.user_id, Appliances::Echonet).await?;
+    let appliances: Vec<Value> = found
         .into_iter()
         .map(|a| {
             let properties: Vec<Value> = a["smart_meter"]["echonetlite_properties"]
                 .as_array()
+                .or_else(|| a["echonetlite_properties"].as_array())
                 .into_iter()
                 .flatten()
                 .map(|p| {

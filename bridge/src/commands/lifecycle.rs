@@ -3,7 +3,7 @@
 //!
 //! Every transition is one guarded UPDATE, so a late, duplicate or foreign
 //! ack changes nothing. An ack that confirms a command also updates the
-//! appliance's confirmed state (AC settings, TV/light state) in the same
+//! appliance's confirmed state (AC settings, TV/light state, ECHONET Lite properties) in the same
 //! transaction: the API shows what the device did, not what was asked.
 //! Batching callers apply acks inside their own transaction
 //! ([`CommandLog::complete_in`]) and announce them after the commit
@@ -279,7 +279,18 @@ impl CommandLog {
                      FROM confirmed c
                      WHERE a.id = c.appliance_id AND c.reached IS NOT NULL
                        AND (c.kind = 'aircon'
-                            OR (c.kind IN ('tv', 'light') AND a.state IS DISTINCT FROM c.reached)))
+                            OR (c.kind IN ('tv', 'light') AND a.state IS DISTINCT FROM c.reached))),
+                 echonet AS (
+                     INSERT INTO echonet_properties (appliance_id, epc, name, val, updated_at)
+                     SELECT c.appliance_id, (p ->> 'epc')::int, coalesce(p ->> 'name', ''),
+                            p ->> 'val', now()
+                     FROM confirmed c JOIN appliances a ON a.id = c.appliance_id
+                          CROSS JOIN jsonb_array_elements(c.reached) p
+                     WHERE c.kind = 'echonet' AND jsonb_typeof(c.reached) = 'array'
+                       AND a.type <> 'EL_SMART_METER'
+                     ON CONFLICT (appliance_id, epc) DO UPDATE
+                         SET val = EXCLUDED.val, name = EXCLUDED.name,
+                             updated_at = EXCLUDED.updated_at)
                  SELECT * FROM done"
             ))
             .await?;

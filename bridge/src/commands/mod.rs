@@ -39,6 +39,8 @@ pub enum CommandKind {
     Tv,
     /// Press a light button.
     Light,
+    /// Set or refresh ECHONET Lite properties through a gateway.
+    Echonet,
 }
 
 impl CommandKind {
@@ -49,12 +51,13 @@ impl CommandKind {
             Self::Aircon => "aircon",
             Self::Tv => "tv",
             Self::Light => "light",
+            Self::Echonet => "echonet",
         }
     }
 
     /// Parses the database name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Ir, Self::Aircon, Self::Tv, Self::Light]
+        [Self::Ir, Self::Aircon, Self::Tv, Self::Light, Self::Echonet]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

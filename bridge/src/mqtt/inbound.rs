@@ -158,7 +158,7 @@ impl Inbound {
                         return Ok(None);
                     }
                 }
-                Report::Meter(device, m.properties, m.at)
+                Report::Meter(device, m.object, m.properties, m.at)
             }
             Leaf::Presence => Report::Presence(device, payload::presence(body)?),
             Leaf::State => Report::State(device, Box::new(payload::state(body)?)),

@@ -7,6 +7,7 @@
 //! Timestamps (`ts`) are Unix epoch milliseconds. Nothing here touches the
 //! database or the network.
 
+use kumo_contract::appliance::echonet::Eoj;
 use kumo_contract::payload::{
     decode, Ack as AckDoc, AckResult, Action, Command, MeterReport as MeterDoc, NodeEpoch,
     SensorReading,
@@ -25,10 +26,13 @@ pub fn sensor(body: &[u8], now: OffsetDateTime) -> Result<(f64, OffsetDateTime),
     Ok((r.val, timestamp(r.ts, now)?))
 }
 
-/// A smart meter's report: its properties, plus the power and energy readings
-/// derived from them for history.
+/// A gateway's report of one ECHONET Lite object: the smart meter's
+/// properties, plus the power and energy readings derived from them for
+/// history, or another appliance's (`object`), which make no readings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterReport {
+    /// `None` for the smart meter.
+    pub object: Option<Eoj>,
     pub properties: Vec<(u8, String)>,
     /// `(sensor, value)`: `power` from EPC 0xE7, `energy` from 0xE0.
     pub readings: Vec<(&'static str, f64)>,
@@ -38,10 +42,19 @@ pub struct MeterReport {
 /// `devices/{id}/meter`.
 pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadError> {
     let m: MeterDoc = decode(body)?;
+    // `decode` checked that the object is one Kumo knows.
+    let object = m
+        .eoj
+        .as_deref()
+        .and_then(Eoj::parse)
+        .filter(|e| e.class_properties() != Eoj::SMART_METER.class_properties());
     let readings = m
         .echonetlite_properties
         .iter()
         .filter_map(|p| {
+            if object.is_some() {
+                return None;
+            }
             let sensor = match p.epc {
                 0xE7 => "power",
                 0xE0 => "energy",
@@ -52,6 +65,7 @@ pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadErr
         })
         .collect();
     Ok(MeterReport {
+        object,
         properties: m
             .echonetlite_properties
             .into_iter()
@@ -90,6 +104,21 @@ pub fn ack(body: &[u8]) -> Result<(Uuid, Ack), PayloadError> {
     let id =
         Uuid::parse_str(&a.id).map_err(|_| PayloadError::Range("id is not a command id".into()))?;
     let ok = a.result == AckResult::Ok;
+    // ECHONET Lite properties ride in the state under the command kind, like
+    // an aircon's settings, so the command's completion stores them.
+    let mut state = a
+        .state
+        .filter(|s| !s.is_empty())
+        .and_then(|s| serde_json::to_value(s).ok());
+    if let Some(props) = a.echonetlite_properties {
+        let props = serde_json::to_value(props).unwrap_or_default();
+        let mut obj = match state.take() {
+            Some(serde_json::Value::Object(o)) => o,
+            _ => serde_json::Map::new(),
+        };
+        obj.insert(CommandKind::Echonet.as_str().into(), props);
+        state = Some(serde_json::Value::Object(obj));
+    }
     let error = match (ok, a.reason) {
         (true, _) => None,
         (false, reason) => Some(reason.unwrap_or_else(|| "the device reported a failure".into())),
@@ -100,10 +129,7 @@ pub fn ack(body: &[u8]) -> Result<(Uuid, Ack), PayloadError> {
             ok,
             result: a.data.and_then(|d| serde_json::to_value(d).ok()),
             error,
-            state: a
-                .state
-                .filter(|s| !s.is_empty())
-                .and_then(|s| serde_json::to_value(s).ok()),
+            state,
         },
     ))
 }
@@ -122,7 +148,9 @@ pub fn command(cmd: &QueuedCommand, now: OffsetDateTime) -> Vec<u8> {
             m
         }
     };
-    body.insert("type".into(), Value::String(wire_type(cmd.kind).into()));
+    if let Some(t) = wire_type(cmd.kind) {
+        body.insert("type".into(), Value::String(t.into()));
+    }
     let ms = (now.unix_timestamp_nanos() / 1_000_000).max(0);
     let ts = u64::try_from(ms).unwrap_or(0);
     if let Ok(action) = serde_json::from_value::<Action>(Value::Object(body.clone())) {
@@ -141,13 +169,15 @@ pub fn command(cmd: &QueuedCommand, now: OffsetDateTime) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
 }
 
-/// The wire `type` of a command kind.
-fn wire_type(kind: CommandKind) -> &'static str {
+/// The wire `type` of a command kind; `None` for `echonet`, whose stored
+/// action names its type (`echonet_set` or `echonet_refresh`).
+fn wire_type(kind: CommandKind) -> Option<&'static str> {
     match kind {
-        CommandKind::Ir => "signal",
-        CommandKind::Aircon => "aircon",
-        CommandKind::Tv => "tv",
-        CommandKind::Light => "light",
+        CommandKind::Ir => Some("signal"),
+        CommandKind::Aircon => Some("aircon"),
+        CommandKind::Tv => Some("tv"),
+        CommandKind::Light => Some("light"),
+        CommandKind::Echonet => None,
     }
 }
 
@@ -191,6 +221,45 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn another_echonet_objects_report_names_it_and_makes_no_readings() {
+        let body = br#"{"eoj": "013001", "echonetlite_properties": [
+            {"epc": 128, "val": "30"}, {"epc": 231, "val": "1"}]}"#;
+        let m = meter(body, NOW).unwrap();
+        assert_eq!(m.object, Some(Eoj::HOME_AIR_CONDITIONER));
+        assert!(m.readings.is_empty());
+        let meter_named =
+            br#"{"eoj": "028801", "echonetlite_properties": [{"epc": 231, "val": "5"}]}"#;
+        let m = meter(meter_named, NOW).unwrap();
+        assert_eq!((m.object, m.readings), (None, vec![("power", 5.0)]));
+    }
+
+    #[test]
+    fn an_echonet_ack_carries_its_properties_under_the_command_kind() {
+        let body = br#"{"id": "7e6d5c4b-3a29-4817-a6b5-c4d3e2f1a0b9", "result": "ok",
+            "echonetlite_properties": [{"name": "set_temperature", "epc": 179, "val": "18"}],
+            "ts": 1}"#;
+        let (_, a) = ack(body).unwrap();
+        assert_eq!(
+            a.state,
+            Some(json!({"echonet": [{"name": "set_temperature", "epc": 179, "val": "18"}]}))
+        );
+    }
+
+    #[test]
+    fn an_echonet_command_keeps_its_own_type_on_the_wire() {
+        let cmd = QueuedCommand {
+            id: Uuid::nil(),
+            device_id: kumo_contract::DeviceId::parse("gw-1".to_string()).unwrap(),
+            kind: CommandKind::Echonet,
+            payload: json!({"type": "echonet_refresh", "eoj": "013001", "epcs": [128]}),
+            expires_at: NOW,
+        };
+        let wire: Value = serde_json::from_slice(&command(&cmd, NOW)).unwrap();
+        assert_eq!(wire["type"], "echonet_refresh");
+        assert_eq!(wire["epcs"], json!([128]));
     }
 
     #[test]

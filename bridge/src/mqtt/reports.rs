@@ -28,6 +28,7 @@ use super::node::NodeContext;
 use super::payload::{Presence as PresenceReport, StateReport};
 use super::MqttStatus;
 use crate::commands::{Ack, CommandLog, Finished};
+use kumo_contract::appliance::echonet::Eoj;
 use kumo_contract::DeviceId;
 
 use crate::db::DbError;
@@ -47,7 +48,9 @@ pub(crate) enum Report {
     Presence(DeviceId, PresenceReport),
     State(DeviceId, Box<StateReport>),
     Ack(DeviceId, Uuid, Ack),
-    Meter(DeviceId, Vec<(u8, String)>, OffsetDateTime),
+    /// A gateway's report of its smart meter (no object) or of another
+    /// ECHONET Lite object it reaches.
+    Meter(DeviceId, Option<Eoj>, Vec<(u8, String)>, OffsetDateTime),
     /// A node (named) started at this time: devices it announced earlier are gone.
     NodeStarted(String, OffsetDateTime),
 }
@@ -59,7 +62,7 @@ impl Report {
             Self::Presence(d, _)
             | Self::State(d, _)
             | Self::Ack(d, _, _)
-            | Self::Meter(d, _, _) => d.as_str(),
+            | Self::Meter(d, _, _, _) => d.as_str(),
             Self::NodeStarted(node, _) => node,
         }
     }
@@ -217,8 +220,11 @@ impl Shard {
                     None => effects.push(Effect::Unchanged(*id)),
                 }
             }
-            Report::Meter(device, properties, at) => {
+            Report::Meter(device, None, properties, at) => {
                 device_state::record_meter_in(tx, device, properties, *at).await?;
+            }
+            Report::Meter(device, Some(object), properties, at) => {
+                device_state::record_echonet_in(tx, device, *object, properties, *at).await?;
             }
             Report::NodeStarted(node, started) => {
                 self.node_started(tx, node, *started, effects).await?;
