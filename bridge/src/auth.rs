@@ -28,6 +28,10 @@ pub const SENDRAWIR: &str = "sendrawir";
 pub const DETECT_APPLIANCE: &str = "detectappliance";
 /// Create, list and revoke claim codes that enrol devices into the account.
 pub const PROVISION: &str = "provision";
+/// Refresh ECHONET Lite properties (Nature's scope, for every class).
+pub const ECHONETLITE_READ: &str = "echonetlite.*.read";
+/// Set ECHONET Lite properties (Nature's scope, for every class).
+pub const ECHONETLITE_WRITE: &str = "echonetlite.*.write";
 /// Every scope Kumo knows, in the order `kumo tokens create` documents them.
 pub const ALL_SCOPES: &[&str] = &[
     BASIC,
@@ -37,6 +41,8 @@ pub const ALL_SCOPES: &[&str] = &[
     SENDRAWIR,
     DETECT_APPLIANCE,
     PROVISION,
+    ECHONETLITE_READ,
+    ECHONETLITE_WRITE,
 ];
 
 /// The authenticated caller of a request.

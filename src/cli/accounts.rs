@@ -40,7 +40,8 @@ pub enum TokensCommand {
         /// The account id.
         #[arg(long)]
         user: String,
-        /// A scope (repeatable): basic, basic.read, basic.write, sendir, sendrawir, detectappliance.
+        /// A scope (repeatable): basic, basic.read, basic.write, sendir, sendrawir, detectappliance, provision,
+        /// echonetlite.*.read, echonetlite.*.write.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// A label to recognize the token by.

@@ -1,12 +1,27 @@
-//! `/1/echonetlite/appliances` (smart meters and their ECHONET Lite
-//! properties) and `/1/detectappliance`.
+//! `/1/echonetlite/appliances` (smart meters and the ECHONET Lite appliances
+//! gateways reach, with their properties), their `set` and `refresh`, and
+//! `/1/detectappliance`.
+//!
+//! `set` and `refresh` are checked against the object's class
+//! (`kumo_contract::appliance::echonet`: an unknown or read-only EPC, or a
+//! value the property does not take, is a 400 naming `epc` or `val`) and go
+//! to the gateway as durable commands; the properties change when the device
+//! acks with what it read back. Both answer Nature's 202 `{}`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
+use kumo_contract::appliance::echonet::{self, hex, EchonetError, Eoj};
+use kumo_contract::payload::Action;
 use serde_json::{json, Value};
 
+use crate::api::dispatch::{dispatch, Dispatch};
 use crate::api::signals::ir_message;
-use crate::auth::{Caller, BASIC_READ, DETECT_APPLIANCE};
+use crate::appliance::{self, Target};
+use crate::auth::{Caller, BASIC_READ, DETECT_APPLIANCE, ECHONETLITE_READ, ECHONETLITE_WRITE};
+use crate::catalog::ApplianceType;
+use crate::commands::CommandKind;
 use crate::error::{ApiError, ApiResult};
 use crate::form::Form;
 use crate::state::AppState;
@@ -44,6 +59,103 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
         })
         .collect();
     Ok(Json(json!({ "appliances": appliances })))
+}
+
+impl From<EchonetError> for ApiError {
+    fn from(e: EchonetError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+/// The ECHONET Lite object an appliance is on its gateway; a 400 for
+/// appliances that are not ECHONET Lite ones.
+fn object_of(t: &Target) -> ApiResult<Eoj> {
+    match t.kind {
+        ApplianceType::ElAircon => Ok(Eoj::HOME_AIR_CONDITIONER),
+        ApplianceType::SmartMeter => Ok(Eoj::SMART_METER),
+        _ => Err(ApiError::bad_request(format!(
+            "appliance {} is not an ECHONET Lite appliance",
+            t.id
+        ))),
+    }
+}
+
+/// Sends `action` to the appliance's gateway; answers 202 `{}` (with
+/// `Prefer: wait=N`, once the device answered or the wait ran out).
+async fn send(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    t: &Target,
+    action: &Action,
+) -> ApiResult<Response> {
+    let mut response = dispatch(
+        state,
+        caller,
+        headers,
+        Dispatch {
+            device: &t.device,
+            appliance: Some(&t.id),
+            kind: CommandKind::Echonet,
+            // A plain enum of strings and numbers always serializes.
+            payload: serde_json::to_value(action).unwrap_or(Value::Null),
+            expected: None,
+            body: json!({}),
+        },
+    )
+    .await?;
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
+/// `POST /1/echonetlite/appliances/{id}/set`: `epc` (two hex digits) and
+/// `val` (hex EDT).
+pub async fn set(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Form,
+) -> ApiResult<Response> {
+    caller.require(ECHONETLITE_WRITE)?;
+    let epc = form.required_nonempty("epc")?;
+    let val = form.required_nonempty("val")?;
+    let t = appliance::target_of(&state.pool, &caller.user_id, &id).await?;
+    let object = object_of(&t)?;
+    let epc = echonet::parse_epc(epc)?;
+    let edt = echonet::check_set(object, epc, val)?;
+    let action = Action::EchonetSet {
+        eoj: object.to_string(),
+        epc,
+        edt: hex(&edt),
+    };
+    send(&state, &caller, &headers, &t, &action).await
+}
+
+/// `POST /1/echonetlite/appliances/{id}/refresh`: `epc`, comma-separated
+/// EPCs; the device reads them again and reports them.
+pub async fn refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Form,
+) -> ApiResult<Response> {
+    caller.require(ECHONETLITE_READ)?;
+    let epcs = form.required_nonempty("epc")?;
+    let t = appliance::target_of(&state.pool, &caller.user_id, &id).await?;
+    let object = object_of(&t)?;
+    let epcs = echonet::check_refresh(object, epcs)?;
+    if t.kind == ApplianceType::SmartMeter {
+        return Err(ApiError::bad_request(
+            "a smart meter reports its properties by itself every interval; refresh is for the appliances a gateway controls",
+        ));
+    }
+    let action = Action::EchonetRefresh {
+        eoj: object.to_string(),
+        epcs,
+    };
+    send(&state, &caller, &headers, &t, &action).await
 }
 
 /// `POST /1/detectappliance`: `Message` (an IR message), optional `Device`.

@@ -79,6 +79,11 @@ pub fn router(state: AppState) -> Router {
         .route("/1/signals/{id}/send", post(signals::send))
         .route("/1/detectappliance", post(echonet::detect))
         .route("/1/echonetlite/appliances", get(echonet::list))
+        .route("/1/echonetlite/appliances/{id}/set", post(echonet::set))
+        .route(
+            "/1/echonetlite/appliances/{id}/refresh",
+            post(echonet::refresh),
+        )
         .route(
             "/v1/tokens",
             get(tokens::list_tokens).post(tokens::create_token),

@@ -18,6 +18,7 @@ mod control;
 mod database_outage;
 mod devices;
 mod echonet;
+mod echonet_control;
 mod events;
 mod ingest;
 mod integrations;
