@@ -28,9 +28,19 @@ impl Drop for Gateway {
     }
 }
 
-/// Starts the gateway (`ignore_rate` of commands dropped unanswered) and
-/// waits for its air conditioner to appear; returns the appliance's id.
-async fn gateway(stack: &Stack, ignore_rate: f64) -> (Gateway, String) {
+/// How the simulated gateway treats commands it could carry out.
+#[derive(Clone, Copy)]
+enum Answers {
+    Always,
+    /// Acks every one as failed ("appliance did not respond").
+    Failure,
+    /// Drops every one unanswered.
+    Never,
+}
+
+/// Starts the gateway and waits for its air conditioner to appear; returns
+/// the appliance's id.
+async fn gateway(stack: &Stack, answers: Answers) -> (Gateway, String) {
     stack
         .h
         .add_device("sim-000000", kumo_bridge::DeviceKind::SmartMeter)
@@ -41,7 +51,8 @@ async fn gateway(stack: &Stack, ignore_rate: f64) -> (Gateway, String) {
         meter_fraction: 1.0,
         report_interval_ms: 300,
         progress_interval_ms: 0,
-        command_ignore_rate: ignore_rate,
+        command_failure_rate: f64::from(u8::from(matches!(answers, Answers::Failure))),
+        command_ignore_rate: f64::from(u8::from(matches!(answers, Answers::Never))),
         pki_dir: Some(stack.pki.dir().to_path_buf()),
         ..kumo_sim::Settings::default()
     };
@@ -114,7 +125,7 @@ fn assert_accepted(r: &Reply, status: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_reaches_the_simulated_air_conditioner_and_its_answer_updates_the_properties() {
     let stack = Stack::start(|_| {}).await;
-    let (_gw, ac) = gateway(&stack, 0.0).await;
+    let (_gw, ac) = gateway(&stack, Answers::Always).await;
     let token = stack.h.token_with(&["basic.read", WRITE]).await;
     assert_eq!(
         property(&stack, "b3").await["val"],
@@ -173,7 +184,7 @@ async fn a_set_reaches_the_simulated_air_conditioner_and_its_answer_updates_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_reads_the_properties_again_and_moves_their_updated_at() {
     let stack = Stack::start(|_| {}).await;
-    let (_gw, ac) = gateway(&stack, 0.0).await;
+    let (_gw, ac) = gateway(&stack, Answers::Always).await;
     let token = stack.h.token_with(&["basic.read", READ]).await;
     let before = property(&stack, "bb").await;
     let untouched = property(&stack, "b0").await;
@@ -197,7 +208,7 @@ async fn a_refresh_reads_the_properties_again_and_moves_their_updated_at() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sets_and_refreshes_are_400s_naming_the_field_and_reach_no_device() {
     let stack = Stack::start(|_| {}).await;
-    let (_gw, ac) = gateway(&stack, 0.0).await;
+    let (_gw, ac) = gateway(&stack, Answers::Always).await;
     let token = stack.h.token_with(&["basic.read", READ, WRITE]).await;
     let set = format!("/1/echonetlite/appliances/{ac}/set");
     let refresh = format!("/1/echonetlite/appliances/{ac}/refresh");
@@ -288,7 +299,7 @@ async fn bad_sets_and_refreshes_are_400s_naming_the_field_and_reach_no_device() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_never_answers_leaves_the_call_pending_then_expired() {
     let stack = Stack::start(|b| b.command_ttl_secs = 2).await;
-    let (_gw, ac) = gateway(&stack, 1.0).await;
+    let (_gw, ac) = gateway(&stack, Answers::Never).await;
     let token = stack.h.token_with(&["basic.read", WRITE]).await;
     let set = format!("/1/echonetlite/appliances/{ac}/set");
 
@@ -313,5 +324,37 @@ async fn a_gateway_that_never_answers_leaves_the_call_pending_then_expired() {
     .await;
     r.assert_error(504001);
     assert_eq!(property(&stack, "b3").await["val"], "1a", "nothing changed");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_the_device_fails_is_a_502_with_its_reason_and_changes_nothing() {
+    let stack = Stack::start(|_| {}).await;
+    let (_gw, ac) = gateway(&stack, Answers::Failure).await;
+    let token = stack.h.token_with(&["basic.read", WRITE]).await;
+    let set = format!("/1/echonetlite/appliances/{ac}/set");
+    let r = post(
+        &stack,
+        &token,
+        &set,
+        &[("epc", "b3"), ("val", "14")],
+        Some(10),
+    )
+    .await;
+    r.assert_error(502001);
+    assert!(r.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("did not respond"));
+    let status: String = stack
+        .h
+        .client()
+        .await
+        .query_one("SELECT status FROM commands WHERE kind = 'echonet'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "failed");
+    assert_eq!(property(&stack, "b3").await["val"], "1a");
     stack.stop().await;
 }
