@@ -190,7 +190,23 @@ if h1:
 rows = []
 rows.append(("peak connected (simulator / nodes' device sessions)", f"{fmt(peak_sim)} / {fmt(peak_nodes)}"))
 rows.append(("steady connected at the end of the hold (simulator)", fmt(steady)))
+def slope(samples, lo_frac, hi_frac):
+    """Devices/s between the first samples at lo_frac and hi_frac of DEVICES connected."""
+    t_lo = t_hi = None
+    for r in samples:
+        c = num(r.get("sim_connected"))
+        if c is None:
+            continue
+        if t_lo is None and c >= lo_frac * DEVICES:
+            t_lo, c_lo = float(r["unix_s"]), c
+        if t_lo is not None and c >= hi_frac * DEVICES:
+            t_hi, c_hi = float(r["unix_s"]), c
+            break
+    return (c_hi - c_lo) / (t_hi - t_lo) if t_lo and t_hi and t_hi > t_lo else None
+
+
 rows.append(("time to all connected", f"{fmt(ramp_secs, '{:.1f}')} s" + (f" ({DEVICES / ramp_secs:,.0f}/s)" if ramp_secs else " (not all)")))
+rows.append(("ramp rate between 10 % and 90 % connected (asked: " + params.get("RAMP", "?") + "/s)", f"{fmt(slope(ks, .1, .9))}/s"))
 rows.append(("failed after backoff (devices not connected at the end of the hold)", fmt(DEVICES - steady if steady is not None else None)))
 fails = ksum.get("failures", {})
 rows.append(("failed connection attempts (retried; by reason)", f"{sum(fails.values()):,} {fails if fails else ''}".strip()))
@@ -213,6 +229,26 @@ def window(rows_, lo, hi, inside=True):
     return sel, acked
 
 
+# The node a device was on at the kill: device i starts on node (i mod NODES) + 1
+# and stays there unless a connection attempt failed (then it moves to a
+# random other node), so this holds while no attempt failed before the kill.
+device_of = {}
+try:
+    for line in open(f"{WORK}/appliance-devices.txt"):
+        a, _, d = line.strip().partition("|")
+        device_of[a] = d
+except OSError:
+    pass
+
+
+def on_killed_node(r):
+    d = device_of.get(r.get("appliance", ""), "")
+    try:
+        return int(d.rsplit("-", 1)[1]) % NODES == int(params.get("KILL_NODE", 0)) - 1
+    except (IndexError, ValueError):
+        return False
+
+
 if cmds:
     lo, hi = storm if storm else (0, 0)
     hold_sel, hold_acked = window(cmds, lo, hi, inside=False)
@@ -224,6 +260,12 @@ if cmds:
     if storm:
         rows.append(("command p50 / p99 during the storm (kill → all back + 5 s), ms",
                      f"{fmt(pct(st_acked, .5), '{:.1f}')} / {fmt(pct(st_acked, .99), '{:.1f}')} ({len(st_acked):,} of {len(st_sel):,} acked)"))
+        if device_of:
+            for label, pick in (("devices of the killed node", True), ("devices on the other nodes", False)):
+                sel = [r for r in st_sel if on_killed_node(r) == pick]
+                acked = [float(r["latency_ms"]) for r in sel if r["outcome"] == "acked"]
+                rows.append((f"  storm, {label}: p50 / p99, ms",
+                             f"{fmt(pct(acked, .5), '{:.1f}')} / {fmt(pct(acked, .99), '{:.1f}')} ({len(acked):,} of {len(sel):,} acked within the 5 s wait)"))
     bad = {}
     for r in cmds:
         if r["outcome"] != "acked":
@@ -279,7 +321,7 @@ for k, v in rows:
 p("")
 if r0 and h0 and h1:
     p("CPU, % of the machine's " + str(CORES) + " cores (mean over the period):\n")
-    p("| period | " + " | ".join(GROUPS) + " | total |\n|---" * 1 + "|---" * (len(GROUPS) + 1) + "|")
+    p("| period | " + " | ".join(GROUPS) + " | total | whole machine (other jobs included) |\n|---" * 1 + "|---" * (len(GROUPS) + 2) + "|")
     periods = [("ramp", r0[0], h0[0]), ("hold before the kill", h0[0], kill[0] if kill else h1[0])]
     if kill:
         periods.append(("storm (kill → back + 5 s)", storm[0], min(storm[1], h1[0])))
@@ -287,7 +329,8 @@ if r0 and h0 and h1:
     for name, a, b in periods:
         vals = [cpu_pct(ks, a, b, f"cpu_{g}") for g in GROUPS]
         tot = sum(v for v in vals if v is not None)
-        p(f"| {name} ({b - a:.0f} s) | " + " | ".join(fmt(v, "{:.0f} %") for v in vals) + f" | {tot:.0f} % |")
+        p(f"| {name} ({b - a:.0f} s) | " + " | ".join(fmt(v, "{:.0f} %") for v in vals)
+          + f" | {tot:.0f} % | {fmt(cpu_pct(ks, a, b, 'cpu_machine'), '{:.0f} %')} |")
     p("")
     rss = {g: at(ks, h1[0], f"rss_kib_{g}") for g in GROUPS}
     p("RSS at the end of the hold: " + ", ".join(f"{g} {v / 1024:,.0f} MiB" for g, v in rss.items() if v) + "\n")
@@ -321,7 +364,8 @@ if ms and msum:
     line("peak connected", peak_sim, max((num(r['sim_connected']) or 0 for r in ms), default=None))
     line("connected at the end of the hold (before any kill, Kumo)", pre_kill if kill else steady, msteady)
     line("time to all connected, s", ramp_secs, mramp, "{:.1f}")
-    line("ramp rate, devices/s", DEVICES / ramp_secs if ramp_secs else None, DEVICES / mramp if mramp else None)
+    line("ramp rate (all / time to all connected), devices/s", DEVICES / ramp_secs if ramp_secs else None, DEVICES / mramp if mramp else None)
+    line("ramp rate between 10 % and 90 % connected, devices/s", slope(ks, .1, .9), slope(ms, .1, .9))
     line("failed connection attempts (retried)", kfails, mfails)
     line("drops during the hold (Kumo: before the kill)",
          ((at(ks, kill[0] - 0.01, "sim_drops") or 0) - (drops0 or 0)) if kill else hold_drops, mdrops)
@@ -400,8 +444,12 @@ def plot(samples, ph, t0, path, title, with_cmds):
         xs, ys = cpu_series(samples, f"cpu_{g}")
         if ys and max(ys) > 0.5:
             ax.plot([a - t0 for a in xs], ys, label=g, linewidth=1)
+    xs, ys = cpu_series(samples, "cpu_machine")
+    if ys:
+        ax.plot([a - t0 for a in xs], ys, label="whole machine", color="black", linewidth=0.8, alpha=0.6)
+    ax.set_ylim(0, 105)
     ax.set_ylabel(f"CPU, % of {CORES} cores")
-    ax.legend(loc="upper right", fontsize=8, ncol=5)
+    ax.legend(loc="upper right", fontsize=8, ncol=6)
     ax.grid(alpha=0.3)
     if with_cmds:
         ax = axes[2]

@@ -14,6 +14,7 @@ Reads, every period:
   workers), and `postgres` gathers every process whose working directory is
   under WORK/data (the private PostgreSQL).
 - WORK/sim.err: the simulator's last progress line (connected, failed, drops).
+- /proc/stat: CPU time of the whole machine (so other jobs show up);
 - the database (WORK/db_url), every DB_EVERY_S: rows in `readings`, devices
   `online`.
 
@@ -50,6 +51,14 @@ def proc_stat(pid):
     cpu = (int(fields[11]) + int(fields[12])) / TICK
     rss = int(fields[21]) * PAGE_KIB
     return cpu, rss, int(fields[1])
+
+
+def machine_busy():
+    """CPU seconds all cores spent not idle (any process, this run's or not)."""
+    fields = read("/proc/stat").split("\n", 1)[0].split()[1:]
+    vals = [int(v) for v in fields[:8]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    return (sum(vals) - idle) / TICK
 
 
 def all_procs():
@@ -133,7 +142,7 @@ def main():
     header += [f"sessions_{n[0]}" for n in nodes]
     header += [f"rss_kib_{n[0]}" for n in nodes]
     header += ["cpu_nodes", "rss_kib_nodes"]
-    header += [f"cpu_{g}" for g in groups] + [f"rss_kib_{g}" for g in groups]
+    header += [f"cpu_{g}" for g in groups] + [f"rss_kib_{g}" for g in groups] + ["cpu_machine"]
     header += ["sim_connected", "sim_failed", "sim_drops", "readings_rows", "online_rows"]
     last_db, db = 0.0, ("", "")
     with open(out_path, "w") as out:
@@ -188,6 +197,7 @@ def main():
             row += [str(s) for s in sessions] + [str(r) for r in rss]
             row += [f"{cpu_nodes:.2f}", f"{rss_nodes:.0f}"]
             row += [f"{cpu[g]:.2f}" for g in groups] + [f"{mem[g]:.0f}" for g in groups]
+            row += [f"{machine_busy():.2f}"]
             row += list(sim_progress(work)) + list(db)
             out.write(",".join(row) + "\n")
             out.flush()

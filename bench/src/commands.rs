@@ -97,6 +97,8 @@ impl Outcome {
 struct Sample {
     /// Scheduled start, s after the first scheduled request.
     offset: f64,
+    /// Index of the request (its appliance is `i mod appliances`).
+    index: usize,
     /// Scheduled start to the end of the response (or the failure), ms.
     ms: f64,
     outcome: Outcome,
@@ -134,6 +136,7 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, CommandError> {
             let outcome = one(&client, &plan, appliance, scheduled).await;
             let _ = tx.send(Sample {
                 offset: (at - t0).as_secs_f64(),
+                index: i,
                 ms: scheduled.elapsed().as_secs_f64() * 1000.0,
                 outcome,
             });
@@ -164,7 +167,7 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, CommandError> {
                 Outcome::Acked(ms) => ms,
                 _ => sample.ms,
             };
-            samples.push((sample.offset, ms, sample.outcome.label()));
+            samples.push((sample.offset, sample.index, ms, sample.outcome.label()));
         }
         match sample.outcome {
             Outcome::Acked(ms) => {
@@ -197,7 +200,7 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, CommandError> {
     report.max_ms = latencies.last().copied().unwrap_or(0.0);
     report.mean_ms = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
     if let Some(path) = &plan.samples {
-        write_samples(path, started_unix, &mut samples)
+        write_samples(path, started_unix, &plan.appliances, &mut samples)
             .map_err(|source| CommandError::Samples(path.clone(), source))?;
     }
     Ok(report)
@@ -214,17 +217,23 @@ pub enum CommandError {
     Samples(PathBuf, #[source] std::io::Error),
 }
 
-/// Writes `unix_s,latency_ms,outcome` per request, in scheduled order.
+/// Writes `unix_s,latency_ms,outcome,appliance` per request, in scheduled order.
 fn write_samples(
     path: &std::path::Path,
     started_unix: f64,
-    samples: &mut [(f64, f64, String)],
+    appliances: &[String],
+    samples: &mut [(f64, usize, f64, String)],
 ) -> std::io::Result<()> {
     samples.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "unix_s,latency_ms,outcome")?;
-    for (offset, ms, outcome) in samples.iter() {
-        writeln!(out, "{:.3},{ms:.2},{outcome}", started_unix + offset)?;
+    writeln!(out, "unix_s,latency_ms,outcome,appliance")?;
+    for (offset, i, ms, outcome) in samples.iter() {
+        let appliance = &appliances[i % appliances.len()];
+        writeln!(
+            out,
+            "{:.3},{ms:.2},{outcome},{appliance}",
+            started_unix + offset
+        )?;
     }
     out.flush()
 }
