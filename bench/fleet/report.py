@@ -125,9 +125,30 @@ node_names = [c[len("sessions_"):] for c in (ks[0].keys() if ks else []) if c.st
 # Sessions that are not devices (bridge, tap, peer links), before the sim started.
 pre = [r for r in ks if float(r["unix_s"]) <= t_r0] or ks[:1]
 base = {n: num(pre[-1][f"sessions_{n}"]) or 0 for n in node_names} if ks else {}
+KILLED = f"node-{params.get('KILL_NODE')}"
+
+
+def device_sessions(r):
+    """Device sessions over all nodes: sessions less the bridge's, the tap's and
+    the peer links (counted before the ramp; a dead node's link to each
+    survivor is gone). None when a live node did not answer."""
+    total = 0.0
+    for n in node_names:
+        v = num(r[f"sessions_{n}"])
+        if v is None:
+            return None
+        if v == 0:
+            continue
+        dead_peer = 1 if (n != KILLED and num(r.get(f"sessions_{KILLED}")) == 0 and kill_t is not None
+                          and float(r["unix_s"]) > kill_t) else 0
+        total += max(0.0, v - (base[n] - dead_peer))
+    return total
+
+
+kill_t = ev("kill")[0] if ev("kill") else None
 for r in ks:
-    r["device_sessions"] = str(sum(max(0.0, (num(r[f"sessions_{n}"]) or 0) - base[n])
-                                   for n in node_names if (num(r[f"sessions_{n}"]) or 0) > 0))
+    d = device_sessions(r)
+    r["device_sessions"] = "" if d is None else str(d)
 
 p(f"## Fleet run: {DEVICES:,} devices, {NODES} Kumo nodes\n")
 p("Parameters: " + " ".join(f"{k}={v}" for k, v in params.items()) + "\n")
@@ -140,7 +161,7 @@ steady = at(ks, h1[0], "sim_connected") if h1 else None
 drops0 = at(ks, h0[0], "sim_drops") if h0 else None
 drops1 = at(ks, h1[0], "sim_drops") if h1 else None
 
-killed_devices = back_secs = pre_kill = None
+killed_devices = back_secs = pre_kill = back_nodes = online_min = None
 if kill:
     k_node = f"node-{params.get('KILL_NODE')}"
     words = kill[2].split()
@@ -159,6 +180,18 @@ if kill:
         if dipped and c >= pre_kill:
             back_secs = t - kill[0]
             break
+    # The nodes' view: device sessions over the live nodes back at the count
+    # before the kill (their metrics are read at once, without the lag).
+    back_nodes = None
+    pre_nodes = at(ks, kill[0] - 0.01, "device_sessions")
+    for r in ks:
+        t, c = float(r["unix_s"]), num(r["device_sessions"])
+        if t > kill[0] and c is not None and pre_nodes and c >= pre_nodes:
+            back_nodes = t - kill[0]
+            break
+    online_min = min((num(r["online_rows"]) for r in ks
+                      if kill[0] <= float(r["unix_s"]) <= (h1[0] if h1 else 1e18) and num(r["online_rows"]) is not None),
+                     default=None)
 hold_drops = (drops1 - drops0) if drops0 is not None and drops1 is not None else None
 
 def tap_total(name):
@@ -266,6 +299,24 @@ if cmds:
                 acked = [float(r["latency_ms"]) for r in sel if r["outcome"] == "acked"]
                 rows.append((f"  storm, {label}: p50 / p99, ms",
                              f"{fmt(pct(acked, .5), '{:.1f}')} / {fmt(pct(acked, .99), '{:.1f}')} ({len(acked):,} of {len(sel):,} acked within the 5 s wait)"))
+    # Where the time went, from the command rows (created = the REST
+    # transaction, sent = the node's PUBACK to the bridge (the last send),
+    # completed = the device's ack stored).
+    crow = load_csv("command-rows.csv")
+    if crow:
+        def stages(lo_, hi_, inside):
+            sel = [r for r in crow if num(r["created"]) and (lo_ <= float(r["created"]) < hi_) == inside
+                   and (cmd0 is None or float(r["created"]) >= cmd0[0] - 1)]
+            cs = [1000 * (float(r["sent"]) - float(r["created"])) for r in sel if num(r["sent"]) is not None]
+            sc = [1000 * (float(r["completed"]) - float(r["sent"])) for r in sel
+                  if num(r["sent"]) is not None and num(r["completed"]) is not None]
+            resent = sum(1 for r in sel if (num(r["attempts"]) or 0) > 1)
+            return (f"created → sent {fmt(pct(cs, .5), '{:.1f}')} / {fmt(pct(cs, .99), '{:.1f}')}, "
+                    f"sent → ack stored {fmt(pct(sc, .5), '{:.1f}')} / {fmt(pct(sc, .99), '{:.1f}')} "
+                    f"({len(sel):,} rows, {resent:,} sent more than once)")
+        rows.append(("command stages p50 / p99 (ms), hold", stages(lo, hi, False)))
+        if storm:
+            rows.append(("command stages p50 / p99 (ms), storm", stages(lo, hi, True)))
     bad = {}
     for r in cmds:
         if r["outcome"] != "acked":
@@ -274,7 +325,10 @@ if cmds:
         rows.append(("commands not acked, by outcome", str(bad)))
 if kill:
     rows.append(("killed node's devices", fmt(killed_devices)))
-    rows.append(("time until the killed node's devices are all back", f"{fmt(back_secs, '{:.1f}')} s" if back_secs is not None else "never (within the hold)"))
+    rows.append(("time until the killed node's devices are all back (simulator's view / nodes' sessions)",
+                 (f"{fmt(back_secs, '{:.1f}')} s" if back_secs is not None else "never (within the hold)")
+                 + f" / {fmt(back_nodes, '{:.1f}')} s"))
+    rows.append(("presence rows online, lowest from the kill to the end of the hold", fmt(online_min)))
 
 # Memory per connection of every node, just before the kill (all alive).
 t_mem = (kill[0] - 0.01) if kill else (h1[0] if h1 else None)
@@ -334,6 +388,13 @@ if r0 and h0 and h1:
     p("")
     rss = {g: at(ks, h1[0], f"rss_kib_{g}") for g in GROUPS}
     p("RSS at the end of the hold: " + ", ".join(f"{g} {v / 1024:,.0f} MiB" for g, v in rss.items() if v) + "\n")
+
+try:
+    pg = [l for l in open(f"{WORK}/pg-tables.txt") if l.strip()]
+    p("PostgreSQL table scans over the run (`pg_stat_user_tables`, most rows read by sequential scans first):\n")
+    p("```\n" + "".join(pg[:6]) + "```\n")
+except OSError:
+    pass
 
 # ------------------------------------------------------------------ Mosquitto
 ms = load_csv("mosquitto-samples.csv")

@@ -332,6 +332,10 @@ done
 stop_pid "$TAP" TERM
 event drained "readings $(sql "SELECT count(*) FROM readings")"
 sql "SELECT status, count(*) FROM commands GROUP BY status" >"$WORK/command-statuses.txt" || true
+# Each command's stages (created = the REST transaction, sent = the node's
+# PUBACK to the bridge, completed = the device's ack stored), for the report.
+rows_sql="SELECT extract(epoch FROM created_at) AS created, extract(epoch FROM sent_at) AS sent, extract(epoch FROM completed_at) AS completed, status, attempts, node_id FROM commands ORDER BY created_at"
+psql "$DB_URL" -X -q -c "\\copy ($rows_sql) TO '$WORK/command-rows.csv' CSV HEADER" || true
 # Where PostgreSQL's time went: scans per table (no pg_stat_statements here).
 psql "$DB_URL" -X -c "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_live_tup, n_tup_ins, n_tup_upd,
     last_autoanalyze, last_autovacuum FROM pg_stat_user_tables ORDER BY seq_tup_read DESC LIMIT 12" \

@@ -6,7 +6,8 @@ Usage: sample.py WORK OUT.csv PERIOD_S [DB_EVERY_S]
 Reads, every period:
 - WORK/nodes.txt: one `name pid mqtt_port http_port` line per node (http_port
   `-` for Mosquitto): device sessions from the node's Prometheus metrics
-  (`kumo_broker_sessions_open`, `kumo_broker_connects_shed_total`), or for
+  (`kumo_broker_sessions_open`, `kumo_broker_connects_shed_total`; empty when
+  the node does not answer within 2 s), or for
   Mosquitto its established sockets on the MQTT port (`ss`); RSS and CPU
   (utime + stime, all threads) from /proc. A node whose pid is gone reads 0.
 - WORK/groups.txt: one `group pid` line per process to account for (bridge,
@@ -15,8 +16,8 @@ Reads, every period:
   under WORK/data (the private PostgreSQL).
 - WORK/sim.err: the simulator's last progress line (connected, failed, drops).
 - /proc/stat: CPU time of the whole machine (so other jobs show up);
-- the database (WORK/db_url), every DB_EVERY_S: rows in `readings`, devices
-  `online`.
+- the database (WORK/db_url): devices `online` every period, rows in
+  `readings` every DB_EVERY_S.
 
 Columns are cumulative where that is natural (CPU seconds, counters); the
 report turns them into rates. Stops when WORK/sample.stop exists.
@@ -117,14 +118,17 @@ def sim_progress(work):
     return "", "", ""
 
 
-def db_counts(work):
+def db_counts(work, with_readings):
+    """(rows in readings or "", devices online); count(*) of readings is the
+    costly one, so it is taken less often."""
     url = read(f"{work}/db_url").strip()
     if not url:
         return "", ""
+    readings = "(SELECT count(*) FROM readings)" if with_readings else "NULL"
     try:
         out = subprocess.run(
             ["psql", url, "-X", "-q", "-At", "-c",
-             "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM devices WHERE online)"],
+             f"SELECT {readings}, (SELECT count(*) FROM devices WHERE online)"],
             capture_output=True, text=True, timeout=20,
         ).stdout.strip()
         rows, online = out.split("|")
@@ -167,9 +171,10 @@ def main():
                 if http == "-":
                     sessions.append(established(port))
                 else:
-                    m = metrics(http) or {}
-                    sessions.append(int(m.get("kumo_broker_sessions_open", 0)))
-                    shed += m.get("kumo_broker_connects_shed_total", 0)
+                    # A node too busy to answer within 2 s reads as unknown, not 0.
+                    m = metrics(http)
+                    sessions.append(None if m is None else int(m.get("kumo_broker_sessions_open", 0)))
+                    shed += (m or {}).get("kumo_broker_connects_shed_total", 0)
             members = {g: set() for g in groups}
             # The private PostgreSQL is a child of `kumo up`: its own group.
             data_dir = f"{work}/data"
@@ -191,17 +196,19 @@ def main():
                         stack.extend(children.get(p, []))
             cpu = {g: sum(procs[p][0] for p in members[g]) for g in groups}
             mem = {g: sum(procs[p][1] for p in members[g]) for g in groups}
-            if t0 - last_db >= db_every:
-                db, last_db = db_counts(work), t0
-            row = [f"{t0:.3f}", str(sum(sessions)), f"{shed:.0f}"]
-            row += [str(s) for s in sessions] + [str(r) for r in rss]
+            with_readings = t0 - last_db >= db_every
+            db = db_counts(work, with_readings)
+            if with_readings:
+                last_db = t0
+            known = None not in sessions
+            row = [f"{t0:.3f}", str(sum(sessions)) if known else "", f"{shed:.0f}"]
+            row += ["" if s is None else str(s) for s in sessions] + [str(r) for r in rss]
             row += [f"{cpu_nodes:.2f}", f"{rss_nodes:.0f}"]
             row += [f"{cpu[g]:.2f}" for g in groups] + [f"{mem[g]:.0f}" for g in groups]
             row += [f"{machine_busy():.2f}"]
             row += list(sim_progress(work)) + list(db)
             out.write(",".join(row) + "\n")
             out.flush()
-            db = ("", "")
             time.sleep(max(0.05, period - (time.time() - t0)))
 
 
