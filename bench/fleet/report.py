@@ -155,7 +155,7 @@ p("Parameters: " + " ".join(f"{k}={v}" for k, v in params.items()) + "\n")
 
 sim_conn = [(float(r["unix_s"]), num(r["sim_connected"])) for r in ks if num(r["sim_connected"]) is not None]
 peak_sim = max((c for _, c in sim_conn), default=None)
-peak_nodes = max((num(r["device_sessions"]) for r in ks), default=None)
+peak_nodes = max((v for v in (num(r["device_sessions"]) for r in ks) if v is not None), default=None)
 ramp_secs = ksum.get("ramp_secs")
 steady = at(ks, h1[0], "sim_connected") if h1 else None
 drops0 = at(ks, h0[0], "sim_drops") if h0 else None
@@ -275,7 +275,10 @@ except OSError:
 
 
 def on_killed_node(r):
-    d = device_of.get(r.get("appliance", ""), "")
+    return on_device_killed(device_of.get(r.get("appliance", ""), ""))
+
+
+def on_device_killed(d):
     try:
         return int(d.rsplit("-", 1)[1]) % NODES == int(params.get("KILL_NODE", 0)) - 1
     except (IndexError, ValueError):
@@ -317,6 +320,12 @@ if cmds:
         rows.append(("command stages p50 / p99 (ms), hold", stages(lo, hi, False)))
         if storm:
             rows.append(("command stages p50 / p99 (ms), storm", stages(lo, hi, True)))
+            if crow and "device_id" in crow[0]:
+                every = crow
+                for label, pick in (("devices of the killed node", True), ("devices on the other nodes", False)):
+                    crow = [r for r in every if on_device_killed(r["device_id"]) == pick]
+                    rows.append((f"  storm stages, {label}", stages(lo, hi, True)))
+                crow = every
     bad = {}
     for r in cmds:
         if r["outcome"] != "acked":
@@ -386,6 +395,11 @@ if r0 and h0 and h1:
         p(f"| {name} ({b - a:.0f} s) | " + " | ".join(fmt(v, "{:.0f} %") for v in vals)
           + f" | {tot:.0f} % | {fmt(cpu_pct(ks, a, b, 'cpu_machine'), '{:.0f} %')} |")
     p("")
+    per = {g: 1000 * cpu_secs(ks, r0[0], h0[0], f"cpu_{g}") / DEVICES for g in GROUPS}
+    p("CPU per device connected during the ramp (CPU seconds of the ramp / devices): "
+      + ", ".join(f"{g} {v:.2f} ms" for g, v in per.items())
+      + f"; together {sum(per.values()):.2f} ms, so {CORES} cores connect at most "
+      + f"~{CORES * 1000 / sum(per.values()):,.0f} devices/s with nothing else running.\n")
     rss = {g: at(ks, h1[0], f"rss_kib_{g}") for g in GROUPS}
     p("RSS at the end of the hold: " + ", ".join(f"{g} {v / 1024:,.0f} MiB" for g, v in rss.items() if v) + "\n")
 
@@ -422,7 +436,7 @@ if ms and msum:
         ratio = f"{k / m:.2f}" if k is not None and m else "–"
         p(f"| {name} | {fmt(k, f)} | {fmt(m, f)} | {ratio} |")
 
-    line("peak connected", peak_sim, max((num(r['sim_connected']) or 0 for r in ms), default=None))
+    line("peak connected", peak_sim, max((num(r["sim_connected"]) or 0 for r in ms), default=None))
     line("connected at the end of the hold (before any kill, Kumo)", pre_kill if kill else steady, msteady)
     line("time to all connected, s", ramp_secs, mramp, "{:.1f}")
     line("ramp rate (all / time to all connected), devices/s", DEVICES / ramp_secs if ramp_secs else None, DEVICES / mramp if mramp else None)

@@ -48,7 +48,7 @@ KILL_AT=${KILL_AT:-180}         # s into the hold when a node is killed (0 = nev
 KILL_NODE=${KILL_NODE:-$NODES}  # which node (1-based)
 DRAIN=${DRAIN:-60}              # s allowed for the last readings to land
 SAMPLE_SECS=${SAMPLE_SECS:-1}   # sampling period
-DB_SAMPLE_SECS=${DB_SAMPLE_SECS:-5}  # period of the database counts (count(*) of readings costs PostgreSQL CPU)
+DB_SAMPLE_SECS=${DB_SAMPLE_SECS:-30} # period of count(*) of readings (costly at scale; devices online is read every SAMPLE_SECS)
 MOSQUITTO=${MOSQUITTO:-1}       # 1 = also run the ramp and hold against Mosquitto
 MOSQ_HOLD_SECS=${MOSQ_HOLD_SECS:-120}
 METER_FRACTION=${METER_FRACTION:-0.1}  # share of smart-meter gateways (the sim's default)
@@ -56,6 +56,7 @@ NODE_MAX=${NODE_MAX:-19000}     # sessions one node accepts (the open-file limit
 BASE_PORT=${BASE_PORT:-28900}   # node i listens on BASE_PORT+i, metrics on BASE_PORT+1000+i
 BRIDGE_PORT=${BRIDGE_PORT:-28080}
 PROVISION_PORT=${PROVISION_PORT:-28443}
+KEEP_DATA=${KEEP_DATA:-0}       # 1 = keep WORK/data (PKI and database) after the run
 VENV=${VENV:-$ROOT/target/fleet-venv}
 WORK=${WORK:-$(mktemp -d /tmp/kumo-bench-fleet.XXXXXX)}
 
@@ -67,8 +68,14 @@ command -v psql >/dev/null || { echo "missing psql (PostgreSQL client)" >&2; exi
 if [[ $MOSQUITTO == 1 && ! -x $MOSQUITTO_BIN ]]; then
   echo "missing $MOSQUITTO_BIN: apt-get install -y mosquitto (or MOSQUITTO=0)" >&2; exit 1
 fi
-if (( (DEVICES + NODES - 2) / (NODES - 1) > NODE_MAX )); then
-  echo "after the kill, $DEVICES devices do not fit on $((NODES - 1)) nodes of $NODE_MAX: raise NODES" >&2
+if (( KILL_AT > 0 )); then
+  (( NODES >= 2 )) || { echo "killing a node needs NODES >= 2 (or KILL_AT=0)" >&2; exit 1; }
+  if (( (DEVICES + NODES - 2) / (NODES - 1) > NODE_MAX )); then
+    echo "after the kill, $DEVICES devices do not fit on $((NODES - 1)) nodes of $NODE_MAX: raise NODES" >&2
+    exit 1
+  fi
+elif (( (DEVICES + NODES - 1) / NODES > NODE_MAX )); then
+  echo "$DEVICES devices do not fit on $NODES nodes of $NODE_MAX: raise NODES" >&2
   exit 1
 fi
 # The plot needs matplotlib: a venv of its own unless python3 already has it.
@@ -334,7 +341,7 @@ event drained "readings $(sql "SELECT count(*) FROM readings")"
 sql "SELECT status, count(*) FROM commands GROUP BY status" >"$WORK/command-statuses.txt" || true
 # Each command's stages (created = the REST transaction, sent = the node's
 # PUBACK to the bridge, completed = the device's ack stored), for the report.
-rows_sql="SELECT extract(epoch FROM created_at) AS created, extract(epoch FROM sent_at) AS sent, extract(epoch FROM completed_at) AS completed, status, attempts, node_id FROM commands ORDER BY created_at"
+rows_sql="SELECT extract(epoch FROM created_at) AS created, extract(epoch FROM sent_at) AS sent, extract(epoch FROM completed_at) AS completed, status, attempts, node_id, device_id FROM commands ORDER BY created_at"
 psql "$DB_URL" -X -q -c "\\copy ($rows_sql) TO '$WORK/command-rows.csv' CSV HEADER" || true
 # Where PostgreSQL's time went: scans per table (no pg_stat_statements here).
 psql "$DB_URL" -X -c "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_live_tup, n_tup_ins, n_tup_upd,
@@ -373,4 +380,7 @@ else
 fi
 
 "$PY" "$HERE/report.py" "$WORK" | tee "$WORK/results.md"
+# The PKI (a certificate per device) and the database take ~1 GB per 40,000
+# devices; the CSV files, logs and plots stay.
+[[ $KEEP_DATA == 1 ]] || rm -rf "$WORK/data"
 log "done; load $(cut -d' ' -f1-3 /proc/loadavg); raw files and plots in $WORK"
