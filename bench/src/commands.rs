@@ -6,9 +6,14 @@
 //! so HTTP connections, which keep-alive reuses) are open at once: an
 //! overloaded bridge makes later requests wait in the client, where their
 //! latency still counts, instead of exhausting either side's descriptors.
+//! With `samples`, every request's scheduled time, latency and outcome also
+//! go to a CSV file, so a longer run can be split into periods (the fleet
+//! benchmark's hold vs the storm after a node is killed) and plotted.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -32,6 +37,8 @@ pub struct CommandPlan {
     pub timeout: Duration,
     /// Most requests (and connections) open at once.
     pub max_in_flight: usize,
+    /// Where to write one CSV line per request, if anywhere.
+    pub samples: Option<PathBuf>,
 }
 
 /// Latency figures of one run, in ms.
@@ -63,6 +70,8 @@ pub struct CommandReport {
     pub max_ms: f64,
     /// Mean latency of acked requests, in ms.
     pub mean_ms: f64,
+    /// Wall-clock time (Unix s) of the first scheduled request.
+    pub started_unix: f64,
 }
 
 enum Outcome {
@@ -72,8 +81,31 @@ enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// The outcome's column in the samples file.
+    fn label(&self) -> String {
+        match self {
+            Outcome::Acked(_) => "acked".into(),
+            Outcome::NotAcked => "not_acked".into(),
+            Outcome::Http(code) => format!("http_{code}"),
+            Outcome::Failed(_) => "failed".into(),
+        }
+    }
+}
+
+/// One request as the samples file records it.
+struct Sample {
+    /// Scheduled start, s after the first scheduled request.
+    offset: f64,
+    /// Index of the request (its appliance is `i mod appliances`).
+    index: usize,
+    /// Scheduled start to the end of the response (or the failure), ms.
+    ms: f64,
+    outcome: Outcome,
+}
+
 /// Runs the plan and returns the figures.
-pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
+pub async fn run(plan: CommandPlan) -> Result<CommandReport, CommandError> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(plan.max_in_flight)
         .tcp_nodelay(true)
@@ -84,6 +116,10 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
     let total = (plan.rate * plan.duration.as_secs_f64()).round() as usize;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let t0 = tokio::time::Instant::now();
     for i in 0..total {
         let at = t0 + Duration::from_secs_f64(i as f64 / plan.rate);
@@ -96,8 +132,14 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
                 return;
             };
             let appliance = &plan.appliances[i % plan.appliances.len()];
-            let outcome = one(&client, &plan, appliance, at.into_std()).await;
-            let _ = tx.send(outcome);
+            let scheduled = at.into_std();
+            let outcome = one(&client, &plan, appliance, scheduled).await;
+            let _ = tx.send(Sample {
+                offset: (at - t0).as_secs_f64(),
+                index: i,
+                ms: scheduled.elapsed().as_secs_f64() * 1000.0,
+                outcome,
+            });
         });
     }
     drop(tx);
@@ -115,10 +157,19 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
         p99_ms: 0.0,
         max_ms: 0.0,
         mean_ms: 0.0,
+        started_unix,
     };
     let mut latencies = Vec::with_capacity(total);
-    while let Some(outcome) = rx.recv().await {
-        match outcome {
+    let mut samples = Vec::with_capacity(if plan.samples.is_some() { total } else { 0 });
+    while let Some(sample) = rx.recv().await {
+        if plan.samples.is_some() {
+            let ms = match sample.outcome {
+                Outcome::Acked(ms) => ms,
+                _ => sample.ms,
+            };
+            samples.push((sample.offset, sample.index, ms, sample.outcome.label()));
+        }
+        match sample.outcome {
             Outcome::Acked(ms) => {
                 report.acked += 1;
                 latencies.push(ms);
@@ -148,7 +199,43 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, reqwest::Error> {
     report.p99_ms = pct(0.99);
     report.max_ms = latencies.last().copied().unwrap_or(0.0);
     report.mean_ms = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+    if let Some(path) = &plan.samples {
+        write_samples(path, started_unix, &plan.appliances, &mut samples)
+            .map_err(|source| CommandError::Samples(path.clone(), source))?;
+    }
     Ok(report)
+}
+
+/// Why a run could not be made or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The HTTP client could not be built.
+    #[error("building the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The samples file could not be written.
+    #[error("writing {0}: {1}")]
+    Samples(PathBuf, #[source] std::io::Error),
+}
+
+/// Writes `unix_s,latency_ms,outcome,appliance` per request, in scheduled order.
+fn write_samples(
+    path: &std::path::Path,
+    started_unix: f64,
+    appliances: &[String],
+    samples: &mut [(f64, usize, f64, String)],
+) -> std::io::Result<()> {
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "unix_s,latency_ms,outcome,appliance")?;
+    for (offset, i, ms, outcome) in samples.iter() {
+        let appliance = &appliances[i % appliances.len()];
+        writeln!(
+            out,
+            "{:.3},{ms:.2},{outcome},{appliance}",
+            started_unix + offset
+        )?;
+    }
+    out.flush()
 }
 
 async fn one(

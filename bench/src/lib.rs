@@ -9,7 +9,9 @@
 //! It also drives the bridge benchmark (`bench/bridge/run.sh`): QoS 1 sensor
 //! readings at a target rate (`publish`) and REST command round trips
 //! (`commands`), and times what peering between nodes adds to a message's
-//! way (`peer-hop`, `bench/peering/run.sh`). Results go to `BENCHMARKS.md`.
+//! way (`peer-hop`, `bench/peering/run.sh`). For the fleet benchmark
+//! (`bench/fleet/run.sh`), `tap` counts the readings every node accepted and
+//! `commands --samples` records each request. Results go to `BENCHMARKS.md`.
 
 pub mod commands;
 pub mod devices;
@@ -19,5 +21,6 @@ pub mod mqtt;
 pub mod peer_hop;
 pub mod procstat;
 pub mod publish;
+pub mod tap;
 
 pub use error::BenchError;

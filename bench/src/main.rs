@@ -38,6 +38,25 @@ enum Command {
     /// Time readings and commands between an integration and devices on its
     /// own node and on a peer node.
     PeerHop(PeerHopArgs),
+    /// Count the sensor and meter readings every node accepts (a service
+    /// subscriber per node), cumulative per node each second, into a CSV file.
+    Tap(TapArgs),
+}
+
+#[derive(Debug, Args)]
+struct TapArgs {
+    /// Kumo PKI directory (its CA issues the tap's service certificate).
+    #[arg(long)]
+    pki: PathBuf,
+    /// Every node, `host:port`, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+    /// CSV file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Stop after this many seconds (or at SIGTERM / Ctrl-C).
+    #[arg(long, default_value_t = 3_600)]
+    duration: u64,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +125,10 @@ struct CommandArgs {
     /// Most requests (HTTP connections) open at once.
     #[arg(long, default_value_t = 512)]
     max_in_flight: usize,
+    /// Also write one CSV line per request (scheduled Unix time, latency,
+    /// outcome) to this file.
+    #[arg(long)]
+    samples: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -160,22 +183,48 @@ fn main() -> anyhow::Result<()> {
         Command::Publish(args) => runtime.block_on(publish(args)),
         Command::Commands(args) => runtime.block_on(commands(args)),
         Command::PeerHop(args) => runtime.block_on(peer_hop(args)),
+        Command::Tap(args) => runtime.block_on(tap(args)),
     }
 }
 
-async fn peer_hop(args: PeerHopArgs) -> anyhow::Result<()> {
-    let split = |s: &str| -> anyhow::Result<(String, u16)> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .with_context(|| format!("{s} is not host:port"))?;
-        Ok((
-            host.to_string(),
-            port.parse().with_context(|| format!("port of {s}"))?,
-        ))
+fn host_port(s: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s} is not host:port"))?;
+    Ok((
+        host.to_string(),
+        port.parse().with_context(|| format!("port of {s}"))?,
+    ))
+}
+
+async fn tap(args: TapArgs) -> anyhow::Result<()> {
+    let nodes = args
+        .nodes
+        .iter()
+        .map(|n| host_port(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
     };
+    let plan = kumo_bench::tap::Plan {
+        nodes,
+        out: args.out,
+        duration: Duration::from_secs(args.duration),
+    };
+    let (sensors, meter) = kumo_bench::tap::run(&args.pki, plan, stop).await?;
+    println!("{{\"sensor_msgs\":{sensors},\"meter_readings\":{meter}}}");
+    Ok(())
+}
+
+async fn peer_hop(args: PeerHopArgs) -> anyhow::Result<()> {
     let plan = kumo_bench::peer_hop::Plan {
-        local: split(&args.local)?,
-        remote: split(&args.remote)?,
+        local: host_port(&args.local)?,
+        remote: host_port(&args.remote)?,
         rate: args.rate,
         duration: Duration::from_secs(args.duration),
     };
@@ -257,10 +306,9 @@ async fn commands(args: CommandArgs) -> anyhow::Result<()> {
         wait_secs: args.wait,
         timeout: Duration::from_secs(args.timeout),
         max_in_flight: args.max_in_flight,
+        samples: args.samples,
     };
-    let report = kumo_bench::commands::run(plan)
-        .await
-        .context("building the HTTP client")?;
+    let report = kumo_bench::commands::run(plan).await?;
     println!(
         "{}",
         serde_json::to_string(&report).context("encoding the report")?

@@ -272,7 +272,10 @@ fn mqtt(message: String) -> BenchError {
     }
 }
 
-fn client_config(ca_pem: &[u8], issued: Issued) -> Result<Arc<ClientConfig>, BenchError> {
+pub(crate) fn client_config(
+    ca_pem: &[u8],
+    issued: Issued,
+) -> Result<Arc<ClientConfig>, BenchError> {
     let pem = |message: String| BenchError::Pem {
         path: "issued".into(),
         message,
@@ -293,7 +296,11 @@ fn client_config(ca_pem: &[u8], issued: Issued) -> Result<Arc<ClientConfig>, Ben
     Ok(Arc::new(config))
 }
 
-fn client(id: &str, node: &(String, u16), tls: Arc<ClientConfig>) -> (AsyncClient, EventLoop) {
+pub(crate) fn client(
+    id: &str,
+    node: &(String, u16),
+    tls: Arc<ClientConfig>,
+) -> (AsyncClient, EventLoop) {
     let mut opts = MqttOptions::new(id, node.0.clone(), node.1);
     opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)))
         .set_keep_alive(Duration::from_secs(30))

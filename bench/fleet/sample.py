@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Samples a running fleet once per period into a CSV file (bench/fleet/run.sh).
+
+Usage: sample.py WORK OUT.csv PERIOD_S [DB_EVERY_S]
+
+Reads, every period:
+- WORK/nodes.txt: one `name pid mqtt_port http_port` line per node (http_port
+  `-` for Mosquitto): device sessions from the node's Prometheus metrics
+  (`kumo_broker_sessions_open`, `kumo_broker_connects_shed_total`; empty when
+  the node does not answer within 2 s), or for
+  Mosquitto its established sockets on the MQTT port (`ss`); RSS and CPU
+  (utime + stime, all threads) from /proc. A node whose pid is gone reads 0.
+- WORK/groups.txt: one `group pid` line per process to account for (bridge,
+  sim, tools); a process's children are added to its group (the simulator's
+  workers), and `postgres` gathers every process whose working directory is
+  under WORK/data (the private PostgreSQL).
+- WORK/sim.err: the simulator's last progress line (connected, failed, drops).
+- /proc/stat: CPU time of the whole machine (so other jobs show up);
+- the database (WORK/db_url): devices `online` every period, rows in
+  `readings` every DB_EVERY_S.
+
+Columns are cumulative where that is natural (CPU seconds, counters); the
+report turns them into rates. Stops when WORK/sample.stop exists.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def proc_stat(pid):
+    """(cpu seconds, rss KiB, ppid) of pid, or None."""
+    s = read(f"/proc/{pid}/stat")
+    if not s:
+        return None
+    fields = s[s.rfind(")") + 2:].split()
+    # fields[0] is state (field 3); utime/stime are fields 14/15, rss 24, ppid 4.
+    cpu = (int(fields[11]) + int(fields[12])) / TICK
+    rss = int(fields[21]) * PAGE_KIB
+    return cpu, rss, int(fields[1])
+
+
+def machine_busy():
+    """CPU seconds all cores spent not idle (any process, this run's or not)."""
+    fields = read("/proc/stat").split("\n", 1)[0].split()[1:]
+    vals = [int(v) for v in fields[:8]]
+    idle = vals[3] + vals[4]  # idle + iowait
+    return (sum(vals) - idle) / TICK
+
+
+def all_procs():
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(d)
+            if st:
+                out[int(d)] = st
+    return out
+
+
+def metrics(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    vals = {}
+    for line in text.splitlines():
+        if line.startswith("kumo_broker_sessions_open ") or line.startswith(
+            "kumo_broker_connects_shed_total "
+        ):
+            k, v = line.split()[:2]
+            vals[k] = float(v)
+    return vals
+
+
+def established(port):
+    try:
+        out = subprocess.run(
+            ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout
+    except Exception:
+        return 0
+    return sum(1 for l in out.splitlines() if l.strip())
+
+
+PROGRESS = re.compile(r"connected (\d+)/(\d+).*?failed (\d+).*?drops (\d+)")
+
+
+def sim_progress(work):
+    """(connected, failed attempts, drops) from the last progress line."""
+    try:
+        with open(f"{work}/sim.err", "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return "", "", ""
+    for line in reversed(tail.splitlines()):
+        m = PROGRESS.search(line)
+        if m:
+            return m.group(1), m.group(3), m.group(4)
+    return "", "", ""
+
+
+def db_counts(work, with_readings):
+    """(rows in readings or "", devices online); count(*) of readings is the
+    costly one, so it is taken less often."""
+    url = read(f"{work}/db_url").strip()
+    if not url:
+        return "", ""
+    readings = "(SELECT count(*) FROM readings)" if with_readings else "NULL"
+    try:
+        out = subprocess.run(
+            ["psql", url, "-X", "-q", "-At", "-c",
+             f"SELECT {readings}, (SELECT count(*) FROM devices WHERE online)"],
+            capture_output=True, text=True, timeout=20,
+        ).stdout.strip()
+        rows, online = out.split("|")
+        return rows, online
+    except Exception:
+        return "", ""
+
+
+def main():
+    work, out_path, period = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    db_every = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
+    nodes = [l.split() for l in read(f"{work}/nodes.txt").splitlines() if l.strip()]
+    groups = ["bridge", "postgres", "sim", "tools"]
+    header = ["unix_s", "sessions_total", "shed_total"]
+    header += [f"sessions_{n[0]}" for n in nodes]
+    header += [f"rss_kib_{n[0]}" for n in nodes]
+    header += ["cpu_nodes", "rss_kib_nodes"]
+    header += [f"cpu_{g}" for g in groups] + [f"rss_kib_{g}" for g in groups] + ["cpu_machine"]
+    header += ["sim_connected", "sim_failed", "sim_drops", "readings_rows", "online_rows"]
+    last_db, db = 0.0, ("", "")
+    with open(out_path, "w") as out:
+        out.write(",".join(header) + "\n")
+        while not os.path.exists(f"{work}/sample.stop"):
+            t0 = time.time()
+            procs = all_procs()
+            children = {}
+            for pid, (_, _, ppid) in procs.items():
+                children.setdefault(ppid, []).append(pid)
+            sessions, rss, shed = [], [], 0.0
+            cpu_nodes = rss_nodes = 0.0
+            for name, pid, port, http in nodes:
+                st = procs.get(int(pid))
+                if st is None:
+                    sessions.append(0)
+                    rss.append(0)
+                    continue
+                cpu_nodes += st[0]
+                rss_nodes += st[1]
+                rss.append(st[1])
+                if http == "-":
+                    sessions.append(established(port))
+                else:
+                    # A node too busy to answer within 2 s reads as unknown, not 0.
+                    m = metrics(http)
+                    sessions.append(None if m is None else int(m.get("kumo_broker_sessions_open", 0)))
+                    shed += (m or {}).get("kumo_broker_connects_shed_total", 0)
+            members = {g: set() for g in groups}
+            # The private PostgreSQL is a child of `kumo up`: its own group.
+            data_dir = f"{work}/data"
+            for pid in procs:
+                try:
+                    if os.readlink(f"/proc/{pid}/cwd").startswith(data_dir):
+                        members["postgres"].add(pid)
+                except OSError:
+                    pass
+            for line in read(f"{work}/groups.txt").splitlines():
+                parts = line.split()
+                if len(parts) != 2 or parts[0] not in members:
+                    continue
+                stack = [int(parts[1])]
+                while stack:
+                    p = stack.pop()
+                    if p in procs and p not in members[parts[0]] and p not in members["postgres"]:
+                        members[parts[0]].add(p)
+                        stack.extend(children.get(p, []))
+            cpu = {g: sum(procs[p][0] for p in members[g]) for g in groups}
+            mem = {g: sum(procs[p][1] for p in members[g]) for g in groups}
+            with_readings = t0 - last_db >= db_every
+            db = db_counts(work, with_readings)
+            if with_readings:
+                last_db = t0
+            known = None not in sessions
+            row = [f"{t0:.3f}", str(sum(sessions)) if known else "", f"{shed:.0f}"]
+            row += ["" if s is None else str(s) for s in sessions] + [str(r) for r in rss]
+            row += [f"{cpu_nodes:.2f}", f"{rss_nodes:.0f}"]
+            row += [f"{cpu[g]:.2f}" for g in groups] + [f"{mem[g]:.0f}" for g in groups]
+            row += [f"{machine_busy():.2f}"]
+            row += list(sim_progress(work)) + list(db)
+            out.write(",".join(row) + "\n")
+            out.flush()
+            time.sleep(max(0.05, period - (time.time() - t0)))
+
+
+if __name__ == "__main__":
+    main()
