@@ -205,24 +205,13 @@ pub async fn meter_properties(
     client: &impl GenericClient,
     device_ids: &[String],
 ) -> Result<HashMap<String, Vec<Value>>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT device_id, epc, name, val, updated_at FROM smart_meter_properties
-             WHERE device_id = ANY($1) ORDER BY device_id, epc",
-            &[&device_ids],
-        )
-        .await?;
-    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
-    for p in &rows {
-        let updated: OffsetDateTime = p.get(4);
-        out.entry(p.get(0)).or_default().push(json!({
-            "name": p.get::<_, String>(2),
-            "epc": p.get::<_, i32>(1),
-            "val": p.get::<_, String>(3),
-            "updated_at": rfc3339(updated),
-        }));
-    }
-    Ok(out)
+    el_properties(
+        client,
+        "SELECT device_id, epc, name, val, updated_at FROM smart_meter_properties
+         WHERE device_id = ANY($1) ORDER BY device_id, epc",
+        device_ids,
+    )
+    .await
 }
 
 /// Each gateway-reached ECHONET Lite appliance's properties, by appliance id
@@ -231,13 +220,23 @@ pub async fn echonet_properties(
     client: &impl GenericClient,
     appliance_ids: &[String],
 ) -> Result<HashMap<String, Vec<Value>>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT appliance_id, epc, name, val, updated_at FROM echonet_properties
-             WHERE appliance_id = ANY($1) ORDER BY appliance_id, epc",
-            &[&appliance_ids],
-        )
-        .await?;
+    el_properties(
+        client,
+        "SELECT appliance_id, epc, name, val, updated_at FROM echonet_properties
+         WHERE appliance_id = ANY($1) ORDER BY appliance_id, epc",
+        appliance_ids,
+    )
+    .await
+}
+
+/// `ELPropertyResponse` lists keyed by the first column of `sql`, which
+/// selects (key, epc, name, val, updated_at) for the keys in `$1`.
+async fn el_properties(
+    client: &impl GenericClient,
+    sql: &str,
+    keys: &[String],
+) -> Result<HashMap<String, Vec<Value>>, tokio_postgres::Error> {
+    let rows = client.query(sql, &[&keys]).await?;
     let mut out: HashMap<String, Vec<Value>> = HashMap::new();
     for p in &rows {
         let updated: OffsetDateTime = p.get(4);
