@@ -24,8 +24,10 @@ pub struct Presence<'a> {
     pub at: OffsetDateTime,
 }
 
-/// Records presence; returns `true` when the device just came online (time
-/// to deliver its queued commands). Stale announcements are ignored, and so
+/// Records presence; returns `true` when the device just came online, or is
+/// now online on another node than the one on record (a device whose node
+/// died reconnects elsewhere before anyone marks it offline): time to deliver
+/// its queued commands, there. Stale announcements are ignored, and so
 /// is "offline" from a node that no longer holds the device: one that moved
 /// to another node is online there, whatever its old node finds out later. A
 /// device nobody registered yet gets its row here (owned by nobody), so one
@@ -41,7 +43,7 @@ pub async fn record_presence_in(
 ) -> Result<bool, DbError> {
     let update = client
         .prepare_cached(
-            "WITH prev AS (SELECT online AS was FROM devices WHERE id = $1)
+            "WITH prev AS (SELECT online AS was, node_id AS was_on FROM devices WHERE id = $1)
              INSERT INTO devices AS d (id, online, node_id, last_seen_at)
              VALUES ($1, $2, CASE WHEN $2 THEN $3 END, $4)
              ON CONFLICT (id) DO UPDATE SET online = $2,
@@ -49,13 +51,14 @@ pub async fn record_presence_in(
                  last_seen_at = $4
              WHERE (d.last_seen_at IS NULL OR d.last_seen_at <= $4)
                AND ($2 OR $3::text IS NULL OR d.node_id IS NULL OR d.node_id = $3)
-             RETURNING coalesce((SELECT was FROM prev), false)",
+             RETURNING coalesce((SELECT was FROM prev), false),
+                       (SELECT was_on FROM prev) IS DISTINCT FROM $3",
         )
         .await?;
     let row = client
         .query_opt(&update, &[&p.device_id.as_str(), &p.online, &p.node, &p.at])
         .await?;
-    Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0)))
+    Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0) || r.get::<_, bool>(1)))
 }
 
 /// A broker node started at `started` (its clock): every device still shown

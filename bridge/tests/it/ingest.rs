@@ -294,11 +294,17 @@ async fn a_late_offline_from_the_node_a_device_left_does_not_override_its_new_no
         at,
     };
     assert!(record_presence(&h.pool, &on("node-a", t)).await.unwrap());
-    // The device moved to node-b; node-a notices the dead connection later.
+    // Announced again by the same node: nothing new.
+    assert!(!record_presence(&h.pool, &on("node-a", t)).await.unwrap());
+    // The device moved to node-b before node-a's loss was noticed: its
+    // queued commands are delivered there now, not by the resend sweep.
     let moved = t + time::Duration::seconds(1);
-    assert!(!record_presence(&h.pool, &on("node-b", moved))
-        .await
-        .unwrap());
+    assert!(
+        record_presence(&h.pool, &on("node-b", moved))
+            .await
+            .unwrap(),
+        "a move counts as coming online"
+    );
     let late = t + time::Duration::seconds(30);
     record_presence(&h.pool, &off("node-a", late))
         .await
