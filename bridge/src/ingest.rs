@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use kumo_contract::DeviceId;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -107,6 +107,10 @@ async fn run(
 ) {
     let batch_size = options.batch_size.max(1);
     let mut batch: Vec<Item> = Vec::with_capacity(batch_size);
+    // While readings keep coming, the writer keeps its connection: they never
+    // wait behind REST calls and report transactions for a free one from the
+    // shared pool. It gives the connection back when it runs out of work.
+    let mut conn: Option<Object> = None;
     loop {
         let first = tokio::select! {
             item = rx.recv() => item,
@@ -121,7 +125,10 @@ async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
-        let written = write_with_retry(&pool, &batch, &shutdown).await;
+        let written = write_with_retry(&pool, &mut conn, &batch, &shutdown).await;
+        if rx.is_empty() {
+            conn = None;
+        }
         for (_, durable) in batch.drain(..) {
             // Dropping the sender tells the producer the reading is not durable.
             if let (true, Some(durable)) = (written, durable) {
@@ -133,10 +140,15 @@ async fn run(
 
 /// Writes until it succeeds; gives up only at shutdown, leaving unacknowledged
 /// readings to be redelivered by the broker. Returns whether the batch is stored.
-async fn write_with_retry(pool: &Pool, batch: &[Item], shutdown: &CancellationToken) -> bool {
+async fn write_with_retry(
+    pool: &Pool,
+    conn: &mut Option<Object>,
+    batch: &[Item],
+    shutdown: &CancellationToken,
+) -> bool {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match write(pool, batch).await {
+        match write(pool, conn, batch).await {
             Ok(()) => return true,
             Err(e) => {
                 tracing::warn!(error = %e, readings = batch.len(),
@@ -147,7 +159,7 @@ async fn write_with_retry(pool: &Pool, batch: &[Item], shutdown: &CancellationTo
             () = tokio::time::sleep(backoff) => {}
             () = shutdown.cancelled() => {
                 // One last attempt before the process goes away.
-                return match write(pool, batch).await {
+                return match write(pool, conn, batch).await {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(error = %e, readings = batch.len(),
@@ -161,22 +173,32 @@ async fn write_with_retry(pool: &Pool, batch: &[Item], shutdown: &CancellationTo
     }
 }
 
-async fn write(pool: &Pool, batch: &[Item]) -> Result<(), DbError> {
-    let mut client = pool.get().await?;
-    match write_on(&mut client, batch, false).await {
+/// Writes `batch` on the writer's connection, taking one from the pool when it
+/// has none; a connection that failed is given back (the pool checks it
+/// before anyone reuses it).
+async fn write(pool: &Pool, conn: &mut Option<Object>, batch: &[Item]) -> Result<(), DbError> {
+    let client = match conn {
+        Some(client) => client,
+        None => conn.insert(pool.get().await?),
+    };
+    let outcome = match write_on(client, batch, false).await {
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tracing::debug!(
                 readings = batch.len(),
                 "batch repeats stored readings; skipping them"
             );
-            Ok(write_on(&mut client, batch, true).await?)
+            write_on(client, batch, true).await
         }
-        other => Ok(other?),
+        other => other,
+    };
+    if outcome.is_err() {
+        *conn = None;
     }
+    Ok(outcome?)
 }
 
 async fn write_on(
-    client: &mut deadpool_postgres::Object,
+    client: &mut Object,
     batch: &[Item],
     skip_repeats: bool,
 ) -> Result<(), tokio_postgres::Error> {

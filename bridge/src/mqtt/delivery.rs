@@ -14,6 +14,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use uuid::Uuid;
@@ -170,8 +171,19 @@ impl Router {
         let Some(publisher) = self.publishers.get(node) else {
             return;
         };
-        if publisher.send(cmd).await.is_err() {
-            tracing::debug!("node publisher gone (shutting down)");
+        // Never wait for a node: its publisher waits for the node's event
+        // loop, which may be waiting for the report shards, which wait for
+        // this router (device online → deliver its queue). Waiting here closed
+        // that circle and froze the whole MQTT side under load (fleet run,
+        // 250,000 devices). A command that does not fit stays queued in its
+        // row; the resend sweep delivers it.
+        match publisher.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(cmd)) => {
+                tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id, node,
+                    "node publisher busy; the resend sweep delivers the command");
+            }
+            Err(TrySendError::Closed(_)) => tracing::debug!("node publisher gone (shutting down)"),
         }
     }
 
@@ -281,5 +293,64 @@ async fn record_sent(
             Err(e) => tracing::warn!(error = ?e, commands = ids.len(), "recording sends failed"),
         }
         ids.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{CommandKind, NoDelivery};
+    use crate::live::LiveFeed;
+    use kumo_contract::DeviceId;
+
+    fn command(device: &str) -> QueuedCommand {
+        QueuedCommand {
+            id: Uuid::new_v4(),
+            device_id: DeviceId::parse(device).expect("a valid id"),
+            kind: CommandKind::Ir,
+            payload: serde_json::json!({}),
+            expires_at: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn routing_never_waits_for_a_node_whose_publisher_is_stuck() {
+        // No database is reached: the device's node is known from presence.
+        let pool = kumo_schema::connect_pool(
+            "postgres://nobody@127.0.0.1:1/none",
+            1,
+            Duration::from_millis(100),
+        )
+        .expect("a lazy pool");
+        let commands = Arc::new(CommandLog::new(
+            pool.clone(),
+            Duration::from_secs(60),
+            Arc::new(NoDelivery),
+            LiveFeed::default(),
+            CancellationToken::new(),
+        ));
+        let affinity = Arc::new(Affinity::default());
+        affinity.record("remo-1", 0, true, OffsetDateTime::now_utc());
+        // A publisher whose event loop never takes anything.
+        let (tx, mut rx) = mpsc::channel(1);
+        let router = Router::new(
+            vec![tx],
+            affinity,
+            pool,
+            commands,
+            Duration::from_secs(10),
+        );
+        let first = command("remo-1");
+        let routed = async {
+            router.dispatch(first.clone(), false).await;
+            router.dispatch(command("remo-1"), false).await;
+            router.dispatch(command("remo-1"), false).await;
+        };
+        tokio::time::timeout(Duration::from_secs(5), routed)
+            .await
+            .expect("dispatch returned although the publisher is full");
+        // What fitted went out; the rest waits in its row for the sweep.
+        assert_eq!(rx.try_recv().map(|c| c.id).ok(), Some(first.id));
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -39,6 +39,8 @@ struct Pending {
 
 /// The event loop's side of the pipeline.
 pub(crate) struct Inbound {
+    /// Index of the node these messages come from.
+    node: usize,
     writer: ReadingWriter,
     control: ReportShards,
     acks: mpsc::Sender<Pending>,
@@ -48,7 +50,7 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
-    /// Starts the control shards and the ack task. The token is cancelled
+    /// Starts the ack task. The token is cancelled
     /// once the ack task has finished after [`Inbound::close`].
     pub(crate) fn start(
         ctx: &NodeContext,
@@ -57,16 +59,16 @@ impl Inbound {
     ) -> (Inbound, CancellationToken, Vec<JoinHandle<()>>) {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
         let done = CancellationToken::new();
-        let (control, mut handles) = ReportShards::start(ctx);
-        handles.push(tokio::spawn(acknowledge(
+        let handles = vec![tokio::spawn(acknowledge(
             ack_rx,
             client,
             generation.clone(),
             done.clone(),
-        )));
+        ))];
         let inbound = Inbound {
+            node: ctx.idx,
             writer: ctx.writer.clone(),
-            control,
+            control: ctx.reports.clone(),
             acks: ack_tx,
             status: ctx.status.clone(),
             generation,
@@ -112,7 +114,7 @@ impl Inbound {
             let started = payload::epoch(&p.payload, node)?;
             let control = Report::NodeStarted(node.to_string(), started);
             let (tx, rx) = oneshot::channel();
-            if !self.control.send(control, tx).await {
+            if !self.control.send(self.node, control, tx).await {
                 return Ok(None);
             }
             return Ok(Some(vec![rx]));
@@ -169,7 +171,7 @@ impl Inbound {
             Leaf::Commands => return Ok(Some(waits)),
         };
         let (tx, rx) = oneshot::channel();
-        if !self.control.send(control, tx).await {
+        if !self.control.send(self.node, control, tx).await {
             return Ok(None);
         }
         waits.push(rx);

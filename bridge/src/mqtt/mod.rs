@@ -41,15 +41,19 @@ pub use delivery::{MqttSink, Outbox};
 /// Device presence, as nodes announce it (retained).
 pub const PRESENCE: &str = "devices/+/presence";
 
-/// What the bridge subscribes to on every node (QoS 1).
-pub const SUBSCRIPTIONS: [&str; 6] = [
-    "devices/+/sensors/+",
-    "devices/+/meter",
+/// What the bridge's control connection subscribes to on every node (QoS 1):
+/// the small, latency-sensitive messages. Commands go out on it too.
+pub const CONTROL_SUBSCRIPTIONS: [&str; 4] = [
     "devices/+/state",
     PRESENCE,
     "devices/+/acks",
     kumo_contract::nodes::EPOCH_FILTER,
 ];
+
+/// What the bridge's data connection (client id `{client_id}.data`, a lane of
+/// the same service identity) subscribes to: the bulk of readings. A backlog
+/// here never delays a command, an ack or a presence change.
+pub const DATA_SUBSCRIPTIONS: [&str; 2] = ["devices/+/sensors/+", "devices/+/meter"];
 
 /// Why the MQTT side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +180,15 @@ pub fn start(
     let (ownership, announcer) =
         ownership::start(pool.clone(), settings.nodes.len(), shutdown.clone());
     tasks.push(announcer);
+    let (reports, shard_tasks) = reports::ReportShards::start(reports::ShardContext {
+        pool: pool.clone(),
+        commands: commands.clone(),
+        affinity: affinity.clone(),
+        status: status.clone(),
+        routed: outbox.tx.clone(),
+        settle: Duration::from_millis(settings.online_settle_ms),
+    });
+    tasks.extend(shard_tasks);
     let mut publishers = Vec::new();
     for (idx, addr) in settings.nodes.iter().enumerate() {
         let (host, port) = addr
@@ -192,8 +205,7 @@ pub fn start(
             commands: commands.clone(),
             writer: writer.clone(),
             status: status.clone(),
-            affinity: affinity.clone(),
-            routed: outbox.tx.clone(),
+            reports: reports.clone(),
             ownership: ownership.clone(),
             shutdown: shutdown.clone(),
         };
@@ -201,6 +213,8 @@ pub fn start(
         publishers.push(publisher);
         tasks.extend(handles);
     }
+    // The shards end once every node's pipeline has dropped its handle.
+    drop(reports);
     let router = delivery::Router::new(
         publishers,
         affinity,

@@ -1,7 +1,11 @@
-//! One broker node: a rumqttc connection with a persistent session, kept up
-//! until shutdown.
+//! One broker node: two rumqttc connections with persistent sessions, kept up
+//! until shutdown. The control connection (client id `bridge`) publishes
+//! commands and takes acks, presence, state and node epochs; the data
+//! connection (`bridge.data`) takes readings. One connection for everything
+//! put every PUBACK of a command and every device ack behind the node's
+//! backlog of readings: under load, commands took seconds to minutes.
 //!
-//! The event loop task subscribes after every CONNACK (resumed or not),
+//! Each event loop task subscribes after every CONNACK (resumed or not),
 //! hands incoming messages to [`super::inbound`], and turns PUBACKs of
 //! command publishes into `mark_sent` (batched by [`SentLog`]). rumqttc does
 //! not say which request a packet id went to, so command ids are queued in
@@ -26,10 +30,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::affinity::Affinity;
-use super::delivery::{Routed, SentLog};
+use super::delivery::SentLog;
 use super::inbound::Inbound;
-use super::{MqttStatus, PRESENCE, SUBSCRIPTIONS};
+use super::{MqttStatus, CONTROL_SUBSCRIPTIONS, DATA_SUBSCRIPTIONS, PRESENCE};
 use crate::commands::{CommandLog, QueuedCommand};
 use crate::ingest::ReadingWriter;
 use crate::settings::MqttSettings;
@@ -48,8 +51,8 @@ pub(crate) struct NodeContext {
     pub commands: Arc<CommandLog>,
     pub writer: ReadingWriter,
     pub status: Arc<MqttStatus>,
-    pub affinity: Arc<Affinity>,
-    pub routed: mpsc::Sender<Routed>,
+    /// The report shards, shared by all nodes.
+    pub reports: super::reports::ReportShards,
     pub ownership: super::ownership::OwnershipHook,
     pub shutdown: CancellationToken,
 }
@@ -63,10 +66,48 @@ struct Pairing {
     inflight: HashMap<u16, Uuid>,
 }
 
+/// Which of a node's two connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Commands out; acks, presence, state and epochs in. Its state is the
+    /// node's state (connected, lost).
+    Control,
+    /// Readings in.
+    Data,
+}
+
+impl Lane {
+    fn subscriptions(self) -> &'static [&'static str] {
+        match self {
+            Lane::Control => &CONTROL_SUBSCRIPTIONS,
+            Lane::Data => &DATA_SUBSCRIPTIONS,
+        }
+    }
+}
+
 /// Starts the node's tasks; returns its command publisher and their handles.
 pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinHandle<()>>) {
+    let ctx = Arc::new(ctx);
+    let mut handles = Vec::new();
+    let (data_client, data_loop) = connection(&ctx, format!("{}.data", ctx.settings.client_id));
+    handles.extend(run_lane(&ctx, Lane::Data, data_client, data_loop, None));
+    let (client, eventloop) = connection(&ctx, ctx.settings.client_id.clone());
+    let pairing = Arc::new(Mutex::new(Pairing::default()));
+    let (publish_tx, publish_rx) = mpsc::channel(1024);
+    handles.push(tokio::spawn(publish(
+        publish_rx,
+        client.clone(),
+        pairing.clone(),
+        ctx.shutdown.clone(),
+    )));
+    handles.extend(run_lane(&ctx, Lane::Control, client, eventloop, Some(pairing)));
+    (publish_tx, handles)
+}
+
+/// A connection to the node under `client_id` (not yet polled).
+fn connection(ctx: &NodeContext, client_id: String) -> (AsyncClient, EventLoop) {
     let s = &ctx.settings;
-    let mut options = MqttOptions::new(s.client_id.clone(), ctx.host.clone(), ctx.port);
+    let mut options = MqttOptions::new(client_id, ctx.host.clone(), ctx.port);
     options
         .set_clean_session(false)
         .set_manual_acks(true)
@@ -82,22 +123,32 @@ pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinH
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
-    let pairing = Arc::new(Mutex::new(Pairing::default()));
+    (client, eventloop)
+}
+
+/// Starts one connection's inbound pipeline and event loop task.
+fn run_lane(
+    ctx: &Arc<NodeContext>,
+    lane: Lane,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    pairing: Option<Arc<Mutex<Pairing>>>,
+) -> Vec<JoinHandle<()>> {
     let generation = Arc::new(AtomicU64::new(0));
-    let (publish_tx, publish_rx) = mpsc::channel(1024);
-    let (inbound, acks_done, inbound_tasks) =
-        Inbound::start(&ctx, client.clone(), generation.clone());
-    let mut handles = inbound_tasks;
-    handles.push(tokio::spawn(publish(
-        publish_rx,
-        client.clone(),
-        pairing.clone(),
-        ctx.shutdown.clone(),
-    )));
+    let (inbound, acks_done, mut handles) =
+        Inbound::start(ctx, client.clone(), generation.clone());
+    let pairing = pairing.unwrap_or_default();
     handles.push(tokio::spawn(drive(
-        ctx, client, eventloop, inbound, acks_done, pairing, generation,
+        ctx.clone(),
+        lane,
+        client,
+        eventloop,
+        inbound,
+        acks_done,
+        pairing,
+        generation,
     )));
-    (publish_tx, handles)
+    handles
 }
 
 /// Publishes commands routed to this node, in order.
@@ -168,8 +219,10 @@ fn lock(p: &Mutex<Pairing>) -> std::sync::MutexGuard<'_, Pairing> {
 }
 
 /// Polls the connection until shutdown, reconnecting after errors.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
-    ctx: NodeContext,
+    ctx: Arc<NodeContext>,
+    lane: Lane,
     client: AsyncClient,
     mut eventloop: EventLoop,
     inbound: Inbound,
@@ -181,6 +234,7 @@ async fn drive(
     let addr = node.addr.clone();
     let mut inbound = Some(inbound);
     let sent = SentLog::start(ctx.commands.clone(), ctx.status.clone(), ctx.idx);
+    let control = lane == Lane::Control;
     let mut failures = 0u32;
     let mut disconnecting = false;
     let lost_after = Duration::from_secs(ctx.settings.node_lost_after_secs);
@@ -216,9 +270,13 @@ async fn drive(
                 failures = 0;
                 down_since = None;
                 generation.fetch_add(1, Relaxed);
-                node.connected.store(true, Relaxed);
-                tracing::info!(node = %addr, session_present = ack.session_present,
+                tracing::info!(node = %addr, lane = ?lane, session_present = ack.session_present,
                     "connected to broker node");
+                if !control {
+                    subscribe(&client, lane, &addr);
+                    continue;
+                }
+                node.connected.store(true, Relaxed);
                 // Subscribing anew to a filter hands over its retained messages again:
                 // - the node's id (its epoch), if this process has not learned it
                 //   (a resumed session gets no retained messages by itself);
@@ -235,14 +293,14 @@ async fn drive(
                         tracing::error!(node = %addr, filter, error = %e, "cannot renew a subscription");
                     }
                 }
-                // Subscribing again to a resumed session is harmless (the filters
-                // are the same) and covers a node that lost the session.
-                let filters = SUBSCRIPTIONS
-                    .iter()
-                    .map(|f| rumqttc::SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(filters) {
-                    tracing::error!(node = %addr, error = %e, "cannot subscribe");
+                // A session from a bridge that took readings on this connection
+                // too would deliver them twice.
+                for filter in DATA_SUBSCRIPTIONS {
+                    if let Err(e) = client.try_unsubscribe(filter) {
+                        tracing::error!(node = %addr, filter, error = %e, "cannot unsubscribe");
+                    }
                 }
+                subscribe(&client, lane, &addr);
                 // The node may have restarted with an empty ownership map.
                 ctx.ownership.connected(ctx.idx, &client);
             }
@@ -270,19 +328,27 @@ async fn drive(
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
             Err(e) => {
-                node.connected.store(false, Relaxed);
+                if control {
+                    node.connected.store(false, Relaxed);
+                }
                 if ctx.shutdown.is_cancelled() {
                     break;
                 }
                 failures += 1;
                 let since = *down_since.get_or_insert_with(std::time::Instant::now);
-                if !declared_lost && !lost_after.is_zero() && since.elapsed() >= lost_after {
+                if control
+                    && !declared_lost
+                    && !lost_after.is_zero()
+                    && since.elapsed() >= lost_after
+                {
                     declared_lost = declare_lost(&ctx).await;
                 }
                 if failures == 1 {
-                    tracing::warn!(node = %addr, error = %e, "broker node connection lost; reconnecting");
+                    tracing::warn!(node = %addr, lane = ?lane, error = %e,
+                        "broker node connection lost; reconnecting");
                 } else {
-                    tracing::debug!(node = %addr, error = %e, "reconnecting to broker node");
+                    tracing::debug!(node = %addr, lane = ?lane, error = %e,
+                        "reconnecting to broker node");
                 }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(ctx.settings.reconnect_secs)) => {}
@@ -291,6 +357,20 @@ async fn drive(
             }
         }
     }
-    node.connected.store(false, Relaxed);
-    tracing::info!(node = %addr, "disconnected from broker node");
+    if control {
+        node.connected.store(false, Relaxed);
+    }
+    tracing::info!(node = %addr, lane = ?lane, "disconnected from broker node");
+}
+
+/// Subscribes `lane`'s filters. Subscribing again to a resumed session is
+/// harmless (the filters are the same) and covers a node that lost it.
+fn subscribe(client: &AsyncClient, lane: Lane, addr: &str) {
+    let filters = lane
+        .subscriptions()
+        .iter()
+        .map(|f| rumqttc::SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
+    if let Err(e) = client.try_subscribe_many(filters) {
+        tracing::error!(node = %addr, lane = ?lane, error = %e, "cannot subscribe");
+    }
 }

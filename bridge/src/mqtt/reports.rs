@@ -1,8 +1,12 @@
-//! The report side of one node's inbound pipeline: presence, state reports,
-//! device acks and meter properties, stored by a few shard tasks.
+//! The report side of the inbound pipeline: presence, state reports, device
+//! acks and meter properties from every node, stored by a few shard tasks.
 //!
-//! A device always maps to the same shard, so its reports are applied in
-//! arrival order, while different devices proceed in parallel. A shard takes
+//! A device always maps to the same shard, whichever node its reports come
+//! from, so they are applied in arrival order, while different devices
+//! proceed in parallel. The shards are shared by all nodes and there are at
+//! most half as many as database connections: with 15 nodes, per-node shards
+//! held every connection of the pool in report transactions, and the reading
+//! writer and REST calls waited for one (readings fell minutes behind). A shard takes
 //! whatever queued up while it was busy (up to [`MAX_BATCH`]) and applies it
 //! in order in **one** transaction (a lone message runs without one: each of
 //! its statements is atomic on its own); only after the commit does it announce
@@ -24,7 +28,6 @@ use uuid::Uuid;
 
 use super::affinity::Affinity;
 use super::delivery::Routed;
-use super::node::NodeContext;
 use super::payload::{Presence as PresenceReport, StateReport};
 use super::MqttStatus;
 use crate::commands::{Ack, CommandLog, Finished};
@@ -36,8 +39,8 @@ use crate::device_state;
 use crate::live::LiveEvent;
 use crate::presence::{self, Presence};
 
-/// Shard tasks per node.
-const SHARDS: usize = 4;
+/// Most shard tasks (each holds at most one database connection at a time).
+const MAX_SHARDS: usize = 8;
 /// Reports buffered per shard before the event loop waits.
 const SHARD_QUEUE: usize = 1_024;
 /// Most messages applied in one transaction.
@@ -68,28 +71,42 @@ impl Report {
     }
 }
 
-/// A message and who to tell once it is committed.
-type Job = (Report, oneshot::Sender<()>);
+/// A message, the index of the node it came from, and who to tell once it
+/// is committed.
+type Job = (usize, Report, oneshot::Sender<()>);
 
-/// The event loop's handle on the shards.
+/// The nodes' handle on the shards; the shard tasks end when every clone is
+/// dropped.
+#[derive(Clone)]
 pub(crate) struct ReportShards {
     shards: Vec<mpsc::Sender<Job>>,
 }
 
+/// What the shards share with the rest of the MQTT side.
+pub(crate) struct ShardContext {
+    pub pool: Pool,
+    pub commands: Arc<CommandLog>,
+    pub affinity: Arc<Affinity>,
+    pub status: Arc<MqttStatus>,
+    pub routed: mpsc::Sender<Routed>,
+    pub settle: Duration,
+}
+
 impl ReportShards {
-    /// Starts the shard tasks of one node.
-    pub(crate) fn start(ctx: &NodeContext) -> (Self, Vec<JoinHandle<()>>) {
+    /// Starts the shard tasks: half as many as the pool has connections
+    /// (at least one, at most [`MAX_SHARDS`]).
+    pub(crate) fn start(ctx: ShardContext) -> (Self, Vec<JoinHandle<()>>) {
+        let count = shard_count(ctx.pool.status().max_size);
         let shard = Arc::new(Shard {
-            idx: ctx.idx,
-            pool: ctx.pool.clone(),
-            commands: ctx.commands.clone(),
-            affinity: ctx.affinity.clone(),
-            status: ctx.status.clone(),
-            routed: ctx.routed.clone(),
-            settle: Duration::from_millis(ctx.settings.online_settle_ms),
+            pool: ctx.pool,
+            commands: ctx.commands,
+            affinity: ctx.affinity,
+            status: ctx.status,
+            routed: ctx.routed,
+            settle: ctx.settle,
         });
         let (mut shards, mut handles) = (Vec::new(), Vec::new());
-        for _ in 0..SHARDS {
+        for _ in 0..count {
             let (tx, rx) = mpsc::channel(SHARD_QUEUE);
             shards.push(tx);
             handles.push(tokio::spawn(shard.clone().run(rx)));
@@ -97,12 +114,23 @@ impl ReportShards {
         (Self { shards }, handles)
     }
 
-    /// Queues `control` on its device's shard; `done` fires after it is
-    /// committed. `false` once the shards have stopped.
-    pub(crate) async fn send(&self, control: Report, done: oneshot::Sender<()>) -> bool {
+    /// Queues `control` from node `node` on its device's shard; `done` fires
+    /// after it is committed. `false` once the shards have stopped.
+    pub(crate) async fn send(
+        &self,
+        node: usize,
+        control: Report,
+        done: oneshot::Sender<()>,
+    ) -> bool {
         let shard = shard_of(control.device(), self.shards.len());
-        self.shards[shard].send((control, done)).await.is_ok()
+        self.shards[shard].send((node, control, done)).await.is_ok()
     }
+}
+
+/// Half the pool's connections, so the reading writer and REST calls always
+/// find one free; at least one shard, at most [`MAX_SHARDS`].
+fn shard_count(pool_size: usize) -> usize {
+    (pool_size / 2).clamp(1, MAX_SHARDS)
 }
 
 /// FNV-1a: stable across runs and cheap for short ids.
@@ -116,9 +144,8 @@ fn shard_of(device: &str, shards: usize) -> usize {
     (h % shards.max(1) as u64) as usize
 }
 
-/// What a shard works with (shared by the node's shards).
+/// What a shard works with (shared by all shards).
 struct Shard {
-    idx: usize,
     pool: Pool,
     commands: Arc<CommandLog>,
     affinity: Arc<Affinity>,
@@ -154,21 +181,21 @@ impl Shard {
     /// Applies and empties `batch`, falling back to one transaction per
     /// message if the batch fails.
     async fn apply_batch(&self, batch: &mut Vec<Job>) {
-        let items: Vec<&Report> = batch.iter().map(|(c, _)| c).collect();
+        let items: Vec<(usize, &Report)> = batch.iter().map(|(n, c, _)| (*n, c)).collect();
         let outcome = self.apply_all(&items).await;
         drop(items);
         match outcome {
             Ok(effects) => {
                 self.announce(effects).await;
-                for (_, done) in batch.drain(..) {
+                for (_, _, done) in batch.drain(..) {
                     let _ = done.send(());
                 }
             }
             Err(e) if batch.len() > 1 => {
                 tracing::warn!(error = ?e, reports = batch.len(),
                     "storing a batch of device reports failed; retrying them one by one");
-                for (control, done) in batch.drain(..) {
-                    match self.apply_all(&[&control]).await {
+                for (node, control, done) in batch.drain(..) {
+                    match self.apply_all(&[(node, &control)]).await {
                         Ok(effects) => {
                             self.announce(effects).await;
                             let _ = done.send(());
@@ -190,16 +217,16 @@ impl Shard {
     /// none: each of its statements is atomic, and applying one again after
     /// a partial failure changes nothing more — this saves the BEGIN and
     /// COMMIT round trips when messages arrive one at a time.
-    async fn apply_all(&self, items: &[&Report]) -> Result<Vec<Effect>, DbError> {
+    async fn apply_all(&self, items: &[(usize, &Report)]) -> Result<Vec<Effect>, DbError> {
         let mut client = self.pool.get().await?;
         let mut effects = Vec::new();
-        if let [only] = items {
-            self.apply(&client, only, &mut effects).await?;
+        if let [(node, only)] = items {
+            self.apply(&client, *node, only, &mut effects).await?;
             return Ok(effects);
         }
         let tx = client.transaction().await?;
-        for control in items {
-            self.apply(&tx, control, &mut effects).await?;
+        for (node, control) in items {
+            self.apply(&tx, *node, control, &mut effects).await?;
         }
         tx.commit().await?;
         Ok(effects)
@@ -208,11 +235,12 @@ impl Shard {
     async fn apply(
         &self,
         tx: &impl GenericClient,
+        node: usize,
         control: &Report,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
         match control {
-            Report::Presence(device, p) => self.presence(tx, device, p, effects).await?,
+            Report::Presence(device, p) => self.presence(tx, node, device, p, effects).await?,
             Report::State(device, s) => state(tx, device, s, effects).await?,
             Report::Ack(device, id, ack) => {
                 match self.commands.complete_in(tx, device, *id, ack).await? {
@@ -226,8 +254,8 @@ impl Shard {
             Report::Meter(device, Some(object), properties, at) => {
                 device_state::record_echonet_in(tx, device, *object, properties, *at).await?;
             }
-            Report::NodeStarted(node, started) => {
-                self.node_started(tx, node, *started, effects).await?;
+            Report::NodeStarted(name, started) => {
+                self.node_started(tx, node, name, *started, effects).await?;
             }
         }
         Ok(())
@@ -238,18 +266,19 @@ impl Shard {
     async fn node_started(
         &self,
         tx: &impl GenericClient,
+        idx: usize,
         node: &str,
         started: OffsetDateTime,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
-        self.status.nodes[self.idx].learn_node_id(node);
+        self.status.nodes[idx].learn_node_id(node);
         let lost = presence::node_started_in(tx, node, started).await?;
         if !lost.is_empty() {
             tracing::info!(node, devices = lost.len(), %started,
                 "broker node restarted; its earlier devices are offline");
         }
         for device in lost {
-            self.affinity.record(&device, self.idx, false, started);
+            self.affinity.record(&device, idx, false, started);
             effects.push(Effect::Live(LiveEvent::Presence {
                 device,
                 online: false,
@@ -263,14 +292,13 @@ impl Shard {
     async fn presence(
         &self,
         tx: &impl GenericClient,
+        idx: usize,
         device: &DeviceId,
         p: &PresenceReport,
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
-        self.status.nodes[self.idx].learn_node_id(&p.node);
-        if !self
-            .affinity
-            .record(device.as_str(), self.idx, p.online, p.ts)
+        self.status.nodes[idx].learn_node_id(&p.node);
+        if !self.affinity.record(device.as_str(), idx, p.online, p.ts)
         {
             return Ok(());
         }
@@ -361,6 +389,14 @@ async fn state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_shards_leave_half_the_pool_to_readings_and_requests() {
+        assert_eq!(shard_count(1), 1);
+        assert_eq!(shard_count(4), 2);
+        assert_eq!(shard_count(16), 8);
+        assert_eq!(shard_count(64), MAX_SHARDS);
+    }
 
     #[test]
     fn a_device_always_maps_to_the_same_shard_and_devices_spread() {

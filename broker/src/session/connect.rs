@@ -91,7 +91,7 @@ where
     } else {
         connect.client_id.clone()
     };
-    if client_id != identity.client_id() {
+    if !client_id_allowed(&identity, &client_id) {
         tracing::warn!(client = %identity, claimed = %connect.client_id, "client id does not match the certificate");
         return refuse(
             stream,
@@ -326,4 +326,52 @@ async fn refuse<S: AsyncWrite + Unpin>(
         let _ = stream.shutdown().await;
     }
     refuse_quietly(node, outcome)
+}
+
+/// A client's id must be its certificate's name. A service may also open
+/// lanes, `{name}.{lane}` (lane: 1–16 of `a-z0-9-`), each its own session: the
+/// bridge takes bulk readings on one and commands, acks and presence on
+/// another, so a backlog of readings never delays a command.
+pub(crate) fn client_id_allowed(identity: &Identity, client_id: &str) -> bool {
+    let name = identity.client_id();
+    if client_id == name {
+        return true;
+    }
+    let Identity::Service { .. } = identity else {
+        return false;
+    };
+    client_id
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|lane| {
+            (1..=16).contains(&lane.len())
+                && lane
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    #[test]
+    fn only_services_open_lanes_and_only_under_their_own_name() {
+        let bridge = Identity::Service {
+            name: "bridge".into(),
+        };
+        assert!(client_id_allowed(&bridge, "bridge"));
+        assert!(client_id_allowed(&bridge, "bridge.data"));
+        assert!(!client_id_allowed(&bridge, "bridge."));
+        assert!(!client_id_allowed(&bridge, "bridge.Data"));
+        assert!(!client_id_allowed(&bridge, "bridge.a.b"));
+        assert!(!client_id_allowed(&bridge, "bridge.seventeen-chars-x"));
+        assert!(!client_id_allowed(&bridge, "bridgex.data"));
+        assert!(!client_id_allowed(&bridge, "other.data"));
+        let device = Identity::Device {
+            id: kumo_contract::DeviceId::parse("remo-1").expect("valid"),
+        };
+        assert!(client_id_allowed(&device, "remo-1"));
+        assert!(!client_id_allowed(&device, "remo-1.data"));
+    }
 }
