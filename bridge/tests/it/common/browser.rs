@@ -241,7 +241,7 @@ impl Browser {
     /// 4000 px) as `target/console-screenshots/{name}.png`.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let height = self
-            .eval("return document.documentElement.scrollHeight", json!([]))
+            .eval("return document.body.scrollHeight", json!([]))
             .await
             .as_u64()
             .unwrap_or(1000)
