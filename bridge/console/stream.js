@@ -9,6 +9,12 @@ const listeners = new Map(); // kind -> Set of functions
 let controller = null;
 let lastId = null;
 let onState = () => {};
+let state = 'offline';
+
+/** Whether events are arriving now. */
+export function isLive() {
+  return state === 'live';
+}
 
 /** Calls `fn(data, id)` for every event of `kind` ('*' = all); returns the unsubscribe. */
 export function on(kind, fn) {
@@ -76,7 +82,8 @@ async function readStream(signal) {
 /** Opens the stream (once); `stateFn` hears 'connecting', 'live', 'offline'. */
 export function start(stateFn) {
   stop();
-  onState = stateFn || (() => {});
+  const report = stateFn || (() => {});
+  onState = (next) => { state = next; report(next); };
   controller = new AbortController();
   const { signal } = controller;
   (async () => {
@@ -102,5 +109,6 @@ export function start(stateFn) {
 export function stop() {
   controller?.abort();
   controller = null;
+  state = 'offline';
   lastId = null;
 }

@@ -1,9 +1,9 @@
 // Appliance controls (aircon, TV, light, learned signals, smart-meter
 // properties) and the live status of every command they send:
 // queued → sent → acked, or failed / expired with the device's reason.
-// Status comes from the live stream's `command` events and, so nothing is
-// missed while the stream reconnects, from GET /v1/commands/{id} with
-// `Prefer: wait` until the command is final.
+// Status comes from the live stream's `command` events and, when the stream
+// is down or a command is still open after 10 s, from GET /v1/commands/{id}
+// with `Prefer: wait` until the command is final.
 
 import * as api from '../api.js';
 import * as live from '../stream.js';
@@ -77,7 +77,11 @@ function tracker(log, label) {
       if (seen) show(seen);
       if (!done) {
         watchers.set(id, (s) => show(s));
-        poll();
+        // The stream normally brings every change; polling (a held request
+        // each, and browsers allow few per server) is the fallback for when
+        // it is down or the command is slow.
+        if (live.isLive()) setTimeout(() => { if (!done) poll(); }, 10000);
+        else poll();
       }
     },
     refused(message) {
