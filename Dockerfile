@@ -6,7 +6,7 @@ RUN cargo build --release --locked --bin kumo
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /var/lib/kumo kumo \
  && mkdir -p /var/lib/kumo/pki && chown -R kumo:kumo /var/lib/kumo

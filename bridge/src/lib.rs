@@ -10,6 +10,7 @@ pub mod appliance;
 pub mod auth;
 pub mod catalog;
 pub mod commands;
+pub mod console;
 pub mod db;
 pub mod device_state;
 pub mod error;

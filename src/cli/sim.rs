@@ -22,28 +22,51 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
 
+/// The built-in `[sim]` settings, for `--help`.
+static SIM: std::sync::LazyLock<kumo_sim::Settings> =
+    std::sync::LazyLock::new(kumo_sim::Settings::default);
+
+/// `what [default: value; setting key]`: the value a flag takes when neither
+/// it nor the configuration says otherwise.
+fn default_help(what: &str, key: &str, value: impl std::fmt::Display) -> String {
+    format!("{what} [default: {value}; setting {key}]")
+}
+
 /// Arguments of `kumo sim`; each overrides the `[sim]` setting of the same name.
+/// Their help shows the built-in default and the setting that changes it.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
-    /// Devices to simulate [default: sim.devices].
-    #[arg(long)]
+    #[arg(long, help = default_help("Devices to simulate", "sim.devices", SIM.devices))]
     devices: Option<u64>,
-    /// Broker nodes as host:port, comma-separated; devices are spread round-robin
-    /// [default: sim.nodes].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help = default_help(
+        "Broker nodes as host:port, comma-separated; devices are spread round-robin",
+        "sim.nodes",
+        SIM.nodes.join(","),
+    ))]
     nodes: Vec<String>,
-    /// MQTT version: v4 (3.1.1) or v5 [default: sim.protocol].
-    #[arg(long, value_parser = ["v4", "v5"])]
+    #[arg(long, value_parser = ["v4", "v5"], help = default_help(
+        "MQTT version: v4 (3.1.1) or v5",
+        "sim.protocol",
+        match SIM.protocol { Protocol::V4 => "v4", Protocol::V5 => "v5" },
+    ))]
     protocol: Option<String>,
-    /// New connections per second across the whole fleet; 0 = no limit
-    /// [default: sim.ramp_per_sec].
-    #[arg(long)]
+    #[arg(long, help = default_help(
+        "New connections per second across the whole fleet; 0 = no limit",
+        "sim.ramp_per_sec",
+        SIM.ramp_per_sec,
+    ))]
     ramp: Option<f64>,
-    /// Stop after this many seconds; 0 = run until Ctrl-C [default: sim.duration_secs].
-    #[arg(long)]
+    #[arg(long, help = default_help(
+        "Stop after this many seconds; 0 = run until Ctrl-C",
+        "sim.duration_secs",
+        SIM.duration_secs,
+    ))]
     duration: Option<u64>,
-    /// Telemetry period per device, ms [default: sim.report_interval_ms].
-    #[arg(long)]
+    #[arg(long, help = default_help(
+        "Telemetry period per device, ms",
+        "sim.report_interval_ms",
+        SIM.report_interval_ms,
+    ))]
     report_interval_ms: Option<u64>,
     /// Most devices per worker process.
     #[arg(long, default_value_t = MAX_DEVICES_PER_PROCESS)]
@@ -282,6 +305,23 @@ mod tests {
             provision_only: false,
             worker: false,
         }
+    }
+
+    #[test]
+    fn help_shows_default_values_and_the_settings_that_change_them() {
+        use clap::{Args as _, Command};
+        let help = SimArgs::augment_args(Command::new("sim"))
+            .render_help()
+            .to_string();
+        for line in [
+            "[default: 10; setting sim.devices]",
+            "[default: 127.0.0.1:8883; setting sim.nodes]",
+            "[default: v4; setting sim.protocol]",
+            "[default: 60000; setting sim.report_interval_ms]",
+        ] {
+            assert!(help.contains(line), "{line} in {help}");
+        }
+        assert!(!help.contains("[default: sim."), "{help}");
     }
 
     #[test]

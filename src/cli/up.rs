@@ -37,6 +37,9 @@ pub async fn run(args: UpArgs, settings: Settings) -> anyhow::Result<()> {
     let shutdown = super::shutdown_token();
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
+    // Before the database: a second `up` here would otherwise find the
+    // private server "ready" (the first one's) and fail later, unclearly.
+    let _lock = crate::data_lock::lock(&settings.data_dir)?;
     let db = Database::open(&settings.database).await?;
     let result = run_services(&args, &settings, &db, shutdown).await;
     db.close().await;

@@ -66,7 +66,8 @@ fn psql(url: &str, sql: &str) -> String {
 }
 
 #[test]
-fn up_runs_postgres_unprivileged_stops_cleanly_and_keeps_data_across_restarts() {
+fn up_runs_postgres_unprivileged_refuses_a_second_up_stops_cleanly_and_keeps_data_across_restarts()
+{
     let (_tmp, data) = temp_data_dir();
     let mut up = Up::start(&data);
     let pg_data = data.join("postgres");
@@ -83,6 +84,19 @@ fn up_runs_postgres_unprivileged_stops_cleanly_and_keeps_data_across_restarts() 
     psql(
         &url,
         "INSERT INTO users (id, nickname) VALUES ('marker', 'kept')",
+    );
+
+    // A second `up` on the same data directory says plainly that Kumo runs there.
+    let second = kumo(&data).arg("up").output().expect("run kumo");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("Kumo is already running with the data directory"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&second.stdout).contains("ready"),
+        "it starts nothing"
     );
 
     up.signal("TERM");

@@ -1,4 +1,5 @@
-//! `/1/devices`: list, rename, remove, sensor offsets.
+//! `/1/devices`: list, rename, remove, sensor offsets; and Kumo's
+//! `/v1/devices`, which adds what Nature's shape has no field for.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -20,6 +21,28 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     let client = state.pool.get().await?;
     Ok(Json(Value::Array(
         views::devices(&**client, &caller.user_id, None).await?,
+    )))
+}
+
+/// `GET /v1/devices`: the caller's devices with their kind, the node that
+/// holds them and when their presence last changed (`last_seen_at`).
+pub async fn presence(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_READ)?;
+    let devices = accounts::list_devices(&state.pool, Some(&caller.user_id)).await?;
+    Ok(Json(Value::Array(
+        devices
+            .into_iter()
+            .map(|d| {
+                json!({
+                    "id": d.id,
+                    "name": d.name,
+                    "kind": d.kind,
+                    "online": d.online,
+                    "node": d.node_id,
+                    "last_seen_at": d.last_seen_at.map(crate::json::rfc3339),
+                })
+            })
+            .collect(),
     )))
 }
 

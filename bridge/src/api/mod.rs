@@ -1,4 +1,5 @@
-//! The HTTP routes: Nature's `/1` and `/2` API, Kumo's `/v1`, and health checks.
+//! The HTTP routes: Nature's `/1` and `/2` API, Kumo's `/v1`, health checks
+//! and the web console (`crate::console`).
 //!
 //! Every response, errors and unknown paths included, passes through the rate
 //! limiter layer, which stamps the `X-Rate-Limit-*` headers; hyper adds `Date`.
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
             get(claim_codes::list).post(claim_codes::create),
         )
         .route("/v1/claim_codes/{id}/revoke", post(claim_codes::revoke))
+        .route("/v1/devices", get(devices::presence))
         .route("/v1/devices/{id}/readings", get(history::readings))
         .route("/v1/rules", get(rules::list).post(rules::create))
         .route(
@@ -116,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{id}/test", post(webhooks::test))
         .route("/v1/webhook_secret", post(webhooks::rotate_secret))
         .route("/v1/openapi.json", get(openapi))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -14,6 +14,7 @@ mod appliances;
 mod auth;
 mod batching;
 mod commands;
+mod console;
 mod control;
 mod database_outage;
 mod devices;

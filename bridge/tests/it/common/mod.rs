@@ -3,6 +3,8 @@
 //! every response must carry.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod browser;
+
 use std::time::Duration;
 
 use kumo_bridge::{DeviceKind, RunningBridge, Settings};
