@@ -24,15 +24,27 @@ pub struct Presence<'a> {
     pub at: OffsetDateTime,
 }
 
-/// Records presence; returns `true` when the device just came online, or is
-/// now online on another node than the one on record (a device whose node
-/// died reconnects elsewhere before anyone marks it offline): time to deliver
-/// its queued commands, there. Stale announcements are ignored, and so
+/// What recording a presence changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Arrival {
+    /// The device just came online, or is now online on another node than
+    /// the one on record (a device whose node died reconnects elsewhere
+    /// before anyone marks it offline).
+    pub arrived: bool,
+    /// It has commands queued or sent and not final: they are delivered now,
+    /// there. Asked in the same statement, so a connect storm does not cost
+    /// one more query per device (250,000 of them queued for the pool in the
+    /// fleet run and held every report behind them).
+    pub commands_waiting: bool,
+}
+
+/// Records presence and says whether the device arrived (see [`Arrival`]).
+/// Stale announcements are ignored, and so
 /// is "offline" from a node that no longer holds the device: one that moved
 /// to another node is online there, whatever its old node finds out later. A
 /// device nobody registered yet gets its row here (owned by nobody), so one
 /// registered while connected shows online at once.
-pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, DbError> {
+pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<Arrival, DbError> {
     record_presence_in(&pool.get().await?, p).await
 }
 
@@ -40,7 +52,7 @@ pub async fn record_presence(pool: &Pool, p: &Presence<'_>) -> Result<bool, DbEr
 pub async fn record_presence_in(
     client: &impl GenericClient,
     p: &Presence<'_>,
-) -> Result<bool, DbError> {
+) -> Result<Arrival, DbError> {
     let update = client
         .prepare_cached(
             "WITH prev AS (SELECT online AS was, node_id AS was_on FROM devices WHERE id = $1)
@@ -52,13 +64,22 @@ pub async fn record_presence_in(
              WHERE (d.last_seen_at IS NULL OR d.last_seen_at <= $4)
                AND ($2 OR $3::text IS NULL OR d.node_id IS NULL OR d.node_id = $3)
              RETURNING coalesce((SELECT was FROM prev), false),
-                       (SELECT was_on FROM prev) IS DISTINCT FROM $3",
+                       (SELECT was_on FROM prev) IS DISTINCT FROM $3,
+                       $2 AND EXISTS (SELECT 1 FROM commands c
+                                      WHERE c.device_id = $1 AND c.status IN ('queued', 'sent')
+                                        AND c.expires_at > now())",
         )
         .await?;
     let row = client
         .query_opt(&update, &[&p.device_id.as_str(), &p.online, &p.node, &p.at])
         .await?;
-    Ok(p.online && row.is_some_and(|r| !r.get::<_, bool>(0) || r.get::<_, bool>(1)))
+    Ok(row
+        .filter(|_| p.online)
+        .map(|r| Arrival {
+            arrived: !r.get::<_, bool>(0) || r.get::<_, bool>(1),
+            commands_waiting: r.get(2),
+        })
+        .unwrap_or_default())
 }
 
 /// A broker node started at `started` (its clock): every device still shown

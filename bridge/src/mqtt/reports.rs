@@ -298,8 +298,7 @@ impl Shard {
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
         self.status.nodes[idx].learn_node_id(&p.node);
-        if !self.affinity.record(device.as_str(), idx, p.online, p.ts)
-        {
+        if !self.affinity.record(device.as_str(), idx, p.online, p.ts) {
             return Ok(());
         }
         let since = OffsetDateTime::now_utc();
@@ -309,14 +308,14 @@ impl Shard {
             node: Some(&p.node),
             at: p.ts,
         };
-        let changed = presence::record_presence_in(tx, &record).await?;
+        let arrival = presence::record_presence_in(tx, &record).await?;
         effects.push(Effect::Live(LiveEvent::Presence {
             device: device.to_string(),
             online: p.online,
             node: Some(p.node.clone()),
             at: p.ts,
         }));
-        if changed {
+        if arrival.arrived && arrival.commands_waiting {
             effects.push(Effect::Online(Routed::DeviceOnline {
                 device_id: device.to_string(),
                 since,

@@ -246,9 +246,11 @@ async fn presence_updates_online_and_reports_the_transition() {
         node: Some("node-a"),
         at: t,
     };
-    assert!(record_presence(&h.pool, &up).await.unwrap(), "came online");
+    let arrival = record_presence(&h.pool, &up).await.unwrap();
+    assert!(arrival.arrived, "came online");
+    assert!(!arrival.commands_waiting, "nothing was queued for it");
     assert!(
-        !record_presence(&h.pool, &up).await.unwrap(),
+        !record_presence(&h.pool, &up).await.unwrap().arrived,
         "already online"
     );
     assert_eq!(h.get("/1/devices").await.ok()[0]["online"], true);
@@ -270,7 +272,7 @@ async fn presence_updates_online_and_reports_the_transition() {
         node: None,
         at: t + time::Duration::seconds(1),
     };
-    assert!(!record_presence(&h.pool, &down).await.unwrap());
+    assert!(!record_presence(&h.pool, &down).await.unwrap().arrived);
     assert_eq!(h.get("/1/devices").await.ok()[0]["online"], false);
     h.stop().await;
 }
@@ -293,16 +295,27 @@ async fn a_late_offline_from_the_node_a_device_left_does_not_override_its_new_no
         node: Some(node),
         at,
     };
-    assert!(record_presence(&h.pool, &on("node-a", t)).await.unwrap());
+    assert!(
+        record_presence(&h.pool, &on("node-a", t))
+            .await
+            .unwrap()
+            .arrived
+    );
     // Announced again by the same node: nothing new.
-    assert!(!record_presence(&h.pool, &on("node-a", t)).await.unwrap());
+    assert!(
+        !record_presence(&h.pool, &on("node-a", t))
+            .await
+            .unwrap()
+            .arrived
+    );
     // The device moved to node-b before node-a's loss was noticed: its
     // queued commands are delivered there now, not by the resend sweep.
     let moved = t + time::Duration::seconds(1);
     assert!(
         record_presence(&h.pool, &on("node-b", moved))
             .await
-            .unwrap(),
+            .unwrap()
+            .arrived,
         "a move counts as coming online"
     );
     let late = t + time::Duration::seconds(30);
