@@ -227,38 +227,6 @@ async fn a_wrong_token_is_refused_and_a_good_one_signs_in_without_leaving_the_pa
     h.shutdown.cancel();
 }
 
-/// Kumo's simulated IR hub `sim-000000` on the stack's node, reporting
-/// every 300 ms; stops when dropped.
-struct SimulatedDevice {
-    stop: tokio_util::sync::CancellationToken,
-    _fleet: tokio::task::JoinHandle<Result<kumo_sim::Summary, kumo_sim::SimError>>,
-}
-
-impl Drop for SimulatedDevice {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn run_simulated_device(stack: &Stack) -> SimulatedDevice {
-    let settings = kumo_sim::Settings {
-        nodes: vec![format!("127.0.0.1:{}", stack.port)],
-        devices: 1,
-        meter_fraction: 0.0,
-        report_interval_ms: 300,
-        progress_interval_ms: 0,
-        pki_dir: Some(stack.pki.dir().to_path_buf()),
-        ..kumo_sim::Settings::default()
-    };
-    let ca = std::fs::read_to_string(stack.pki.ca_path()).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let fleet = tokio::spawn(kumo_sim::run_fleet_with(settings, ca, stop.clone(), |_| {}));
-    SimulatedDevice {
-        stop,
-        _fleet: fleet,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_watches_a_device_come_online_live_commands_its_aircon_and_creates_a_rule() {
     let stack = Stack::start(|_| {}).await;
@@ -284,7 +252,7 @@ async fn a_user_watches_a_device_come_online_live_commands_its_aircon_and_create
         b.eval("window.kumoSamePage = true", json!([])).await;
 
         // The device connects: presence and readings arrive over the stream.
-        sim = Some(run_simulated_device(&stack));
+        sim = Some(stack.simulate(|_| {}));
         b.wait_text(status, "online", |t| t == "Online").await;
         let first = b
             .wait_text(te, "a temperature", |t| t.ends_with("°C"))

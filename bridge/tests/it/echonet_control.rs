@@ -10,23 +10,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::Reply;
+use crate::sim::SimulatedDevice;
 use crate::stack::Stack;
 
 const WRITE: &str = "echonetlite.*.write";
 const READ: &str = "echonetlite.*.read";
-
-/// Kumo's simulated gateway `sim-000000`, registered to the test user as a
-/// smart meter; stops on drop.
-struct Gateway {
-    stop: tokio_util::sync::CancellationToken,
-    _fleet: tokio::task::JoinHandle<Result<kumo_sim::Summary, kumo_sim::SimError>>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
 
 /// How the simulated gateway treats commands it could carry out.
 #[derive(Clone, Copy)]
@@ -40,29 +28,16 @@ enum Answers {
 
 /// Starts the gateway and waits for its air conditioner to appear; returns
 /// the appliance's id.
-async fn gateway(stack: &Stack, answers: Answers) -> (Gateway, String) {
+async fn gateway(stack: &Stack, answers: Answers) -> (SimulatedDevice, String) {
     stack
         .h
         .add_device("sim-000000", kumo_bridge::DeviceKind::SmartMeter)
         .await;
-    let settings = kumo_sim::Settings {
-        nodes: vec![format!("127.0.0.1:{}", stack.port)],
-        devices: 1,
-        meter_fraction: 1.0,
-        report_interval_ms: 300,
-        progress_interval_ms: 0,
-        command_failure_rate: f64::from(u8::from(matches!(answers, Answers::Failure))),
-        command_ignore_rate: f64::from(u8::from(matches!(answers, Answers::Never))),
-        pki_dir: Some(stack.pki.dir().to_path_buf()),
-        ..kumo_sim::Settings::default()
-    };
-    let ca = std::fs::read_to_string(stack.pki.ca_path()).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let fleet = tokio::spawn(kumo_sim::run_fleet_with(settings, ca, stop.clone(), |_| {}));
-    let gw = Gateway {
-        stop,
-        _fleet: fleet,
-    };
+    let gw = stack.simulate(|s| {
+        s.meter_fraction = 1.0;
+        s.command_failure_rate = f64::from(u8::from(matches!(answers, Answers::Failure)));
+        s.command_ignore_rate = f64::from(u8::from(matches!(answers, Answers::Never)));
+    });
     for _ in 0..400 {
         if let Some(ac) = aircon(stack).await {
             if ac["properties"].as_array().is_some_and(|p| p.len() == 4) {

@@ -7,6 +7,8 @@ mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
 mod rules_support;
+#[path = "common/sim.rs"]
+mod sim;
 #[path = "common/stack.rs"]
 mod stack;
 

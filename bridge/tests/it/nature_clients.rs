@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::sim::SimulatedDevice;
 use crate::stack::{Device, DeviceCreds, Stack};
 use tokio::process::Command;
 
@@ -159,46 +160,23 @@ async fn the_npm_client_nature_remo_works_unchanged() {
     stack.stop().await;
 }
 
-/// Kumo's simulated IR hub `sim-000000`, registered to the test user, on
-/// `node-1`, with its certificate issued from the stack's PKI; stops on drop.
-struct SimulatedDevice {
-    stop: tokio_util::sync::CancellationToken,
-    _fleet: tokio::task::JoinHandle<Result<kumo_sim::Summary, kumo_sim::SimError>>,
-}
-
-impl Drop for SimulatedDevice {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
+/// Kumo's simulated IR hub `sim-000000`, registered to the test user, once
+/// it is online and has reported.
 async fn simulated_device(stack: &Stack) -> SimulatedDevice {
     stack
         .h
         .add_device("sim-000000", kumo_bridge::DeviceKind::Remo)
         .await;
-    let settings = kumo_sim::Settings {
-        nodes: vec![format!("127.0.0.1:{}", stack.port)],
-        devices: 1,
-        meter_fraction: 0.0,
-        report_interval_ms: 300,
-        progress_interval_ms: 0,
-        pki_dir: Some(stack.pki.dir().to_path_buf()),
-        ..kumo_sim::Settings::default()
-    };
-    let ca = std::fs::read_to_string(stack.pki.ca_path()).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let fleet = tokio::spawn(kumo_sim::run_fleet_with(settings, ca, stop.clone(), |_| {}));
+    let sim = stack.simulate(|_| {});
     for _ in 0..400 {
         let devices = stack.h.get("/1/devices").await.ok();
-        let sim = devices
+        let device = devices
             .as_array()
             .and_then(|d| d.iter().find(|d| d["id"] == "sim-000000").cloned());
-        if sim.is_some_and(|d| d["online"] == true && d["newest_events"]["il"]["val"].is_number()) {
-            return SimulatedDevice {
-                stop,
-                _fleet: fleet,
-            };
+        if device
+            .is_some_and(|d| d["online"] == true && d["newest_events"]["il"]["val"].is_number())
+        {
+            return sim;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
