@@ -52,6 +52,7 @@ DB_SAMPLE_SECS=${DB_SAMPLE_SECS:-30} # period of count(*) of readings (costly at
 MOSQUITTO=${MOSQUITTO:-1}       # 1 = also run the ramp and hold against Mosquitto
 MOSQ_HOLD_SECS=${MOSQ_HOLD_SECS:-120}
 METER_FRACTION=${METER_FRACTION:-0.1}  # share of smart-meter gateways (the sim's default)
+REPORT_MS=${REPORT_MS:-60000}   # telemetry period per device (the issue's 60 s; shorter = the same message rate from fewer devices)
 NODE_MAX=${NODE_MAX:-19000}     # sessions one node accepts (the open-file limit is 20,000)
 BASE_PORT=${BASE_PORT:-28900}   # node i listens on BASE_PORT+i, metrics on BASE_PORT+1000+i
 BRIDGE_PORT=${BRIDGE_PORT:-28080}
@@ -130,10 +131,16 @@ stop_pid() {  # stop_pid PID [signal]: signal it and wait up to 30 s
 }
 
 export KUMO__DATA_DIR=$WORK/data KUMO__LOG__FILTER=warn RUST_LOG=warn
+# ~30 processes share the cores: one runtime worker thread each (and one router
+# ingress thread per node) instead of one per core. perf showed the nodes' time
+# going mostly to futex wake-ups and task switches between their own threads;
+# at 12,500 messages/s this halved command latency (BENCHMARKS.md, "Fleet").
+export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
+export KUMO__BROKER__INGRESS_THREADS=${KUMO__BROKER__INGRESS_THREADS:-1}
 PKI=$WORK/data/pki
 : >"$WORK/events.csv"
 cat >"$WORK/params.env" <<EOF
-NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS
+NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS
 EOF
 log "work directory $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$WORK/params.env")"
 
@@ -218,7 +225,7 @@ start_sim() {
   local duration=$((RAMP_LIMIT + HOLD_SECS + 120))
   KUMO__SIM__METER_FRACTION=$METER_FRACTION \
     "$KUMO" sim --devices "$DEVICES" --nodes "$NODE_CSV" --ramp "$RAMP" \
-    --duration "$duration" --summary-file "$WORK/$1-summary.json" \
+    --report-interval-ms "$REPORT_MS" --duration "$duration" --summary-file "$WORK/$1-summary.json" \
     >"$WORK/$1-sim.out" 2>"$WORK/sim.err" &
   SIM=$!
   echo "sim $SIM" >>"$WORK/groups.txt"
