@@ -333,13 +333,7 @@ mod tests {
         affinity.record("remo-1", 0, true, OffsetDateTime::now_utc());
         // A publisher whose event loop never takes anything.
         let (tx, mut rx) = mpsc::channel(1);
-        let router = Router::new(
-            vec![tx],
-            affinity,
-            pool,
-            commands,
-            Duration::from_secs(10),
-        );
+        let router = Router::new(vec![tx], affinity, pool, commands, Duration::from_secs(10));
         let first = command("remo-1");
         let routed = async {
             router.dispatch(first.clone(), false).await;

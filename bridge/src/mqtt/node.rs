@@ -100,7 +100,13 @@ pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinH
         pairing.clone(),
         ctx.shutdown.clone(),
     )));
-    handles.extend(run_lane(&ctx, Lane::Control, client, eventloop, Some(pairing)));
+    handles.extend(run_lane(
+        &ctx,
+        Lane::Control,
+        client,
+        eventloop,
+        Some(pairing),
+    ));
     (publish_tx, handles)
 }
 
@@ -135,8 +141,7 @@ fn run_lane(
     pairing: Option<Arc<Mutex<Pairing>>>,
 ) -> Vec<JoinHandle<()>> {
     let generation = Arc::new(AtomicU64::new(0));
-    let (inbound, acks_done, mut handles) =
-        Inbound::start(ctx, client.clone(), generation.clone());
+    let (inbound, acks_done, mut handles) = Inbound::start(ctx, client.clone(), generation.clone());
     let pairing = pairing.unwrap_or_default();
     handles.push(tokio::spawn(drive(
         ctx.clone(),
