@@ -19,6 +19,7 @@
 //! serialized: run PKI administration from one place at a time.
 
 mod atomic;
+mod renew;
 mod scan;
 mod stack;
 mod state;
@@ -30,6 +31,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{normalize_serial, Ca, CertError, IssueOptions, Issued, KeyAlgorithm};
 use atomic::{Durability, Mode};
+pub use renew::Renewal;
 pub use scan::{device_pair, CertKind, CertRecord, CertStatus};
 pub use stack::{StackPaths, BRIDGE_SERVICE, RENEW_BEFORE};
 use state::{RevokedEntry, State};
@@ -121,12 +123,17 @@ impl PkiDir {
         self.dir.join("ca.pem")
     }
 
+    /// Every CA certificate nodes and devices trust (the text of `ca.pem`).
+    pub fn trust_bundle_pem(&self) -> Result<String, CertError> {
+        atomic::read(&self.ca_path())
+    }
+
     /// `<dir>/crl.pem`.
     pub fn crl_path(&self) -> PathBuf {
         self.dir.join("crl.pem")
     }
 
-    fn state_path(&self) -> PathBuf {
+    pub(crate) fn state_path(&self) -> PathBuf {
         self.dir.join("state.json")
     }
 
@@ -203,7 +210,7 @@ impl PkiDir {
 
     /// Writes an issued certificate (and key, if any) into `dir`, moving a
     /// previous certificate to `history/<serial>.pem`.
-    fn store(&self, dir: &Path, issued: &Issued) -> Result<IssuedPaths, CertError> {
+    pub(crate) fn store(&self, dir: &Path, issued: &Issued) -> Result<IssuedPaths, CertError> {
         let (cert, key) = scan::pair(dir);
         if let Ok(old_pem) = std::fs::read_to_string(&cert) {
             let old_serial = crate::pem_to_der(&old_pem)
@@ -291,6 +298,7 @@ impl PkiDir {
             });
             newly.push(record.serial.clone());
         }
+        state.pending.retain(|p| !newly.contains(&p.serial));
         if !newly.is_empty() {
             state.save(&state_path)?;
         }
@@ -331,5 +339,11 @@ impl PkiDir {
     /// within [`RENEW_BEFORE`] of expiry.
     pub fn ensure_stack(&self, node_id: &str, sans: &[String]) -> Result<StackPaths, CertError> {
         stack::ensure(self, node_id, sans)
+    }
+
+    /// The certificate and key of service `name`, issued (or re-issued, on the
+    /// same terms as [`PkiDir::ensure_stack`]) if needed.
+    pub fn ensure_service(&self, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
+        stack::ensure_service(self, name)
     }
 }

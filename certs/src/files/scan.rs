@@ -98,6 +98,8 @@ pub struct CertRecord {
     pub status: CertStatus,
     /// When it was revoked, if it was.
     pub revoked_at: Option<OffsetDateTime>,
+    /// When it will be revoked (superseded by a renewal, in its grace period).
+    pub revoke_at: Option<OffsetDateTime>,
     /// `false` for certificates replaced by a later issue (kept under `history/`).
     pub current: bool,
     /// The PEM file.
@@ -153,6 +155,10 @@ pub(crate) fn scan(root: &Path, state: &State) -> Result<Vec<CertRecord>, CertEr
                 let (not_before, not_after) = validity(&cert);
                 let serial = serial_hex(cert.raw_serial());
                 let revoked_at = state.revoked_at(&serial);
+                let revoke_at = revoked_at
+                    .is_none()
+                    .then(|| state.pending_at(&serial))
+                    .flatten();
                 let status = match revoked_at {
                     Some(_) => CertStatus::Revoked,
                     None if not_after < now => CertStatus::Expired,
@@ -169,18 +175,21 @@ pub(crate) fn scan(root: &Path, state: &State) -> Result<Vec<CertRecord>, CertEr
                     not_after,
                     status,
                     revoked_at,
+                    revoke_at,
                     current,
                     path,
                 });
             }
         }
     }
+    // Each identity's certificates in the order they were issued, the
+    // current one last: its chain of renewals, old → new.
     out.sort_by(|a, b| {
-        (a.kind, &a.account, &a.name, !a.current, a.not_before).cmp(&(
+        (a.kind, &a.account, &a.name, a.current, a.not_before).cmp(&(
             b.kind,
             &b.account,
             &b.name,
-            !b.current,
+            b.current,
             b.not_before,
         ))
     });

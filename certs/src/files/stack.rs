@@ -72,6 +72,18 @@ pub(super) fn ensure(
     })
 }
 
+/// The pair of service certificate `name`, issued when missing, revoked, not
+/// from this CA or near expiry (see [`PkiDir::ensure_service`]).
+pub(super) fn ensure_service(pki: &PkiDir, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
+    crate::role::validate_name("service", name)?;
+    let state = State::load(&pki.state_path())?;
+    let dir = CertKind::Service.dir(pki.dir(), name, None);
+    if !reusable(pki, &state, &dir, None)? {
+        pki.issue_service(name)?;
+    }
+    Ok(pair(&dir))
+}
+
 /// A CRL is refreshed when missing, unreadable, not signed by this CA, or past
 /// half its lifetime.
 fn crl_needs_refresh(pki: &PkiDir) -> Result<bool, CertError> {
