@@ -17,6 +17,7 @@ use crate::error::SimError;
 use crate::link::Endpoint;
 use crate::model::{CommandPolicy, DeviceModel, SimRng};
 use crate::progress::Progress;
+use crate::renew::Renewal;
 use crate::runtime::{self, Device, Shared};
 use crate::settings::Settings;
 use crate::stats::{Stats, Summary};
@@ -64,6 +65,11 @@ where
         stop: stop.clone(),
         burst: burst_rx,
         endpoints,
+        tls: tls.clone(),
+        cert_dir: match source.as_ref() {
+            CredentialSource::Dir(dir) => Some(dir.clone()),
+            CredentialSource::Pki(_) => None,
+        },
     });
 
     let started = Instant::now();
@@ -219,6 +225,10 @@ async fn prepare(
     let creds = tokio::task::spawn_blocking(move || load_source.load(&load_id))
         .await
         .map_err(|e| SimError::Ca(format!("credential loader panicked: {e}")))??;
+    let renewal = match creds.chain.first() {
+        Some(leaf) => Renewal::for_certificate(leaf.as_ref(), s.renew_at_percent),
+        None => Renewal::default(),
+    };
     let tls = tls.client_config(&id, creds)?;
     let mut rng = SimRng::for_device(s.seed, index);
     let kind = if rng.chance(s.meter_fraction) {
@@ -237,5 +247,6 @@ async fn prepare(
         tls,
         model,
         rng,
+        renewal,
     })
 }

@@ -7,7 +7,7 @@
 //! fsync work, so it happens once, up front, on plain threads — never per
 //! connection, and never from several worker processes at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use kumo_certs::files::PkiDir;
@@ -136,9 +136,9 @@ fn enroll_with_csr(pki: &PkiDir, dir: &Path, id: &DeviceId) -> Result<bool, SimE
     Ok(true)
 }
 
-fn write_file(path: &PathBuf, contents: &[u8], private: bool) -> Result<(), SimError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), SimError> {
     let io = |source| SimError::Write {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     if let Some(parent) = path.parent() {

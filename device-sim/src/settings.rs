@@ -61,6 +61,11 @@ pub struct Settings {
     /// `issue` (the CA generates key and certificate) or `csr` (each device
     /// generates its key in `device_cert_dir` and has a CSR signed). Default `issue`.
     pub provisioning: Provisioning,
+    /// A device renews its certificate over its live session once this share
+    /// of the certificate's lifetime has passed, percent; 0 = never. Default 67.
+    pub renew_at_percent: u8,
+    /// A renewal request unanswered after this many ms is sent again. Default 30,000.
+    pub renew_retry_ms: u64,
     /// Fault injection.
     pub chaos: ChaosSettings,
 }
@@ -132,6 +137,8 @@ impl Default for Settings {
             pki_dir: None,
             device_cert_dir: None,
             provisioning: Provisioning::Issue,
+            renew_at_percent: 67,
+            renew_retry_ms: 30_000,
             chaos: ChaosSettings::default(),
         }
     }
@@ -179,6 +186,12 @@ impl Settings {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("sim.{key} must be a non-negative number, not {v}"));
             }
+        }
+        if self.renew_at_percent > 99 {
+            return Err("sim.renew_at_percent must be between 0 (never) and 99".into());
+        }
+        if self.renew_retry_ms < 100 {
+            return Err("sim.renew_retry_ms must be at least 100".into());
         }
         if self.report_interval_ms < 100 {
             return Err("sim.report_interval_ms must be at least 100".into());

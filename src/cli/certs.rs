@@ -86,7 +86,8 @@ enum CertsCommand {
     },
     /// Re-sign the CRL with a new number and a fresh next-update.
     Crl,
-    /// List issued certificates with status and expiry.
+    /// List issued certificates with status and expiry; each identity's
+    /// certificates in issue order (old → new, later ones marked `↳`).
     List,
 }
 
@@ -177,17 +178,28 @@ fn print_table(records: &[CertRecord]) {
     let now = OffsetDateTime::now_utc();
     let rows: Vec<[String; 5]> = records
         .iter()
-        .map(|r| {
-            let name = if r.current {
-                r.label()
-            } else {
-                format!("{} (replaced)", r.label())
+        .enumerate()
+        .map(|(i, r)| {
+            // Records come in chains (old → new per identity): a record of the
+            // same identity as the one above it replaced that one.
+            let renewed = i > 0 && records[i - 1].label() == r.label();
+            let arrow = if renewed { "  ↳ " } else { "" };
+            let replaced = if r.current { "" } else { " (replaced)" };
+            let name = format!("{arrow}{}{replaced}", r.label());
+            let status = match (r.status, r.revoke_at) {
+                (kumo_certs::files::CertStatus::Valid, Some(at)) => {
+                    format!(
+                        "valid, revoked at {}",
+                        at.replace_nanosecond(0).unwrap_or(at)
+                    )
+                }
+                (status, _) => status.as_str().to_string(),
             };
             let days = (r.not_after - now).whole_days();
             [
                 name,
                 r.serial.clone(),
-                r.status.as_str().to_string(),
+                status,
                 r.not_after.date().to_string(),
                 if days >= 0 {
                     format!("{days}d")

@@ -25,6 +25,7 @@ mod integrations;
 mod mqtt;
 mod nature_clients;
 mod provisioning;
+mod renewal;
 mod robustness;
 mod rules;
 mod rules_worker;
