@@ -281,8 +281,8 @@ impl Settings {
             return Err("bridge.mqtt.nodes must list at least one broker node".into());
         }
         let certs = &self.certs;
-        if certs.validity_secs < 60 {
-            return Err("bridge.certs.validity_secs must be at least 60".into());
+        if certs.validity_secs < 10 {
+            return Err("bridge.certs.validity_secs must be at least 10".into());
         }
         if !(1..=99).contains(&certs.renew_at_percent) {
             return Err("bridge.certs.renew_at_percent must be between 1 and 99".into());

@@ -65,7 +65,7 @@ where
         stop: stop.clone(),
         burst: burst_rx,
         endpoints,
-        tls: tls.clone(),
+        trust: crate::renew::Trust::new(ca_pem.clone(), tls.clone()),
         cert_dir: match source.as_ref() {
             CredentialSource::Dir(dir) => Some(dir.clone()),
             CredentialSource::Pki(_) => None,

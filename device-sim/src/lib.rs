@@ -20,7 +20,7 @@ pub mod link;
 pub mod model;
 pub mod progress;
 pub mod provision;
-mod renew;
+pub mod renew;
 pub mod runtime;
 pub mod settings;
 pub mod stats;

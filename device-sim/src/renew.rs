@@ -20,7 +20,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::time::Instant;
 
 use crate::link::{Link, Response};
-use crate::tls::Credentials;
+use crate::tls::{Credentials, TlsContext};
 
 /// A device's renewal schedule and its request in flight.
 #[derive(Debug, Default)]
@@ -45,6 +45,39 @@ pub struct Renewed {
     pub creds: Credentials,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The CA bundle to trust from now on, if the answer carried one.
+    pub ca: Option<String>,
+}
+
+/// The CA bundle a fleet's devices trust, replaced when a renewal answer
+/// brings another one (a CA rollover): devices that renewed verify nodes
+/// against the new bundle.
+pub struct Trust {
+    current: std::sync::Mutex<(String, std::sync::Arc<TlsContext>)>,
+}
+
+impl Trust {
+    pub fn new(ca_pem: String, ctx: std::sync::Arc<TlsContext>) -> Self {
+        Self {
+            current: std::sync::Mutex::new((ca_pem, ctx)),
+        }
+    }
+
+    /// The context for `bundle` (the current one when `None` or unchanged).
+    pub fn context(
+        &self,
+        bundle: Option<&str>,
+    ) -> Result<std::sync::Arc<TlsContext>, crate::SimError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match bundle {
+            Some(pem) if pem != current.0 => {
+                let ctx = std::sync::Arc::new(TlsContext::from_ca_pem(pem)?);
+                *current = (pem.to_string(), ctx.clone());
+                Ok(ctx)
+            }
+            _ => Ok(current.1.clone()),
+        }
+    }
 }
 
 /// What an answer meant.
@@ -136,6 +169,7 @@ impl Renewal {
         else {
             return Outcome::Ignored;
         };
+        let ca = answer.ca;
         match (answer.result, answer.certificate) {
             (AckResult::Ok, Some(cert_pem)) => match credentials(&cert_pem, &pending.key_pem) {
                 Some((creds, der)) => {
@@ -147,6 +181,7 @@ impl Renewal {
                         creds,
                         cert_pem,
                         key_pem: pending.key_pem,
+                        ca,
                     }))
                 }
                 None => Outcome::Failed("the certificate in the answer is unreadable".into()),

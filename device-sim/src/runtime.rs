@@ -32,8 +32,9 @@ pub struct Shared {
     pub burst: watch::Receiver<u64>,
     /// The settings' nodes, resolved once (in the same order).
     pub endpoints: Vec<Endpoint>,
-    /// Builds a device's TLS configuration again after it renews.
-    pub tls: Arc<crate::tls::TlsContext>,
+    /// Builds a device's TLS configuration again after it renews (with the
+    /// CA bundle the answer brought).
+    pub trust: crate::renew::Trust,
     /// Where devices keep their own certificate and key, if they do
     /// (`sim.device_cert_dir`): a renewed pair is written back there.
     pub cert_dir: Option<std::path::PathBuf>,
@@ -330,7 +331,11 @@ fn renewed(dev: &mut Device, shared: &Shared, payload: &[u8]) -> bool {
                     tracing::warn!(device_id = %dev.id, error = %e, "renewed certificate not saved");
                 }
             }
-            match shared.tls.client_config(&dev.id, new.creds) {
+            let config = shared
+                .trust
+                .context(new.ca.as_deref())
+                .and_then(|ctx| ctx.client_config(&dev.id, new.creds));
+            match config {
                 Ok(tls) => {
                     dev.tls = tls;
                     stats.renewals.fetch_add(1, Relaxed);

@@ -45,7 +45,6 @@ const MAX_REQUEST: usize = 16 * 1024;
 pub struct Provisioner {
     pool: Pool,
     pki: Mutex<PkiDir>,
-    ca_pem: String,
     nodes: Vec<String>,
     per_minute: u32,
     seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
@@ -109,7 +108,8 @@ pub async fn start(
         path: pki_dir.clone(),
         source,
     })?;
-    let ca_pem = std::fs::read_to_string(pki.ca_path()).map_err(|source| ProvisionError::Ca {
+    // Read at every provisioning (a CA rollover changes it); checked here.
+    std::fs::read_to_string(pki.ca_path()).map_err(|source| ProvisionError::Ca {
         path: pki.ca_path(),
         source,
     })?;
@@ -127,7 +127,6 @@ pub async fn start(
     let state = Arc::new(Provisioner {
         pool,
         pki: Mutex::new(pki),
-        ca_pem,
         nodes,
         per_minute: settings.attempts_per_minute,
         seen: Mutex::new(HashMap::new()),
@@ -262,12 +261,15 @@ async fn provision(
     let signer = p.clone();
     let (csr, id) = (req.csr.clone(), device.clone());
     let signed = tokio::task::spawn_blocking(move || {
-        let pki = signer.pki.lock().unwrap_or_else(|e| e.into_inner());
-        pki.sign_device_csr_for(&csr, &id, signer.validity)
+        let mut pki = signer.pki.lock().unwrap_or_else(|e| e.into_inner());
+        // Follow a CA rollover begun by `kumo certs rollover begin`.
+        pki.refresh()?;
+        let signed = pki.sign_device_csr_for(&csr, &id, signer.validity)?;
+        Ok::<_, kumo_certs::CertError>((signed, pki.trust_bundle_pem()?))
     })
     .await
     .map_err(ApiError::internal)?;
-    let (issued, _paths) = match signed {
+    let ((issued, _paths), ca_pem) = match signed {
         Ok(done) => done,
         Err(e) => {
             drop(tx);
@@ -301,7 +303,7 @@ async fn provision(
     Ok(Json(json!({
         "device_id": device.as_str(),
         "certificate": issued.cert_pem,
-        "ca": p.ca_pem,
+        "ca": ca_pem,
         "nodes": p.nodes,
         "serial": issued.serial,
         "not_after": rfc3339(issued.not_after),

@@ -27,6 +27,9 @@ pub(super) struct Target {
     pub port: u16,
     pub client_id: String,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The TLS configuration from the files as they are now (after a CA
+    /// rollover re-issued them), or `None` to keep the current one.
+    pub reload: Arc<dyn Fn() -> Option<Arc<rustls::ClientConfig>> + Send + Sync>,
     pub reconnect: Duration,
 }
 
@@ -70,6 +73,11 @@ pub(super) async fn run(target: Target, renewer: Arc<Renewer>, shutdown: Cancell
             Ok(_) => {}
             Err(e) => {
                 failures += 1;
+                if let Some(tls) = (target.reload)() {
+                    eventloop
+                        .options
+                        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+                }
                 if failures == 1 {
                     tracing::warn!(node = %node, error = %e, "renewal link lost; reconnecting");
                 }

@@ -78,6 +78,9 @@ pub fn start(
     let name = format!("{}-certs", settings.mqtt.client_id);
     let (cert, key) = pki.ensure_service(&name).map_err(pki_err)?;
     let tls = crate::mqtt::tls::client_config(ca, &cert, &key)?;
+    let files = (ca.clone(), cert, key);
+    let reload: Arc<dyn Fn() -> Option<Arc<rustls::ClientConfig>> + Send + Sync> =
+        Arc::new(move || crate::mqtt::tls::client_config(&files.0, &files.1, &files.2).ok());
     let renewer = Arc::new(Renewer::new(pki, pool, settings.certs.clone()));
     let mut tasks = vec![tokio::spawn(revoker::run(
         renewer.clone(),
@@ -94,6 +97,7 @@ pub fn start(
             port,
             client_id: name.clone(),
             tls: tls.clone(),
+            reload: reload.clone(),
             reconnect: std::time::Duration::from_secs(settings.mqtt.reconnect_secs.max(1)),
         };
         tasks.push(tokio::spawn(link::run(

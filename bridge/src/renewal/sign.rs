@@ -117,7 +117,9 @@ impl Renewer {
         let grace = time::Duration::seconds(clamp_i64(self.settings.grace_secs));
         let (pki, id, csr) = (self.pki.clone(), device.clone(), req.csr.clone());
         let signed = tokio::task::spawn_blocking(move || {
-            let pki = pki.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pki = pki.lock().unwrap_or_else(|e| e.into_inner());
+            // Follow a CA rollover begun by `kumo certs rollover begin`.
+            pki.refresh()?;
             let renewal = pki.renew_device_csr_pem(&csr, &id, validity, grace)?;
             let ca = pki.trust_bundle_pem()?;
             Ok::<_, CertError>((renewal, ca))

@@ -27,6 +27,7 @@ mod nature_clients;
 mod provisioning;
 mod renewal;
 mod robustness;
+mod rollover;
 mod rules;
 mod rules_worker;
 mod server;

@@ -91,6 +91,8 @@ pub struct CertRecord {
     pub serial: String,
     /// SHA-256 of the DER, hex.
     pub fingerprint: String,
+    /// The issuing CA's name (its subject), as text.
+    pub issuer: String,
     /// The client identity; `None` for node certificates.
     pub identity: Option<Identity>,
     pub not_before: OffsetDateTime,
@@ -169,6 +171,7 @@ pub(crate) fn scan(root: &Path, state: &State) -> Result<Vec<CertRecord>, CertEr
                     name: name.clone(),
                     account: account.clone(),
                     fingerprint: fingerprint_of_der(&der),
+                    issuer: cert.issuer().to_string(),
                     identity: identity_from_cert(&cert).ok(),
                     serial,
                     not_before,
