@@ -19,7 +19,7 @@ use crate::model::{CommandPolicy, DeviceModel, SimRng};
 use crate::progress::Progress;
 use crate::renew::Renewal;
 use crate::runtime::{self, Device, Shared};
-use crate::settings::Settings;
+use crate::settings::{Provisioning, Settings};
 use crate::stats::{Stats, Summary};
 use crate::tls::{CredentialSource, TlsContext};
 use kumo_contract::payload::DeviceKind;
@@ -201,7 +201,7 @@ async fn start_device(
     source: Arc<CredentialSource>,
 ) {
     let s = &shared.settings;
-    let device = match prepare(index, s, &tls, &source).await {
+    let device = match prepare(index, s, &tls, &source, &shared.stop).await {
         Ok(d) => d,
         Err(e) => {
             shared.stats.credential_errors.fetch_add(1, Relaxed);
@@ -217,8 +217,20 @@ async fn prepare(
     s: &Settings,
     tls: &TlsContext,
     source: &Arc<CredentialSource>,
+    stop: &CancellationToken,
 ) -> Result<Device, SimError> {
-    let id = s.device_id(index)?;
+    let slot = s.device_id(index)?;
+    let id = match (s.provisioning, &s.claim_code, &s.device_cert_dir) {
+        (Provisioning::Claim, Some(code), Some(dir)) => {
+            let claim = crate::claim::Claim {
+                code,
+                addr: &s.provision_addr,
+                dir,
+            };
+            crate::claim::identity(&claim, &slot, tls, stop).await?
+        }
+        _ => slot,
+    };
     let load_id = id.clone();
     let load_source = source.clone();
     // File reads (and, from a PKI, possibly issuing) must not block a worker thread.

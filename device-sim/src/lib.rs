@@ -14,6 +14,7 @@
 //!
 //! This crate runs one process's share and never spawns processes itself.
 
+pub mod claim;
 pub mod error;
 pub mod fleet;
 pub mod link;

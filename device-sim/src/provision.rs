@@ -76,6 +76,8 @@ fn provision_part(
             (Some(dir), Provisioning::Csr) => enroll_with_csr(pki, dir, &id)?,
             // Pre-provisioned certificates are the operator's business.
             (Some(_), Provisioning::Issue) => false,
+            // Claiming devices enrol themselves when they start.
+            (_, Provisioning::Claim) => false,
             (None, _) => issue_into_pki(pki, &id)?,
         };
         if did_issue {
