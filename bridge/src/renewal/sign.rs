@@ -60,28 +60,29 @@ impl Renewer {
         node: &str,
     ) -> Answer {
         let default_topic = topic::device_topic(device, Leaf::CertResponse);
-        let refuse = |id: Option<String>, outcome, reason: String| Answer {
-            topic: default_topic.clone(),
-            response: failed(id, reason),
+        // Only ever the device's own response topics, whatever it names.
+        let (reply_to, bad_reply_to) = match response_topic {
+            Some(t) if topic::is_cert_response_topic(t, device) => (t.to_string(), false),
+            Some(_) => (default_topic.clone(), true),
+            None => (default_topic.clone(), false),
+        };
+        let refuse = |outcome, reason: String| Answer {
+            topic: reply_to.clone(),
+            response: failed(None, reason),
             outcome,
         };
-        let answer = match response_topic {
-            Some(t) if !topic::is_cert_response_topic(t, device) => refuse(
-                None,
+        let mut answer = if bad_reply_to {
+            refuse(
                 "renew_bad_request",
                 format!("the response topic must be {default_topic} or below it"),
-            ),
-            _ => match decode::<CertRequest>(body) {
-                Err(e) => refuse(None, "renew_bad_request", format!("invalid request: {e}")),
-                Ok(req) => {
-                    let mut a = self.sign(device, req).await;
-                    if let Some(t) = response_topic {
-                        a.topic = t.to_string();
-                    }
-                    a
-                }
-            },
+            )
+        } else {
+            match decode::<CertRequest>(body) {
+                Err(e) => refuse("renew_bad_request", format!("invalid request: {e}")),
+                Ok(req) => self.sign(device, req).await,
+            }
         };
+        answer.topic = reply_to;
         let serial = answer.response.certificate.as_deref().and_then(serial_of);
         let audit = Attempt {
             remote: &format!("mqtt:{node}"),

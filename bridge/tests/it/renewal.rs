@@ -65,6 +65,52 @@ fn rr(creds: &DeviceCreds, topic: &str, reply: &str, body: &str, extra: &[&str])
     (out.status.success() && !text.is_empty()).then_some(text)
 }
 
+/// paho-mqtt (MQTT 5) as `creds`: subscribes to everything under its own
+/// `cert/`, publishes `body` as a renewal request naming `response_topic`,
+/// and returns the first answer's topic and payload.
+fn paho_request(creds: &DeviceCreds, response_topic: &str, body: &str) -> (String, Value) {
+    let script = r#"
+import json, ssl, sys, threading
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+port, cid, ca, cert, key, reply, body = sys.argv[1:8]
+got = threading.Event()
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+c.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+def on_connect(c, u, f, rc, p):
+    c.subscribe(f"devices/{cid}/cert/response/#", qos=1)
+def on_subscribe(c, u, mid, rcs, p):
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = reply
+    props.CorrelationData = b"x"
+    c.publish(f"devices/{cid}/cert/request", body, qos=1, properties=props)
+def on_message(c, u, m):
+    print(json.dumps({"topic": m.topic, "payload": json.loads(m.payload)}))
+    got.set()
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("localhost", int(port))
+c.loop_start()
+got.wait(15)
+c.loop_stop()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &creds.port.to_string(), &creds.id])
+        .arg(&creds.ca)
+        .arg(&creds.cert)
+        .arg(&creds.key)
+        .args([response_topic, body])
+        .output()
+        .expect("python3 with paho-mqtt");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(line.lines().next().unwrap_or("null"))
+        .unwrap_or_else(|_| panic!("no answer: {line} {}", String::from_utf8_lossy(&out.stderr)));
+    (
+        v["topic"].as_str().unwrap().to_string(),
+        v["payload"].clone(),
+    )
+}
+
 /// Splits `%D|%t|%p` output into correlation data, topic and JSON payload.
 fn parts(line: &str) -> (String, String, Value) {
     let mut it = line.splitn(3, '|');
@@ -86,6 +132,18 @@ async fn publish_reading(creds: &DeviceCreds, val: f64) -> bool {
         .await
         .unwrap()
         .success()
+}
+
+/// The device's certificate and key copied to `dir`, as the device keeps them.
+fn own_copy(issued: &DeviceCreds, dir: &Path) -> DeviceCreds {
+    let copy = DeviceCreds {
+        cert: dir.join(format!("{}-own.pem", issued.id)),
+        key: dir.join(format!("{}-own.key", issued.id)),
+        ..issued.clone()
+    };
+    std::fs::copy(&issued.cert, &copy.cert).unwrap();
+    std::fs::copy(&issued.key, &copy.key).unwrap();
+    copy
 }
 
 fn chain(s: &Stack, id: &str) -> Vec<kumo_certs::files::CertRecord> {
@@ -112,15 +170,8 @@ async fn a_device_renews_with_mosquitto_rr_and_the_old_certificate_retires_after
 {
     let s = renewal_stack(3).await;
     let dir = tempfile::tempdir().unwrap();
-    let issued = s.device("remo-rr").await;
-    // The device's own copy: the PKI's files now hold the renewed certificate.
-    let old = DeviceCreds {
-        cert: dir.path().join("old.pem"),
-        key: dir.path().join("old.key"),
-        ..issued.clone()
-    };
-    std::fs::copy(&issued.cert, &old.cert).unwrap();
-    std::fs::copy(&issued.key, &old.key).unwrap();
+    // The device's own copy: the PKI's files will hold the renewed certificate.
+    let old = own_copy(&s.device("remo-rr").await, dir.path());
     let (new_key, csr) = key_and_csr(dir.path(), "new", "someone-else");
     let body = json!({"id": "r-1", "csr": csr}).to_string();
 
@@ -213,7 +264,8 @@ async fn a_device_cannot_renew_for_another_device_or_send_answers_to_it_and_a_ba
 ) {
     let s = renewal_stack(3600).await;
     let dir = tempfile::tempdir().unwrap();
-    let a = s.device("remo-a").await;
+    // The device's own copy: a renewal rewrites the PKI's files.
+    let a = own_copy(&s.device("remo-a").await, dir.path());
     let b = s.device("remo-b").await;
     let (_, csr) = key_and_csr(dir.path(), "k", "remo-b");
 
@@ -227,33 +279,33 @@ async fn a_device_cannot_renew_for_another_device_or_send_answers_to_it_and_a_ba
         &["-W", "3"],
     );
     assert!(stolen.is_none(), "{stolen:?}");
-    // Naming another device's response topic: refused, answered on its own.
+    // Naming another device's response topic (paho, MQTT 5): refused, and
+    // answered on the device's own default topic only.
+    let (topic, answer) = paho_request(&a, "devices/remo-b/cert/response", &body);
+    assert_eq!(topic, "devices/remo-a/cert/response");
+    assert_eq!(answer["result"], "failed", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("response topic"),
+        "{answer}"
+    );
+    // A CSR naming remo-b still certifies remo-a.
     let line = rr(
         &a,
         "devices/remo-a/cert/request",
         "devices/remo-a/cert/response",
         &body,
-        &[
-            "-D",
-            "publish",
-            "response-topic",
-            "devices/remo-b/cert/response",
-        ],
+        &[],
+    )
+    .expect("an answer");
+    let cert = parts(&line).2["certificate"].as_str().unwrap().to_string();
+    let der = kumo_certs::pem_to_der(&cert).unwrap();
+    assert_eq!(
+        kumo_certs::identity_from_der(&der).unwrap().client_id(),
+        "remo-a"
     );
-    // mosquitto_rr overrides -D response-topic with -e; check the rule directly too.
-    if let Some(line) = line {
-        let (_, topic, answer) = parts(&line);
-        assert!(topic.starts_with("devices/remo-a/"), "{topic}");
-        let cert = answer["certificate"].as_str().unwrap_or_default();
-        if !cert.is_empty() {
-            let der = kumo_certs::pem_to_der(cert).unwrap();
-            assert_eq!(
-                kumo_certs::identity_from_der(&der).unwrap().client_id(),
-                "remo-a",
-                "a CSR naming remo-b still certifies remo-a"
-            );
-        }
-    }
     assert_eq!(chain(&s, "remo-b").len(), 1, "nothing issued to remo-b");
     // remo-b cannot subscribe to remo-a's answers.
     let sub = Command::new("mosquitto_sub")
