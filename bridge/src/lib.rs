@@ -24,6 +24,7 @@ pub mod mqtt;
 pub mod presence;
 pub mod provision;
 pub mod ratelimit;
+pub mod renewal;
 pub mod rules;
 pub mod server;
 pub mod settings;

@@ -40,6 +40,8 @@ pub enum BridgeError {
     Mqtt(#[from] crate::mqtt::MqttError),
     #[error("cannot start device provisioning: {0}")]
     Provision(#[from] crate::provision::ProvisionError),
+    #[error("cannot start certificate renewal: {0}")]
+    Renewal(#[from] crate::renewal::RenewalError),
 }
 
 /// A bridge that is serving.
@@ -55,6 +57,7 @@ pub struct RunningBridge {
     webhooks: crate::webhooks::Webhooks,
     rules_worker: JoinHandle<()>,
     provision: Option<(SocketAddr, JoinHandle<()>)>,
+    renewal: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -112,6 +115,11 @@ impl RunningBridge {
         if let Some((_, provision)) = self.provision {
             if tokio::time::timeout(self.grace, provision).await.is_err() {
                 tracing::warn!("provisioning did not stop within the grace period");
+            }
+        }
+        for task in self.renewal {
+            if tokio::time::timeout(self.grace, task).await.is_err() {
+                tracing::warn!("certificate renewal did not stop within the grace period");
             }
         }
         result
@@ -196,6 +204,11 @@ async fn launch(
         }
         None => (None, None),
     };
+    let renewal = if mqtt.is_some() {
+        crate::renewal::start(&settings, pool.clone(), shutdown.clone())?
+    } else {
+        Vec::new()
+    };
     let events = crate::events::EventHub::new(settings.events.clone());
     let webhooks = crate::webhooks::Webhooks::start(
         pool.clone(),
@@ -233,6 +246,7 @@ async fn launch(
     let rules_worker = crate::rules::start(rules_inbox, effects, shutdown.clone());
     let provision = crate::provision::start(
         &settings.provision,
+        &settings.certs,
         state.pool.clone(),
         &settings.mqtt.nodes,
         shutdown.clone(),
@@ -274,6 +288,7 @@ async fn launch(
         webhooks,
         rules_worker,
         provision,
+        renewal,
         grace,
     })
 }

@@ -26,6 +26,44 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// Device self-provisioning with claim codes (off unless `listen` is set).
     pub provision: ProvisionSettings,
+    /// Device certificates: their lifetime, and renewal over the live session.
+    pub certs: DeviceCertSettings,
+}
+
+/// `[bridge.certs]`: device certificates the bridge signs (at provisioning and
+/// renewal) and renewal over a device's live MQTT session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeviceCertSettings {
+    /// The PKI directory whose CA signs; default `bridge.provision.pki_dir`.
+    /// Renewal is on when either is set and the MQTT side is configured.
+    pub pki_dir: Option<PathBuf>,
+    /// Lifetime of a device certificate the bridge signs, seconds (default
+    /// 7,776,000 = 90 days).
+    pub validity_secs: u64,
+    /// Devices are told to renew once this share of the lifetime has passed,
+    /// percent (default 67: a 90-day certificate renews after 60 days).
+    pub renew_at_percent: u8,
+    /// A renewed device's earlier certificates stay valid this long, then are
+    /// revoked (default 86,400 = 1 day): time to reconnect with the new one.
+    pub grace_secs: u64,
+    /// One renewal per device per this many seconds at most (default 60).
+    pub min_interval_secs: u64,
+    /// Seconds between checks for earlier certificates due for revocation (default 10).
+    pub revoke_check_secs: u64,
+}
+
+impl Default for DeviceCertSettings {
+    fn default() -> Self {
+        Self {
+            pki_dir: None,
+            validity_secs: 90 * 86_400,
+            renew_at_percent: 67,
+            grace_secs: 86_400,
+            min_interval_secs: 60,
+            revoke_check_secs: 10,
+        }
+    }
 }
 
 /// `[bridge.provision]`: the TLS listener devices enrol through.
@@ -70,6 +108,7 @@ impl Default for Settings {
             events: EventSettings::default(),
             webhooks: WebhookSettings::default(),
             provision: ProvisionSettings::default(),
+            certs: DeviceCertSettings::default(),
         }
     }
 }
@@ -240,6 +279,16 @@ impl Settings {
         }
         if self.mqtt.nodes.is_empty() {
             return Err("bridge.mqtt.nodes must list at least one broker node".into());
+        }
+        let certs = &self.certs;
+        if certs.validity_secs < 10 {
+            return Err("bridge.certs.validity_secs must be at least 10".into());
+        }
+        if !(1..=99).contains(&certs.renew_at_percent) {
+            return Err("bridge.certs.renew_at_percent must be between 1 and 99".into());
+        }
+        if certs.revoke_check_secs == 0 {
+            return Err("bridge.certs.revoke_check_secs must be at least 1".into());
         }
         if self.mqtt.client_id.is_empty() {
             return Err("bridge.mqtt.client_id must not be empty".into());

@@ -4,8 +4,9 @@
 //! no I/O, no state. The session calls these on every PUBLISH, SUBSCRIBE and last
 //! will, then logs and counts the denial. The rules:
 //! - a device publishes only under its own `devices/{id}/`, never on leaves the
-//!   cloud or the broker own (`commands`, `presence`), and subscribes only to
-//!   filters that stay inside its own subtree and match its device-bound topics;
+//!   cloud or the broker own (`commands`, `presence`, `cert/response…`), and
+//!   subscribes only to filters that stay inside its own subtree and match its
+//!   device-bound topics (its commands, its certificate responses);
 //! - the service identity (bridge) has fleet-wide rights except `$` topics other
 //!   than shared subscriptions;
 //! - an integration publishes only commands to devices its account owns, and
@@ -47,7 +48,8 @@ pub enum Denial {
     System,
     /// Outside the identity's own subtree or account.
     NotOwned,
-    /// A leaf only the cloud or the broker may publish (`commands`, `presence`).
+    /// A leaf only the cloud or the broker may publish (`commands`, `presence`,
+    /// `cert/response`).
     Reserved,
     /// A filter whose wildcards reach beyond what the identity may see.
     Wildcard,
@@ -89,7 +91,7 @@ pub fn may_publish(
             if first.is_empty() {
                 return Err(Denial::Invalid);
             }
-            if RESERVED_LEAVES.iter().any(|l| l.suffix() == first) {
+            if RESERVED_LEAVES.iter().any(|l| l.suffix() == first) || in_cert_responses(rest) {
                 return Err(Denial::Reserved);
             }
             Ok(())
@@ -132,7 +134,12 @@ pub fn may_subscribe(
                 return Err(Denial::NotOwned);
             }
             let commands = topic::device_topic(id, Leaf::Commands);
-            if rumqttd::protocol::matches(&commands, filter) {
+            let responses = topic::device_topic(id, Leaf::CertResponse);
+            let rest = topic::strip_device_prefix(filter, id).unwrap_or_default();
+            if rumqttd::protocol::matches(&commands, filter)
+                || rumqttd::protocol::matches(&responses, filter)
+                || in_cert_responses(rest)
+            {
                 Ok(())
             } else {
                 Err(Denial::Reserved)
@@ -190,16 +197,26 @@ fn integration_filter(
 
 /// May `identity` be handed a routed message on `topic`? Devices and the
 /// service get what their granted filters match; an integration only readable
-/// leaves of devices its account owns at this moment. Called per message on
+/// leaves of devices its account owns at this moment (never commands or
+/// certificate renewals). Called per message on
 /// the delivery path, so it allocates only the parsed device id.
 pub fn may_receive(identity: &Identity, topic: &str, accounts: &dyn AccountDevices) -> bool {
     match identity {
         Identity::Integration { account, .. } => matches!(
             topic::parse_device_topic(topic),
-            Some((device, leaf)) if leaf != Leaf::Commands && accounts.owns(account, &device)
+            Some((device, leaf)) if READABLE_LEAVES.contains(&leaf) && accounts.owns(account, &device)
         ),
         Identity::Device { .. } | Identity::Service { .. } => true,
     }
+}
+
+/// Whether the part of a topic or filter after `devices/{id}/` lies in the
+/// certificate response subtree (`cert/response` and below), which only the
+/// cloud publishes to.
+fn in_cert_responses(rest: &str) -> bool {
+    let base = Leaf::CertResponse.suffix();
+    rest.strip_prefix(base)
+        .is_some_and(|below| below.is_empty() || below.starts_with('/'))
 }
 
 /// The concrete device id a filter is pinned to; refuses filters whose first two

@@ -74,6 +74,55 @@ fn a_device_may_not_publish_presence_or_commands() {
 }
 
 #[test]
+fn a_device_may_request_a_certificate_but_never_publish_a_response() {
+    let d = device("remo-1");
+    assert_eq!(
+        may_publish(&d, "devices/remo-1/cert/request", &NoAccounts),
+        Ok(())
+    );
+    for t in [
+        "devices/remo-1/cert/response",
+        "devices/remo-1/cert/response/42",
+    ] {
+        assert_eq!(
+            may_publish(&d, t, &NoAccounts),
+            Err(Denial::Reserved),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        may_publish(&d, "devices/remo-2/cert/request", &NoAccounts),
+        Err(Denial::NotOwned),
+        "never for another device"
+    );
+}
+
+#[test]
+fn a_device_may_subscribe_to_its_own_certificate_responses_only() {
+    let d = device("remo-1");
+    for f in [
+        "devices/remo-1/cert/response",
+        "devices/remo-1/cert/response/#",
+        "devices/remo-1/cert/response/+",
+        "devices/remo-1/cert/+",
+        "devices/remo-1/cert/#",
+    ] {
+        assert_eq!(may_subscribe(&d, f, &NoAccounts), Ok(()), "{f}");
+    }
+    assert_eq!(
+        may_subscribe(&d, "devices/remo-1/cert/request", &NoAccounts),
+        Err(Denial::Reserved)
+    );
+    for f in [
+        "devices/remo-2/cert/response",
+        "devices/+/cert/response",
+        "devices/remo-10/cert/response/#",
+    ] {
+        assert!(may_subscribe(&d, f, &NoAccounts).is_err(), "{f}");
+    }
+}
+
+#[test]
 fn wildcards_nul_and_dollar_topics_are_never_publishable() {
     for id in [device("remo-1"), service()] {
         for t in [
@@ -290,6 +339,8 @@ fn an_integration_receives_only_readable_leaves_of_devices_it_owns_now() {
     for t in [
         "devices/other/sensors/te",
         "devices/owned/commands",
+        "devices/owned/cert/request",
+        "devices/owned/cert/response",
         "devices/owned/sensors/xx",
         "kumo/ownership/devices/owned",
     ] {

@@ -2,8 +2,9 @@
 //!
 //! Owns: the router thread and its configuration; the ingress threads that feed
 //! device publishes (and presence) into the router with rumqttd's blocking
-//! `LinkTx::send`, so no tokio worker ever blocks; the single `devices/+/commands`
-//! link whose messages are demultiplexed to device sessions through the
+//! `LinkTx::send`, so no tokio worker ever blocks; the single device-bound link
+//! (`devices/+/commands`, `devices/+/cert/response/#`) whose messages are
+//! demultiplexed to device sessions through the
 //! [`Registry`]; a catch-all sink filter (rumqttd disconnects a link that publishes
 //! to a topic no filter matches); the `kumo/ownership/#` link that keeps the
 //! node's [`Ownership`] map current; and on-demand links for service and
@@ -30,8 +31,13 @@ use crate::registry::{Outbound, Registry};
 use crate::retained::RetainedStore;
 use crate::BrokerError;
 
-/// The filter carrying every device-bound message to this node.
+/// The filter carrying every command to this node.
 pub const COMMANDS_FILTER: &str = "devices/+/commands";
+/// The filter carrying every certificate renewal response to this node
+/// (`devices/{id}/cert/response` and the MQTT 5 response topics below it).
+pub const CERT_RESPONSE_FILTER: &str = "devices/+/cert/response/#";
+/// Every device-bound message reaches the node through these.
+pub const DEVICE_BOUND_FILTERS: [&str; 2] = [COMMANDS_FILTER, CERT_RESPONSE_FILTER];
 
 type LinkFactory = dyn Fn(&str) -> Result<(LinkTx, LinkRx), BrokerError> + Send + Sync;
 
@@ -98,7 +104,9 @@ impl Fabric {
             let (mut sink_tx, _) = factory(&format!("kumo-{node}-sink"))?;
             sink_tx.subscribe("#")?;
             let (mut cmd_tx, cmd_rx) = factory(&format!("kumo-{node}-commands"))?;
-            cmd_tx.subscribe(COMMANDS_FILTER)?;
+            for filter in DEVICE_BOUND_FILTERS {
+                cmd_tx.subscribe(filter)?;
+            }
             // Subscribed before any client can connect, so no announcement is missed.
             let (mut own_tx, own_rx) = factory(&format!("kumo-{node}-ownership"))?;
             own_tx.subscribe(kumo_contract::ownership::FILTER)?;
@@ -209,7 +217,8 @@ async fn follow_link(
     }
 }
 
-/// Demultiplexes `devices/+/commands` to the device sessions by id.
+/// Demultiplexes device-bound messages (`devices/{id}/…`) to the device
+/// sessions by id; each session's own subscriptions decide what it gets.
 async fn demux_commands(
     rx: LinkRx,
     registry: Arc<Registry>,
@@ -218,7 +227,7 @@ async fn demux_commands(
 ) {
     follow_link(rx, "commands", shutdown, |publish, properties| {
         let at = Instant::now();
-        // devices/{id}/commands: the id is the second level.
+        // devices/{id}/…: the id is the second level.
         let id = std::str::from_utf8(&publish.topic)
             .ok()
             .and_then(|t| t.split('/').nth(1));

@@ -3,9 +3,10 @@
 //!
 //! The node keeps one MQTT 5 connection to every peer in `broker.peers`
 //! (mutual TLS with its peer service certificate) and there:
-//! - always subscribes `devices/+/commands`: a command published on the peer
-//!   (by an integration connected there, or by the bridge to a node the device
-//!   has left) is imported here and reaches the device if it is here;
+//! - always subscribes `devices/+/commands` and `devices/+/cert/response/#`:
+//!   a command (or certificate) published on the peer (by an integration
+//!   connected there, or by the bridge to a node the device has left) is
+//!   imported here and reaches the device if it is here;
 //! - while this node has integration sessions (connected or parked, see
 //!   [`Interest`]), subscribes the leaves integrations may read — sensors,
 //!   meter, state, presence, acks — with Retain As Published, importing them
@@ -50,7 +51,8 @@ const INTEGRATION_FILTERS: [&str; 5] = [
     "devices/+/presence",
     "devices/+/acks",
 ];
-const COMMANDS: &str = "devices/+/commands";
+/// Device-bound traffic, imported from every peer.
+const DEVICE_BOUND: [&str; 2] = crate::fabric::DEVICE_BOUND_FILTERS;
 const KEEPALIVE: Duration = Duration::from_secs(20);
 const MAX_PACKET: usize = 1 << 20;
 
@@ -221,7 +223,7 @@ async fn run_link(
         pkid = pkid.wrapping_add(1).max(1);
         pkid
     };
-    send(&mut io, subscribe(next_pkid(), &[COMMANDS])).await?;
+    send(&mut io, subscribe(next_pkid(), &DEVICE_BOUND)).await?;
     let mut importing = false;
     let mut ping = tokio::time::interval(KEEPALIVE);
     loop {

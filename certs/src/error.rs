@@ -99,6 +99,15 @@ pub enum CertError {
     /// `revoke` matched no certificate issued from this PKI directory.
     #[error("no certificate with serial or device id {query:?} in {dir}")]
     UnknownCertificate { query: String, dir: PathBuf },
+    /// A CA rollover is already under way (finish it first).
+    #[error("a CA rollover is already under way in {dir} (`kumo certs rollover finish`)")]
+    RolloverInProgress { dir: PathBuf },
+    /// There is no CA rollover to finish.
+    #[error("no CA rollover is under way in {dir} (`kumo certs rollover begin`)")]
+    NoRollover { dir: PathBuf },
+    /// Devices still hold only certificates from the CA being retired.
+    #[error("{count} device(s) still hold only a certificate from the old CA (e.g. {examples}); they move over when they renew — or finish with --force to cut them off")]
+    RolloverIncomplete { count: usize, examples: String },
 }
 
 impl CertError {

@@ -85,6 +85,13 @@ pub fn serial_of_der(der: &[u8]) -> Result<String, CertError> {
     Ok(serial_hex(parse_cert(der)?.raw_serial()))
 }
 
+/// A certificate's validity window (`notBefore`, `notAfter`), from its DER.
+pub fn validity_of_der(
+    der: &[u8],
+) -> Result<(time::OffsetDateTime, time::OffsetDateTime), CertError> {
+    Ok(validity(&parse_cert(der)?))
+}
+
 /// SHA-256 of the DER bytes, lowercase hex (what `openssl x509 -fingerprint -sha256`
 /// prints, without the colons).
 pub fn fingerprint_of_der(der: &[u8]) -> String {

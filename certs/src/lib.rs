@@ -59,6 +59,8 @@ pub use ca::{
 pub use crl::{crl_der_from_pem, revoked_serials_from_crl_pem, verify_crl_pem, Revoked};
 pub use csr::MAX_CSR_BYTES;
 pub use error::CertError;
-pub use inspect::{fingerprint_of_der, normalize_serial, pem_to_der, serial_of_der};
+pub use inspect::{
+    fingerprint_of_der, normalize_serial, pem_to_der, serial_of_der, validity_of_der,
+};
 pub use key::KeyAlgorithm;
 pub use role::{identity_from_der, node_id_from_der};

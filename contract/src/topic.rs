@@ -24,6 +24,12 @@ pub enum Leaf {
     Acks,
     /// `presence`, published only by broker nodes, retained.
     Presence,
+    /// `cert/request`, device → cloud: a CSR to renew the device's certificate.
+    CertRequest,
+    /// `cert/response`, cloud → device: the renewed certificate (an MQTT 5
+    /// device may name a Response Topic below it instead, see
+    /// [`is_cert_response_topic`]).
+    CertResponse,
 }
 
 /// Sensor kinds, named as in the Nature API's `newest_events`.
@@ -73,6 +79,8 @@ impl Leaf {
             Leaf::Commands => "commands",
             Leaf::Acks => "acks",
             Leaf::Presence => "presence",
+            Leaf::CertRequest => "cert/request",
+            Leaf::CertResponse => "cert/response",
         }
     }
 
@@ -83,6 +91,8 @@ impl Leaf {
             "commands" => Leaf::Commands,
             "acks" => Leaf::Acks,
             "presence" => Leaf::Presence,
+            "cert/request" => Leaf::CertRequest,
+            "cert/response" => Leaf::CertResponse,
             _ => Leaf::Sensor(Sensor::from_code(rest.strip_prefix("sensors/")?)?),
         })
     }
@@ -102,6 +112,22 @@ pub fn strip_device_prefix<'a>(topic: &'a str, id: &DeviceId) -> Option<&'a str>
         .strip_prefix('/')?
         .strip_prefix(id.as_str())?
         .strip_prefix('/')
+}
+
+/// Whether `topic` is one the cloud may answer device `id`'s certificate
+/// request on: `devices/{id}/cert/response` or a topic below it (an MQTT 5
+/// device's Response Topic). Nothing else of the device's subtree, and
+/// nothing of another device's.
+pub fn is_cert_response_topic(topic: &str, id: &DeviceId) -> bool {
+    let Some(rest) = strip_device_prefix(topic, id) else {
+        return false;
+    };
+    let base = Leaf::CertResponse.suffix();
+    match rest.strip_prefix(base) {
+        Some("") => true,
+        Some(below) => below.len() > 1 && below.starts_with('/') && !below.contains(['+', '#']),
+        None => false,
+    }
 }
 
 /// Splits a concrete topic into its device id and leaf; `None` if it is not a
@@ -131,6 +157,8 @@ mod tests {
             Leaf::Commands,
             Leaf::Acks,
             Leaf::Presence,
+            Leaf::CertRequest,
+            Leaf::CertResponse,
         ];
         for leaf in leaves {
             let t = device_topic(&id, leaf);
@@ -157,6 +185,30 @@ mod tests {
             "x/remo-1/state",
         ] {
             assert_eq!(strip_device_prefix(other, &id), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_response_goes_only_to_the_devices_own_response_topics() {
+        let id = dev("remo-1");
+        for ok in [
+            "devices/remo-1/cert/response",
+            "devices/remo-1/cert/response/42",
+            "devices/remo-1/cert/response/a/b",
+        ] {
+            assert!(is_cert_response_topic(ok, &id), "{ok}");
+        }
+        for bad in [
+            "devices/remo-2/cert/response",
+            "devices/remo-10/cert/response",
+            "devices/remo-1/cert/responses",
+            "devices/remo-1/cert/response/",
+            "devices/remo-1/cert/response/+",
+            "devices/remo-1/commands",
+            "devices/remo-1/cert/request",
+            "devices/remo-1/acks",
+        ] {
+            assert!(!is_cert_response_topic(bad, &id), "{bad}");
         }
     }
 

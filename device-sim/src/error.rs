@@ -47,6 +47,8 @@ pub enum SimError {
     },
     #[error("broker node {node}: {reason}")]
     Node { node: String, reason: String },
+    #[error("simulated device {slot} could not enrol with the claim code: {reason}")]
+    Claim { slot: String, reason: String },
     #[error("invalid device id: {0}")]
     DeviceId(#[from] kumo_contract::IdError),
 }

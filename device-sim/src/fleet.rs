@@ -17,8 +17,9 @@ use crate::error::SimError;
 use crate::link::Endpoint;
 use crate::model::{CommandPolicy, DeviceModel, SimRng};
 use crate::progress::Progress;
+use crate::renew::Renewal;
 use crate::runtime::{self, Device, Shared};
-use crate::settings::Settings;
+use crate::settings::{Provisioning, Settings};
 use crate::stats::{Stats, Summary};
 use crate::tls::{CredentialSource, TlsContext};
 use kumo_contract::payload::DeviceKind;
@@ -64,6 +65,11 @@ where
         stop: stop.clone(),
         burst: burst_rx,
         endpoints,
+        trust: crate::renew::Trust::new(ca_pem.clone(), tls.clone()),
+        cert_dir: match source.as_ref() {
+            CredentialSource::Dir(dir) => Some(dir.clone()),
+            CredentialSource::Pki(_) => None,
+        },
     });
 
     let started = Instant::now();
@@ -195,7 +201,7 @@ async fn start_device(
     source: Arc<CredentialSource>,
 ) {
     let s = &shared.settings;
-    let device = match prepare(index, s, &tls, &source).await {
+    let device = match prepare(index, s, &tls, &source, &shared.stop).await {
         Ok(d) => d,
         Err(e) => {
             shared.stats.credential_errors.fetch_add(1, Relaxed);
@@ -211,14 +217,30 @@ async fn prepare(
     s: &Settings,
     tls: &TlsContext,
     source: &Arc<CredentialSource>,
+    stop: &CancellationToken,
 ) -> Result<Device, SimError> {
-    let id = s.device_id(index)?;
+    let slot = s.device_id(index)?;
+    let id = match (s.provisioning, &s.claim_code, &s.device_cert_dir) {
+        (Provisioning::Claim, Some(code), Some(dir)) => {
+            let claim = crate::claim::Claim {
+                code,
+                addr: &s.provision_addr,
+                dir,
+            };
+            crate::claim::identity(&claim, &slot, tls, stop).await?
+        }
+        _ => slot,
+    };
     let load_id = id.clone();
     let load_source = source.clone();
     // File reads (and, from a PKI, possibly issuing) must not block a worker thread.
     let creds = tokio::task::spawn_blocking(move || load_source.load(&load_id))
         .await
         .map_err(|e| SimError::Ca(format!("credential loader panicked: {e}")))??;
+    let renewal = match creds.chain.first() {
+        Some(leaf) => Renewal::for_certificate(leaf.as_ref(), s.renew_at_percent),
+        None => Renewal::default(),
+    };
     let tls = tls.client_config(&id, creds)?;
     let mut rng = SimRng::for_device(s.seed, index);
     let kind = if rng.chance(s.meter_fraction) {
@@ -237,5 +259,6 @@ async fn prepare(
         tls,
         model,
         rng,
+        renewal,
     })
 }

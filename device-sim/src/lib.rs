@@ -8,17 +8,20 @@
 //!   TLS, last will, reconnect with backoff and jitter, chaos faults);
 //! - [`fleet`]: many devices in one process with ramp control and progress;
 //! - [`stats`]: counters and the JSON [`Summary`];
-//! - [`tls`] and [`provision`]: certificates (issued, CSR-enrolled or pre-provisioned);
+//! - [`tls`] and [`provision`]: certificates (issued, CSR-enrolled or pre-provisioned),
+//!   renewed over the live session (`renew`);
 //! - [`worker`]: the protocol `kumo sim` uses to spread a fleet over processes.
 //!
 //! This crate runs one process's share and never spawns processes itself.
 
+pub mod claim;
 pub mod error;
 pub mod fleet;
 pub mod link;
 pub mod model;
 pub mod progress;
 pub mod provision;
+pub mod renew;
 pub mod runtime;
 pub mod settings;
 pub mod stats;

@@ -241,14 +241,22 @@ impl Link {
     /// Queues a publish; `false` if too much is already waiting (the caller
     /// counts a drop).
     pub fn publish(&mut self, topic: &str, qos1: bool, retain: bool, payload: Vec<u8>) -> bool {
-        self.publish_with(topic, qos1, retain, payload, None)
+        self.publish_with(topic, qos1, retain, payload, None, None)
     }
 
     /// Queues an MQTT 5 response (QoS 1) carrying the requester's correlation
     /// data; on MQTT 3.1.1 a plain publish to `response.topic`.
     pub fn respond(&mut self, response: &Response, payload: Vec<u8>) -> bool {
         let correlation = response.correlation.clone();
-        self.publish_with(&response.topic, true, false, payload, correlation)
+        self.publish_with(&response.topic, true, false, payload, None, correlation)
+    }
+
+    /// Queues a request (QoS 1) that names where the answer should go and
+    /// what it carries back (MQTT 5 Response Topic and Correlation Data); on
+    /// MQTT 3.1.1 a plain publish.
+    pub fn request(&mut self, topic: &str, payload: Vec<u8>, reply_to: &Response) -> bool {
+        let (to, correlation) = (Some(reply_to.topic.clone()), reply_to.correlation.clone());
+        self.publish_with(topic, true, false, payload, to, correlation)
     }
 
     fn publish_with(
@@ -257,6 +265,7 @@ impl Link {
         qos1: bool,
         retain: bool,
         payload: Vec<u8>,
+        response_topic: Option<String>,
         correlation: Option<Bytes>,
     ) -> bool {
         if self.closing || self.out.len() >= OUT_LIMIT || (qos1 && self.unacked >= INFLIGHT) {
@@ -271,9 +280,12 @@ impl Link {
                 p.write(&mut self.out).is_ok()
             }
             Protocol::V5 => {
-                let props = correlation.map(|c| v5::PublishProperties {
-                    correlation_data: Some(c),
-                    ..Default::default()
+                let props = (correlation.is_some() || response_topic.is_some()).then(|| {
+                    v5::PublishProperties {
+                        correlation_data: correlation,
+                        response_topic,
+                        ..Default::default()
+                    }
                 });
                 let mut p = v5::Publish::new(topic, qos5(qos1), payload, props);
                 p.retain = retain;

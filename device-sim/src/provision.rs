@@ -7,7 +7,7 @@
 //! fsync work, so it happens once, up front, on plain threads — never per
 //! connection, and never from several worker processes at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use kumo_certs::files::PkiDir;
@@ -76,6 +76,8 @@ fn provision_part(
             (Some(dir), Provisioning::Csr) => enroll_with_csr(pki, dir, &id)?,
             // Pre-provisioned certificates are the operator's business.
             (Some(_), Provisioning::Issue) => false,
+            // Claiming devices enrol themselves when they start.
+            (_, Provisioning::Claim) => false,
             (None, _) => issue_into_pki(pki, &id)?,
         };
         if did_issue {
@@ -136,9 +138,9 @@ fn enroll_with_csr(pki: &PkiDir, dir: &Path, id: &DeviceId) -> Result<bool, SimE
     Ok(true)
 }
 
-fn write_file(path: &PathBuf, contents: &[u8], private: bool) -> Result<(), SimError> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), SimError> {
     let io = |source| SimError::Write {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     if let Some(parent) = path.parent() {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::link::{loopback_source, Endpoint, Link, LinkError, LinkEvent, LinkOptions};
 use crate::model::{CommandOutcome, DeviceModel, SimRng};
+use crate::renew::{Outcome, Renewal};
 use crate::settings::Settings;
 use crate::stats::Stats;
 use kumo_contract::payload::{AckResult, StateReport};
@@ -31,6 +32,12 @@ pub struct Shared {
     pub burst: watch::Receiver<u64>,
     /// The settings' nodes, resolved once (in the same order).
     pub endpoints: Vec<Endpoint>,
+    /// Builds a device's TLS configuration again after it renews (with the
+    /// CA bundle the answer brought).
+    pub trust: crate::renew::Trust,
+    /// Where devices keep their own certificate and key, if they do
+    /// (`sim.device_cert_dir`): a renewed pair is written back there.
+    pub cert_dir: Option<std::path::PathBuf>,
 }
 
 /// Per-device constant data.
@@ -40,6 +47,8 @@ pub struct Device {
     pub tls: Arc<ClientConfig>,
     pub model: DeviceModel,
     pub rng: SimRng,
+    /// When to renew the certificate, and the request in flight.
+    pub renewal: Renewal,
 }
 
 /// How a connected session ended.
@@ -49,6 +58,8 @@ enum End {
     ChaosDisconnect,
     ChaosKill,
     Burst,
+    /// A new certificate came: reconnect with it now.
+    Renewed,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -180,6 +191,10 @@ async fn after_session(
             stats.burst_drops.fetch_add(1, Relaxed);
             Duration::ZERO
         }
+        End::Renewed => {
+            disconnect(link, grace).await;
+            Duration::ZERO
+        }
     })
 }
 
@@ -234,7 +249,12 @@ async fn session(
     let s = &shared.settings;
     let stats = &shared.stats;
     let commands = device_topic(&dev.id, Leaf::Commands);
+    let cert_responses = device_topic(&dev.id, Leaf::CertResponse);
     link.subscribe(&commands);
+    if s.renew_at_percent > 0 {
+        link.subscribe(&cert_responses);
+    }
+    let renew_retry = Duration::from_millis(s.renew_retry_ms);
     publish_state(dev, link, stats);
     dev.model.connected();
 
@@ -265,9 +285,22 @@ async fn session(
                 let kill_share = s.chaos.kills_per_hour / (chaos_rate * 3600.0);
                 return if dev.rng.chance(kill_share) { End::ChaosKill } else { End::ChaosDisconnect };
             }
+            _ = sleep(dev.renewal.wait().unwrap_or_default()), if dev.renewal.wait().is_some() => {
+                if dev.renewal.request(&dev.id, link, renew_retry) {
+                    tracing::debug!(device_id = %dev.id, "certificate renewal requested");
+                } else {
+                    // No room on the link now: try again shortly.
+                    sleep(Duration::from_millis(100)).await;
+                }
+            }
             event = link.poll() => match event {
                 Ok(LinkEvent::Message { topic, payload, response }) if topic == commands => {
                     handle_command(dev, link, stats, &payload, response);
+                }
+                Ok(LinkEvent::Message { topic, payload, .. }) if topic == cert_responses => {
+                    if renewed(dev, shared, &payload) {
+                        return End::Renewed;
+                    }
                 }
                 Ok(LinkEvent::Subscribed(false)) => {
                     tracing::warn!(device_id = %dev.id, topic = %commands, "command subscription refused");
@@ -281,6 +314,47 @@ async fn session(
                 crate::telemetry::publish(dev, link, shared, dt);
             }
         }
+    }
+}
+
+/// Handles an answer to a renewal request; `true` once the device holds a
+/// new certificate (its TLS configuration already rebuilt around it).
+fn renewed(dev: &mut Device, shared: &Shared, payload: &[u8]) -> bool {
+    let stats = &shared.stats;
+    match dev
+        .renewal
+        .on_response(payload, shared.settings.renew_at_percent)
+    {
+        Outcome::Renewed(new) => {
+            if let Some(dir) = &shared.cert_dir {
+                if let Err(e) = crate::renew::persist(dir, &dev.id, &new) {
+                    tracing::warn!(device_id = %dev.id, error = %e, "renewed certificate not saved");
+                }
+            }
+            let config = shared
+                .trust
+                .context(new.ca.as_deref())
+                .and_then(|ctx| ctx.client_config(&dev.id, new.creds));
+            match config {
+                Ok(tls) => {
+                    dev.tls = tls;
+                    stats.renewals.fetch_add(1, Relaxed);
+                    tracing::debug!(device_id = %dev.id, "certificate renewed");
+                    true
+                }
+                Err(e) => {
+                    stats.renewals_failed.fetch_add(1, Relaxed);
+                    tracing::warn!(device_id = %dev.id, error = %e, "renewed certificate unusable");
+                    false
+                }
+            }
+        }
+        Outcome::Failed(reason) => {
+            stats.renewals_failed.fetch_add(1, Relaxed);
+            tracing::warn!(device_id = %dev.id, reason, "certificate renewal refused");
+            false
+        }
+        Outcome::Ignored => false,
     }
 }
 

@@ -59,8 +59,21 @@ pub struct Settings {
     pub device_cert_dir: Option<PathBuf>,
     /// How `kumo sim` provisions missing device certificates from `pki_dir`:
     /// `issue` (the CA generates key and certificate) or `csr` (each device
-    /// generates its key in `device_cert_dir` and has a CSR signed). Default `issue`.
+    /// generates its key in `device_cert_dir` and has a CSR signed); or
+    /// `claim`: each device enrols itself with `claim_code` at
+    /// `provision_addr`, keeping its key in `device_cert_dir`, and gets its
+    /// identity from Kumo. Default `issue`.
     pub provisioning: Provisioning,
+    /// The claim code devices enrol with (`provisioning = "claim"`).
+    pub claim_code: Option<String>,
+    /// The provisioning listener, `host:port` (TLS; the host is checked
+    /// against its certificate). Default `localhost:8443`.
+    pub provision_addr: String,
+    /// A device renews its certificate over its live session once this share
+    /// of the certificate's lifetime has passed, percent; 0 = never. Default 67.
+    pub renew_at_percent: u8,
+    /// A renewal request unanswered after this many ms is sent again. Default 30,000.
+    pub renew_retry_ms: u64,
     /// Fault injection.
     pub chaos: ChaosSettings,
 }
@@ -93,6 +106,9 @@ pub enum Provisioning {
     /// The device generates its own key and sends a CSR; only the certificate
     /// comes back (the CSR flow real devices use).
     Csr,
+    /// The device enrols itself with a claim code through the provisioning
+    /// listener; Kumo assigns its identity and registers it to the code's account.
+    Claim,
 }
 
 /// MQTT protocol version.
@@ -132,6 +148,10 @@ impl Default for Settings {
             pki_dir: None,
             device_cert_dir: None,
             provisioning: Provisioning::Issue,
+            claim_code: None,
+            provision_addr: "localhost:8443".into(),
+            renew_at_percent: 67,
+            renew_retry_ms: 30_000,
             chaos: ChaosSettings::default(),
         }
     }
@@ -180,6 +200,12 @@ impl Settings {
                 return Err(format!("sim.{key} must be a non-negative number, not {v}"));
             }
         }
+        if self.renew_at_percent > 99 {
+            return Err("sim.renew_at_percent must be between 0 (never) and 99".into());
+        }
+        if self.renew_retry_ms < 100 {
+            return Err("sim.renew_retry_ms must be at least 100".into());
+        }
         if self.report_interval_ms < 100 {
             return Err("sim.report_interval_ms must be at least 100".into());
         }
@@ -193,6 +219,19 @@ impl Settings {
             return Err(
                 "sim.reconnect_min_ms must be positive and at most sim.reconnect_max_ms".into(),
             );
+        }
+        if self.provisioning == Provisioning::Claim {
+            if self.claim_code.as_deref().map_or(true, str::is_empty) {
+                return Err("sim.provisioning = \"claim\" needs sim.claim_code".into());
+            }
+            if self.device_cert_dir.is_none() {
+                return Err(
+                    "sim.provisioning = \"claim\" needs sim.device_cert_dir for the device-held keys"
+                        .into(),
+                );
+            }
+            split_host_port(&self.provision_addr)
+                .map_err(|e| format!("sim.provision_addr: {e}"))?;
         }
         if self.provisioning == Provisioning::Csr && self.device_cert_dir.is_none() {
             return Err(

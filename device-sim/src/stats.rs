@@ -83,6 +83,10 @@ pub struct Stats {
     pub commands_unparseable: AtomicU64,
     pub acks_sent: AtomicU64,
     pub credential_errors: AtomicU64,
+    /// Certificates renewed over a live session.
+    pub renewals: AtomicU64,
+    /// Renewal requests answered with a failure (or not answered in time).
+    pub renewals_failed: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
@@ -120,6 +124,8 @@ impl Stats {
             commands_unparseable: AtomicU64::new(0),
             acks_sent: AtomicU64::new(0),
             credential_errors: AtomicU64::new(0),
+            renewals: AtomicU64::new(0),
+            renewals_failed: AtomicU64::new(0),
             latency: Default::default(),
         }
     }
@@ -204,6 +210,8 @@ impl Stats {
             commands_ignored: get(&self.commands_ignored),
             commands_unparseable: get(&self.commands_unparseable),
             acks_sent: get(&self.acks_sent),
+            renewals: get(&self.renewals),
+            renewals_failed: get(&self.renewals_failed),
             command_latency_p50_ms: latency.quantile_ms(0.5),
             command_latency_p99_ms: latency.quantile_ms(0.99),
             command_latency: latency,
@@ -300,6 +308,10 @@ pub struct Summary {
     pub commands_ignored: u64,
     pub commands_unparseable: u64,
     pub acks_sent: u64,
+    #[serde(default)]
+    pub renewals: u64,
+    #[serde(default)]
+    pub renewals_failed: u64,
     pub command_latency: Histogram,
     /// Upper bound of the median latency bucket, ms.
     pub command_latency_p50_ms: Option<u64>,
@@ -351,6 +363,8 @@ impl Summary {
             commands_ignored,
             commands_unparseable,
             acks_sent,
+            renewals,
+            renewals_failed,
             rss_bytes,
             cpu_secs
         );

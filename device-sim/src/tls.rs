@@ -159,6 +159,18 @@ impl TlsContext {
         Ok(Self { provider, verifier })
     }
 
+    /// A client configuration that checks the server against the CA and
+    /// presents no certificate (for the provisioning listener).
+    pub fn server_only_config(&self) -> Result<Arc<ClientConfig>, SimError> {
+        let config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SimError::Ca(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(self.verifier.clone())
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
     /// A client configuration presenting `creds`.
     pub fn client_config(
         &self,

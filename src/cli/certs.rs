@@ -86,8 +86,36 @@ enum CertsCommand {
     },
     /// Re-sign the CRL with a new number and a fresh next-update.
     Crl,
-    /// List issued certificates with status and expiry.
+    /// Replace the issuing CA without cutting devices off: `begin` (a new CA
+    /// issues, both are trusted), `status`, `finish` (the old CA is retired).
+    #[command(subcommand)]
+    Rollover(RolloverCommand),
+    /// List issued certificates with status and expiry; each identity's
+    /// certificates in issue order (old → new, later ones marked `↳`).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloverCommand {
+    /// Create a new CA that signs every certificate from now on; the current
+    /// one stays trusted (nodes accept both) until `finish`. Devices move over
+    /// when they renew.
+    Begin {
+        /// The new CA's key type: ecdsa-p256 (default), ed25519 or rsa2048.
+        #[arg(long, default_value = "ecdsa-p256")]
+        algorithm: KeyAlgorithm,
+    },
+    /// Which CA issues, which are being retired, and how many devices have moved.
+    Status,
+    /// Retire the old CA: re-issue node, service and integration certificates
+    /// from the new one and trust only it. Refused while devices still hold
+    /// only an old certificate, unless --force.
+    Finish {
+        /// Retire the old CA even though some devices have not renewed (they
+        /// can no longer connect).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Runs one `kumo certs` subcommand.
@@ -154,7 +182,40 @@ pub fn run(args: CertsArgs, settings: &Settings) -> anyhow::Result<()> {
             println!("  bridge:      {}", stack.bridge_cert.display());
         }
         CertsCommand::Crl => println!("CRL: {}", open()?.write_crl()?.display()),
+        CertsCommand::Rollover(command) => rollover(open()?, command)?,
         CertsCommand::List => print_table(&open()?.list()?),
+    }
+    Ok(())
+}
+
+fn rollover(mut pki: PkiDir, command: RolloverCommand) -> anyhow::Result<()> {
+    let status = match command {
+        RolloverCommand::Begin { algorithm } => {
+            pki.rollover_begin(algorithm)
+                .context("starting the CA rollover")?;
+            println!("a new CA ({algorithm}) issues every certificate from now on;");
+            println!("nodes trust it and the old one (ca.pem) once they reload (within their poll interval)");
+            pki.rollover_status()?
+        }
+        RolloverCommand::Status => pki.rollover_status()?,
+        RolloverCommand::Finish { force } => {
+            let status = pki.rollover_finish(force).context("retiring the old CA")?;
+            println!("the old CA is retired: nodes, services and integrations have certificates from the new CA,");
+            println!("and ca.pem trusts only it (nodes reload within their poll interval; restart the bridge to reload its own)");
+            status
+        }
+    };
+    println!("issuing CA: {}", status.issuing);
+    for old in &status.retiring {
+        println!("retiring:   {old}");
+    }
+    println!(
+        "devices:    {} on the issuing CA, {} still only on a retiring one",
+        status.devices_moved,
+        status.devices_left.len()
+    );
+    for id in status.devices_left.iter().take(20) {
+        println!("  {id}");
     }
     Ok(())
 }
@@ -177,17 +238,28 @@ fn print_table(records: &[CertRecord]) {
     let now = OffsetDateTime::now_utc();
     let rows: Vec<[String; 5]> = records
         .iter()
-        .map(|r| {
-            let name = if r.current {
-                r.label()
-            } else {
-                format!("{} (replaced)", r.label())
+        .enumerate()
+        .map(|(i, r)| {
+            // Records come in chains (old → new per identity): a record of the
+            // same identity as the one above it replaced that one.
+            let renewed = i > 0 && records[i - 1].label() == r.label();
+            let arrow = if renewed { "  ↳ " } else { "" };
+            let replaced = if r.current { "" } else { " (replaced)" };
+            let name = format!("{arrow}{}{replaced}", r.label());
+            let status = match (r.status, r.revoke_at) {
+                (kumo_certs::files::CertStatus::Valid, Some(at)) => {
+                    format!(
+                        "valid, revoked at {}",
+                        at.replace_nanosecond(0).unwrap_or(at)
+                    )
+                }
+                (status, _) => status.as_str().to_string(),
             };
             let days = (r.not_after - now).whole_days();
             [
                 name,
                 r.serial.clone(),
-                r.status.as_str().to_string(),
+                status,
                 r.not_after.date().to_string(),
                 if days >= 0 {
                     format!("{days}d")

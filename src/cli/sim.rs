@@ -74,6 +74,19 @@ pub struct SimArgs {
     /// Also write the final JSON summary to this file.
     #[arg(long)]
     summary_file: Option<PathBuf>,
+    /// Every device enrols itself with this claim code through the
+    /// provisioning listener (its own key and CSR; Kumo assigns its id and
+    /// registers it to the code's account), keeping its key and certificate
+    /// in `sim.device_cert_dir` (default `<data_dir>/sim-devices`). A second
+    /// run reuses them. The code must allow as many uses as devices.
+    #[arg(long, value_name = "CODE")]
+    claim: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", help = default_help(
+        "The provisioning listener, host:port",
+        "sim.provision_addr",
+        &SIM.provision_addr,
+    ))]
+    provision: Option<String>,
     /// Issue (or enrol) the certificates devices lack, then exit without
     /// connecting, so a later run's CPU figures are the devices' alone.
     #[arg(long)]
@@ -140,6 +153,16 @@ fn sim_settings(args: &SimArgs, settings: &Settings) -> anyhow::Result<kumo_sim:
     if let Some(ms) = args.report_interval_ms {
         sim.report_interval_ms = ms;
     }
+    if let Some(code) = &args.claim {
+        sim.provisioning = Provisioning::Claim;
+        sim.claim_code = Some(code.clone());
+        if sim.device_cert_dir.is_none() {
+            sim.device_cert_dir = Some(settings.data_dir.join("sim-devices"));
+        }
+    }
+    if let Some(addr) = &args.provision {
+        sim.provision_addr = addr.clone();
+    }
     if sim.device_cert_dir.is_none() && sim.pki_dir.is_none() {
         sim.pki_dir = Some(settings.certs_dir());
     }
@@ -148,14 +171,16 @@ fn sim_settings(args: &SimArgs, settings: &Settings) -> anyhow::Result<kumo_sim:
     Ok(sim)
 }
 
-/// The CA devices trust. Unless certificates were provisioned beforehand, every
-/// device without one gets it first (issued, or enrolled by CSR).
+/// The CA devices trust. Unless certificates were provisioned beforehand (or
+/// devices enrol themselves with a claim code), every device without one gets
+/// it first (issued, or enrolled by CSR).
 async fn ca_and_certificates(
     sim: &kumo_sim::Settings,
     settings: &Settings,
 ) -> anyhow::Result<String> {
     let pki_dir = sim.pki_dir.clone().unwrap_or_else(|| settings.certs_dir());
-    if sim.device_cert_dir.is_some() && sim.provisioning == Provisioning::Issue {
+    let held_by_devices = matches!(sim.provisioning, Provisioning::Issue | Provisioning::Claim);
+    if sim.device_cert_dir.is_some() && held_by_devices {
         let ca = pki_dir.join("ca.pem");
         return std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()));
     }
@@ -302,6 +327,8 @@ mod tests {
             report_interval_ms: None,
             per_process: MAX_DEVICES_PER_PROCESS,
             summary_file: None,
+            claim: None,
+            provision: None,
             provision_only: false,
             worker: false,
         }
@@ -318,10 +345,32 @@ mod tests {
             "[default: 127.0.0.1:8883; setting sim.nodes]",
             "[default: v4; setting sim.protocol]",
             "[default: 60000; setting sim.report_interval_ms]",
+            "[default: localhost:8443; setting sim.provision_addr]",
         ] {
             assert!(help.contains(line), "{line} in {help}");
         }
         assert!(!help.contains("[default: sim."), "{help}");
+    }
+
+    #[test]
+    fn a_claim_code_makes_devices_enrol_themselves_and_keep_their_keys_under_the_data_dir() {
+        let settings = Settings::default();
+        let sim = sim_settings(
+            &SimArgs {
+                claim: Some("AAAAA-BBBBB".into()),
+                provision: Some("kumo.example:9443".into()),
+                ..args()
+            },
+            &settings,
+        )
+        .expect("valid");
+        assert_eq!(sim.provisioning, Provisioning::Claim);
+        assert_eq!(sim.claim_code.as_deref(), Some("AAAAA-BBBBB"));
+        assert_eq!(sim.provision_addr, "kumo.example:9443");
+        assert_eq!(
+            sim.device_cert_dir,
+            Some(settings.data_dir.join("sim-devices"))
+        );
     }
 
     #[test]

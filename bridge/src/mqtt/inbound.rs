@@ -168,7 +168,9 @@ impl Inbound {
                 let (id, ack) = payload::ack(body)?;
                 Report::Ack(device, id, ack)
             }
-            Leaf::Commands => return Ok(Some(waits)),
+            // Not subscribed here: commands are the bridge's own, and
+            // certificate renewal has its own MQTT 5 link (`crate::renewal`).
+            Leaf::Commands | Leaf::CertRequest | Leaf::CertResponse => return Ok(Some(waits)),
         };
         let (tx, rx) = oneshot::channel();
         if !self.control.send(self.node, control, tx).await {

@@ -219,6 +219,27 @@ async fn declare_lost(ctx: &NodeContext) -> bool {
     }
 }
 
+/// Rebuilds the connection's TLS configuration from the certificate files;
+/// keeps the current one if they cannot be read.
+fn reload_tls(ctx: &NodeContext, eventloop: &mut EventLoop) {
+    let s = &ctx.settings;
+    let (Some(ca), Some(cert), Some(key)) = (&s.ca, &s.cert, &s.key) else {
+        return;
+    };
+    let config = super::tls::client_config(ca, cert, key)
+        .and_then(|base| super::tls::for_node(&base, ca, ctx.status.clone(), ctx.idx));
+    match config {
+        Ok(config) => {
+            eventloop
+                .mqtt_options
+                .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "TLS files unreadable; reconnecting with the previous ones")
+        }
+    }
+}
+
 fn lock(p: &Mutex<Pairing>) -> std::sync::MutexGuard<'_, Pairing> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -348,6 +369,10 @@ async fn drive(
                 {
                     declared_lost = declare_lost(&ctx).await;
                 }
+                // The PKI may have changed (a CA rollover re-issues the
+                // bridge's certificate and the node's): reconnect with what
+                // the files say now.
+                reload_tls(&ctx, &mut eventloop);
                 if failures == 1 {
                     tracing::warn!(node = %addr, lane = ?lane, error = %e,
                         "broker node connection lost; reconnecting");

@@ -45,10 +45,12 @@ const MAX_REQUEST: usize = 16 * 1024;
 pub struct Provisioner {
     pool: Pool,
     pki: Mutex<PkiDir>,
-    ca_pem: String,
     nodes: Vec<String>,
     per_minute: u32,
     seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Lifetime and renewal point of the certificates it signs.
+    validity: time::Duration,
+    renew_at_percent: u8,
 }
 
 /// Why the provisioning listener could not start.
@@ -81,6 +83,7 @@ pub enum ProvisionError {
 /// Starts the TLS listener; returns its address and the server task.
 pub async fn start(
     settings: &crate::settings::ProvisionSettings,
+    certs: &crate::settings::DeviceCertSettings,
     pool: Pool,
     default_nodes: &[String],
     shutdown: CancellationToken,
@@ -105,7 +108,8 @@ pub async fn start(
         path: pki_dir.clone(),
         source,
     })?;
-    let ca_pem = std::fs::read_to_string(pki.ca_path()).map_err(|source| ProvisionError::Ca {
+    // Read at every provisioning (a CA rollover changes it); checked here.
+    std::fs::read_to_string(pki.ca_path()).map_err(|source| ProvisionError::Ca {
         path: pki.ca_path(),
         source,
     })?;
@@ -123,10 +127,13 @@ pub async fn start(
     let state = Arc::new(Provisioner {
         pool,
         pki: Mutex::new(pki),
-        ca_pem,
         nodes,
         per_minute: settings.attempts_per_minute,
         seen: Mutex::new(HashMap::new()),
+        validity: time::Duration::seconds(
+            i64::try_from(certs.validity_secs).unwrap_or(i64::MAX / 2),
+        ),
+        renew_at_percent: certs.renew_at_percent,
     });
     let app = Router::new()
         .route("/v1/provision", post(provision))
@@ -254,12 +261,15 @@ async fn provision(
     let signer = p.clone();
     let (csr, id) = (req.csr.clone(), device.clone());
     let signed = tokio::task::spawn_blocking(move || {
-        let pki = signer.pki.lock().unwrap_or_else(|e| e.into_inner());
-        pki.sign_device_csr_pem(&csr, &id)
+        let mut pki = signer.pki.lock().unwrap_or_else(|e| e.into_inner());
+        // Follow a CA rollover begun by `kumo certs rollover begin`.
+        pki.refresh()?;
+        let signed = pki.sign_device_csr_for(&csr, &id, signer.validity)?;
+        Ok::<_, kumo_certs::CertError>((signed, pki.trust_bundle_pem()?))
     })
     .await
     .map_err(ApiError::internal)?;
-    let (issued, cert_pem) = match signed {
+    let ((issued, _paths), ca_pem) = match signed {
         Ok(done) => done,
         Err(e) => {
             drop(tx);
@@ -284,12 +294,20 @@ async fn provision(
     );
     p.audit(a).await;
     tracing::info!(device_id = %device, serial = %issued.serial, "device provisioned by claim code");
+    let lifetime = issued.not_after - issued.not_before;
+    let renew_at = issued.not_before + lifetime * (f64::from(p.renew_at_percent) / 100.0);
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
     Ok(Json(json!({
         "device_id": device.as_str(),
-        "certificate": cert_pem,
-        "ca": p.ca_pem,
+        "certificate": issued.cert_pem,
+        "ca": ca_pem,
         "nodes": p.nodes,
         "serial": issued.serial,
+        "not_after": rfc3339(issued.not_after),
+        "renew_at": rfc3339(renew_at),
     })))
 }
 

@@ -232,3 +232,70 @@ async fn a_device_enrols_with_a_claim_code_using_openssl_and_curl_then_connects(
     assert!(limited, "rate limited");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_devices_enrol_with_a_claim_code_and_report_to_the_owner_at_once() {
+    let s = Stack::start(|_| {}).await;
+    let token = s.h.token_with(&["provision"]).await;
+    let (_, code) = claim_code(&s, &token, "2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = s.h.bridge.as_ref().unwrap().provision_addr().unwrap();
+    let settings = kumo_sim::Settings {
+        nodes: vec![format!("127.0.0.1:{}", s.port)],
+        devices: 2,
+        meter_fraction: 0.0,
+        report_interval_ms: 300,
+        progress_interval_ms: 0,
+        provisioning: kumo_sim::Provisioning::Claim,
+        claim_code: Some(code.clone()),
+        provision_addr: format!("localhost:{}", addr.port()),
+        device_cert_dir: Some(dir.path().to_path_buf()),
+        ..kumo_sim::Settings::default()
+    };
+    let ca = std::fs::read_to_string(s.pki.ca_path()).unwrap();
+    let live = |devices: &Value| {
+        devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d["id"].as_str().unwrap().starts_with("dev-")
+                    && d["online"] == true
+                    && d["newest_events"]["te"]["val"].is_number()
+            })
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut ids = Vec::new();
+    for run in 0..2 {
+        // The second run reuses what the devices kept: the code is used up.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let fleet = tokio::spawn(kumo_sim::run_fleet_with(
+            settings.clone(),
+            ca.clone(),
+            stop.clone(),
+            |_| {},
+        ));
+        let mut seen = Vec::new();
+        for _ in 0..300 {
+            seen = live(&s.h.get("/1/devices").await.ok());
+            if seen.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen.len(), 2, "run {run}: both devices report to the owner");
+        seen.sort();
+        if run == 0 {
+            ids = seen;
+        } else {
+            assert_eq!(seen, ids, "the same identities");
+        }
+        stop.cancel();
+        let summary = fleet.await.unwrap().unwrap();
+        assert_eq!(summary.credential_errors, 0, "{summary:?}");
+    }
+    let issued = outcomes(&s).await.iter().filter(|o| *o == "issued").count();
+    assert_eq!(issued, 2, "enrolled once each");
+    s.stop().await;
+}

@@ -3,8 +3,11 @@
 //! Layout of `<dir>`:
 //!
 //! ```text
-//! ca.pem                 CA certificate
-//! ca.key                 CA private key (PKCS#8 PEM, mode 0600)
+//! ca.pem                 the CA certificate(s) to trust: the issuing CA first, then any
+//!                        CA being retired in a rollover (see [`PkiDir::rollover_begin`])
+//! ca.key                 the issuing CA's private key (PKCS#8 PEM, mode 0600)
+//! issuing.pem            the issuing CA's certificate, once a rollover has happened
+//! retiring/<serial>/{ca.pem,ca.key}  a CA being retired: trusted, signs only its CRL
 //! crl.pem                current CRL, regenerated on every revocation
 //! state.json             revoked serials + next CRL number (the CRL's source of truth)
 //! issued/device/<id>/{cert.pem,key.pem}
@@ -19,6 +22,8 @@
 //! serialized: run PKI administration from one place at a time.
 
 mod atomic;
+mod renew;
+mod rollover;
 mod scan;
 mod stack;
 mod state;
@@ -30,9 +35,28 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{normalize_serial, Ca, CertError, IssueOptions, Issued, KeyAlgorithm};
 use atomic::{Durability, Mode};
+pub use renew::Renewal;
+pub use rollover::RolloverStatus;
 pub use scan::{device_pair, CertKind, CertRecord, CertStatus};
 pub use stack::{StackPaths, BRIDGE_SERVICE, RENEW_BEFORE};
 use state::{RevokedEntry, State};
+
+/// The issuing CA's certificate and key files: `issuing.pem` once a rollover
+/// happened, else `ca.pem`.
+fn issuing_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let issuing = dir.join("issuing.pem");
+    let cert = if issuing.exists() {
+        issuing
+    } else {
+        dir.join("ca.pem")
+    };
+    (cert, dir.join("ca.key"))
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
 
 /// Common name of the CA created by [`PkiDir::init`].
 pub const CA_COMMON_NAME: &str = "Kumo Root CA";
@@ -56,23 +80,38 @@ pub struct IssuedPaths {
 pub struct PkiDir {
     dir: PathBuf,
     ca: Ca,
+    /// Size and mtime of the issuing CA's files when `ca` was loaded.
+    loaded: Option<(std::time::SystemTime, u64)>,
 }
 
 impl PkiDir {
     /// Opens an existing PKI.
     pub fn open(dir: &Path) -> Result<PkiDir, CertError> {
-        let cert_path = dir.join("ca.pem");
-        let key_path = dir.join("ca.key");
-        if !cert_path.exists() {
+        if !dir.join("ca.pem").exists() {
             return Err(CertError::NotInitialized {
                 path: dir.to_path_buf(),
             });
         }
+        let (cert_path, key_path) = issuing_pair(dir);
+        let loaded = stamp(&key_path);
         let ca = Ca::from_pem(&atomic::read(&cert_path)?, &atomic::read(&key_path)?)?;
         Ok(PkiDir {
             dir: dir.to_path_buf(),
             ca,
+            loaded,
         })
+    }
+
+    /// Loads the issuing CA again if another process changed it (a CA
+    /// rollover by `kumo certs`), so a long-running signer follows it. On a
+    /// half-written change it keeps the CA it has and says why.
+    pub fn refresh(&mut self) -> Result<(), CertError> {
+        let (_, key_path) = issuing_pair(&self.dir);
+        if stamp(&key_path) == self.loaded {
+            return Ok(());
+        }
+        *self = PkiDir::open(&self.dir)?;
+        Ok(())
     }
 
     /// Creates a new PKI: CA, empty revocation state and an empty CRL. Fails if a
@@ -91,6 +130,7 @@ impl PkiDir {
         let pki = PkiDir {
             dir: dir.to_path_buf(),
             ca,
+            loaded: stamp(&dir.join("ca.key")),
         };
         State::default().save(&pki.state_path())?;
         pki.write_crl()?;
@@ -121,12 +161,17 @@ impl PkiDir {
         self.dir.join("ca.pem")
     }
 
+    /// Every CA certificate nodes and devices trust (the text of `ca.pem`).
+    pub fn trust_bundle_pem(&self) -> Result<String, CertError> {
+        atomic::read(&self.ca_path())
+    }
+
     /// `<dir>/crl.pem`.
     pub fn crl_path(&self) -> PathBuf {
         self.dir.join("crl.pem")
     }
 
-    fn state_path(&self) -> PathBuf {
+    pub(crate) fn state_path(&self) -> PathBuf {
         self.dir.join("state.json")
     }
 
@@ -203,7 +248,7 @@ impl PkiDir {
 
     /// Writes an issued certificate (and key, if any) into `dir`, moving a
     /// previous certificate to `history/<serial>.pem`.
-    fn store(&self, dir: &Path, issued: &Issued) -> Result<IssuedPaths, CertError> {
+    pub(crate) fn store(&self, dir: &Path, issued: &Issued) -> Result<IssuedPaths, CertError> {
         let (cert, key) = scan::pair(dir);
         if let Ok(old_pem) = std::fs::read_to_string(&cert) {
             let old_serial = crate::pem_to_der(&old_pem)
@@ -291,6 +336,7 @@ impl PkiDir {
             });
             newly.push(record.serial.clone());
         }
+        state.pending.retain(|p| !newly.contains(&p.serial));
         if !newly.is_empty() {
             state.save(&state_path)?;
         }
@@ -304,11 +350,14 @@ impl PkiDir {
         let state_path = self.state_path();
         let mut state = State::load(&state_path)?;
         let number = state.next_crl_number;
-        let pem = self.ca.crl_pem(
-            &state.crl_entries(),
-            number,
-            OffsetDateTime::now_utc() + CRL_VALIDITY,
-        )?;
+        let entries = state.crl_entries();
+        let next_update = OffsetDateTime::now_utc() + CRL_VALIDITY;
+        // The issuing CA's CRL first (what `ensure_stack` checks), then one
+        // from each CA being retired, so its certificates can still be revoked.
+        let mut pem = self.ca.crl_pem(&entries, number, next_update)?;
+        for old in rollover::retiring(&self.dir)? {
+            pem.push_str(&old.crl_pem(&entries, number, next_update)?);
+        }
         // Persist the bump first: a crash may skip a number but never reuse one.
         state.next_crl_number = number + 1;
         state.save(&state_path)?;
@@ -331,5 +380,11 @@ impl PkiDir {
     /// within [`RENEW_BEFORE`] of expiry.
     pub fn ensure_stack(&self, node_id: &str, sans: &[String]) -> Result<StackPaths, CertError> {
         stack::ensure(self, node_id, sans)
+    }
+
+    /// The certificate and key of service `name`, issued (or re-issued, on the
+    /// same terms as [`PkiDir::ensure_stack`]) if needed.
+    pub fn ensure_service(&self, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
+        stack::ensure_service(self, name)
     }
 }

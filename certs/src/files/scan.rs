@@ -91,6 +91,8 @@ pub struct CertRecord {
     pub serial: String,
     /// SHA-256 of the DER, hex.
     pub fingerprint: String,
+    /// The issuing CA's name (its subject), as text.
+    pub issuer: String,
     /// The client identity; `None` for node certificates.
     pub identity: Option<Identity>,
     pub not_before: OffsetDateTime,
@@ -98,6 +100,8 @@ pub struct CertRecord {
     pub status: CertStatus,
     /// When it was revoked, if it was.
     pub revoked_at: Option<OffsetDateTime>,
+    /// When it will be revoked (superseded by a renewal, in its grace period).
+    pub revoke_at: Option<OffsetDateTime>,
     /// `false` for certificates replaced by a later issue (kept under `history/`).
     pub current: bool,
     /// The PEM file.
@@ -153,6 +157,10 @@ pub(crate) fn scan(root: &Path, state: &State) -> Result<Vec<CertRecord>, CertEr
                 let (not_before, not_after) = validity(&cert);
                 let serial = serial_hex(cert.raw_serial());
                 let revoked_at = state.revoked_at(&serial);
+                let revoke_at = revoked_at
+                    .is_none()
+                    .then(|| state.pending_at(&serial))
+                    .flatten();
                 let status = match revoked_at {
                     Some(_) => CertStatus::Revoked,
                     None if not_after < now => CertStatus::Expired,
@@ -163,24 +171,28 @@ pub(crate) fn scan(root: &Path, state: &State) -> Result<Vec<CertRecord>, CertEr
                     name: name.clone(),
                     account: account.clone(),
                     fingerprint: fingerprint_of_der(&der),
+                    issuer: cert.issuer().to_string(),
                     identity: identity_from_cert(&cert).ok(),
                     serial,
                     not_before,
                     not_after,
                     status,
                     revoked_at,
+                    revoke_at,
                     current,
                     path,
                 });
             }
         }
     }
+    // Each identity's certificates in the order they were issued, the
+    // current one last: its chain of renewals, old → new.
     out.sort_by(|a, b| {
-        (a.kind, &a.account, &a.name, !a.current, a.not_before).cmp(&(
+        (a.kind, &a.account, &a.name, a.current, a.not_before).cmp(&(
             b.kind,
             &b.account,
             &b.name,
-            !b.current,
+            b.current,
             b.not_before,
         ))
     });

@@ -72,6 +72,18 @@ pub(super) fn ensure(
     })
 }
 
+/// The pair of service certificate `name`, issued when missing, revoked, not
+/// from this CA or near expiry (see [`PkiDir::ensure_service`]).
+pub(super) fn ensure_service(pki: &PkiDir, name: &str) -> Result<(PathBuf, PathBuf), CertError> {
+    crate::role::validate_name("service", name)?;
+    let state = State::load(&pki.state_path())?;
+    let dir = CertKind::Service.dir(pki.dir(), name, None);
+    if !reusable(pki, &state, &dir, None)? {
+        pki.issue_service(name)?;
+    }
+    Ok(pair(&dir))
+}
+
 /// A CRL is refreshed when missing, unreadable, not signed by this CA, or past
 /// half its lifetime.
 fn crl_needs_refresh(pki: &PkiDir) -> Result<bool, CertError> {
@@ -94,7 +106,7 @@ fn crl_needs_refresh(pki: &PkiDir) -> Result<bool, CertError> {
 }
 
 /// Whether the certificate in `dir` can be kept: present with its key, signed by
-/// this CA, not revoked, not near expiry, and covering `sans` (if given).
+/// a trusted CA, not revoked, not near expiry, and covering `sans` (if given).
 fn reusable(
     pki: &PkiDir,
     state: &State,
@@ -111,9 +123,16 @@ fn reusable(
     let Ok(cert) = parse_cert(&der) else {
         return Ok(false);
     };
-    let ca_der = pki.ca().cert_der();
-    let ca_cert = parse_cert(&ca_der)?;
-    if cert.verify_signature(Some(ca_cert.public_key())).is_err() {
+    // Any CA in the trust bundle will do: during a CA rollover, nodes keep
+    // the old CA's certificates until `rollover_finish` re-issues them.
+    let bundle = pki.trust_bundle_pem()?;
+    let trusted = x509_parser::pem::Pem::iter_from_buffer(bundle.as_bytes())
+        .filter_map(Result::ok)
+        .any(|ca| {
+            ca.parse_x509()
+                .is_ok_and(|ca| cert.verify_signature(Some(ca.public_key())).is_ok())
+        });
+    if !trusted {
         return Ok(false);
     }
     if state.revoked_at(&serial_hex(cert.raw_serial())).is_some() {

@@ -19,6 +19,10 @@ pub(crate) struct State {
     pub next_crl_number: u64,
     /// Every revoked certificate, oldest first.
     pub revoked: Vec<RevokedEntry>,
+    /// Certificates to revoke once their time comes (superseded by a renewal,
+    /// kept valid for a grace period).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingEntry>,
 }
 
 impl Default for State {
@@ -26,8 +30,22 @@ impl Default for State {
         State {
             next_crl_number: 1,
             revoked: Vec::new(),
+            pending: Vec::new(),
         }
     }
+}
+
+/// A revocation scheduled for later.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PendingEntry {
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoke_at: OffsetDateTime,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// One revocation, as stored.
@@ -72,6 +90,14 @@ impl State {
             .iter()
             .find(|r| r.serial == serial)
             .map(|r| r.revoked_at)
+    }
+
+    /// When `serial` is scheduled to be revoked, if it is.
+    pub fn pending_at(&self, serial: &str) -> Option<OffsetDateTime> {
+        self.pending
+            .iter()
+            .find(|p| p.serial == serial)
+            .map(|p| p.revoke_at)
     }
 
     /// The list in the form [`crate::Ca::crl_pem`] takes.

@@ -255,3 +255,184 @@ fn a_csr_file_is_signed_into_the_device_directory_without_a_key() {
     let (ok, out) = verify(&pki.ca_path(), &paths.cert, Some(&pki.crl_path()));
     assert!(ok, "{out}");
 }
+
+/// A P-256 CSR made by OpenSSL, as firmware would.
+fn device_csr(dir: &std::path::Path) -> String {
+    let (key, csr) = (dir.join("dev.key"), dir.join("dev.csr"));
+    openssl_ok(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        path_str(&key),
+        "-subj",
+        "/CN=device-says-anything",
+        "-out",
+        path_str(&csr),
+    ]);
+    std::fs::read_to_string(csr).unwrap()
+}
+
+#[test]
+fn a_renewal_keeps_the_old_certificate_valid_until_its_grace_period_ends() {
+    use time::{Duration, OffsetDateTime};
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = PkiDir::init(&tmp.path().join("pki"), KeyAlgorithm::EcdsaP256).unwrap();
+    let id = device("remo-1");
+    let first = pki.issue_device(&id).unwrap();
+    let renewal = pki
+        .renew_device_csr_pem(
+            &device_csr(tmp.path()),
+            &id,
+            Duration::days(90),
+            Duration::hours(1),
+        )
+        .unwrap();
+    assert_eq!(renewal.superseded, vec![first.serial.clone()]);
+    let lifetime = renewal.issued.not_after - OffsetDateTime::now_utc();
+    assert!(
+        lifetime > Duration::days(89) && lifetime <= Duration::days(90),
+        "{lifetime}"
+    );
+    assert_eq!(
+        renewal.issued.identity,
+        Some(Identity::Device { id: id.clone() })
+    );
+    // The chain, old → new: both valid, the old one scheduled.
+    let chain: Vec<_> = pki.list().unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(
+        (chain[0].serial.as_str(), chain[0].current),
+        (first.serial.as_str(), false)
+    );
+    assert_eq!(
+        (chain[1].serial.as_str(), chain[1].current),
+        (renewal.issued.serial.as_str(), true)
+    );
+    assert!(chain.iter().all(|r| r.status == CertStatus::Valid));
+    assert_eq!(chain[0].revoke_at, Some(renewal.revoke_at));
+    assert_eq!(chain[1].revoke_at, None);
+
+    // Nothing is due yet; once the grace period is over the old one is on the CRL.
+    assert!(pki
+        .revoke_due(OffsetDateTime::now_utc())
+        .unwrap()
+        .is_empty());
+    let number = crl_number(&pki);
+    let due = renewal.revoke_at + Duration::seconds(1);
+    assert_eq!(pki.revoke_due(due).unwrap(), vec![first.serial.clone()]);
+    assert_eq!(crl_number(&pki), number + 1);
+    let crl = std::fs::read_to_string(pki.crl_path()).unwrap();
+    let revoked = kumo_certs::revoked_serials_from_crl_pem(&crl).unwrap();
+    assert!(revoked.contains(&first.serial));
+    assert!(!revoked.contains(&renewal.issued.serial));
+    assert!(pki.revoke_due(due).unwrap().is_empty(), "once");
+}
+
+#[test]
+fn a_renewal_from_a_bad_csr_issues_and_schedules_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = PkiDir::init(&tmp.path().join("pki"), KeyAlgorithm::EcdsaP256).unwrap();
+    let id = device("remo-1");
+    pki.issue_device(&id).unwrap();
+    let bad = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+    let day = time::Duration::days(1);
+    assert!(pki.renew_device_csr_pem(bad, &id, day, day).is_err());
+    let list = pki.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].revoke_at, None);
+}
+
+#[test]
+fn a_ca_rollover_trusts_both_cas_until_finished_then_only_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let mut pki = PkiDir::init(&dir, KeyAlgorithm::EcdsaP256).unwrap();
+    let sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    pki.ensure_stack("node-1", &sans).unwrap();
+    let id = device("remo-1");
+    let old_device = pki.issue_device(&id).unwrap();
+    let old_ca = pki.ca().cert_pem();
+    assert!(signed_by(
+        tmp.path(),
+        &old_ca,
+        &std::fs::read_to_string(&old_device.cert).unwrap()
+    ));
+    assert!(matches!(
+        pki.rollover_finish(false).unwrap_err(),
+        CertError::NoRollover { .. }
+    ));
+
+    pki.rollover_begin(KeyAlgorithm::EcdsaP256).unwrap();
+    let new_ca = pki.ca().cert_pem();
+    assert_ne!(new_ca, old_ca);
+    let bundle = std::fs::read_to_string(pki.ca_path()).unwrap();
+    assert!(bundle.starts_with(&new_ca) && bundle.contains(&old_ca));
+    // One CRL per trusted CA; the node's certificate is kept (devices that
+    // trust only the old CA still reach it).
+    let crl = std::fs::read_to_string(pki.crl_path()).unwrap();
+    assert_eq!(crl.matches("BEGIN X509 CRL").count(), 2);
+    let node_before = pki.list().unwrap();
+    pki.ensure_stack("node-1", &sans).unwrap();
+    assert_eq!(
+        pki.list().unwrap().len(),
+        node_before.len(),
+        "nothing re-issued"
+    );
+    assert!(matches!(
+        pki.rollover_begin(KeyAlgorithm::EcdsaP256).unwrap_err(),
+        CertError::RolloverInProgress { .. }
+    ));
+    // Another process (the bridge) follows the change.
+    let reopened = PkiDir::open(&dir).unwrap();
+    assert_eq!(reopened.ca().cert_pem(), new_ca);
+
+    let status = pki.rollover_status().unwrap();
+    assert_eq!(status.devices_left, vec!["remo-1".to_string()]);
+    assert!(matches!(
+        pki.rollover_finish(false).unwrap_err(),
+        CertError::RolloverIncomplete { count: 1, .. }
+    ));
+    // The device renews: from the new CA.
+    let csr = device_csr(tmp.path());
+    let day = time::Duration::days(1);
+    let renewal = pki.renew_device_csr_pem(&csr, &id, day, day).unwrap();
+    assert!(signed_by(tmp.path(), &new_ca, &renewal.issued.cert_pem));
+    assert!(pki.rollover_status().unwrap().devices_left.is_empty());
+
+    let done = pki.rollover_finish(false).unwrap();
+    assert!(done.retiring.is_empty());
+    assert_eq!(std::fs::read_to_string(pki.ca_path()).unwrap(), new_ca);
+    let crl = std::fs::read_to_string(pki.crl_path()).unwrap();
+    assert_eq!(crl.matches("BEGIN X509 CRL").count(), 1);
+    // Nodes and services now have certificates from the new CA, same names.
+    let node = pki
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == CertKind::Node && r.current)
+        .unwrap();
+    assert!(signed_by(
+        tmp.path(),
+        &new_ca,
+        &std::fs::read_to_string(&node.path).unwrap()
+    ));
+    let paths = pki.ensure_stack("node-1", &sans).unwrap();
+    assert!(signed_by(
+        tmp.path(),
+        &new_ca,
+        &std::fs::read_to_string(paths.bridge_cert).unwrap()
+    ));
+}
+
+/// Whether OpenSSL verifies `cert_pem` against `ca_pem` alone.
+fn signed_by(dir: &std::path::Path, ca_pem: &str, cert_pem: &str) -> bool {
+    let (ca, cert) = (dir.join("check-ca.pem"), dir.join("check.pem"));
+    std::fs::write(&ca, ca_pem).unwrap();
+    std::fs::write(&cert, cert_pem).unwrap();
+    verify(&ca, &cert, None).0
+}

@@ -2,25 +2,28 @@
 //! shared by the broker, the bridge, the device simulator and the load tool.
 //!
 //! Compatibility rule (tested in `tests/protocol.rs`):
-//! - **Devices are lenient.** What the cloud sends a device (`Command`) may
+//! - **Devices are lenient.** What the cloud sends a device (`Command`,
+//!   `CertResponse`) may
 //!   gain fields; a device ignores fields it does not know. An action `type` it
 //!   does not know is answered with a failed [`Ack`].
 //! - **The cloud is strict.** What devices and nodes send (readings, meter
-//!   reports, state, acks, presence, epochs) is refused whole if a field is
-//!   unknown, missing or of the wrong type, or a value is out of range. A
-//!   device may send a new field only once the cloud knows it.
+//!   reports, state, acks, certificate requests, presence, epochs) is refused
+//!   whole if a field is unknown, missing or of the wrong type, or a value is
+//!   out of range. A device may send a new field only once the cloud knows it.
 //!
 //! Timestamps named `ts` are Unix epoch milliseconds unless said otherwise.
 //! `docs/device-protocol.md` documents each message with an example; the JSON
 //! Schemas in `contract/schema/` are generated from these types ([`schemas`]).
 
 mod ack;
+mod cert;
 mod command;
 mod node;
 mod reading;
 mod state;
 
 pub use ack::{Ack, AckData, AckResult};
+pub use cert::{CertRequest, CertResponse, MAX_CSR_PEM, MAX_REQUEST_ID};
 pub use command::{Action, Command, IrMessage};
 pub use node::{NodeEpoch, Presence};
 pub use reading::{EchonetProperty, MeterReport, SensorReading};
@@ -65,6 +68,8 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("ack", one::<Ack>()),
         ("presence", one::<Presence>()),
         ("node-epoch", one::<NodeEpoch>()),
+        ("cert-request", one::<CertRequest>()),
+        ("cert-response", one::<CertResponse>()),
     ]
 }
 
