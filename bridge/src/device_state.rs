@@ -37,31 +37,14 @@ pub async fn record_facts_in(
     device_id: &DeviceId,
     facts: &DeviceFacts<'_>,
 ) -> Result<(), DbError> {
-    if *facts == DeviceFacts::default() {
-        return Ok(());
-    }
-    let update = client
-        .prepare_cached(
-            "UPDATE devices SET firmware_version = coalesce($2, firmware_version),
-                 mac_address = coalesce($3, mac_address),
-                 serial_number = coalesce($4, serial_number), updated_at = now()
-             WHERE id = $1 AND (firmware_version, mac_address, serial_number)
-                 IS DISTINCT FROM (coalesce($2, firmware_version),
-                                   coalesce($3, mac_address), coalesce($4, serial_number))",
-        )
-        .await?;
-    client
-        .execute(
-            &update,
-            &[
-                &device_id.as_str(),
-                &facts.firmware_version,
-                &facts.mac_address,
-                &facts.serial_number,
-            ],
-        )
-        .await?;
-    Ok(())
+    let record = StateRecord {
+        device_id,
+        facts: facts.clone(),
+        aircon: None,
+        tv: None,
+        light: None,
+    };
+    record_states_in(client, &[record]).await
 }
 
 /// Stores the appliance states a device reported in its `state`: AC settings
@@ -88,43 +71,114 @@ pub async fn record_appliance_states_in(
     tv: Option<&serde_json::Value>,
     light: Option<&serde_json::Value>,
 ) -> Result<(), DbError> {
-    if aircon.is_none() && tv.is_none() && light.is_none() {
+    let record = StateRecord {
+        device_id,
+        facts: DeviceFacts::default(),
+        aircon: aircon.cloned(),
+        tv: tv.cloned(),
+        light: light.cloned(),
+    };
+    record_states_in(client, &[record]).await
+}
+
+/// One device's `state` report for [`record_states_in`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRecord<'a> {
+    pub device_id: &'a DeviceId,
+    pub facts: DeviceFacts<'a>,
+    pub aircon: Option<serde_json::Value>,
+    pub tv: Option<serde_json::Value>,
+    pub light: Option<serde_json::Value>,
+}
+
+/// [`record_facts_in`] and [`record_appliance_states_in`] for many devices,
+/// in two statements. Each device may appear only once (an `UPDATE … FROM`
+/// applies one input row per target row): the caller splits repeated
+/// reports of a device into later calls.
+pub async fn record_states_in(
+    client: &impl GenericClient,
+    records: &[StateRecord<'_>],
+) -> Result<(), DbError> {
+    let with_facts: Vec<&StateRecord> = records
+        .iter()
+        .filter(|r| r.facts != DeviceFacts::default())
+        .collect();
+    if !with_facts.is_empty() {
+        let update = client
+            .prepare_cached(
+                "UPDATE devices d SET firmware_version = coalesce(i.fw, d.firmware_version),
+                     mac_address = coalesce(i.mac, d.mac_address),
+                     serial_number = coalesce(i.serial, d.serial_number), updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS i(id, fw, mac, serial)
+                 WHERE d.id = i.id
+                   AND (d.firmware_version, d.mac_address, d.serial_number)
+                       IS DISTINCT FROM (coalesce(i.fw, d.firmware_version),
+                                         coalesce(i.mac, d.mac_address),
+                                         coalesce(i.serial, d.serial_number))",
+            )
+            .await?;
+        let ids: Vec<&str> = with_facts.iter().map(|r| r.device_id.as_str()).collect();
+        let fw: Vec<Option<&str>> = with_facts
+            .iter()
+            .map(|r| r.facts.firmware_version)
+            .collect();
+        let mac: Vec<Option<&str>> = with_facts.iter().map(|r| r.facts.mac_address).collect();
+        let serial: Vec<Option<&str>> = with_facts.iter().map(|r| r.facts.serial_number).collect();
+        client.execute(&update, &[&ids, &fw, &mac, &serial]).await?;
+    }
+    let with_apps: Vec<&StateRecord> = records
+        .iter()
+        .filter(|r| r.aircon.is_some() || r.tv.is_some() || r.light.is_some())
+        .collect();
+    if with_apps.is_empty() {
         return Ok(());
     }
-    let settings = aircon.cloned().map(|mut v| {
-        if let Some(obj) = v.as_object_mut() {
-            let now = OffsetDateTime::now_utc();
-            obj.insert(
-                "updated_at".into(),
-                serde_json::Value::String(crate::json::rfc3339(now)),
-            );
-        }
-        v
-    });
-    // `updated_at` inside the settings is when they were stored, not part of
-    // them: compare without it (only objects have it; `-` fails on scalars).
+    let now = OffsetDateTime::now_utc();
+    let settings: Vec<Option<serde_json::Value>> = with_apps
+        .iter()
+        .map(|r| r.aircon.clone().map(|v| stamped(v, now)))
+        .collect();
+    let tv: Vec<Option<&serde_json::Value>> = with_apps.iter().map(|r| r.tv.as_ref()).collect();
+    let light: Vec<Option<&serde_json::Value>> =
+        with_apps.iter().map(|r| r.light.as_ref()).collect();
+    let ids: Vec<&str> = with_apps.iter().map(|r| r.device_id.as_str()).collect();
+    // The same comparison as the single form: settings without `updated_at`.
     let update = client
         .prepare_cached(
-            "UPDATE appliances SET
-                 settings = CASE WHEN type = 'AC' THEN coalesce($2, settings) ELSE settings END,
-                 state = CASE type WHEN 'TV' THEN coalesce($3, state)
-                                   WHEN 'LIGHT' THEN coalesce($4, state) ELSE state END,
+            "UPDATE appliances a SET
+                 settings = CASE WHEN a.type = 'AC' THEN coalesce(i.ac, a.settings)
+                                 ELSE a.settings END,
+                 state = CASE a.type WHEN 'TV' THEN coalesce(i.tv, a.state)
+                                     WHEN 'LIGHT' THEN coalesce(i.light, a.state)
+                                     ELSE a.state END,
                  updated_at = now()
-             WHERE device_id = $1
-               AND ((type = 'AC' AND $2::jsonb IS NOT NULL
-                     AND CASE WHEN jsonb_typeof(settings) = 'object'
-                              THEN settings - 'updated_at' ELSE settings END
-                         IS DISTINCT FROM CASE WHEN jsonb_typeof($2::jsonb) = 'object'
-                                               THEN $2::jsonb - 'updated_at' ELSE $2::jsonb END)
-                 OR (type = 'TV' AND $3::jsonb IS NOT NULL AND state IS DISTINCT FROM $3::jsonb)
-                 OR (type = 'LIGHT' AND $4::jsonb IS NOT NULL
-                     AND state IS DISTINCT FROM $4::jsonb))",
+             FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::jsonb[]) AS i(id, ac, tv, light)
+             WHERE a.device_id = i.id
+               AND ((a.type = 'AC' AND i.ac IS NOT NULL
+                     AND CASE WHEN jsonb_typeof(a.settings) = 'object'
+                              THEN a.settings - 'updated_at' ELSE a.settings END
+                         IS DISTINCT FROM CASE WHEN jsonb_typeof(i.ac) = 'object'
+                                               THEN i.ac - 'updated_at' ELSE i.ac END)
+                 OR (a.type = 'TV' AND i.tv IS NOT NULL AND a.state IS DISTINCT FROM i.tv)
+                 OR (a.type = 'LIGHT' AND i.light IS NOT NULL
+                     AND a.state IS DISTINCT FROM i.light))",
         )
         .await?;
     client
-        .execute(&update, &[&device_id.as_str(), &settings, &tv, &light])
+        .execute(&update, &[&ids, &settings, &tv, &light])
         .await?;
     Ok(())
+}
+
+/// AC settings as stored: with the time they were stored (objects only).
+fn stamped(mut settings: serde_json::Value, now: OffsetDateTime) -> serde_json::Value {
+    if let Some(obj) = settings.as_object_mut() {
+        obj.insert(
+            "updated_at".into(),
+            serde_json::Value::String(crate::json::rfc3339(now)),
+        );
+    }
+    settings
 }
 
 /// Known ECHONET Lite properties of a low-voltage smart meter (class 0x0288).

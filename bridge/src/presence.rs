@@ -53,33 +53,73 @@ pub async fn record_presence_in(
     client: &impl GenericClient,
     p: &Presence<'_>,
 ) -> Result<Arrival, DbError> {
+    let arrivals = record_presences_in(client, std::slice::from_ref(p)).await?;
+    Ok(arrivals.into_iter().next().unwrap_or_default())
+}
+
+/// [`record_presence_in`] for many devices in one statement; the answer has
+/// one [`Arrival`] per record, in order. Each device may appear only once
+/// (one row cannot be written twice by one statement): the caller splits
+/// repeated reports of a device into later calls. A connect storm brings
+/// hundreds of presences per batch, and one round trip each kept the report
+/// transactions open for seconds.
+pub async fn record_presences_in(
+    client: &impl GenericClient,
+    records: &[Presence<'_>],
+) -> Result<Vec<Arrival>, DbError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The same rules as the single form; the offline check reads the
+    // reporting node from the input (`excluded` has no node for offline).
     let update = client
         .prepare_cached(
-            "WITH prev AS (SELECT online AS was, node_id AS was_on FROM devices WHERE id = $1)
-             INSERT INTO devices AS d (id, online, node_id, last_seen_at)
-             VALUES ($1, $2, CASE WHEN $2 THEN $3 END, $4)
-             ON CONFLICT (id) DO UPDATE SET online = $2,
-                 node_id = CASE WHEN $2 THEN $3 ELSE d.node_id END,
-                 last_seen_at = $4
-             WHERE (d.last_seen_at IS NULL OR d.last_seen_at <= $4)
-               AND ($2 OR $3::text IS NULL OR d.node_id IS NULL OR d.node_id = $3)
-             RETURNING coalesce((SELECT was FROM prev), false),
-                       (SELECT was_on FROM prev) IS DISTINCT FROM $3,
-                       $2 AND EXISTS (SELECT 1 FROM commands c
-                                      WHERE c.device_id = $1 AND c.status IN ('queued', 'sent')
-                                        AND c.expires_at > now())",
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::bool[], $3::text[], $4::timestamptz[])
+                     WITH ORDINALITY AS i(id, online, node, at, n)),
+             prev AS (
+                 SELECT d.id, d.online AS was, d.node_id AS was_on
+                 FROM devices d JOIN input i ON i.id = d.id),
+             written AS (
+                 INSERT INTO devices AS d (id, online, node_id, last_seen_at)
+                 SELECT id, online, CASE WHEN online THEN node END, at FROM input
+                 ON CONFLICT (id) DO UPDATE SET online = excluded.online,
+                     node_id = CASE WHEN excluded.online THEN excluded.node_id
+                                    ELSE d.node_id END,
+                     last_seen_at = excluded.last_seen_at
+                 WHERE (d.last_seen_at IS NULL OR d.last_seen_at <= excluded.last_seen_at)
+                   AND (excluded.online
+                        OR coalesce(d.node_id = (SELECT i.node FROM input i WHERE i.id = d.id),
+                                    true))
+                 RETURNING d.id)
+             SELECT i.n, coalesce(p.was, false), p.was_on IS DISTINCT FROM i.node,
+                    EXISTS (SELECT 1 FROM commands c
+                            WHERE c.device_id = i.id AND c.status IN ('queued', 'sent')
+                              AND c.expires_at > now())
+             FROM written w JOIN input i ON i.id = w.id LEFT JOIN prev p ON p.id = i.id
+             WHERE i.online",
         )
         .await?;
-    let row = client
-        .query_opt(&update, &[&p.device_id.as_str(), &p.online, &p.node, &p.at])
-        .await?;
-    Ok(row
-        .filter(|_| p.online)
-        .map(|r| Arrival {
-            arrived: !r.get::<_, bool>(0) || r.get::<_, bool>(1),
-            commands_waiting: r.get(2),
-        })
-        .unwrap_or_default())
+    let ids: Vec<&str> = records.iter().map(|p| p.device_id.as_str()).collect();
+    let online: Vec<bool> = records.iter().map(|p| p.online).collect();
+    let nodes: Vec<Option<&str>> = records.iter().map(|p| p.node).collect();
+    let at: Vec<OffsetDateTime> = records.iter().map(|p| p.at).collect();
+    let rows = client.query(&update, &[&ids, &online, &nodes, &at]).await?;
+    let mut arrivals = vec![Arrival::default(); records.len()];
+    for row in rows {
+        let n: i64 = row.get(0);
+        // `n` counts the input rows from 1.
+        if let Some(slot) = usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| arrivals.get_mut(i))
+        {
+            *slot = Arrival {
+                arrived: !row.get::<_, bool>(1) || row.get::<_, bool>(2),
+                commands_waiting: row.get(3),
+            };
+        }
+    }
+    Ok(arrivals)
 }
 
 /// A broker node started at `started` (its clock): every device still shown

@@ -22,6 +22,7 @@ mod node;
 mod ownership;
 pub mod payload;
 mod reports;
+mod rounds;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};

@@ -9,7 +9,8 @@
 //! writer and REST calls waited for one (readings fell minutes behind). A shard takes
 //! whatever queued up while it was busy (up to [`MAX_BATCH`]) and applies it
 //! in order in **one** transaction (a lone message runs without one: each of
-//! its statements is atomic on its own); only after the commit does it announce
+//! its statements is atomic on its own), writing presence and state reports of
+//! many devices per statement ([`Rounds`]); only after the commit does it announce
 //! what changed (live stream, waiting requests, delivery of queued commands)
 //! and release the messages for acknowledgement. If a batch fails, its
 //! messages are retried one per transaction, so one bad report cannot hold
@@ -29,6 +30,7 @@ use uuid::Uuid;
 use super::affinity::Affinity;
 use super::delivery::Routed;
 use super::payload::{Presence as PresenceReport, StateReport};
+use super::rounds::Rounds;
 use super::MqttStatus;
 use crate::commands::{Ack, CommandLog, Finished};
 use kumo_contract::appliance::echonet::Eoj;
@@ -220,42 +222,116 @@ impl Shard {
     async fn apply_all(&self, items: &[(usize, &Report)]) -> Result<Vec<Effect>, DbError> {
         let mut client = self.pool.get().await?;
         let mut effects = Vec::new();
-        if let [(node, only)] = items {
-            self.apply(&client, *node, only, &mut effects).await?;
+        if items.len() == 1 {
+            self.apply(&client, items, &mut effects).await?;
             return Ok(effects);
         }
         let tx = client.transaction().await?;
-        for (node, control) in items {
-            self.apply(&tx, *node, control, &mut effects).await?;
-        }
+        self.apply(&tx, items, &mut effects).await?;
         tx.commit().await?;
         Ok(effects)
     }
 
+    /// Applies `items` in order. Presence and state reports are gathered
+    /// and written many devices per statement (see [`Rounds`]); what must
+    /// see them first (a node's restart, a meter report of a device whose
+    /// first presence is still gathered) writes them out before it runs.
     async fn apply(
         &self,
         tx: &impl GenericClient,
-        node: usize,
-        control: &Report,
+        items: &[(usize, &Report)],
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
-        match control {
-            Report::Presence(device, p) => self.presence(tx, node, device, p, effects).await?,
-            Report::State(device, s) => state(tx, device, s, effects).await?,
-            Report::Ack(device, id, ack) => {
-                match self.commands.complete_in(tx, device, *id, ack).await? {
-                    Some(finished) => effects.push(Effect::Finished(Box::new(finished))),
-                    None => effects.push(Effect::Unchanged(*id)),
+        let mut gathered = Gathered::default();
+        for &(node, report) in items {
+            match report {
+                Report::Presence(device, p) => {
+                    self.status.nodes[node].learn_node_id(&p.node);
+                    if self.affinity.record(device.as_str(), node, p.online, p.ts) {
+                        gathered.presence.push(device.as_str(), (device, p));
+                    }
+                }
+                Report::State(device, s) => gathered.state.push(device.as_str(), (device, &**s)),
+                Report::Ack(device, id, ack) => {
+                    match self.commands.complete_in(tx, device, *id, ack).await? {
+                        Some(finished) => effects.push(Effect::Finished(Box::new(finished))),
+                        None => effects.push(Effect::Unchanged(*id)),
+                    }
+                }
+                Report::Meter(device, object, properties, at) => {
+                    if gathered.holds(device.as_str()) {
+                        self.write_gathered(tx, &mut gathered, effects).await?;
+                    }
+                    match object {
+                        None => device_state::record_meter_in(tx, device, properties, *at).await?,
+                        Some(object) => {
+                            device_state::record_echonet_in(tx, device, *object, properties, *at)
+                                .await?;
+                        }
+                    }
+                }
+                Report::NodeStarted(name, started) => {
+                    self.write_gathered(tx, &mut gathered, effects).await?;
+                    self.node_started(tx, node, name, *started, effects).await?;
                 }
             }
-            Report::Meter(device, None, properties, at) => {
-                device_state::record_meter_in(tx, device, properties, *at).await?;
+        }
+        self.write_gathered(tx, &mut gathered, effects).await
+    }
+
+    /// Writes the gathered presence and state reports, a round at a time.
+    async fn write_gathered(
+        &self,
+        tx: &impl GenericClient,
+        gathered: &mut Gathered<'_>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), DbError> {
+        let mut presence = gathered.presence.take().into_iter();
+        let mut state = gathered.state.take().into_iter();
+        loop {
+            let (p, s) = (presence.next(), state.next());
+            if p.is_none() && s.is_none() {
+                return Ok(());
             }
-            Report::Meter(device, Some(object), properties, at) => {
-                device_state::record_echonet_in(tx, device, *object, properties, *at).await?;
+            if let Some(round) = p {
+                self.presence_round(tx, &round, effects).await?;
             }
-            Report::NodeStarted(name, started) => {
-                self.node_started(tx, node, name, *started, effects).await?;
+            if let Some(round) = s {
+                state_round(tx, &round, effects).await?;
+            }
+        }
+    }
+
+    async fn presence_round(
+        &self,
+        tx: &impl GenericClient,
+        round: &[(&DeviceId, &PresenceReport)],
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), DbError> {
+        let since = OffsetDateTime::now_utc();
+        let records: Vec<Presence> = round
+            .iter()
+            .map(|(device, p)| Presence {
+                device_id: device,
+                online: p.online,
+                node: Some(&p.node),
+                at: p.ts,
+            })
+            .collect();
+        let arrivals = presence::record_presences_in(tx, &records).await?;
+        for ((device, p), arrival) in round.iter().zip(arrivals) {
+            effects.push(Effect::Live(LiveEvent::Presence {
+                device: device.to_string(),
+                online: p.online,
+                node: Some(p.node.clone()),
+                at: p.ts,
+            }));
+            if arrival.arrived && arrival.commands_waiting {
+                effects.push(Effect::Online(Routed::DeviceOnline {
+                    device_id: device.to_string(),
+                    since,
+                    settle: self.settle,
+                }));
             }
         }
         Ok(())
@@ -289,42 +365,6 @@ impl Shard {
         Ok(())
     }
 
-    async fn presence(
-        &self,
-        tx: &impl GenericClient,
-        idx: usize,
-        device: &DeviceId,
-        p: &PresenceReport,
-        effects: &mut Vec<Effect>,
-    ) -> Result<(), DbError> {
-        self.status.nodes[idx].learn_node_id(&p.node);
-        if !self.affinity.record(device.as_str(), idx, p.online, p.ts) {
-            return Ok(());
-        }
-        let since = OffsetDateTime::now_utc();
-        let record = Presence {
-            device_id: device,
-            online: p.online,
-            node: Some(&p.node),
-            at: p.ts,
-        };
-        let arrival = presence::record_presence_in(tx, &record).await?;
-        effects.push(Effect::Live(LiveEvent::Presence {
-            device: device.to_string(),
-            online: p.online,
-            node: Some(p.node.clone()),
-            at: p.ts,
-        }));
-        if arrival.arrived && arrival.commands_waiting {
-            effects.push(Effect::Online(Routed::DeviceOnline {
-                device_id: device.to_string(),
-                since,
-                settle: self.settle,
-            }));
-        }
-        Ok(())
-    }
-
     /// Announces what a committed batch changed, in order.
     async fn announce(&self, effects: Vec<Effect>) {
         for effect in effects {
@@ -344,44 +384,58 @@ impl Shard {
     }
 }
 
-/// A device's retained state: its facts and its appliances' states.
-async fn state(
+fn json(v: Option<&impl serde::Serialize>) -> Option<serde_json::Value> {
+    v.and_then(|v| serde_json::to_value(v).ok())
+}
+
+/// Presence and state reports waiting to be written, by round.
+#[derive(Default)]
+struct Gathered<'a> {
+    presence: Rounds<'a, (&'a DeviceId, &'a PresenceReport)>,
+    state: Rounds<'a, (&'a DeviceId, &'a StateReport)>,
+}
+
+impl Gathered<'_> {
+    fn holds(&self, device: &str) -> bool {
+        self.presence.holds(device) || self.state.holds(device)
+    }
+}
+
+/// Devices' retained states: their facts and their appliances' states.
+async fn state_round(
     tx: &impl GenericClient,
-    device: &DeviceId,
-    s: &StateReport,
+    round: &[(&DeviceId, &StateReport)],
     effects: &mut Vec<Effect>,
 ) -> Result<(), DbError> {
-    let facts = device_state::DeviceFacts {
-        firmware_version: Some(&s.firmware_version),
-        mac_address: s.mac_address.as_deref(),
-        serial_number: s.serial_number.as_deref(),
-    };
-    device_state::record_facts_in(tx, device, &facts).await?;
-    let Some(apps) = s.appliances.as_ref().filter(|a| !a.is_empty()) else {
-        return Ok(());
-    };
-    let aircon = apps
-        .aircon
-        .as_ref()
-        .and_then(|v| serde_json::to_value(v).ok());
-    let tv = apps.tv.as_ref().and_then(|v| serde_json::to_value(v).ok());
-    let light = apps
-        .light
-        .as_ref()
-        .and_then(|v| serde_json::to_value(v).ok());
-    device_state::record_appliance_states_in(
-        tx,
-        device,
-        aircon.as_ref(),
-        tv.as_ref(),
-        light.as_ref(),
-    )
-    .await?;
-    effects.push(Effect::Live(LiveEvent::ApplianceState {
-        device: device.to_string(),
-        appliances: serde_json::to_value(apps).unwrap_or_default(),
-        at: OffsetDateTime::now_utc(),
-    }));
+    let records: Vec<device_state::StateRecord> = round
+        .iter()
+        .map(|(device, s)| {
+            let apps = s.appliances.as_ref().filter(|a| !a.is_empty());
+
+            device_state::StateRecord {
+                device_id: device,
+                facts: device_state::DeviceFacts {
+                    firmware_version: Some(&s.firmware_version),
+                    mac_address: s.mac_address.as_deref(),
+                    serial_number: s.serial_number.as_deref(),
+                },
+                aircon: apps.and_then(|a| json(a.aircon.as_ref())),
+                tv: apps.and_then(|a| json(a.tv.as_ref())),
+                light: apps.and_then(|a| json(a.light.as_ref())),
+            }
+        })
+        .collect();
+    device_state::record_states_in(tx, &records).await?;
+    let now = OffsetDateTime::now_utc();
+    for (device, s) in round {
+        if let Some(apps) = s.appliances.as_ref().filter(|a| !a.is_empty()) {
+            effects.push(Effect::Live(LiveEvent::ApplianceState {
+                device: device.to_string(),
+                appliances: serde_json::to_value(apps).unwrap_or_default(),
+                at: now,
+            }));
+        }
+    }
     Ok(())
 }
 

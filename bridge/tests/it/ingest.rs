@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::*;
 use kumo_bridge::device_state::record_meter;
 use kumo_bridge::ingest::{IngestOptions, Reading, ReadingWriter};
-use kumo_bridge::presence::{record_presence, Presence};
+use kumo_bridge::presence::{record_presence, record_presences_in, Presence};
 use kumo_bridge::DeviceKind;
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -328,6 +328,74 @@ async fn a_late_offline_from_the_node_a_device_left_does_not_override_its_new_no
         .await
         .unwrap();
     assert_eq!(h.get("/1/devices").await.ok()[0]["online"], false);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn presences_of_many_devices_in_one_statement_follow_the_same_rules_as_one() {
+    let h = start().await;
+    for id in ["remo-1", "remo-2", "remo-3"] {
+        h.add_device(id, DeviceKind::Remo).await;
+    }
+    let ids: Vec<_> = ["remo-1", "remo-2", "remo-3", "sim-000001"]
+        .iter()
+        .map(|d| crate::common::dev(d))
+        .collect();
+    let t = OffsetDateTime::now_utc();
+    let at = |id, online, node, at| Presence {
+        device_id: &ids[id],
+        online,
+        node: Some(node),
+        at,
+    };
+    record_presence(&h.pool, &at(1, true, "node-a", t))
+        .await
+        .unwrap();
+    record_presence(&h.pool, &at(2, true, "node-a", t))
+        .await
+        .unwrap();
+    let client = h.pool.get().await.unwrap();
+    let later = t + time::Duration::seconds(5);
+    let arrivals = record_presences_in(
+        &client,
+        &[
+            // Comes online.
+            at(0, true, "node-a", later),
+            // An offline from a node it is not on is ignored…
+            at(1, false, "node-b", later),
+            // …one from its own node counts.
+            at(2, false, "node-a", later),
+            // Nobody registered it yet: it gets its row, online.
+            at(3, true, "node-b", later),
+        ],
+    )
+    .await
+    .unwrap();
+    let arrived: Vec<bool> = arrivals.iter().map(|a| a.arrived).collect();
+    assert_eq!(arrived, [true, false, false, true]);
+    let stale = record_presences_in(&client, &[at(0, false, "node-a", t)])
+        .await
+        .unwrap();
+    assert!(!stale[0].arrived);
+    let rows = client
+        .query("SELECT id, online, node_id FROM devices ORDER BY id", &[])
+        .await
+        .unwrap();
+    let seen: Vec<(String, bool, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let row = |id: &str, online, node: &str| (id.to_string(), online, Some(node.to_string()));
+    assert_eq!(
+        seen,
+        [
+            row("remo-1", true, "node-a"),
+            row("remo-2", true, "node-a"),
+            row("remo-3", false, "node-a"),
+            row("sim-000001", true, "node-b"),
+        ],
+        "stale news is ignored in the batch form as well"
+    );
     h.stop().await;
 }
 
