@@ -104,6 +104,8 @@ pub struct EmbeddedOptions {
     pub database: String,
     /// Trade durability for speed (no fsync): for throwaway test clusters only.
     pub ephemeral: bool,
+    /// Server settings passed as `-c name=value` (memory sizes and the like).
+    pub server_settings: Vec<(String, String)>,
 }
 
 impl EmbeddedOptions {
@@ -120,6 +122,10 @@ impl EmbeddedOptions {
             start_timeout: Duration::from_secs(s.start_timeout_secs),
             database: s.database.clone(),
             ephemeral: false,
+            server_settings: vec![
+                ("shared_buffers".into(), s.shared_buffers.clone()),
+                ("max_wal_size".into(), s.max_wal_size.clone()),
+            ],
         }
     }
 }
@@ -342,6 +348,9 @@ impl EmbeddedPostgres {
                 "unix_socket_permissions=0700",
             ])
             .args(["-c", "max_connections=200"]);
+        for (name, value) in &opts.server_settings {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
         if opts.ephemeral {
             cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
                 .args(["-c", "full_page_writes=off"]);

@@ -58,6 +58,7 @@ pub async fn server() -> &'static EmbeddedPostgres {
                 start_timeout: Duration::from_secs(60),
                 database: "postgres".into(),
                 ephemeral: true,
+                server_settings: Vec::new(),
             };
             EmbeddedPostgres::start(opts)
                 .await
