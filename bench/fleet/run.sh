@@ -314,8 +314,9 @@ while (( SECONDS - hold0 < HOLD_SECS )); do
   if [[ -z $CMD ]] && (( held >= CMD_DELAY )); then
     # IR hubs only: a hub has reported a temperature by now, a meter gateway never does.
     sql "SELECT a.id, a.device_id FROM appliances a
-         JOIN device_newest_events e ON e.device_id = a.device_id AND e.sensor = 'te'
-         WHERE a.user_id = '$user' ORDER BY a.device_id" >"$WORK/appliance-devices.txt"
+         WHERE a.user_id = '$user' AND EXISTS (SELECT 1 FROM readings r
+                                               WHERE r.device_id = a.device_id AND r.sensor = 'te')
+         ORDER BY a.device_id" >"$WORK/appliance-devices.txt"
     cut -d'|' -f1 "$WORK/appliance-devices.txt" >"$WORK/appliances.txt"
     event cmd_start "$(wc -l <"$WORK/appliances.txt") appliances, $CMD_RATE/s"
     KUMO_BENCH_TOKEN=$token "$BENCH" commands --url "http://127.0.0.1:$BRIDGE_PORT" \

@@ -1,5 +1,5 @@
 //! The reading writer: bounded buffering, batched multi-row inserts into the
-//! partitioned `readings` table, and `newest_events` kept current.
+//! partitioned `readings` table (Nature's `newest_events` are read from it).
 //!
 //! A reading is stored once: `(device_id, sensor, at, val)` is unique, and a
 //! batch holding a repeat (QoS 1 redelivery after a restart or a device's
@@ -206,31 +206,20 @@ async fn write_on(
     let sensors: Vec<&str> = batch.iter().map(|(r, _)| r.sensor.as_str()).collect();
     let vals: Vec<f64> = batch.iter().map(|(r, _)| r.val).collect();
     let ats: Vec<OffsetDateTime> = batch.iter().map(|(r, _)| r.at).collect();
-    let tx = client.transaction().await?;
-    let insert = if skip_repeats {
-        "INSERT INTO readings (device_id, sensor, val, at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])
-         ON CONFLICT DO NOTHING"
-    } else {
-        "INSERT INTO readings (device_id, sensor, val, at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])"
-    };
-    tx.execute(insert, &[&devices, &sensors, &vals, &ats])
+    // One statement: atomic without a transaction of its own.
+    let insert = client
+        .prepare_cached(if skip_repeats {
+            "INSERT INTO readings (device_id, sensor, val, at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])
+             ON CONFLICT DO NOTHING"
+        } else {
+            "INSERT INTO readings (device_id, sensor, val, at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[])"
+        })
         .await?;
-    tx.execute(
-        "INSERT INTO device_newest_events (device_id, sensor, val, created_at)
-         SELECT DISTINCT ON (r.d, r.s) r.d, r.s, r.v, r.t
-         FROM unnest($1::text[], $2::text[], $3::float8[], $4::timestamptz[]) AS r(d, s, v, t)
-         JOIN devices ON devices.id = r.d
-         WHERE r.s IN ('te', 'hu', 'il', 'mo')
-         ORDER BY r.d, r.s, r.t DESC
-         ON CONFLICT (device_id, sensor) DO UPDATE
-             SET val = EXCLUDED.val, created_at = EXCLUDED.created_at
-             WHERE EXCLUDED.created_at >= device_newest_events.created_at",
-        &[&devices, &sensors, &vals, &ats],
-    )
-    .await?;
-    tx.commit().await?;
+    client
+        .execute(&insert, &[&devices, &sensors, &vals, &ats])
+        .await?;
     Ok(())
 }
 

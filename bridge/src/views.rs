@@ -43,10 +43,18 @@ pub async fn devices(
     );
     let rows = client.query(&sql, &[&user_id, &only]).await?;
     let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    // The newest reading per sensor since the device's current ownership
+    // began: one backward step of the readings index each.
     let events = client
         .query(
-            "SELECT device_id, sensor, val, created_at FROM device_newest_events
-             WHERE device_id = ANY($1)",
+            "SELECT d.id, s.sensor, r.val, r.at
+             FROM devices d
+             CROSS JOIN unnest(ARRAY['te', 'hu', 'il', 'mo']) AS s(sensor)
+             CROSS JOIN LATERAL (
+                 SELECT val, at FROM readings
+                 WHERE device_id = d.id AND sensor = s.sensor AND at >= d.owner_since
+                 ORDER BY at DESC, val DESC LIMIT 1) r
+             WHERE d.id = ANY($1)",
             &[&ids],
         )
         .await?;

@@ -55,7 +55,8 @@ async fn devices_list_with_online_and_newest_events_in_natures_types() {
             "UPDATE devices SET online = true, firmware_version = 'Remo/1.0.62-gabbf5bd',
                  mac_address = 'aa:bb:cc:dd:ee:ff', serial_number = '1W320000000000'
              WHERE id = 'remo-1';
-             INSERT INTO device_newest_events (device_id, sensor, val, created_at) VALUES
+             INSERT INTO readings (device_id, sensor, val, at) VALUES
+               ('remo-1', 'te', 21.0, '2024-05-01T09:20:00Z'),
                ('remo-1', 'te', 22.5, '2024-05-01T09:30:00Z'),
                ('remo-1', 'hu', 48, '2024-05-01T09:30:00Z'),
                ('remo-1', 'il', 120, '2024-05-01T09:30:00Z'),
