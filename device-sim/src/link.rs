@@ -208,6 +208,12 @@ impl Link {
         self.flush().await?;
         if self.closing {
             let _ = self.tls.shutdown().await;
+            // Read until the broker closes its side. Closing a socket with
+            // unread data in it (a PUBACK still on its way) sends a reset,
+            // which can discard the DISCONNECT before the broker read it —
+            // and the broker then publishes the will of a clean shutdown.
+            let mut sink = [0u8; 256];
+            while matches!(self.tls.read(&mut sink).await, Ok(n) if n > 0) {}
             return Err(LinkError::new(FailureReason::Io, "disconnected"));
         }
         Ok(match self.next_packet().await? {
