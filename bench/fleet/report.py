@@ -198,7 +198,7 @@ def tap_total(name):
     last = {}
     for r in load_csv(name):
         last[r["node"]] = r
-    return sum(int(r["sensor_msgs"]) + int(r["meter_readings"]) for r in last.values())
+    return sum(int(r["sensor_readings"]) + int(r["meter_readings"]) for r in last.values())
 
 
 published = tap_total("kumo-tap.csv")
@@ -209,7 +209,7 @@ def tap_rate(name, t0, t1):
     per_t = {}
     for r in load_csv(name):
         per_t.setdefault(r["unix_s"], 0)
-        per_t[r["unix_s"]] += int(r["sensor_msgs"]) + int(r["meter_readings"])
+        per_t[r["unix_s"]] += int(r["sensor_readings"]) + int(r["meter_readings"])
     pts = sorted((float(t), v) for t, v in per_t.items() if t0 <= float(t) <= t1)
     if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
         return None

@@ -53,6 +53,7 @@ MOSQUITTO=${MOSQUITTO:-1}       # 1 = also run the ramp and hold against Mosquit
 MOSQ_HOLD_SECS=${MOSQ_HOLD_SECS:-120}
 METER_FRACTION=${METER_FRACTION:-0.1}  # share of smart-meter gateways (the sim's default)
 REPORT_MS=${REPORT_MS:-60000}   # telemetry period per device (the issue's 60 s; shorter = the same message rate from fewer devices)
+SENSOR_TOPICS=${SENSOR_TOPICS:-combined}  # hubs: te/hu/il in one `sensors` message, or `separate` (one per sensor)
 NODE_MAX=${NODE_MAX:-19000}     # sessions one node accepts (the open-file limit is 20,000)
 BASE_PORT=${BASE_PORT:-28900}   # node i listens on BASE_PORT+i, metrics on BASE_PORT+1000+i
 BRIDGE_PORT=${BRIDGE_PORT:-28080}
@@ -144,7 +145,7 @@ BRIDGE_THREADS=${BRIDGE_THREADS:-2}
 PKI=$WORK/data/pki
 : >"$WORK/events.csv"
 cat >"$WORK/params.env" <<EOF
-NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS
+NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS SENSOR_TOPICS=$SENSOR_TOPICS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS
 EOF
 log "work directory $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$WORK/params.env")"
 
@@ -227,7 +228,7 @@ stop_sampler() { touch "$WORK/sample.stop"; wait "$SAMPLER" 2>/dev/null || true;
 # start_sim NAME: the fleet, until SIGTERM (bounded by --duration).
 start_sim() {
   local duration=$((RAMP_LIMIT + HOLD_SECS + 120))
-  KUMO__SIM__METER_FRACTION=$METER_FRACTION \
+  KUMO__SIM__METER_FRACTION=$METER_FRACTION KUMO__SIM__SENSOR_TOPICS=$SENSOR_TOPICS \
     "$KUMO" sim --devices "$DEVICES" --nodes "$NODE_CSV" --ramp "$RAMP" \
     --report-interval-ms "$REPORT_MS" --duration "$duration" --summary-file "$WORK/$1-summary.json" \
     >"$WORK/$1-sim.out" 2>"$WORK/sim.err" &

@@ -30,7 +30,7 @@ pub const SERVICE: &str = "bench-tap";
 pub struct Plan {
     /// Every node, `host:port` (the host is checked against its certificate).
     pub nodes: Vec<(String, u16)>,
-    /// CSV file: `unix_s,node,sensor_msgs,meter_readings`, cumulative.
+    /// CSV file: `unix_s,node,connected,sensor_readings,meter_readings`, cumulative.
     pub out: PathBuf,
     /// Stop after this long.
     pub duration: Duration,
@@ -72,7 +72,7 @@ pub async fn run(
         tokio::spawn(listen(node.clone(), tls.clone(), c.clone()));
     }
     let mut out = std::fs::File::create(&plan.out).map_err(|e| io(&plan.out, e))?;
-    writeln!(out, "unix_s,node,connected,sensor_msgs,meter_readings")
+    writeln!(out, "unix_s,node,connected,sensor_readings,meter_readings")
         .map_err(|e| io(&plan.out, e))?;
     let write = |out: &mut std::fs::File| -> std::io::Result<()> {
         let now = SystemTime::now()
@@ -122,13 +122,17 @@ async fn listen(node: (String, u16), tls: Arc<rustls::ClientConfig>, counts: Arc
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 counts.connected.store(1, Relaxed);
-                for filter in ["devices/+/sensors/+", "devices/+/meter"] {
+                for filter in ["devices/+/sensors/#", "devices/+/meter"] {
                     let _ = client.try_subscribe(filter, QoS::AtMostOnce);
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic.ends_with("/meter") {
                     counts.meter.fetch_add(meter_readings(&p.payload), Relaxed);
+                } else if p.topic.ends_with("/sensors") {
+                    counts
+                        .sensors
+                        .fetch_add(report_readings(&p.payload), Relaxed);
                 } else {
                     counts.sensors.fetch_add(1, Relaxed);
                 }
@@ -140,6 +144,13 @@ async fn listen(node: (String, u16), tls: Arc<rustls::ClientConfig>, counts: Arc
             }
         }
     }
+}
+
+/// The `readings` rows the bridge makes of one sensor report
+/// (`devices/{id}/sensors`): one per sensor value; none if it is refused.
+fn report_readings(payload: &[u8]) -> u64 {
+    kumo_contract::payload::decode::<kumo_contract::payload::SensorReport>(payload)
+        .map_or(0, |r| r.readings().count() as u64)
 }
 
 /// The `readings` rows the bridge makes of one meter report: one per

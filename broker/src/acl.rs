@@ -151,11 +151,12 @@ pub fn may_subscribe(
 
 /// Leaves an integration may read: what its devices report and the broker
 /// announces about them. Commands are cloud → device traffic of every sender.
-const READABLE_LEAVES: [Leaf; 8] = [
+const READABLE_LEAVES: [Leaf; 9] = [
     Leaf::Sensor(topic::Sensor::Temperature),
     Leaf::Sensor(topic::Sensor::Humidity),
     Leaf::Sensor(topic::Sensor::Illuminance),
     Leaf::Sensor(topic::Sensor::Motion),
+    Leaf::Sensors,
     Leaf::Meter,
     Leaf::State,
     Leaf::Presence,

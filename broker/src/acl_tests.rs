@@ -252,6 +252,7 @@ fn an_integration_may_subscribe_fleet_wide_to_readable_leaves() {
         "devices/+/sensors/#",
         "devices/+/sensors/+",
         "devices/+/sensors/te",
+        "devices/+/sensors",
         "devices/+/state",
         "devices/+/presence",
         "devices/+/meter",
@@ -328,6 +329,7 @@ fn an_integration_receives_only_readable_leaves_of_devices_it_owns_now() {
     let i = integration();
     for t in [
         "devices/owned/sensors/te",
+        "devices/owned/sensors",
         "devices/owned/state",
         "devices/owned/presence",
         "devices/owned/meter",
@@ -338,6 +340,7 @@ fn an_integration_receives_only_readable_leaves_of_devices_it_owns_now() {
     }
     for t in [
         "devices/other/sensors/te",
+        "devices/other/sensors",
         "devices/owned/commands",
         "devices/owned/cert/request",
         "devices/owned/cert/response",

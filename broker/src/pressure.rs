@@ -224,7 +224,10 @@ fn counted(topic: &[u8]) -> Option<&str> {
     let topic = std::str::from_utf8(topic).ok()?;
     matches!(
         kumo_contract::topic::parse_device_topic(topic),
-        Some((_, Leaf::Sensor(_) | Leaf::Meter | Leaf::State | Leaf::Acks))
+        Some((
+            _,
+            Leaf::Sensor(_) | Leaf::Sensors | Leaf::Meter | Leaf::State | Leaf::Acks
+        ))
     )
     .then_some(topic)
 }

@@ -12,8 +12,10 @@ pub const DEVICES: &str = "devices";
 /// The leaf kinds of a device's subtree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Leaf {
-    /// `sensors/{te|hu|il|mo}`, device → cloud.
+    /// `sensors/{te|hu|il|mo}`, device → cloud: one reading.
     Sensor(Sensor),
+    /// `sensors`, device → cloud: several sensors read at once.
+    Sensors,
     /// `meter`, device → cloud, ECHONET Lite properties.
     Meter,
     /// `state`, device → cloud, retained.
@@ -74,6 +76,7 @@ impl Leaf {
             Leaf::Sensor(Sensor::Humidity) => "sensors/hu",
             Leaf::Sensor(Sensor::Illuminance) => "sensors/il",
             Leaf::Sensor(Sensor::Motion) => "sensors/mo",
+            Leaf::Sensors => "sensors",
             Leaf::Meter => "meter",
             Leaf::State => "state",
             Leaf::Commands => "commands",
@@ -86,6 +89,7 @@ impl Leaf {
 
     fn parse(rest: &str) -> Option<Leaf> {
         Some(match rest {
+            "sensors" => Leaf::Sensors,
             "meter" => Leaf::Meter,
             "state" => Leaf::State,
             "commands" => Leaf::Commands,
@@ -152,6 +156,7 @@ mod tests {
         let leaves = [
             Leaf::Sensor(Sensor::Temperature),
             Leaf::Sensor(Sensor::Motion),
+            Leaf::Sensors,
             Leaf::Meter,
             Leaf::State,
             Leaf::Commands,

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use kumo_contract::payload::{
     decode, schemas, Ack, Action, CertRequest, CertResponse, Command as DeviceCommand, MeterReport,
-    NodeEpoch, PayloadError, Presence, SensorReading, StateReport,
+    NodeEpoch, PayloadError, Presence, SensorReading, SensorReport, StateReport,
 };
 use serde_json::Value;
 
@@ -49,6 +49,7 @@ fn receive(name: &str, v: &Value) -> Result<(), PayloadError> {
     let body = serde_json::to_vec(v).unwrap();
     match name {
         "sensor-reading" => decode::<SensorReading>(&body).map(drop),
+        "sensor-report" => decode::<SensorReport>(&body).map(drop),
         "meter-report" => decode::<MeterReport>(&body).map(drop),
         "state-report" => decode::<StateReport>(&body).map(drop),
         "ack" => decode::<Ack>(&body).map(drop),
@@ -134,6 +135,15 @@ fn the_cloud_refuses_values_out_of_range() {
         br#"{"val": "warm"}"#,
     ] {
         assert!(decode::<SensorReading>(bad).is_err());
+    }
+    for bad in [
+        &br#"{}"#[..],
+        br#"{"ts": 1767225600000}"#,
+        br#"{"te": 1e999, "hu": 40}"#,
+        br#"{"te": "warm"}"#,
+        br#"{"te": 20, "ts": 99999999999999999}"#,
+    ] {
+        assert!(decode::<SensorReport>(bad).is_err());
     }
     assert!(decode::<MeterReport>(br#"{"echonetlite_properties": []}"#).is_err());
     assert!(

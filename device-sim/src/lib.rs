@@ -32,5 +32,5 @@ pub mod worker;
 
 pub use error::SimError;
 pub use fleet::{run_fleet, run_fleet_with};
-pub use settings::{ChaosSettings, Protocol, Provisioning, Settings};
+pub use settings::{ChaosSettings, Protocol, Provisioning, SensorTopics, Settings};
 pub use stats::Summary;

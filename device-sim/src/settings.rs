@@ -28,6 +28,10 @@ pub struct Settings {
     pub meter_fraction: f64,
     /// Telemetry period per device, ms. Default 60,000.
     pub report_interval_ms: u64,
+    /// How an IR hub publishes its readings: `combined` (default), one
+    /// `devices/{id}/sensors` message per interval; `separate`, one message
+    /// per sensor on `devices/{id}/sensors/{te|hu|il|mo}`.
+    pub sensor_topics: SensorTopics,
     /// New connections started per second during the ramp; 0 = no limit. Default 500.
     pub ramp_per_sec: f64,
     /// Most connection attempts in flight per process while ramping up, so a
@@ -111,6 +115,17 @@ pub enum Provisioning {
     Claim,
 }
 
+/// How sensor readings are published (see [`Settings::sensor_topics`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorTopics {
+    /// One `sensors` message with every value read.
+    #[default]
+    Combined,
+    /// One message per sensor.
+    Separate,
+}
+
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -133,6 +148,7 @@ impl Default for Settings {
             seed: 1,
             meter_fraction: 0.1,
             report_interval_ms: 60_000,
+            sensor_topics: SensorTopics::Combined,
             ramp_per_sec: 500.0,
             max_connecting: 500,
             keep_alive_secs: 60,

@@ -5,12 +5,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use kumo_contract::topic::{device_topic, Leaf, Sensor};
+use kumo_contract::topic::{device_topic, Leaf};
 
 use crate::link::Link;
 use crate::model::{SimRng, Telemetry};
 use crate::runtime::{count_publish, local_hour, now_ms, Device, Shared};
-use kumo_contract::payload::SensorReading;
+use crate::settings::SensorTopics;
+use kumo_contract::payload::{SensorReading, SensorReport};
 
 /// Steps the device model by `dt` seconds and publishes what it reports.
 pub(crate) fn publish(dev: &mut Device, link: &mut Link, shared: &Shared, dt: f64) {
@@ -20,15 +21,25 @@ pub(crate) fn publish(dev: &mut Device, link: &mut Link, shared: &Shared, dt: f6
     let mut out: Vec<(Leaf, Vec<u8>)> = Vec::with_capacity(4);
     match dev.model.step(local_hour(s, ts), dt) {
         Telemetry::Sensors(r) => {
-            for (sensor, val) in [
-                (Sensor::Temperature, r.temperature),
-                (Sensor::Humidity, r.humidity),
-                (Sensor::Illuminance, r.illuminance),
-            ] {
-                out.push((Leaf::Sensor(sensor), sensor_json(val, ts)));
-            }
-            if r.motion {
-                out.push((Leaf::Sensor(Sensor::Motion), sensor_json(1.0, ts)));
+            let report = SensorReport {
+                te: Some(r.temperature),
+                hu: Some(r.humidity),
+                il: Some(r.illuminance),
+                mo: r.motion.then_some(1.0),
+                ts: Some(ts),
+            };
+            match s.sensor_topics {
+                SensorTopics::Combined => {
+                    out.push((
+                        Leaf::Sensors,
+                        serde_json::to_vec(&report).unwrap_or_default(),
+                    ));
+                }
+                SensorTopics::Separate => {
+                    for (sensor, val) in report.readings() {
+                        out.push((Leaf::Sensor(sensor), sensor_json(val, ts)));
+                    }
+                }
             }
         }
         Telemetry::Meter(r) => {

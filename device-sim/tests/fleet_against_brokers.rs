@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::Broker;
-use kumo_sim::{run_fleet_with, ChaosSettings, Protocol, Settings, Summary};
+use kumo_sim::{run_fleet_with, ChaosSettings, Protocol, SensorTopics, Settings, Summary};
 use tokio_util::sync::CancellationToken;
 
 fn fleet_settings(broker: &Broker, prefix: &str, devices: u64, protocol: Protocol) -> Settings {
@@ -49,25 +49,46 @@ fn now_ms() -> u64 {
     kumo_sim::runtime::now_ms()
 }
 
+/// A hub's temperature in a telemetry message, in either form: a sensor
+/// report (`devices/{id}/sensors`) or one reading (`devices/{id}/sensors/te`).
+fn hub_temperature(topic: &str, json: &serde_json::Value) -> Option<f64> {
+    if topic.ends_with("/sensors") {
+        json["te"].as_f64()
+    } else if topic.ends_with("/sensors/te") {
+        json["val"].as_f64()
+    } else {
+        None
+    }
+}
+
 /// Waits until every device has published telemetry; returns id → is a hub.
 async fn telemetry_from_all(
     sub: &mut common::Subscription,
     prefix: &str,
     devices: u64,
+    topics: SensorTopics,
 ) -> BTreeMap<String, bool> {
+    let hub_topic = match topics {
+        SensorTopics::Combined => "/sensors",
+        SensorTopics::Separate => "/sensors/te",
+    };
     let mut kinds = BTreeMap::new();
     while (kinds.len() as u64) < devices {
         let (topic, json) = sub
             .wait_for("telemetry from every device", 30, |t, _| {
-                t.ends_with("/sensors/te") || t.ends_with("/meter")
+                t.ends_with(hub_topic) || t.ends_with("/meter")
             })
             .await;
         let id = topic.split('/').nth(1).unwrap().to_owned();
         assert!(id.starts_with(prefix), "{topic}");
-        if topic.ends_with("/sensors/te") {
-            let val = json["val"].as_f64().expect("numeric val");
+        let hub = topic.ends_with(hub_topic);
+        if hub {
+            let val = hub_temperature(&topic, &json).expect("a numeric temperature");
             assert!((-10.0..=50.0).contains(&val), "{json}");
             assert!(json["ts"].as_u64().expect("ts") > 1_600_000_000_000);
+            if topics == SensorTopics::Combined {
+                assert!(json["hu"].is_number() && json["il"].is_number(), "{json}");
+            }
         } else {
             let epcs: BTreeSet<u64> = json["echonetlite_properties"]
                 .as_array()
@@ -84,19 +105,27 @@ async fn telemetry_from_all(
             }
             assert!(epcs.contains(&0xE7) && epcs.contains(&0xE0), "{json}");
         }
-        kinds.insert(id, topic.ends_with("/sensors/te"));
+        kinds.insert(id, hub);
     }
     kinds
 }
 
-async fn devices_publish_obey_commands_and_ack(broker: Broker, protocol: Protocol, prefix: &str) {
+async fn devices_publish_obey_commands_and_ack(
+    broker: Broker,
+    protocol: Protocol,
+    prefix: &str,
+    topics: SensorTopics,
+) {
     let mut sub = broker
         .subscribe("devices/#", &format!("observer-{prefix}"))
         .await;
-    let settings = fleet_settings(&broker, prefix, 4, protocol);
+    let settings = Settings {
+        sensor_topics: topics,
+        ..fleet_settings(&broker, prefix, 4, protocol)
+    };
     let (token, fleet) = start(settings, broker.ca_pem());
 
-    let kinds = telemetry_from_all(&mut sub, prefix, 4).await;
+    let kinds = telemetry_from_all(&mut sub, prefix, 4, topics).await;
     let hub = kinds
         .iter()
         .find(|(_, hub)| **hub)
@@ -180,22 +209,47 @@ async fn devices_publish_obey_commands_and_ack(broker: Broker, protocol: Protoco
 
 #[tokio::test]
 async fn devices_on_mqtt_3_publish_obey_commands_and_ack() {
-    devices_publish_obey_commands_and_ack(Broker::start().await, Protocol::V4, "v4dev").await;
+    // One message per sensor here; a sensor report in the others.
+    devices_publish_obey_commands_and_ack(
+        Broker::start().await,
+        Protocol::V4,
+        "v4dev",
+        SensorTopics::Separate,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn devices_on_mqtt_5_publish_obey_commands_and_ack_on_the_response_topic() {
-    devices_publish_obey_commands_and_ack(Broker::start().await, Protocol::V5, "v5dev").await;
+    devices_publish_obey_commands_and_ack(
+        Broker::start().await,
+        Protocol::V5,
+        "v5dev",
+        SensorTopics::Combined,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_on_a_kumo_node_publish_obey_commands_and_ack_in_mqtt_3() {
-    devices_publish_obey_commands_and_ack(Broker::start_kumo().await, Protocol::V4, "k4dev").await;
+    devices_publish_obey_commands_and_ack(
+        Broker::start_kumo().await,
+        Protocol::V4,
+        "k4dev",
+        SensorTopics::Combined,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_on_a_kumo_node_publish_obey_commands_and_ack_in_mqtt_5() {
-    devices_publish_obey_commands_and_ack(Broker::start_kumo().await, Protocol::V5, "k5dev").await;
+    devices_publish_obey_commands_and_ack(
+        Broker::start_kumo().await,
+        Protocol::V5,
+        "k5dev",
+        SensorTopics::Combined,
+    )
+    .await;
 }
 
 #[tokio::test]

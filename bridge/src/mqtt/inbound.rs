@@ -141,6 +141,27 @@ impl Inbound {
                 };
                 return Ok(self.push(reading, &mut waits).await.then_some(waits));
             }
+            Leaf::Sensors => {
+                let (readings, at) = payload::sensors(body, now)?;
+                for (sensor, val) in readings {
+                    self.live.publish(LiveEvent::Reading {
+                        device: device.to_string(),
+                        sensor: sensor.code().to_string(),
+                        val,
+                        at,
+                    });
+                    let reading = Reading {
+                        device_id: device.clone(),
+                        sensor: sensor.code().to_string(),
+                        val,
+                        at,
+                    };
+                    if !self.push(reading, &mut waits).await {
+                        return Ok(None);
+                    }
+                }
+                return Ok(Some(waits));
+            }
             Leaf::Meter => {
                 let m = payload::meter(body, now)?;
                 for (sensor, val) in &m.readings {

@@ -54,7 +54,11 @@ pub const CONTROL_SUBSCRIPTIONS: [&str; 4] = [
 /// What the bridge's data connection (client id `{client_id}.data`, a lane of
 /// the same service identity) subscribes to: the bulk of readings. A backlog
 /// here never delays a command, an ack or a presence change.
-pub const DATA_SUBSCRIPTIONS: [&str; 2] = ["devices/+/sensors/+", "devices/+/meter"];
+pub const DATA_SUBSCRIPTIONS: [&str; 3] = [
+    "devices/+/sensors/+",
+    "devices/+/sensors",
+    "devices/+/meter",
+];
 
 /// Why the MQTT side could not start.
 #[derive(Debug, thiserror::Error)]

@@ -10,8 +10,9 @@
 use kumo_contract::appliance::echonet::Eoj;
 use kumo_contract::payload::{
     decode, Ack as AckDoc, AckResult, Action, Command, MeterReport as MeterDoc, NodeEpoch,
-    SensorReading,
+    SensorReading, SensorReport,
 };
+use kumo_contract::topic::Sensor;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -24,6 +25,15 @@ use crate::commands::{Ack, CommandKind, QueuedCommand};
 pub fn sensor(body: &[u8], now: OffsetDateTime) -> Result<(f64, OffsetDateTime), PayloadError> {
     let r: SensorReading = decode(body)?;
     Ok((r.val, timestamp(r.ts, now)?))
+}
+
+/// `devices/{id}/sensors`: the readings and when they were measured.
+pub fn sensors(
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<(Vec<(Sensor, f64)>, OffsetDateTime), PayloadError> {
+    let r: SensorReport = decode(body)?;
+    Ok((r.readings().collect(), timestamp(r.ts, now)?))
 }
 
 /// A gateway's report of one ECHONET Lite object: the smart meter's
@@ -204,6 +214,29 @@ mod tests {
         assert_eq!(at.unix_timestamp(), 1_700_000_000);
         assert_eq!(at.millisecond(), 123);
         assert_eq!(sensor(br#"{"val": 1}"#, NOW).unwrap().1, NOW);
+    }
+
+    #[test]
+    fn a_sensor_report_carries_each_value_it_has_with_one_timestamp() {
+        let (readings, at) =
+            sensors(br#"{"te": 21.5, "il": 80, "ts": 1700000000123}"#, NOW).unwrap();
+        assert_eq!(
+            readings,
+            [(Sensor::Temperature, 21.5), (Sensor::Illuminance, 80.0)]
+        );
+        assert_eq!(at.millisecond(), 123);
+        assert_eq!(sensors(br#"{"mo": 1}"#, NOW).unwrap().1, NOW);
+        for bad in [
+            &br#"{}"#[..],
+            br#"{"te": 1, "xx": 2}"#,
+            br#"{"te": null, "ts": 1}"#,
+        ] {
+            assert!(
+                sensors(bad, NOW).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

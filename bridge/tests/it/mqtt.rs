@@ -267,6 +267,56 @@ async fn malformed_readings_are_counted_and_dropped_and_good_ones_stored() {
 }
 
 #[tokio::test]
+async fn a_sensor_report_from_mosquitto_pub_is_stored_as_one_reading_per_sensor() {
+    let s = Stack::start(|_| {}).await;
+    let creds = s.device("remo-1").await;
+    let topic = "devices/remo-1/sensors";
+    // Refused whole: an unknown field, a non-number, no value at all.
+    mosquitto_pub(&creds, topic, r#"{"te": 21, "xx": 1}"#).await;
+    mosquitto_pub(&creds, topic, r#"{"te": 21, "hu": "damp"}"#).await;
+    mosquitto_pub(&creds, topic, r#"{"ts": 1700000000000}"#).await;
+    mosquitto_pub(
+        &creds,
+        topic,
+        r#"{"te": 22.5, "hu": 48, "il": 120, "ts": 1700000000000}"#,
+    )
+    .await;
+    for _ in 0..100 {
+        if scalar(&s, "SELECT count(*) FROM readings").await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = s.h.client().await;
+    let rows = client
+        .query(
+            "SELECT sensor, val, at = to_timestamp(1700000000) FROM readings ORDER BY sensor",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: Vec<(String, f64, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("hu".to_string(), 48.0, true),
+            ("il".to_string(), 120.0, true),
+            ("te".to_string(), 22.5, true),
+        ]
+    );
+    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
+    assert_eq!(mqtt.malformed.load(std::sync::atomic::Ordering::Relaxed), 3);
+    let newest: Value = s.h.get("/1/devices").await.ok()[0]["newest_events"].clone();
+    assert_eq!(newest["te"]["val"], 22.5);
+    assert_eq!(newest["hu"]["val"], 48);
+    assert_eq!(newest["il"]["val"], 120);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn no_qos1_reading_is_lost_while_the_bridge_restarts() {
     let mut s = Stack::start(|_| {}).await;
     let creds = s.device("remo-1").await;

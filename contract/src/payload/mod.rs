@@ -26,7 +26,7 @@ pub use ack::{Ack, AckData, AckResult};
 pub use cert::{CertRequest, CertResponse, MAX_CSR_PEM, MAX_REQUEST_ID};
 pub use command::{Action, Command, IrMessage};
 pub use node::{NodeEpoch, Presence};
-pub use reading::{EchonetProperty, MeterReport, SensorReading};
+pub use reading::{EchonetProperty, MeterReport, SensorReading, SensorReport};
 pub use state::{ApplianceStates, DeviceKind, StateReport};
 
 use serde::de::DeserializeOwned;
@@ -62,6 +62,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     }
     vec![
         ("sensor-reading", one::<SensorReading>()),
+        ("sensor-report", one::<SensorReport>()),
         ("meter-report", one::<MeterReport>()),
         ("state-report", one::<StateReport>()),
         ("command", one::<Command>()),

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{check_ts, Checked, PayloadError};
 use crate::appliance::echonet::Eoj;
+use crate::topic::Sensor;
 
 /// `devices/{id}/sensors/{te|hu|il|mo}` (QoS 0 or 1): one reading.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -21,6 +22,60 @@ impl Checked for SensorReading {
     fn check(&self) -> Result<(), PayloadError> {
         if !self.val.is_finite() {
             return Err(PayloadError::Range("val is not a finite number".into()));
+        }
+        self.ts.map_or(Ok(()), check_ts)
+    }
+}
+
+/// `devices/{id}/sensors` (QoS 0 or 1): several sensors read at the same
+/// time, in one message (one publish instead of three or four: a fleet's
+/// brokers and the bridge then handle a third of the messages for the same
+/// readings). Each value is stored as the reading of its sensor, exactly as
+/// if it had come on `sensors/{te|hu|il|mo}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SensorReport {
+    /// Temperature, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub te: Option<f64>,
+    /// Relative humidity, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hu: Option<f64>,
+    /// Illuminance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub il: Option<f64>,
+    /// `1`: motion was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mo: Option<f64>,
+    /// When they were measured; absent means when the cloud received them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<u64>,
+}
+
+impl SensorReport {
+    /// The readings it carries, as `(sensor, value)`.
+    pub fn readings(&self) -> impl Iterator<Item = (Sensor, f64)> {
+        [
+            (Sensor::Temperature, self.te),
+            (Sensor::Humidity, self.hu),
+            (Sensor::Illuminance, self.il),
+            (Sensor::Motion, self.mo),
+        ]
+        .into_iter()
+        .filter_map(|(sensor, val)| Some((sensor, val?)))
+    }
+}
+
+impl Checked for SensorReport {
+    fn check(&self) -> Result<(), PayloadError> {
+        if self.readings().next().is_none() {
+            return Err(PayloadError::Range("no sensor value".into()));
+        }
+        if let Some((sensor, _)) = self.readings().find(|(_, v)| !v.is_finite()) {
+            return Err(PayloadError::Range(format!(
+                "{} is not a finite number",
+                sensor.code()
+            )));
         }
         self.ts.map_or(Ok(()), check_ts)
     }
