@@ -243,8 +243,18 @@ rows.append(("ramp rate between 10 % and 90 % connected (asked: " + params.get("
 rows.append(("failed after backoff (devices not connected at the end of the hold)", fmt(DEVICES - steady if steady is not None else None)))
 fails = ksum.get("failures", {})
 rows.append(("failed connection attempts (retried; by reason)", f"{sum(fails.values()):,} {fails if fails else ''}".strip()))
-rows.append(("drops during the hold (all / minus the killed node's devices)",
-             f"{fmt(hold_drops)} / {fmt(hold_drops - killed_devices if hold_drops is not None and killed_devices is not None else None)}"))
+# Drops outside the kill's storm: before the kill, and after the killed
+# node's devices were all back. (All drops less the killed node's sessions
+# came out negative: the node counted sessions the simulator had not yet
+# seen acknowledged.)
+outside_storm = None
+if kill and back_secs is not None and drops0 is not None and drops1 is not None:
+    d_kill = at(ks, kill[0] - 0.01, "sim_drops")
+    d_back = at(ks, kill[0] + back_secs, "sim_drops")
+    if d_kill is not None and d_back is not None:
+        outside_storm = (d_kill - drops0) + (drops1 - d_back)
+rows.append(("drops during the hold (all / outside the kill: before it and after its devices were back)",
+             f"{fmt(hold_drops)} / {fmt(outside_storm if kill else hold_drops)}"))
 rows.append(("readings published (accepted by the nodes: tap) vs stored (rows)",
              f"{published:,} vs {fmt(stored)}" + (f" ({stored - published:+,})" if stored is not None else "")))
 rows.append(("presence rows online vs connected, end of hold", f"{fmt(online_end)} vs {fmt(steady)}"))
@@ -313,8 +323,11 @@ if cmds:
             cs = [1000 * (float(r["sent"]) - float(r["created"])) for r in sel if num(r["sent"]) is not None]
             sc = [1000 * (float(r["completed"]) - float(r["sent"])) for r in sel
                   if num(r["sent"]) is not None and num(r["completed"]) is not None]
+            cc = [1000 * (float(r["completed"]) - float(r["created"])) for r in sel
+                  if num(r["completed"]) is not None]
             resent = sum(1 for r in sel if (num(r["attempts"]) or 0) > 1)
-            return (f"created → sent {fmt(pct(cs, .5), '{:.1f}')} / {fmt(pct(cs, .99), '{:.1f}')}, "
+            return (f"created → ack stored {fmt(pct(cc, .5), '{:.1f}')} / {fmt(pct(cc, .99), '{:.1f}')}: "
+                    f"created → sent {fmt(pct(cs, .5), '{:.1f}')} / {fmt(pct(cs, .99), '{:.1f}')}, "
                     f"sent → ack stored {fmt(pct(sc, .5), '{:.1f}')} / {fmt(pct(sc, .99), '{:.1f}')} "
                     f"({len(sel):,} rows, {resent:,} sent more than once)")
         rows.append(("command stages p50 / p99 (ms), hold", stages(lo, hi, False)))
@@ -509,7 +522,7 @@ def plot(samples, ph, t0, path, title, with_cmds):
         if on:
             ax.plot([a for a, _ in on], [b for _, b in on], "o-", markersize=2, label="presence rows online (bridge DB)")
     else:
-        ax.plot(x, [num(r["sessions_total"]) for r in samples], label="established sockets (nodes)", alpha=0.7)
+        ax.plot(x, [num(r["sessions_total"]) for r in samples], label="sessions (nodes)", alpha=0.7)
     ax.set_ylabel("devices")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title)
