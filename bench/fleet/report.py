@@ -166,9 +166,10 @@ if kill:
     k_node = f"node-{params.get('KILL_NODE')}"
     words = kill[2].split()
     detail = {k: v for k, v in zip(words, words[1:]) if k in ("pid", "sessions", "sim_connected")}
-    before = [r for r in ks if float(r["unix_s"]) < kill[0]]
-    if before:
-        killed_devices = (num(before[-1].get(f"sessions_{k_node}")) or 0) - base.get(k_node, 0)
+    # The node's last known count (a sample it was too busy to answer is empty).
+    last_known = at(ks, kill[0] - 0.01, f"sessions_{k_node}")
+    if last_known is not None:
+        killed_devices = last_known - base.get(k_node, 0)
     pre_kill = num(detail.get("sim_connected")) or at(ks, kill[0] - 0.01, "sim_connected")
     # Back = the simulator's count, having dipped after the kill, is at its
     # pre-kill value again (its progress line lags by up to a period).
