@@ -42,6 +42,8 @@ pub struct Metrics {
     pub connects_shed: AtomicU64,
     /// Messages brought in from peer nodes (see `peering`).
     pub peer_imported: AtomicU64,
+    /// Commands not passed to peer links because their device is connected here.
+    pub peer_export_skipped: AtomicU64,
     handshakes: Labeled,
     connects: Labeled,
     disconnects: Labeled,
@@ -220,6 +222,11 @@ impl Metrics {
                 "kumo_broker_peer_imported_total",
                 "messages brought in from peer nodes for this node's integrations and devices",
                 &self.peer_imported,
+            ),
+            (
+                "kumo_broker_peer_export_skipped_total",
+                "commands not passed to peer nodes because their device is connected to this node",
+                &self.peer_export_skipped,
             ),
         ];
         for (name, help, v) in counters {

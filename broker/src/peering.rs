@@ -6,7 +6,10 @@
 //! - always subscribes `devices/+/commands` and `devices/+/cert/response/#`:
 //!   a command (or certificate) published on the peer (by an integration
 //!   connected there, or by the bridge to a node the device has left) is
-//!   imported here and reaches the device if it is here;
+//!   imported here and reaches the device if it is here. The link marks its
+//!   CONNECT ([`PEER_LINK_PROPERTY`]), and the peer passes it no command for
+//!   a device connected there (it is delivered there; a copy here would only
+//!   be dropped);
 //! - while this node has integration sessions (connected or parked, see
 //!   [`Interest`]), subscribes the leaves integrations may read — sensors,
 //!   meter, state, presence, acks — with Retain As Published, importing them
@@ -51,6 +54,10 @@ const INTEGRATION_FILTERS: [&str; 5] = [
     "devices/+/presence",
     "devices/+/acks",
 ];
+/// The CONNECT user property that marks a session as a peer link (honoured
+/// for service identities only): the node then passes it a command only for
+/// a device that is not connected here (see `Session::deliver`).
+pub(crate) const PEER_LINK_PROPERTY: (&str, &str) = ("kumo-link", "peer");
 /// Device-bound traffic, imported from every peer.
 const DEVICE_BOUND: [&str; 2] = crate::fabric::DEVICE_BOUND_FILTERS;
 const KEEPALIVE: Duration = Duration::from_secs(20);
@@ -291,7 +298,9 @@ async fn connect(io: &mut Tls, inbuf: &mut BytesMut, client_id: &str) -> Result<
         client_id: client_id.to_string(),
         clean_session: true,
     };
-    let props = crate::codec::no_connect_properties();
+    let mut props = crate::codec::no_connect_properties();
+    let (name, value) = PEER_LINK_PROPERTY;
+    props.user_properties.push((name.into(), value.into()));
     send(io, Packet::Connect(connect, Some(props), None, None, None)).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

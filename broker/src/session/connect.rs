@@ -175,6 +175,11 @@ where
     tracing::info!(client_id = %client_id, role = identity.role(), version = ?version, session_expiry, "session connected");
     let conn_id = node.registry.next_conn_id();
     let receive_max = receive_window(&identity, props.receive_maximum);
+    let peer_link = matches!(identity, Identity::Service { .. })
+        && props.user_properties.iter().any(|(k, v)| {
+            let (name, value) = crate::peering::PEER_LINK_PROPERTY;
+            k == name && v == value
+        });
     // The real queue is created by `serve`; this placeholder is replaced at once.
     let (tx, _) = mailbox::channel(0);
     Some(Box::new(Session {
@@ -202,6 +207,7 @@ where
         held: None,
         gauge: None,
         interest: None,
+        peer_link,
     }))
 }
 

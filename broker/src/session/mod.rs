@@ -125,6 +125,8 @@ pub(crate) struct Session {
     gauge: Option<crate::pressure::Gauge>,
     /// An integration session's share of the peer links' interest.
     interest: Option<crate::peering::InterestGuard>,
+    /// Another node's peer link (see `peering::PEER_LINK_PROPERTY`).
+    peer_link: bool,
 }
 
 /// Runs a verified connection to completion.

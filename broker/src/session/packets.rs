@@ -476,6 +476,19 @@ impl Session {
         }
     }
 
+    /// Whether `topic` is a command for a device connected to this node. It
+    /// is delivered here; every peer would only decode and drop its copy (15
+    /// nodes made each REST command cost 15 nodes' work). A command that
+    /// meets the device just as it moves away is resent by the bridge's
+    /// sweep to the node its presence names.
+    fn commands_device_here(&self, topic: &str) -> bool {
+        matches!(
+            kumo_contract::topic::parse_device_topic(topic),
+            Some((device, kumo_contract::topic::Leaf::Commands))
+                if self.node.registry.contains(device.as_str())
+        )
+    }
+
     /// Sends a message if the session may receive it and (unless already
     /// decided) one of its subscriptions takes it.
     pub(super) fn deliver(&mut self, mut msg: Box<Outbound>) {
@@ -487,6 +500,10 @@ impl Session {
         // for live, retained, held and resumed messages alike.
         if !acl::may_receive(&self.identity, topic, self.node.accounts.as_ref()) {
             self.node.metrics.integration_filtered.fetch_add(1, Relaxed);
+            return;
+        }
+        if self.peer_link && self.commands_device_here(topic) {
+            self.node.metrics.peer_export_skipped.fetch_add(1, Relaxed);
             return;
         }
         let decided = match msg.decided {

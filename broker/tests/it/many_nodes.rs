@@ -218,3 +218,50 @@ async fn an_integration_on_one_node_sees_and_commands_its_devices_on_the_others_
             .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_published_where_its_device_is_connected_is_not_copied_to_the_peers() {
+    let pki = Arc::new(Pki::new());
+    let nodes = cloud(&pki, 3).await;
+    let mut dev_a = connect(&nodes[0], &pki.device("dev-a"), "dev-a", 4).await;
+    let mut dev_b = connect(&nodes[1], &pki.device("dev-b"), "dev-b", 5).await;
+    for (dev, id) in [(&mut dev_a, "dev-a"), (&mut dev_b, "dev-b")] {
+        dev.subscribe(&[&format!("devices/{id}/commands")], QoS::AtLeastOnce)
+            .await;
+    }
+    let imported = |n: &TestNode| {
+        n.node
+            .as_ref()
+            .unwrap()
+            .metrics()
+            .peer_imported
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // The bridge publishes where the device is: the device gets each command
+    // once and no peer imports a copy.
+    let mut bridge = nodes[0].service(4).await;
+    for i in 0..20u8 {
+        bridge.publish("devices/dev-a/commands", &[i], false).await;
+    }
+    let got = collect(&mut dev_a, "devices/dev-a/commands").await;
+    assert_eq!(got, (0..20u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert_eq!((imported(&nodes[1]), imported(&nodes[2])), (0, 0));
+    let skipped = nodes[0]
+        .node
+        .as_ref()
+        .unwrap()
+        .metrics()
+        .peer_export_skipped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(skipped, 40, "20 commands not sent to each of 2 peers");
+    // A device elsewhere still gets its command through the peer link.
+    bridge.publish("devices/dev-b/commands", b"b1", false).await;
+    assert_eq!(
+        dev_b
+            .expect_publish("devices/dev-b/commands")
+            .await
+            .unwrap(),
+        b"b1"
+    );
+    assert_eq!(imported(&nodes[1]), 1);
+}
