@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_command_expected_state"),
     migration!(10, "0010_claim_codes"),
     migration!(11, "0011_echonet_control"),
+    migration!(12, "0012_homes"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

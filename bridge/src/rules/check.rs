@@ -113,7 +113,7 @@ pub async fn check_rule(pool: &Pool, user_id: &str, rule: &Rule) -> ApiResult<()
         let client = pool.get().await?;
         let owned: Vec<String> = client
             .query(
-                "SELECT id FROM devices WHERE user_id = $1 AND id = ANY($2)",
+                "SELECT device_id FROM device_access WHERE user_id = $1 AND device_id = ANY($2)",
                 &[&user_id, &ids],
             )
             .await?

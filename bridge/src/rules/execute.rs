@@ -154,7 +154,7 @@ async fn foreign_device(state: &Effects, job: &Job) -> Option<Foreign> {
         let client = state.pool.get().await.map_err(|e| e.to_string())?;
         let row = client
             .query_one(
-                "SELECT count(*) FROM devices WHERE user_id = $1 AND id = ANY($2)",
+                "SELECT count(*) FROM device_access WHERE user_id = $1 AND device_id = ANY($2)",
                 &[&job.account, &job.devices],
             )
             .await
