@@ -23,6 +23,7 @@ mod devices;
 mod echonet;
 mod echonet_control;
 mod events;
+mod homes;
 mod ingest;
 mod integrations;
 mod mqtt;
