@@ -318,6 +318,14 @@ pub async fn update_location_state(
     caller.require(HOME_WRITE)?;
     let presence = Presence::parse(form.required("state")?)
         .ok_or_else(|| ApiError::bad_request("state must be home or away"))?;
-    homes::set_presence(&state.pool, &caller.user_id, &id, presence).await?;
+    let change = homes::set_presence(&state.pool, &caller.user_id, &id, presence).await?;
+    if change.before != presence {
+        let at_home = u32::try_from(change.at_home).unwrap_or(u32::MAX);
+        let arrived = presence == Presence::Home;
+        state
+            .rules
+            .home_presence(&id, &caller.user_id, arrived, at_home)
+            .await;
+    }
     Ok(Json(json!({})))
 }

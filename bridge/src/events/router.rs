@@ -131,6 +131,9 @@ async fn follow_once(pool: &Pool, hub: &EventHub, cursor: &mut Option<i64>) -> R
         let changes = crate::accounts::ownership_changes(&client, after, FOLLOW_PAGE)
             .await
             .map_err(|e| e.to_string())?;
+        if changes.is_empty() {
+            return Ok(());
+        }
         let devices: Vec<&str> = changes.iter().map(|c| c.device_id.as_str()).collect();
         let rows = client
             .query(

@@ -612,3 +612,80 @@ async fn bad_home_names_are_refused_with_a_400() {
     assert_eq!(renamed["name"], "家");
     t.h.stop().await;
 }
+
+#[tokio::test]
+async fn the_last_member_leaving_fires_a_home_rule_and_a_kicked_members_rule_stays_silent() {
+    use crate::rules_support::{executions, send_json, settle, wait_executions};
+    use reqwest::Method;
+    let t = setup().await;
+    let h = &t.h;
+    t.bob_joins().await;
+    let home_rule = |on: &str, who: &str| {
+        json!({"name": format!("{on} {who}"),
+               "trigger": {"home": {"home": t.home, "on": on, "who": who}},
+               "actions": [{"event": {"name": format!("{on}.{who}")}}]})
+    };
+    let create = |token: String, rule: Value| async move {
+        send_json(h, Method::POST, "/v1/rules", &token, &rule)
+            .await
+            .ok()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let last_out = create(t.alice.clone(), home_rule("leave", "last")).await;
+    let bobs = create(t.bob.clone(), home_rule("arrive", "anyone")).await;
+    let (carol, _) = h.other_user().await;
+    let carol = token(h, &carol).await;
+    send_json(
+        h,
+        Method::POST,
+        "/v1/rules",
+        &carol,
+        &home_rule("arrive", "first"),
+    )
+    .await
+    .assert_error(400001);
+    let state = |token: &str, s: &str| {
+        let token = token.to_string();
+        let s = s.to_string();
+        let path = t.path("/location_state/update");
+        async move { h.post_as(&token, &path, &[("state", &s)]).await.ok() }
+    };
+    state(&t.alice, "home").await;
+    state(&t.bob, "home").await;
+    let bobs_runs = || async {
+        let runs = h
+            .get_as(&t.bob, &format!("/v1/rules/{bobs}/executions"))
+            .await
+            .ok();
+        runs.as_array().unwrap().len()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bobs_runs().await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Bob's arrival rule fired twice"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    state(&t.bob, "away").await;
+    settle().await;
+    assert!(
+        executions(h, &last_out).await.is_empty(),
+        "Alice is still home"
+    );
+    state(&t.alice, "away").await;
+    let fired = wait_executions(h, &last_out, 1).await;
+    assert_eq!(fired[0]["cause"]["type"], "home");
+    assert_eq!(fired[0]["cause"]["user"], h.user_id.as_str());
+    assert_eq!(fired[0]["cause"]["at_home"], 0);
+
+    h.post_as(&t.alice, &t.path("/kick"), &[("user", &t.bob_id)])
+        .await
+        .ok();
+    state(&t.alice, "home").await;
+    settle().await;
+    assert_eq!(bobs_runs().await, 2, "no firing once Bob left the home");
+    t.h.stop().await;
+}
