@@ -32,6 +32,12 @@ pub const PROVISION: &str = "provision";
 pub const ECHONETLITE_READ: &str = "echonetlite.*.read";
 /// Set ECHONET Lite properties (Nature's scope, for every class).
 pub const ECHONETLITE_WRITE: &str = "echonetlite.*.write";
+/// Nature's combined home scope: `home.read` and `home.write`.
+pub const HOME: &str = "home";
+/// Read homes, their members and devices, and invites.
+pub const HOME_READ: &str = "home.read";
+/// Create and change homes, invite, accept, kick, part, transfer, geofence.
+pub const HOME_WRITE: &str = "home.write";
 /// Every scope Kumo knows, in the order `kumo tokens create` documents them.
 pub const ALL_SCOPES: &[&str] = &[
     BASIC,
@@ -43,6 +49,9 @@ pub const ALL_SCOPES: &[&str] = &[
     PROVISION,
     ECHONETLITE_READ,
     ECHONETLITE_WRITE,
+    HOME,
+    HOME_READ,
+    HOME_WRITE,
 ];
 
 /// The authenticated caller of a request.
@@ -57,11 +66,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Whether the token carries `scope` (`basic` covers `basic.read` and `basic.write`).
+    /// Whether the token carries `scope` (`basic` covers `basic.read` and
+    /// `basic.write`, `home` covers `home.read` and `home.write`).
     pub fn has(&self, scope: &str) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| s == scope || (s == BASIC && scope.starts_with("basic.")))
+        self.scopes.iter().any(|s| {
+            s == scope
+                || (s == BASIC && scope.starts_with("basic."))
+                || (s == HOME && scope.starts_with("home."))
+        })
     }
 
     /// A 403 unless the token carries `scope`.

@@ -16,6 +16,7 @@ pub mod device_state;
 pub mod error;
 pub mod events;
 pub mod form;
+pub mod homes;
 pub mod ingest;
 pub mod json;
 pub mod live;

@@ -236,6 +236,7 @@ async fn launch(
         events: events.clone(),
         webhooks: webhooks.clone(),
         rules,
+        homes: settings.homes.clone(),
     };
     let effects = crate::rules::Effects {
         pool: state.pool.clone(),

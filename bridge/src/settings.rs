@@ -28,6 +28,25 @@ pub struct Settings {
     pub provision: ProvisionSettings,
     /// Device certificates: their lifetime, and renewal over the live session.
     pub certs: DeviceCertSettings,
+    /// Homes: how long an invite stays good.
+    pub homes: HomeSettings,
+}
+
+/// `[bridge.homes]`: homes and their members.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HomeSettings {
+    /// Seconds a home invite can be accepted (default 86,400 = 1 day; at
+    /// most 30 days).
+    pub invite_ttl_secs: u64,
+}
+
+impl Default for HomeSettings {
+    fn default() -> Self {
+        Self {
+            invite_ttl_secs: 86_400,
+        }
+    }
 }
 
 /// `[bridge.certs]`: device certificates the bridge signs (at provisioning and
@@ -109,6 +128,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             provision: ProvisionSettings::default(),
             certs: DeviceCertSettings::default(),
+            homes: HomeSettings::default(),
         }
     }
 }
@@ -273,6 +293,11 @@ impl Settings {
         }
         if self.rate_limit.window_secs == 0 {
             return Err("bridge.rate_limit.window_secs must be at least 1".into());
+        }
+        if !(1..=30 * 86_400).contains(&self.homes.invite_ttl_secs) {
+            return Err(
+                "bridge.homes.invite_ttl_secs must be between 1 and 2592000 (30 days)".into(),
+            );
         }
         if self.command_ttl_secs == 0 {
             return Err("bridge.command_ttl_secs must be at least 1".into());

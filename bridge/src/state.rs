@@ -45,4 +45,6 @@ pub struct AppState {
     pub webhooks: crate::webhooks::Webhooks,
     /// The running rules worker: `/v1/rules` tells it about every change.
     pub rules: crate::rules::RulesHandle,
+    /// `[bridge.homes]`.
+    pub homes: crate::settings::HomeSettings,
 }

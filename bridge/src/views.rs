@@ -1,4 +1,5 @@
-//! Reads devices and appliances of one user and renders them in Nature's JSON
+//! Reads the devices and appliances one user sees (its homes', through the
+//! `device_access` view) and renders them in Nature's JSON
 //! shapes (`DeviceResponse`, `ApplianceResponse`), field names and types
 //! exactly as in the API reference; parts that do not apply are `null`.
 
@@ -31,17 +32,39 @@ fn device_ptr(row: &Row, at: usize) -> Value {
     })
 }
 
-/// The user's devices (or one of them) as `DeviceResponse`s, oldest first.
+/// The devices `user_id` sees — those of the homes it belongs to — (or one
+/// of them) as `DeviceResponse`s, oldest first.
 pub async fn devices(
     client: &impl GenericClient,
     user_id: &str,
     only: Option<&str>,
 ) -> Result<Vec<Value>, tokio_postgres::Error> {
+    devices_where(client, user_id, only, None).await
+}
+
+/// The devices of home `home` that `user_id` sees (all of them, if it is a
+/// member; none otherwise), as `DeviceResponse`s, oldest first.
+pub async fn home_devices(
+    client: &impl GenericClient,
+    user_id: &str,
+    home: &str,
+) -> Result<Vec<Value>, tokio_postgres::Error> {
+    devices_where(client, user_id, None, Some(home)).await
+}
+
+async fn devices_where(
+    client: &impl GenericClient,
+    user_id: &str,
+    only: Option<&str>,
+    home: Option<&str>,
+) -> Result<Vec<Value>, tokio_postgres::Error> {
     let sql = format!(
-        "SELECT {DEVICE_COLUMNS}, u.nickname FROM devices d JOIN users u ON u.id = d.user_id
-         WHERE d.user_id = $1 AND ($2::text IS NULL OR d.id = $2) ORDER BY d.created_at, d.id"
+        "SELECT {DEVICE_COLUMNS}, u.nickname, u.id FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.id IN (SELECT device_id FROM device_access WHERE user_id = $1)
+           AND ($2::text IS NULL OR d.id = $2) AND ($3::text IS NULL OR d.home_id = $3)
+         ORDER BY d.created_at, d.id"
     );
-    let rows = client.query(&sql, &[&user_id, &only]).await?;
+    let rows = client.query(&sql, &[&user_id, &only, &home]).await?;
     let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     // The newest reading per sensor since the device's current ownership
     // began: one backward step of the readings index each.
@@ -73,8 +96,10 @@ pub async fn devices(
             let id: String = r.get(0);
             device["online"] = Value::Bool(r.get(9));
             device["newest_events"] = Value::Object(newest.remove(&id).unwrap_or_default());
-            device["users"] =
-                json!([{"id": user_id, "nickname": r.get::<_, String>(10), "superuser": true}]);
+            // Nature's deprecated `users`: the account the device belongs to
+            // (its home's owner).
+            device["users"] = json!([{"id": r.get::<_, String>(11),
+                "nickname": r.get::<_, String>(10), "superuser": true}]);
             device
         })
         .collect())
@@ -109,7 +134,7 @@ pub async fn appliances(
     let sql = format!(
         "SELECT a.id, a.type, a.nickname, a.image, a.model_id, a.settings, a.state, {DEVICE_COLUMNS}
          FROM appliances a JOIN devices d ON d.id = a.device_id
-         WHERE a.user_id = $1 AND ($2::text IS NULL OR a.device_id = $2)
+         WHERE a.device_id IN (SELECT device_id FROM device_access WHERE user_id = $1) AND ($2::text IS NULL OR a.device_id = $2)
            AND ($3::text IS NULL OR a.id = $3)
            AND CASE WHEN $4 THEN a.type LIKE 'EL\\_%' ELSE a.type <> 'EL_AIRCON' END
          ORDER BY a.position, a.created_at, a.id"

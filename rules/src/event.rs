@@ -37,6 +37,15 @@ pub enum Event {
         watts: f64,
         at: OffsetDateTime,
     },
+    /// A member of `home` arrived (`arrived: true`) or left; `at_home` members
+    /// are at home now, this one included.
+    Home {
+        home: String,
+        user: String,
+        arrived: bool,
+        at_home: u32,
+        at: OffsetDateTime,
+    },
     /// Time passed. Drives schedules, `for_secs` holds and motion absences;
     /// send one at least every few seconds.
     Tick { at: OffsetDateTime },
@@ -50,6 +59,7 @@ impl Event {
             | Self::Presence { at, .. }
             | Self::Motion { at, .. }
             | Self::MeterPower { at, .. }
+            | Self::Home { at, .. }
             | Self::Tick { at } => *at,
         }
     }
@@ -61,7 +71,7 @@ impl Event {
             | Self::Presence { device, .. }
             | Self::Motion { device, .. }
             | Self::MeterPower { device, .. } => Some(device),
-            Self::Tick { .. } => None,
+            Self::Tick { .. } | Self::Home { .. } => None,
         }
     }
 }
@@ -95,6 +105,12 @@ pub enum Cause {
     MeterPower {
         device: DeviceId,
         watts: f64,
+    },
+    Home {
+        home: String,
+        user: String,
+        arrived: bool,
+        at_home: u32,
     },
 }
 

@@ -28,9 +28,9 @@ pub use engine::Engine;
 pub use event::{Cause, Event, Firing};
 pub use model::{
     Action, AirconParams, ApplianceCommand, ButtonParams, CommandAction, Comparison, Condition,
-    EventAction, MeterPowerTrigger, MotionNotSeenTrigger, MotionSeenTrigger, PresenceTrigger, Rule,
-    RuleId, ScheduleTrigger, Sensor, SensorCondition, SignalParams, ThresholdTrigger,
-    TimeWindowCondition, Trigger, WebhookAction,
+    EventAction, HomeEdge, HomeTrigger, MeterPowerTrigger, MotionNotSeenTrigger, MotionSeenTrigger,
+    PresenceTrigger, Rule, RuleId, ScheduleTrigger, Sensor, SensorCondition, SignalParams,
+    ThresholdTrigger, TimeWindowCondition, Trigger, WebhookAction, Who,
 };
 pub use state::SavedState;
 pub use validate::{parse_rule, parse_rule_value, validate, RuleError};

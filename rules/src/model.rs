@@ -27,7 +27,8 @@
 //! Other triggers: `{"motion_seen": {"device", "quiet_minutes"?}}`,
 //! `{"motion_not_seen": {"device", "minutes"}}`, `{"presence": {"device", "online",
 //! "for_secs"?}}`, `{"schedule": {"days"?: ["mon", …], "at": "07:30", "time_zone"}}`,
-//! `{"meter_power": {"device", "op", "watts", "hysteresis"?, "for_secs"?}}`.
+//! `{"meter_power": {"device", "op", "watts", "hysteresis"?, "for_secs"?}}`,
+//! `{"home": {"home", "on": "arrive"|"leave", "who"?: "anyone"|"first"|"last"}}`.
 
 use kumo_contract::DeviceId;
 use serde::{Deserialize, Serialize};
@@ -121,6 +122,41 @@ pub enum Trigger {
     Presence(PresenceTrigger),
     Schedule(ScheduleTrigger),
     MeterPower(MeterPowerTrigger),
+    Home(HomeTrigger),
+}
+
+/// A member of a home arriving or leaving (geofencing, the bridge's
+/// `location_state`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeTrigger {
+    /// The home's id.
+    pub home: String,
+    pub on: HomeEdge,
+    /// Whose arrival or departure counts; default anyone's.
+    #[serde(default)]
+    pub who: Who,
+}
+
+/// Arriving at home or leaving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HomeEdge {
+    Arrive,
+    Leave,
+}
+
+/// Which members' arrivals or departures fire a [`HomeTrigger`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Who {
+    /// Every one.
+    #[default]
+    Anyone,
+    /// Arriving at an empty home.
+    First,
+    /// Leaving the home empty.
+    Last,
 }
 
 /// A sensor crossing a value, optionally held for `for_secs`; re-arms once the
@@ -261,7 +297,15 @@ impl Trigger {
             Self::MotionNotSeen(t) => Some(&t.device),
             Self::Presence(t) => Some(&t.device),
             Self::MeterPower(t) => Some(&t.device),
-            Self::Schedule(_) => None,
+            Self::Schedule(_) | Self::Home(_) => None,
+        }
+    }
+
+    /// The home whose members drive this trigger, if it is a home trigger.
+    pub fn home(&self) -> Option<&str> {
+        match self {
+            Self::Home(t) => Some(&t.home),
+            _ => None,
         }
     }
 }

@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::clock::latest_occurrence;
 use crate::event::{Cause, Event};
-use crate::model::{Comparison, Trigger};
+use crate::model::{Comparison, HomeEdge, Trigger, Who};
 
 /// Where a level reading sits relative to the threshold and its hysteresis band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,8 @@ pub(crate) enum TriggerState {
     Schedule {
         consumed: Option<OffsetDateTime>,
     },
+    /// Home triggers fire on each matching arrival or departure: no state.
+    Home,
 }
 
 impl TriggerState {
@@ -128,6 +130,7 @@ impl TriggerState {
                 fired: false,
             },
             Trigger::Schedule(_) => Self::Schedule { consumed: None },
+            Trigger::Home(_) => Self::Home,
         }
     }
 
@@ -242,6 +245,37 @@ impl TriggerState {
                     settle: Settle::Consume(occurrence),
                 })
             }
+            (Self::Home, Trigger::Home(t)) => {
+                let Event::Home {
+                    home,
+                    user,
+                    arrived,
+                    at_home,
+                    ..
+                } = event
+                else {
+                    return None;
+                };
+                let edge = if *arrived {
+                    HomeEdge::Arrive
+                } else {
+                    HomeEdge::Leave
+                };
+                let who = match t.who {
+                    Who::Anyone => true,
+                    Who::First => *arrived && *at_home == 1,
+                    Who::Last => !*arrived && *at_home == 0,
+                };
+                (*home == t.home && edge == t.on && who).then(|| Candidate {
+                    cause: Cause::Home {
+                        home: home.clone(),
+                        user: user.clone(),
+                        arrived: *arrived,
+                        at_home: *at_home,
+                    },
+                    settle: Settle::Nothing,
+                })
+            }
             // State built for another trigger kind: the engine rebuilds state
             // whenever a rule is replaced, so this cannot happen.
             _ => None,
@@ -286,6 +320,7 @@ pub enum SavedState {
     Schedule {
         consumed: Option<i64>,
     },
+    Home,
 }
 
 fn to_ms(t: Option<OffsetDateTime>) -> Option<i64> {
@@ -322,6 +357,7 @@ impl TriggerState {
             Self::Schedule { consumed } => SavedState::Schedule {
                 consumed: to_ms(*consumed),
             },
+            Self::Home => SavedState::Home,
         }
     }
 
@@ -356,6 +392,7 @@ impl TriggerState {
             (Self::Schedule { consumed }, SavedState::Schedule { consumed: c }) => {
                 *consumed = from_ms(*c)?;
             }
+            (Self::Home, SavedState::Home) => {}
             _ => return None,
         }
         Some(state)

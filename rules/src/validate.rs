@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::clock::Weekday;
-use crate::model::{Action, ApplianceCommand, Condition, Rule, Sensor, Trigger};
+use crate::model::{Action, ApplianceCommand, Condition, HomeEdge, Rule, Sensor, Trigger, Who};
 
 /// Most actions one rule may run.
 pub const MAX_ACTIONS: usize = 10;
@@ -221,6 +221,24 @@ fn validate_trigger(trigger: &Trigger) -> Result<(), RuleError> {
             ))
         }
         Trigger::MotionNotSeen(_) => Ok(()),
+        Trigger::Home(t) => {
+            let id = t.home.trim();
+            if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+                return Err(RuleError::invalid(
+                    "trigger.home.home",
+                    "must be a home id (1 to 64 characters)",
+                ));
+            }
+            if (t.on == HomeEdge::Arrive && t.who == Who::Last)
+                || (t.on == HomeEdge::Leave && t.who == Who::First)
+            {
+                return Err(RuleError::invalid(
+                    "trigger.home.who",
+                    "first goes with arrive, last with leave",
+                ));
+            }
+            Ok(())
+        }
         Trigger::Schedule(s) => {
             if s.days.is_empty() {
                 return Err(RuleError::invalid(

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_claim_codes"),
     migration!(11, "0011_echonet_control"),
     migration!(12, "0012_newest_events_from_readings"),
+    migration!(13, "0013_homes"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

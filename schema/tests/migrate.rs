@@ -117,3 +117,89 @@ async fn a_database_from_a_newer_build_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_homes_migration_gives_every_existing_user_a_home_holding_their_devices() {
+    let db = empty_db().await;
+    let mut client = db.client().await;
+    let before: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version < 13)
+        .cloned()
+        .collect();
+    migrate_with(&mut client, &before)
+        .await
+        .expect("up to 0012");
+    client
+        .batch_execute(
+            "INSERT INTO users (id, nickname) VALUES ('alice', 'A'), ('bob', 'B');
+             INSERT INTO devices (id, user_id) VALUES ('a1', 'alice'), ('a2', 'alice'),
+                                                     ('b1', 'bob'), ('loose', NULL);
+             INSERT INTO readings (device_id, sensor, val, at) VALUES ('a1', 'te', 20, now());",
+        )
+        .await
+        .expect("data from before homes");
+    migrate(&mut client).await.expect("0013");
+    let rows = client
+        .query(
+            "SELECT d.id, h.owner_id, m.role FROM devices d
+             LEFT JOIN homes h ON h.id = d.home_id
+             LEFT JOIN home_members m ON m.home_id = h.id AND m.user_id = h.owner_id
+             ORDER BY d.id",
+            &[],
+        )
+        .await
+        .expect("devices");
+    let got: Vec<(String, Option<String>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let own = |d: &str, u: &str| {
+        (
+            d.to_string(),
+            Some(u.to_string()),
+            Some("owner".to_string()),
+        )
+    };
+    assert_eq!(
+        got,
+        [
+            own("a1", "alice"),
+            own("a2", "alice"),
+            own("b1", "bob"),
+            ("loose".to_string(), None, None)
+        ]
+    );
+    let homes: i64 = client
+        .query_one("SELECT count(*) FROM homes", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(homes, 2, "one home per user");
+    // Newest events and history start at `owner_since`: untouched.
+    let fresh: i64 = client
+        .query_one(
+            "SELECT count(*) FROM devices WHERE owner_since <> '-infinity'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(fresh, 0, "moving devices into their home resets nothing");
+    client
+        .batch_execute(
+            "INSERT INTO users (id, nickname) VALUES ('carol', 'C');
+             INSERT INTO devices (id, user_id) VALUES ('c1', 'carol');",
+        )
+        .await
+        .expect("a user and a device after homes");
+    let carol: String = client
+        .query_one(
+            "SELECT h.owner_id FROM devices d JOIN homes h ON h.id = d.home_id WHERE d.id = 'c1'",
+            &[],
+        )
+        .await
+        .expect("c1's home")
+        .get(0);
+    assert_eq!(carol, "carol");
+}

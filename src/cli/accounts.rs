@@ -41,7 +41,7 @@ pub enum TokensCommand {
         #[arg(long)]
         user: String,
         /// A scope (repeatable): basic, basic.read, basic.write, sendir, sendrawir, detectappliance, provision,
-        /// echonetlite.*.read, echonetlite.*.write.
+        /// echonetlite.*.read, echonetlite.*.write, home, home.read, home.write.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// A label to recognize the token by.

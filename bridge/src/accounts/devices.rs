@@ -92,7 +92,7 @@ pub async fn list_devices(
     let rows = client
         .query(
             "SELECT id, user_id, kind, name, online, node_id, last_seen_at FROM devices
-             WHERE $1::text IS NULL OR user_id = $1 ORDER BY id",
+             WHERE $1::text IS NULL OR id IN (SELECT device_id FROM device_access WHERE user_id = $1) ORDER BY id",
             &[&user_id],
         )
         .await?;
@@ -161,17 +161,18 @@ pub async fn set_device(
     let client = pool.get().await?;
     let (sql, value): (&str, &(dyn tokio_postgres::types::ToSql + Sync)) = match setting {
         DeviceSetting::Name(name) => (
-            "UPDATE devices SET name = $3, updated_at = now() WHERE id = $1 AND user_id = $2",
+            "UPDATE devices SET name = $3, updated_at = now()
+             WHERE id = $1 AND id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             name,
         ),
         DeviceSetting::TemperatureOffset(v) => (
             "UPDATE devices SET temperature_offset = $3, updated_at = now()
-             WHERE id = $1 AND user_id = $2",
+             WHERE id = $1 AND id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             v,
         ),
         DeviceSetting::HumidityOffset(v) => (
             "UPDATE devices SET humidity_offset = $3, updated_at = now()
-             WHERE id = $1 AND user_id = $2",
+             WHERE id = $1 AND id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             v,
         ),
     };
@@ -190,7 +191,8 @@ pub async fn owned_since(
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT greatest(owner_since, $3) FROM devices WHERE id = $1 AND user_id = $2",
+            "SELECT greatest(owner_since, $3) FROM devices
+             WHERE id = $1 AND id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             &[&device, &user, &not_before],
         )
         .await?;

@@ -22,7 +22,7 @@ use crate::db::{db_error_from, DbError};
 pub enum AccountError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("unknown scope {0:?}; known scopes: basic, basic.read, basic.write, sendir, sendrawir, detectappliance, provision")]
+    #[error("unknown scope {0:?}; known scopes: basic, basic.read, basic.write, sendir, sendrawir, detectappliance, provision, echonetlite.*.read, echonetlite.*.write, home, home.read, home.write")]
     UnknownScope(String),
     #[error("a token needs at least one scope")]
     NoScopes,

@@ -114,7 +114,8 @@ pub async fn humidity_offset(
     update(&state, &caller, &id, setting).await
 }
 
-/// `POST /1/devices/{id}/delete`: the device leaves the account with its appliances.
+/// `POST /1/devices/{id}/delete`: the device leaves the account with its
+/// appliances. Only its account — the home's owner — may; a member gets 403.
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -123,6 +124,11 @@ pub async fn delete(
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
     if !accounts::release_device(&state.pool, &id, Some(&caller.user_id)).await? {
+        if crate::appliance::store::device_owned(&state.pool, &caller.user_id, &id).await? {
+            return Err(ApiError::forbidden_because(
+                "only the owner of the device's home may remove it",
+            ));
+        }
         return Err(ApiError::not_found());
     }
     Ok(Json(json!({})))

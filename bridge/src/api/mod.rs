@@ -14,6 +14,7 @@ mod echonet;
 mod events;
 mod health;
 mod history;
+mod homes;
 mod rules;
 pub(crate) mod signals;
 mod tokens;
@@ -84,6 +85,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/1/echonetlite/appliances/{id}/refresh",
             post(echonet::refresh),
+        )
+        .route("/1/homes", get(homes::list).post(homes::create))
+        .route("/1/homes/{id}", post(homes::update))
+        .route("/1/homes/{id}/delete", post(homes::delete))
+        .route("/1/homes/{id}/devices", get(homes::devices))
+        .route("/1/homes/{id}/users", get(homes::users))
+        .route("/1/homes/{id}/invites", post(homes::invite))
+        .route("/1/homes/{id}/kick", post(homes::kick))
+        .route("/1/homes/{id}/part", post(homes::part))
+        .route("/1/homes/{id}/owner", post(homes::owner))
+        .route("/1/homes/{id}/transfer/{to}", post(homes::transfer))
+        .route("/1/homes/{id}/location", post(homes::set_location))
+        .route(
+            "/1/homes/{id}/location/delete",
+            post(homes::delete_location),
+        )
+        .route(
+            "/1/homes/{id}/location_state/update",
+            post(homes::update_location_state),
+        )
+        .route(
+            "/1/invites/{token}",
+            get(homes::show_invite).post(homes::accept_invite),
         )
         .route(
             "/v1/tokens",

@@ -72,7 +72,7 @@ pub async fn target_of(pool: &Pool, user_id: &str, id: &str) -> Result<Target, C
     let select = client
         .prepare_cached(
             "SELECT device_id, type, model_id, settings, state FROM appliances
-             WHERE id = $1 AND user_id = $2",
+             WHERE id = $1 AND device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
         )
         .await?;
     let r = client

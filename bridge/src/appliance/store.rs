@@ -1,5 +1,8 @@
 //! The appliance and signal tables: every statement the `/1/appliances` and
-//! `/1/signals` endpoints run, scoped to the calling account. Handlers parse
+//! `/1/signals` endpoints run, scoped to what the calling account sees: the
+//! devices of its homes (`device_access`, migration 0013). A new appliance
+//! belongs to its device's account (the home owner), not to the member who
+//! made it, so it stays with the device when that member leaves. Handlers parse
 //! and answer; SQL lives here. `false` / `None` means "not this account's"
 //! (or absent): the two are deliberately indistinguishable.
 
@@ -30,10 +33,11 @@ pub async fn create(pool: &Pool, user: &str, a: &NewAppliance<'_>) -> Result<boo
         .execute(
             "INSERT INTO appliances (id, user_id, device_id, type, nickname, image, model_id,
                                      position, settings, state)
-             SELECT $1, $2, d.id, $4, $5, $6, $7,
-                    coalesce((SELECT max(position) + 1 FROM appliances WHERE user_id = $2), 0),
+             SELECT $1, d.user_id, d.id, $4, $5, $6, $7,
+                    coalesce((SELECT max(position) + 1 FROM appliances WHERE user_id = d.user_id), 0),
                     $8, $9
-             FROM devices d WHERE d.id = $3 AND d.user_id = $2",
+             FROM devices d WHERE d.id = $3 AND d.user_id IS NOT NULL
+               AND d.id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             &[
                 &a.id,
                 &user,
@@ -63,7 +67,7 @@ pub async fn relabel(
         .execute(
             "UPDATE appliances SET nickname = coalesce($3, nickname), image = coalesce($4, image),
                  updated_at = now()
-             WHERE id = $1 AND user_id = $2",
+             WHERE id = $1 AND device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             &[&id, &user, &nickname, &image],
         )
         .await?;
@@ -75,7 +79,7 @@ pub async fn delete(pool: &Pool, user: &str, id: &str) -> Result<bool, DbError> 
     let client = pool.get().await?;
     let n = client
         .execute(
-            "DELETE FROM appliances WHERE id = $1 AND user_id = $2",
+            "DELETE FROM appliances WHERE id = $1 AND device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             &[&id, &user],
         )
         .await?;
@@ -87,10 +91,10 @@ pub async fn delete(pool: &Pool, user: &str, id: &str) -> Result<bool, DbError> 
 pub async fn reorder(pool: &Pool, user: &str, ids: &[String]) -> Result<bool, DbError> {
     reorder_rows(
         pool,
-        "SELECT id FROM appliances WHERE user_id = $1 FOR UPDATE",
+        "SELECT id FROM appliances WHERE device_id IN (SELECT device_id FROM device_access WHERE user_id = $1) FOR UPDATE",
         "UPDATE appliances a SET position = o.ord - 1
          FROM unnest($1::text[]) WITH ORDINALITY AS o(id, ord)
-         WHERE a.id = o.id AND a.user_id = $2",
+         WHERE a.id = o.id AND a.device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
         user,
         ids,
     )
@@ -102,7 +106,7 @@ pub async fn device_owned(pool: &Pool, user: &str, device: &str) -> Result<bool,
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT 1 FROM devices WHERE id = $1 AND user_id = $2",
+            "SELECT 1 FROM device_access WHERE device_id = $1 AND user_id = $2",
             &[&device, &user],
         )
         .await?;
@@ -114,7 +118,7 @@ pub async fn appliance_owned(pool: &Pool, user: &str, appliance: &str) -> Result
     let client = pool.get().await?;
     let row = client
         .query_opt(
-            "SELECT 1 FROM appliances WHERE id = $1 AND user_id = $2",
+            "SELECT 1 FROM appliances WHERE id = $1 AND device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             &[&appliance, &user],
         )
         .await?;
@@ -188,7 +192,7 @@ pub async fn relabel_signal(
             "UPDATE signals s SET name = coalesce($3, s.name), image = coalesce($4, s.image),
                  updated_at = now()
              FROM appliances a
-             WHERE s.id = $1 AND a.id = s.appliance_id AND a.user_id = $2
+             WHERE s.id = $1 AND a.id = s.appliance_id AND a.device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)
              RETURNING s.id, s.name, s.image",
             &[&id, &user, &name, &image],
         )
@@ -206,7 +210,7 @@ pub async fn delete_signal(pool: &Pool, user: &str, id: &str) -> Result<bool, Db
     let n = client
         .execute(
             "DELETE FROM signals s USING appliances a
-             WHERE s.id = $1 AND a.id = s.appliance_id AND a.user_id = $2",
+             WHERE s.id = $1 AND a.id = s.appliance_id AND a.device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             &[&id, &user],
         )
         .await?;
@@ -271,7 +275,7 @@ pub(super) async fn signal_for_sending(
         .query_opt(
             "SELECT a.device_id, a.id, s.message FROM signals s
              JOIN appliances a ON a.id = s.appliance_id
-             WHERE s.id = $1 AND a.user_id = $2",
+             WHERE s.id = $1 AND a.device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
             &[&id, &user],
         )
         .await?;

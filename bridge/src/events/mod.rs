@@ -28,9 +28,10 @@
 //! never forgets an account.)
 
 pub mod router;
+mod viewers;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kumo_rules::{Backlog, Since, Stamped};
@@ -86,8 +87,8 @@ struct Inner {
     settings: EventSettings,
     accounts: Mutex<HashMap<String, Stream>>,
     tap: Mutex<Option<Arc<dyn Tap>>>,
-    /// Device → account, for watched accounts only (see [`router`]).
-    owners: RwLock<HashMap<String, Arc<str>>>,
+    /// Device → the watched accounts that see it (see [`router`]).
+    viewers: viewers::Viewers,
     interest: Notify,
 }
 
@@ -118,7 +119,7 @@ impl EventHub {
                 settings,
                 accounts: Mutex::new(HashMap::new()),
                 tap: Mutex::new(None),
-                owners: RwLock::new(HashMap::new()),
+                viewers: viewers::Viewers::default(),
                 interest: Notify::new(),
             }),
         }
@@ -270,57 +271,45 @@ impl EventHub {
         self.inner.interest.notified().await;
     }
 
-    /// The account owning `device`, if it is watched.
-    pub fn owner_of(&self, device: &str) -> Option<Arc<str>> {
-        let owners = self.inner.owners.read().unwrap_or_else(|p| p.into_inner());
-        owners.get(device).cloned()
+    /// The watched accounts that see `device` (the members of its home).
+    pub fn viewers_of(&self, device: &str) -> Vec<Arc<str>> {
+        self.inner.viewers.of(device)
     }
 
-    /// Records that `devices` belong to `account`.
-    pub fn add_owners(&self, account: &str, devices: impl IntoIterator<Item = String>) {
-        let account: Arc<str> = Arc::from(account);
-        let mut owners = self.inner.owners.write().unwrap_or_else(|p| p.into_inner());
-        for device in devices {
-            owners.insert(device, account.clone());
-        }
+    /// Records that `account` sees `devices`.
+    pub fn add_viewers(&self, account: &str, devices: impl IntoIterator<Item = String>) {
+        self.inner.viewers.add(account, devices);
     }
 
-    /// Applies ownership changes (device, current owner or `None` when it
-    /// belongs to nobody): a device now owned by an interested account is
-    /// routed to it, any other changed device to nobody.
-    pub fn update_owners(&self, changes: &[(String, Option<String>)]) {
+    /// Applies changes (device, every account that sees it now; none when it
+    /// belongs to nobody): the device is routed to the interested ones only.
+    pub fn update_viewers(&self, changes: &[(String, Vec<String>)]) {
         if changes.is_empty() {
             return;
         }
-        let interested = self.interested_accounts();
-        let mut owners = self.inner.owners.write().unwrap_or_else(|p| p.into_inner());
-        for (device, owner) in changes {
-            match owner {
-                Some(a) if interested.binary_search(a).is_ok() => {
-                    owners.insert(device.clone(), Arc::from(a.as_str()));
-                }
-                _ => {
-                    owners.remove(device);
-                }
-            }
-        }
+        self.inner
+            .viewers
+            .update(&self.interested_accounts(), changes);
     }
 
-    /// Replaces the device → account map with `map`, loaded for the
-    /// accounts in `loaded`. Entries of accounts that became interested
-    /// meanwhile (loaded by [`router::load_account`]) are kept; entries of
-    /// accounts no longer interested are dropped.
-    pub fn replace_owners(&self, loaded: &[String], map: HashMap<String, Arc<str>>) {
-        let interested = self.interested_accounts();
-        let mut owners = self.inner.owners.write().unwrap_or_else(|p| p.into_inner());
-        owners.retain(|_, account| {
-            let account: &str = account;
-            interested
-                .binary_search_by(|a| a.as_str().cmp(account))
-                .is_ok()
-                && !loaded.iter().any(|a| a == account)
-        });
-        owners.extend(map);
+    /// Replaces the device → accounts map for the accounts in `loaded` with
+    /// `map`. Entries of accounts that became interested meanwhile (loaded by
+    /// [`router::load_account`]) are kept; those no longer interested dropped.
+    pub fn replace_viewers(&self, loaded: &[String], map: HashMap<String, Vec<Arc<str>>>) {
+        self.inner
+            .viewers
+            .replace(&self.interested_accounts(), loaded, map);
+    }
+
+    /// Marks `device_ownership_log` applied up to `seq` (the router).
+    pub fn followed_to(&self, seq: i64) {
+        self.inner.viewers.followed_to(seq);
+    }
+
+    /// Waits until the router has applied `device_ownership_log` up to `seq`:
+    /// from then on no event is routed by what the log said before.
+    pub async fn wait_followed(&self, seq: i64) {
+        self.inner.viewers.wait_followed(seq).await;
     }
 
     /// Ends every subscriber's stream (shutdown).

@@ -1,12 +1,14 @@
 //! Routes device events from the [`LiveFeed`] to the [`EventHub`]: which
-//! account does this device belong to, and what does the SSE `data:` say.
+//! accounts see this device (the members of its home, `device_access`), and
+//! what does the SSE `data:` say.
 //!
-//! Owns the device → account map of watched accounts (those with a backlog or
+//! Fills the device → accounts map of watched accounts (those with a backlog or
 //! an account webhook), reloaded every `owner_refresh_secs` and when an account
 //! starts being watched. Between reloads it follows `device_ownership_log`
-//! (every [`FOLLOW_EVERY`]), so a device that is added, deleted or changes hands
-//! is routed to its new owner — and no longer to the old one — within a
-//! fraction of a second. Devices of unwatched accounts are dropped with one
+//! (every [`FOLLOW_EVERY`]), so a device that is added, deleted, changes hands
+//! or whose home gains or loses a member is routed to who sees it now — and no
+//! longer to anyone else — within a fraction of a second; a home change waits
+//! for that ([`EventHub::wait_followed`]) before it answers. Devices of unwatched accounts are dropped with one
 //! map lookup — no database query per reading. Command events carry their
 //! account already. It must not block ingest: it is one more broadcast
 //! subscriber, and if it lags it loses events (logged), never slows producers.
@@ -69,16 +71,19 @@ pub fn describe(event: &LiveEvent) -> (&'static str, Value) {
     }
 }
 
-/// Loads the devices of `account` into the hub's owner map now, so events of
-/// a client that just subscribed are routed without waiting for a refresh.
+/// Loads the devices `account` sees into the hub's map now, so events of a
+/// client that just subscribed are routed without waiting for a refresh.
 pub async fn load_account(pool: &Pool, hub: &EventHub, account: &str) -> Result<(), String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let rows = client
-        .query("SELECT id FROM devices WHERE user_id = $1", &[&account])
+        .query(
+            "SELECT device_id FROM device_access WHERE user_id = $1",
+            &[&account],
+        )
         .await
         .map_err(|e| e.to_string())?;
     let devices = rows.iter().map(|r| r.get::<_, String>(0));
-    hub.add_owners(account, devices);
+    hub.add_viewers(account, devices);
     Ok(())
 }
 
@@ -87,16 +92,19 @@ async fn reload(pool: &Pool, hub: &EventHub) -> Result<(), String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let rows = client
         .query(
-            "SELECT id, user_id FROM devices WHERE user_id = ANY($1)",
+            "SELECT device_id, user_id FROM device_access WHERE user_id = ANY($1)",
             &[&accounts],
         )
         .await
         .map_err(|e| e.to_string())?;
-    let owners: HashMap<String, Arc<str>> = rows
-        .iter()
-        .map(|r| (r.get::<_, String>(0), Arc::from(r.get::<_, String>(1))))
-        .collect();
-    hub.replace_owners(&accounts, owners);
+    let mut viewers: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+    for r in &rows {
+        viewers
+            .entry(r.get::<_, String>(0))
+            .or_default()
+            .push(Arc::from(r.get::<_, String>(1)));
+    }
+    hub.replace_viewers(&accounts, viewers);
     Ok(())
 }
 
@@ -116,20 +124,40 @@ async fn follow_once(pool: &Pool, hub: &EventHub, cursor: &mut Option<i64>) -> R
             .await
             .map_err(|e| e.to_string())?;
         *cursor = Some(end);
+        hub.followed_to(end);
         return Ok(());
     };
     loop {
         let changes = crate::accounts::ownership_changes(&client, after, FOLLOW_PAGE)
             .await
             .map_err(|e| e.to_string())?;
-        let owners: Vec<(String, Option<String>)> = changes
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let devices: Vec<&str> = changes.iter().map(|c| c.device_id.as_str()).collect();
+        let rows = client
+            .query(
+                "SELECT device_id, user_id FROM device_access WHERE device_id = ANY($1)",
+                &[&devices],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut viewers: HashMap<String, Vec<String>> = devices
             .iter()
-            .map(|c| (c.device_id.clone(), c.owner.clone()))
+            .map(|d| (d.to_string(), Vec::new()))
             .collect();
-        hub.update_owners(&owners);
+        for r in &rows {
+            viewers
+                .entry(r.get(0))
+                .or_default()
+                .push(r.get::<_, String>(1));
+        }
+        let viewers: Vec<(String, Vec<String>)> = viewers.into_iter().collect();
+        hub.update_viewers(&viewers);
         if let Some(last) = changes.last() {
             after = last.seq;
             *cursor = Some(after);
+            hub.followed_to(after);
         }
         if changes.len() < FOLLOW_PAGE as usize {
             return Ok(());
@@ -185,15 +213,12 @@ pub fn spawn(
 }
 
 fn route(hub: &EventHub, event: &LiveEvent) {
-    let account = match event {
+    let accounts = match event {
         LiveEvent::Command {
             user: Some(user), ..
-        } => Arc::from(user.as_str()),
+        } => vec![Arc::from(user.as_str())],
         LiveEvent::Command { user: None, .. } => return,
-        other => match hub.owner_of(other.device()) {
-            Some(account) => account,
-            None => return,
-        },
+        other => hub.viewers_of(other.device()),
     };
     let kind = match event {
         LiveEvent::Reading { .. } => "reading",
@@ -201,9 +226,15 @@ fn route(hub: &EventHub, event: &LiveEvent) {
         LiveEvent::ApplianceState { .. } => "appliance_state",
         LiveEvent::Command { .. } => "command",
     };
-    if !hub.watches(&account, kind) {
+    let watching: Vec<Arc<str>> = accounts
+        .into_iter()
+        .filter(|a| hub.watches(a, kind))
+        .collect();
+    if watching.is_empty() {
         return;
     }
     let (kind, data) = describe(event);
-    hub.offer_device_event(&account, kind, data);
+    for account in watching {
+        hub.offer_device_event(&account, kind, data.clone());
+    }
 }

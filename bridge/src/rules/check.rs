@@ -91,6 +91,7 @@ fn device_fields(rule: &Rule) -> Vec<(String, &str)> {
         Trigger::Presence(_) => "presence",
         Trigger::MeterPower(_) => "meter_power",
         Trigger::Schedule(_) => "schedule",
+        Trigger::Home(_) => "home",
     };
     if let Some(d) = rule.trigger.device() {
         out.push((format!("trigger.{kind}.device"), d.as_str()));
@@ -104,16 +105,31 @@ fn device_fields(rule: &Rule) -> Vec<(String, &str)> {
 }
 
 /// Checks everything about `rule` that depends on the account: its devices
-/// are `user_id`'s, its appliances too, and each command is one the appliance
-/// can carry out. Errors are 400s naming the field (or a 5xx for the database).
+/// are ones `user_id` sees, its appliances too, the home it watches is one of
+/// its homes, and each command is one the appliance can carry out. Errors are
+/// 400s naming the field (or a 5xx for the database).
 pub async fn check_rule(pool: &Pool, user_id: &str, rule: &Rule) -> ApiResult<()> {
+    if let Some(home) = rule.trigger.home() {
+        let client = pool.get().await?;
+        let member = client
+            .query_opt(
+                "SELECT 1 FROM home_members WHERE user_id = $1 AND home_id = $2",
+                &[&user_id, &home],
+            )
+            .await?;
+        if member.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "trigger.home.home {home:?} is not one of your homes"
+            )));
+        }
+    }
     let fields = device_fields(rule);
     if !fields.is_empty() {
         let ids: Vec<&str> = fields.iter().map(|(_, d)| *d).collect();
         let client = pool.get().await?;
         let owned: Vec<String> = client
             .query(
-                "SELECT id FROM devices WHERE user_id = $1 AND id = ANY($2)",
+                "SELECT device_id FROM device_access WHERE user_id = $1 AND device_id = ANY($2)",
                 &[&user_id, &ids],
             )
             .await?

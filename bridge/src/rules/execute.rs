@@ -29,6 +29,8 @@ pub(crate) struct Job {
     pub rule_name: String,
     /// The devices the rule reads; they must still be the account's.
     pub devices: Vec<String>,
+    /// The homes the rule watches; the account must still be a member.
+    pub homes: Vec<String>,
     pub firing: Firing,
 }
 
@@ -68,7 +70,7 @@ async fn execute(state: &Effects, job: Job) {
             // The cause is another account's data now: record nothing for
             // this one, not even that the rule fired.
             tracing::warn!(rule_id = %job.firing.rule, account = %job.account,
-                "a device this rule reads left its account; the firing is dropped");
+                "a device or home this rule reads left its account; the firing is dropped");
             return;
         }
         Some(Foreign::Unchecked(why)) => job
@@ -139,7 +141,7 @@ async fn log_execution(state: &Effects, job: &Job, cause: Value, outcomes: &[Act
 
 /// Why a firing may not run.
 enum Foreign {
-    /// A device the rule reads left the account.
+    /// A device the rule reads left the account, or it left the home.
     Left,
     /// Ownership could not be checked (the reason).
     Unchecked(String),
@@ -147,22 +149,26 @@ enum Foreign {
 
 /// Whether the rule may no longer run: a device it reads left the account.
 async fn foreign_device(state: &Effects, job: &Job) -> Option<Foreign> {
-    if job.devices.is_empty() {
+    if job.devices.is_empty() && job.homes.is_empty() {
         return None;
     }
     let check = async {
         let client = state.pool.get().await.map_err(|e| e.to_string())?;
         let row = client
             .query_one(
-                "SELECT count(*) FROM devices WHERE user_id = $1 AND id = ANY($2)",
-                &[&job.account, &job.devices],
+                "SELECT (SELECT count(*) FROM device_access
+                          WHERE user_id = $1 AND device_id = ANY($2))
+                      + (SELECT count(*) FROM home_members
+                          WHERE user_id = $1 AND home_id = ANY($3))",
+                &[&job.account, &job.devices, &job.homes],
             )
             .await
             .map_err(|e| e.to_string())?;
         Ok::<i64, String>(row.get(0))
     };
+    let expected = job.devices.len() + job.homes.len();
     match check.await {
-        Ok(n) if usize::try_from(n).is_ok_and(|n| n == job.devices.len()) => None,
+        Ok(n) if usize::try_from(n).is_ok_and(|n| n == expected) => None,
         Ok(_) => Some(Foreign::Left),
         Err(e) => {
             tracing::warn!(rule_id = %job.firing.rule, error = %e, "checking rule devices failed");

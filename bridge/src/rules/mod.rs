@@ -58,6 +58,8 @@ enum Change {
     },
     /// Unload a deleted rule for good.
     Remove { id: RuleId },
+    /// A member of a home arrived or left (`/1/homes/{id}/location_state/update`).
+    Home(kumo_rules::Event),
 }
 
 /// Counters of the worker, for logs and tests.
@@ -116,6 +118,19 @@ impl RulesHandle {
         self.send(Change::Remove {
             id: RuleId(id.to_string()),
         })
+        .await;
+    }
+
+    /// Tells the rules that `user` arrived at (or left) `home`, leaving
+    /// `at_home` members there.
+    pub async fn home_presence(&self, home: &str, user: &str, arrived: bool, at_home: u32) {
+        self.send(Change::Home(kumo_rules::Event::Home {
+            home: home.to_string(),
+            user: user.to_string(),
+            arrived,
+            at_home,
+            at: OffsetDateTime::now_utc(),
+        }))
         .await;
     }
 

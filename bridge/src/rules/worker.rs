@@ -177,6 +177,7 @@ impl Worker {
                 self.meta.remove(&id);
                 self.removed.insert(id);
             }
+            Change::Home(event) => self.evaluate(&event),
         }
     }
 
@@ -247,6 +248,12 @@ impl Worker {
                 account: meta.account.clone(),
                 rule_name: rule.name.clone(),
                 devices: rule.devices().iter().map(|d| d.to_string()).collect(),
+                homes: rule
+                    .trigger
+                    .home()
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect(),
                 firing,
             };
             let stats = &self.inbox.stats;

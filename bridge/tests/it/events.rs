@@ -374,7 +374,13 @@ async fn a_device_that_changes_hands_streams_to_its_new_owner_at_once() {
         .unwrap();
     // The router learns it from the ownership log, not at the next 30 s reload.
     let moved = std::time::Instant::now();
-    while hub(&h).owner_of("moving").as_deref() != Some(bob.as_str()) {
+    while hub(&h)
+        .viewers_of("moving")
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        != [bob.clone()]
+    {
         assert!(
             moved.elapsed() < Duration::from_secs(10),
             "the move never reached the event router"

@@ -363,3 +363,41 @@ async fn the_ownership_log_names_a_device_once_per_change_of_owner_in_commit_ord
     let tail = logged_since(&h, start).await;
     assert_eq!(tail[5..], ["fast", "slow"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integration_follows_the_home_owner_through_an_owner_transfer() {
+    let s = Stack::start(|_| {}).await;
+    let h = &s.h;
+    h.add_device("dev-o", DeviceKind::Remo).await;
+    wait_owner(&s, "dev-o", Some(&h.user_id.clone())).await;
+    let scopes = [crate::common::ALL, &["home"]].concat();
+    let alice = kumo_bridge::create_token(&h.pool, &h.user_id, &scopes, "home")
+        .await
+        .unwrap();
+    let (bob_id, _) = h.other_user().await;
+    let bob = kumo_bridge::create_token(&h.pool, &bob_id, &scopes, "home")
+        .await
+        .unwrap();
+    let home = h.get_as(&alice, "/1/homes").await.ok()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let invite = h
+        .post_as(&alice, &format!("/1/homes/{home}/invites"), &[])
+        .await
+        .ok();
+    h.post_as(&bob, invite["url"].as_str().unwrap(), &[])
+        .await
+        .ok();
+    // Nodes know one account per device, the home owner's (a member's
+    // integration does not see it); handing the home over moves it.
+    h.post_as(
+        &alice,
+        &format!("/1/homes/{home}/owner"),
+        &[("user", &bob_id)],
+    )
+    .await
+    .ok();
+    wait_owner(&s, "dev-o", Some(&bob_id)).await;
+    s.stop().await;
+}

@@ -4,6 +4,7 @@
 //! without tests.
 
 mod common;
+mod homes_support;
 #[path = "common/proxy.rs"]
 mod proxy;
 mod rules_support;
@@ -23,6 +24,8 @@ mod devices;
 mod echonet;
 mod echonet_control;
 mod events;
+mod homes;
+mod homes_live;
 mod ingest;
 mod integrations;
 mod mqtt;

@@ -589,3 +589,85 @@ async fn finished_deliveries_past_their_retention_are_deleted_and_pending_ones_k
     assert_eq!(left().await, ["old but still pending", "recent delivered"]);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_home_members_webhook_gets_the_homes_device_events_until_they_are_kicked() {
+    let h = start_with(settings()).await;
+    h.add_device("dev-h", DeviceKind::Remo).await;
+    let scopes = [crate::common::ALL, &["home"]].concat();
+    let alice = kumo_bridge::create_token(&h.pool, &h.user_id, &scopes, "home")
+        .await
+        .unwrap();
+    let (bob_id, _) = h.other_user().await;
+    h.give_device("bob-h", &bob_id).await;
+    let bob = kumo_bridge::create_token(&h.pool, &bob_id, &scopes, "home")
+        .await
+        .unwrap();
+    let home = h.get_as(&alice, "/1/homes").await.ok()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let invite = h
+        .post_as(&alice, &format!("/1/homes/{home}/invites"), &[])
+        .await
+        .ok();
+    h.post_as(&bob, invite["url"].as_str().unwrap(), &[])
+        .await
+        .ok();
+    let rx = Receiver::start(&[], None).await;
+    let created = h
+        .post_as(
+            &bob,
+            "/v1/webhooks",
+            &[("url", &rx.url()), ("events", "presence")],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let feed = h.bridge.as_ref().unwrap().commands().live().clone();
+    let presence = |device: &str| LiveEvent::Presence {
+        device: device.into(),
+        online: true,
+        node: None,
+        at: OffsetDateTime::now_utc(),
+    };
+    let about = |hits: &[Hit], device: &str| {
+        hits.iter()
+            .filter(|hit| hit.json()["data"]["device_id"] == device)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while about(&rx.hits(), "dev-h") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the home's device reaches a member's webhook"
+        );
+        feed.publish(presence("dev-h"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.post_as(
+        &alice,
+        &format!("/1/homes/{home}/kick"),
+        &[("user", &bob_id)],
+    )
+    .await
+    .ok();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = about(&rx.hits(), "dev-h");
+    feed.publish(presence("dev-h"));
+    feed.publish(presence("bob-h"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while about(&rx.hits(), "bob-h") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "Bob's own device still reaches his webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        about(&rx.hits(), "dev-h"),
+        before,
+        "nothing of the home after the kick"
+    );
+    h.stop().await;
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod home;
 mod motion_presence;
 mod saved_state;
 mod schedule;
