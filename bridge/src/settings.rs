@@ -1,5 +1,5 @@
-//! `[bridge]`: the REST listener, rate limits, command lifetime and the MQTT
-//! nodes the bridge connects to. Validated before anything binds.
+//! `[bridge]`: the REST and metrics listeners, rate limits, command lifetime
+//! and the MQTT nodes the bridge connects to. Validated before anything binds.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,9 @@ use serde::Deserialize;
 pub struct Settings {
     /// REST listen address (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address (default `127.0.0.1:9080`). It has
+    /// no authentication, so it is a listener of its own, never the REST port.
+    pub metrics_listen: SocketAddr,
     /// Per-token request limit.
     pub rate_limit: RateLimitSettings,
     /// Commands not delivered and acknowledged within this many seconds expire (default 600).
@@ -101,6 +104,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
             rate_limit: RateLimitSettings::default(),
             command_ttl_secs: 600,
             shutdown_grace_secs: 10,
@@ -277,6 +281,12 @@ impl Settings {
         if self.command_ttl_secs == 0 {
             return Err("bridge.command_ttl_secs must be at least 1".into());
         }
+        if self.metrics_listen == self.listen && self.listen.port() != 0 {
+            return Err(
+                "bridge.metrics_listen must not be bridge.listen: metrics have no authentication"
+                    .into(),
+            );
+        }
         if self.mqtt.nodes.is_empty() {
             return Err("bridge.mqtt.nodes must list at least one broker node".into());
         }
@@ -367,6 +377,13 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("bridge.rate_limit.window_secs"));
+    }
+
+    #[test]
+    fn metrics_cannot_share_the_rest_listener() {
+        let mut s = Settings::default();
+        s.metrics_listen = s.listen;
+        assert!(s.validate().unwrap_err().contains("bridge.metrics_listen"));
     }
 
     #[test]

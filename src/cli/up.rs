@@ -136,8 +136,9 @@ async fn run_services(
             .await
             .context("starting the bridge")?;
         summary.push(format!(
-            "  bridge    REST API on http://{} (Nature /1 API, /v1, /healthz)",
-            running.http_addr()
+            "  bridge    REST API on http://{} (Nature /1 API, /v1, /healthz), metrics http://{}/metrics",
+            running.http_addr(),
+            running.metrics_addr()
         ));
         if let Some(addr) = running.provision_addr() {
             summary.push(format!(

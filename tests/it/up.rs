@@ -242,6 +242,14 @@ fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result
     let (_tmp, data) = temp_data_dir();
     let mut up = Up::start(&data);
     let bridge = crate::common::address(&up.seen, "bridge", "http://");
+    // The bridge's metrics are on their own listener, not the REST port.
+    let metrics = crate::common::address(&up.seen, "bridge", "metrics http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let (status, text) = http_get(&metrics, "/metrics", "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("kumo_bridge_devices_online 0"), "{text}");
+    assert_eq!(http_get(&bridge, "/metrics", "").0, 404);
     let created = kumo_ok(&data, &["users", "create", "--nickname", "ayaka"]);
     let user = created
         .split_whitespace()

@@ -36,7 +36,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::metrics::render))
         .route("/1/users/me", get(users::me).post(users::update_me))
         .route("/1/devices", get(devices::list))
         .route("/1/devices/{id}", post(devices::rename))
