@@ -13,6 +13,7 @@ pub mod commands;
 pub mod console;
 pub mod db;
 pub mod device_state;
+pub mod docs;
 pub mod error;
 pub mod events;
 pub mod form;
