@@ -128,6 +128,10 @@ impl Settings {
             .try_deserialize()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.resolve_paths()?;
+        settings
+            .database
+            .resolve_password()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.validate()?;
         Ok(settings)
     }

@@ -52,16 +52,22 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: accounts::UsersCommand,
+        #[command(flatten)]
+        target: accounts::Target,
     },
     /// Bearer tokens for the REST API.
     Tokens {
         #[command(subcommand)]
         command: accounts::TokensCommand,
+        #[command(flatten)]
+        target: accounts::Target,
     },
     /// Device registration.
     Devices {
         #[command(subcommand)]
         command: accounts::DevicesCommand,
+        #[command(flatten)]
+        target: accounts::Target,
     },
 }
 
@@ -77,9 +83,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bridge(args) => block_on(bridge::run(args, settings)),
         Command::Sim(args) => block_on(sim::run(args, settings)),
         Command::Db { command } => block_on(db::run(command, settings)),
-        Command::Users { command } => block_on(accounts::users(command, settings)),
-        Command::Tokens { command } => block_on(accounts::tokens(command, settings)),
-        Command::Devices { command } => block_on(accounts::devices(command, settings)),
+        Command::Users { command, target } => block_on(accounts::users(command, target, settings)),
+        Command::Tokens { command, target } => {
+            block_on(accounts::tokens(command, target, settings))
+        }
+        Command::Devices { command, target } => {
+            block_on(accounts::devices(command, target, settings))
+        }
     }
 }
 

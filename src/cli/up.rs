@@ -61,7 +61,7 @@ async fn run_services(
     let services = shutdown.child_token();
     let mut summary = vec![
         format!("  database  {}", db.describe()),
-        format!("            url: {}", db.url()),
+        format!("            url: {}", kumo_schema::redacted_url(db.url())),
         format!(
             "            migrations: {} applied now, {} already",
             report.applied.len(),
