@@ -43,6 +43,10 @@ macro_rules! page {
 
 /// The reference pages, in the order the viewer lists them.
 pub static REF_PAGES: &[RefPage] = &[
+    page!("appliance-catalogue", "Appliance catalogue"),
+    page!("scopes", "Token scopes"),
+    page!("webhooks", "Webhooks"),
+    page!("config", "Configuration"),
     page!("device-protocol", "Device protocol (MQTT)"),
     page!("mqtt-conformance", "MQTT conformance"),
     page!("nature-api-differences", "Differences from Nature"),

@@ -25,6 +25,7 @@ pub mod mqtt;
 pub mod presence;
 pub mod provision;
 pub mod ratelimit;
+pub mod reference;
 pub mod renewal;
 pub mod rules;
 pub mod server;

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Settings of the bridge.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// REST listen address (default `127.0.0.1:8080`).
@@ -35,7 +35,7 @@ pub struct Settings {
 
 /// `[bridge.certs]`: device certificates the bridge signs (at provisioning and
 /// renewal) and renewal over a device's live MQTT session.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeviceCertSettings {
     /// The PKI directory whose CA signs; default `bridge.provision.pki_dir`.
@@ -70,7 +70,7 @@ impl Default for DeviceCertSettings {
 }
 
 /// `[bridge.provision]`: the TLS listener devices enrol through.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProvisionSettings {
     /// Where `POST /v1/provision` listens (TLS); unset = off. `kumo up` sets
@@ -118,7 +118,7 @@ impl Default for Settings {
 }
 
 /// `[bridge.events]`: the live event stream (`GET /v1/events`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventSettings {
     /// Events kept per watched account for `Last-Event-ID` resumption (default 512).
@@ -151,7 +151,7 @@ impl Default for EventSettings {
 }
 
 /// `[bridge.webhooks]`: outgoing webhook deliveries.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
     /// Allow targets on loopback, private, link-local and other non-public
@@ -192,7 +192,7 @@ impl Default for WebhookSettings {
 /// `[bridge.rate_limit]`: a fixed window per bearer token (per peer address
 /// for requests without one). Nature allows 30 per 5 minutes; a self-hosted
 /// cloud can afford far more, so the default is generous.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Requests allowed per window (default 6000).
@@ -212,7 +212,7 @@ impl Default for RateLimitSettings {
 
 /// `[bridge.mqtt]`: broker nodes (the first is the default) and the bridge's
 /// service certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSettings {
     /// `host:port` of every broker node (default `["127.0.0.1:8883"]`).

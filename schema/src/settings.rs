@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[database]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// An existing server, e.g. `postgres://kumo:secret@db:5432/kumo` or
@@ -35,7 +35,7 @@ impl Default for DatabaseSettings {
 }
 
 /// `[database.embedded]`: the private PostgreSQL server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedSettings {
     /// Directory holding `initdb` and `postgres`; default: `PATH`, then the

@@ -62,6 +62,11 @@ enum Command {
         #[command(flatten)]
         target: accounts::Target,
     },
+    /// Configuration: every key with its default.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Device registration.
     Devices {
         #[command(subcommand)]
@@ -71,8 +76,32 @@ enum Command {
     },
 }
 
+/// `kumo config …`
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a `kumo.toml` holding every key at its built-in default, each
+    /// with its description (`--markdown`: the reference table of docs/config.md).
+    Defaults {
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
 /// Loads settings, sets up tracing and runs the chosen subcommand to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Defaults are the same whatever is configured here: no settings needed.
+    if let Command::Config {
+        command: ConfigCommand::Defaults { markdown },
+    } = cli.command
+    {
+        let text = if markdown {
+            crate::config_doc::reference_markdown()
+        } else {
+            crate::config_doc::defaults_toml()
+        };
+        print!("{text}");
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     crate::logging::init(&settings.log);
     match cli.command {
@@ -90,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices { command, target } => {
             block_on(accounts::devices(command, target, settings))
         }
+        Command::Config { .. } => Ok(()),
     }
 }
 

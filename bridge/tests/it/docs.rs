@@ -1,6 +1,7 @@
 //! The reference docs: both OpenAPI documents are served without a token,
 //! every documented operation reaches a route of the router (none falls to
 //! the 404 fallback or a 405), and `/docs` serves the viewer and the pages.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 
