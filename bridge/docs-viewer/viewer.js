@@ -36,7 +36,10 @@ function inline(text) {
     if (m.index > last) out.push(text.slice(last, m.index));
     if (m[1] !== undefined) out.push(h("code", {}, m[1]));
     else if (m[2] !== undefined) out.push(h("strong", {}, m[2]));
-    else out.push(h("a", { href: safeHref(m[4]) }, m[3]));
+    else {
+      const href = safeHref(m[4]);
+      out.push(...(href ? [h("a", { href }, inline(m[3]))] : inline(m[3])));
+    }
     last = m.index + m[0].length;
   }
   if (last < String(text ?? "").length) out.push(String(text).slice(last));
@@ -48,7 +51,8 @@ function safeHref(url) {
   // Links between reference pages (`scopes.md`, `config.md#bridge`).
   const page = url.match(/^(?:\.\/|docs\/)?([a-z0-9-]+)\.md(#.*)?$/);
   if (page) return `#/ref/${page[1]}`;
-  return "#";
+  // A file of the repository the bridge does not serve: shown as its path.
+  return null;
 }
 
 async function load(url, as = "json") {
