@@ -2,6 +2,7 @@
 //! hands over to the component the user asked for. No logic lives here.
 
 mod cli;
+mod config_doc;
 mod data_lock;
 mod database;
 mod logging;

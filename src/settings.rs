@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything `kumo` can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Where Kumo keeps its state (private PostgreSQL, certificates); default `.kumo`.
@@ -38,7 +38,7 @@ impl Default for Settings {
 }
 
 /// `[log]`: tracing output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// `text` or `json`.
@@ -58,7 +58,7 @@ impl Default for LogSettings {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -66,7 +66,7 @@ pub enum LogFormat {
 }
 
 /// `[certs]`: where the PKI lives and what the generated node certificate names.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CertsSettings {
     /// PKI directory; default `<data_dir>/pki`.
@@ -128,6 +128,10 @@ impl Settings {
             .try_deserialize()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.resolve_paths()?;
+        settings
+            .database
+            .resolve_password()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         settings.validate()?;
         Ok(settings)
     }

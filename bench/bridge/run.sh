@@ -41,6 +41,7 @@ CATCHUP_LIMIT=${CATCHUP_LIMIT:-600} # s to wait for the bridge to record the sim
 MQTT_PORT=${MQTT_PORT:-38893}
 NODE_HTTP_PORT=${NODE_HTTP_PORT:-39893}
 BRIDGE_PORT=${BRIDGE_PORT:-38080}
+BRIDGE_METRICS_PORT=${BRIDGE_METRICS_PORT:-39080}
 WORK=${WORK:-$(mktemp -d /tmp/kumo-bench-bridge.XXXXXX)}
 
 ulimit -n 20000
@@ -85,12 +86,13 @@ export KUMO__BROKER__LISTEN=127.0.0.1:$MQTT_PORT
 export KUMO__BROKER__HTTP_LISTEN=127.0.0.1:$NODE_HTTP_PORT
 export KUMO__BROKER__MAX_CONNECTIONS=$((SIM_DEVICES + PUB_DEVICES + 500))
 export KUMO__BRIDGE__LISTEN=127.0.0.1:$BRIDGE_PORT
+export KUMO__BRIDGE__METRICS_LISTEN=127.0.0.1:$BRIDGE_METRICS_PORT
 # One token drives every command; the default limit (6,000 per 5 min) would
 # stop the runs, so it is lifted for the benchmark.
 export KUMO__BRIDGE__RATE_LIMIT__REQUESTS=100000000
 
-if ss -Hltn "( sport = :$MQTT_PORT or sport = :$NODE_HTTP_PORT or sport = :$BRIDGE_PORT )" | grep -q .; then
-  echo "port $MQTT_PORT, $NODE_HTTP_PORT or $BRIDGE_PORT is in use; set MQTT_PORT / NODE_HTTP_PORT / BRIDGE_PORT" >&2
+if ss -Hltn "( sport = :$MQTT_PORT or sport = :$NODE_HTTP_PORT or sport = :$BRIDGE_PORT or sport = :$BRIDGE_METRICS_PORT )" | grep -q .; then
+  echo "port $MQTT_PORT, $NODE_HTTP_PORT, $BRIDGE_PORT or $BRIDGE_METRICS_PORT is in use; set MQTT_PORT / NODE_HTTP_PORT / BRIDGE_PORT / BRIDGE_METRICS_PORT" >&2
   exit 1
 fi
 

@@ -57,6 +57,7 @@ SENSOR_TOPICS=${SENSOR_TOPICS:-combined}  # hubs: te/hu/il in one `sensors` mess
 NODE_MAX=${NODE_MAX:-19000}     # sessions one node accepts (the open-file limit is 20,000)
 BASE_PORT=${BASE_PORT:-28900}   # node i listens on BASE_PORT+i, metrics on BASE_PORT+1000+i
 BRIDGE_PORT=${BRIDGE_PORT:-28080}
+BRIDGE_METRICS_PORT=${BRIDGE_METRICS_PORT:-29080}
 PROVISION_PORT=${PROVISION_PORT:-28443}
 KEEP_DATA=${KEEP_DATA:-0}       # 1 = keep WORK/data (PKI and database) after the run
 VENV=${VENV:-$ROOT/target/fleet-venv}
@@ -95,10 +96,10 @@ mkdir -p "$WORK"
 chmod o+x "$WORK"
 node_port() { echo $((BASE_PORT + $1)); }
 node_http() { echo $((BASE_PORT + 1000 + $1)); }
-ports="sport = :$BRIDGE_PORT or sport = :$PROVISION_PORT"
+ports="sport = :$BRIDGE_PORT or sport = :$BRIDGE_METRICS_PORT or sport = :$PROVISION_PORT"
 for i in $(seq 1 "$NODES"); do ports+=" or sport = :$(node_port "$i") or sport = :$(node_http "$i")"; done
 if ss -Hltn "( $ports )" | grep -q .; then
-  echo "a port in $BASE_PORT+1..$NODES (+1000), $BRIDGE_PORT or $PROVISION_PORT is in use; set BASE_PORT / BRIDGE_PORT / PROVISION_PORT" >&2
+  echo "a port in $BASE_PORT+1..$NODES (+1000), $BRIDGE_PORT, $BRIDGE_METRICS_PORT or $PROVISION_PORT is in use; set BASE_PORT / BRIDGE_PORT / BRIDGE_METRICS_PORT / PROVISION_PORT" >&2
   exit 1
 fi
 
@@ -254,6 +255,7 @@ BRIDGE_NODES=$(for i in $(seq 1 "$NODES"); do printf 'localhost:%s\n' "$(node_po
 start_kumo_nodes
 KUMO__BROKER__NODE_ID=node-1 \
   KUMO__BRIDGE__LISTEN=127.0.0.1:$BRIDGE_PORT \
+  KUMO__BRIDGE__METRICS_LISTEN=127.0.0.1:$BRIDGE_METRICS_PORT \
   KUMO__BRIDGE__PROVISION__LISTEN=127.0.0.1:$PROVISION_PORT \
   KUMO__BRIDGE__MQTT__NODES=$BRIDGE_NODES \
   KUMO__BRIDGE__RATE_LIMIT__REQUESTS=100000000 \

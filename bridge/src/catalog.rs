@@ -7,7 +7,7 @@
 use kumo_contract::appliance::{AirconCaps, ApplianceKind};
 use serde_json::{json, Value};
 
-pub use kumo_contract::appliance::catalog::model;
+pub use kumo_contract::appliance::catalog::{model, MODELS};
 pub use kumo_contract::appliance::{Button, Capabilities, Model};
 
 /// The appliance types Kumo stores.

@@ -1,6 +1,8 @@
-//! Prometheus metrics at `/metrics`: request counts and latency per route,
-//! plus gauges read from the database at scrape time (pending commands,
-//! devices online).
+//! Prometheus metrics: request counts and latency per route, plus gauges read
+//! from the database at scrape time (pending commands, devices online).
+//!
+//! Served at `/metrics` on a listener of their own (`bridge.metrics_listen`),
+//! never on the public REST port: they have no authentication.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +13,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiResult;
 
@@ -83,6 +89,19 @@ pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub pool: deadpool_postgres::Pool,
     pub mqtt: Option<Arc<crate::mqtt::MqttStatus>>,
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`; any other path is a 404.
+pub(crate) async fn serve(listener: TcpListener, sources: Sources, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .with_state(sources);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "metrics endpoint stopped");
+    }
 }
 
 /// `GET /metrics` in the Prometheus text format.

@@ -24,10 +24,11 @@ use crate::state::AppState;
 pub enum BridgeError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("bridge.listen {addr} is already in use")]
-    AddrInUse { addr: SocketAddr },
-    #[error("cannot listen on bridge.listen {addr}: {source}")]
+    #[error("{key} {addr} is already in use")]
+    AddrInUse { key: &'static str, addr: SocketAddr },
+    #[error("cannot listen on {key} {addr}: {source}")]
     Bind {
+        key: &'static str,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -48,6 +49,8 @@ pub enum BridgeError {
 #[derive(Debug)]
 pub struct RunningBridge {
     http_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    metrics_server: JoinHandle<()>,
     commands: Arc<CommandLog>,
     server: JoinHandle<Result<(), BridgeError>>,
     upkeep: JoinHandle<()>,
@@ -65,6 +68,11 @@ impl RunningBridge {
     /// The address the REST listener is bound to (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address `/metrics` is served on (`bridge.metrics_listen`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// Where device provisioning (TLS) listens, when it is on.
@@ -98,6 +106,12 @@ impl RunningBridge {
     pub async fn wait(self) -> Result<(), BridgeError> {
         let result = self.server.await?;
         self.upkeep.abort();
+        if tokio::time::timeout(self.grace, self.metrics_server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the metrics endpoint did not stop within the grace period");
+        }
         if tokio::time::timeout(self.grace, self.rules_worker)
             .await
             .is_err()
@@ -169,17 +183,9 @@ async fn launch(
         // Fail before binding anything when the certificates are unusable.
         crate::mqtt::tls::client_config(ca, cert, key).map_err(crate::mqtt::MqttError::from)?;
     }
-    let addr = settings.listen;
-    let listener = TcpListener::bind(addr).await.map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            BridgeError::AddrInUse { addr }
-        } else {
-            BridgeError::Bind { addr, source }
-        }
-    })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| BridgeError::Bind { addr, source })?;
+    let (listener, http_addr) = bind("bridge.listen", settings.listen).await?;
+    let (metrics_listener, metrics_addr) =
+        bind("bridge.metrics_listen", settings.metrics_listen).await?;
     let commands = Arc::new(CommandLog::new(
         pool.clone(),
         Duration::from_secs(settings.command_ttl_secs),
@@ -253,6 +259,15 @@ async fn launch(
         shutdown.clone(),
     )
     .await?;
+    let metrics_server = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        crate::metrics::Sources {
+            metrics: state.metrics.clone(),
+            pool: state.pool.clone(),
+            mqtt: state.mqtt.clone(),
+        },
+        shutdown.clone(),
+    ));
     let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let stop = shutdown.clone();
@@ -277,9 +292,11 @@ async fn launch(
         }
     });
     let upkeep = tokio::spawn(maintain(commands.clone(), partition_pool, shutdown));
-    tracing::info!(addr = %http_addr, "bridge REST API listening");
+    tracing::info!(addr = %http_addr, metrics = %metrics_addr, "bridge REST API listening");
     Ok(RunningBridge {
         http_addr,
+        metrics_addr,
+        metrics_server,
         commands,
         server,
         upkeep,
@@ -292,6 +309,23 @@ async fn launch(
         renewal,
         grace,
     })
+}
+
+/// Binds `addr` (the value of setting `key`), naming the key when it fails.
+async fn bind(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), BridgeError> {
+    let fail = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            BridgeError::AddrInUse { key, addr }
+        } else {
+            BridgeError::Bind { key, addr, source }
+        }
+    };
+    let listener = TcpListener::bind(addr).await.map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    Ok((listener, bound))
 }
 
 /// Background upkeep: expires undelivered commands past their TTL every few

@@ -1,17 +1,20 @@
-//! `[bridge]`: the REST listener, rate limits, command lifetime and the MQTT
-//! nodes the bridge connects to. Validated before anything binds.
+//! `[bridge]`: the REST and metrics listeners, rate limits, command lifetime
+//! and the MQTT nodes the bridge connects to. Validated before anything binds.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Settings of the bridge.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// REST listen address (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address (default `127.0.0.1:9080`). It has
+    /// no authentication, so it is a listener of its own, never the REST port.
+    pub metrics_listen: SocketAddr,
     /// Per-token request limit.
     pub rate_limit: RateLimitSettings,
     /// Commands not delivered and acknowledged within this many seconds expire (default 600).
@@ -33,7 +36,7 @@ pub struct Settings {
 }
 
 /// `[bridge.homes]`: homes and their members.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HomeSettings {
     /// Seconds a home invite can be accepted (default 86,400 = 1 day; at
@@ -51,7 +54,7 @@ impl Default for HomeSettings {
 
 /// `[bridge.certs]`: device certificates the bridge signs (at provisioning and
 /// renewal) and renewal over a device's live MQTT session.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeviceCertSettings {
     /// The PKI directory whose CA signs; default `bridge.provision.pki_dir`.
@@ -86,7 +89,7 @@ impl Default for DeviceCertSettings {
 }
 
 /// `[bridge.provision]`: the TLS listener devices enrol through.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProvisionSettings {
     /// Where `POST /v1/provision` listens (TLS); unset = off. `kumo up` sets
@@ -120,6 +123,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
             rate_limit: RateLimitSettings::default(),
             command_ttl_secs: 600,
             shutdown_grace_secs: 10,
@@ -134,7 +138,7 @@ impl Default for Settings {
 }
 
 /// `[bridge.events]`: the live event stream (`GET /v1/events`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventSettings {
     /// Events kept per watched account for `Last-Event-ID` resumption (default 512).
@@ -167,7 +171,7 @@ impl Default for EventSettings {
 }
 
 /// `[bridge.webhooks]`: outgoing webhook deliveries.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookSettings {
     /// Allow targets on loopback, private, link-local and other non-public
@@ -208,7 +212,7 @@ impl Default for WebhookSettings {
 /// `[bridge.rate_limit]`: a fixed window per bearer token (per peer address
 /// for requests without one). Nature allows 30 per 5 minutes; a self-hosted
 /// cloud can afford far more, so the default is generous.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSettings {
     /// Requests allowed per window (default 6000).
@@ -228,7 +232,7 @@ impl Default for RateLimitSettings {
 
 /// `[bridge.mqtt]`: broker nodes (the first is the default) and the bridge's
 /// service certificate.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSettings {
     /// `host:port` of every broker node (default `["127.0.0.1:8883"]`).
@@ -301,6 +305,12 @@ impl Settings {
         }
         if self.command_ttl_secs == 0 {
             return Err("bridge.command_ttl_secs must be at least 1".into());
+        }
+        if self.metrics_listen == self.listen && self.listen.port() != 0 {
+            return Err(
+                "bridge.metrics_listen must not be bridge.listen: metrics have no authentication"
+                    .into(),
+            );
         }
         if self.mqtt.nodes.is_empty() {
             return Err("bridge.mqtt.nodes must list at least one broker node".into());
@@ -392,6 +402,13 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("bridge.rate_limit.window_secs"));
+    }
+
+    #[test]
+    fn metrics_cannot_share_the_rest_listener() {
+        let mut s = Settings::default();
+        s.metrics_listen = s.listen;
+        assert!(s.validate().unwrap_err().contains("bridge.metrics_listen"));
     }
 
     #[test]

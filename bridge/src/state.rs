@@ -16,16 +16,6 @@ impl FromRef<AppState> for Pool {
     }
 }
 
-impl FromRef<AppState> for crate::metrics::Sources {
-    fn from_ref(state: &AppState) -> Self {
-        Self {
-            metrics: state.metrics.clone(),
-            pool: state.pool.clone(),
-            mqtt: state.mqtt.clone(),
-        }
-    }
-}
-
 /// Cheap to clone: everything inside is shared.
 #[derive(Clone)]
 pub struct AppState {
@@ -35,7 +25,7 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// The durable command table and its delivery sink.
     pub commands: Arc<CommandLog>,
-    /// Request counters for `/metrics`.
+    /// Request counters, served on `bridge.metrics_listen`.
     pub metrics: Arc<Metrics>,
     /// Broker connections, when the MQTT side runs.
     pub mqtt: Option<Arc<MqttStatus>>,

@@ -12,4 +12,4 @@ pub mod settings;
 pub use embedded::{running_server_url, EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
 pub use migrate::{migrate, MigrateError, MigrationReport, MIGRATIONS};
 pub use pool::{connect_pool, PoolError};
-pub use settings::{DatabaseSettings, EmbeddedSettings};
+pub use settings::{redacted_url, DatabaseSettings, EmbeddedSettings};

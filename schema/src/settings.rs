@@ -2,15 +2,19 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[database]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// An existing server, e.g. `postgres://kumo:secret@db:5432/kumo` or
     /// `host=/run/postgresql dbname=kumo`. Unset: Kumo runs its own private server.
     pub url: Option<String>,
+    /// A file holding the password for `url` (e.g. a container secret), so
+    /// the password need not be written into the URL. Read once at start-up;
+    /// trailing line breaks are ignored.
+    pub password_file: Option<PathBuf>,
     /// Connections in the pool (default 16).
     pub pool_size: usize,
     /// Seconds to wait for a connection (default 10).
@@ -22,6 +26,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: None,
+            password_file: None,
             pool_size: 16,
             connect_timeout_secs: 10,
             embedded: EmbeddedSettings::default(),
@@ -30,7 +35,7 @@ impl Default for DatabaseSettings {
 }
 
 /// `[database.embedded]`: the private PostgreSQL server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedSettings {
     /// Directory holding `initdb` and `postgres`; default: `PATH`, then the
@@ -75,6 +80,32 @@ impl DatabaseSettings {
         if self.embedded.data_dir.is_none() {
             self.embedded.data_dir = Some(data_dir.join("postgres"));
         }
+    }
+
+    /// Puts the password from `password_file` into `url`; the error names
+    /// the key. A URL that already holds a password is refused with one.
+    pub fn resolve_password(&mut self) -> Result<(), String> {
+        let Some(file) = &self.password_file else {
+            return Ok(());
+        };
+        let Some(url) = &self.url else {
+            return Err("database.password_file needs database.url".into());
+        };
+        let raw = std::fs::read_to_string(file).map_err(|e| {
+            format!(
+                "database.password_file {}: cannot read: {e}",
+                file.display()
+            )
+        })?;
+        let password = raw.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(format!(
+                "database.password_file {} is empty",
+                file.display()
+            ));
+        }
+        self.url = Some(with_password(url, password)?);
+        Ok(())
     }
 
     /// Checks values; the error names the offending key.
@@ -147,5 +178,116 @@ mod tests {
             let e = s.validate().expect_err(bad);
             assert!(e.contains("database.embedded.max_wal_size"), "{e}");
         }
+    }
+}
+
+/// `url` with `password` in it: in the userinfo of a `postgres://` URL
+/// (percent-encoded), or as a `password='…'` pair of a key/value string.
+fn with_password(url: &str, password: &str) -> Result<String, String> {
+    const BOTH: &str = "database.url already holds a password; drop it or database.password_file";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        if url.split_whitespace().any(|kv| kv.starts_with("password=")) {
+            return Err(BOTH.into());
+        }
+        let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+        return Ok(format!("{url} password='{quoted}'"));
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Err("database.url names no user to go with database.password_file".into());
+    };
+    let user = &rest[..at];
+    if user.contains(':') {
+        return Err(BOTH.into());
+    }
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}{}", &rest[at..]))
+}
+
+/// `url` with any password replaced by `***`, for printing.
+pub fn redacted_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some((user, _)) = rest[..at].split_once(':') {
+                return format!("{scheme}://{user}:***{}", &rest[at..]);
+            }
+        }
+        return url.to_string();
+    }
+    let Some(at) = url.find("password=") else {
+        return url.to_string();
+    };
+    let value = &url[at + "password=".len()..];
+    let len = match value.strip_prefix('\'') {
+        // A quoted value runs to the first quote not escaped by a backslash.
+        Some(quoted) => {
+            let mut escaped = false;
+            let end = quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map_or(quoted.len(), |(i, _)| i + 1);
+            end + 1
+        }
+        None => value.find(char::is_whitespace).unwrap_or(value.len()),
+    };
+    format!("{}password=***{}", &url[..at], &value[len..])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod password_tests {
+    use super::*;
+
+    #[test]
+    fn a_password_file_goes_into_a_url_percent_encoded_and_parses() {
+        let url = with_password("postgres://kumo@db:5432/kumo", "p@ss:w/rd").unwrap();
+        assert_eq!(url, "postgres://kumo:p%40ss%3Aw%2Frd@db:5432/kumo");
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"p@ss:w/rd"[..]));
+        assert_eq!(redacted_url(&url), "postgres://kumo:***@db:5432/kumo");
+    }
+
+    #[test]
+    fn a_password_file_goes_into_a_key_value_string_quoted() {
+        let url = with_password("host=db user=kumo dbname=kumo", "it's a \\ secret").unwrap();
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        assert_eq!(config.get_password(), Some(&b"it's a \\ secret"[..]));
+        assert_eq!(
+            redacted_url(&url),
+            "host=db user=kumo dbname=kumo password=***"
+        );
+    }
+
+    #[test]
+    fn a_url_with_its_own_password_and_a_file_is_refused() {
+        assert!(with_password("postgres://kumo:x@db/kumo", "y").is_err());
+        assert!(with_password("host=db password=x", "y").is_err());
+    }
+
+    #[test]
+    fn the_file_is_read_and_its_line_break_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut s = DatabaseSettings {
+            url: Some("postgres://kumo@db/kumo".into()),
+            password_file: Some(file),
+            ..Default::default()
+        };
+        s.resolve_password().unwrap();
+        assert_eq!(s.url.as_deref(), Some("postgres://kumo:s3cret@db/kumo"));
     }
 }

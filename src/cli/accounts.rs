@@ -30,6 +30,13 @@ pub enum UsersCommand {
     },
     /// List every account with its number of devices.
     List,
+    /// First start: create an account and a token with every scope, and
+    /// print both, unless an account exists already (then nothing changes).
+    Bootstrap {
+        /// Display name of the first account.
+        #[arg(long, default_value = "admin")]
+        nickname: String,
+    },
 }
 
 /// `kumo tokens …`
@@ -110,7 +117,46 @@ pub enum Kind {
     SmartMeter,
 }
 
-async fn pool(settings: &Settings) -> anyhow::Result<(Database, deadpool_postgres::Pool)> {
+/// `--new-database`, shared by the account commands.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Target {
+    /// Create a fresh private database when the data directory has none
+    /// (without it, such a command refuses: it is almost always run from
+    /// the wrong directory).
+    #[arg(long, global = true)]
+    pub new_database: bool,
+}
+
+/// Refuses to start a fresh private database where none exists, unless asked:
+/// an admin command run from the wrong directory would otherwise create an
+/// empty one there and report success against it.
+fn check_data_dir(settings: &Settings, target: Target) -> anyhow::Result<()> {
+    if settings.database.url.is_some() || target.new_database {
+        return Ok(());
+    }
+    let cluster = settings
+        .database
+        .embedded
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("postgres"));
+    if cluster.exists() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no Kumo database in {}: this command would create a fresh, empty one there. \
+         Run it in the directory where you run `kumo up` (its data directory is `.kumo`), \
+         point it there with KUMO__DATA_DIR or use an external one with KUMO__DATABASE__URL; \
+         or pass --new-database to create one here",
+        cluster.display()
+    )
+}
+
+async fn pool(
+    settings: &Settings,
+    target: Target,
+) -> anyhow::Result<(Database, deadpool_postgres::Pool)> {
+    check_data_dir(settings, target)?;
     let db = Database::open_or_attach(&settings.database).await?;
     db.migrate().await?;
     let pool = kumo_schema::connect_pool(
@@ -122,14 +168,19 @@ async fn pool(settings: &Settings) -> anyhow::Result<(Database, deadpool_postgre
     Ok((db, pool))
 }
 
-pub async fn users(command: UsersCommand, settings: Settings) -> anyhow::Result<()> {
-    let (db, pool) = pool(&settings).await?;
+pub async fn users(
+    command: UsersCommand,
+    target: Target,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    let (db, pool) = pool(&settings, target).await?;
     let result = match command {
         UsersCommand::Create { nickname, email } => {
             accounts::create_user(&pool, &nickname, email.as_deref())
                 .await
                 .map(|user| println!("created user {} ({})", user.id, user.nickname))
         }
+        UsersCommand::Bootstrap { nickname } => bootstrap(&pool, &nickname).await,
         UsersCommand::List => accounts::list_users(&pool).await.map(|users| {
             println!(
                 "{:<36}  {:>7}  {:<20}  NICKNAME (EMAIL)",
@@ -152,8 +203,33 @@ pub async fn users(command: UsersCommand, settings: Settings) -> anyhow::Result<
     Ok(result?)
 }
 
-pub async fn tokens(command: TokensCommand, settings: Settings) -> anyhow::Result<()> {
-    let (db, pool) = pool(&settings).await?;
+/// `kumo users bootstrap`: idempotent, so a container can run it on every start.
+async fn bootstrap(
+    pool: &deadpool_postgres::Pool,
+    nickname: &str,
+) -> Result<(), accounts::AccountError> {
+    let existing = accounts::list_users(pool).await?;
+    if !existing.is_empty() {
+        println!(
+            "{} account(s) exist already; bootstrap created nothing (see `kumo users list`)",
+            existing.len()
+        );
+        return Ok(());
+    }
+    let user = accounts::create_user(pool, nickname, None).await?;
+    let scopes = kumo_bridge::auth::ALL_SCOPES;
+    let token = accounts::create_token(pool, &user.id, scopes, "bootstrap").await?;
+    println!("created user {} ({})", user.id, user.nickname);
+    println!("token (every scope; shown only once): {token}");
+    Ok(())
+}
+
+pub async fn tokens(
+    command: TokensCommand,
+    target: Target,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    let (db, pool) = pool(&settings, target).await?;
     let result = match command {
         TokensCommand::Create { user, scopes, name } => {
             accounts::create_token(&pool, &user, &scopes, &name)
@@ -211,8 +287,12 @@ pub async fn tokens(command: TokensCommand, settings: Settings) -> anyhow::Resul
     Ok(result?)
 }
 
-pub async fn devices(command: DevicesCommand, settings: Settings) -> anyhow::Result<()> {
-    let (db, pool) = pool(&settings).await?;
+pub async fn devices(
+    command: DevicesCommand,
+    target: Target,
+    settings: Settings,
+) -> anyhow::Result<()> {
+    let (db, pool) = pool(&settings, target).await?;
     let result = match command {
         DevicesCommand::Add {
             id,

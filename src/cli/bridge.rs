@@ -83,7 +83,11 @@ pub async fn run(args: BridgeArgs, settings: Settings) -> anyhow::Result<()> {
     let bridge = kumo_bridge::start(bridge_settings, pool, shutdown)
         .await
         .context("starting the bridge")?;
-    println!("kumo bridge listening on http://{}", bridge.http_addr());
+    println!(
+        "kumo bridge listening on http://{} (metrics on http://{}/metrics)",
+        bridge.http_addr(),
+        bridge.metrics_addr()
+    );
     if bridge.mqtt().is_none() {
         println!("kumo bridge: MQTT disabled; commands stay queued");
     }

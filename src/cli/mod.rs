@@ -52,21 +52,56 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: accounts::UsersCommand,
+        #[command(flatten)]
+        target: accounts::Target,
     },
     /// Bearer tokens for the REST API.
     Tokens {
         #[command(subcommand)]
         command: accounts::TokensCommand,
+        #[command(flatten)]
+        target: accounts::Target,
+    },
+    /// Configuration: every key with its default.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Device registration.
     Devices {
         #[command(subcommand)]
         command: accounts::DevicesCommand,
+        #[command(flatten)]
+        target: accounts::Target,
+    },
+}
+
+/// `kumo config …`
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print a `kumo.toml` holding every key at its built-in default, each
+    /// with its description (`--markdown`: the reference table of docs/config.md).
+    Defaults {
+        #[arg(long)]
+        markdown: bool,
     },
 }
 
 /// Loads settings, sets up tracing and runs the chosen subcommand to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Defaults are the same whatever is configured here: no settings needed.
+    if let Command::Config {
+        command: ConfigCommand::Defaults { markdown },
+    } = cli.command
+    {
+        let text = if markdown {
+            crate::config_doc::reference_markdown()
+        } else {
+            crate::config_doc::defaults_toml()
+        };
+        print!("{text}");
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     crate::logging::init(&settings.log);
     match cli.command {
@@ -77,9 +112,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bridge(args) => block_on(bridge::run(args, settings)),
         Command::Sim(args) => block_on(sim::run(args, settings)),
         Command::Db { command } => block_on(db::run(command, settings)),
-        Command::Users { command } => block_on(accounts::users(command, settings)),
-        Command::Tokens { command } => block_on(accounts::tokens(command, settings)),
-        Command::Devices { command } => block_on(accounts::devices(command, settings)),
+        Command::Users { command, target } => block_on(accounts::users(command, target, settings)),
+        Command::Tokens { command, target } => {
+            block_on(accounts::tokens(command, target, settings))
+        }
+        Command::Devices { command, target } => {
+            block_on(accounts::devices(command, target, settings))
+        }
+        Command::Config { .. } => Ok(()),
     }
 }
 

@@ -61,7 +61,7 @@ async fn run_services(
     let services = shutdown.child_token();
     let mut summary = vec![
         format!("  database  {}", db.describe()),
-        format!("            url: {}", db.url()),
+        format!("            url: {}", kumo_schema::redacted_url(db.url())),
         format!(
             "            migrations: {} applied now, {} already",
             report.applied.len(),
@@ -136,8 +136,9 @@ async fn run_services(
             .await
             .context("starting the bridge")?;
         summary.push(format!(
-            "  bridge    REST API on http://{} (Nature /1 API, /v1, /healthz)",
-            running.http_addr()
+            "  bridge    REST API on http://{} (Nature /1 API, /v1, /healthz), metrics http://{}/metrics",
+            running.http_addr(),
+            running.metrics_addr()
         ));
         if let Some(addr) = running.provision_addr() {
             summary.push(format!(

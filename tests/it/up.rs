@@ -242,6 +242,14 @@ fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result
     let (_tmp, data) = temp_data_dir();
     let mut up = Up::start(&data);
     let bridge = crate::common::address(&up.seen, "bridge", "http://");
+    // The bridge's metrics are on their own listener, not the REST port.
+    let metrics = crate::common::address(&up.seen, "bridge", "metrics http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let (status, text) = http_get(&metrics, "/metrics", "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("kumo_bridge_devices_online 0"), "{text}");
+    assert_eq!(http_get(&bridge, "/metrics", "").0, 404);
     let created = kumo_ok(&data, &["users", "create", "--nickname", "ayaka"]);
     let user = created
         .split_whitespace()
@@ -371,4 +379,55 @@ fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result
     up.signal("TERM");
     assert!(up.wait_exit(Duration::from_secs(60)).success());
     wait_no_processes(&data.join("postgres"), Duration::from_secs(5));
+}
+
+#[test]
+fn admin_commands_refuse_to_create_a_fresh_database_outside_a_data_directory() {
+    let (_tmp, data) = temp_data_dir();
+    for args in [
+        &["users", "list"][..],
+        &["tokens", "list", "--user", "someone"],
+        &["devices", "list"],
+    ] {
+        let out = kumo(&data).args(args).output().expect("run kumo");
+        assert!(!out.status.success(), "kumo {args:?} must refuse");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("would create a fresh, empty one") && err.contains("--new-database"),
+            "kumo {args:?}: {err}"
+        );
+    }
+    assert!(
+        !data.join("postgres").exists(),
+        "nothing was created in {}",
+        data.display()
+    );
+}
+
+#[test]
+fn bootstrap_creates_the_first_account_and_a_token_once() {
+    let (_tmp, data) = temp_data_dir();
+    let mut up = Up::start(&data);
+    let bridge = crate::common::address(&up.seen, "bridge", "http://");
+    let first = kumo_ok(&data, &["users", "bootstrap"]);
+    let token = first
+        .lines()
+        .find_map(|l| {
+            l.rsplit_once("shown only once): ")
+                .map(|(_, t)| t.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("a token in {first}"));
+    let (status, body) = http_get(&bridge, "/1/users/me", &token);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"nickname\":\"admin\""), "{body}");
+    let again = kumo_ok(&data, &["users", "bootstrap"]);
+    assert!(again.contains("created nothing"), "{again}");
+    let users = kumo_ok(&data, &["users", "list"]);
+    assert_eq!(
+        users.lines().count(),
+        2,
+        "a header and one account: {users}"
+    );
+    up.signal("TERM");
+    assert!(up.wait_exit(Duration::from_secs(60)).success());
 }

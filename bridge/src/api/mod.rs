@@ -1,5 +1,5 @@
-//! The HTTP routes: Nature's `/1` and `/2` API, Kumo's `/v1`, health checks
-//! and the web console (`crate::console`).
+//! The HTTP routes: Nature's `/1` and `/2` API, Kumo's `/v1`, health checks,
+//! the reference docs (`crate::docs`) and the web console (`crate::console`).
 //!
 //! Every response, errors and unknown paths included, passes through the rate
 //! limiter layer, which stamps the `X-Rate-Limit-*` headers; hyper adds `Date`.
@@ -37,7 +37,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::metrics::render))
         .route("/1/users/me", get(users::me).post(users::update_me))
         .route("/1/devices", get(devices::list))
         .route("/1/devices/{id}", post(devices::rename))
@@ -141,7 +140,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/webhooks/{id}/test", post(webhooks::test))
         .route("/v1/webhook_secret", post(webhooks::rotate_secret))
-        .route("/v1/openapi.json", get(openapi))
+        .merge(crate::docs::routes())
         .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -158,16 +157,6 @@ pub fn router(state: AppState) -> Router {
             metrics,
             crate::metrics::track,
         ))
-}
-
-/// The OpenAPI document of the `/v1` API.
-const OPENAPI: &str = include_str!("openapi.json");
-
-async fn openapi() -> impl axum::response::IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
-    )
 }
 
 async fn not_found(_method: Method, _uri: Uri) -> ApiError {

@@ -123,7 +123,8 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-fn secure(r: &mut Response, cache: &'static str) {
+/// The console's security and caching headers (also on `/docs`' files).
+pub(crate) fn secure(r: &mut Response, cache: &'static str) {
     let h = r.headers_mut();
     h.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert("content-security-policy", HeaderValue::from_static(CSP));

@@ -356,3 +356,135 @@ async fn a_user_watches_a_device_come_online_live_commands_its_aircon_and_create
     drop(sim);
     stack.stop().await;
 }
+
+/// Presses `button` (a CSS selector) and waits for the newest command line
+/// to reach a final status; returns that line.
+async fn press_and_wait_final(b: &Browser, button: &str) -> String {
+    let before = b
+        .eval(
+            "return document.querySelectorAll('ol.commands li').length",
+            json!([]),
+        )
+        .await;
+    b.click(button).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while b
+        .eval(
+            "return document.querySelectorAll('ol.commands li').length",
+            json!([]),
+        )
+        .await
+        == before
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no command line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.wait_text("ol.commands li:first-child .pill", "a final status", |t| {
+        ["acked", "failed", "refused", "expired"].contains(&t)
+    })
+    .await;
+    b.text("ol.commands li:first-child").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_switches_a_light_presses_a_tv_button_and_sends_a_learned_signal_each_acked() {
+    let stack = Stack::start(|_| {}).await;
+    let h = &stack.h;
+    h.add_device("sim-000000", kumo_bridge::DeviceKind::Remo)
+        .await;
+    let light = h
+        .add_appliance("sim-000000", "kumo-light-generic", "LIGHT")
+        .await;
+    let tv = h.add_appliance("sim-000000", "kumo-tv-generic", "TV").await;
+    let fan = h
+        .post(
+            "/1/appliances",
+            &[("device", "sim-000000"), ("nickname", "Fan")],
+        )
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let signal = h
+        .post(
+            &format!("/1/appliances/{fan}/signals"),
+            &[
+                ("name", "Fan on"),
+                (
+                    "message",
+                    r#"{"format":"us","freq":38,"data":[9000,4500,560,560,560,1690]}"#,
+                ),
+            ],
+        )
+        .await
+        .ok()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = h.token_with(&["basic", "sendir"]).await;
+    let b = Browser::start().await;
+    let sim = stack.simulate(|_| {});
+    tokio::time::timeout(JOURNEY, async {
+        sign_in(&b, &h.base, &token).await;
+        b.wait_text("td.status[data-device=sim-000000]", "online", |t| {
+            t == "Online"
+        })
+        .await;
+        b.click("a.name").await;
+        let card = |id: &str| format!("article[data-appliance='{id}']");
+        b.find(&card(&light)).await;
+        b.wait_text("#live", "the live stream", |t| t == "Live")
+            .await;
+
+        // The light: on, and its state line follows the device's report.
+        let line =
+            press_and_wait_final(&b, &format!("{} button[data-button=on]", card(&light))).await;
+        assert!(
+            line.contains("thing: On") && line.contains("acked"),
+            "{line}"
+        );
+        b.wait_text(&format!("{} .state", card(&light)), "power on", |t| {
+            t.contains("power on")
+        })
+        .await;
+
+        // The TV: power, then channel up; each acked, the state follows.
+        let line =
+            press_and_wait_final(&b, &format!("{} button[data-button=power]", card(&tv))).await;
+        assert!(
+            line.contains("thing: Power") && line.contains("acked"),
+            "{line}"
+        );
+        b.wait_text(&format!("{} .state", card(&tv)), "power on", |t| {
+            t.contains("power on")
+        })
+        .await;
+        let line =
+            press_and_wait_final(&b, &format!("{} button[data-button=ch-up]", card(&tv))).await;
+        assert!(line.contains("acked"), "{line}");
+        b.wait_text(&format!("{} .state", card(&tv)), "channel 2", |t| {
+            t.contains("channel 2")
+        })
+        .await;
+
+        // A learned signal of an IR appliance.
+        let line = press_and_wait_final(
+            &b,
+            &format!("{} button[data-signal='{signal}']", card(&fan)),
+        )
+        .await;
+        assert!(
+            line.contains("Fan: Fan on") && line.contains("acked"),
+            "{line}"
+        );
+        b.screenshot("10-light-tv-signal-acked").await;
+        let errors = b.console_errors().await;
+        assert!(errors.is_empty(), "no script errors: {errors:?}");
+    })
+    .await
+    .expect("the journey finished in time");
+    b.quit().await;
+    drop(sim);
+    stack.stop().await;
+}

@@ -21,6 +21,7 @@ mod console;
 mod control;
 mod database_outage;
 mod devices;
+mod docs;
 mod echonet;
 mod echonet_control;
 mod events;

@@ -111,19 +111,22 @@ async fn the_v1_openapi_document_is_served_and_names_every_v1_route() {
 }
 
 #[tokio::test]
-async fn metrics_count_requests_by_route_pattern() {
+async fn metrics_count_requests_by_route_pattern_on_their_own_listener() {
     let h = start().await;
     h.get("/1/users/me").await.ok();
     h.get("/1/appliances/some-id/signals")
         .await
         .assert_error(404001);
+    let metrics_addr = h.bridge.as_ref().unwrap().metrics_addr();
+    assert_ne!(metrics_addr, h.bridge.as_ref().unwrap().http_addr());
     let resp = h
         .http
-        .get(format!("{}/metrics", h.base))
+        .get(format!("http://{metrics_addr}/metrics"))
         .send()
         .await
         .unwrap();
-    assert_standard_headers(resp.headers());
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
     let text = resp.text().await.unwrap();
     assert!(
         text.contains(
@@ -138,6 +141,33 @@ async fn metrics_count_requests_by_route_pattern() {
     assert!(!text.contains("some-id"), "ids never become label values");
     assert!(text.contains("kumo_bridge_commands_pending{status=\"queued\"} 0"));
     assert!(text.contains("kumo_bridge_devices_online 0"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_are_not_served_on_the_public_rest_port() {
+    let h = start().await;
+    // Neither with nor without a token: the REST port has no `/metrics`.
+    h.get("/metrics").await.assert_error(404001);
+    let r = h.send(h.http.get(format!("{}/metrics", h.base))).await;
+    r.assert_error(404001);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_busy_metrics_listen_address_is_a_clear_error_naming_the_key() {
+    let h = start().await;
+    let mut settings = test_settings();
+    let busy = h.bridge.as_ref().unwrap().metrics_addr();
+    settings.metrics_listen = busy;
+    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!("bridge.metrics_listen {busy} is already in use")
+    );
     h.stop().await;
 }
 

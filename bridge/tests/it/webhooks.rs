@@ -175,6 +175,23 @@ async fn deliveries_until(h: &Harness, id: &str, done: impl Fn(&[Value]) -> bool
     }
 }
 
+/// The exit status of `docs/examples/verify_webhook.py secret signature < body`.
+fn python_verifies(secret: &str, hit: &Hit) -> Option<i32> {
+    use std::io::Write as _;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/verify_webhook.py"
+    );
+    let mut child = std::process::Command::new("python3")
+        .args([script, secret, &hit.signature])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    child.stdin.take().unwrap().write_all(&hit.body).unwrap();
+    child.wait().unwrap().code()
+}
+
 #[tokio::test]
 async fn a_webhook_gets_matching_events_signed_so_the_receiver_can_verify_them() {
     let h = start_with(settings()).await;
@@ -203,6 +220,9 @@ async fn a_webhook_gets_matching_events_signed_so_the_receiver_can_verify_them()
         &hits[0].signature,
         &hits[0].body
     ));
+    // The runnable example of docs/webhooks.md agrees on this real delivery.
+    assert_eq!(python_verifies(&secret, &hits[0]), Some(0));
+    assert_eq!(python_verifies("whsec_wrong", &hits[0]), Some(1));
 
     // The secret is never shown again.
     let id = created["id"].as_str().unwrap();

@@ -41,6 +41,7 @@ fn kumo_testkit_ports() -> Vec<(String, String)> {
         "KUMO__BROKER__LISTEN",
         "KUMO__BROKER__HTTP_LISTEN",
         "KUMO__BRIDGE__LISTEN",
+        "KUMO__BRIDGE__METRICS_LISTEN",
         "KUMO__BRIDGE__PROVISION__LISTEN",
     ]
     .into_iter()

@@ -75,6 +75,7 @@ impl Reply {
 pub fn test_settings() -> Settings {
     Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         ..Settings::default()
     }
 }
