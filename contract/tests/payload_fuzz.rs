@@ -20,7 +20,7 @@ use kumo_contract::topic::{
     device_topic, is_cert_response_topic, parse_device_topic, strip_device_prefix,
 };
 use kumo_contract::DeviceId;
-use kumo_testkit::fuzz::{apply, config, damage, damaged, edit};
+use kumo_testkit::fuzz::{apply, config, damage, damaged, edit, same_json};
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde::de::DeserializeOwned;
@@ -51,29 +51,11 @@ fn read_examples() -> Vec<(String, Value)> {
     out
 }
 
-/// Equal, but for floats a few ULPs apart: serde_json's default float parser
-/// (without its `float_roundtrip` feature) may land beside the nearest float
-/// on long mantissas, so what it printed can read back as a neighbour.
+/// Equal, or equal as JSON but for floats a few ULPs apart (see
+/// [`kumo_testkit::fuzz::same_json`]).
 fn same<T: Serialize + PartialEq>(a: &T, b: &T) -> bool {
-    fn close(a: &Value, b: &Value) -> bool {
-        match (a, b) {
-            (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) if x.is_finite() && y.is_finite() => {
-                    x == y || (x - y).abs() <= 1e-14 * x.abs().max(y.abs())
-                }
-                _ => x == y,
-            },
-            (Value::Array(x), Value::Array(y)) => {
-                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y))
-            }
-            (Value::Object(x), Value::Object(y)) => {
-                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
-            }
-            _ => a == b,
-        }
-    }
     a == b
-        || close(
+        || same_json(
             &serde_json::to_value(a).unwrap(),
             &serde_json::to_value(b).unwrap(),
         )

@@ -199,3 +199,27 @@ pub fn damaged(mut body: Vec<u8>, damage: &Damage) -> Vec<u8> {
     }
     body
 }
+
+/// Whether two documents are equal but for floats a few ULPs apart:
+/// serde_json's default float parser (without its `float_roundtrip`
+/// feature) may land beside the nearest float on long mantissas, so a
+/// number it printed can read back as a neighbour.
+pub fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) if x.is_finite() && y.is_finite() => {
+                x == y || (x - y).abs() <= 1e-14 * x.abs().max(y.abs())
+            }
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod fuzz;
 mod motion_presence;
 mod saved_state;
 mod schedule;
