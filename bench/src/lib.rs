@@ -11,11 +11,13 @@
 //! (`commands`), and times what peering between nodes adds to a message's
 //! way (`peer-hop`, `bench/peering/run.sh`). For the fleet benchmark
 //! (`bench/fleet/run.sh`), `tap` counts the readings every node accepted and
-//! `commands --samples` records each request. Results go to `BENCHMARKS.md`.
+//! `commands --samples` records each request. `fuzz` sends mutated MQTT
+//! streams from valid devices (`bench/fuzz-live/run.sh`). Results go to `BENCHMARKS.md`.
 
 pub mod commands;
 pub mod devices;
 pub mod error;
+pub mod fuzz;
 pub mod load;
 pub mod mqtt;
 pub mod peer_hop;

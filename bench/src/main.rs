@@ -41,6 +41,47 @@ enum Command {
     /// Count the sensor and meter readings every node accepts (a service
     /// subscriber per node), cumulative per node each second, into a CSV file.
     Tap(TapArgs),
+    /// Send mutated MQTT 3.1.1 and 5 streams, cut into random TLS records,
+    /// from devices with valid certificates, reconnecting whenever the node
+    /// closes the connection (bench/fuzz-live/run.sh).
+    Fuzz(FuzzArgs),
+}
+
+#[derive(Debug, Args)]
+struct FuzzArgs {
+    /// Node MQTT/TLS address (127.0.0.1 only in the scripts).
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    addr: SocketAddr,
+    /// Kumo PKI directory (its CA issues the fuzzing devices' certificates).
+    #[arg(long)]
+    pki: PathBuf,
+    /// Device id prefix of the fuzzing devices (never an honest device's).
+    #[arg(long, default_value = "fuzz")]
+    prefix: String,
+    /// Connections at once, each its own device.
+    #[arg(long, default_value_t = 8)]
+    connections: u32,
+    /// Stop after this many packets.
+    #[arg(long, default_value_t = 1_000_000)]
+    packets: u64,
+    /// Stop after this many seconds at the latest.
+    #[arg(long, default_value_t = 300)]
+    duration: u64,
+    /// Packets per second over all connections (0 = as fast as possible).
+    #[arg(long, default_value_t = 5_000.0)]
+    rate: f64,
+    /// Share of packets mutated (each may end its session).
+    #[arg(long, default_value_t = 0.02)]
+    mutate: f64,
+    /// Share of sessions on MQTT 5.
+    #[arg(long, default_value_t = 0.5)]
+    v5_share: f64,
+    /// Seed (a run is reproducible up to the node's timing).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Name checked against the node certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
 }
 
 #[derive(Debug, Args)]
@@ -184,7 +225,35 @@ fn main() -> anyhow::Result<()> {
         Command::Commands(args) => runtime.block_on(commands(args)),
         Command::PeerHop(args) => runtime.block_on(peer_hop(args)),
         Command::Tap(args) => runtime.block_on(tap(args)),
+        Command::Fuzz(args) => runtime.block_on(fuzz(args)),
     }
+}
+
+async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
+    let devices = devices::issue(&args.pki, &args.prefix, 0, args.connections.max(1), false)
+        .context("preparing the fuzzing devices' certificates")?;
+    let target = Target {
+        addr: args.addr,
+        source_ip: args.addr.ip(),
+        server_name: ServerName::try_from(args.server_name.clone())
+            .context("--server-name is not a DNS name or IP address")?,
+        keepalive_secs: 60,
+        connect_timeout: Duration::from_secs(10),
+    };
+    let plan = kumo_bench::fuzz::Plan {
+        packets: args.packets,
+        duration: Duration::from_secs(args.duration),
+        rate: args.rate,
+        mutate: args.mutate.clamp(0.0, 1.0),
+        v5_share: args.v5_share.clamp(0.0, 1.0),
+        seed: args.seed,
+    };
+    let report = kumo_bench::fuzz::run(Arc::new(target), devices, plan).await;
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("encoding the report")?
+    );
+    Ok(())
 }
 
 fn host_port(s: &str) -> anyhow::Result<(String, u16)> {

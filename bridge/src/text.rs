@@ -178,3 +178,7 @@ mod tests {
         assert!(check_json(&serde_json::json!({"a\u{0}": 1})).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "text_fuzz.rs"]
+mod fuzz;

@@ -105,3 +105,7 @@ fn describe_key(spki: &SubjectPublicKeyInfo<'_>) -> String {
         (other, _) => format!("key algorithm {other}"),
     }
 }
+
+#[cfg(test)]
+#[path = "csr_fuzz.rs"]
+mod fuzz;

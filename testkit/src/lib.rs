@@ -5,6 +5,8 @@
 //! database per test, and free loopback ports. Tests never depend on a server
 //! that is already running.
 
+pub mod fuzz;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

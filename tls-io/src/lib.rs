@@ -465,6 +465,10 @@ impl<C: Side + Unpin> AsyncWrite for TlsIo<C> {
 }
 
 #[cfg(test)]
+#[path = "record_fuzz.rs"]
+mod record_fuzz;
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
@@ -478,7 +482,7 @@ mod tests {
 
     /// A server config demanding client certificates from a fresh CA, and a
     /// device's client config.
-    fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    pub(super) fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         let ca = Ca::generate("Test CA", KeyAlgorithm::EcdsaP256).unwrap();
         let node = ca
             .issue_node("node-1", &["localhost".into()], &IssueOptions::default())
@@ -521,11 +525,11 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
-    fn held<C>(io: &TlsIo<C>) -> usize {
+    pub(super) fn held<C>(io: &TlsIo<C>) -> usize {
         io.incoming.capacity() + io.plain.capacity() + io.outgoing.capacity()
     }
 
-    fn localhost() -> ServerName<'static> {
+    pub(super) fn localhost() -> ServerName<'static> {
         ServerName::try_from("localhost").unwrap()
     }
 

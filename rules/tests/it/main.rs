@@ -5,6 +5,7 @@
 
 mod common;
 
+mod fuzz;
 mod home;
 mod motion_presence;
 mod saved_state;
