@@ -358,6 +358,7 @@ impl Summary {
             publish_dropped,
             malformed_sent,
             msgs_per_sec,
+            recent_msgs_per_sec,
             commands_received,
             commands_failed,
             commands_ignored,
@@ -407,7 +408,12 @@ mod tests {
         b.failed(FailureReason::Tls);
         b.failed(FailureReason::Timeout);
         let mut total = a.snapshot();
-        total.merge(&b.snapshot());
+        total.recent_msgs_per_sec = 2.5;
+        let mut other = b.snapshot();
+        other.recent_msgs_per_sec = 4.0;
+        total.merge(&other);
+        // The progress line of a fleet spread over processes shows their sum.
+        assert_eq!(total.recent_msgs_per_sec, 6.5);
         assert_eq!((total.processes, total.devices, total.connected), (2, 5, 1));
         assert_eq!(total.failures.get("tls"), Some(&2));
         assert_eq!(total.failed_total(), 3);
