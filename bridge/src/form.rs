@@ -83,6 +83,24 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A 400 naming the first field not in `known`. Kumo's own `/v1` forms
+    /// are strict (a misspelt field is an error, not a silent default); the
+    /// Nature-compatible `/1` ones ignore what they do not read, as clients
+    /// written for the original cloud expect.
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self
+            .fields
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
+            None => Ok(()),
+            Some((k, _)) => Err(ApiError::bad_request(format!(
+                "{k:?} is not a field of this request (expected {})",
+                known.join(", ")
+            ))),
+        }
+    }
+
     /// The value of `name`, or a 400 naming it.
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name)
@@ -135,5 +153,19 @@ impl Form {
                     .map(|id| (id, v.as_str()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strict_form_names_the_first_field_it_does_not_know() {
+        let form = Form::from_pairs(&[("url", "https://a.example"), ("evnets", "x")]);
+        assert!(form.only(&["url", "events"]).is_err());
+        let form = Form::from_pairs(&[("url", "https://a.example")]);
+        assert!(form.only(&["url", "events"]).is_ok());
+        assert!(Form::default().only(&[]).is_ok());
     }
 }

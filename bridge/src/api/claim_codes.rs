@@ -39,6 +39,7 @@ pub async fn create(
     form: Form,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(PROVISION)?;
+    form.only(&["uses", "expires_in"])?;
     let uses = whole(&form, "uses", 1, 1, MAX_USES)?;
     let ttl = whole(&form, "expires_in", 3600, 60, MAX_EXPIRES_IN)?;
     // Both bounded above, so the conversions are exact.

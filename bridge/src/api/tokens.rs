@@ -60,6 +60,7 @@ pub async fn create_token(
     form: Form,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_WRITE)?;
+    form.only(&["name", "scopes", "expires_in"])?;
     let name = form.get("name").unwrap_or_default();
     let scopes: Vec<&str> = form
         .required_nonempty("scopes")?

@@ -54,6 +54,7 @@ pub async fn create(
     form: Form,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(BASIC_WRITE)?;
+    form.only(&["url", "events"])?;
     let url = form.required_nonempty("url")?;
     let events = parse_events(form.get("events").unwrap_or_default())?;
     let (webhook, secret) = state.webhooks.create(&caller.user_id, url, events).await?;

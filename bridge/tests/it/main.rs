@@ -13,6 +13,7 @@ mod sim;
 #[path = "common/stack.rs"]
 mod stack;
 
+mod api_contract;
 mod appliances;
 mod auth;
 mod batching;
