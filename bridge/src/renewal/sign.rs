@@ -104,8 +104,11 @@ impl Renewer {
     async fn sign(&self, device: &DeviceId, req: CertRequest) -> Answer {
         let topic = topic::device_topic(device, Leaf::CertResponse);
         let min = Duration::from_secs(self.settings.min_interval_secs);
-        if let Some(at) = lock(&self.last).get(device) {
-            if at.elapsed() < min {
+        // Checked and taken in one step, so two requests at once (through two
+        // nodes, say) cannot both pass; given back if nothing is issued.
+        let previous = {
+            let mut last = lock(&self.last);
+            if last.get(device).is_some_and(|at| at.elapsed() < min) {
                 let reason = format!("renewed less than {} s ago; try again later", min.as_secs());
                 return Answer {
                     topic,
@@ -113,7 +116,15 @@ impl Renewer {
                     outcome: "renew_too_soon",
                 };
             }
-        }
+            last.insert(device.clone(), Instant::now())
+        };
+        let give_back = || {
+            let mut last = lock(&self.last);
+            match previous {
+                Some(at) => last.insert(device.clone(), at),
+                None => last.remove(device),
+            };
+        };
         let validity = time::Duration::seconds(clamp_i64(self.settings.validity_secs));
         let grace = time::Duration::seconds(clamp_i64(self.settings.grace_secs));
         let (pki, id, csr) = (self.pki.clone(), device.clone(), req.csr.clone());
@@ -129,22 +140,24 @@ impl Renewer {
         let (renewal, ca) = match signed {
             Ok(Ok(done)) => done,
             Ok(Err(e)) if is_bad_csr(&e) => {
+                give_back();
                 return Answer {
                     topic,
                     response: failed(req.id, format!("the CSR was refused: {e}")),
                     outcome: "renew_bad_csr",
-                }
+                };
             }
             Ok(Err(e)) => {
+                give_back();
                 tracing::error!(error = %e, device_id = %device, "renewal failed");
                 return internal(topic, req.id);
             }
             Err(e) => {
+                give_back();
                 tracing::error!(error = %e, device_id = %device, "renewal task failed");
                 return internal(topic, req.id);
             }
         };
-        lock(&self.last).insert(device.clone(), Instant::now());
         let issued = &renewal.issued;
         let lifetime = issued.not_after - issued.not_before;
         let renew_at =
@@ -212,4 +225,58 @@ fn clamp_i64(secs: u64) -> i64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(csr: &str) -> CertRequest {
+        CertRequest {
+            id: Some("r".into()),
+            csr: csr.to_string(),
+        }
+    }
+
+    fn csr() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn two_renewals_at_once_issue_one_and_a_refused_one_gives_its_turn_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = PkiDir::init(dir.path(), kumo_certs::KeyAlgorithm::default()).unwrap();
+        let (a, b) = (
+            DeviceId::parse("dev-a").unwrap(),
+            DeviceId::parse("dev-b").unwrap(),
+        );
+        pki.issue_device(&a).unwrap();
+        pki.issue_device(&b).unwrap();
+        // Signing never reaches the database; the pool is never used.
+        let pool =
+            kumo_schema::connect_pool("host=/nonexistent", 1, Duration::from_secs(1)).unwrap();
+        let settings = DeviceCertSettings {
+            min_interval_secs: 3600,
+            ..DeviceCertSettings::default()
+        };
+        let renewer = Renewer::new(pki, pool, settings);
+        let (one, two) = tokio::join!(
+            renewer.sign(&a, request(&csr())),
+            renewer.sign(&a, request(&csr()))
+        );
+        let mut outcomes = [one.outcome, two.outcome];
+        outcomes.sort_unstable();
+        assert_eq!(outcomes, ["renew_too_soon", "renewed"]);
+        // A request that issues nothing does not use up the device's turn.
+        let bad = renewer.sign(&b, request("not a CSR")).await;
+        assert_eq!(bad.outcome, "renew_bad_csr");
+        assert_eq!(renewer.sign(&b, request(&csr())).await.outcome, "renewed");
+    }
 }

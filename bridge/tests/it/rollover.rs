@@ -148,6 +148,30 @@ async fn devices_move_to_a_new_ca_by_renewing_and_stay_connected_while_the_old_o
             && !publishes(s.port, &old_ca_copy, laggard.path(), "remo-old")
     })
     .await;
+    // The provisioning listener presents its re-issued certificate, without a
+    // restart: a device trusting only the new CA enrols there.
+    let provision = s.h.bridge.as_ref().unwrap().provision_addr().unwrap();
+    let new_ca_pem = std::fs::read(&new_ca).unwrap();
+    let enrolling = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&new_ca_pem).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/v1/provision", provision.port());
+    let mut reached = false;
+    for _ in 0..40 {
+        // Any HTTP answer (an empty request is refused) means TLS verified.
+        if let Ok(answer) = enrolling.post(&url).send().await {
+            assert_eq!(answer.status().as_u16() / 100, 4, "{answer:?}");
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        reached,
+        "the provisioning listener kept the old CA's certificate"
+    );
     // The fleet renews again and reconnects under the new CA only.
     let renewed = rx.borrow().renewals;
     wait_for("a second round of renewals", 40, || {
