@@ -9,7 +9,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /var/lib/kumo kumo \
- && mkdir -p /var/lib/kumo/pki && chown -R kumo:kumo /var/lib/kumo
+ && mkdir -p /var/lib/kumo/pki /var/lib/kumo/enrol /var/lib/kumo/sim-devices \
+ && chown -R kumo:kumo /var/lib/kumo
 COPY --from=build /src/target/release/kumo /usr/local/bin/kumo
 USER kumo
 WORKDIR /var/lib/kumo

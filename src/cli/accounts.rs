@@ -12,6 +12,7 @@ use kumo_certs::files::PkiDir;
 use kumo_contract::DeviceId;
 
 use kumo_bridge::json::rfc3339;
+use kumo_bridge::provision::codes;
 
 use crate::database::Database;
 use crate::settings::Settings;
@@ -36,6 +37,17 @@ pub enum UsersCommand {
         /// Display name of the first account.
         #[arg(long, default_value = "admin")]
         nickname: String,
+        /// Also make a claim code for the new account and write it to this
+        /// file (mode 0600), for devices to enrol with, e.g. `kumo sim
+        /// --claim-file`. Only when the account is created.
+        #[arg(long, value_name = "PATH")]
+        claim_code_file: Option<std::path::PathBuf>,
+        /// How many devices the claim code enrols.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i32).range(1..=1000))]
+        claim_uses: i32,
+        /// How long the claim code stays valid, seconds (at most 7 days).
+        #[arg(long, default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(i64).range(60..=7 * 24 * 3600))]
+        claim_expires_in: i64,
     },
 }
 
@@ -179,41 +191,72 @@ pub async fn users(
             accounts::create_user(&pool, &nickname, email.as_deref())
                 .await
                 .map(|user| println!("created user {} ({})", user.id, user.nickname))
+                .map_err(anyhow::Error::from)
         }
-        UsersCommand::Bootstrap { nickname } => bootstrap(&pool, &nickname).await,
-        UsersCommand::List => accounts::list_users(&pool).await.map(|users| {
-            println!(
-                "{:<36}  {:>7}  {:<20}  NICKNAME (EMAIL)",
-                "ID", "DEVICES", "CREATED"
-            );
-            for u in users {
+        UsersCommand::Bootstrap {
+            nickname,
+            claim_code_file,
+            claim_uses,
+            claim_expires_in,
+        } => {
+            let claim = claim_code_file.map(|path| FirstClaimCode {
+                path,
+                uses: claim_uses,
+                ttl: time::Duration::seconds(claim_expires_in),
+            });
+            bootstrap(&pool, &nickname, claim.as_ref()).await
+        }
+        UsersCommand::List => accounts::list_users(&pool)
+            .await
+            .map(|users| {
                 println!(
-                    "{:<36}  {:>7}  {:<20}  {}{}",
-                    u.id,
-                    u.devices,
-                    rfc3339(u.created_at),
-                    u.nickname,
-                    u.email.map(|e| format!(" ({e})")).unwrap_or_default()
+                    "{:<36}  {:>7}  {:<20}  NICKNAME (EMAIL)",
+                    "ID", "DEVICES", "CREATED"
                 );
-            }
-        }),
+                for u in users {
+                    println!(
+                        "{:<36}  {:>7}  {:<20}  {}{}",
+                        u.id,
+                        u.devices,
+                        rfc3339(u.created_at),
+                        u.nickname,
+                        u.email.map(|e| format!(" ({e})")).unwrap_or_default()
+                    );
+                }
+            })
+            .map_err(anyhow::Error::from),
     };
     drop(pool);
     db.close().await;
-    Ok(result?)
+    result
+}
+
+/// Where and how `users bootstrap` writes the first account's claim code.
+struct FirstClaimCode {
+    path: std::path::PathBuf,
+    uses: i32,
+    ttl: time::Duration,
 }
 
 /// `kumo users bootstrap`: idempotent, so a container can run it on every start.
 async fn bootstrap(
     pool: &deadpool_postgres::Pool,
     nickname: &str,
-) -> Result<(), accounts::AccountError> {
+    claim: Option<&FirstClaimCode>,
+) -> anyhow::Result<()> {
     let existing = accounts::list_users(pool).await?;
     if !existing.is_empty() {
         println!(
             "{} account(s) exist already; bootstrap created nothing (see `kumo users list`)",
             existing.len()
         );
+        if let Some(claim) = claim.filter(|c| !c.path.exists()) {
+            eprintln!(
+                "no claim code written to {}: it is made only with the first account \
+                 (make one with POST /v1/claim_codes)",
+                claim.path.display()
+            );
+        }
         return Ok(());
     }
     let user = accounts::create_user(pool, nickname, None).await?;
@@ -221,7 +264,39 @@ async fn bootstrap(
     let token = accounts::create_token(pool, &user.id, scopes, "bootstrap").await?;
     println!("created user {} ({})", user.id, user.nickname);
     println!("token (every scope; shown only once): {token}");
+    if let Some(claim) = claim {
+        let (listed, code) = codes::create(pool, &user.id, claim.uses, claim.ttl)
+            .await
+            .context("making the claim code")?;
+        write_secret(&claim.path, &code)?;
+        println!(
+            "claim code for {} device(s) until {} written to {}",
+            listed.uses,
+            rfc3339(listed.expires_at),
+            claim.path.display()
+        );
+    }
     Ok(())
+}
+
+/// Writes `text` to `path` readable by its owner only, replacing it whole
+/// (a reader never sees half a code).
+fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        writeln!(file, "{text}")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }
 
 pub async fn tokens(

@@ -81,6 +81,11 @@ pub struct SimArgs {
     /// run reuses them. The code must allow as many uses as devices.
     #[arg(long, value_name = "CODE")]
     claim: Option<String>,
+    /// As `--claim`, with the code read from this file (surrounding
+    /// whitespace ignored), so it stays out of the process list: `kumo users
+    /// bootstrap --claim-code-file` writes one.
+    #[arg(long, value_name = "PATH", conflicts_with = "claim")]
+    claim_file: Option<PathBuf>,
     #[arg(long, value_name = "HOST:PORT", help = default_help(
         "The provisioning listener, host:port",
         "sim.provision_addr",
@@ -153,7 +158,11 @@ fn sim_settings(args: &SimArgs, settings: &Settings) -> anyhow::Result<kumo_sim:
     if let Some(ms) = args.report_interval_ms {
         sim.report_interval_ms = ms;
     }
-    if let Some(code) = &args.claim {
+    let from_file = match &args.claim_file {
+        Some(path) => Some(read_claim_code(path)?),
+        None => None,
+    };
+    if let Some(code) = args.claim.as_ref().or(from_file.as_ref()) {
         sim.provisioning = Provisioning::Claim;
         sim.claim_code = Some(code.clone());
         if sim.device_cert_dir.is_none() {
@@ -169,6 +178,20 @@ fn sim_settings(args: &SimArgs, settings: &Settings) -> anyhow::Result<kumo_sim:
     sim.validate()
         .map_err(|e| anyhow!("invalid configuration: {e}"))?;
     Ok(sim)
+}
+
+/// The claim code kept in `path`: one line, not empty.
+fn read_claim_code(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the claim code from {}", path.display()))?;
+    let code = text.trim();
+    if code.is_empty() || code.contains(char::is_whitespace) {
+        anyhow::bail!(
+            "{} does not hold a claim code (one line, no spaces)",
+            path.display()
+        );
+    }
+    Ok(code.to_string())
 }
 
 /// The CA devices trust. Unless certificates were provisioned beforehand (or
@@ -328,6 +351,7 @@ mod tests {
             per_process: MAX_DEVICES_PER_PROCESS,
             summary_file: None,
             claim: None,
+            claim_file: None,
             provision: None,
             provision_only: false,
             worker: false,
@@ -370,6 +394,49 @@ mod tests {
         assert_eq!(
             sim.device_cert_dir,
             Some(settings.data_dir.join("sim-devices"))
+        );
+    }
+
+    #[test]
+    fn a_claim_code_file_is_read_trimmed_and_an_empty_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("claim-code");
+        std::fs::write(&path, "CCCCC-DDDDD\n").expect("write");
+        let sim = sim_settings(
+            &SimArgs {
+                claim_file: Some(path.clone()),
+                ..args()
+            },
+            &Settings::default(),
+        )
+        .expect("valid");
+        assert_eq!(sim.provisioning, Provisioning::Claim);
+        assert_eq!(sim.claim_code.as_deref(), Some("CCCCC-DDDDD"));
+
+        for bad in ["", " \n", "two words"] {
+            std::fs::write(&path, bad).expect("write");
+            let err = sim_settings(
+                &SimArgs {
+                    claim_file: Some(path.clone()),
+                    ..args()
+                },
+                &Settings::default(),
+            )
+            .expect_err("refused");
+            assert!(err.to_string().contains("claim code"), "{err}");
+        }
+        let missing = dir.path().join("none");
+        let err = sim_settings(
+            &SimArgs {
+                claim_file: Some(missing),
+                ..args()
+            },
+            &Settings::default(),
+        )
+        .expect_err("refused");
+        assert!(
+            format!("{err:#}").contains("reading the claim code"),
+            "{err:#}"
         );
     }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod compose;
 mod device_contract;
 mod stack;
 mod up;

@@ -268,3 +268,93 @@ fn up_with_three_nodes_serves_devices_on_each_and_commands_reach_them() {
         );
     }
 }
+
+/// The compose journey for a first start: `users bootstrap` makes the first
+/// account, its token and a claim code in a file; `kumo sim --claim-file`
+/// enrols devices with it through the provisioning listener, and they show up
+/// as that account's devices.
+#[test]
+fn bootstrap_writes_a_claim_code_that_simulated_devices_enrol_with_into_the_first_account() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let (_tmp, data) = temp_data_dir();
+    let up = Up::start(&data);
+    let bridge = address(&up.seen, "bridge", "http://");
+    let node = address(&up.seen, "broker", "mqtts://");
+    let provision = address(&up.seen, "provision", "https://");
+    let node_port = node.rsplit(':').next().expect("port");
+    let provision_port = provision
+        .split('/')
+        .next()
+        .and_then(|host_port| host_port.rsplit(':').next())
+        .expect("port");
+    let code_file = data.parent().expect("parent").join("claim-code");
+
+    let out = kumo_ok(
+        &data,
+        &[
+            "users",
+            "bootstrap",
+            "--claim-code-file",
+            code_file.to_str().expect("utf-8 path"),
+            "--claim-uses",
+            "2",
+        ],
+    );
+    let token = out
+        .lines()
+        .find_map(|l| l.rsplit_once("shown only once): ").map(|(_, t)| t.trim()))
+        .unwrap_or_else(|| panic!("a token in {out}"))
+        .to_string();
+    assert!(out.contains("claim code for 2 device(s)"), "{out}");
+    let mode = std::fs::metadata(&code_file)
+        .expect("code file")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the code is readable by its owner only"
+    );
+    let code = std::fs::read_to_string(&code_file).expect("code");
+
+    // A second bootstrap changes nothing, the code file included.
+    let again = kumo_ok(
+        &data,
+        &[
+            "users",
+            "bootstrap",
+            "--claim-code-file",
+            code_file.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(again.contains("created nothing"), "{again}");
+    assert_eq!(std::fs::read_to_string(&code_file).expect("code"), code);
+
+    let _sim = KillOnDrop(
+        kumo(&data)
+            .env("KUMO__SIM__REPORT_INTERVAL_MS", "500")
+            .env("KUMO__SIM__PROGRESS_INTERVAL_MS", "0")
+            .args(["sim", "--devices", "2", "--nodes"])
+            .arg(format!("127.0.0.1:{node_port}"))
+            .arg("--claim-file")
+            .arg(&code_file)
+            .arg("--provision")
+            .arg(format!("localhost:{provision_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kumo sim"),
+    );
+    eventually(
+        "both enrolled devices online in the first account",
+        60,
+        || {
+            let r = http(&bridge, "GET", "/1/devices", &token, &[], "");
+            r.status == 200
+                && r.body
+                    .as_array()
+                    .is_some_and(|all| all.len() == 2 && all.iter().all(|d| d["online"] == true))
+        },
+    );
+}
