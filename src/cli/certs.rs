@@ -11,7 +11,11 @@ use kumo_certs::files::{CertRecord, IssuedPaths, PkiDir};
 use kumo_certs::time::OffsetDateTime;
 use kumo_certs::{AccountId, DeviceId, KeyAlgorithm};
 
+use super::default_help;
 use crate::settings::Settings;
+
+/// The built-in settings, for `--help`.
+static DEFAULTS: std::sync::LazyLock<Settings> = std::sync::LazyLock::new(Settings::default);
 
 /// Arguments of `kumo certs`.
 #[derive(Debug, clap::Args)]
@@ -77,11 +81,17 @@ enum CertsCommand {
     /// Create whatever the stack needs and is missing (CA, CRL, the node's server
     /// certificate, the bridge's service certificate); idempotent, for deployments.
     EnsureStack {
-        /// The broker node id (default: `broker.node_id`).
-        #[arg(long)]
+        #[arg(long, help = default_help(
+            "The broker node id",
+            "broker.node_id",
+            &DEFAULTS.broker.node_id,
+        ))]
         node_id: Option<String>,
-        /// Names the node is reached by (repeatable; default: `certs.node_sans`).
-        #[arg(long = "san", value_name = "NAME_OR_IP")]
+        #[arg(long = "san", value_name = "NAME_OR_IP", help = default_help(
+            "Names the node is reached by (repeatable)",
+            "certs.node_sans",
+            DEFAULTS.certs.node_sans.join(","),
+        ))]
         sans: Vec<String>,
     },
     /// Re-sign the CRL with a new number and a fresh next-update.
@@ -287,5 +297,27 @@ fn print_table(records: &[CertRecord]) {
     line(header);
     for row in &rows {
         line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensure_stack_help_shows_default_values_and_the_settings_that_change_them() {
+        use clap::{Args as _, Command};
+        let mut certs = CertsArgs::augment_args(Command::new("certs"));
+        let help = certs
+            .find_subcommand_mut("ensure-stack")
+            .expect("ensure-stack")
+            .render_help()
+            .to_string();
+        for line in [
+            "[default: node-1; setting broker.node_id]",
+            "[default: localhost,127.0.0.1; setting certs.node_sans]",
+        ] {
+            assert!(help.contains(line), "{line} in {help}");
+        }
     }
 }

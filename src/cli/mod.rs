@@ -132,6 +132,12 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
 }
 
 /// A token cancelled on the first Ctrl-C or SIGTERM. Only the CLI installs handlers.
+/// `what [default: value; setting key]`: the value a flag takes when neither
+/// it nor the configuration says otherwise.
+fn default_help(what: &str, key: &str, value: impl std::fmt::Display) -> String {
+    format!("{what} [default: {value}; setting {key}]")
+}
+
 pub fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();

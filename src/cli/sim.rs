@@ -20,17 +20,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use super::default_help;
 use crate::settings::Settings;
 
 /// The built-in `[sim]` settings, for `--help`.
 static SIM: std::sync::LazyLock<kumo_sim::Settings> =
     std::sync::LazyLock::new(kumo_sim::Settings::default);
-
-/// `what [default: value; setting key]`: the value a flag takes when neither
-/// it nor the configuration says otherwise.
-fn default_help(what: &str, key: &str, value: impl std::fmt::Display) -> String {
-    format!("{what} [default: {value}; setting {key}]")
-}
 
 /// Arguments of `kumo sim`; each overrides the `[sim]` setting of the same name.
 /// Their help shows the built-in default and the setting that changes it.
