@@ -85,6 +85,34 @@ impl Default for CertsSettings {
     }
 }
 
+/// Every key whose value is a list (`a.b.c`), found from the defaults, so
+/// that `KUMO__A__B__C=x,y` is read as a list for each of them.
+fn list_keys() -> Vec<String> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            serde_json::Value::Array(_) => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let mut keys = Vec::new();
+    // Serializing plain settings structs cannot fail; an empty list would
+    // only turn list variables back into strings, which the load then refuses.
+    if let Ok(tree) = serde_json::to_value(Settings::default()) {
+        walk("", &tree, &mut keys);
+    }
+    keys
+}
+
 impl Settings {
     /// Loads defaults, then `file` (required when given explicitly, else `kumo.toml`
     /// if present), then the environment; then validates.
@@ -108,20 +136,17 @@ impl Settings {
             .into_iter()
             .filter(|(k, _)| k.starts_with("KUMO__"))
             .collect();
+        let mut environment = config::Environment::with_prefix("KUMO")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",");
+        for key in list_keys() {
+            environment = environment.with_list_parse_key(&key);
+        }
         let raw = config::Config::builder()
             .add_source(file_source)
-            .add_source(
-                config::Environment::with_prefix("KUMO")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("certs.node_sans")
-                    .with_list_parse_key("bridge.mqtt.nodes")
-                    .with_list_parse_key("sim.nodes")
-                    .with_list_parse_key("broker.peers")
-                    .source(Some(env)),
-            )
+            .add_source(environment.source(Some(env)))
             .build()
             .context("reading configuration")?;
         let mut settings: Settings = raw
@@ -227,6 +252,32 @@ mod tests {
         assert_eq!(s.certs.node_sans, ["broker", "10.0.0.5"]);
         assert_eq!(s.bridge.mqtt.nodes, ["broker-1:8883", "broker-2:8883"]);
         assert_eq!(s.broker.peers, ["broker-2:8883", "broker-3:8883"]);
+    }
+
+    #[test]
+    fn every_list_setting_takes_a_comma_separated_environment_variable() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("KUMO__BRIDGE__PROVISION__NODES", "mqtt.example.net:8883"),
+                ("KUMO__SIM__NODES", "a:1,b:2"),
+                (
+                    "KUMO__DATABASE__EMBEDDED__SHARED_PRELOAD_LIBRARIES",
+                    "pg_stat_statements",
+                ),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.bridge.provision.nodes, ["mqtt.example.net:8883"]);
+        assert_eq!(s.sim.nodes, ["a:1", "b:2"]);
+        assert_eq!(
+            s.database.embedded.shared_preload_libraries,
+            ["pg_stat_statements"]
+        );
+        let keys = list_keys();
+        for key in ["certs.node_sans", "bridge.mqtt.nodes", "broker.peers"] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
     }
 
     #[test]

@@ -122,10 +122,18 @@ impl EmbeddedOptions {
             start_timeout: Duration::from_secs(s.start_timeout_secs),
             database: s.database.clone(),
             ephemeral: false,
-            server_settings: vec![
+            server_settings: [
                 ("shared_buffers".into(), s.shared_buffers.clone()),
                 ("max_wal_size".into(), s.max_wal_size.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain((!s.shared_preload_libraries.is_empty()).then(|| {
+                (
+                    "shared_preload_libraries".into(),
+                    s.shared_preload_libraries.join(","),
+                )
+            }))
+            .collect(),
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct EmbeddedSettings {
     /// PostgreSQL's `max_wal_size` (default `2GB`): fewer checkpoints, and
     /// fewer full-page writes, under a steady stream of readings.
     pub max_wal_size: String,
+    /// PostgreSQL's `shared_preload_libraries`, e.g. `["pg_stat_statements"]`
+    /// to see which statements take the server's time (default none).
+    pub shared_preload_libraries: Vec<String>,
 }
 
 impl Default for EmbeddedSettings {
@@ -70,6 +73,7 @@ impl Default for EmbeddedSettings {
             database: "kumo".into(),
             shared_buffers: "256MB".into(),
             max_wal_size: "2GB".into(),
+            shared_preload_libraries: Vec::new(),
         }
     }
 }
@@ -137,6 +141,16 @@ impl DatabaseSettings {
                 ));
             }
         }
+        if let Some(bad) = e
+            .shared_preload_libraries
+            .iter()
+            .find(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "database.embedded.shared_preload_libraries: {bad:?} is not a library name \
+                 (letters, digits and '_')"
+            ));
+        }
         if e.run_as.trim().is_empty() {
             return Err("database.embedded.run_as must name a user".into());
         }
@@ -177,6 +191,21 @@ mod tests {
             s.embedded.max_wal_size = bad.into();
             let e = s.validate().expect_err(bad);
             assert!(e.contains("database.embedded.max_wal_size"), "{e}");
+        }
+    }
+
+    #[test]
+    fn preload_libraries_are_plain_names() {
+        let mut s = DatabaseSettings::default();
+        s.embedded.shared_preload_libraries = vec!["pg_stat_statements".into()];
+        assert_eq!(s.validate(), Ok(()));
+        for bad in ["", "a,b", "x'; fsync=off", "../lib"] {
+            s.embedded.shared_preload_libraries = vec![bad.into()];
+            let e = s.validate().expect_err(bad);
+            assert!(
+                e.contains("database.embedded.shared_preload_libraries"),
+                "{e}"
+            );
         }
     }
 }
