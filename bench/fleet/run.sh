@@ -259,6 +259,7 @@ KUMO__BROKER__NODE_ID=node-1 \
   KUMO__BRIDGE__PROVISION__LISTEN=127.0.0.1:$PROVISION_PORT \
   KUMO__BRIDGE__MQTT__NODES=$BRIDGE_NODES \
   KUMO__BRIDGE__RATE_LIMIT__REQUESTS=100000000 \
+  KUMO__DATABASE__EMBEDDED__SHARED_PRELOAD_LIBRARIES=pg_stat_statements \
   TOKIO_WORKER_THREADS=$BRIDGE_THREADS \
   "$KUMO" up --no-broker >"$WORK/up.out" 2>"$WORK/up.err" &
 UP_PID=$!
@@ -271,6 +272,8 @@ done
 grep -q 'Kumo is up' "$WORK/up.out" || { echo "kumo up not ready in 90 s" >&2; exit 1; }
 DB_URL=$(sed -n 's/^ *url: //p' "$WORK/up.out" | head -n 1)
 sql() { psql "$DB_URL" -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
+# Per-statement figures for the report (the library is preloaded above).
+sql "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 
 # Every device registered to one user, each with a LIGHT appliance (a copy of
 # one made through the API); commands go only to IR hubs (see CMD_DELAY).
@@ -359,10 +362,16 @@ sql "SELECT status, count(*) FROM commands GROUP BY status" >"$WORK/command-stat
 # PUBACK to the bridge, completed = the device's ack stored), for the report.
 rows_sql="SELECT extract(epoch FROM created_at) AS created, extract(epoch FROM sent_at) AS sent, extract(epoch FROM completed_at) AS completed, status, attempts, node_id, device_id FROM commands ORDER BY created_at"
 psql "$DB_URL" -X -q -c "\\copy ($rows_sql) TO '$WORK/command-rows.csv' CSV HEADER" || true
-# Where PostgreSQL's time went: scans per table (no pg_stat_statements here).
+# Where PostgreSQL's time went: scans per table, and the statements that
+# took the most time and read the most blocks.
 psql "$DB_URL" -X -c "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_live_tup, n_tup_ins, n_tup_upd,
     last_autoanalyze, last_autovacuum FROM pg_stat_user_tables ORDER BY seq_tup_read DESC LIMIT 12" \
   >"$WORK/pg-tables.txt" 2>&1 || true
+psql "$DB_URL" -X -c "SELECT calls, round(total_exec_time) AS total_ms,
+    round(mean_exec_time::numeric, 3) AS mean_ms, rows, shared_blks_hit + shared_blks_read AS blocks,
+    left(regexp_replace(query, '\s+', ' ', 'g'), 300) AS query
+    FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25" \
+  >"$WORK/pg-statements.txt" 2>&1 || true
 stop_sampler
 while read -r _ pid _ _; do stop_pid "$pid" TERM; done <"$WORK/nodes.txt"
 stop_pid "$UP_PID" TERM
