@@ -24,5 +24,6 @@ pub mod peer_hop;
 pub mod procstat;
 pub mod publish;
 pub mod tap;
+pub mod tls_cost;
 
 pub use error::BenchError;

@@ -45,6 +45,22 @@ enum Command {
     /// from devices with valid certificates, reconnecting whenever the node
     /// closes the connection (bench/fuzz-live/run.sh).
     Fuzz(FuzzArgs),
+    /// The CPU floor of a device connection: in-memory mutual-TLS
+    /// handshakes, full and resumed, timed on the device and node sides.
+    TlsCost(TlsCostArgs),
+}
+
+#[derive(Debug, Args)]
+struct TlsCostArgs {
+    /// Kumo PKI directory (its CA issues the devices and a server certificate).
+    #[arg(long)]
+    pki: PathBuf,
+    /// Handshakes of each kind.
+    #[arg(long, default_value_t = 2_000)]
+    count: u32,
+    /// Device id prefix of the certificates issued for the run.
+    #[arg(long, default_value = "tls-cost")]
+    prefix: String,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +242,11 @@ fn main() -> anyhow::Result<()> {
         Command::PeerHop(args) => runtime.block_on(peer_hop(args)),
         Command::Tap(args) => runtime.block_on(tap(args)),
         Command::Fuzz(args) => runtime.block_on(fuzz(args)),
+        Command::TlsCost(args) => {
+            let report = kumo_bench::tls_cost::measure(&args.pki, &args.prefix, args.count)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
     }
 }
 
