@@ -157,14 +157,18 @@ fn handshake(
         let t = thread_cpu();
         wire.clear();
         while client.wants_write() {
-            client.write_tls(&mut wire).map_err(|e| failed("device", &e))?;
+            client
+                .write_tls(&mut wire)
+                .map_err(|e| failed("device", &e))?;
         }
         device_cpu += thread_cpu() - t;
         let t = thread_cpu();
         feed(&mut server, &wire).map_err(|e| failed("node", &e))?;
         wire.clear();
         while server.wants_write() {
-            server.write_tls(&mut wire).map_err(|e| failed("node", &e))?;
+            server
+                .write_tls(&mut wire)
+                .map_err(|e| failed("node", &e))?;
         }
         node_cpu += thread_cpu() - t;
         let t = thread_cpu();
@@ -205,9 +209,6 @@ mod tests {
         assert_eq!(report.resumed_really, 20, "every second handshake resumes");
         assert!(report.full.node_us > 0.0 && report.full.device_us > 0.0);
         // A resumed handshake skips the certificate signatures on the node.
-        assert!(
-            report.resumed.node_us < report.full.node_us,
-            "{report:?}"
-        );
+        assert!(report.resumed.node_us < report.full.node_us, "{report:?}");
     }
 }

@@ -30,6 +30,7 @@ mod registry;
 mod retained;
 mod session;
 pub mod settings;
+mod tickets;
 mod tls;
 
 use std::net::SocketAddr;
@@ -130,10 +131,17 @@ async fn launch(
             .clone()
             .ok_or(BrokerError::MissingPath { key: "key" })?,
     };
-    let cache = settings.tls_session_cache;
+    let resumption = tls::Resumption {
+        session_cache: settings.tls_session_cache,
+        shared_tickets: match &settings.session_ticket_key_file {
+            Some(path) => Some(tickets::TicketSecret::load_or_create(path)?),
+            None => None,
+        },
+    };
     let loaded = {
         let files = files.clone();
-        tokio::task::spawn_blocking(move || tls::load(&files, cache))
+        let resumption = resumption.clone();
+        tokio::task::spawn_blocking(move || tls::load(&files, &resumption))
             .await
             .map_err(|e| BrokerError::Task(e.to_string()))??
     };
@@ -226,7 +234,7 @@ async fn launch(
     tokio::spawn(tls::watch(
         files,
         slot,
-        cache,
+        resumption,
         Duration::from_millis(settings.crl_poll_interval_ms),
         internal.clone(),
         move |revoked| {

@@ -170,6 +170,13 @@ async fn handshake(
         tracing::info!(%peer, serial, "revoked certificate refused");
         return refused("revoked");
     }
+    // So is the validity: a ticket can outlive the certificate it was made for.
+    let now = time::OffsetDateTime::now_utc();
+    match kumo_certs::validity_of_der(der) {
+        Ok((from, until)) if from <= now && now <= until => {}
+        Ok(_) => return refused("expired"),
+        Err(_) => return refused("bad_certificate"),
+    }
     let identity = match kumo_certs::identity_from_der(der) {
         Ok(i) => i,
         Err(e) => {

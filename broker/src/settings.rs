@@ -68,6 +68,13 @@ pub struct Settings {
     pub ingress_threads: usize,
     /// TLS sessions remembered for resumption; default 65,536.
     pub tls_session_cache: usize,
+    /// A file holding the secret TLS session tickets are sealed with (64 hex
+    /// digits; created if missing). Nodes given the same file resume each
+    /// other's sessions, so devices moving between nodes skip the full
+    /// handshake. `kumo broker` and `kumo up`, when they take the node's
+    /// certificates from the PKI directory, use `session-ticket.key` there;
+    /// unset = tickets of this node only.
+    pub session_ticket_key_file: Option<std::path::PathBuf>,
     /// How long shutdown waits for sessions to say goodbye, in ms; default 3,000.
     pub shutdown_grace_ms: u64,
     /// The other nodes of the cloud (`host:port` of their MQTT listeners). The
@@ -105,6 +112,7 @@ impl Default for Settings {
             session_expiry_secs: 3_600,
             ingress_threads: 2,
             tls_session_cache: 65_536,
+            session_ticket_key_file: None,
             shutdown_grace_ms: 3_000,
             peers: Vec::new(),
             peer_cert: None,

@@ -2,8 +2,11 @@
 //! the CA, CRL, certificate and key files, holds it in a slot that handshakes read
 //! and the file watcher swaps, and turns handshake failures into refusal reasons.
 //!
-//! Swapping the configuration also drops the resumption cache and ticket keys, so
-//! a revoked certificate cannot come back through session resumption.
+//! Swapping the configuration also drops the resumption cache and, unless the
+//! nodes share a ticket secret (`tickets`), the ticket keys; either way the
+//! listener checks every session's certificate against the live revocation
+//! set after the handshake, so a revoked certificate cannot come back through
+//! session resumption.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+use crate::tickets::{SharedTicketer, TicketSecret};
 use crate::BrokerError;
 
 /// Files the TLS configuration is built from.
@@ -71,8 +75,16 @@ fn tls_err(path: &Path, e: impl std::fmt::Display) -> BrokerError {
     }
 }
 
+/// How sessions are resumed: the server-side cache size and, when nodes
+/// share one, the ticket secret.
+#[derive(Debug, Clone)]
+pub(crate) struct Resumption {
+    pub session_cache: usize,
+    pub shared_tickets: Option<TicketSecret>,
+}
+
 /// Builds the server configuration and revoked-serial set from `files`.
-pub(crate) fn load(files: &TlsFiles, session_cache: usize) -> Result<Current, BrokerError> {
+pub(crate) fn load(files: &TlsFiles, resumption: &Resumption) -> Result<Current, BrokerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&files.ca).map_err(|e| pem_err(&files.ca, e))? {
@@ -104,8 +116,17 @@ pub(crate) fn load(files: &TlsFiles, session_cache: usize) -> Result<Current, Br
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| tls_err(&files.cert, e))?;
-    config.session_storage = ServerSessionMemoryCache::new(session_cache);
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| tls_err(&files.cert, e))?;
+    config.session_storage = ServerSessionMemoryCache::new(resumption.session_cache);
+    config.ticketer = match &resumption.shared_tickets {
+        Some(secret) => {
+            let bundle = std::fs::read(&files.ca).map_err(|e| pem_err(&files.ca, e))?;
+            Arc::new(SharedTicketer::new(secret.clone(), &bundle))
+        }
+        None => rustls::crypto::ring::Ticketer::new().map_err(|e| tls_err(&files.cert, e))?,
+    };
+    // One ticket per handshake: a device resumes once per reconnect, and each
+    // resumption hands it the next one.
+    config.send_tls13_tickets = 1;
     Ok(Current {
         config: Arc::new(config),
         revoked,
@@ -157,7 +178,7 @@ fn stamps(files: &TlsFiles) -> Vec<Option<(SystemTime, u64)>> {
 pub(crate) async fn watch(
     files: TlsFiles,
     slot: Arc<TlsSlot>,
-    session_cache: usize,
+    resumption: Resumption,
     interval: Duration,
     shutdown: CancellationToken,
     on_change: impl Fn(&HashSet<String>) + Send + 'static,
@@ -174,7 +195,8 @@ pub(crate) async fn watch(
         }
         let loaded = {
             let files = files.clone();
-            tokio::task::spawn_blocking(move || load(&files, session_cache)).await
+            let resumption = resumption.clone();
+            tokio::task::spawn_blocking(move || load(&files, &resumption)).await
         };
         match loaded {
             Ok(Ok(current)) => {

@@ -48,7 +48,7 @@ where
     F: FnMut(&Summary) + Send,
 {
     settings.validate().map_err(SimError::InvalidSettings)?;
-    let tls = Arc::new(TlsContext::from_ca_pem(&ca_pem)?);
+    let tls = Arc::new(TlsContext::from_ca_pem(&ca_pem)?.with_resumption(settings.tls_resumption));
     let source = Arc::new(CredentialSource::from_settings(&settings)?);
     let stats = Arc::new(Stats::new());
     stats.devices.store(settings.devices, Relaxed);

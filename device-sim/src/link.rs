@@ -138,6 +138,8 @@ impl LinkError {
 
 /// One established MQTT connection.
 pub struct Link {
+    /// The TLS handshake resumed the device's previous session.
+    pub resumed: bool,
     tls: ClientTls,
     protocol: Protocol,
     /// Bytes read and not yet decoded (freed when empty).
@@ -175,7 +177,9 @@ impl Link {
         let mut tls = ClientTls::client(tcp, o.tls, o.endpoint.name.clone())
             .map_err(|e| LinkError::new(FailureReason::Tls, e.to_string()))?;
         tls.handshake().await.map_err(|e| LinkError::io(e, true))?;
+        let resumed = tls.resumed();
         let mut link = Link {
+            resumed,
             tls,
             protocol: o.protocol,
             inbuf: BytesMut::new(),

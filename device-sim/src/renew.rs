@@ -71,7 +71,9 @@ impl Trust {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         match bundle {
             Some(pem) if pem != current.0 => {
-                let ctx = std::sync::Arc::new(TlsContext::from_ca_pem(pem)?);
+                let resumption = current.1.resumption();
+                let ctx =
+                    std::sync::Arc::new(TlsContext::from_ca_pem(pem)?.with_resumption(resumption));
                 *current = (pem.to_string(), ctx.clone());
                 Ok(ctx)
             }

@@ -123,6 +123,9 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
             }
             Some(Ok(mut link)) => {
                 stats.on_connected(first);
+                if link.resumed {
+                    stats.tls_resumed.fetch_add(1, Relaxed);
+                }
                 first = false;
                 // A session that got this far resets the backoff.
                 attempt = 0;

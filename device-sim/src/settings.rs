@@ -40,6 +40,10 @@ pub struct Settings {
     pub max_connecting: u64,
     /// MQTT keepalive, seconds. Default 60.
     pub keep_alive_secs: u16,
+    /// Each device keeps the session ticket its node hands it and resumes
+    /// with it on reconnect (any node of a cloud sharing a ticket secret
+    /// accepts it). Default true.
+    pub tls_resumption: bool,
     /// Deadline for TCP + TLS + CONNACK, ms. Default 10,000.
     pub connect_timeout_ms: u64,
     /// Reconnect backoff floor and ceiling, ms (exponential, full jitter). Defaults 500 / 30,000.
@@ -152,6 +156,7 @@ impl Default for Settings {
             ramp_per_sec: 500.0,
             max_connecting: 500,
             keep_alive_secs: 60,
+            tls_resumption: true,
             connect_timeout_ms: 10_000,
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,

@@ -74,6 +74,8 @@ pub struct Stats {
     pub failovers: AtomicU64,
     /// Connection attempts after a device's first (after a failure or a drop).
     pub retries: AtomicU64,
+    /// Connections whose TLS session was resumed (no certificate signatures).
+    pub tls_resumed: AtomicU64,
     pub published: AtomicU64,
     pub publish_dropped: AtomicU64,
     pub malformed_sent: AtomicU64,
@@ -115,6 +117,7 @@ impl Stats {
             burst_drops: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            tls_resumed: AtomicU64::new(0),
             published: AtomicU64::new(0),
             publish_dropped: AtomicU64::new(0),
             malformed_sent: AtomicU64::new(0),
@@ -196,6 +199,7 @@ impl Stats {
             burst_drops: get(&self.burst_drops),
             failovers: get(&self.failovers),
             retries: get(&self.retries),
+            tls_resumed: get(&self.tls_resumed),
             published,
             publish_dropped: get(&self.publish_dropped),
             malformed_sent: get(&self.malformed_sent),
@@ -294,6 +298,9 @@ pub struct Summary {
     /// Connection attempts after a device's first (after a failure or a drop).
     #[serde(default)]
     pub retries: u64,
+    /// Connections whose TLS session was resumed.
+    #[serde(default)]
+    pub tls_resumed: u64,
     pub published: u64,
     /// Publishes dropped because a device's request buffer was full.
     pub publish_dropped: u64,
@@ -354,6 +361,7 @@ impl Summary {
             burst_drops,
             failovers,
             retries,
+            tls_resumed,
             published,
             publish_dropped,
             malformed_sent,

@@ -3,9 +3,12 @@
 //!
 //! The CA PEM is parsed once; devices share the provider and verifier through
 //! `Arc`s, so a device costs only its certificate chain, key and a small config.
-//! Session resumption is off: a resumed TLS 1.3 session skips client
-//! authentication, so sharing a ticket store between devices would let one
-//! device's session stand in for another's. A node's certificate chain, once
+//! Each device keeps the one session ticket the node hands it, in its own
+//! configuration's store (`sim.tls_resumption`): a reconnect, to the same node
+//! or to another of the same cloud, resumes instead of repeating the
+//! certificate signatures, as device firmware does. Stores are never shared:
+//! a resumed TLS 1.3 session skips client authentication, so a shared store
+//! would let one device's session stand in for another's. A node's certificate chain, once
 //! verified, is remembered for a minute ([`KnownNodes`]); devices prefer
 //! AES-128-GCM/SHA-256.
 
@@ -33,6 +36,8 @@ use crate::error::SimError;
 pub struct TlsContext {
     provider: Arc<CryptoProvider>,
     verifier: Arc<KnownNodes>,
+    /// Whether device configurations keep a session ticket.
+    resumption: bool,
 }
 
 /// ring with AES-128-GCM/SHA-256 first, as constrained devices prefer it
@@ -156,7 +161,22 @@ impl TlsContext {
             webpki,
             known: Mutex::new(Vec::new()),
         });
-        Ok(Self { provider, verifier })
+        Ok(Self {
+            provider,
+            verifier,
+            resumption: true,
+        })
+    }
+
+    /// This context with device session resumption on or off.
+    pub fn with_resumption(mut self, on: bool) -> Self {
+        self.resumption = on;
+        self
+    }
+
+    /// Whether device configurations keep a session ticket.
+    pub fn resumption(&self) -> bool {
+        self.resumption
     }
 
     /// A client configuration that checks the server against the CA and
@@ -188,7 +208,13 @@ impl TlsContext {
             .with_custom_certificate_verifier(self.verifier.clone())
             .with_client_auth_cert(creds.chain, creds.key)
             .map_err(tls)?;
-        config.resumption = Resumption::disabled();
+        // Its own store, one server name (devices reach every node by the
+        // same kind of name) and the one ticket a node sends.
+        config.resumption = if self.resumption {
+            Resumption::in_memory_sessions(1)
+        } else {
+            Resumption::disabled()
+        };
         Ok(Arc::new(config))
     }
 }

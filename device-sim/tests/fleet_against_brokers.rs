@@ -388,3 +388,30 @@ async fn a_device_whose_node_is_down_fails_over_to_the_next_node() {
         "the dead node was tried first: {s:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_devices_resume_their_tls_session_unless_told_not_to() {
+    let broker = Broker::start_kumo().await;
+    for resumption in [true, false] {
+        let settings = Settings {
+            chaos: ChaosSettings {
+                disconnects_per_hour: 3600.0 * 2.0,
+                offline_max_ms: 100,
+                ..ChaosSettings::default()
+            },
+            tls_resumption: resumption,
+            ..fleet_settings(&broker, &format!("resume-{resumption}"), 3, Protocol::V4)
+        };
+        let (token, fleet) = start(settings, broker.ca_pem());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        token.cancel();
+        let s = fleet.await.unwrap().unwrap();
+        assert!(s.connects > 3, "devices came back: {s:?}");
+        if resumption {
+            assert!(s.tls_resumed > 0, "reconnects resumed: {s:?}");
+            assert!(s.tls_resumed < s.connects, "first connects are full: {s:?}");
+        } else {
+            assert_eq!(s.tls_resumed, 0, "{s:?}");
+        }
+    }
+}

@@ -49,6 +49,10 @@ pub(super) fn fill_cert_paths(
         return Ok(());
     }
     let stack = stack_paths(settings, &broker.node_id)?;
+    // Nodes of one PKI share the ticket secret: devices resume on any of them.
+    broker
+        .session_ticket_key_file
+        .get_or_insert_with(|| settings.certs_dir().join("session-ticket.key"));
     broker.ca.get_or_insert(stack.ca);
     broker.crl.get_or_insert(stack.crl);
     // Only take the PKI's node pair when neither half was configured.

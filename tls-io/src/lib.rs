@@ -169,6 +169,11 @@ impl ClientTls {
         let conn = UnbufferedClientConnection::new(config, name).map_err(tls_err)?;
         Ok(Self::new(io, conn))
     }
+
+    /// Whether the handshake resumed an earlier session (a ticket).
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
 }
 
 impl<C: Side> TlsIo<C> {

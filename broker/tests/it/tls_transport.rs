@@ -87,3 +87,111 @@ async fn messages_larger_than_a_tls_record_cross_the_node_intact_both_ways() {
         Some(down)
     );
 }
+
+/// Connects with `config` as `id`: how the TLS handshake went (`None`: it
+/// failed) and, when the node then accepted the session, the client.
+async fn try_connect(
+    node: &TestNode,
+    config: &Arc<rustls::ClientConfig>,
+    id: &str,
+) -> (Option<HandshakeKind>, Option<Client>) {
+    let tcp = TcpStream::connect(node.addr).await.unwrap();
+    let Ok(tls) = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+    else {
+        return (None, None);
+    };
+    let kind = tls.get_ref().1.handshake_kind();
+    let mut client = Client::from_stream(tls, 4);
+    let accepted = client.connect(id, 30, None).await == 0;
+    (kind, accepted.then_some(client))
+}
+
+/// Reads once, so the TLS 1.3 ticket sent after the handshake reaches the client.
+async fn take_ticket(client: Option<Client>) {
+    let mut client = client.expect("accepted");
+    client.send(Packet::PingReq(PingReq)).await;
+    assert!(matches!(client.recv().await, Some(Packet::PingResp(_))));
+}
+
+#[tokio::test]
+async fn nodes_sharing_a_ticket_secret_resume_each_others_sessions_but_never_a_revoked_one() {
+    let pki = Arc::new(Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("session-ticket.key");
+    let shared = |secret: std::path::PathBuf| {
+        move |s: &mut kumo_broker::Settings| s.session_ticket_key_file = Some(secret)
+    };
+    let a = TestNode::start_in(pki.clone(), shared(secret.clone())).await;
+    let b = TestNode::start_in(pki.clone(), shared(secret.clone())).await;
+    let own = TestNode::start_in(pki.clone(), |_| {}).await;
+    let creds = pki.device("remo-1");
+    let tls13 = &rustls::version::TLS13;
+    let config = client_config(&a, &creds, tls13);
+
+    let (kind, first) = try_connect(&a, &config, "remo-1").await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    take_ticket(first).await;
+    // A's ticket opens on B: the device moved nodes without a full handshake.
+    let (kind, moved) = try_connect(&b, &config, "remo-1").await;
+    assert_eq!(kind, Some(HandshakeKind::Resumed));
+    take_ticket(moved).await;
+    // A node with its own tickets cannot read them: a full handshake.
+    let other = client_config(&a, &creds, tls13);
+    let (_, fresh) = try_connect(&a, &other, "remo-1").await;
+    take_ticket(fresh).await;
+    let (kind, on_own) = try_connect(&own, &other, "remo-1").await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    assert!(on_own.is_some());
+
+    // Revoked: once both nodes refuse the certificate in a full handshake,
+    // B's ticket (still sealed correctly) resumes TLS on A, and A refuses
+    // the session all the same.
+    pki.revoke(&creds.serial);
+    let probe = client_config(&a, &creds, tls13);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while try_connect(&a, &probe, "remo-1").await.1.is_some()
+        || try_connect(&b, &probe, "remo-1").await.1.is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "revocation never loaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (kind, session) = try_connect(&a, &config, "remo-1").await;
+    assert_eq!(
+        kind,
+        Some(HandshakeKind::Resumed),
+        "the ticket itself opened"
+    );
+    assert!(session.is_none(), "a revoked device gets no session");
+}
+
+#[tokio::test]
+async fn a_ticket_does_not_outlive_the_certificate_it_was_made_for() {
+    let node = TestNode::start().await;
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let creds = node.pki.device_with(
+        "remo-1",
+        &kumo_certs::IssueOptions {
+            not_after: Some(expires),
+            ..Default::default()
+        },
+    );
+    let config = client_config(&node, &creds, &rustls::version::TLS13);
+    let (kind, first) = try_connect(&node, &config, "remo-1").await;
+    assert_eq!(kind, Some(HandshakeKind::Full));
+    take_ticket(first).await;
+    // X.509 times have whole seconds: wait until notAfter is surely past.
+    let left = expires - time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    tokio::time::sleep(left.try_into().unwrap_or_default()).await;
+    let (kind, session) = try_connect(&node, &config, "remo-1").await;
+    assert_eq!(
+        kind,
+        Some(HandshakeKind::Resumed),
+        "the ticket itself opened"
+    );
+    assert!(session.is_none(), "an expired certificate gets no session");
+}
