@@ -25,6 +25,7 @@ mod devices;
 mod docs;
 mod echonet;
 mod echonet_control;
+mod energy;
 mod events;
 mod homes;
 mod homes_live;
