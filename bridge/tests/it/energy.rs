@@ -334,3 +334,62 @@ async fn a_simulated_meter_gateway_reports_what_energy_history_needs() {
     );
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_backfilled_simulated_gateway_has_complete_half_hours_for_the_past_day() {
+    let stack = Stack::start(|_| {}).await;
+    stack.wait_ready().await;
+    stack
+        .h
+        .add_device("sim-000000", DeviceKind::SmartMeter)
+        .await;
+    let settings = kumo_sim::Settings {
+        nodes: vec![format!("127.0.0.1:{}", stack.port)],
+        devices: 1,
+        meter_fraction: 1.0,
+        backfill_days: 1,
+        backfill_step_secs: 300,
+        pki_dir: Some(stack.pki.dir().to_path_buf()),
+        ..kumo_sim::Settings::default()
+    };
+    let ca = std::fs::read_to_string(stack.pki.ca_path()).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let done = kumo_sim::backfill::run(settings, ca, stop).await.unwrap();
+    assert_eq!((done.gateways, done.reports, done.failed), (1, 288, 0));
+    // Every acknowledged report reaches the bridge and is stored.
+    let mut stored = 0i64;
+    for _ in 0..200 {
+        stored = stack
+            .h
+            .client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM readings WHERE device_id = 'sim-000000' AND sensor = 'energy'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if stored >= 288 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, 288);
+
+    let now = OffsetDateTime::now_utc();
+    let path = format!(
+        "/v1/devices/sim-000000/energy?from={}&to={}",
+        (now - time::Duration::days(1)).format(&Rfc3339).unwrap(),
+        now.format(&Rfc3339).unwrap()
+    );
+    let body = stack.h.get(&path).await.ok();
+    let bought = column(&body, "bought_kwh");
+    assert_eq!(bought.len(), 49, "a day of half hours, both ends partial");
+    let complete = bought.iter().filter(|v| v.is_number()).count();
+    assert!(complete >= 46, "{complete} complete slots: {body}");
+    let kwh =
+        body["total"]["bought_kwh"].as_f64().unwrap() + body["total"]["sold_kwh"].as_f64().unwrap();
+    assert!((2.0..60.0).contains(&kwh), "a household's day: {kwh} kWh");
+    stack.stop().await;
+}
