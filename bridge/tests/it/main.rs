@@ -26,6 +26,7 @@ mod docs;
 mod echonet;
 mod echonet_control;
 mod energy;
+mod energy_console;
 mod events;
 mod homes;
 mod homes_live;
