@@ -135,7 +135,7 @@ pub async fn energy(
                 "bought_kwh": kwh(s.bought),
                 "sold_kwh": kwh(s.sold),
                 "peak_w": s.peak_w.map_or(Value::Null, number),
-                "gap": s.gap(),
+                "gap": s.gap,
             })
         })
         .collect();
@@ -157,7 +157,7 @@ pub async fn energy(
         "total": {
             "bought_kwh": known(|s| s.bought),
             "sold_kwh": known(|s| s.sold),
-            "gaps": slots.iter().filter(|s| s.gap()).count(),
+            "gaps": slots.iter().filter(|s| s.gap).count(),
         },
     }))
     .into_response())
@@ -182,7 +182,7 @@ fn render_csv(slots: &[Slot], q: &Query) -> Response {
             cell(kwh(s.bought)),
             cell(kwh(s.sold)),
             cell(s.peak_w.map_or(Value::Null, number)),
-            s.gap(),
+            s.gap,
         );
     }
     (

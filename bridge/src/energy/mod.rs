@@ -75,18 +75,15 @@ pub struct Slot {
     pub start: OffsetDateTime,
     /// Bought (normal direction); `None` if not fully known.
     pub bought: Option<Energy>,
-    /// Sold (reverse direction); `None` if not fully known.
+    /// Sold (reverse direction); `None` if not fully known, or if the meter
+    /// reported no reverse counter (0xE3) at all in the range.
     pub sold: Option<Energy>,
     /// Largest instantaneous power read in the slot, W (negative while
     /// selling).
     pub peak_w: Option<f64>,
-}
-
-impl Slot {
-    /// Whether the slot's energy is not fully known.
-    pub fn gap(&self) -> bool {
-        self.bought.is_none() || self.sold.is_none()
-    }
+    /// Whether the slot's energy is not fully known: bought, or sold for a
+    /// meter that reports its reverse counter.
+    pub gap: bool,
 }
 
 /// Why energy history cannot be given.
@@ -135,12 +132,15 @@ pub async fn history(
     let bought = slots::energy_per_slot(&grid, &samples.bought, q.max_gap);
     let sold = slots::energy_per_slot(&grid, &samples.sold, q.max_gap);
     let peaks = slots::peak_per_slot(&grid, &samples.power);
+    // A meter without a reverse counter (no 0xE3 at all) is not missing data.
+    let sells = !samples.sold.is_empty();
     let slots = (0..grid.len)
         .map(|i| Slot {
             start: grid.slot_start(i),
             bought: bought[i],
             sold: sold[i],
             peak_w: peaks[i],
+            gap: bought[i].is_none() || (sells && sold[i].is_none()),
         })
         .collect();
     Ok((grid, slots))

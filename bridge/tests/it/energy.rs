@@ -356,25 +356,29 @@ async fn a_backfilled_simulated_gateway_has_complete_half_hours_for_the_past_day
     let stop = tokio_util::sync::CancellationToken::new();
     let done = kumo_sim::backfill::run(settings, ca, stop).await.unwrap();
     assert_eq!((done.gateways, done.reports, done.failed), (1, 288, 0));
-    // Every acknowledged report reaches the bridge and is stored.
-    let mut stored = 0i64;
+    // Every acknowledged report reaches the bridge: its readings (the
+    // reading writer) and its scale (the report shards, on their own path).
+    let (mut stored, mut scale) = (0i64, 0i64);
     for _ in 0..200 {
-        stored = stack
+        let row = stack
             .h
             .client()
             .await
             .query_one(
-                "SELECT count(*) FROM readings WHERE device_id = 'sim-000000' AND sensor = 'energy'",
+                "SELECT (SELECT count(*) FROM readings
+                         WHERE device_id = 'sim-000000' AND sensor = 'energy'),
+                        (SELECT count(*) FROM meter_scale_log)",
                 &[],
             )
             .await
-            .unwrap()
-            .get(0);
-        if stored >= 288 {
+            .unwrap();
+        (stored, scale) = (row.get(0), row.get(1));
+        if stored >= 288 && scale == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(scale, 3, "coefficient, unit and digits, logged once");
     assert_eq!(stored, 288);
 
     let now = OffsetDateTime::now_utc();
@@ -392,4 +396,33 @@ async fn a_backfilled_simulated_gateway_has_complete_half_hours_for_the_past_day
         body["total"]["bought_kwh"].as_f64().unwrap() + body["total"]["sold_kwh"].as_f64().unwrap();
     assert!((2.0..60.0).contains(&kwh), "a household's day: {kwh} kWh");
     stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_meter_without_a_reverse_counter_has_bought_energy_and_no_sold_column() {
+    let h = start().await;
+    h.add_device("meter-1", DeviceKind::SmartMeter).await;
+    report_scale(&h, "meter-1", T0).await;
+    store_minutes(
+        &h,
+        "meter-1",
+        T0,
+        -1..=61,
+        |m| 100 + (m + 1) as u64 / 3,
+        |_| 0,
+    )
+    .await;
+    h.client()
+        .await
+        .execute("DELETE FROM readings WHERE sensor = 'energy_sold'", &[])
+        .await
+        .unwrap();
+    let body = h
+        .get("/v1/devices/meter-1/energy?from=2024-05-01T00:00:00Z&to=2024-05-01T01:00:00Z")
+        .await
+        .ok();
+    assert_eq!(column(&body, "bought_kwh"), [json!(1), json!(1)]);
+    assert_eq!(column(&body, "sold_kwh"), [Value::Null, Value::Null]);
+    assert_eq!(column(&body, "gap"), [json!(false), json!(false)]);
+    h.stop().await;
 }
