@@ -97,6 +97,11 @@ const SECTIONS: &[Section] = &[
         name: "HomeSettings",
     },
     Section {
+        key: "bridge.energy",
+        source: BRIDGE,
+        name: "EnergySettings",
+    },
+    Section {
         key: "sim",
         source: SIM,
         name: "Settings",

@@ -47,6 +47,7 @@ pub static REF_PAGES: &[RefPage] = &[
     page!("scopes", "Token scopes"),
     page!("webhooks", "Webhooks"),
     page!("config", "Configuration"),
+    page!("energy", "Energy history"),
     page!("device-protocol", "Device protocol (MQTT)"),
     page!("mqtt-conformance", "MQTT conformance"),
     page!("nature-api-differences", "Differences from Nature"),

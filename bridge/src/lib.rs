@@ -14,6 +14,7 @@ pub mod console;
 pub mod db;
 pub mod device_state;
 pub mod docs;
+pub mod energy;
 pub mod error;
 pub mod events;
 pub mod form;

@@ -243,6 +243,7 @@ async fn launch(
         webhooks: webhooks.clone(),
         rules,
         homes: settings.homes.clone(),
+        energy: settings.energy.clone(),
     };
     let effects = crate::rules::Effects {
         pool: state.pool.clone(),

@@ -33,6 +33,26 @@ pub struct Settings {
     pub certs: DeviceCertSettings,
     /// Homes: how long an invite stays good.
     pub homes: HomeSettings,
+    /// Energy history from smart meters.
+    pub energy: EnergySettings,
+}
+
+/// `[bridge.energy]`: energy history (`GET /v1/devices/{id}/energy`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnergySettings {
+    /// Two consecutive meter readings on either side of a slot boundary
+    /// further apart than this many seconds leave both slots a gap: the
+    /// energy between them cannot be placed (default 600; 1 to 1,800).
+    pub max_sample_gap_secs: u64,
+}
+
+impl Default for EnergySettings {
+    fn default() -> Self {
+        Self {
+            max_sample_gap_secs: 600,
+        }
+    }
 }
 
 /// `[bridge.homes]`: homes and their members.
@@ -133,6 +153,7 @@ impl Default for Settings {
             provision: ProvisionSettings::default(),
             certs: DeviceCertSettings::default(),
             homes: HomeSettings::default(),
+            energy: EnergySettings::default(),
         }
     }
 }
@@ -302,6 +323,9 @@ impl Settings {
             return Err(
                 "bridge.homes.invite_ttl_secs must be between 1 and 2592000 (30 days)".into(),
             );
+        }
+        if !(1..=1800).contains(&self.energy.max_sample_gap_secs) {
+            return Err("bridge.energy.max_sample_gap_secs must be between 1 and 1800".into());
         }
         if self.command_ttl_secs == 0 {
             return Err("bridge.command_ttl_secs must be at least 1".into());

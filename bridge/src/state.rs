@@ -37,4 +37,6 @@ pub struct AppState {
     pub rules: crate::rules::RulesHandle,
     /// `[bridge.homes]`.
     pub homes: crate::settings::HomeSettings,
+    /// `[bridge.energy]`.
+    pub energy: crate::settings::EnergySettings,
 }

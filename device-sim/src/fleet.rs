@@ -212,7 +212,7 @@ async fn start_device(
     runtime::run(device, shared).await;
 }
 
-async fn prepare(
+pub(crate) async fn prepare(
     index: u64,
     s: &Settings,
     tls: &TlsContext,
@@ -252,7 +252,8 @@ async fn prepare(
         failure_rate: s.command_failure_rate,
         ignore_rate: s.command_ignore_rate,
     };
-    let model = DeviceModel::new(kind, SimRng::new(rng.next_u64()), policy);
+    let mut model = DeviceModel::new(kind, SimRng::new(rng.next_u64()), policy);
+    model.household_habits(s.aircon_in_use_fraction);
     Ok(Device {
         index,
         id,

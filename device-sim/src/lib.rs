@@ -10,10 +10,13 @@
 //! - [`stats`]: counters and the JSON [`Summary`];
 //! - [`tls`] and [`provision`]: certificates (issued, CSR-enrolled or pre-provisioned),
 //!   renewed over the live session (`renew`);
+//! - [`backfill`]: past days of meter reports, simulated fast, before a
+//!   fleet goes live;
 //! - [`worker`]: the protocol `kumo sim` uses to spread a fleet over processes.
 //!
 //! This crate runs one process's share and never spawns processes itself.
 
+pub mod backfill;
 pub mod claim;
 pub mod error;
 pub mod fleet;

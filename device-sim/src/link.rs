@@ -248,6 +248,17 @@ impl Link {
         })
     }
 
+    /// Whether a QoS 1 publish would be queued now (room in the write
+    /// buffer and the in-flight window).
+    pub fn can_publish_qos1(&self) -> bool {
+        !self.closing && self.out.len() < OUT_LIMIT && self.unacked < INFLIGHT
+    }
+
+    /// QoS 1 publishes not acknowledged yet.
+    pub fn unacked(&self) -> u16 {
+        self.unacked
+    }
+
     /// Queues a publish; `false` if too much is already waiting (the caller
     /// counts a drop).
     pub fn publish(&mut self, topic: &str, qos1: bool, retain: bool, payload: Vec<u8>) -> bool {

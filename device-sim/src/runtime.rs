@@ -227,7 +227,7 @@ fn offline_pause(s: &Settings, rng: &mut SimRng) -> Duration {
     Duration::from_millis(rng.below(max + 1))
 }
 
-fn will(dev: &Device) -> (String, Vec<u8>) {
+pub(crate) fn will(dev: &Device) -> (String, Vec<u8>) {
     let report = StateReport {
         online: false,
         appliances: None,

@@ -26,6 +26,11 @@ pub struct Settings {
     pub seed: u64,
     /// Fraction of devices that are smart-meter gateways rather than IR hubs. Default 0.1.
     pub meter_fraction: f64,
+    /// Fraction of gateways whose household runs its air conditioner as it
+    /// usually does from the start (cooling at 25–28 °C on warm days, heating
+    /// at 20–23 °C on cool ones) instead of leaving it off until commanded;
+    /// its draw is part of the meter's load either way. Default 0.
+    pub aircon_in_use_fraction: f64,
     /// Telemetry period per device, ms. Default 60,000.
     pub report_interval_ms: u64,
     /// How an IR hub publishes its readings: `combined` (default), one
@@ -49,6 +54,14 @@ pub struct Settings {
     /// Reconnect backoff floor and ceiling, ms (exponential, full jitter). Defaults 500 / 30,000.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Before going live, each gateway reports this many past days of its
+    /// meter (`kumo sim --backfill-days`), simulated in accelerated time and
+    /// stamped in the past, ending where its live meter starts. Default 0.
+    pub backfill_days: u32,
+    /// Simulated seconds between two backfilled meter reports (10 to 600:
+    /// at most the bridge's `bridge.energy.max_sample_gap_secs`, so the
+    /// slots are complete). Default 300.
+    pub backfill_step_secs: u64,
     /// Fraction of valid commands acked as failed. Default 0.
     pub command_failure_rate: f64,
     /// Fraction of commands dropped without an ack. Default 0.
@@ -151,6 +164,9 @@ impl Default for Settings {
             protocol: Protocol::V4,
             seed: 1,
             meter_fraction: 0.1,
+            aircon_in_use_fraction: 0.0,
+            backfill_days: 0,
+            backfill_step_secs: 300,
             report_interval_ms: 60_000,
             sensor_topics: SensorTopics::Combined,
             ramp_per_sec: 500.0,
@@ -198,8 +214,15 @@ impl Settings {
                 self.id_prefix
             )
         })?;
+        if self.backfill_days > 366 {
+            return Err("sim.backfill_days must be at most 366".into());
+        }
+        if !(10..=600).contains(&self.backfill_step_secs) {
+            return Err("sim.backfill_step_secs must be between 10 and 600".into());
+        }
         for (key, v) in [
             ("meter_fraction", self.meter_fraction),
+            ("aircon_in_use_fraction", self.aircon_in_use_fraction),
             ("command_failure_rate", self.command_failure_rate),
             ("command_ignore_rate", self.command_ignore_rate),
             ("chaos.burst_fraction", self.chaos.burst_fraction),

@@ -63,6 +63,13 @@ pub struct SimArgs {
         SIM.report_interval_ms,
     ))]
     report_interval_ms: Option<u64>,
+    #[arg(long, value_name = "DAYS", help = default_help(
+        "Before going live, each smart-meter gateway reports this many past days of its \
+         meter, simulated in accelerated time and stamped in the past",
+        "sim.backfill_days",
+        SIM.backfill_days,
+    ))]
+    backfill_days: Option<u32>,
     /// Most devices per worker process.
     #[arg(long, default_value_t = MAX_DEVICES_PER_PROCESS)]
     per_process: u64,
@@ -110,6 +117,13 @@ pub async fn run(args: SimArgs, settings: Settings) -> anyhow::Result<()> {
         eprintln!("certificates ready for {} devices", sim.devices);
         return Ok(());
     }
+    if sim.backfill_days > 0 {
+        let done = kumo_sim::backfill::run(sim.clone(), ca_pem.clone(), shutdown.clone()).await?;
+        eprintln!(
+            "backfilled {} simulated days of {} gateways: {} meter reports ({} gateways failed)",
+            sim.backfill_days, done.gateways, done.reports, done.failed
+        );
+    }
     let shares = worker::split(&sim, args.per_process);
     let summary = if shares.len() == 1 {
         kumo_sim::run_fleet(sim, ca_pem, shutdown).await?
@@ -152,6 +166,9 @@ fn sim_settings(args: &SimArgs, settings: &Settings) -> anyhow::Result<kumo_sim:
     }
     if let Some(ms) = args.report_interval_ms {
         sim.report_interval_ms = ms;
+    }
+    if let Some(days) = args.backfill_days {
+        sim.backfill_days = days;
     }
     let from_file = match &args.claim_file {
         Some(path) => Some(read_claim_code(path)?),
@@ -343,6 +360,7 @@ mod tests {
             ramp: None,
             duration: None,
             report_interval_ms: None,
+            backfill_days: None,
             per_process: MAX_DEVICES_PER_PROCESS,
             summary_file: None,
             claim: None,

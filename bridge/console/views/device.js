@@ -1,9 +1,11 @@
 // One device: its newest readings, history charts with a range picker
-// (GET /v1/devices/{id}/readings) and its appliances' controls.
+// (GET /v1/devices/{id}/readings; for a smart meter, power and its energy
+// per slot from GET /v1/devices/{id}/energy) and its appliances' controls.
 
 import * as api from '../api.js';
 import * as live from '../stream.js';
 import { chart } from '../chart.js';
+import { energyChart, energyStep, localOffset } from '../energy.js';
 import { fill, h, notice } from '../dom.js';
 import { SENSORS, ago, value } from '../format.js';
 import * as control from './control.js';
@@ -36,7 +38,8 @@ export async function render(main, { params }) {
   const more = kumo.find((d) => d.id === id) || {};
   const isMeter = more.kind === 'smart_meter' || appliances.some((a) => a.type === 'EL_SMART_METER')
     || 'power' in (device.newest_events || {});
-  const sensors = isMeter ? ['power', 'energy'] : ['te', 'hu', 'il'];
+  // A meter's raw counter is no chart: its energy per slot is.
+  const sensors = isMeter ? ['power'] : ['te', 'hu', 'il'];
 
   const status = h('span', { class: 'status', dataset: { online: String(device.online) } });
   const paintStatus = (online, at) => {
@@ -83,10 +86,21 @@ export async function render(main, { params }) {
     const query = (s) => `/v1/devices/${api.seg(id)}/readings?` + new URLSearchParams({
       sensor: s, from: new Date(from).toISOString(), to: new Date(to).toISOString(), step: String(step),
     });
+    const slot = energyStep(to - from);
+    const energyQuery = `/v1/devices/${api.seg(id)}/energy?` + new URLSearchParams({
+      from: new Date(from).toISOString(), to: new Date(to).toISOString(), step: slot, tz: localOffset(),
+    });
     try {
-      const results = await Promise.all(sensors.map((s) => api.get(query(s))));
+      const [results, energy] = await Promise.all([
+        Promise.all(sensors.map((s) => api.get(query(s)))),
+        isMeter ? api.get(energyQuery) : null,
+      ]);
       if (mine !== loading) return;
-      fill(charts, results.map((r, i) => h('figure', {},
+      fill(charts, energy && h('figure', {},
+        h('figcaption', {}, 'Energy', h('span', { class: 'muted' },
+          ` · kWh per ${slot}, bought up, sold down; shaded = not fully metered · `),
+        h('a', { href: '#', class: 'csv', onclick: (e) => { e.preventDefault(); downloadCsv(energyQuery); } }, 'CSV')),
+        energyChart(energy)), results.map((r, i) => h('figure', {},
         h('figcaption', {}, SENSORS[sensors[i]].label, h('span', { class: 'muted' }, ` · avg per ${step >= 3600 ? `${step / 3600} h` : step >= 60 ? `${step / 60} min` : `${step} s`}, band = min–max`)),
         chart({
           sensor: sensors[i], buckets: r.buckets, from, to, stepSecs: step,
@@ -95,6 +109,14 @@ export async function render(main, { params }) {
     } catch (e) {
       if (mine === loading) fill(charts, notice('error', `History could not be loaded: ${e.message}`));
     }
+  }
+
+  // The token travels in a header, never a URL: fetch, then save a blob.
+  async function downloadCsv(query) {
+    const text = await api.get(`${query}&format=csv`);
+    const a = h('a', { href: URL.createObjectURL(new Blob([text], { type: 'text/csv' })), download: `${id}-energy.csv` });
+    a.click();
+    URL.revokeObjectURL(a.href);
   }
 
   const commandLog = h('ol', { class: 'commands', 'aria-live': 'polite' });

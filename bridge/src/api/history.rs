@@ -16,7 +16,7 @@ use crate::json::rfc3339;
 use crate::state::AppState;
 
 /// Quantities kept in `readings`.
-pub const SENSORS: &[&str] = &["te", "hu", "il", "mo", "power", "energy"];
+pub const SENSORS: &[&str] = &["te", "hu", "il", "mo", "power", "energy", "energy_sold"];
 /// Most buckets one request may ask for.
 const MAX_BUCKETS: i64 = 10_000;
 

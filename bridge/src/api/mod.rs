@@ -11,6 +11,7 @@ pub(crate) mod control;
 mod devices;
 mod dispatch;
 mod echonet;
+mod energy;
 mod events;
 mod health;
 mod history;
@@ -121,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/claim_codes/{id}/revoke", post(claim_codes::revoke))
         .route("/v1/devices", get(devices::presence))
         .route("/v1/devices/{id}/readings", get(history::readings))
+        .route("/v1/devices/{id}/energy", get(energy::energy))
         .route("/v1/rules", get(rules::list).post(rules::create))
         .route(
             "/v1/rules/{id}",

@@ -42,6 +42,7 @@ pub static FILES: &[Asset] = &[
     asset!("dom.js", JS),
     asset!("stream.js", JS),
     asset!("chart.js", JS),
+    asset!("energy.js", JS),
     asset!("format.js", JS),
     asset!("views/signin.js", JS),
     asset!("views/devices.js", JS),

@@ -44,7 +44,8 @@ pub struct MeterReport {
     /// `None` for the smart meter.
     pub object: Option<Eoj>,
     pub properties: Vec<(u8, String)>,
-    /// `(sensor, value)`: `power` from EPC 0xE7, `energy` from 0xE0.
+    /// `(sensor, value)`: `power` from EPC 0xE7, `energy` from 0xE0,
+    /// `energy_sold` from 0xE3.
     pub readings: Vec<(&'static str, f64)>,
     pub at: OffsetDateTime,
 }
@@ -68,6 +69,7 @@ pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadErr
             let sensor = match p.epc {
                 0xE7 => "power",
                 0xE0 => "energy",
+                0xE3 => "energy_sold",
                 _ => return None,
             };
             let val = p.val.trim().parse::<f64>().ok().filter(|v| v.is_finite())?;
@@ -300,10 +302,14 @@ mod tests {
         let body = json!({"echonetlite_properties": [
             {"name": "measured_instantaneous", "epc": 231, "val": "452"},
             {"name": "normal_direction_cumulative_electric_energy", "epc": 224, "val": "10234"},
+            {"name": "reverse_direction_cumulative_electric_energy", "epc": 227, "val": "12"},
             {"name": "coefficient", "epc": 211, "val": "1"}], "ts": 1700000000000u64});
         let m = meter(body.to_string().as_bytes(), NOW).unwrap();
-        assert_eq!(m.properties.len(), 3);
-        assert_eq!(m.readings, vec![("power", 452.0), ("energy", 10234.0)]);
+        assert_eq!(m.properties.len(), 4);
+        assert_eq!(
+            m.readings,
+            vec![("power", 452.0), ("energy", 10234.0), ("energy_sold", 12.0)]
+        );
         assert!(meter(br#"{"echonetlite_properties": []}"#, NOW).is_err());
     }
 

@@ -81,6 +81,7 @@ async fn fixtures(h: &mut Harness) -> BTreeMap<&'static str, String> {
         h.add_device(device, kind).await;
     }
     ids.insert("DEVICE_ID", "remo-1".into());
+    ids.insert("METER_ID", "meter-1".into());
     ids.insert("SPARE_DEVICE_ID", "remo-spare".into());
     ids.insert(
         "AC_ID",

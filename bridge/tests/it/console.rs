@@ -165,7 +165,7 @@ async fn v1_devices_shows_presence_of_the_callers_devices_only() {
 }
 
 /// Signs in through the form; returns once the device list shows.
-async fn sign_in(b: &Browser, base: &str, token: &str) {
+pub(crate) async fn sign_in(b: &Browser, base: &str, token: &str) {
     b.goto(&format!("{base}/")).await;
     b.type_into("#token", token).await;
     b.click("#signin").await;

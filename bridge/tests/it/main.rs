@@ -25,6 +25,8 @@ mod devices;
 mod docs;
 mod echonet;
 mod echonet_control;
+mod energy;
+mod energy_console;
 mod events;
 mod homes;
 mod homes_live;

@@ -94,6 +94,32 @@ impl DeviceModel {
         Self { rng, policy, body }
     }
 
+    /// A gateway's household runs its air conditioner as it usually does
+    /// (cooling or heating for its climate) with chance `fraction`, instead
+    /// of leaving it off until commanded. Hubs are unchanged.
+    pub fn household_habits(&mut self, fraction: f64) {
+        if let Body::Meter { aircon, .. } = &mut self.body {
+            if self.rng.chance(fraction) {
+                aircon.run_as_usual(&mut self.rng);
+            }
+        }
+    }
+
+    /// A gateway's meter totals, kWh bought and sold; `None` for hubs.
+    pub fn meter_totals(&self) -> Option<(f64, f64)> {
+        match &self.body {
+            Body::Meter { meter, .. } => Some(meter.totals_kwh()),
+            Body::Hub { .. } => None,
+        }
+    }
+
+    /// Takes energy off a gateway's meter totals (see `SmartMeter::rewind`).
+    pub fn rewind_meter(&mut self, bought_kwh: f64, sold_kwh: f64) {
+        if let Body::Meter { meter, .. } = &mut self.body {
+            meter.rewind(bought_kwh, sold_kwh);
+        }
+    }
+
     /// Hub or meter.
     pub fn kind(&self) -> DeviceKind {
         match self.body {
@@ -109,8 +135,10 @@ impl DeviceModel {
                 Telemetry::Sensors(room.step(hour, dt_secs, appliances.influence()))
             }
             Body::Meter { meter, aircon } => {
-                aircon.step(dt_secs);
-                Telemetry::Meter(meter.step(hour, dt_secs))
+                // The unit draws what its state asked for over the step.
+                let ac_w = aircon.power_w();
+                aircon.step(hour, dt_secs);
+                Telemetry::Meter(meter.step(hour, dt_secs, ac_w))
             }
         }
     }

@@ -4,6 +4,9 @@
 //! Instantaneous power (EPC 0xE7, W, signed: negative while exporting), cumulative
 //! energy bought (0xE0) and sold (0xE3) as integer counts, with the coefficient
 //! (0xD3) and unit (0xE1) that turn counts into kWh. Counters never go backwards.
+//! The load is the household's own (base, morning and evening peaks, bursts of
+//! a kettle or dryer) plus what its controllable appliances draw, which the
+//! caller passes in: a commanded air conditioner changes the meter.
 
 use super::rng::SimRng;
 
@@ -83,10 +86,11 @@ impl SmartMeter {
         }
     }
 
-    /// Advances by `dt_secs` to local time `hour` and reads the meter.
-    pub fn step(&mut self, hour: f64, dt_secs: f64) -> MeterReading {
+    /// Advances by `dt_secs` to local time `hour`, with appliances drawing
+    /// `appliance_w` on top of the household's own load, and reads the meter.
+    pub fn step(&mut self, hour: f64, dt_secs: f64, appliance_w: f64) -> MeterReading {
         let dt = dt_secs.max(0.0);
-        let load = self.load_w(hour, dt);
+        let load = self.load_w(hour, dt) + appliance_w.max(0.0);
         let net = load - self.solar_w(hour);
         let kwh = net.abs() * dt / 3600.0 / 1000.0;
         if net >= 0.0 {
@@ -102,6 +106,18 @@ impl SmartMeter {
             unit: UNIT_CODE,
             effective_digits: EFFECTIVE_DIGITS,
         }
+    }
+
+    /// Energy bought and sold so far, kWh (what the counters count).
+    pub fn totals_kwh(&self) -> (f64, f64) {
+        (self.bought_kwh, self.sold_kwh)
+    }
+
+    /// Takes `bought` and `sold` kWh off the totals (not below zero): a
+    /// meter that will have counted them by the time it reaches today.
+    pub fn rewind(&mut self, bought: f64, sold: f64) {
+        self.bought_kwh = (self.bought_kwh - bought).max(0.0);
+        self.sold_kwh = (self.sold_kwh - sold).max(0.0);
     }
 
     /// Whether this home exports power at times.
@@ -158,7 +174,7 @@ mod tests {
         (0..24 * 60)
             .map(|m| {
                 let h = m as f64 / 60.0;
-                (h, meter.step(h, 60.0))
+                (h, meter.step(h, 60.0, 0.0))
             })
             .collect()
     }
@@ -167,7 +183,7 @@ mod tests {
     fn cumulative_counters_never_go_backwards() {
         for seed in 0..30 {
             let mut meter = SmartMeter::new(SimRng::new(seed));
-            let mut prev = meter.step(0.0, 0.0);
+            let mut prev = meter.step(0.0, 0.0, 0.0);
             for (_, r) in day_of(&mut meter) {
                 assert!(r.bought_count >= prev.bought_count);
                 assert!(r.sold_count >= prev.sold_count);
@@ -212,9 +228,29 @@ mod tests {
     }
 
     #[test]
+    fn appliance_power_adds_to_the_load_and_the_counter() {
+        let seed = (0..).find(|s| !SmartMeter::new(SimRng::new(*s)).has_solar());
+        let seed = seed.unwrap_or_default();
+        let (mut plain, mut with_ac) = (
+            SmartMeter::new(SimRng::new(seed)),
+            SmartMeter::new(SimRng::new(seed)),
+        );
+        let (mut a, mut b) = (plain.step(14.0, 0.0, 0.0), with_ac.step(14.0, 0.0, 0.0));
+        for m in 0..120 {
+            let h = 14.0 + m as f64 / 60.0;
+            a = plain.step(h, 60.0, 0.0);
+            b = with_ac.step(h, 60.0, 600.0);
+            assert_eq!(b.instantaneous_w - a.instantaneous_w, 600);
+        }
+        // 600 W for two hours: 1.2 kWh, 12 counts give or take one.
+        let more = b.bought_count as i64 - a.bought_count as i64;
+        assert!((11..=13).contains(&more), "{more} counts");
+    }
+
+    #[test]
     fn a_day_uses_a_plausible_amount_of_energy() {
         let mut meter = SmartMeter::new(SimRng::new(8));
-        let start = meter.step(0.0, 0.0).bought_count;
+        let start = meter.step(0.0, 0.0, 0.0).bought_count;
         let end = day_of(&mut meter)
             .last()
             .map(|(_, r)| r.bought_count)

@@ -12,6 +12,9 @@ pub mod meter;
 pub mod rng;
 pub mod sensors;
 
+#[cfg(test)]
+mod demand_response_tests;
+
 pub use device::{
     meter_report, CommandOutcome, CommandPolicy, DeviceModel, Telemetry, FIRMWARE_VERSION,
 };

@@ -1,0 +1,147 @@
+//! Energy history of a smart meter: kWh bought and sold and the peak power
+//! per clock-aligned slot (30 minutes, an hour or a day), computed from the
+//! meter's cumulative counters as ECHONET Lite defines them (`scale`), with
+//! wrap-around, gaps and resets handled by `slots`, for the caller's current
+//! ownership only (`store`). No HTTP here: `api/energy.rs` parses and renders.
+
+pub mod scale;
+pub mod slots;
+pub mod store;
+
+use deadpool_postgres::Pool;
+use time::{Duration, OffsetDateTime, UtcOffset};
+
+use crate::db::DbError;
+pub use scale::Energy;
+use slots::Grid;
+
+/// The longest range one request may cover (4,464 half-hour slots).
+pub const MAX_SPAN: Duration = Duration::days(93);
+
+/// Slot lengths offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    HalfHour,
+    Hour,
+    Day,
+}
+
+impl Step {
+    /// `30m`, `1h` or `1d`.
+    pub fn parse(raw: &str) -> Option<Step> {
+        match raw {
+            "30m" => Some(Step::HalfHour),
+            "1h" => Some(Step::Hour),
+            "1d" => Some(Step::Day),
+            _ => None,
+        }
+    }
+
+    /// The name [`Step::parse`] takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::HalfHour => "30m",
+            Step::Hour => "1h",
+            Step::Day => "1d",
+        }
+    }
+
+    /// The slot length.
+    pub fn duration(self) -> Duration {
+        match self {
+            Step::HalfHour => Duration::minutes(30),
+            Step::Hour => Duration::hours(1),
+            Step::Day => Duration::days(1),
+        }
+    }
+}
+
+/// What is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    pub from: OffsetDateTime,
+    pub to: OffsetDateTime,
+    pub step: Step,
+    /// Slots follow this offset's clock (a day starts at its midnight).
+    pub offset: UtcOffset,
+    /// Consecutive readings further apart than this across a slot boundary
+    /// leave a gap (`bridge.energy.max_sample_gap_secs`).
+    pub max_gap: Duration,
+}
+
+/// One slot of energy history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    pub start: OffsetDateTime,
+    /// Bought (normal direction); `None` if not fully known.
+    pub bought: Option<Energy>,
+    /// Sold (reverse direction); `None` if not fully known, or if the meter
+    /// reported no reverse counter (0xE3) at all in the range.
+    pub sold: Option<Energy>,
+    /// Largest instantaneous power read in the slot, W (negative while
+    /// selling).
+    pub peak_w: Option<f64>,
+    /// Whether the slot's energy is not fully known: bought, or sold for a
+    /// meter that reports its reverse counter.
+    pub gap: bool,
+}
+
+/// Why energy history cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum EnergyError {
+    #[error("from must be before to")]
+    Order,
+    #[error("from..to must span at most {} days", MAX_SPAN.whole_days())]
+    Span,
+    #[error("device {0} is not found")]
+    NotFound(String),
+    #[error("device {0} is not a smart meter")]
+    NotAMeter(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The grid of slots for `q`, checked.
+pub fn grid(q: &Query) -> Result<Grid, EnergyError> {
+    if q.from >= q.to {
+        return Err(EnergyError::Order);
+    }
+    if q.to - q.from > MAX_SPAN {
+        return Err(EnergyError::Span);
+    }
+    Grid::covering(q.from, q.to, q.step.duration(), q.offset).ok_or(EnergyError::Order)
+}
+
+/// `device`'s energy history as `user` may see it: slots before the current
+/// ownership began are gaps.
+pub async fn history(
+    pool: &Pool,
+    user: &str,
+    device: &str,
+    q: &Query,
+) -> Result<(Grid, Vec<Slot>), EnergyError> {
+    let grid = grid(q)?;
+    let lookback = grid.start - q.max_gap;
+    let access = store::access(pool, user, device, lookback)
+        .await?
+        .ok_or_else(|| EnergyError::NotFound(device.to_string()))?;
+    if !access.is_meter {
+        return Err(EnergyError::NotAMeter(device.to_string()));
+    }
+    let samples = store::samples(pool, device, access.since, grid.end() + q.max_gap).await?;
+    let bought = slots::energy_per_slot(&grid, &samples.bought, q.max_gap);
+    let sold = slots::energy_per_slot(&grid, &samples.sold, q.max_gap);
+    let peaks = slots::peak_per_slot(&grid, &samples.power);
+    // A meter without a reverse counter (no 0xE3 at all) is not missing data.
+    let sells = !samples.sold.is_empty();
+    let slots = (0..grid.len)
+        .map(|i| Slot {
+            start: grid.slot_start(i),
+            bought: bought[i],
+            sold: sold[i],
+            peak_w: peaks[i],
+            gap: bought[i].is_none() || (sells && sold[i].is_none()),
+        })
+        .collect();
+    Ok((grid, slots))
+}
