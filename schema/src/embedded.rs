@@ -125,6 +125,7 @@ impl EmbeddedOptions {
             server_settings: [
                 ("shared_buffers".into(), s.shared_buffers.clone()),
                 ("max_wal_size".into(), s.max_wal_size.clone()),
+                ("random_page_cost".into(), s.random_page_cost.to_string()),
             ]
             .into_iter()
             .chain((!s.shared_preload_libraries.is_empty()).then(|| {

@@ -57,6 +57,12 @@ pub struct EmbeddedSettings {
     /// PostgreSQL's `max_wal_size` (default `2GB`): fewer checkpoints, and
     /// fewer full-page writes, under a steady stream of readings.
     pub max_wal_size: String,
+    /// PostgreSQL's `random_page_cost` (default 1.1; PostgreSQL's own, 4,
+    /// prices a random read as a spinning disk's). The private server's
+    /// working set sits in its buffers and the page cache; at 4 the planner
+    /// scanned the whole appliances table for a round of state reports
+    /// rather than look up a few hundred devices in its index.
+    pub random_page_cost: f64,
     /// PostgreSQL's `shared_preload_libraries`, e.g. `["pg_stat_statements"]`
     /// to see which statements take the server's time (default none).
     pub shared_preload_libraries: Vec<String>,
@@ -73,6 +79,7 @@ impl Default for EmbeddedSettings {
             database: "kumo".into(),
             shared_buffers: "256MB".into(),
             max_wal_size: "2GB".into(),
+            random_page_cost: 1.1,
             shared_preload_libraries: Vec::new(),
         }
     }
@@ -141,6 +148,12 @@ impl DatabaseSettings {
                 ));
             }
         }
+        if !(e.random_page_cost > 0.0 && e.random_page_cost <= 100.0) {
+            return Err(format!(
+                "database.embedded.random_page_cost must be above 0 and at most 100, not {}",
+                e.random_page_cost
+            ));
+        }
         if let Some(bad) = e
             .shared_preload_libraries
             .iter()
@@ -191,6 +204,16 @@ mod tests {
             s.embedded.max_wal_size = bad.into();
             let e = s.validate().expect_err(bad);
             assert!(e.contains("database.embedded.max_wal_size"), "{e}");
+        }
+    }
+
+    #[test]
+    fn random_page_cost_is_a_positive_number() {
+        let mut s = DatabaseSettings::default();
+        for bad in [0.0, -1.0, f64::NAN, 1000.0] {
+            s.embedded.random_page_cost = bad;
+            let e = s.validate().expect_err("refused");
+            assert!(e.contains("database.embedded.random_page_cost"), "{e}");
         }
     }
 

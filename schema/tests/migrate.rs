@@ -1,4 +1,5 @@
-//! Migrations against a real PostgreSQL: fresh, re-run, concurrent, edited, failing.
+//! Migrations against a real PostgreSQL: fresh, re-run, concurrent, edited, failing; and the
+//! embedded server started with the configured settings.
 
 use kumo_schema::migrate::{migrate_with, Migration};
 use kumo_schema::{migrate, MigrateError, MIGRATIONS};
@@ -202,4 +203,39 @@ async fn the_homes_migration_gives_every_existing_user_a_home_holding_their_devi
         .expect("c1's home")
         .get(0);
     assert_eq!(carol, "carol");
+}
+
+/// `[database.embedded]`'s server settings reach the private PostgreSQL (in
+/// this binary rather than one of its own: one test binary per crate).
+mod embedded_settings {
+    use kumo_schema::settings::EmbeddedSettings;
+    use kumo_schema::{EmbeddedOptions, EmbeddedPostgres};
+
+    #[tokio::test]
+    async fn the_embedded_server_runs_with_the_configured_planner_and_memory_settings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = EmbeddedSettings {
+            data_dir: Some(dir.path().join("pg")),
+            port: 5439,
+            shared_buffers: "64MB".into(),
+            random_page_cost: 1.25,
+            ..EmbeddedSettings::default()
+        };
+        let mut opts = EmbeddedOptions::from_settings(&settings);
+        opts.ephemeral = true;
+        let pg = EmbeddedPostgres::start(opts).await.expect("server");
+        let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        for (name, want) in [("shared_buffers", "64MB"), ("random_page_cost", "1.25")] {
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .expect("show");
+            assert_eq!(row.get::<_, String>(0), want, "{name}");
+        }
+        drop(client);
+        pg.stop().await;
+    }
 }
