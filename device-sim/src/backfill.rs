@@ -20,7 +20,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SimError;
-use crate::link::{loopback_source, Endpoint, Link, LinkOptions};
+use crate::link::{Endpoint, Link};
 use crate::model::{meter_report, DeviceModel, Telemetry};
 use crate::runtime::{local_hour, now_ms, Device};
 use crate::settings::Settings;
@@ -176,18 +176,9 @@ async fn backfill_device(
         node: endpoint.addr.to_string(),
         reason: format!("backfilling {}: {reason}", dev.id),
     };
-    let mut link = Link::connect(LinkOptions {
-        protocol: s.protocol,
-        client_id: dev.id.as_str(),
-        endpoint,
-        source: loopback_source(dev.index, endpoint.addr),
-        tls: dev.tls.clone(),
-        keep_alive: Duration::from_secs(s.keep_alive_secs.into()),
-        connect_timeout: Duration::from_millis(s.connect_timeout_ms),
-        will: crate::runtime::will(&dev),
-    })
-    .await
-    .map_err(|e| fail(e.detail))?;
+    let mut link = Link::connect(crate::runtime::link_options(&dev, s, endpoint))
+        .await
+        .map_err(|e| fail(e.detail))?;
     let topic = device_topic(&dev.id, Leaf::Meter);
     let (mut sent, mut more) = (0u64, true);
     loop {

@@ -100,16 +100,7 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => None,
             // Boxed, like every part of a device's life that is big and
             // passing: the task keeps only what a connected device needs.
-            r = Box::pin(Link::connect(LinkOptions {
-                protocol: s.protocol,
-                client_id: dev.id.as_str(),
-                endpoint,
-                source: loopback_source(dev.index, endpoint.addr),
-                tls: dev.tls.clone(),
-                keep_alive: Duration::from_secs(s.keep_alive_secs.into()),
-                connect_timeout: Duration::from_millis(s.connect_timeout_ms),
-                will: will(&dev),
-            })) => Some(r),
+            r = Box::pin(Link::connect(link_options(&dev, s, endpoint))) => Some(r),
         };
         stats.connecting.fetch_sub(1, Relaxed);
         let pause = match connected {
@@ -225,6 +216,24 @@ fn offline_pause(s: &Settings, rng: &mut SimRng) -> Duration {
         ms => ms,
     };
     Duration::from_millis(rng.below(max + 1))
+}
+
+/// How `dev` connects to `endpoint` under the fleet's settings.
+pub(crate) fn link_options<'a>(
+    dev: &'a Device,
+    s: &Settings,
+    endpoint: &'a Endpoint,
+) -> LinkOptions<'a> {
+    LinkOptions {
+        protocol: s.protocol,
+        client_id: dev.id.as_str(),
+        endpoint,
+        source: loopback_source(dev.index, endpoint.addr),
+        tls: dev.tls.clone(),
+        keep_alive: Duration::from_secs(s.keep_alive_secs.into()),
+        connect_timeout: Duration::from_millis(s.connect_timeout_ms),
+        will: will(dev),
+    }
 }
 
 pub(crate) fn will(dev: &Device) -> (String, Vec<u8>) {

@@ -54,16 +54,7 @@ fn parse_offset(raw: &str) -> Option<UtcOffset> {
 }
 
 fn parse_query(params: &HashMap<String, String>, max_gap: Duration) -> ApiResult<Query> {
-    let time = |key: &str| -> ApiResult<Option<OffsetDateTime>> {
-        params
-            .get(key)
-            .map(|raw| {
-                OffsetDateTime::parse(raw, &Rfc3339).map_err(|_| {
-                    ApiError::bad_request(format!("{key} must be an RFC 3339 time, not {raw:?}"))
-                })
-            })
-            .transpose()
-    };
+    let time = |key: &str| super::history::parse_time(params, key);
     let to = time("to")?.unwrap_or_else(OffsetDateTime::now_utc);
     let from = time("from")?.unwrap_or(to - Duration::days(1));
     let step = match params.get("step") {

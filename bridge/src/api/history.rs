@@ -38,7 +38,11 @@ fn parse_step(raw: &str) -> Option<i64> {
     n.checked_mul(mult)
 }
 
-fn parse_time(params: &HashMap<String, String>, key: &str) -> ApiResult<Option<OffsetDateTime>> {
+/// `key` as an RFC 3339 time, if present; a 400 naming it if malformed.
+pub(super) fn parse_time(
+    params: &HashMap<String, String>,
+    key: &str,
+) -> ApiResult<Option<OffsetDateTime>> {
     params
         .get(key)
         .map(|raw| {
