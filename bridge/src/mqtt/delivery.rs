@@ -81,6 +81,8 @@ impl CommandSink for MqttSink {
 #[derive(Clone)]
 pub(crate) struct Router {
     publishers: Arc<[mpsc::Sender<QueuedCommand>]>,
+    /// Which node connections are up.
+    status: Arc<MqttStatus>,
     affinity: Arc<Affinity>,
     pool: Pool,
     commands: Arc<CommandLog>,
@@ -90,6 +92,7 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(
         publishers: Vec<mpsc::Sender<QueuedCommand>>,
+        status: Arc<MqttStatus>,
         affinity: Arc<Affinity>,
         pool: Pool,
         commands: Arc<CommandLog>,
@@ -97,6 +100,7 @@ impl Router {
     ) -> Self {
         Self {
             publishers: publishers.into(),
+            status,
             affinity,
             pool,
             commands,
@@ -168,6 +172,7 @@ impl Router {
             Whereabouts::Unknown if ask_db && self.online_in_db(cmd.device_id.as_str()).await => 0,
             Whereabouts::Unknown => return,
         };
+        let node = self.live_node(node);
         let Some(publisher) = self.publishers.get(node) else {
             return;
         };
@@ -185,6 +190,23 @@ impl Router {
             }
             Err(TrySendError::Closed(_)) => tracing::debug!("node publisher gone (shutting down)"),
         }
+    }
+
+    /// `preferred` if the bridge's connection to it is up, else the first
+    /// node whose connection is: a node that died still holds its devices in
+    /// the affinity map until they show up elsewhere, and a command published
+    /// on any node reaches its device wherever it connects (nodes forward
+    /// commands to their peers). Sent into a dead connection, it would wait
+    /// for the resend sweep. With no connection up, `preferred`.
+    fn live_node(&self, preferred: usize) -> usize {
+        let nodes = &self.status.nodes;
+        if nodes.get(preferred).is_some_and(|n| n.connected()) {
+            return preferred;
+        }
+        nodes
+            .iter()
+            .position(|n| n.connected())
+            .unwrap_or(preferred)
     }
 
     async fn online_in_db(&self, device_id: &str) -> bool {
@@ -333,7 +355,15 @@ mod tests {
         affinity.record("remo-1", 0, true, OffsetDateTime::now_utc());
         // A publisher whose event loop never takes anything.
         let (tx, mut rx) = mpsc::channel(1);
-        let router = Router::new(vec![tx], affinity, pool, commands, Duration::from_secs(10));
+        let status = Arc::new(super::super::MqttStatus::new(&["node-a:8883".to_string()]));
+        let router = Router::new(
+            vec![tx],
+            status,
+            affinity,
+            pool,
+            commands,
+            Duration::from_secs(10),
+        );
         let first = command("remo-1");
         let routed = async {
             router.dispatch(first.clone(), false).await;
@@ -346,5 +376,58 @@ mod tests {
         // What fitted went out; the rest waits in its row for the sweep.
         assert_eq!(rx.try_recv().map(|c| c.id).ok(), Some(first.id));
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_command_for_a_device_on_a_node_whose_connection_is_down_goes_through_a_node_that_is_up(
+    ) {
+        let pool = kumo_schema::connect_pool(
+            "postgres://nobody@127.0.0.1:1/none",
+            1,
+            Duration::from_millis(100),
+        )
+        .expect("a lazy pool");
+        let commands = Arc::new(CommandLog::new(
+            pool.clone(),
+            Duration::from_secs(60),
+            Arc::new(NoDelivery),
+            LiveFeed::default(),
+            CancellationToken::new(),
+        ));
+        let affinity = Arc::new(Affinity::default());
+        // The device was last seen on node 0, whose connection then broke.
+        affinity.record("remo-1", 0, true, OffsetDateTime::now_utc());
+        affinity.record("remo-2", 1, true, OffsetDateTime::now_utc());
+        let status = Arc::new(super::super::MqttStatus::new(&[
+            "node-a:8883".to_string(),
+            "node-b:8883".to_string(),
+            "node-c:8883".to_string(),
+        ]));
+        status.nodes[2]
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel(4)).unzip();
+        let router = Router::new(
+            senders,
+            status.clone(),
+            affinity,
+            pool,
+            commands,
+            Duration::from_secs(10),
+        );
+        let to_a = command("remo-1");
+        router.dispatch(to_a.clone(), false).await;
+        assert!(
+            receivers[0].try_recv().is_err(),
+            "nothing into the broken connection"
+        );
+        assert_eq!(receivers[2].try_recv().map(|c| c.id).ok(), Some(to_a.id));
+        // A node whose connection is up keeps its devices' commands.
+        status.nodes[1]
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let to_b = command("remo-2");
+        router.dispatch(to_b.clone(), false).await;
+        assert_eq!(receivers[1].try_recv().map(|c| c.id).ok(), Some(to_b.id));
     }
 }

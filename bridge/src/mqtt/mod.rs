@@ -222,6 +222,7 @@ pub fn start(
     drop(reports);
     let router = delivery::Router::new(
         publishers,
+        status.clone(),
         affinity,
         pool,
         commands,
