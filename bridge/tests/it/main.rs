@@ -14,6 +14,8 @@ mod sim;
 mod stack;
 
 mod api_contract;
+mod appliance_kinds;
+mod appliance_kinds_live;
 mod appliances;
 mod auth;
 mod batching;
