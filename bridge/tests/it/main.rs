@@ -29,6 +29,7 @@ mod echonet;
 mod echonet_control;
 mod events;
 mod homes;
+mod homes_integrations;
 mod homes_live;
 mod ingest;
 mod integrations;
