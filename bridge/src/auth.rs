@@ -20,7 +20,8 @@ pub const BASIC: &str = "basic";
 pub const BASIC_READ: &str = "basic.read";
 /// Change names, offsets, appliances and signals; manage tokens.
 pub const BASIC_WRITE: &str = "basic.write";
-/// Send commands to devices (signals, aircon, TV, light).
+/// Send commands to devices (signals, aircon, TV, light, floor heater,
+/// light projector, SESAME bot and its BLE macros).
 pub const SENDIR: &str = "sendir";
 /// Send raw IR messages (accepted for Nature compatibility).
 pub const SENDRAWIR: &str = "sendrawir";

@@ -20,6 +20,10 @@ pub enum ApplianceType {
     SmartMeter,
     /// An ECHONET Lite home air conditioner behind a gateway.
     ElAircon,
+    FloorHeater,
+    LightProjector,
+    /// A SESAME bot the hub reaches over BLE.
+    SesameBot,
 }
 
 impl ApplianceType {
@@ -32,6 +36,9 @@ impl ApplianceType {
             Self::Ir => "IR",
             Self::SmartMeter => "EL_SMART_METER",
             Self::ElAircon => "EL_AIRCON",
+            Self::FloorHeater => "FLOOR_HEATER",
+            Self::LightProjector => "LIGHT_PROJECTOR",
+            Self::SesameBot => "SESAME_BOT",
         }
     }
 
@@ -44,6 +51,9 @@ impl ApplianceType {
             "IR" => Some(Self::Ir),
             "EL_SMART_METER" => Some(Self::SmartMeter),
             "EL_AIRCON" => Some(Self::ElAircon),
+            "FLOOR_HEATER" => Some(Self::FloorHeater),
+            "LIGHT_PROJECTOR" => Some(Self::LightProjector),
+            "SESAME_BOT" => Some(Self::SesameBot),
             _ => None,
         }
     }
@@ -56,6 +66,9 @@ impl ApplianceType {
             ApplianceKind::Aircon => Self::Ac,
             ApplianceKind::Tv => Self::Tv,
             ApplianceKind::Light => Self::Light,
+            ApplianceKind::FloorHeater => Self::FloorHeater,
+            ApplianceKind::LightProjector => Self::LightProjector,
+            ApplianceKind::SesameBot => Self::SesameBot,
         }
     }
 }
@@ -96,4 +109,34 @@ pub fn buttons_json(buttons: &[Button]) -> Value {
             .map(|b| json!({"name": b.name, "image": b.image, "label": b.label}))
             .collect(),
     )
+}
+
+/// A stable UUID-shaped id for a catalogue name (a layout, a button): the
+/// first 16 bytes of its SHA-256, so every bridge shows the same one.
+pub fn name_uuid(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// Nature's `LightProjectordbLayout`: the remote's layout, its buttons as
+/// templates three to a row.
+pub fn projector_layout_json(m: &Model) -> Value {
+    let buttons = m.buttons();
+    let templates: Vec<Value> = buttons
+        .iter()
+        .map(|b| {
+            json!({"type": "button", "name": b.name,
+                   "uuid": name_uuid(&format!("{}/{}", m.id, b.name)),
+                   "image": b.image, "label": b.label, "text": b.label,
+                   "x_size": 1, "y_size": 1, "templates": []})
+        })
+        .collect();
+    json!({"type": "light_projector", "name": m.remote_name, "uuid": name_uuid(m.id),
+           "image": m.image, "label": m.name, "text": "", "x_size": 3,
+           "y_size": buttons.len().div_ceil(3), "templates": templates})
 }

@@ -40,15 +40,14 @@ pub async fn record_facts_in(
     let record = StateRecord {
         device_id,
         facts: facts.clone(),
-        aircon: None,
-        tv: None,
-        light: None,
+        appliances: None,
     };
     record_states_in(client, &[record]).await
 }
 
 /// Stores the appliance states a device reported in its `state`: AC settings
-/// on its `AC` appliances, TV and light state on its `TV` and `LIGHT` ones.
+/// on its `AC` appliances, TV and light state on its `TV` and `LIGHT` ones
+/// (a report's other kinds go through [`record_states_in`]).
 /// What the device holds is the truth; absent parts keep their value.
 pub async fn record_appliance_states(
     pool: &Pool,
@@ -71,12 +70,16 @@ pub async fn record_appliance_states_in(
     tv: Option<&serde_json::Value>,
     light: Option<&serde_json::Value>,
 ) -> Result<(), DbError> {
+    let mut appliances = serde_json::Map::new();
+    for (key, v) in [("aircon", aircon), ("tv", tv), ("light", light)] {
+        if let Some(v) = v {
+            appliances.insert(key.into(), v.clone());
+        }
+    }
     let record = StateRecord {
         device_id,
         facts: DeviceFacts::default(),
-        aircon: aircon.cloned(),
-        tv: tv.cloned(),
-        light: light.cloned(),
+        appliances: Some(serde_json::Value::Object(appliances)),
     };
     record_states_in(client, &[record]).await
 }
@@ -86,9 +89,10 @@ pub async fn record_appliance_states_in(
 pub struct StateRecord<'a> {
     pub device_id: &'a DeviceId,
     pub facts: DeviceFacts<'a>,
-    pub aircon: Option<serde_json::Value>,
-    pub tv: Option<serde_json::Value>,
-    pub light: Option<serde_json::Value>,
+    /// The reported appliance states, keyed as in the protocol's
+    /// `appliances` (`aircon`, `tv`, `light`, `floor_heater`,
+    /// `light_projector`, `sesame_bot`).
+    pub appliances: Option<serde_json::Value>,
 }
 
 /// [`record_facts_in`] and [`record_appliance_states_in`] for many devices,
@@ -128,57 +132,51 @@ pub async fn record_states_in(
     }
     let with_apps: Vec<&StateRecord> = records
         .iter()
-        .filter(|r| r.aircon.is_some() || r.tv.is_some() || r.light.is_some())
+        .filter(|r| {
+            r.appliances
+                .as_ref()
+                .and_then(serde_json::Value::as_object)
+                .is_some_and(|o| !o.is_empty())
+        })
         .collect();
     if with_apps.is_empty() {
         return Ok(());
     }
-    let now = OffsetDateTime::now_utc();
-    let settings: Vec<Option<serde_json::Value>> = with_apps
-        .iter()
-        .map(|r| r.aircon.clone().map(|v| stamped(v, now)))
-        .collect();
-    let tv: Vec<Option<&serde_json::Value>> = with_apps.iter().map(|r| r.tv.as_ref()).collect();
-    let light: Vec<Option<&serde_json::Value>> =
-        with_apps.iter().map(|r| r.light.as_ref()).collect();
+    let now = crate::json::rfc3339(OffsetDateTime::now_utc());
     let ids: Vec<&str> = with_apps.iter().map(|r| r.device_id.as_str()).collect();
-    // The same comparison as the single form: settings without `updated_at`.
+    let apps: Vec<Option<&serde_json::Value>> =
+        with_apps.iter().map(|r| r.appliances.as_ref()).collect();
+    // Each appliance type reads its key of the report; settings (AC, floor
+    // heater) are compared without their `updated_at`.
     let update = client
         .prepare_cached(
-            "UPDATE appliances a SET
-                 settings = CASE WHEN a.type = 'AC' THEN coalesce(i.ac, a.settings)
+            "WITH reported AS (
+                 SELECT i.id AS device_id, k.type, k.settings, i.apps -> k.key AS v
+                 FROM unnest($1::text[], $2::jsonb[]) AS i(id, apps)
+                 CROSS JOIN (VALUES ('AC', 'aircon', true), ('TV', 'tv', false),
+                                    ('LIGHT', 'light', false),
+                                    ('FLOOR_HEATER', 'floor_heater', true),
+                                    ('LIGHT_PROJECTOR', 'light_projector', false),
+                                    ('SESAME_BOT', 'sesame_bot', false))
+                            AS k(type, key, settings)
+                 WHERE jsonb_typeof(i.apps -> k.key) = 'object')
+             UPDATE appliances a SET
+                 settings = CASE WHEN r.settings
+                                 THEN r.v || jsonb_build_object('updated_at', $3::text)
                                  ELSE a.settings END,
-                 state = CASE a.type WHEN 'TV' THEN coalesce(i.tv, a.state)
-                                     WHEN 'LIGHT' THEN coalesce(i.light, a.state)
-                                     ELSE a.state END,
+                 state = CASE WHEN r.settings THEN a.state ELSE r.v END,
                  updated_at = now()
-             FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::jsonb[]) AS i(id, ac, tv, light)
-             WHERE a.device_id = i.id
-               AND ((a.type = 'AC' AND i.ac IS NOT NULL
-                     AND CASE WHEN jsonb_typeof(a.settings) = 'object'
-                              THEN a.settings - 'updated_at' ELSE a.settings END
-                         IS DISTINCT FROM CASE WHEN jsonb_typeof(i.ac) = 'object'
-                                               THEN i.ac - 'updated_at' ELSE i.ac END)
-                 OR (a.type = 'TV' AND i.tv IS NOT NULL AND a.state IS DISTINCT FROM i.tv)
-                 OR (a.type = 'LIGHT' AND i.light IS NOT NULL
-                     AND a.state IS DISTINCT FROM i.light))",
+             FROM reported r
+             WHERE a.device_id = r.device_id AND a.type = r.type
+               AND CASE WHEN r.settings
+                        THEN CASE WHEN jsonb_typeof(a.settings) = 'object'
+                                  THEN a.settings - 'updated_at' ELSE a.settings END
+                             IS DISTINCT FROM r.v - 'updated_at'
+                        ELSE a.state IS DISTINCT FROM r.v END",
         )
         .await?;
-    client
-        .execute(&update, &[&ids, &settings, &tv, &light])
-        .await?;
+    client.execute(&update, &[&ids, &apps, &now]).await?;
     Ok(())
-}
-
-/// AC settings as stored: with the time they were stored (objects only).
-fn stamped(mut settings: serde_json::Value, now: OffsetDateTime) -> serde_json::Value {
-    if let Some(obj) = settings.as_object_mut() {
-        obj.insert(
-            "updated_at".into(),
-            serde_json::Value::String(crate::json::rfc3339(now)),
-        );
-    }
-    settings
 }
 
 /// Known ECHONET Lite properties of a low-voltage smart meter (class 0x0288).

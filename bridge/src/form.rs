@@ -12,7 +12,8 @@ use axum::http::header::CONTENT_TYPE;
 use crate::error::ApiError;
 
 pub use crate::error::BODY_LIMIT;
-/// Longest value accepted for ordinary fields (names, ids, settings).
+/// Longest value accepted for ordinary fields (names, ids, settings), in
+/// characters — the unit the OpenAPI documents' `maxLength` counts.
 const MAX_FIELD: usize = 1024;
 /// Fields that carry IR messages, which are legitimately long.
 const LONG_FIELDS: &[&str] = &["message", "Message"];
@@ -53,10 +54,10 @@ impl<S: Send + Sync> FromRequest<S> for Form {
         let fields = crate::text::decode_form(&body, "field")?;
         if let Some((k, _)) = fields
             .iter()
-            .find(|(k, v)| v.len() > MAX_FIELD && !LONG_FIELDS.contains(&k.as_str()))
+            .find(|(k, v)| v.chars().count() > MAX_FIELD && !LONG_FIELDS.contains(&k.as_str()))
         {
             return Err(ApiError::bad_request(format!(
-                "{k} is longer than {MAX_FIELD} bytes"
+                "{k} is longer than {MAX_FIELD} characters"
             )));
         }
         Ok(Self { fields })

@@ -18,7 +18,8 @@ use crate::catalog::{ApplianceType, Capabilities, MODELS};
 pub fn catalogue_markdown() -> String {
     let mut out = String::from(
         "# Appliance catalogue\n\n\
-         The models an `AC`, `TV` or `LIGHT` appliance is created with: \
+         The models an `AC`, `TV`, `LIGHT`, `FLOOR_HEATER`, `LIGHT_PROJECTOR` or \
+         `SESAME_BOT` appliance is created with: \
          `POST /1/appliances` with `device`, `nickname` and `model=<model id>` \
          (`model_type` may be given too and must agree). Without a model the \
          appliance is a learned-IR one (`IR`), controlled with the signals it learns. \
@@ -45,10 +46,15 @@ pub fn catalogue_markdown() -> String {
     for m in MODELS {
         let _ = write!(out, "\n## `{}`\n\n", m.id);
         match &m.capabilities {
-            Capabilities::Aircon(caps) => {
+            Capabilities::Aircon(caps) | Capabilities::FloorHeater(caps) => {
+                let path = if m.aircon().is_some() {
+                    "aircon_settings"
+                } else {
+                    "floor_heater_settings"
+                };
                 let _ = writeln!(
                     out,
-                    "{}. Temperature unit `{}`. `POST /1/appliances/{{id}}/aircon_settings` \
+                    "{}. Temperature unit `{}`. `POST /1/appliances/{{id}}/{path}` \
                      takes, per mode (`operation_mode`), these values; `air_volume`, \
                      `air_direction` and `air_direction_h` also take `\"\"` (automatic) \
                      in every mode. A field left out keeps its value, or takes the \
@@ -56,22 +62,7 @@ pub fn catalogue_markdown() -> String {
                      temperature: the one in \"starts at\").\n",
                     m.name, caps.temp_unit
                 );
-                out.push_str(
-                    "| `operation_mode` | `temperature` | starts at | `air_volume` | `air_direction` | `air_direction_h` |\n\
-                     |---|---|---|---|---|---|\n",
-                );
-                for mode in caps.modes {
-                    let _ = writeln!(
-                        out,
-                        "| `{}` | {} | {} | {} | {} | {} |",
-                        mode.name,
-                        values(mode.temp),
-                        values(&[mode.default_temp]),
-                        values(mode.vol),
-                        values(mode.dir),
-                        values(mode.dirh)
-                    );
-                }
+                mode_table(&mut out, caps.modes);
                 let _ = writeln!(
                     out,
                     "\n`button`: `\"\"` (on), `power-off` (off){}.",
@@ -81,11 +72,13 @@ pub fn catalogue_markdown() -> String {
                         .collect::<String>()
                 );
             }
-            Capabilities::Tv { buttons } | Capabilities::Light { buttons } => {
-                let path = if matches!(m.capabilities, Capabilities::Tv { .. }) {
-                    "tv"
-                } else {
-                    "light"
+            Capabilities::Tv { buttons }
+            | Capabilities::Light { buttons }
+            | Capabilities::LightProjector { buttons } => {
+                let path = match m.capabilities {
+                    Capabilities::Tv { .. } => "tv",
+                    Capabilities::Light { .. } => "light",
+                    _ => "light_projector",
                 };
                 let _ = writeln!(
                     out,
@@ -97,9 +90,48 @@ pub fn catalogue_markdown() -> String {
                     let _ = writeln!(out, "| `{}` | {} | `{}` |", b.name, b.label, b.image);
                 }
             }
+            Capabilities::SesameBot { macros } => {
+                let _ = writeln!(
+                    out,
+                    "{}, a BLE switch pusher. `POST /1/appliances/{{id}}/sesame_bot/click` \
+                     toggles its arm (`up` ↔ `down`). Each bot also gets these BLE private \
+                     macros, listed with their ids by \
+                     `GET /1/ble/appliances/{{id}}/private_macros` and run with \
+                     `POST /1/ble/private_macros/{{macro id}}/exec`:\n",
+                    m.name
+                );
+                out.push_str("| macro | label | arm after |\n|---|---|---|\n");
+                for b in *macros {
+                    let after = m
+                        .operate_sesame(&Default::default(), b.name)
+                        .map(|s| s.arm)
+                        .unwrap_or_default();
+                    let _ = writeln!(out, "| `{}` | {} | `{after}` |", b.name, b.label);
+                }
+            }
         }
     }
     out
+}
+
+/// The per-mode table of an aircon or floor heater model.
+fn mode_table(out: &mut String, modes: &[kumo_contract::appliance::AcMode]) {
+    out.push_str(
+        "| `operation_mode` | `temperature` | starts at | `air_volume` | `air_direction` | `air_direction_h` |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for mode in modes {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} |",
+            mode.name,
+            values(mode.temp),
+            values(&[mode.default_temp]),
+            values(mode.vol),
+            values(mode.dir),
+            values(mode.dirh)
+        );
+    }
 }
 
 /// A list of accepted values as code spans, ranges of numbers shortened.

@@ -239,6 +239,7 @@ async fn launch(
         commands: commands.clone(),
         metrics: Default::default(),
         mqtt: mqtt.as_ref().map(|m| m.status.clone()),
+        ownership: mqtt.as_ref().map(|m| m.ownership.clone()),
         events: events.clone(),
         webhooks: webhooks.clone(),
         rules,

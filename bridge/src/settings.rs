@@ -278,6 +278,11 @@ pub struct MqttSettings {
     pub online_settle_ms: u64,
     /// Seconds between reconnection attempts to a node (default 1).
     pub reconnect_secs: u64,
+    /// How often the device-ownership log is read for changes to announce
+    /// to the nodes (integrations' scope), in milliseconds (default 200). A
+    /// request that removes a home member reads it at once and waits for
+    /// every connected node to apply it.
+    pub ownership_poll_ms: u64,
     /// A node unreachable for this many seconds is taken as lost: the devices
     /// it held are shown offline until it is reached again (default 30; 0 =
     /// never). When the node answers again with the bridge's session intact
@@ -298,6 +303,7 @@ impl Default for MqttSettings {
             resend_after_secs: 10,
             online_settle_ms: 300,
             reconnect_secs: 1,
+            ownership_poll_ms: 200,
             node_lost_after_secs: 30,
         }
     }
@@ -357,6 +363,9 @@ impl Settings {
         }
         if self.mqtt.inflight == 0 {
             return Err("bridge.mqtt.inflight must be at least 1".into());
+        }
+        if self.mqtt.ownership_poll_ms == 0 {
+            return Err("bridge.mqtt.ownership_poll_ms must be at least 1".into());
         }
         if self.mqtt.resend_after_secs == 0 {
             return Err("bridge.mqtt.resend_after_secs must be at least 1".into());

@@ -29,6 +29,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Broker connections, when the MQTT side runs.
     pub mqtt: Option<Arc<MqttStatus>>,
+    /// How far each node has applied the device-ownership feed (integrations'
+    /// scope), when the MQTT side runs.
+    pub ownership: Option<Arc<crate::mqtt::OwnershipSync>>,
     /// Per-account live events behind `GET /v1/events`.
     pub events: crate::events::EventHub,
     /// Account webhooks, rule-action POSTs and their delivery worker.

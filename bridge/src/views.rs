@@ -163,6 +163,7 @@ pub async fn appliances(
         .map(|r| r.get(7))
         .collect();
     let mut properties = meter_properties(client, &meter_devices).await?;
+    let mut macros = private_macros(client, &ids).await?;
     let mut el_properties = if echonet {
         echonet_properties(client, &ids).await?
     } else {
@@ -177,7 +178,11 @@ pub async fn appliances(
                 Some(p) => Some(p),
                 None => properties.remove(&device_id),
             };
-            appliance_json(r, signals.remove(&id).unwrap_or_default(), props)
+            let extra = Extra {
+                meter: props,
+                macros: macros.remove(&id).unwrap_or_default(),
+            };
+            appliance_json(r, signals.remove(&id).unwrap_or_default(), extra)
         })
         .collect())
 }
@@ -187,10 +192,19 @@ pub fn signal_json(id: String, name: String, image: String) -> Value {
     json!({"id": id, "name": name, "image": image})
 }
 
+/// What an appliance shows besides its row: ECHONET Lite properties, BLE
+/// private macros.
+struct Extra {
+    meter: Option<Vec<Value>>,
+    macros: Map<String, Value>,
+}
+
 /// `model`, `settings` and `aircon` are always present (null when unused), as
-/// Nature sends them; `tv`, `light` and `smart_meter` only on appliances that
-/// have them — published clients (e.g. PyPI `nature-remo`) reject a null there.
-fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Value {
+/// Nature sends them; `tv`, `light`, `smart_meter`, `floor_heater`,
+/// `light_projector` and `ble` only on appliances that have them — published
+/// clients (e.g. PyPI `nature-remo`) reject a null there.
+fn appliance_json(r: &Row, signals: Vec<Value>, extra: Extra) -> Value {
+    let Extra { meter, macros } = extra;
     let kind = ApplianceType::parse(&r.get::<_, String>(1)).unwrap_or(ApplianceType::Ir);
     let model = r
         .get::<_, Option<String>>(4)
@@ -221,6 +235,19 @@ fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Va
         (ApplianceType::Light, Some(m)) => {
             out["light"] = json!({"buttons": catalog::buttons_json(m.buttons()), "state": state});
         }
+        (ApplianceType::FloorHeater, Some(m)) => {
+            if let Some(caps) = m.floor_heater() {
+                out["floor_heater"] = catalog::aircon_json(caps);
+            }
+            out["settings"] = settings.unwrap_or(Value::Null);
+        }
+        (ApplianceType::LightProjector, Some(m)) => {
+            out["light_projector"] =
+                json!({"layout": catalog::projector_layout_json(m), "state": state});
+        }
+        (ApplianceType::SesameBot, Some(_)) => {
+            out["ble"] = ble_json(&r.get::<_, String>(0), macros, state);
+        }
         (ApplianceType::SmartMeter, _) => {
             out["smart_meter"] = json!({"echonetlite_properties": meter.unwrap_or_default()});
         }
@@ -231,6 +258,53 @@ fn appliance_json(r: &Row, signals: Vec<Value>, meter: Option<Vec<Value>>) -> Va
         _ => {}
     }
     out
+}
+
+/// Nature's `BLEControlItem` for a SESAME bot, with Kumo's `state`. Kumo
+/// pairs nothing itself: the address is derived from the appliance id (a
+/// static random address), and the hub is the bot's bonded owner.
+fn ble_json(id: &str, macros: Map<String, Value>, state: Option<Value>) -> Value {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.as_bytes());
+    let mut addr: Vec<String> = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    // A static random address has its two top bits set.
+    addr[0] = format!("{:02x}", digest[0] | 0xc0);
+    json!({
+        "addr": addr.join(":"),
+        "addr_type": "random",
+        "bonded": true,
+        "sesame": {"uuid": id, "device_type": "sesame_bot", "key_level": "owner",
+                   "user_index": []},
+        "macros": macros,
+        "state": state,
+    })
+}
+
+/// Nature's `BLEPrivateMacroResponse`.
+pub fn private_macro_json(id: &str) -> Value {
+    json!({"id": id, "url": format!("/1/ble/private_macros/{id}/exec")})
+}
+
+/// Each appliance's private macros, by name, keyed by appliance id.
+async fn private_macros(
+    client: &impl GenericClient,
+    appliance_ids: &[String],
+) -> Result<HashMap<String, Map<String, Value>>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT appliance_id, id, name FROM ble_private_macros
+             WHERE appliance_id = ANY($1) ORDER BY appliance_id, position",
+            &[&appliance_ids],
+        )
+        .await?;
+    let mut out: HashMap<String, Map<String, Value>> = HashMap::new();
+    for m in &rows {
+        let id: String = m.get(1);
+        out.entry(m.get(0))
+            .or_default()
+            .insert(m.get(2), private_macro_json(&id));
+    }
+    Ok(out)
 }
 
 /// Each meter device's properties as Nature's `ELPropertyResponse` list (`epc` a number).

@@ -20,9 +20,11 @@ use std::sync::Arc;
 use kumo_contract::topic::{self, Leaf};
 use kumo_contract::{AccountId, DeviceId, Identity};
 
-/// Which devices an account owns; filled in by the bridge. The default denies all.
+/// Which devices an account's integrations may reach: those it owns and
+/// those of the homes it is a member of; filled in by the bridge. The
+/// default denies all.
 pub trait AccountDevices: Send + Sync + 'static {
-    /// True when `device` belongs to `account`.
+    /// True when `device` belongs to `account` or to a home it is a member of.
     fn owns(&self, account: &AccountId, device: &DeviceId) -> bool;
 }
 

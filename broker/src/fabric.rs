@@ -120,12 +120,19 @@ impl Fabric {
             metrics,
             shutdown.clone(),
         ));
-        tokio::spawn(follow_ownership(ownership_rx, ownership, shutdown));
-        Ok(Fabric {
+        let fabric = Fabric {
             ingress: ingress.into(),
             links,
             retained: Arc::default(),
-        })
+        };
+        tokio::spawn(follow_ownership(
+            ownership_rx,
+            ownership,
+            fabric.clone(),
+            node_id.to_string(),
+            shutdown,
+        ));
+        Ok(fabric)
     }
 
     /// Publishes `message`: a RETAIN=1 message updates the retained store at
@@ -250,12 +257,38 @@ async fn demux_commands(
     .await;
 }
 
-/// Applies the bridge's ownership announcements to the node's map, in order.
-async fn follow_ownership(rx: LinkRx, ownership: Arc<Ownership>, shutdown: CancellationToken) {
+/// Applies the bridge's ownership announcements to the node's map, in order,
+/// and echoes each sync marker on `kumo/nodes/{node}/ownership` once what
+/// came before it is applied (the bridge waits for that before a removed home
+/// member is told they are out).
+async fn follow_ownership(
+    rx: LinkRx,
+    ownership: Arc<Ownership>,
+    fabric: Fabric,
+    node: String,
+    shutdown: CancellationToken,
+) {
+    let applied = kumo_contract::ownership::applied_topic(&node);
     follow_link(rx, "ownership", shutdown, |publish, _| {
         let topic = std::str::from_utf8(&publish.topic).unwrap_or_default();
         if !ownership.apply(topic, &publish.payload) {
             tracing::warn!(topic, "malformed ownership announcement ignored");
+            return;
+        }
+        if topic == kumo_contract::ownership::SYNC {
+            let echo = rumqttd::protocol::Publish::new(
+                bytes::Bytes::from(applied.clone()),
+                publish.payload.clone(),
+                false,
+            );
+            let (fabric, key) = (fabric.clone(), format!("kumo-{node}-ownership"));
+            let mut echo = Message::from_node(echo);
+            // A marker lost with a connection is sent again: QoS 0 suffices.
+            echo.qos = rumqttd::protocol::QoS::AtMostOnce;
+            // The map is already updated; only the echo waits for the ingress.
+            tokio::spawn(async move {
+                fabric.publish(&key, echo, None).await;
+            });
         }
     })
     .await;

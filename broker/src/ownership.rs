@@ -1,6 +1,8 @@
-//! The node's copy of device ownership: device → account, fed by the bridge
+//! The node's copy of device ownership: device → the account that owns it
+//! and the other accounts that see it (its home's members), fed by the bridge
 //! over the `kumo/ownership/#` feed (see `kumo_contract::ownership`) through
-//! one internal router link (`fabric.rs`).
+//! one internal router link (`fabric.rs`), which also echoes the bridge's
+//! sync markers once everything before them is applied.
 //!
 //! Integration sessions ask it about every message they are about to
 //! deliver, so a lookup is one read-locked hash probe and never touches the
@@ -35,7 +37,8 @@ struct Inner {
 
 #[derive(Debug)]
 struct Owner {
-    account: AccountId,
+    /// The owner first, then the other accounts that see the device.
+    accounts: Vec<AccountId>,
     generation: u64,
 }
 
@@ -48,25 +51,21 @@ impl Ownership {
         // A poisoned lock only means a panic elsewhere mid-update; the map is still usable.
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         match msg {
-            OwnershipMessage::Owner {
-                device,
-                account: Some(account),
-            } => {
+            OwnershipMessage::Owner { device, accounts } if accounts.is_empty() => {
+                inner.owners.remove(&device);
+            }
+            OwnershipMessage::Owner { device, accounts } => {
                 let generation = inner.generation;
                 inner.owners.insert(
                     device,
                     Owner {
-                        account,
+                        accounts,
                         generation,
                     },
                 );
             }
-            OwnershipMessage::Owner {
-                device,
-                account: None,
-            } => {
-                inner.owners.remove(&device);
-            }
+            // Applying is synchronous: the caller echoes the marker.
+            OwnershipMessage::Sync(_) => {}
             OwnershipMessage::SnapshotBegin(token) => {
                 inner.generation += 1;
                 inner.snapshot = Some(token.to_vec());
@@ -86,7 +85,10 @@ impl Ownership {
     /// The account owning `device`, if any.
     pub fn owner_of(&self, device: &DeviceId) -> Option<AccountId> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.owners.get(device).map(|o| o.account.clone())
+        inner
+            .owners
+            .get(device)
+            .and_then(|o| o.accounts.first().cloned())
     }
 
     /// How many devices have an owner.
@@ -102,12 +104,13 @@ impl Ownership {
 }
 
 impl AccountDevices for Ownership {
+    /// Whether `account` owns `device` or sees it as a member of its home.
     fn owns(&self, account: &AccountId, device: &DeviceId) -> bool {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
         inner
             .owners
             .get(device)
-            .is_some_and(|o| o.account == *account)
+            .is_some_and(|o| o.accounts.contains(account))
     }
 }
 
@@ -139,6 +142,19 @@ mod tests {
         announce(&o, "d1", "");
         assert!(!o.owns(&acct("b"), &dev("d1")));
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn home_members_see_a_device_until_an_announcement_leaves_them_out() {
+        let o = Ownership::default();
+        announce(&o, "d1", "owner,member");
+        assert!(o.owns(&acct("owner"), &dev("d1")));
+        assert!(o.owns(&acct("member"), &dev("d1")));
+        assert!(!o.owns(&acct("stranger"), &dev("d1")));
+        assert_eq!(o.owner_of(&dev("d1")), Some(acct("owner")));
+        announce(&o, "d1", "owner");
+        assert!(!o.owns(&acct("member"), &dev("d1")));
+        assert!(o.apply(ownership::SYNC, b"7"), "a marker is understood");
     }
 
     #[test]

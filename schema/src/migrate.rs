@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_newest_events_from_readings"),
     migration!(13, "0013_homes"),
     migration!(14, "0014_energy"),
+    migration!(15, "0015_ble_and_projector_kinds"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

@@ -202,6 +202,38 @@ fn check(s: &Stack, appliance: &str, kind: &str, path: &str, form: &[(&str, &str
     assert_eq!(shown, reported, "{path} {form:?}: /1/appliances");
 }
 
+/// One command of a newer kind (whose answer is `{}` or the whole
+/// appliance, as the official document has it) through the whole path:
+/// acked, the floor heater's predicted settings equal the reported ones, and
+/// the API shows the reported state.
+fn confirm(s: &Stack, appliance: &str, kind: &str, path: &str, form: &[(&str, &str)]) {
+    let (id, answer) = s.command(path, form);
+    let ack = s.ack_of(&id);
+    assert_eq!(ack["result"], "ok", "{ack}");
+    let reported = ack["state"][kind].clone();
+    assert!(
+        reported.is_object(),
+        "the ack reports the {kind} state: {ack}"
+    );
+    let shown = s.appliance(appliance);
+    let shown = match kind {
+        "floor_heater" => {
+            let predicted = without_updated_at(answer["settings"].clone());
+            assert_eq!(predicted, reported, "{path} {form:?}: prediction differs");
+            without_updated_at(shown["settings"].clone())
+        }
+        "sesame_bot" => {
+            assert_eq!(answer, json!({}));
+            shown["ble"]["state"].clone()
+        }
+        other => {
+            assert_eq!(answer, json!({}));
+            shown[other]["state"].clone()
+        }
+    };
+    assert_eq!(shown, reported, "{path} {form:?}: /1/appliances");
+}
+
 #[test]
 fn every_catalogue_command_is_acked_by_the_simulated_device_and_shows_its_reported_state() {
     let s = Stack::start();
@@ -221,6 +253,48 @@ fn every_catalogue_command_is_acked_by_the_simulated_device_and_shows_its_report
                 let path = format!("/1/appliances/{light}/light");
                 for b in buttons.iter().chain(buttons.iter()) {
                     check(&s, &light, "light", &path, &[("button", b.name)]);
+                }
+            }
+            Capabilities::FloorHeater(caps) => {
+                let heater = s.create_appliance(model.id, "FLOOR_HEATER");
+                let path = format!("/1/appliances/{heater}/floor_heater_settings");
+                for mode in caps.modes {
+                    for temp in mode.temp {
+                        // The official form: every field, the unused ones empty.
+                        let form = [
+                            ("operation_mode", mode.name),
+                            ("temperature", *temp),
+                            ("temperature_unit", caps.temp_unit),
+                            ("air_volume", ""),
+                            ("air_direction", ""),
+                            ("air_direction_h", ""),
+                            ("button", ""),
+                        ];
+                        confirm(&s, &heater, "floor_heater", &path, &form);
+                    }
+                }
+                for b in caps.buttons() {
+                    confirm(&s, &heater, "floor_heater", &path, &[("button", b)]);
+                }
+            }
+            Capabilities::LightProjector { buttons } => {
+                let unit = s.create_appliance(model.id, "LIGHT_PROJECTOR");
+                let path = format!("/1/appliances/{unit}/light_projector");
+                for b in buttons.iter().chain(buttons.iter()) {
+                    confirm(&s, &unit, "light_projector", &path, &[("button", b.name)]);
+                }
+            }
+            Capabilities::SesameBot { macros } => {
+                let bot = s.create_appliance(model.id, "SESAME_BOT");
+                let click = format!("/1/appliances/{bot}/sesame_bot/click");
+                confirm(&s, &bot, "sesame_bot", &click, &[]);
+                confirm(&s, &bot, "sesame_bot", &click, &[]);
+                let listed = s.get(&format!("/1/ble/appliances/{bot}/private_macros"));
+                let listed = listed.body.as_array().expect("a list").clone();
+                assert_eq!(listed.len(), macros.len(), "{listed:?}");
+                for m in &listed {
+                    let exec = m["url"].as_str().expect("url").to_string();
+                    confirm(&s, &bot, "sesame_bot", &exec, &[]);
                 }
             }
             Capabilities::Aircon(caps) => {

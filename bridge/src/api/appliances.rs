@@ -14,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::form::Form;
 use crate::state::AppState;
 use crate::views::{self, Appliances};
-use kumo_contract::appliance::{LightState, TvState};
+use kumo_contract::appliance::{LightProjectorState, LightState, SesameBotState, TvState};
 
 /// `GET /1/appliances`.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -55,6 +55,9 @@ fn initial_state(model: &catalog::Model) -> (Option<Value>, Option<Value>) {
         Capabilities::Aircon(caps) => (Some(stamped(json!(caps.initial()))), None),
         Capabilities::Tv { .. } => (None, Some(json!(TvState::default()))),
         Capabilities::Light { .. } => (None, Some(json!(LightState::default()))),
+        Capabilities::FloorHeater(caps) => (Some(stamped(json!(caps.initial()))), None),
+        Capabilities::LightProjector { .. } => (None, Some(json!(LightProjectorState::default()))),
+        Capabilities::SesameBot { .. } => (None, Some(json!(SesameBotState::default()))),
     }
 }
 
@@ -65,7 +68,10 @@ fn kind_and_model(form: &Form) -> ApiResult<(ApplianceType, Option<&'static cata
     let declared = match form.get("model_type").filter(|t| !t.is_empty()) {
         None => None,
         Some(t) => Some(ApplianceType::parse(t).ok_or_else(|| {
-            ApiError::bad_request(format!("model_type {t:?} is not one of AC, TV, LIGHT, IR"))
+            ApiError::bad_request(format!(
+                "model_type {t:?} is not one of AC, TV, LIGHT, FLOOR_HEATER, LIGHT_PROJECTOR, \
+                 SESAME_BOT, IR"
+            ))
         })?),
     };
     match model_id {
@@ -115,6 +121,7 @@ pub async fn create(
         model: model.map(|m| m.id),
         settings,
         state: app_state,
+        macros: model.map(|m| m.macros()).unwrap_or_default(),
     };
     if !store::create(&state.pool, &caller.user_id, &row).await? {
         return Err(ApiError::bad_request(format!(

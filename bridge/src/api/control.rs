@@ -1,4 +1,6 @@
-//! Appliance control: `aircon_settings` (`/1` and `/2`), `tv` and `light`.
+//! Appliance control: `aircon_settings` (`/1` and `/2`), `tv`, `light`,
+//! `floor_heater_settings`, `light_projector`, and the SESAME bot operations
+//! `api/ble.rs` takes.
 //!
 //! Handlers only turn the form into a typed request; the appliance domain
 //! (`crate::appliance`) validates it against the model — a mode, temperature
@@ -10,7 +12,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::api::dispatch::{dispatch, Dispatch};
 use crate::appliance::{self, AirconRequest, ControlError, ControlRequest, Planned, Target};
@@ -36,7 +38,7 @@ impl From<ControlError> for ApiError {
 fn aircon_request(form: &Form) -> ApiResult<AirconRequest<'_>> {
     if let Some((id, _)) = form.prefixed("extra").first() {
         return Err(ApiError::bad_request(format!(
-            "extra.{id} is not supported by this air conditioner"
+            "extra.{id} is not supported by this appliance"
         )));
     }
     Ok(AirconRequest {
@@ -149,4 +151,48 @@ pub async fn light(
     let (t, p) = plan(&state, &caller, &id, ControlRequest::Light { button }).await?;
     let body = p.expected.clone();
     queue(&state, &caller, &headers, &t, p, body).await
+}
+
+/// `POST /1/appliances/{id}/floor_heater_settings`: the aircon form
+/// (`AirConParams_`); responds with the whole appliance, its `settings` the
+/// ones the command leads to.
+pub async fn floor_heater(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Form,
+) -> ApiResult<Response> {
+    let request = ControlRequest::FloorHeater(aircon_request(&form)?);
+    let (t, p) = plan(&state, &caller, &id, request).await?;
+    let mut appliance = super::appliances::one(&state, &caller, &id).await?;
+    appliance["settings"] = stamped(p.expected.clone());
+    queue(&state, &caller, &headers, &t, p, appliance).await
+}
+
+/// `POST /1/appliances/{id}/light_projector`: `button`; responds `{}`, as
+/// the official document has it (the state follows in the appliance).
+pub async fn light_projector(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    form: Form,
+) -> ApiResult<Response> {
+    let button = form.required_nonempty("button")?;
+    let request = ControlRequest::LightProjector { button };
+    let (t, p) = plan(&state, &caller, &id, request).await?;
+    queue(&state, &caller, &headers, &t, p, json!({})).await
+}
+
+/// Plans and queues a SESAME bot operation on the caller's appliance `id`.
+pub(crate) async fn sesame(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    id: &str,
+    operation: &str,
+) -> ApiResult<Response> {
+    let (t, p) = plan(state, caller, id, ControlRequest::SesameBot { operation }).await?;
+    queue(state, caller, headers, &t, p, json!({})).await
 }

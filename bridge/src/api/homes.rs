@@ -4,8 +4,9 @@
 //! Handlers parse and answer; the rules are `crate::homes`.
 //!
 //! A change that takes devices away from someone (kick, part, devices moved
-//! out) answers only once the live-event router has applied it, so no event
-//! of those devices reaches that person's stream after the answer.
+//! out) answers only once the live-event router and every connected broker
+//! node have applied it, so no event of those devices reaches that person's
+//! stream, and no message their integrations, after the answer.
 
 use std::time::Duration;
 
@@ -77,20 +78,23 @@ fn name(form: &Form) -> ApiResult<&str> {
     homes::check_name(form.required("name")?).map_err(ApiError::bad_request)
 }
 
-/// Waits until the live-event router has applied every ownership-log row
-/// committed so far (see the module header).
+/// Waits until the live-event router and every connected broker node have
+/// applied every ownership-log row committed so far (see the module header).
 async fn settle(state: &AppState) -> ApiResult<()> {
     let end = {
         let client = state.pool.get().await?;
         crate::accounts::ownership_log_end(&client).await?
     };
-    if tokio::time::timeout(SETTLE_LIMIT, state.events.wait_followed(end))
-        .await
-        .is_err()
-    {
+    let nodes = async {
+        if let Some(sync) = &state.ownership {
+            sync.wait_applied(end).await;
+        }
+    };
+    let both = async { tokio::join!(state.events.wait_followed(end), nodes) };
+    if tokio::time::timeout(SETTLE_LIMIT, both).await.is_err() {
         tracing::warn!(
             seq = end,
-            "the live-event router did not catch up with a home change"
+            "the live-event router or a broker node did not catch up with a home change"
         );
         return Err(ApiError::unavailable());
     }

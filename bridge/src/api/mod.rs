@@ -5,6 +5,7 @@
 //! limiter layer, which stamps the `X-Rate-Limit-*` headers; hyper adds `Date`.
 
 mod appliances;
+mod ble;
 mod claim_codes;
 mod commands;
 pub(crate) mod control;
@@ -76,6 +77,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/1/appliances/{id}/tv", post(control::tv))
         .route("/1/appliances/{id}/light", post(control::light))
+        .route(
+            "/1/appliances/{id}/floor_heater_settings",
+            post(control::floor_heater),
+        )
+        .route(
+            "/1/appliances/{id}/light_projector",
+            post(control::light_projector),
+        )
+        .route("/1/appliances/{id}/sesame_bot/click", post(ble::click))
+        .route(
+            "/1/ble/appliances/{id}/private_macros",
+            get(ble::private_macros),
+        )
+        .route("/1/ble/private_macros/{id}/exec", post(ble::exec))
         .route("/1/signals/{id}", post(signals::update))
         .route("/1/signals/{id}/delete", post(signals::delete))
         .route("/1/signals/{id}/send", post(signals::send))

@@ -7,7 +7,10 @@
 //! worker both come here with typed requests; nothing here knows HTTP.
 
 use deadpool_postgres::Pool;
-use kumo_contract::appliance::{AirconPatch, AirconState, LightState, Model, Refusal, TvState};
+use kumo_contract::appliance::{
+    AirconCaps, AirconPatch, AirconState, LightProjectorState, LightState, Model, Refusal,
+    SesameBotState, TvState,
+};
 use kumo_contract::payload::{Action, IrMessage};
 use kumo_contract::DeviceId;
 use serde::de::DeserializeOwned;
@@ -126,8 +129,21 @@ impl AirconRequest<'_> {
 #[derive(Debug, Clone, Copy)]
 pub enum ControlRequest<'a> {
     Aircon(AirconRequest<'a>),
-    Tv { button: &'a str },
-    Light { button: &'a str },
+    /// Floor heater settings, in the aircon form (Nature's `AirConParams_`).
+    FloorHeater(AirconRequest<'a>),
+    Tv {
+        button: &'a str,
+    },
+    Light {
+        button: &'a str,
+    },
+    LightProjector {
+        button: &'a str,
+    },
+    /// `click`, or a BLE private macro by its name in the model.
+    SesameBot {
+        operation: &'a str,
+    },
 }
 
 /// A validated request: the command to queue and the state it leads to.
@@ -137,7 +153,7 @@ pub struct Planned {
     /// The device action (`kumo_contract::payload::Action`) as JSON.
     pub payload: Value,
     /// The appliance state the device will report if it carries it out:
-    /// AC settings (without `updated_at`) or the TV or light state.
+    /// AC or floor heater settings (without `updated_at`) or the state.
     pub expected: Value,
 }
 
@@ -153,25 +169,27 @@ pub fn plan(t: &Target, request: &ControlRequest<'_>) -> Result<Planned, Control
             .ok_or(ControlError::WrongKind(
                 "an air conditioner with known capabilities",
             ))?;
-            if let Some(u) = r.temperature_unit.filter(|u| !u.is_empty()) {
-                if u != caps.temp_unit {
-                    return Err(ControlError::Invalid(format!(
-                        "temperature_unit {u:?} is not supported; this air conditioner uses {:?}",
-                        caps.temp_unit
-                    )));
-                }
-            }
-            let current = stored::<AirconState>(t.settings.as_ref())
-                .filter(|s| caps.check(s).is_ok())
-                .unwrap_or_else(|| caps.initial());
-            let next = caps
-                .apply(&current, &r.patch())
-                .map_err(ControlError::Refused)?;
+            let next = settings(t, caps, &r)?;
             let action = Action::Aircon {
                 model: Some(m.id.to_string()),
                 settings: AirconPatch::from(&next),
             };
             Ok(planned(CommandKind::Aircon, &action, &next))
+        }
+        ControlRequest::FloorHeater(r) => {
+            let (m, caps) = match (t.kind, t.model) {
+                (ApplianceType::FloorHeater, Some(m)) => m.floor_heater().map(|c| (m, c)),
+                _ => None,
+            }
+            .ok_or(ControlError::WrongKind(
+                "a FLOOR_HEATER with known capabilities",
+            ))?;
+            let next = settings(t, caps, &r)?;
+            let action = Action::FloorHeater {
+                model: Some(m.id.to_string()),
+                settings: AirconPatch::from(&next),
+            };
+            Ok(planned(CommandKind::FloorHeater, &action, &next))
         }
         ControlRequest::Tv { button } => {
             let m = model_for(t, ApplianceType::Tv)?;
@@ -197,7 +215,52 @@ pub fn plan(t: &Target, request: &ControlRequest<'_>) -> Result<Planned, Control
             };
             Ok(planned(CommandKind::Light, &action, &next))
         }
+        ControlRequest::LightProjector { button } => {
+            let m = model_for(t, ApplianceType::LightProjector)?;
+            let current = stored::<LightProjectorState>(t.state.as_ref()).unwrap_or_default();
+            let next = m
+                .press_projector(&current, button)
+                .map_err(ControlError::Refused)?;
+            let action = Action::LightProjector {
+                model: Some(m.id.to_string()),
+                button: button.to_string(),
+            };
+            Ok(planned(CommandKind::LightProjector, &action, &next))
+        }
+        ControlRequest::SesameBot { operation } => {
+            let m = model_for(t, ApplianceType::SesameBot)?;
+            let current = stored::<SesameBotState>(t.state.as_ref()).unwrap_or_default();
+            let next = m
+                .operate_sesame(&current, operation)
+                .map_err(ControlError::Refused)?;
+            let action = Action::SesameBot {
+                model: Some(m.id.to_string()),
+                operation: operation.to_string(),
+            };
+            Ok(planned(CommandKind::SesameBot, &action, &next))
+        }
     }
+}
+
+/// The settings `r` leads to from the confirmed ones, under `caps`.
+fn settings(
+    t: &Target,
+    caps: &AirconCaps,
+    r: &AirconRequest<'_>,
+) -> Result<AirconState, ControlError> {
+    if let Some(u) = r.temperature_unit.filter(|u| !u.is_empty()) {
+        if u != caps.temp_unit {
+            return Err(ControlError::Invalid(format!(
+                "temperature_unit {u:?} is not supported; this {} uses {:?}",
+                caps.noun, caps.temp_unit
+            )));
+        }
+    }
+    let current = stored::<AirconState>(t.settings.as_ref())
+        .filter(|s| caps.check(s).is_ok())
+        .unwrap_or_else(|| caps.initial());
+    caps.apply(&current, &r.patch())
+        .map_err(ControlError::Refused)
 }
 
 fn model_for(t: &Target, kind: ApplianceType) -> Result<&'static Model, ControlError> {
@@ -205,6 +268,8 @@ fn model_for(t: &Target, kind: ApplianceType) -> Result<&'static Model, ControlE
         (true, Some(m)) => Ok(m),
         _ => Err(ControlError::WrongKind(match kind {
             ApplianceType::Tv => "a TV with known buttons",
+            ApplianceType::LightProjector => "a LIGHT_PROJECTOR with known buttons",
+            ApplianceType::SesameBot => "a SESAME_BOT",
             _ => "a LIGHT with known buttons",
         })),
     }

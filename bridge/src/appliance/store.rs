@@ -9,6 +9,7 @@
 use deadpool_postgres::Pool;
 use serde_json::Value;
 
+use crate::catalog::Button;
 use crate::db::DbError;
 
 /// A new appliance row.
@@ -23,13 +24,16 @@ pub struct NewAppliance<'a> {
     pub model: Option<&'a str>,
     pub settings: Option<Value>,
     pub state: Option<Value>,
+    /// A BLE model's private macros, each stored with an id of its own.
+    pub macros: &'a [Button],
 }
 
-/// Adds an appliance to `user`'s device, last in the account's order;
-/// `false` if the device is not the account's.
+/// Adds an appliance (and its private macros) to `user`'s device, last in
+/// the account's order; `false` if the device is not the account's.
 pub async fn create(pool: &Pool, user: &str, a: &NewAppliance<'_>) -> Result<bool, DbError> {
-    let client = pool.get().await?;
-    let n = client
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let n = tx
         .execute(
             "INSERT INTO appliances (id, user_id, device_id, type, nickname, image, model_id,
                                      position, settings, state)
@@ -51,7 +55,73 @@ pub async fn create(pool: &Pool, user: &str, a: &NewAppliance<'_>) -> Result<boo
             ],
         )
         .await?;
-    Ok(n == 1)
+    if n != 1 {
+        return Ok(false);
+    }
+    if !a.macros.is_empty() {
+        let ids: Vec<String> = a
+            .macros
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
+        let names: Vec<&str> = a.macros.iter().map(|m| m.name).collect();
+        tx.execute(
+            "INSERT INTO ble_private_macros (id, appliance_id, name, position)
+             SELECT m.id, $1, m.name, m.ord - 1
+             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS m(id, name, ord)",
+            &[&a.id, &ids, &names],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The private macros (id, name) of appliance `id`, in order; `None` if the
+/// appliance is not one `user` sees.
+pub async fn private_macros(
+    pool: &Pool,
+    user: &str,
+    id: &str,
+) -> Result<Option<Vec<(String, String)>>, DbError> {
+    let client = pool.get().await?;
+    let seen = client
+        .query_opt(
+            "SELECT 1 FROM appliances
+             WHERE id = $1 AND device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
+            &[&id, &user],
+        )
+        .await?;
+    if seen.is_none() {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT id, name FROM ble_private_macros WHERE appliance_id = $1
+             ORDER BY position, id",
+            &[&id],
+        )
+        .await?;
+    Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
+}
+
+/// The appliance and the name of private macro `id`, if `user` sees it.
+pub async fn private_macro(
+    pool: &Pool,
+    user: &str,
+    id: &str,
+) -> Result<Option<(String, String)>, DbError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT m.appliance_id, m.name FROM ble_private_macros m
+             JOIN appliances a ON a.id = m.appliance_id
+             WHERE m.id = $1
+               AND a.device_id IN (SELECT device_id FROM device_access WHERE user_id = $2)",
+            &[&id, &user],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// Sets what is given of an appliance's nickname and image.

@@ -3,7 +3,8 @@
 //!
 //! Every transition is one guarded UPDATE, so a late, duplicate or foreign
 //! ack changes nothing. An ack that confirms a command also updates the
-//! appliance's confirmed state (AC settings, TV/light state, ECHONET Lite properties) in the same
+//! appliance's confirmed state (AC and floor heater settings, TV, light,
+//! light projector and SESAME bot state, ECHONET Lite properties) in the same
 //! transaction: the API shows what the device did, not what was asked.
 //! Batching callers apply acks inside their own transaction
 //! ([`CommandLog::complete_in`]) and announce them after the commit
@@ -268,18 +269,20 @@ impl CommandLog {
                      FROM done d WHERE $3 = 'acked'),
                  applied AS (
                      UPDATE appliances a SET
-                         settings = CASE WHEN c.kind = 'aircon' THEN
+                         settings = CASE WHEN c.kind IN ('aircon', 'floor_heater') THEN
                              CASE WHEN jsonb_typeof(c.reached) = 'object'
                                   THEN c.reached || jsonb_build_object('updated_at', $6::text)
                                   ELSE a.settings END
                              ELSE a.settings END,
-                         state = CASE WHEN c.kind IN ('tv', 'light') AND c.reached IS NOT NULL
+                         state = CASE WHEN c.kind IN ('tv', 'light', 'light_projector', 'sesame_bot')
+                                           AND c.reached IS NOT NULL
                                       THEN c.reached ELSE a.state END,
                          updated_at = now()
                      FROM confirmed c
                      WHERE a.id = c.appliance_id AND c.reached IS NOT NULL
-                       AND (c.kind = 'aircon'
-                            OR (c.kind IN ('tv', 'light') AND a.state IS DISTINCT FROM c.reached))),
+                       AND (c.kind IN ('aircon', 'floor_heater')
+                            OR (c.kind IN ('tv', 'light', 'light_projector', 'sesame_bot')
+                                AND a.state IS DISTINCT FROM c.reached))),
                  echonet AS (
                      INSERT INTO echonet_properties (appliance_id, epc, name, val, updated_at)
                      SELECT c.appliance_id, (p ->> 'epc')::int, coalesce(p ->> 'name', ''),

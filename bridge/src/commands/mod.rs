@@ -41,6 +41,12 @@ pub enum CommandKind {
     Light,
     /// Set or refresh ECHONET Lite properties through a gateway.
     Echonet,
+    /// Apply floor heater settings.
+    FloorHeater,
+    /// Press a light projector button.
+    LightProjector,
+    /// Click a SESAME bot or run one of its BLE private macros.
+    SesameBot,
 }
 
 impl CommandKind {
@@ -52,14 +58,26 @@ impl CommandKind {
             Self::Tv => "tv",
             Self::Light => "light",
             Self::Echonet => "echonet",
+            Self::FloorHeater => "floor_heater",
+            Self::LightProjector => "light_projector",
+            Self::SesameBot => "sesame_bot",
         }
     }
 
     /// Parses the database name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Ir, Self::Aircon, Self::Tv, Self::Light, Self::Echonet]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Ir,
+            Self::Aircon,
+            Self::Tv,
+            Self::Light,
+            Self::Echonet,
+            Self::FloorHeater,
+            Self::LightProjector,
+            Self::SesameBot,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -20,6 +20,9 @@ mod delivery;
 mod inbound;
 mod node;
 mod ownership;
+mod ownership_sync;
+
+pub use ownership_sync::OwnershipSync;
 pub mod payload;
 mod reports;
 mod rounds;
@@ -44,11 +47,12 @@ pub const PRESENCE: &str = "devices/+/presence";
 
 /// What the bridge's control connection subscribes to on every node (QoS 1):
 /// the small, latency-sensitive messages. Commands go out on it too.
-pub const CONTROL_SUBSCRIPTIONS: [&str; 4] = [
+pub const CONTROL_SUBSCRIPTIONS: [&str; 5] = [
     "devices/+/state",
     PRESENCE,
     "devices/+/acks",
     kumo_contract::nodes::EPOCH_FILTER,
+    kumo_contract::ownership::APPLIED_FILTER,
 ];
 
 /// What the bridge's data connection (client id `{client_id}.data`, a lane of
@@ -144,6 +148,8 @@ impl MqttStatus {
 pub struct RunningMqtt {
     /// Connection state and counters.
     pub status: Arc<MqttStatus>,
+    /// How far each node has applied the ownership feed.
+    pub ownership: Arc<OwnershipSync>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -182,8 +188,13 @@ pub fn start(
     let affinity = Arc::new(affinity::Affinity::default());
     let mut tasks = Vec::new();
     // Tells every node which account owns each device (integrations' scope).
-    let (ownership, announcer) =
-        ownership::start(pool.clone(), settings.nodes.len(), shutdown.clone());
+    let (ownership, announcer) = ownership::start(
+        pool.clone(),
+        status.clone(),
+        Duration::from_millis(settings.ownership_poll_ms),
+        shutdown.clone(),
+    );
+    let sync = ownership.sync();
     tasks.push(announcer);
     let (reports, shard_tasks) = reports::ReportShards::start(reports::ShardContext {
         pool: pool.clone(),
@@ -230,5 +241,9 @@ pub fn start(
     );
     tasks.push(tokio::spawn(router.clone().run(outbox, shutdown.clone())));
     tasks.push(tokio::spawn(router.sweep(shutdown)));
-    Ok(RunningMqtt { status, tasks })
+    Ok(RunningMqtt {
+        status,
+        ownership: sync,
+        tasks,
+    })
 }

@@ -330,6 +330,12 @@ async fn drive(
                 // The node may have restarted with an empty ownership map.
                 ctx.ownership.connected(ctx.idx, &client);
             }
+            Ok(Event::Incoming(Incoming::Publish(p)))
+                if kumo_contract::ownership::parse_applied_topic(&p.topic).is_some() =>
+            {
+                // The node's echo of an ownership sync marker (QoS 0).
+                ctx.ownership.echoed(ctx.idx, &p.payload);
+            }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 ctx.status.received.fetch_add(1, Relaxed);
                 if let Some(i) = &inbound {

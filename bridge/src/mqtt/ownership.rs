@@ -1,7 +1,8 @@
 //! Announces device ownership to every broker node on the service-only
 //! `kumo/ownership/…` feed (`kumo_contract::ownership`), so a node can scope
 //! third-party integrations with an in-memory lookup instead of a database
-//! round trip per message.
+//! round trip per message. A device is announced with its owner and the other
+//! members of its home: their integrations see it too, as REST does.
 //!
 //! - Every time a node's connection comes up (the node may have restarted
 //!   and lost its map) the node gets a full snapshot: begin, every owned
@@ -15,9 +16,15 @@
 //! One task does both, so what a node hears about a device is always in the
 //! order it was read. Announcements are QoS 0 on the node's existing
 //! connection: a node that misses one (connection lost) gets a snapshot on
-//! reconnect. This module must not write anything but the log's pruning.
+//! reconnect. After announcing, the task sends a sync marker (its log
+//! position); the node echoes it once everything before is applied, and
+//! [`OwnershipSync`] lets a request wait for that on every connected node — a
+//! removed home member is told they are out only when no node still lets
+//! their integrations read the home's devices. This module must not write
+//! anything but the log's pruning.
 
 use crate::db::DbError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -25,12 +32,12 @@ use kumo_contract::ownership as feed;
 use kumo_contract::{AccountId, DeviceId};
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
+
+use super::ownership_sync::OwnershipSync;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often the change log is read.
-const POLL: Duration = Duration::from_millis(200);
 /// Rows per query, for the log and for snapshots.
 const PAGE: i64 = 1_000;
 /// How long one announcement may wait for room in a node's request queue.
@@ -40,15 +47,28 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Log rows older than this are deleted; a bridge that could not read the
 /// log for half of it starts over with snapshots.
 const RETENTION_SECS: f64 = 3_600.0;
+/// How often a sync marker is sent again to a node that has not echoed it.
+const RESYNC: Duration = Duration::from_secs(1);
 
 /// What the node connections tell the announcer: node `idx` is connected
-/// through this client.
+/// through this client, or echoed a sync marker.
 #[derive(Debug, Clone)]
 pub(crate) struct OwnershipHook {
     tx: mpsc::Sender<(usize, AsyncClient)>,
+    sync: Arc<OwnershipSync>,
 }
 
 impl OwnershipHook {
+    /// Node `idx` echoed a sync marker.
+    pub(crate) fn echoed(&self, idx: usize, payload: &[u8]) {
+        self.sync.echoed(idx, payload);
+    }
+
+    /// Where the nodes stand.
+    pub(crate) fn sync(&self) -> Arc<OwnershipSync> {
+        self.sync.clone()
+    }
+
     /// Node `idx` accepted the connection (CONNACK): it gets a snapshot.
     pub(crate) fn connected(&self, idx: usize, client: &AsyncClient) {
         if self.tx.try_send((idx, client.clone())).is_err() {
@@ -57,15 +77,21 @@ impl OwnershipHook {
     }
 }
 
-/// Starts the announcer for `nodes` broker nodes.
+/// Starts the announcer for the broker nodes of `status`, reading the log
+/// every `poll`.
 pub(crate) fn start(
     pool: Pool,
-    nodes: usize,
+    status: Arc<super::MqttStatus>,
+    poll: Duration,
     shutdown: CancellationToken,
 ) -> (OwnershipHook, JoinHandle<()>) {
+    let nodes = status.nodes.len();
     let (tx, rx) = mpsc::channel(nodes.max(1) * 4);
+    let sync = Arc::new(OwnershipSync::new(status));
     let announcer = Announcer {
         pool,
+        sync: sync.clone(),
+        synced: vec![None; nodes],
         clients: vec![None; nodes],
         stale: vec![false; nodes],
         cursor: None,
@@ -73,13 +99,16 @@ pub(crate) fn start(
         last_prune: Instant::now(),
     };
     (
-        OwnershipHook { tx },
-        tokio::spawn(announcer.run(rx, shutdown)),
+        OwnershipHook { tx, sync },
+        tokio::spawn(announcer.run(rx, poll, shutdown)),
     )
 }
 
 struct Announcer {
     pool: Pool,
+    sync: Arc<OwnershipSync>,
+    /// The marker last sent to each node, and when.
+    synced: Vec<Option<(i64, Instant)>>,
     /// The connection of each node, once it has connected.
     clients: Vec<Option<AsyncClient>>,
     /// Nodes owed a snapshot.
@@ -95,9 +124,11 @@ impl Announcer {
     async fn run(
         mut self,
         mut connected: mpsc::Receiver<(usize, AsyncClient)>,
+        poll: Duration,
         stop: CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(POLL);
+        let mut tick = tokio::time::interval(poll);
+        let sync = self.sync.clone();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
@@ -108,6 +139,7 @@ impl Announcer {
                     None => return,
                 },
                 _ = tick.tick() => {}
+                () = sync.nudged() => {}
             }
             match self.round().await {
                 Ok(()) => failing = false,
@@ -124,6 +156,9 @@ impl Announcer {
         if let (Some(slot), Some(stale)) = (self.clients.get_mut(idx), self.stale.get_mut(idx)) {
             *slot = Some(client);
             *stale = true;
+        }
+        if let Some(synced) = self.synced.get_mut(idx) {
+            *synced = None;
         }
     }
 
@@ -149,6 +184,7 @@ impl Announcer {
         }
         self.follow(&client).await?;
         self.last_read = Instant::now();
+        self.send_syncs().await;
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.last_prune = Instant::now();
             client
@@ -160,6 +196,24 @@ impl Announcer {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Sends the log position to each node that has not echoed it: when it
+    /// moved, and again every [`RESYNC`] until the node answers.
+    async fn send_syncs(&mut self) {
+        let Some(cursor) = self.cursor else { return };
+        for idx in 0..self.clients.len() {
+            let due = match self.synced[idx] {
+                _ if self.sync.applied(idx) >= cursor => false,
+                Some((sent, at)) => sent != cursor || at.elapsed() >= RESYNC,
+                None => true,
+            };
+            if due && self.clients[idx].is_some() && !self.stale[idx] {
+                self.synced[idx] = Some((cursor, Instant::now()));
+                self.send(idx, feed::SYNC.to_string(), cursor.to_string().into_bytes())
+                    .await;
+            }
+        }
     }
 
     /// Announces every owned device to node `idx`, between begin and end.
@@ -177,14 +231,20 @@ impl Announcer {
         loop {
             let rows = db
                 .query(
-                    "SELECT id, user_id FROM devices
-                     WHERE user_id IS NOT NULL AND id > $1 ORDER BY id LIMIT $2",
+                    "SELECT d.id, d.user_id,
+                            array(SELECT a.user_id FROM device_access a
+                                  WHERE a.device_id = d.id AND a.user_id <> d.user_id
+                                  ORDER BY a.user_id)
+                     FROM devices d
+                     WHERE d.user_id IS NOT NULL AND d.id > $1 ORDER BY d.id LIMIT $2",
                     &[&after, &PAGE],
                 )
                 .await?;
             for row in &rows {
                 let (id, owner): (String, Option<String>) = (row.get(0), row.get(1));
-                self.announce(Some(idx), &id, owner.as_deref()).await;
+                let members: Vec<String> = row.get(2);
+                self.announce(Some(idx), &id, owner.as_deref(), &members)
+                    .await;
                 after = id;
             }
             devices += rows.len();
@@ -212,8 +272,13 @@ impl Announcer {
             let cursor = self.cursor.unwrap_or(0);
             let changes = crate::accounts::ownership_changes(db, cursor, PAGE).await?;
             for change in &changes {
-                self.announce(None, &change.device_id, change.owner.as_deref())
-                    .await;
+                self.announce(
+                    None,
+                    &change.device_id,
+                    change.owner.as_deref(),
+                    &change.members,
+                )
+                .await;
                 self.cursor = Some(change.seq);
             }
             if changes.len() < PAGE as usize {
@@ -222,14 +287,30 @@ impl Announcer {
         }
     }
 
-    /// Announces `device`'s owner to node `only`, or to every node.
-    async fn announce(&mut self, only: Option<usize>, device: &str, owner: Option<&str>) {
+    /// Announces `device`'s owner and the other members of its home to
+    /// node `only`, or to every node. Without an owner nobody sees it.
+    async fn announce(
+        &mut self,
+        only: Option<usize>,
+        device: &str,
+        owner: Option<&str>,
+        members: &[String],
+    ) {
         let Ok(device) = DeviceId::parse(device) else {
             return;
         };
-        let account = owner.and_then(|o| AccountId::parse(o).ok());
+        let accounts: Vec<AccountId> = match owner.and_then(|o| AccountId::parse(o).ok()) {
+            Some(owner) => std::iter::once(owner)
+                .chain(
+                    members
+                        .iter()
+                        .filter_map(|m| AccountId::parse(m.as_str()).ok()),
+                )
+                .collect(),
+            None => Vec::new(),
+        };
         let topic = feed::device_topic(&device);
-        let payload = feed::owner_payload(account.as_ref());
+        let payload = feed::owner_payload(&accounts);
         match only {
             Some(idx) => self.send(idx, topic, payload).await,
             None => {

@@ -189,6 +189,9 @@ fn wire_type(kind: CommandKind) -> Option<&'static str> {
         CommandKind::Aircon => Some("aircon"),
         CommandKind::Tv => Some("tv"),
         CommandKind::Light => Some("light"),
+        CommandKind::FloorHeater => Some("floor_heater"),
+        CommandKind::LightProjector => Some("light_projector"),
+        CommandKind::SesameBot => Some("sesame_bot"),
         CommandKind::Echonet => None,
     }
 }

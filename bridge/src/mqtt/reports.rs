@@ -384,10 +384,6 @@ impl Shard {
     }
 }
 
-fn json(v: Option<&impl serde::Serialize>) -> Option<serde_json::Value> {
-    v.and_then(|v| serde_json::to_value(v).ok())
-}
-
 /// Presence and state reports waiting to be written, by round.
 #[derive(Default)]
 struct Gathered<'a> {
@@ -419,9 +415,7 @@ async fn state_round(
                     mac_address: s.mac_address.as_deref(),
                     serial_number: s.serial_number.as_deref(),
                 },
-                aircon: apps.and_then(|a| json(a.aircon.as_ref())),
-                tv: apps.and_then(|a| json(a.tv.as_ref())),
-                light: apps.and_then(|a| json(a.light.as_ref())),
+                appliances: apps.and_then(|a| serde_json::to_value(a).ok()),
             }
         })
         .collect();

@@ -96,6 +96,29 @@ async fn fixtures(h: &mut Harness) -> BTreeMap<&'static str, String> {
         h.add_appliance("remo-1", "kumo-light-generic", "LIGHT")
             .await,
     );
+    for (key, model, kind) in [
+        (
+            "FLOOR_HEATER_ID",
+            "kumo-floor-heater-generic",
+            "FLOOR_HEATER",
+        ),
+        (
+            "PROJECTOR_ID",
+            "kumo-light-projector-generic",
+            "LIGHT_PROJECTOR",
+        ),
+        ("SESAME_BOT_ID", "kumo-sesame-bot-generic", "SESAME_BOT"),
+    ] {
+        ids.insert(key, h.add_appliance("remo-1", model, kind).await);
+    }
+    let macros = h
+        .get(&format!(
+            "/1/ble/appliances/{}/private_macros",
+            ids["SESAME_BOT_ID"]
+        ))
+        .await
+        .ok();
+    ids.insert("MACRO_ID", macros[0]["id"].as_str().unwrap().into());
     for (key, nickname) in [("IR_ID", "fan"), ("SPARE_APPLIANCE_ID", "spare")] {
         let form = [
             ("nickname", nickname),

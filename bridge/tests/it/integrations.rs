@@ -32,7 +32,7 @@ async fn wait_owner(s: &Stack, device: &str, account: Option<&str>) {
 }
 
 /// Polls until the bridge stored a reading `val` of `device` (so it passed the router).
-async fn wait_ingested(s: &Stack, device: &str, val: f64) {
+pub(crate) async fn wait_ingested(s: &Stack, device: &str, val: f64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let row =
@@ -55,7 +55,7 @@ async fn wait_ingested(s: &Stack, device: &str, val: f64) {
     }
 }
 
-fn tls_args(s: &Stack, creds: &IssuedPaths) -> Vec<String> {
+pub(crate) fn tls_args(s: &Stack, creds: &IssuedPaths) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     vec![
         "-h".into(),
@@ -74,7 +74,13 @@ fn tls_args(s: &Stack, creds: &IssuedPaths) -> Vec<String> {
 }
 
 /// mosquitto_pub at QoS 1; true if it exited successfully.
-fn publish(s: &Stack, creds: &IssuedPaths, client_id: &str, topic: &str, msg: &str) -> bool {
+pub(crate) fn publish(
+    s: &Stack,
+    creds: &IssuedPaths,
+    client_id: &str,
+    topic: &str,
+    msg: &str,
+) -> bool {
     Command::new("mosquitto_pub")
         .args(tls_args(s, creds))
         .args(["-i", client_id, "-t", topic, "-m", msg, "-q", "1"])
@@ -85,7 +91,7 @@ fn publish(s: &Stack, creds: &IssuedPaths, client_id: &str, topic: &str, msg: &s
 }
 
 /// mosquitto_sub printing `topic payload` lines, and a receiver of them.
-fn subscribe(
+pub(crate) fn subscribe(
     s: &Stack,
     creds: &IssuedPaths,
     client_id: &str,
@@ -116,7 +122,7 @@ fn subscribe(
 }
 
 /// Topics of the lines received until one is on `last` (inclusive).
-fn topics_until(rx: &Receiver<String>, last: &str) -> Vec<String> {
+pub(crate) fn topics_until(rx: &Receiver<String>, last: &str) -> Vec<String> {
     let mut topics = Vec::new();
     loop {
         let line = tokio::task::block_in_place(|| rx.recv_timeout(WAIT))

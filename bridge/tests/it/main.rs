@@ -14,6 +14,8 @@ mod sim;
 mod stack;
 
 mod api_contract;
+mod appliance_kinds;
+mod appliance_kinds_live;
 mod appliances;
 mod auth;
 mod batching;
@@ -29,6 +31,7 @@ mod energy;
 mod energy_console;
 mod events;
 mod homes;
+mod homes_integrations;
 mod homes_live;
 mod ingest;
 mod integrations;

@@ -89,11 +89,11 @@ impl AirconCaps {
             Refusal::new(
                 "mode",
                 mode_name,
-                "this air conditioner",
+                format!("this {}", self.noun),
                 &self.mode_names(),
             )
         })?;
-        let scope = || format!("mode {:?} of this air conditioner", mode.name);
+        let scope = || format!("mode {:?} of this {}", mode.name, self.noun);
         let temp = match patch.temp.as_deref() {
             Some(t) if mode.temp.contains(&t) => t.to_string(),
             Some(t) => return Err(Refusal::new("temp", t, scope(), mode.temp)),
@@ -106,7 +106,7 @@ impl AirconCaps {
                 return Err(Refusal::new(
                     "button",
                     b,
-                    "this air conditioner",
+                    format!("this {}", self.noun),
                     &self.buttons(),
                 ))
             }
@@ -135,7 +135,7 @@ impl AirconCaps {
             return Err(Refusal::new(
                 "temp_unit",
                 &state.temp_unit,
-                "this air conditioner",
+                format!("this {}", self.noun),
                 &[self.temp_unit],
             ));
         }
@@ -144,8 +144,14 @@ impl AirconCaps {
 
     /// The mode named `name`, for callers that show a mode's ranges.
     pub fn mode_or_refusal(&self, name: &str) -> Result<&'static AcMode, Refusal> {
-        self.mode(name)
-            .ok_or_else(|| Refusal::new("mode", name, "this air conditioner", &self.mode_names()))
+        self.mode(name).ok_or_else(|| {
+            Refusal::new(
+                "mode",
+                name,
+                format!("this {}", self.noun),
+                &self.mode_names(),
+            )
+        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! The built-in catalogue: the models an AC, TV or LIGHT appliance can be
-//! created with, and what each can do (modes, temperatures, buttons).
+//! The built-in catalogue: the models an appliance can be created with
+//! (AC, TV, LIGHT, FLOOR_HEATER, LIGHT_PROJECTOR, SESAME_BOT), and what each
+//! can do (modes, temperatures, buttons, macros).
 //!
 //! Nature backs this with its IR database; Kumo ships generic models whose
 //! commands the device firmware encodes. Every command is validated against
@@ -24,6 +25,8 @@ pub struct AcMode {
 /// An air conditioner model's capabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AirconCaps {
+    /// What the unit is, for messages: `air conditioner`, `floor heater`.
+    pub noun: &'static str,
     /// `c` or `f`.
     pub temp_unit: &'static str,
     pub modes: &'static [AcMode],
@@ -62,8 +65,22 @@ pub struct Button {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capabilities {
     Aircon(AirconCaps),
-    Tv { buttons: &'static [Button] },
-    Light { buttons: &'static [Button] },
+    Tv {
+        buttons: &'static [Button],
+    },
+    Light {
+        buttons: &'static [Button],
+    },
+    /// A floor heater: set like an air conditioner (Nature's
+    /// `floor_heater_settings` takes the aircon form), with its own ranges.
+    FloorHeater(AirconCaps),
+    LightProjector {
+        buttons: &'static [Button],
+    },
+    /// A BLE SESAME bot: `click`, and the private macros listed here.
+    SesameBot {
+        macros: &'static [Button],
+    },
 }
 
 /// A catalogue model.
@@ -85,6 +102,9 @@ impl Model {
             Capabilities::Aircon(_) => ApplianceKind::Aircon,
             Capabilities::Tv { .. } => ApplianceKind::Tv,
             Capabilities::Light { .. } => ApplianceKind::Light,
+            Capabilities::FloorHeater(_) => ApplianceKind::FloorHeater,
+            Capabilities::LightProjector { .. } => ApplianceKind::LightProjector,
+            Capabilities::SesameBot { .. } => ApplianceKind::SesameBot,
         }
     }
 
@@ -96,11 +116,29 @@ impl Model {
         }
     }
 
-    /// The buttons of a TV or light model (none for an AC).
+    /// The floor-heater capabilities, if this is a floor heater model.
+    pub fn floor_heater(&self) -> Option<&AirconCaps> {
+        match &self.capabilities {
+            Capabilities::FloorHeater(caps) => Some(caps),
+            _ => None,
+        }
+    }
+
+    /// The buttons of a TV, light or light projector model (none for others).
     pub fn buttons(&self) -> &'static [Button] {
         match self.capabilities {
-            Capabilities::Tv { buttons } | Capabilities::Light { buttons } => buttons,
-            Capabilities::Aircon(_) => &[],
+            Capabilities::Tv { buttons }
+            | Capabilities::Light { buttons }
+            | Capabilities::LightProjector { buttons } => buttons,
+            _ => &[],
+        }
+    }
+
+    /// The private macros of a BLE model (none for others).
+    pub fn macros(&self) -> &'static [Button] {
+        match self.capabilities {
+            Capabilities::SesameBot { macros } => macros,
+            _ => &[],
         }
     }
 
@@ -170,11 +208,13 @@ const AC_MODES: &[AcMode] = &[
     },
 ];
 
+/// `Button`s named `name`, imaged `ico_{name}`, labelled `label`.
 macro_rules! buttons {
     ($(($name:literal, $label:literal)),* $(,)?) => {
-        &[$(Button { name: $name, image: concat!("ico_", $name), label: $label }),*]
+        &[$($crate::appliance::Button { name: $name, image: concat!("ico_", $name), label: $label }),*]
     };
 }
+pub(crate) use buttons;
 
 const TV_BUTTONS: &[Button] = buttons![
     ("power", "Power"),
@@ -201,9 +241,30 @@ const LIGHT_BUTTONS: &[Button] = buttons![
 ];
 
 const GENERIC_AC: AirconCaps = AirconCaps {
+    noun: "air conditioner",
     temp_unit: "c",
     modes: AC_MODES,
     fixed_buttons: &["airdir-swing", "airdir-tilt"],
+};
+
+const FLOOR_TEMPS: &[&str] = &[
+    "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30",
+    "31", "32", "33", "34", "35",
+];
+
+/// A floor heater heats the floor to a set temperature; it moves no air.
+const GENERIC_FLOOR_HEATER: AirconCaps = AirconCaps {
+    noun: "floor heater",
+    temp_unit: "c",
+    modes: &[AcMode {
+        name: "warm",
+        temp: FLOOR_TEMPS,
+        default_temp: "28",
+        vol: &["auto"],
+        dir: &["auto"],
+        dirh: &["auto"],
+    }],
+    fixed_buttons: &[],
 };
 
 /// The capabilities of `kumo-ac-generic`.
@@ -244,6 +305,37 @@ pub const MODELS: &[Model] = &[
             buttons: LIGHT_BUTTONS,
         },
     },
+    Model {
+        id: "kumo-floor-heater-generic",
+        manufacturer: "Kumo",
+        remote_name: "generic-floor-heater",
+        series: "Generic",
+        name: "Generic floor heater",
+        image: "ico_floor_heater",
+        capabilities: Capabilities::FloorHeater(GENERIC_FLOOR_HEATER),
+    },
+    Model {
+        id: "kumo-light-projector-generic",
+        manufacturer: "Kumo",
+        remote_name: "generic-light-projector",
+        series: "Generic",
+        name: "Generic light projector",
+        image: "ico_light_projector",
+        capabilities: Capabilities::LightProjector {
+            buttons: super::projector::BUTTONS,
+        },
+    },
+    Model {
+        id: "kumo-sesame-bot-generic",
+        manufacturer: "Kumo",
+        remote_name: "generic-sesame-bot",
+        series: "Generic",
+        name: "Generic SESAME bot",
+        image: "ico_sesame_bot",
+        capabilities: Capabilities::SesameBot {
+            macros: super::sesame::MACROS,
+        },
+    },
 ];
 
 /// The model with `id`.
@@ -257,8 +349,11 @@ pub fn generic(kind: ApplianceKind) -> &'static Model {
         ApplianceKind::Aircon => "kumo-ac-generic",
         ApplianceKind::Tv => "kumo-tv-generic",
         ApplianceKind::Light => "kumo-light-generic",
+        ApplianceKind::FloorHeater => "kumo-floor-heater-generic",
+        ApplianceKind::LightProjector => "kumo-light-projector-generic",
+        ApplianceKind::SesameBot => "kumo-sesame-bot-generic",
     };
-    // The three generic models are in MODELS above; a test checks each.
+    // The generic models are in MODELS above; a test checks each.
     MODELS.iter().find(|m| m.id == id).unwrap_or(&MODELS[0])
 }
 
@@ -286,11 +381,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_generic_model() {
-        for kind in [
-            ApplianceKind::Aircon,
-            ApplianceKind::Tv,
-            ApplianceKind::Light,
-        ] {
+        for kind in ApplianceKind::ALL {
             assert_eq!(generic(kind).kind(), kind);
             assert!(generic(kind).id.ends_with("-generic"));
         }
@@ -299,7 +390,8 @@ mod tests {
     #[test]
     fn every_mode_starts_at_a_temperature_it_accepts() {
         for m in MODELS {
-            for mode in m.aircon().map(|c| c.modes).unwrap_or_default() {
+            let caps = m.aircon().or(m.floor_heater());
+            for mode in caps.map(|c| c.modes).unwrap_or_default() {
                 assert!(mode.temp.contains(&mode.default_temp), "{}", mode.name);
             }
         }

@@ -13,11 +13,15 @@ pub mod aircon;
 pub mod catalog;
 pub mod echonet;
 pub mod light;
+pub mod projector;
+pub mod sesame;
 pub mod tv;
 
 pub use aircon::{AirconPatch, AirconState};
 pub use catalog::{AcMode, AirconCaps, Button, Capabilities, Model, MODELS};
 pub use light::LightState;
+pub use projector::LightProjectorState;
+pub use sesame::SesameBotState;
 pub use tv::TvState;
 
 /// The kinds of appliance a model can be.
@@ -26,6 +30,21 @@ pub enum ApplianceKind {
     Aircon,
     Tv,
     Light,
+    FloorHeater,
+    LightProjector,
+    SesameBot,
+}
+
+impl ApplianceKind {
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::Aircon,
+        Self::Tv,
+        Self::Light,
+        Self::FloorHeater,
+        Self::LightProjector,
+        Self::SesameBot,
+    ];
 }
 
 /// Why a model refused a setting or a button: the field (by its wire name),
@@ -34,7 +53,7 @@ pub enum ApplianceKind {
 #[error("{}", self.message_for(self.field))]
 pub struct Refusal {
     /// The wire name of the setting: `mode`, `temp`, `vol`, `dir`, `dirh`,
-    /// `button` or `model`.
+    /// `button`, `operation` or `model`.
     pub field: &'static str,
     /// What was asked for.
     pub value: String,

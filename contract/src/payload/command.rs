@@ -47,6 +47,28 @@ pub enum Action {
         model: Option<String>,
         button: String,
     },
+    /// Change floor heater settings (the cloud sends every setting).
+    FloorHeater {
+        /// Catalogue model; absent means `kumo-floor-heater-generic`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        settings: AirconPatch,
+    },
+    /// Press a light projector remote button.
+    LightProjector {
+        /// Catalogue model; absent means `kumo-light-projector-generic`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        button: String,
+    },
+    /// Run an operation on a BLE SESAME bot: `click` or one of its private
+    /// macros by name.
+    SesameBot {
+        /// Catalogue model; absent means `kumo-sesame-bot-generic`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        operation: String,
+    },
     /// Emit a raw IR signal.
     Signal {
         /// The id of the learned signal being sent, if it is one (informative).

@@ -4,7 +4,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{check_ts, Checked, PayloadError};
-use crate::appliance::{AirconState, LightState, TvState, MODELS};
+use crate::appliance::{
+    AirconState, LightProjectorState, LightState, SesameBotState, TvState, MODELS,
+};
 
 /// `devices/{id}/state` (retained, QoS 1): the device's facts and appliance
 /// states. Published on connect and after every change; the last will carries
@@ -36,8 +38,9 @@ pub enum DeviceKind {
     Meter,
 }
 
-/// The appliances behind an IR hub, each as its model's state; absent ones
-/// are not reported.
+/// The appliances behind an IR hub (and the BLE ones it reaches), each as its
+/// model's state; absent ones are not reported. Each key is also the name of
+/// the command kind that controls it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApplianceStates {
@@ -47,12 +50,19 @@ pub struct ApplianceStates {
     pub tv: Option<TvState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub light: Option<LightState>,
+    /// A floor heater's settings (the shape of an aircon's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_heater: Option<AirconState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub light_projector: Option<LightProjectorState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sesame_bot: Option<SesameBotState>,
 }
 
 impl ApplianceStates {
     /// Whether nothing is reported.
     pub fn is_empty(&self) -> bool {
-        self.aircon.is_none() && self.tv.is_none() && self.light.is_none()
+        *self == Self::default()
     }
 }
 
@@ -75,6 +85,20 @@ impl ApplianceStates {
         }
         if let Some(light) = &self.light {
             light.check().map_err(refused)?;
+        }
+        if let Some(heater) = &self.floor_heater {
+            let mut models = MODELS.iter().filter_map(|m| m.floor_heater());
+            if !models.any(|caps| caps.check(heater).is_ok()) {
+                return Err(PayloadError::Range(
+                    "no floor heater model accepts the floor_heater state".into(),
+                ));
+            }
+        }
+        if let Some(projector) = &self.light_projector {
+            projector.check().map_err(refused)?;
+        }
+        if let Some(bot) = &self.sesame_bot {
+            bot.check().map_err(refused)?;
         }
         Ok(())
     }

@@ -233,6 +233,15 @@ impl DeviceModel {
             Action::Aircon { model, settings } => appliances.aircon(model.as_deref(), settings),
             Action::Tv { model, button } => appliances.tv(model.as_deref(), button),
             Action::Light { model, button } => appliances.light(model.as_deref(), button),
+            Action::FloorHeater { model, settings } => {
+                appliances.floor_heater(model.as_deref(), settings)
+            }
+            Action::LightProjector { model, button } => {
+                appliances.light_projector(model.as_deref(), button)
+            }
+            Action::SesameBot { model, operation } => {
+                appliances.sesame_bot(model.as_deref(), operation)
+            }
             Action::Signal { message, .. } => {
                 message.check().map_err(|e| e.to_string())?;
                 return Ok(Done::default());
