@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_newest_events_from_readings"),
     migration!(13, "0013_homes"),
     migration!(14, "0014_energy"),
+    migration!(16, "0016_demand_response"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

@@ -7,7 +7,9 @@
 //! worker both come here with typed requests; nothing here knows HTTP.
 
 use deadpool_postgres::Pool;
-use kumo_contract::appliance::{AirconPatch, AirconState, LightState, Model, Refusal, TvState};
+use kumo_contract::appliance::{
+    AirconCaps, AirconPatch, AirconState, LightState, Model, Refusal, TvState,
+};
 use kumo_contract::payload::{Action, IrMessage};
 use kumo_contract::DeviceId;
 use serde::de::DeserializeOwned;
@@ -64,6 +66,22 @@ pub struct Target {
     pub model: Option<&'static Model>,
     settings: Option<Value>,
     state: Option<Value>,
+}
+
+impl Target {
+    /// An air conditioner's confirmed settings (a unit never confirmed is in
+    /// its model's initial state: off) with the capabilities of its model;
+    /// `None` for anything else.
+    pub fn aircon_state(&self) -> Option<(AirconState, &'static AirconCaps)> {
+        let caps = match (self.kind, self.model) {
+            (ApplianceType::Ac, Some(m)) => m.aircon()?,
+            _ => return None,
+        };
+        let state = stored::<AirconState>(self.settings.as_ref())
+            .filter(|s| caps.check(s).is_ok())
+            .unwrap_or_else(|| caps.initial());
+        Some((state, caps))
+    }
 }
 
 /// Appliance `id` of `user_id` (another account's is not found).

@@ -21,6 +21,7 @@ mod commands;
 mod console;
 mod control;
 mod database_outage;
+mod demand;
 mod devices;
 mod docs;
 mod echonet;
