@@ -115,6 +115,21 @@ pub async fn show_event(
     Ok(Json(store::event_of(&state.pool, &agg.id, &id).await?))
 }
 
+/// `GET /v1/aggregator/events/{id}/results`: baseline, metered load and
+/// reduction per home and in aggregate, homes that responded, failed commands.
+pub async fn event_results(
+    State(state): State<AppState>,
+    agg: Aggregator,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let max_gap = time::Duration::seconds(
+        i64::try_from(state.energy.max_sample_gap_secs).unwrap_or(i64::MAX),
+    );
+    Ok(Json(
+        crate::demand::results::of_event(&state.pool, &agg.id, &id, max_gap).await?,
+    ))
+}
+
 /// `GET /v1/programs`: every program, with the caller's enrolments.
 pub async fn programs(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(BASIC_READ)?;

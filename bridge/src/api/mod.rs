@@ -133,6 +133,10 @@ pub fn router(state: AppState) -> Router {
             get(demand::list_events).post(demand::create_event),
         )
         .route("/v1/aggregator/events/{id}", get(demand::show_event))
+        .route(
+            "/v1/aggregator/events/{id}/results",
+            get(demand::event_results),
+        )
         .route("/v1/programs", get(demand::programs))
         .route("/v1/programs/{id}/enrolments", post(demand::enrol))
         .route(

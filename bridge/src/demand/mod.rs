@@ -9,9 +9,11 @@
 //! aircon planner (`crate::appliance`), so each outcome is recorded as for
 //! any other command. Nothing here knows HTTP.
 
+pub mod baseline;
 pub mod consent;
 pub mod enrolment;
 pub mod principal;
+pub mod results;
 pub mod store;
 pub mod worker;
 
