@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::consent::{decide, excluded_hour_in, Consent, Decision, Target};
 use super::DemandError;
-use crate::appliance::{self, AirconRequest, ControlRequest};
+use crate::appliance::{self, AirconRequest, ControlError, ControlRequest};
 use crate::commands::{CommandLog, NewCommand};
 
 /// Rows claimed per round.
@@ -203,6 +203,8 @@ async fn dispatch(
     }
     let t = match appliance::target_of(pool, user, appliance).await {
         Ok(t) => t,
+        // The database, not the unit: try again next round.
+        Err(ControlError::Db(e)) => return retry(event, appliance, &e),
         Err(e) => return skipped("skipped", format!("the unit is out of reach: {e}")),
     };
     let Some((current, caps)) = t.aircon_state() else {
@@ -223,16 +225,17 @@ async fn dispatch(
     };
     let key = format!("dr:{event}:{appliance}");
     let queued = queue(commands, user, &t, ControlRequest::Aircon(request), &key).await;
-    Some(match queued {
-        Ok((id, expected)) => Outcome {
+    match queued {
+        Ok((id, expected)) => Some(Outcome {
             state: "dispatched",
             reason: None,
             previous: serde_json::to_value(&current).ok(),
             expected: Some(expected),
             command: Some(id),
-        },
-        Err(reason) => return skipped("skipped", reason),
-    })
+        }),
+        Err(QueueError::Refused(reason)) => skipped("skipped", reason),
+        Err(QueueError::Unavailable(e)) => retry(event, appliance, &e),
+    }
 }
 
 /// Puts one unit back as it was, unless the event's command was never
@@ -269,6 +272,7 @@ async fn restore(
     };
     let t = match appliance::target_of(pool, user, appliance).await {
         Ok(t) => t,
+        Err(ControlError::Db(e)) => return retry(event, appliance, &e),
         Err(e) => return skipped("restore_skipped", format!("the unit is out of reach: {e}")),
     };
     // The confirmed settings are still what the event commanded, or the
@@ -300,8 +304,25 @@ async fn restore(
             expected: None,
             command: Some(id),
         }),
-        Err(reason) => skipped("restore_skipped", reason),
+        Err(QueueError::Refused(reason)) => skipped("restore_skipped", reason),
+        Err(QueueError::Unavailable(e)) => retry(event, appliance, &e),
     }
+}
+
+/// Leaves the row as it is (it is claimed again next round) after a
+/// failure that is the bridge's, not the unit's.
+fn retry(event: &str, appliance: &str, e: &dyn std::fmt::Display) -> Option<Outcome> {
+    tracing::warn!(event_id = %event, appliance_id = %appliance, error = %e,
+        "demand response step failed; will retry");
+    None
+}
+
+/// Why a command was not queued.
+enum QueueError {
+    /// The planner refused it: retrying changes nothing.
+    Refused(String),
+    /// The command table could not be written: retry.
+    Unavailable(String),
 }
 
 /// Plans `request` with the aircon planner and queues it as `user`'s command.
@@ -311,8 +332,9 @@ async fn queue(
     t: &appliance::Target,
     request: ControlRequest<'_>,
     key: &str,
-) -> Result<(Uuid, Value), String> {
-    let p = appliance::plan(t, &request).map_err(|e| format!("the planner refused: {e}"))?;
+) -> Result<(Uuid, Value), QueueError> {
+    let p = appliance::plan(t, &request)
+        .map_err(|e| QueueError::Refused(format!("the planner refused: {e}")))?;
     let expected = p.expected.clone();
     let id = commands
         .enqueue(NewCommand {
@@ -325,6 +347,12 @@ async fn queue(
             idempotency_key: Some(key),
         })
         .await
-        .map_err(|e| format!("queueing the command failed: {}", e.message()))?;
+        .map_err(|e| {
+            if e.status().is_server_error() {
+                QueueError::Unavailable(e.message().to_string())
+            } else {
+                QueueError::Refused(format!("queueing the command failed: {}", e.message()))
+            }
+        })?;
     Ok((id, expected))
 }
