@@ -22,6 +22,7 @@ mod console;
 mod control;
 mod database_outage;
 mod demand;
+mod demand_changes;
 mod demand_results;
 mod devices;
 mod docs;
