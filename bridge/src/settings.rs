@@ -50,6 +50,10 @@ pub struct DemandResponseSettings {
     /// How often the worker looks for due commands and restores, in
     /// milliseconds (default 1,000; 50 to 60,000).
     pub poll_interval_ms: u64,
+    /// How much less a unit draws per kelvin its setpoint moves, kW: turns
+    /// an event's kW target into a setpoint change (default 0.06, the
+    /// simulator's unit: 180 W/K through the walls at a COP of 3; 0.001 to 10).
+    pub kw_per_kelvin: f64,
 }
 
 impl Default for DemandResponseSettings {
@@ -57,6 +61,7 @@ impl Default for DemandResponseSettings {
         Self {
             stagger_secs: 300,
             poll_interval_ms: 1000,
+            kw_per_kelvin: 0.06,
         }
     }
 }
@@ -359,6 +364,9 @@ impl Settings {
             return Err(
                 "bridge.demand_response.poll_interval_ms must be between 50 and 60000".into(),
             );
+        }
+        if !(0.001..=10.0).contains(&self.demand_response.kw_per_kelvin) {
+            return Err("bridge.demand_response.kw_per_kelvin must be between 0.001 and 10".into());
         }
         if self.command_ttl_secs == 0 {
             return Err("bridge.command_ttl_secs must be at least 1".into());

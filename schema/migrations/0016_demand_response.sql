@@ -54,11 +54,14 @@ CREATE TABLE dr_events (
     during           tstzrange NOT NULL CHECK (NOT isempty(during) AND lower_inc(during)
                                                AND NOT upper_inc(during)),
     -- 'setpoint': raise a cooling unit's setpoint (lower a heating one's) by
-    -- setpoint_change °C; 'off': turn units off.
-    target           text NOT NULL CHECK (target IN ('setpoint', 'off')),
+    -- setpoint_change °C; 'off': turn units off; 'kw': reduce by reduction_kw
+    -- in total, turned into the setpoint_change every unit gets.
+    target           text NOT NULL CHECK (target IN ('setpoint', 'off', 'kw')),
     setpoint_change  real CHECK (setpoint_change > 0 AND setpoint_change <= 10),
+    reduction_kw     real CHECK (reduction_kw > 0),
     created_at       timestamptz NOT NULL DEFAULT now(),
-    CHECK ((target = 'setpoint') = (setpoint_change IS NOT NULL)),
+    CHECK ((target = 'off') = (setpoint_change IS NULL)),
+    CHECK ((target = 'kw') = (reduction_kw IS NOT NULL)),
     EXCLUDE USING gist (int8range(program_no, program_no, '[]') WITH =, during WITH &&)
 );
 

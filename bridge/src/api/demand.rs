@@ -12,9 +12,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::auth::{Caller, BASIC_READ, BASIC_WRITE};
-use crate::demand::consent::{Consent, Target};
+use crate::demand::consent::Consent;
 use crate::demand::principal::Aggregator;
-use crate::demand::store::{self, NewEvent};
+use crate::demand::store::{self, Asked, NewEvent};
 use crate::demand::{enrolment, DemandError};
 use crate::error::{ApiError, ApiResult};
 use crate::form::Form;
@@ -61,36 +61,55 @@ fn time_field(form: &Form, name: &str) -> ApiResult<OffsetDateTime> {
 }
 
 /// `POST /v1/aggregator/programs/{id}/events`: `start`, `end` (RFC 3339),
-/// `target` (`setpoint` with `setpoint_change` °C, or `off`).
+/// `target` (`setpoint` with `setpoint_change` °C, `off`, or `kw` with
+/// `reduction_kw`, the total asked of the program's units).
 pub async fn create_event(
     State(state): State<AppState>,
     agg: Aggregator,
     Path(program): Path<String>,
     form: Form,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    form.only(&["start", "end", "target", "setpoint_change"])?;
+    form.only(&["start", "end", "target", "setpoint_change", "reduction_kw"])?;
     let (start, end) = (time_field(&form, "start")?, time_field(&form, "end")?);
-    let target = match form.required_nonempty("target")? {
-        "setpoint" => {
-            let c = form.required_number("setpoint_change")?;
-            if !(c > 0.0 && c <= 10.0) {
-                return Err(ApiError::bad_request(
-                    "setpoint_change must be more than 0 and at most 10 (°C)",
-                ));
+    let target = form.required_nonempty("target")?;
+    let given = |f: &str| form.get(f).is_some();
+    let asked =
+        match target {
+            "setpoint" if !given("reduction_kw") => {
+                let c = form.required_number("setpoint_change")?;
+                if !(c > 0.0 && c <= 10.0) {
+                    return Err(ApiError::bad_request(
+                        "setpoint_change must be more than 0 and at most 10 (°C)",
+                    ));
+                }
+                Asked::Setpoint(c)
             }
-            Target::Setpoint(c)
-        }
-        "off" if form.get("setpoint_change").is_some() => {
-            return Err(ApiError::bad_request(
-                "setpoint_change goes only with target=setpoint",
-            ))
-        }
-        "off" => Target::Off,
-        _ => return Err(ApiError::bad_request("target must be setpoint or off")),
-    };
-    let e = NewEvent { start, end, target };
-    let stagger = state.demand_response.stagger_secs;
-    let event = store::create_event(&state.pool, &agg.id, &program, &e, stagger).await?;
+            "kw" if !given("setpoint_change") => {
+                let kw = form.required_number("reduction_kw")?;
+                if !(kw > 0.0 && kw <= 1e6) {
+                    return Err(ApiError::bad_request(
+                        "reduction_kw must be more than 0 and at most 1000000",
+                    ));
+                }
+                Asked::Kw(kw)
+            }
+            "off" if !given("setpoint_change") && !given("reduction_kw") => Asked::Off,
+            "setpoint" | "kw" | "off" => return Err(ApiError::bad_request(
+                "setpoint_change goes only with target=setpoint, reduction_kw only with target=kw",
+            )),
+            _ => return Err(ApiError::bad_request("target must be setpoint, off or kw")),
+        };
+    let e = NewEvent { start, end, asked };
+    let dr = &state.demand_response;
+    let event = store::create_event(
+        &state.pool,
+        &agg.id,
+        &program,
+        &e,
+        dr.stagger_secs,
+        dr.kw_per_kelvin,
+    )
+    .await?;
     state.demand.wake();
     Ok((StatusCode::CREATED, Json(event)))
 }

@@ -100,6 +100,15 @@ pub fn decide(target: Target, c: &Consent, current: &AirconState, mode: &AcMode)
     }
 }
 
+/// The setpoint change that asks `units` air conditioners for
+/// `reduction_kw` in total: an even share each, at `kw_per_kelvin` less
+/// draw per kelvin the setpoint moves; at most 10 °C (each user's own limit
+/// clamps it further at dispatch).
+pub fn kw_to_setpoint(reduction_kw: f64, units: usize, kw_per_kelvin: f64) -> f64 {
+    let share = reduction_kw / units.max(1) as f64;
+    (share / kw_per_kelvin).min(10.0)
+}
+
 /// How far after an instant appliance `appliance` is commanded in event
 /// `event`: a fixed pseudo-random offset in `[0, spread]`, the same every
 /// time it is computed, so a fleet's commands spread evenly over the

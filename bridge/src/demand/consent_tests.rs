@@ -162,3 +162,11 @@ fn the_spread_is_at_most_half_the_window() {
         time::Duration::seconds(300)
     );
 }
+
+#[test]
+fn a_kw_target_becomes_an_even_setpoint_change_per_unit() {
+    // 0.6 kW over 5 units at 0.06 kW/K: 0.12 kW, 2 K each.
+    assert!((kw_to_setpoint(0.6, 5, 0.06) - 2.0).abs() < 1e-9);
+    assert_eq!(kw_to_setpoint(100.0, 1, 0.06), 10.0, "at most 10 °C");
+    assert!((kw_to_setpoint(0.06, 0, 0.06) - 1.0).abs() < 1e-9);
+}

@@ -179,7 +179,8 @@ pub async fn events_for(pool: &Pool, user: &str, program: &str) -> Result<Value,
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT ev.id, lower(ev.during), upper(ev.during), ev.target, ev.setpoint_change
+            "SELECT ev.id, lower(ev.during), upper(ev.during), ev.target, ev.setpoint_change,
+                    ev.reduction_kw
              FROM dr_events ev WHERE ev.program_id = $1
                AND EXISTS (SELECT 1 FROM dr_dispatches d WHERE d.event_id = ev.id
                            AND d.user_id = $2)
@@ -197,6 +198,7 @@ pub async fn events_for(pool: &Pool, user: &str, program: &str) -> Result<Value,
             "end": rfc3339(r.get(2)),
             "target": r.get::<_, String>(3),
             "setpoint_change": r.get::<_, Option<f32>>(4).map(super::store::hundredths),
+            "reduction_kw": r.get::<_, Option<f32>>(5).map(super::store::hundredths),
             "appliances": super::store::outcomes(&client, &id, Some(user)).await?,
         }));
     }

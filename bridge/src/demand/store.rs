@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::consent::{spread_for, stagger, Target};
+use super::consent::{kw_to_setpoint, spread_for, stagger};
 use super::DemandError;
 use crate::json::rfc3339;
 
@@ -69,12 +69,24 @@ async fn own_program(
         .ok_or_else(|| DemandError::NotFound(format!("program {id}")))
 }
 
+/// What an event asks for, as the aggregator states it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Asked {
+    /// Each unit's setpoint this many °C towards less energy.
+    Setpoint(f64),
+    /// Units off.
+    Off,
+    /// This many kW less in total: an even setpoint change per unit
+    /// ([`kw_to_setpoint`]).
+    Kw(f64),
+}
+
 /// A new event.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
-    pub target: Target,
+    pub asked: Asked,
 }
 
 /// Creates an event of program `program` and a dispatch row for every unit
@@ -87,6 +99,7 @@ pub async fn create_event(
     program: &str,
     e: &NewEvent,
     stagger_secs: u64,
+    kw_per_kelvin: f64,
 ) -> Result<Value, DemandError> {
     if e.start >= e.end {
         return Err(DemandError::Invalid("start must be before end".into()));
@@ -120,15 +133,20 @@ pub async fn create_event(
         )));
     }
     let id = format!("evt-{}", Uuid::new_v4().simple());
-    let (kind, change) = match e.target {
-        Target::Setpoint(c) => ("setpoint", Some(c as f32)),
-        Target::Off => ("off", None),
+    let (kind, change, kw) = match e.asked {
+        Asked::Setpoint(c) => ("setpoint", Some(c as f32), None),
+        Asked::Off => ("off", None, None),
+        Asked::Kw(kw) => {
+            let c = kw_to_setpoint(kw, units.len(), kw_per_kelvin);
+            ("kw", Some(c as f32), Some(kw as f32))
+        }
     };
     let inserted = tx
         .execute(
-            "INSERT INTO dr_events (id, program_id, program_no, during, target, setpoint_change)
-             VALUES ($1, $2, $3, tstzrange($4, $5, '[)'), $6, $7)",
-            &[&id, &program, &no, &e.start, &e.end, &kind, &change],
+            "INSERT INTO dr_events (id, program_id, program_no, during, target, setpoint_change,
+                                    reduction_kw)
+             VALUES ($1, $2, $3, tstzrange($4, $5, '[)'), $6, $7, $8)",
+            &[&id, &program, &no, &e.start, &e.end, &kind, &change, &kw],
         )
         .await;
     if let Err(err) = inserted {
@@ -178,12 +196,13 @@ fn event_json(r: &tokio_postgres::Row) -> Value {
         "end": rfc3339(r.get("end")),
         "target": r.get::<_, String>("target"),
         "setpoint_change": r.get::<_, Option<f32>>("setpoint_change").map(hundredths),
+        "reduction_kw": r.get::<_, Option<f32>>("reduction_kw").map(hundredths),
         "created_at": rfc3339(r.get("created_at")),
     })
 }
 
 const EVENT_COLUMNS: &str = "ev.id, ev.program_id, lower(ev.during) AS start,
-    upper(ev.during) AS \"end\", ev.target, ev.setpoint_change, ev.created_at";
+    upper(ev.during) AS \"end\", ev.target, ev.setpoint_change, ev.reduction_kw, ev.created_at";
 
 /// The events of program `program` of `aggregator`, newest first.
 pub async fn events_of(pool: &Pool, aggregator: &str, program: &str) -> Result<Value, DemandError> {

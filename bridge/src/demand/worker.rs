@@ -191,7 +191,7 @@ async fn dispatch(
         return skipped("skipped", "opted out");
     }
     let target = match (r.get::<_, String>(8).as_str(), r.get::<_, Option<f32>>(9)) {
-        ("setpoint", Some(c)) => Target::Setpoint(f64::from(c)),
+        ("setpoint" | "kw", Some(c)) => Target::Setpoint(f64::from(c)),
         _ => Target::Off,
     };
     let (start, end): (OffsetDateTime, OffsetDateTime) = (r.get(10), r.get(11));

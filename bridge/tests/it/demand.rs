@@ -344,6 +344,36 @@ async fn bad_events_foreign_ids_and_account_tokens_get_clear_errors() {
     post(ev(at(900), at(1500))).await.assert_error(409001);
     let r = post(ev(at(1200), at(1300))).await;
     assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    // A kW target: an even share per unit at 0.06 kW per kelvin (the default).
+    let kw = |extra: Option<(&'static str, &str)>| {
+        let mut f = vec![
+            ("start", at(1300)),
+            ("end", at(1400)),
+            ("target", "kw".to_string()),
+        ];
+        if let Some((k, v)) = extra {
+            f.push((k, v.to_string()));
+        }
+        f
+    };
+    post(kw(None)).await.assert_error(400001);
+    post(kw(Some(("setpoint_change", "1"))))
+        .await
+        .assert_error(400001);
+    let r = post(kw(Some(("reduction_kw", "0.06")))).await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    assert_eq!(
+        (
+            &r.body["target"],
+            &r.body["reduction_kw"],
+            &r.body["setpoint_change"]
+        ),
+        (
+            &serde_json::json!("kw"),
+            &serde_json::json!(0.06),
+            &serde_json::json!(1.0)
+        )
+    );
 
     // Another aggregator sees none of it.
     h.get_as(&other_agg, &format!("/v1/aggregator/events/{event}"))
@@ -374,7 +404,7 @@ async fn bad_events_foreign_ids_and_account_tokens_get_clear_errors() {
         .await
         .assert_error(404001);
     let mine = h.get(&format!("/v1/programs/{prg}/events")).await.ok();
-    assert_eq!(mine.as_array().unwrap().len(), 2);
+    assert_eq!(mine.as_array().unwrap().len(), 3);
     assert_eq!(h.command_count().await, 0);
     h.stop().await;
 }
