@@ -102,6 +102,11 @@ const SECTIONS: &[Section] = &[
         name: "EnergySettings",
     },
     Section {
+        key: "bridge.demand_response",
+        source: BRIDGE,
+        name: "DemandResponseSettings",
+    },
+    Section {
         key: "sim",
         source: SIM,
         name: "Settings",

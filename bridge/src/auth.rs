@@ -39,7 +39,11 @@ pub const HOME: &str = "home";
 pub const HOME_READ: &str = "home.read";
 /// Create and change homes, invite, accept, kick, part, transfer, geofence.
 pub const HOME_WRITE: &str = "home.write";
-/// Every scope Kumo knows, in the order `kumo tokens create` documents them.
+/// Demand-response aggregator routes (`/v1/aggregator/…`). Held only by the
+/// tokens of an aggregator, which `kumo aggregators create` issues; no
+/// account's token can carry it.
+pub const AGGREGATOR: &str = "aggregator";
+/// Every scope an account's token can carry, in the order `kumo tokens create` documents them.
 pub const ALL_SCOPES: &[&str] = &[
     BASIC,
     BASIC_READ,

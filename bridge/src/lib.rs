@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod commands;
 pub mod console;
 pub mod db;
+pub mod demand;
 pub mod device_state;
 pub mod docs;
 pub mod energy;

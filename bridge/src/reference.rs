@@ -288,7 +288,8 @@ mod tests {
                     }
                     let scope = operation_scope(op).unwrap_or_default();
                     assert!(
-                        crate::auth::ALL_SCOPES.contains(&scope.as_str()),
+                        crate::auth::ALL_SCOPES.contains(&scope.as_str())
+                            || scope == crate::auth::AGGREGATOR,
                         "{method} {path}: scope {scope:?}"
                     );
                 }

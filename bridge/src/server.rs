@@ -59,6 +59,7 @@ pub struct RunningBridge {
     events: crate::events::EventHub,
     webhooks: crate::webhooks::Webhooks,
     rules_worker: JoinHandle<()>,
+    demand_worker: JoinHandle<()>,
     provision: Option<(SocketAddr, JoinHandle<()>)>,
     renewal: Vec<JoinHandle<()>>,
     grace: Duration,
@@ -117,6 +118,12 @@ impl RunningBridge {
             .is_err()
         {
             tracing::warn!("rule executions did not finish within the grace period");
+        }
+        if tokio::time::timeout(self.grace, self.demand_worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the demand-response worker did not stop within the grace period");
         }
         if let Some(mqtt) = self.mqtt {
             mqtt.wait(self.grace).await;
@@ -230,6 +237,12 @@ async fn launch(
         shutdown.clone(),
     );
     let (rules, rules_inbox) = crate::rules::channel();
+    let (demand, demand_worker) = crate::demand::worker::start(
+        pool.clone(),
+        commands.clone(),
+        Duration::from_millis(settings.demand_response.poll_interval_ms),
+        shutdown.clone(),
+    );
     let state = AppState {
         pool,
         limiter: Arc::new(RateLimiter::new(
@@ -245,6 +258,8 @@ async fn launch(
         rules,
         homes: settings.homes.clone(),
         energy: settings.energy.clone(),
+        demand_response: settings.demand_response.clone(),
+        demand,
     };
     let effects = crate::rules::Effects {
         pool: state.pool.clone(),
@@ -307,6 +322,7 @@ async fn launch(
         events,
         webhooks,
         rules_worker,
+        demand_worker,
         provision,
         renewal,
         grace,

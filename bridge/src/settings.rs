@@ -35,6 +35,35 @@ pub struct Settings {
     pub homes: HomeSettings,
     /// Energy history from smart meters.
     pub energy: EnergySettings,
+    /// Demand response: how events reach the enrolled air conditioners.
+    pub demand_response: DemandResponseSettings,
+}
+
+/// `[bridge.demand_response]`: dispatching demand-response events.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemandResponseSettings {
+    /// Commands of an event are spread over this many seconds after its
+    /// start (and restores after its end), at most half the window, so the
+    /// units do not all switch at once (default 300; 0 to 3,600).
+    pub stagger_secs: u64,
+    /// How often the worker looks for due commands and restores, in
+    /// milliseconds (default 1,000; 50 to 60,000).
+    pub poll_interval_ms: u64,
+    /// How much less a unit draws per kelvin its setpoint moves, kW: turns
+    /// an event's kW target into a setpoint change (default 0.06, the
+    /// simulator's unit: 180 W/K through the walls at a COP of 3; 0.001 to 10).
+    pub kw_per_kelvin: f64,
+}
+
+impl Default for DemandResponseSettings {
+    fn default() -> Self {
+        Self {
+            stagger_secs: 300,
+            poll_interval_ms: 1000,
+            kw_per_kelvin: 0.06,
+        }
+    }
 }
 
 /// `[bridge.energy]`: energy history (`GET /v1/devices/{id}/energy`).
@@ -154,6 +183,7 @@ impl Default for Settings {
             certs: DeviceCertSettings::default(),
             homes: HomeSettings::default(),
             energy: EnergySettings::default(),
+            demand_response: DemandResponseSettings::default(),
         }
     }
 }
@@ -332,6 +362,17 @@ impl Settings {
         }
         if !(1..=1800).contains(&self.energy.max_sample_gap_secs) {
             return Err("bridge.energy.max_sample_gap_secs must be between 1 and 1800".into());
+        }
+        if self.demand_response.stagger_secs > 3600 {
+            return Err("bridge.demand_response.stagger_secs must be at most 3600".into());
+        }
+        if !(50..=60_000).contains(&self.demand_response.poll_interval_ms) {
+            return Err(
+                "bridge.demand_response.poll_interval_ms must be between 50 and 60000".into(),
+            );
+        }
+        if !(0.001..=10.0).contains(&self.demand_response.kw_per_kelvin) {
+            return Err("bridge.demand_response.kw_per_kelvin must be between 0.001 and 10".into());
         }
         if self.command_ttl_secs == 0 {
             return Err("bridge.command_ttl_secs must be at least 1".into());

@@ -42,4 +42,8 @@ pub struct AppState {
     pub homes: crate::settings::HomeSettings,
     /// `[bridge.energy]`.
     pub energy: crate::settings::EnergySettings,
+    /// `[bridge.demand_response]`.
+    pub demand_response: crate::settings::DemandResponseSettings,
+    /// Wakes the demand-response worker (an opt-out's restore is due now).
+    pub demand: crate::demand::worker::DemandHandle,
 }

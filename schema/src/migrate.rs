@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_homes"),
     migration!(14, "0014_energy"),
     migration!(15, "0015_ble_and_projector_kinds"),
+    migration!(16, "0016_demand_response"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

@@ -164,7 +164,7 @@ fn check_data_dir(settings: &Settings, target: Target) -> anyhow::Result<()> {
     )
 }
 
-async fn pool(
+pub(crate) async fn pool(
     settings: &Settings,
     target: Target,
 ) -> anyhow::Result<(Database, deadpool_postgres::Pool)> {

@@ -5,6 +5,7 @@
 //! its component's library.
 
 mod accounts;
+mod aggregators;
 mod bridge;
 mod broker;
 mod certs;
@@ -59,6 +60,13 @@ enum Command {
     Tokens {
         #[command(subcommand)]
         command: accounts::TokensCommand,
+        #[command(flatten)]
+        target: accounts::Target,
+    },
+    /// Demand-response aggregators and their tokens.
+    Aggregators {
+        #[command(subcommand)]
+        command: aggregators::AggregatorsCommand,
         #[command(flatten)]
         target: accounts::Target,
     },
@@ -118,6 +126,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Devices { command, target } => {
             block_on(accounts::devices(command, target, settings))
+        }
+        Command::Aggregators { command, target } => {
+            block_on(aggregators::run(command, target, settings))
         }
         Command::Config { .. } => Ok(()),
     }

@@ -318,6 +318,15 @@ fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result
     let (status, _) = http_get(&bridge, "/1/devices", "kumo_not-a-token");
     assert_eq!(status, 401);
 
+    // A demand-response aggregator exists only by this command; its token
+    // opens the aggregator routes, an account's does not.
+    let aggregator = kumo_ok(&data, &["aggregators", "create", "--name", "Grid Co"]);
+    let aggregator = aggregator.trim();
+    assert!(aggregator.starts_with("kumo_agg_"), "{aggregator}");
+    let (status, body) = http_get(&bridge, "/v1/aggregator/programs", aggregator);
+    assert_eq!((status, body.ends_with("[]")), (200, true), "{body}");
+    assert_eq!(http_get(&bridge, "/v1/aggregator/programs", token).0, 403);
+
     // The operator's view and controls.
     let users = kumo_ok(&data, &["users", "list"]);
     let row = users.lines().find(|l| l.starts_with(&user)).expect(&users);

@@ -33,7 +33,7 @@ impl From<EnergyError> for ApiError {
 
 /// `tz`: `Z`, `UTC` or `±HH:MM`. An unencoded `+` arrives as a space (form
 /// decoding) and is read as `+`.
-fn parse_offset(raw: &str) -> Option<UtcOffset> {
+pub(crate) fn parse_offset(raw: &str) -> Option<UtcOffset> {
     if raw == "Z" || raw == "UTC" {
         return Some(UtcOffset::UTC);
     }

@@ -9,6 +9,7 @@ mod ble;
 mod claim_codes;
 mod commands;
 pub(crate) mod control;
+pub(crate) mod demand;
 mod devices;
 mod dispatch;
 mod echonet;
@@ -138,6 +139,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/devices", get(devices::presence))
         .route("/v1/devices/{id}/readings", get(history::readings))
         .route("/v1/devices/{id}/energy", get(energy::energy))
+        .route(
+            "/v1/aggregator/programs",
+            get(demand::list_programs).post(demand::create_program),
+        )
+        .route(
+            "/v1/aggregator/programs/{id}/events",
+            get(demand::list_events).post(demand::create_event),
+        )
+        .route("/v1/aggregator/events/{id}", get(demand::show_event))
+        .route(
+            "/v1/aggregator/events/{id}/results",
+            get(demand::event_results),
+        )
+        .route("/v1/programs", get(demand::programs))
+        .route("/v1/programs/{id}/enrolments", post(demand::enrol))
+        .route(
+            "/v1/programs/{id}/enrolments/{appliance}/opt_out",
+            post(demand::opt_out),
+        )
+        .route("/v1/programs/{id}/events", get(demand::my_events))
         .route("/v1/rules", get(rules::list).post(rules::create))
         .route(
             "/v1/rules/{id}",

@@ -69,6 +69,22 @@ pub struct Target {
     state: Option<Value>,
 }
 
+impl Target {
+    /// An air conditioner's confirmed settings (a unit never confirmed is in
+    /// its model's initial state: off) with the capabilities of its model;
+    /// `None` for anything else.
+    pub fn aircon_state(&self) -> Option<(AirconState, &'static AirconCaps)> {
+        let caps = match (self.kind, self.model) {
+            (ApplianceType::Ac, Some(m)) => m.aircon()?,
+            _ => return None,
+        };
+        let state = stored::<AirconState>(self.settings.as_ref())
+            .filter(|s| caps.check(s).is_ok())
+            .unwrap_or_else(|| caps.initial());
+        Some((state, caps))
+    }
+}
+
 /// Appliance `id` of `user_id` (another account's is not found).
 pub async fn target_of(pool: &Pool, user_id: &str, id: &str) -> Result<Target, ControlError> {
     let client = pool.get().await?;

@@ -223,7 +223,50 @@ async fn fixtures(h: &mut Harness) -> BTreeMap<&'static str, String> {
     let url = invite["url"].as_str().unwrap();
     ids.insert("INVITE_TOKEN", url.rsplit('/').next().unwrap().into());
     ids.insert("HOME_ID", home);
+    demand_fixtures(h, &mut ids).await;
     ids
+}
+
+/// An aggregator, its program with the fixture AC enrolled, and an event a day ahead.
+async fn demand_fixtures(h: &Harness, ids: &mut BTreeMap<&'static str, String>) {
+    let (_, agg) = kumo_bridge::demand::principal::create(&h.pool, "Grid Co")
+        .await
+        .unwrap();
+    let program = h
+        .post_as(&agg, "/v1/aggregator/programs", &[("name", "Peaks")])
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let enrol = [
+        ("appliance", ids["AC_ID"].as_str()),
+        ("max_setpoint_change", "2"),
+    ];
+    let r = h
+        .post(&format!("/v1/programs/{program}/enrolments"), &enrol)
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    let at = |hours: i64| {
+        (OffsetDateTime::now_utc() + time::Duration::hours(hours))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let (start, end) = (at(24), at(25));
+    let event = h
+        .post_as(
+            &agg,
+            &format!("/v1/aggregator/programs/{program}/events"),
+            &[("start", &start), ("end", &end), ("target", "off")],
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ids.insert("AGGREGATOR_TOKEN", agg);
+    ids.insert("PROGRAM_ID", program);
+    ids.insert("EVENT_ID", event);
 }
 
 /// Runs Schemathesis over `document` (a URL or a file) with the checks and

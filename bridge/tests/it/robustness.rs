@@ -72,7 +72,8 @@ fn operations(doc: &Value) -> Vec<Operation> {
 /// What each field gets: a NUL, broken UTF-8, or a plain value (already encoded).
 const VARIANTS: [(&str, &str); 3] = [("nul", "a%00b"), ("utf8", "%FF%FE"), ("plain", "x")];
 
-async fn probe(h: &Harness, op: &Operation, variant: &str, value: &str) -> u16 {
+/// Probes `op` with `variant` text; aggregator operations with `aggregator`'s token.
+async fn probe(h: &Harness, op: &Operation, variant: &str, value: &str, aggregator: &str) -> u16 {
     let mut path = String::new();
     for (i, part) in op.path.split('{').enumerate() {
         if i == 0 {
@@ -90,7 +91,12 @@ async fn probe(h: &Harness, op: &Operation, variant: &str, value: &str) -> u16 {
         format!("{}{path}?{}", h.base, query.join("&"))
     };
     let method = reqwest::Method::from_bytes(op.method.as_bytes()).unwrap();
-    let mut req = h.http.request(method, url).bearer_auth(&h.token);
+    let token = if op.path.starts_with("/v1/aggregator/") {
+        aggregator
+    } else {
+        &h.token
+    };
+    let mut req = h.http.request(method, url).bearer_auth(token);
     if op.json {
         let body: Vec<u8> = match variant {
             "nul" => br#"{"name": "a\u0000b", "trigger": {"x": "\u0000"}}"#.to_vec(),
@@ -118,6 +124,9 @@ fn doc(path: PathBuf) -> Value {
 async fn no_generated_request_gets_a_server_error_and_bad_text_is_refused() {
     let h = start().await;
     h.add_device("remo-1", kumo_bridge::DeviceKind::Remo).await;
+    let (_, aggregator) = kumo_bridge::demand::principal::create(&h.pool, "Grid Co")
+        .await
+        .unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     // The official document is reference data beside the repository (`../shared`,
     // as CI lays it out), never a copy inside it.
@@ -134,7 +143,7 @@ async fn no_generated_request_gets_a_server_error_and_bad_text_is_refused() {
         let takes_text =
             op.path.contains('{') || !op.form.is_empty() || !op.query.is_empty() || op.json;
         for (variant, value) in VARIANTS {
-            let status = probe(&h, op, variant, value).await;
+            let status = probe(&h, op, variant, value, &aggregator).await;
             *seen.entry((variant.to_string(), status)).or_default() += 1;
             if status >= 500 {
                 server_errors.push(format!("{} {} ({variant}): {status}", op.method, op.path));

@@ -1,0 +1,141 @@
+//! What an event may do to one home's air conditioner: the command clamped
+//! to the user's consent, the hours it excludes, and the staggered instant
+//! each appliance is commanded at. Pure functions, no I/O.
+
+use kumo_contract::appliance::{AcMode, AirconState};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// What an event asks of every enrolled unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// Move the setpoint this many °C towards using less energy (up when
+    /// cooling, down when heating).
+    Setpoint(f64),
+    /// Turn the unit off.
+    Off,
+}
+
+/// The limits a user enrolled an appliance with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consent {
+    /// The largest setpoint change allowed, °C (0: none).
+    pub max_setpoint_change: f64,
+    /// Whether the unit may be turned off.
+    pub allow_off: bool,
+    /// Local hours (0–23) in which nothing may be done.
+    pub excluded_hours: Vec<i16>,
+    /// The UTC offset the hours are on, minutes.
+    pub utc_offset_minutes: i32,
+}
+
+/// The settings change to command, or why the unit is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Set this temperature (same mode, still on).
+    Temperature(String),
+    /// Press `power-off`.
+    PowerOff,
+    /// Nothing is commanded, for this reason.
+    Skip(String),
+}
+
+/// The local hour of the consent's clock at which a window `[start, end)`
+/// touches an excluded hour, if any.
+pub fn excluded_hour_in(c: &Consent, start: OffsetDateTime, end: OffsetDateTime) -> Option<i16> {
+    let offset = time::Duration::minutes(i64::from(c.utc_offset_minutes));
+    let (start, end) = (start + offset, end + offset);
+    // Every local hour the window overlaps, at most one day's worth to check.
+    let mut t = start.replace_minute(0).ok()?.replace_second(0).ok()?;
+    t = t.replace_nanosecond(0).ok()?;
+    for _ in 0..25 {
+        if t >= end {
+            break;
+        }
+        let hour = i16::from(t.hour());
+        if c.excluded_hours.contains(&hour) {
+            return Some(hour);
+        }
+        t += time::Duration::hours(1);
+    }
+    None
+}
+
+/// The command for a unit in `current` state running `mode`, clamped to the
+/// consent. Turning off when the user does not allow it becomes the largest
+/// setpoint change they do allow; a setpoint change is capped at their
+/// limit and lands on a temperature the mode accepts, never beyond.
+pub fn decide(target: Target, c: &Consent, current: &AirconState, mode: &AcMode) -> Decision {
+    if current.button == "power-off" {
+        return Decision::Skip("the unit is off already".into());
+    }
+    let change = match target {
+        Target::Off if c.allow_off => return Decision::PowerOff,
+        Target::Off => c.max_setpoint_change,
+        Target::Setpoint(d) => d.min(c.max_setpoint_change),
+    };
+    if change <= 0.0 {
+        return Decision::Skip("the consent allows no setpoint change and no turning off".into());
+    }
+    let direction = match current.mode.as_str() {
+        "cool" => 1.0,
+        "warm" => -1.0,
+        other => return Decision::Skip(format!("mode {other:?} has no setpoint to move")),
+    };
+    let Ok(now) = current.temp.parse::<f64>() else {
+        return Decision::Skip(format!("the setpoint {:?} is not a number", current.temp));
+    };
+    let best = mode
+        .temp
+        .iter()
+        .filter_map(|t| t.parse::<f64>().ok().map(|v| (*t, (v - now) * direction)))
+        .filter(|(_, step)| *step > 0.0 && *step <= change + 1e-9)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    match best {
+        Some((t, _)) => Decision::Temperature(t.to_string()),
+        None => Decision::Skip(format!(
+            "no setpoint of mode {:?} within {change} °C of {}",
+            current.mode, current.temp
+        )),
+    }
+}
+
+/// The setpoint change that asks `units` air conditioners for
+/// `reduction_kw` in total: an even share each, at `kw_per_kelvin` less
+/// draw per kelvin the setpoint moves; at most 10 °C (each user's own limit
+/// clamps it further at dispatch).
+pub fn kw_to_setpoint(reduction_kw: f64, units: usize, kw_per_kelvin: f64) -> f64 {
+    let share = reduction_kw / units.max(1) as f64;
+    (share / kw_per_kelvin).min(10.0)
+}
+
+/// How far after an instant appliance `appliance` is commanded in event
+/// `event`: a fixed pseudo-random offset in `[0, spread]`, the same every
+/// time it is computed, so a fleet's commands spread evenly over the
+/// stagger window instead of arriving at once.
+pub fn stagger(event: &str, appliance: &str, spread: time::Duration) -> time::Duration {
+    let ms = u64::try_from(spread.whole_milliseconds()).unwrap_or(0);
+    if ms == 0 {
+        return time::Duration::ZERO;
+    }
+    let digest = Sha256::new()
+        .chain_update(event.as_bytes())
+        .chain_update([0])
+        .chain_update(appliance.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let offset = u64::from_be_bytes(first) % (ms + 1);
+    time::Duration::milliseconds(i64::try_from(offset).unwrap_or(0))
+}
+
+/// The spread for a window: the configured stagger, but at most half the
+/// window, so every unit is commanded well before its restore.
+pub fn spread_for(window: time::Duration, stagger_secs: u64) -> time::Duration {
+    let configured = time::Duration::seconds(i64::try_from(stagger_secs).unwrap_or(i64::MAX));
+    configured.min(window / 2)
+}
+
+#[cfg(test)]
+#[path = "consent_tests.rs"]
+mod tests;

@@ -1,0 +1,172 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use kumo_contract::appliance::MODELS;
+use time::macros::datetime;
+
+fn caps() -> &'static kumo_contract::appliance::AirconCaps {
+    MODELS
+        .iter()
+        .find(|m| m.id == "kumo-ac-generic")
+        .unwrap()
+        .aircon()
+        .unwrap()
+}
+
+fn unit(mode: &str, temp: &str, button: &str) -> (AirconState, &'static AcMode) {
+    let mut s = caps().initial();
+    s.mode = mode.into();
+    s.temp = temp.into();
+    s.button = button.into();
+    (s, caps().mode(mode).unwrap())
+}
+
+fn consent(max: f64, allow_off: bool) -> Consent {
+    Consent {
+        max_setpoint_change: max,
+        allow_off,
+        excluded_hours: vec![],
+        utc_offset_minutes: 0,
+    }
+}
+
+#[test]
+fn a_setpoint_change_is_capped_at_the_users_limit() {
+    let (s, m) = unit("cool", "25", "");
+    let t = Target::Setpoint(3.0);
+    assert_eq!(
+        decide(t, &consent(2.0, false), &s, m),
+        Decision::Temperature("27".into())
+    );
+    assert_eq!(
+        decide(t, &consent(5.0, false), &s, m),
+        Decision::Temperature("28".into())
+    );
+    assert_eq!(
+        decide(Target::Setpoint(1.0), &consent(5.0, false), &s, m),
+        Decision::Temperature("26".into())
+    );
+}
+
+#[test]
+fn a_heating_unit_is_turned_down_not_up() {
+    let (s, m) = unit("warm", "22", "");
+    assert_eq!(
+        decide(Target::Setpoint(2.0), &consent(2.0, false), &s, m),
+        Decision::Temperature("20".into())
+    );
+}
+
+#[test]
+fn the_setpoint_never_leaves_the_models_range() {
+    let top = caps().mode("cool").unwrap().temp.last().unwrap();
+    let (s, m) = unit("cool", top, "");
+    assert!(matches!(
+        decide(Target::Setpoint(2.0), &consent(2.0, false), &s, m),
+        Decision::Skip(_)
+    ));
+}
+
+#[test]
+fn turning_off_needs_consent_and_falls_back_to_the_allowed_change() {
+    let (s, m) = unit("cool", "25", "");
+    assert_eq!(
+        decide(Target::Off, &consent(1.0, true), &s, m),
+        Decision::PowerOff
+    );
+    assert_eq!(
+        decide(Target::Off, &consent(1.0, false), &s, m),
+        Decision::Temperature("26".into())
+    );
+    assert!(matches!(
+        decide(Target::Off, &consent(0.0, false), &s, m),
+        Decision::Skip(_)
+    ));
+}
+
+#[test]
+fn units_that_are_off_or_without_a_setpoint_are_left_alone() {
+    let (s, m) = unit("cool", "25", "power-off");
+    assert!(matches!(
+        decide(Target::Setpoint(2.0), &consent(2.0, true), &s, m),
+        Decision::Skip(r) if r.contains("off already")
+    ));
+    let (s, m) = unit("dry", "0", "");
+    assert!(matches!(
+        decide(Target::Setpoint(2.0), &consent(2.0, true), &s, m),
+        Decision::Skip(r) if r.contains("no setpoint")
+    ));
+    let (s, m) = unit("dry", "0", "");
+    assert_eq!(
+        decide(Target::Off, &consent(2.0, true), &s, m),
+        Decision::PowerOff
+    );
+}
+
+#[test]
+fn excluded_hours_are_read_on_the_users_clock() {
+    let mut c = consent(2.0, true);
+    c.excluded_hours = vec![18];
+    c.utc_offset_minutes = 9 * 60;
+    // 09:00–09:30 UTC is 18:00–18:30 in Japan.
+    let start = datetime!(2026-07-01 09:00 UTC);
+    assert_eq!(
+        excluded_hour_in(&c, start, start + time::Duration::minutes(30)),
+        Some(18)
+    );
+    // 08:00–09:00 UTC ends as 18:00 begins: not touched.
+    assert_eq!(
+        excluded_hour_in(&c, start - time::Duration::hours(1), start),
+        None
+    );
+    // A window from 17:59 touches 18.
+    let s = datetime!(2026-07-01 08:59 UTC);
+    assert_eq!(
+        excluded_hour_in(&c, s, s + time::Duration::minutes(2)),
+        Some(18)
+    );
+}
+
+#[test]
+fn the_stagger_is_deterministic_bounded_and_spread() {
+    let spread = time::Duration::seconds(60);
+    let offsets: Vec<_> = (0..500)
+        .map(|i| stagger("evt-1", &format!("ac-{i}"), spread))
+        .collect();
+    assert_eq!(offsets[7], stagger("evt-1", "ac-7", spread));
+    assert_ne!(stagger("evt-2", "ac-7", spread), offsets[7]);
+    assert!(offsets
+        .iter()
+        .all(|o| *o >= time::Duration::ZERO && *o <= spread));
+    // Each sixth of the window gets roughly a sixth of the units.
+    for k in 0..6 {
+        let lo = spread * k / 6;
+        let hi = spread * (k + 1) / 6;
+        let n = offsets.iter().filter(|o| **o >= lo && **o < hi).count();
+        assert!((50..=120).contains(&n), "sixth {k}: {n}");
+    }
+    assert_eq!(
+        stagger("e", "a", time::Duration::ZERO),
+        time::Duration::ZERO
+    );
+}
+
+#[test]
+fn the_spread_is_at_most_half_the_window() {
+    assert_eq!(
+        spread_for(time::Duration::seconds(10), 300),
+        time::Duration::seconds(5)
+    );
+    assert_eq!(
+        spread_for(time::Duration::hours(2), 300),
+        time::Duration::seconds(300)
+    );
+}
+
+#[test]
+fn a_kw_target_becomes_an_even_setpoint_change_per_unit() {
+    // 0.6 kW over 5 units at 0.06 kW/K: 0.12 kW, 2 K each.
+    assert!((kw_to_setpoint(0.6, 5, 0.06) - 2.0).abs() < 1e-9);
+    assert_eq!(kw_to_setpoint(100.0, 1, 0.06), 10.0, "at most 10 °C");
+    assert!((kw_to_setpoint(0.06, 0, 0.06) - 1.0).abs() < 1e-9);
+}

@@ -1,0 +1,358 @@
+//! The dispatch worker: commands every enrolled unit at its staggered
+//! instant after an event's start and restores it after the end (or at once
+//! after an opt-out).
+//!
+//! Due rows are claimed with `FOR UPDATE SKIP LOCKED`, together with their
+//! enrolment row, so several bridges share the work and an opt-out (which
+//! updates the enrolment) waits for a dispatch in progress or is seen by it.
+//! Consent is checked again at that moment. Commands go through
+//! [`CommandLog`] with an idempotency key per (event, unit, step), so a
+//! claim retried after a crash queues nothing twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use kumo_contract::appliance::AirconState;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::consent::{decide, excluded_hour_in, Consent, Decision, Target};
+use super::DemandError;
+use crate::appliance::{self, AirconRequest, ControlError, ControlRequest};
+use crate::commands::{CommandLog, NewCommand};
+
+/// Rows claimed per round.
+const BATCH: i64 = 200;
+
+/// Wakes the worker before its next poll (an opt-out makes a restore due).
+#[derive(Debug, Clone, Default)]
+pub struct DemandHandle {
+    wake: Arc<Notify>,
+}
+
+impl DemandHandle {
+    /// Asks the worker to look for due rows now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Runs the worker until `shutdown`, polling every `poll`.
+pub fn start(
+    pool: Pool,
+    commands: Arc<CommandLog>,
+    poll: Duration,
+    shutdown: CancellationToken,
+) -> (DemandHandle, tokio::task::JoinHandle<()>) {
+    let handle = DemandHandle::default();
+    let wake = handle.wake.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            for step in [Step::Dispatch, Step::Restore] {
+                // A full batch means more may be due: go again at once.
+                loop {
+                    match round(&pool, &commands, step).await {
+                        Ok(n) if n as i64 == BATCH => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, ?step, "demand response round failed; will retry");
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    });
+    (handle, task)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Dispatch,
+    Restore,
+}
+
+/// One claimed batch; returns how many rows it claimed.
+async fn round(pool: &Pool, commands: &CommandLog, step: Step) -> Result<usize, DemandError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            match step {
+                Step::Dispatch => {
+                    "SELECT d.event_id, d.appliance_id, d.user_id, e.max_setpoint_change,
+                            e.allow_off, e.excluded_hours, e.utc_offset_minutes,
+                            e.opted_out_at IS NOT NULL, ev.target, ev.setpoint_change,
+                            lower(ev.during), upper(ev.during)
+                     FROM dr_dispatches d
+                     JOIN dr_enrolments e USING (program_id, appliance_id)
+                     JOIN dr_events ev ON ev.id = d.event_id
+                     WHERE d.state = 'pending' AND d.dispatch_at <= now()
+                     ORDER BY d.dispatch_at LIMIT $1
+                     FOR UPDATE OF d, e SKIP LOCKED"
+                }
+                Step::Restore => {
+                    "SELECT d.event_id, d.appliance_id, d.user_id, d.previous, d.expected,
+                            c.status
+                     FROM dr_dispatches d LEFT JOIN commands c ON c.id = d.command_id
+                     WHERE d.state = 'dispatched' AND d.restore_at <= now()
+                     ORDER BY d.restore_at LIMIT $1
+                     FOR UPDATE OF d SKIP LOCKED"
+                }
+            },
+            &[&BATCH],
+        )
+        .await?;
+    let update = tx
+        .prepare(
+            "UPDATE dr_dispatches SET state = $3, reason = $4,
+                previous = coalesce($5, previous), expected = coalesce($6, expected),
+                command_id = coalesce($7, command_id),
+                restore_command_id = coalesce($8, restore_command_id), updated_at = now()
+             WHERE event_id = $1 AND appliance_id = $2",
+        )
+        .await?;
+    for r in &rows {
+        let (event, appliance, user): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let outcome = match step {
+            Step::Dispatch => dispatch(pool, commands, r, &event, &appliance, &user).await,
+            Step::Restore => restore(pool, commands, r, &event, &appliance, &user).await,
+        };
+        let Some(o) = outcome else { continue };
+        let (command, restore_command) = match step {
+            Step::Dispatch => (o.command, None),
+            Step::Restore => (None, o.command),
+        };
+        tracing::info!(event_id = %event, appliance_id = %appliance, state = o.state,
+            reason = o.reason.as_deref().unwrap_or(""), "demand response step");
+        tx.execute(
+            &update,
+            &[
+                &event,
+                &appliance,
+                &o.state,
+                &o.reason,
+                &o.previous,
+                &o.expected,
+                &command,
+                &restore_command,
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// What a step did to one row.
+struct Outcome {
+    state: &'static str,
+    reason: Option<String>,
+    previous: Option<Value>,
+    expected: Option<Value>,
+    command: Option<Uuid>,
+}
+
+fn skipped(state: &'static str, reason: impl Into<String>) -> Option<Outcome> {
+    Some(Outcome {
+        state,
+        reason: Some(reason.into()),
+        previous: None,
+        expected: None,
+        command: None,
+    })
+}
+
+/// Plans and queues the event's command for one unit, within its consent.
+async fn dispatch(
+    pool: &Pool,
+    commands: &CommandLog,
+    r: &tokio_postgres::Row,
+    event: &str,
+    appliance: &str,
+    user: &str,
+) -> Option<Outcome> {
+    let consent = Consent {
+        max_setpoint_change: f64::from(r.get::<_, f32>(3)),
+        allow_off: r.get(4),
+        excluded_hours: r.get(5),
+        utc_offset_minutes: r.get(6),
+    };
+    if r.get::<_, bool>(7) {
+        return skipped("skipped", "opted out");
+    }
+    let target = match (r.get::<_, String>(8).as_str(), r.get::<_, Option<f32>>(9)) {
+        ("setpoint" | "kw", Some(c)) => Target::Setpoint(f64::from(c)),
+        _ => Target::Off,
+    };
+    let (start, end): (OffsetDateTime, OffsetDateTime) = (r.get(10), r.get(11));
+    if OffsetDateTime::now_utc() >= end {
+        return skipped("skipped", "the window ended before the unit was reached");
+    }
+    if let Some(h) = excluded_hour_in(&consent, start, end) {
+        return skipped("skipped", format!("the window touches excluded hour {h}"));
+    }
+    let t = match appliance::target_of(pool, user, appliance).await {
+        Ok(t) => t,
+        // The database, not the unit: try again next round.
+        Err(ControlError::Db(e)) => return retry(event, appliance, &e),
+        Err(e) => return skipped("skipped", format!("the unit is out of reach: {e}")),
+    };
+    let Some((current, caps)) = t.aircon_state() else {
+        return skipped("skipped", "not an air conditioner with known capabilities");
+    };
+    let Some(mode) = caps.mode(&current.mode) else {
+        return skipped("skipped", format!("unknown mode {:?}", current.mode));
+    };
+    let (temperature, button) = match decide(target, &consent, &current, mode) {
+        Decision::Skip(reason) => return skipped("skipped", reason),
+        Decision::Temperature(t) => (Some(t), None),
+        Decision::PowerOff => (None, Some("power-off")),
+    };
+    let request = AirconRequest {
+        temperature: temperature.as_deref(),
+        button,
+        ..AirconRequest::default()
+    };
+    let key = format!("dr:{event}:{appliance}");
+    let queued = queue(commands, user, &t, ControlRequest::Aircon(request), &key).await;
+    match queued {
+        Ok((id, expected)) => Some(Outcome {
+            state: "dispatched",
+            reason: None,
+            previous: serde_json::to_value(&current).ok(),
+            expected: Some(expected),
+            command: Some(id),
+        }),
+        Err(QueueError::Refused(reason)) => skipped("skipped", reason),
+        Err(QueueError::Unavailable(e)) => retry(event, appliance, &e),
+    }
+}
+
+/// Puts one unit back as it was, unless the event's command was never
+/// carried out or the user changed the unit since.
+async fn restore(
+    pool: &Pool,
+    commands: &CommandLog,
+    r: &tokio_postgres::Row,
+    event: &str,
+    appliance: &str,
+    user: &str,
+) -> Option<Outcome> {
+    let previous: Option<AirconState> = r
+        .get::<_, Option<Value>>(3)
+        .and_then(|v| serde_json::from_value(v).ok());
+    let expected: Option<AirconState> = r
+        .get::<_, Option<Value>>(4)
+        .and_then(|v| serde_json::from_value(v).ok());
+    let status: Option<String> = r.get(5);
+    match status.as_deref() {
+        // Still on its way: look again next round.
+        Some("queued" | "sent") => return None,
+        Some("acked") => {}
+        other => {
+            let s = other.unwrap_or("gone");
+            return skipped("restore_skipped", format!("the event's command was {s}"));
+        }
+    }
+    let (Some(previous), Some(expected)) = (previous, expected) else {
+        return skipped(
+            "restore_skipped",
+            "the settings before the event are unknown",
+        );
+    };
+    let t = match appliance::target_of(pool, user, appliance).await {
+        Ok(t) => t,
+        Err(ControlError::Db(e)) => return retry(event, appliance, &e),
+        Err(e) => return skipped("restore_skipped", format!("the unit is out of reach: {e}")),
+    };
+    // The confirmed settings are still what the event commanded, or the
+    // user (or a rule) changed the unit during the event: theirs stands.
+    match t.aircon_state() {
+        Some((now, _)) if now == expected => {}
+        _ => {
+            return skipped(
+                "restore_skipped",
+                "the settings were changed during the event",
+            )
+        }
+    }
+    let request = AirconRequest {
+        operation_mode: Some(&previous.mode),
+        temperature: Some(&previous.temp),
+        air_volume: Some(&previous.vol),
+        air_direction: Some(&previous.dir),
+        air_direction_h: Some(&previous.dirh),
+        button: Some(&previous.button),
+        ..AirconRequest::default()
+    };
+    let key = format!("dr:{event}:{appliance}:restore");
+    match queue(commands, user, &t, ControlRequest::Aircon(request), &key).await {
+        Ok((id, _)) => Some(Outcome {
+            state: "restored",
+            reason: None,
+            previous: None,
+            expected: None,
+            command: Some(id),
+        }),
+        Err(QueueError::Refused(reason)) => skipped("restore_skipped", reason),
+        Err(QueueError::Unavailable(e)) => retry(event, appliance, &e),
+    }
+}
+
+/// Leaves the row as it is (it is claimed again next round) after a
+/// failure that is the bridge's, not the unit's.
+fn retry(event: &str, appliance: &str, e: &dyn std::fmt::Display) -> Option<Outcome> {
+    tracing::warn!(event_id = %event, appliance_id = %appliance, error = %e,
+        "demand response step failed; will retry");
+    None
+}
+
+/// Why a command was not queued.
+enum QueueError {
+    /// The planner refused it: retrying changes nothing.
+    Refused(String),
+    /// The command table could not be written: retry.
+    Unavailable(String),
+}
+
+/// Plans `request` with the aircon planner and queues it as `user`'s command.
+async fn queue(
+    commands: &CommandLog,
+    user: &str,
+    t: &appliance::Target,
+    request: ControlRequest<'_>,
+    key: &str,
+) -> Result<(Uuid, Value), QueueError> {
+    let p = appliance::plan(t, &request)
+        .map_err(|e| QueueError::Refused(format!("the planner refused: {e}")))?;
+    let expected = p.expected.clone();
+    let id = commands
+        .enqueue(NewCommand {
+            user_id: user,
+            device_id: &t.device,
+            appliance_id: Some(&t.id),
+            kind: p.kind,
+            payload: p.payload,
+            expected: Some(p.expected),
+            idempotency_key: Some(key),
+        })
+        .await
+        .map_err(|e| {
+            if e.status().is_server_error() {
+                QueueError::Unavailable(e.message().to_string())
+            } else {
+                QueueError::Refused(format!("queueing the command failed: {}", e.message()))
+            }
+        })?;
+    Ok((id, expected))
+}
