@@ -45,6 +45,22 @@ enum Command {
     /// from devices with valid certificates, reconnecting whenever the node
     /// closes the connection (bench/fuzz-live/run.sh).
     Fuzz(FuzzArgs),
+    /// Forward TCP connections to an upstream; on SIGUSR1 close every
+    /// connection and turn new ones away for --cut-secs (bench/chaos/run.sh).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// Address to listen on (127.0.0.1 only in the scripts).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Where to forward connections.
+    #[arg(long)]
+    upstream: SocketAddr,
+    /// How long one cut (SIGUSR1) lasts, in s.
+    #[arg(long, default_value_t = 10.0)]
+    cut_secs: f64,
 }
 
 #[derive(Debug, Args)]
@@ -226,7 +242,38 @@ fn main() -> anyhow::Result<()> {
         Command::PeerHop(args) => runtime.block_on(peer_hop(args)),
         Command::Tap(args) => runtime.block_on(tap(args)),
         Command::Fuzz(args) => runtime.block_on(fuzz(args)),
+        Command::Proxy(args) => runtime.block_on(proxy(args)),
     }
+}
+
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let proxy = kumo_bench::proxy::Proxy::new(listener, args.upstream);
+    let cutter = proxy.cutter();
+    let mut task = tokio::spawn(proxy.run());
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let period = Duration::from_secs_f64(args.cut_secs.max(0.0));
+    eprintln!("proxy {} -> {}", args.listen, args.upstream);
+    loop {
+        tokio::select! {
+            _ = usr1.recv() => {
+                let live = cutter.cut(period);
+                eprintln!("cut: closed {live} connections; turning new ones away for {:.1} s", period.as_secs_f64());
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            r = &mut task => {
+                r.context("the proxy task panicked")?.context("accepting")?;
+                break;
+            }
+        }
+    }
+    task.abort();
+    Ok(())
 }
 
 async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
