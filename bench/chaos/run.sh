@@ -20,8 +20,15 @@
 # `kumo-bench proxy`, so that one node can be cut from it), `kumo sim`
 # (IR hubs, QoS 1 telemetry every REPORT_MS) and `kumo-bench commands`
 # (LIGHT commands at CMD_RATE/s, `Prefer: wait=5`). Faults come every
-# FAULT_GAP s in turn: bridge, node KILL_NODE, PostgreSQL, cut of node CUT_NODE.
+# FAULT_GAP s in turn: bridge, a node, PostgreSQL, cut of node CUT_NODE. The
+# node killed goes round from KILL_NODE (2, 3, 1 with 3 nodes): a killed
+# node's devices fail over to the others and stay there, so killing the same
+# node again would hit an empty one.
 # Commands expire after COMMAND_TTL s, so the check can wait for every one.
+#
+# With CUT_KILL=1 a fifth fault follows the rounds: node CUT_NODE is cut from
+# the bridge and killed (-9) halfway through the cut — what it acknowledged
+# to devices while the bridge could not read lived only in its memory.
 #
 # Finally (INJECT=1) the check is run once more after deliberately breaking
 # the record — one stored reading deleted, one duplicated, one acked command
@@ -52,9 +59,10 @@ BRIDGE_DOWN=${BRIDGE_DOWN:-3}   # s the killed bridge stays down
 NODE_DOWN=${NODE_DOWN:-5}       # s the killed node stays down
 PG_DOWN=${PG_DOWN:-5}           # s PostgreSQL stays stopped
 CUT_SECS=${CUT_SECS:-10}        # s a cut node stays unreachable from the bridge
-KILL_NODE=${KILL_NODE:-2}
+KILL_NODE=${KILL_NODE:-2}       # the first node killed; the next rounds kill the next ones
 CUT_NODE=${CUT_NODE:-1}
 SETTLE_SECS=${SETTLE_SECS:-60}  # traffic without faults after the last one
+CUT_KILL=${CUT_KILL:-0}         # 1 = one more fault at the end: cut node CUT_NODE, kill -9 it mid-cut
 INJECT=${INJECT:-1}             # 1 = prove the check fails on a broken record
 BASE_PORT=${BASE_PORT:-29500}   # node i: BASE_PORT+i (MQTT), +20+i metrics, +40+i its proxy; +60 REST, +61 bridge metrics, +62 provisioning
 WORK=${WORK:-$(mktemp -d /tmp/kumo-chaos.XXXXXX)}
@@ -79,7 +87,7 @@ export KUMO__DATA_DIR=$WORK/data KUMO__LOG__FILTER=warn RUST_LOG=warn
 export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1} KUMO__BROKER__INGRESS_THREADS=${KUMO__BROKER__INGRESS_THREADS:-1}
 : >"$WORK/events.csv"
 cat >"$WORK/params.env" <<EOF
-NODES=$NODES DEVICES=$DEVICES REPORT_MS=$REPORT_MS CMD_RATE=$CMD_RATE COMMAND_TTL=$COMMAND_TTL REPEAT=$REPEAT FAULT_GAP=$FAULT_GAP BRIDGE_DOWN=$BRIDGE_DOWN NODE_DOWN=$NODE_DOWN PG_DOWN=$PG_DOWN CUT_SECS=$CUT_SECS KILL_NODE=$KILL_NODE CUT_NODE=$CUT_NODE SETTLE_SECS=$SETTLE_SECS
+NODES=$NODES DEVICES=$DEVICES REPORT_MS=$REPORT_MS CMD_RATE=$CMD_RATE COMMAND_TTL=$COMMAND_TTL REPEAT=$REPEAT FAULT_GAP=$FAULT_GAP BRIDGE_DOWN=$BRIDGE_DOWN NODE_DOWN=$NODE_DOWN PG_DOWN=$PG_DOWN CUT_SECS=$CUT_SECS KILL_NODE=$KILL_NODE CUT_NODE=$CUT_NODE SETTLE_SECS=$SETTLE_SECS CUT_KILL=$CUT_KILL
 EOF
 log "work directory $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$WORK/params.env")"
 
@@ -149,7 +157,7 @@ log "registering $DEVICES devices"
 register_fleet "$DEVICES" "http://127.0.0.1:$BRIDGE_PORT" chaos
 sql "SELECT id FROM appliances WHERE user_id = '$FLEET_USER' ORDER BY device_id" >"$WORK/appliances.txt"
 
-FAULT_SECS=$(( 4 * REPEAT * FAULT_GAP ))
+FAULT_SECS=$(( (4 * REPEAT + CUT_KILL) * FAULT_GAP ))
 NODE_CSV=$(for i in $(seq 1 "$NODES"); do printf '127.0.0.1:%s\n' "$(node_port "$i")"; done | paste -sd,)
 KUMO__SIM__METER_FRACTION=0 KUMO__SIM__TELEMETRY_QOS=1 KUMO__SIM__LEDGER_DIR=$WORK/ledger \
   "$KUMO" sim --devices "$DEVICES" --nodes "$NODE_CSV" --ramp "$RAMP" \
@@ -173,10 +181,12 @@ CMD=$!
 
 # ---------------------------------------------------------------- the faults
 t0=$SECONDS
-for step in $(seq 0 $(( 4 * REPEAT - 1 ))); do
+for step in $(seq 0 $(( 4 * REPEAT + CUT_KILL - 1 ))); do
   while (( SECONDS - t0 < (step + 1) * FAULT_GAP - FAULT_GAP / 2 )); do sleep 0.2; done
   round=$(( step / 4 + 1 ))
-  case $(( step % 4 )) in
+  kind=$(( step % 4 ))
+  (( step >= 4 * REPEAT )) && kind=4
+  case $kind in
     0)
       kill -9 "$BRIDGE"; wait "$BRIDGE" 2>/dev/null || true
       event kill_bridge "round $round"
@@ -185,14 +195,15 @@ for step in $(seq 0 $(( 4 * REPEAT - 1 ))); do
       start_bridge $BRIDGE_STARTS
       event bridge_back "round $round" ;;
     1)
-      sessions=$(curl -s --max-time 2 "http://127.0.0.1:$(node_http "$KILL_NODE")/metrics" \
+      k=$(( (KILL_NODE - 1 + round - 1) % NODES + 1 ))
+      sessions=$(curl -s --max-time 2 "http://127.0.0.1:$(node_http "$k")/metrics" \
         | awk '$1 == "kumo_broker_sessions_open" { print $2 }' || true)
-      kill -9 "${NODE_PID[$KILL_NODE]}"; wait "${NODE_PID[$KILL_NODE]}" 2>/dev/null || true
-      event kill_node "node-$KILL_NODE round $round sessions ${sessions:-?}"
+      kill -9 "${NODE_PID[$k]}"; wait "${NODE_PID[$k]}" 2>/dev/null || true
+      event kill_node "node-$k round $round sessions ${sessions:-?}"
       sleep "$NODE_DOWN"
-      start_node "$KILL_NODE"
-      wait_port "$(node_port "$KILL_NODE")"
-      event node_back "node-$KILL_NODE round $round" ;;
+      start_node "$k"
+      wait_port "$(node_port "$k")"
+      event node_back "node-$k round $round" ;;
     2)
       stop_pid "$DB" TERM
       event stop_postgres "round $round"
@@ -202,6 +213,18 @@ for step in $(seq 0 $(( 4 * REPEAT - 1 ))); do
     3)
       kill -USR1 "${PROXY_PID[$CUT_NODE]}"
       event cut_node "node-$CUT_NODE round $round for $CUT_SECS s" ;;
+    4)
+      kill -USR1 "${PROXY_PID[$CUT_NODE]}"
+      event cut_node "node-$CUT_NODE for $CUT_SECS s, to be killed in it"
+      sleep $(( CUT_SECS / 2 ))
+      sessions=$(curl -s --max-time 2 "http://127.0.0.1:$(node_http "$CUT_NODE")/metrics" \
+        | awk '$1 == "kumo_broker_sessions_open" { print $2 }' || true)
+      kill -9 "${NODE_PID[$CUT_NODE]}"; wait "${NODE_PID[$CUT_NODE]}" 2>/dev/null || true
+      event kill_node "node-$CUT_NODE while cut, sessions ${sessions:-?}"
+      sleep "$NODE_DOWN"
+      start_node "$CUT_NODE"
+      wait_port "$(node_port "$CUT_NODE")"
+      event node_back "node-$CUT_NODE" ;;
   esac
 done
 event faults_done

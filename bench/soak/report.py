@@ -10,7 +10,9 @@ Inputs in WORK: params.env, events.csv (`unix_s,event,detail`), samples.csv
 Figures: the node's RSS at the end of the warm-up, at the end and its peak
 after the warm-up, growth in % (end vs warm-up end) and the slope of a
 least-squares line through the samples after the warm-up (% per hour); the
-range of its open descriptors after the warm-up; command p50/p99 of acked
+slope in the first and second half after the warm-up (a filled bounded
+cache flattens, a leak does not); the range of its open descriptors after the
+warm-up; command p50/p99 of acked
 commands and not-acked ones per minute, with the slope of p99 over the minutes.
 """
 
@@ -92,10 +94,17 @@ if after:
           f"(peak {(peak - base) / base * 100:+.1f} %) |")
     if per_hour is not None:
         print(f"| node RSS trend (least squares) | {per_hour / base * 100:+.1f} % per hour |")
+    # A bounded cache that has filled (the router's logs) shows as a flat
+    # second half; a leak keeps its slope.
+    half = [p for p in rss if p[0] >= (rss[0][0] + rss[-1][0]) / 2]
+    late = slope([((t - half[0][0]) / 60, v / 1024) for t, v in half]) if len(half) >= 2 else None
+    early = slope([((t - rss[0][0]) / 60, v / 1024) for t, v in rss if t < half[0][0]]) if half else None
+    if late is not None and early is not None:
+        print(f"| node RSS slope, first / second half after the warm-up | {early:+.2f} / {late:+.2f} MiB per minute |")
     if fds:
         print(f"| node open descriptors after the warm-up | {min(fds):,} – {max(fds):,} |")
     if brss:
-        print(f"| bridge (+ its PostgreSQL's parent) RSS after the warm-up | {mib(brss[0])} → {mib(brss[-1])} |")
+        print(f"| bridge process (`kumo up`, PostgreSQL not included) RSS after the warm-up | {mib(brss[0])} → {mib(brss[-1])} |")
     conn = [int(r["sim_connected"]) for r in after if num(r.get("sim_connected"))]
     if conn:
         print(f"| devices connected after the warm-up | {min(conn):,} – {max(conn):,} |")
