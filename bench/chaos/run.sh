@@ -26,8 +26,9 @@
 # node again would hit an empty one.
 # Commands expire after COMMAND_TTL s, so the check can wait for every one.
 #
-# With CUT_KILL=1 a fifth fault follows the rounds: node CUT_NODE is cut from
-# the bridge and killed (-9) halfway through the cut — what it acknowledged
+# With CUT_KILL=1 (the default) a fifth fault follows the rounds: the node
+# holding the most devices is cut from the bridge and killed (-9) halfway
+# through the cut — what it acknowledged
 # to devices while the bridge could not read lived only in its memory.
 #
 # Finally (INJECT=1) the check is run once more after deliberately breaking
@@ -62,7 +63,7 @@ CUT_SECS=${CUT_SECS:-10}        # s a cut node stays unreachable from the bridge
 KILL_NODE=${KILL_NODE:-2}       # the first node killed; the next rounds kill the next ones
 CUT_NODE=${CUT_NODE:-1}
 SETTLE_SECS=${SETTLE_SECS:-60}  # traffic without faults after the last one
-CUT_KILL=${CUT_KILL:-0}         # 1 = one more fault at the end: cut node CUT_NODE, kill -9 it mid-cut
+CUT_KILL=${CUT_KILL:-1}         # 1 = one more fault at the end: cut the busiest node, kill -9 it mid-cut
 INJECT=${INJECT:-1}             # 1 = prove the check fails on a broken record
 BASE_PORT=${BASE_PORT:-29500}   # node i: BASE_PORT+i (MQTT), +20+i metrics, +40+i its proxy; +60 REST, +61 bridge metrics, +62 provisioning
 WORK=${WORK:-$(mktemp -d /tmp/kumo-chaos.XXXXXX)}
@@ -214,17 +215,22 @@ for step in $(seq 0 $(( 4 * REPEAT + CUT_KILL - 1 ))); do
       kill -USR1 "${PROXY_PID[$CUT_NODE]}"
       event cut_node "node-$CUT_NODE round $round for $CUT_SECS s" ;;
     4)
-      kill -USR1 "${PROXY_PID[$CUT_NODE]}"
-      event cut_node "node-$CUT_NODE for $CUT_SECS s, to be killed in it"
+      # The node holding the most devices (earlier kills moved them around).
+      c=$CUT_NODE most=-1
+      for i in $(seq 1 "$NODES"); do
+        n=$(curl -s --max-time 2 "http://127.0.0.1:$(node_http "$i")/metrics" \
+          | awk '$1 == "kumo_broker_sessions_open" { print $2 }' || true)
+        (( ${n:-0} > most )) && { most=${n:-0}; c=$i; }
+      done
+      kill -USR1 "${PROXY_PID[$c]}"
+      event cut_node "node-$c ($most sessions) for $CUT_SECS s, to be killed in it"
       sleep $(( CUT_SECS / 2 ))
-      sessions=$(curl -s --max-time 2 "http://127.0.0.1:$(node_http "$CUT_NODE")/metrics" \
-        | awk '$1 == "kumo_broker_sessions_open" { print $2 }' || true)
-      kill -9 "${NODE_PID[$CUT_NODE]}"; wait "${NODE_PID[$CUT_NODE]}" 2>/dev/null || true
-      event kill_node "node-$CUT_NODE while cut, sessions ${sessions:-?}"
+      kill -9 "${NODE_PID[$c]}"; wait "${NODE_PID[$c]}" 2>/dev/null || true
+      event kill_node "node-$c while cut"
       sleep "$NODE_DOWN"
-      start_node "$CUT_NODE"
-      wait_port "$(node_port "$CUT_NODE")"
-      event node_back "node-$CUT_NODE" ;;
+      start_node "$c"
+      wait_port "$(node_port "$c")"
+      event node_back "node-$c" ;;
   esac
 done
 event faults_done
