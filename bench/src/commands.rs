@@ -8,7 +8,9 @@
 //! latency still counts, instead of exhausting either side's descriptors.
 //! With `samples`, every request's scheduled time, latency and outcome also
 //! go to a CSV file, so a longer run can be split into periods (the fleet
-//! benchmark's hold vs the storm after a node is killed) and plotted.
+//! benchmark's hold vs the storm after a node is killed) and plotted, with
+//! the id of every command the bridge accepted (`X-Kumo-Command-Id`): the
+//! chaos benchmark's ledger of commands that must each reach a final state.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -102,6 +104,8 @@ struct Sample {
     /// Scheduled start to the end of the response (or the failure), ms.
     ms: f64,
     outcome: Outcome,
+    /// The bridge's `X-Kumo-Command-Id`: the command was accepted (stored).
+    command_id: Option<String>,
 }
 
 /// Runs the plan and returns the figures.
@@ -133,12 +137,13 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, CommandError> {
             };
             let appliance = &plan.appliances[i % plan.appliances.len()];
             let scheduled = at.into_std();
-            let outcome = one(&client, &plan, appliance, scheduled).await;
+            let (outcome, command_id) = one(&client, &plan, appliance, scheduled).await;
             let _ = tx.send(Sample {
                 offset: (at - t0).as_secs_f64(),
                 index: i,
                 ms: scheduled.elapsed().as_secs_f64() * 1000.0,
                 outcome,
+                command_id,
             });
         });
     }
@@ -167,7 +172,13 @@ pub async fn run(plan: CommandPlan) -> Result<CommandReport, CommandError> {
                 Outcome::Acked(ms) => ms,
                 _ => sample.ms,
             };
-            samples.push((sample.offset, sample.index, ms, sample.outcome.label()));
+            samples.push(SampleRow {
+                offset: sample.offset,
+                index: sample.index,
+                ms,
+                outcome: sample.outcome.label(),
+                command_id: sample.command_id.clone().unwrap_or_default(),
+            });
         }
         match sample.outcome {
             Outcome::Acked(ms) => {
@@ -217,33 +228,48 @@ pub enum CommandError {
     Samples(PathBuf, #[source] std::io::Error),
 }
 
-/// Writes `unix_s,latency_ms,outcome,appliance` per request, in scheduled order.
+/// One line of the samples file.
+struct SampleRow {
+    offset: f64,
+    index: usize,
+    ms: f64,
+    outcome: String,
+    /// Empty when the bridge did not accept the command (or did not say).
+    command_id: String,
+}
+
+/// Writes `unix_s,latency_ms,outcome,appliance,command_id` per request, in
+/// scheduled order.
 fn write_samples(
     path: &std::path::Path,
     started_unix: f64,
     appliances: &[String],
-    samples: &mut [(f64, usize, f64, String)],
+    samples: &mut [SampleRow],
 ) -> std::io::Result<()> {
-    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    samples.sort_by(|a, b| a.offset.total_cmp(&b.offset));
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "unix_s,latency_ms,outcome,appliance")?;
-    for (offset, i, ms, outcome) in samples.iter() {
-        let appliance = &appliances[i % appliances.len()];
+    writeln!(out, "unix_s,latency_ms,outcome,appliance,command_id")?;
+    for r in samples.iter() {
+        let appliance = &appliances[r.index % appliances.len()];
         writeln!(
             out,
-            "{:.3},{ms:.2},{outcome},{appliance}",
-            started_unix + offset
+            "{:.3},{:.2},{},{appliance},{}",
+            started_unix + r.offset,
+            r.ms,
+            r.outcome,
+            r.command_id
         )?;
     }
     out.flush()
 }
 
+/// Sends one command: its outcome and the id the bridge gave it, if any.
 async fn one(
     client: &reqwest::Client,
     plan: &CommandPlan,
     appliance: &str,
     scheduled: Instant,
-) -> Outcome {
+) -> (Outcome, Option<String>) {
     let url = format!("{}/1/appliances/{appliance}/light", plan.base);
     let sent = client
         .post(url)
@@ -255,21 +281,60 @@ async fn one(
         .await;
     let response = match sent {
         Ok(r) => r,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return (Outcome::Failed(e.to_string()), None),
     };
     let status = response.status().as_u16();
+    let command_id = response
+        .headers()
+        .get("x-kumo-command-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let acked = response
         .headers()
         .get("x-kumo-command-status")
         .is_some_and(|v| v.as_bytes() == b"acked");
     // The body is part of the round trip.
     if let Err(e) = response.bytes().await {
-        return Outcome::Failed(e.to_string());
+        return (Outcome::Failed(e.to_string()), command_id);
     }
     let ms = scheduled.elapsed().as_secs_f64() * 1000.0;
-    match (status, acked) {
+    let outcome = match (status, acked) {
         (200, true) => Outcome::Acked(ms),
         (200, false) => Outcome::NotAcked,
         (code, _) => Outcome::Http(code),
+    };
+    (outcome, command_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_samples_file_names_each_command_the_bridge_accepted_in_scheduled_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("commands.csv");
+        let row = |offset: f64, index: usize, outcome: &str, id: &str| SampleRow {
+            offset,
+            index,
+            ms: 12.5,
+            outcome: outcome.into(),
+            command_id: id.into(),
+        };
+        let mut rows = vec![
+            row(0.5, 1, "failed", ""),
+            row(0.0, 0, "acked", "c-0"),
+            row(1.0, 2, "not_acked", "c-2"),
+        ];
+        let appliances = ["a".to_string(), "b".to_string()];
+        write_samples(&path, 100.0, &appliances, &mut rows).expect("written");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text,
+            "unix_s,latency_ms,outcome,appliance,command_id\n\
+             100.000,12.50,acked,a,c-0\n\
+             100.500,12.50,failed,b,\n\
+             101.000,12.50,not_acked,a,c-2\n"
+        );
     }
 }

@@ -12,7 +12,9 @@
 //! way (`peer-hop`, `bench/peering/run.sh`). For the fleet benchmark
 //! (`bench/fleet/run.sh`), `tap` counts the readings every node accepted and
 //! `commands --samples` records each request. `fuzz` sends mutated MQTT
-//! streams from valid devices (`bench/fuzz-live/run.sh`). Results go to `BENCHMARKS.md`.
+//! streams from valid devices (`bench/fuzz-live/run.sh`). `proxy` carries the
+//! bridge's connection to a node and cuts it on demand (`bench/chaos/run.sh`).
+//! Results go to `BENCHMARKS.md`.
 
 pub mod commands;
 pub mod devices;
@@ -22,6 +24,7 @@ pub mod load;
 pub mod mqtt;
 pub mod peer_hop;
 pub mod procstat;
+pub mod proxy;
 pub mod publish;
 pub mod tap;
 pub mod tls_cost;

@@ -48,6 +48,9 @@ enum Command {
     /// The CPU floor of a device connection: in-memory mutual-TLS
     /// handshakes, full and resumed, timed on the device and node sides.
     TlsCost(TlsCostArgs),
+    /// Forward TCP connections to an upstream; on SIGUSR1 close every
+    /// connection and turn new ones away for --cut-secs (bench/chaos/run.sh).
+    Proxy(ProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +64,19 @@ struct TlsCostArgs {
     /// Device id prefix of the certificates issued for the run.
     #[arg(long, default_value = "tls-cost")]
     prefix: String,
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// Address to listen on (127.0.0.1 only in the scripts).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Where to forward connections.
+    #[arg(long)]
+    upstream: SocketAddr,
+    /// How long one cut (SIGUSR1) lasts, in s.
+    #[arg(long, default_value_t = 10.0)]
+    cut_secs: f64,
 }
 
 #[derive(Debug, Args)]
@@ -247,7 +263,38 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Proxy(args) => runtime.block_on(proxy(args)),
     }
+}
+
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let proxy = kumo_bench::proxy::Proxy::new(listener, args.upstream);
+    let cutter = proxy.cutter();
+    let mut task = tokio::spawn(proxy.run());
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let period = Duration::from_secs_f64(args.cut_secs.max(0.0));
+    eprintln!("proxy {} -> {}", args.listen, args.upstream);
+    loop {
+        tokio::select! {
+            _ = usr1.recv() => {
+                let live = cutter.cut(period);
+                eprintln!("cut: closed {live} connections; turning new ones away for {:.1} s", period.as_secs_f64());
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            r = &mut task => {
+                r.context("the proxy task panicked")?.context("accepting")?;
+                break;
+            }
+        }
+    }
+    task.abort();
+    Ok(())
 }
 
 async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {

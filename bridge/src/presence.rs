@@ -124,22 +124,25 @@ pub async fn record_presences_in(
 
 /// A broker node started at `started` (its clock): every device still shown
 /// online on it whose last announcement is older lost its connection with the
-/// node's previous run. Marks them offline and returns their ids.
-/// `last_seen_at` stays: any announcement from the new run is newer.
+/// node's previous run. Marks them offline and returns their ids with that
+/// last announcement's time (when they were last known there — not
+/// `started`: a device may have announced itself on another node since, and
+/// that announcement must still win). `last_seen_at` stays: any announcement
+/// from the new run is newer.
 pub async fn node_started_in(
     client: &impl GenericClient,
     node: &str,
     started: OffsetDateTime,
-) -> Result<Vec<String>, DbError> {
+) -> Result<Vec<(String, OffsetDateTime)>, DbError> {
     let update = client
         .prepare_cached(
             "UPDATE devices SET online = false
              WHERE node_id = $1 AND online AND last_seen_at < $2
-             RETURNING id",
+             RETURNING id, last_seen_at",
         )
         .await?;
     let rows = client.query(&update, &[&node, &started]).await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// The bridge lost node `node` (unreachable for long): every device shown

@@ -64,6 +64,12 @@ pub struct Settings {
     /// MQTT 5 Session Expiry Interval is capped to it, a 3.1.1 CleanSession=0
     /// session gets it; default 3,600.
     pub session_expiry_secs: u64,
+    /// While a service session (the bridge) is away with its session kept,
+    /// device publishes are held unacknowledged for up to this many seconds
+    /// from when it left, so that what the node acknowledges is not left in
+    /// its memory alone (a node crash would lose it); 0 = never hold;
+    /// default 30.
+    pub park_hold_secs: u64,
     /// Threads feeding device publishes into the router; default 2.
     pub ingress_threads: usize,
     /// TLS sessions remembered for resumption; default 65,536.
@@ -110,6 +116,7 @@ impl Default for Settings {
             outbound_queue: 256,
             session_queue: 100_000,
             session_expiry_secs: 3_600,
+            park_hold_secs: 30,
             ingress_threads: 2,
             tls_session_cache: 65_536,
             session_ticket_key_file: None,

@@ -14,6 +14,7 @@ use tokio::time::{sleep, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SimError;
+use crate::ledger::Ledger;
 use crate::link::Endpoint;
 use crate::model::{CommandPolicy, DeviceModel, SimRng};
 use crate::progress::Progress;
@@ -70,6 +71,10 @@ where
             CredentialSource::Dir(dir) => Some(dir.clone()),
             CredentialSource::Pki(_) => None,
         },
+        ledger: match &settings.ledger_dir {
+            Some(dir) => Some(Ledger::open(dir, settings.first_index)?),
+            None => None,
+        },
     });
 
     let started = Instant::now();
@@ -80,6 +85,7 @@ where
     progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let burst_every = Duration::from_secs(settings.chaos.burst_every_secs.max(1));
     let mut burst = tokio::time::interval_at(started + burst_every, burst_every);
+    let mut flush = tokio::time::interval(Duration::from_secs(1));
 
     let mut rate = RecentRate::default();
     let mut devices = JoinSet::new();
@@ -108,6 +114,11 @@ where
             _ = burst.tick(), if settings.chaos.burst_every_secs > 0 => {
                 burst_tx.send_modify(|n| *n += 1);
             }
+            _ = flush.tick(), if shared.ledger.is_some() => {
+                if let Some(ledger) = &shared.ledger {
+                    ledger.flush();
+                }
+            }
             Some(_) = devices.join_next() => {}
         }
     }
@@ -124,6 +135,9 @@ where
             "devices did not stop in time; aborting them"
         );
         devices.shutdown().await;
+    }
+    if let Some(ledger) = &shared.ledger {
+        ledger.flush();
     }
     Ok(summary)
 }
@@ -261,5 +275,6 @@ pub(crate) async fn prepare(
         model,
         rng,
         renewal,
+        unconfirmed: Default::default(),
     })
 }

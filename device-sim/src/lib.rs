@@ -7,6 +7,8 @@
 //! - [`runtime`] + [`link`]: one device on the network (MQTT 3.1.1 or 5 over mutual
 //!   TLS, last will, reconnect with backoff and jitter, chaos faults);
 //! - [`fleet`]: many devices in one process with ramp control and progress;
+//! - [`ledger`]: what the cloud confirmed (acknowledged readings, sessions),
+//!   for the chaos benchmark's ledger check;
 //! - [`stats`]: counters and the JSON [`Summary`];
 //! - [`tls`] and [`provision`]: certificates (issued, CSR-enrolled or pre-provisioned),
 //!   renewed over the live session (`renew`);
@@ -20,6 +22,7 @@ pub mod backfill;
 pub mod claim;
 pub mod error;
 pub mod fleet;
+pub mod ledger;
 pub mod link;
 pub mod model;
 pub mod progress;

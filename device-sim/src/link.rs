@@ -98,7 +98,9 @@ pub enum LinkEvent {
         /// MQTT 5 response topic and correlation data, when the sender set them.
         response: Option<Response>,
     },
-    /// Anything else (acks, pings).
+    /// PUBACK of the QoS 1 publish with this packet id.
+    PubAck(u16),
+    /// Anything else (subscription and ping answers).
     Other,
 }
 
@@ -240,9 +242,9 @@ impl Link {
                     response,
                 }
             }
-            Incoming::PubAck => {
+            Incoming::PubAck(pkid) => {
                 self.unacked = self.unacked.saturating_sub(1);
-                LinkEvent::Other
+                LinkEvent::PubAck(pkid)
             }
             Incoming::PingResp | Incoming::Other => LinkEvent::Other,
         })
@@ -263,6 +265,19 @@ impl Link {
     /// counts a drop).
     pub fn publish(&mut self, topic: &str, qos1: bool, retain: bool, payload: Vec<u8>) -> bool {
         self.publish_with(topic, qos1, retain, payload, None, None)
+    }
+
+    /// Queues a publish and returns its packet id (0 for QoS 0), so that the
+    /// caller can match the PUBACK; `None` if too much is already waiting.
+    pub fn publish_tracked(&mut self, topic: &str, qos1: bool, payload: Vec<u8>) -> Option<u16> {
+        // A queued QoS 1 publish took the next packet id.
+        let pkid = if qos1 {
+            self.next_pkid.wrapping_add(1).max(1)
+        } else {
+            0
+        };
+        self.publish_with(topic, qos1, false, payload, None, None)
+            .then_some(pkid)
     }
 
     /// Queues an MQTT 5 response (QoS 1) carrying the requester's correlation
@@ -517,7 +532,7 @@ enum Incoming {
         pkid: u16,
         response: Option<Response>,
     },
-    PubAck,
+    PubAck(u16),
     PingResp,
     Other,
 }
@@ -537,7 +552,7 @@ impl Incoming {
                 pkid: if p.qos == QoS4::AtMostOnce { 0 } else { p.pkid },
                 response: None,
             },
-            v4::Packet::PubAck(_) => Self::PubAck,
+            v4::Packet::PubAck(ack) => Self::PubAck(ack.pkid),
             v4::Packet::PingResp => Self::PingResp,
             _ => Self::Other,
         }
@@ -565,7 +580,7 @@ impl Incoming {
                     response,
                 }
             }
-            v5::Packet::PubAck(_) => Self::PubAck,
+            v5::Packet::PubAck(ack) => Self::PubAck(ack.pkid),
             v5::Packet::PingResp(_) => Self::PingResp,
             v5::Packet::Disconnect(d) => {
                 return Err(LinkError::new(

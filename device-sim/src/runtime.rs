@@ -38,6 +38,8 @@ pub struct Shared {
     /// Where devices keep their own certificate and key, if they do
     /// (`sim.device_cert_dir`): a renewed pair is written back there.
     pub cert_dir: Option<std::path::PathBuf>,
+    /// What the cloud confirmed, when `sim.ledger_dir` is set.
+    pub ledger: Option<crate::ledger::Ledger>,
 }
 
 /// Per-device constant data.
@@ -49,6 +51,8 @@ pub struct Device {
     pub rng: SimRng,
     /// When to renew the certificate, and the request in flight.
     pub renewal: Renewal,
+    /// QoS 1 reports of this session awaiting their PUBACK (ledger only).
+    pub unconfirmed: crate::ledger::Unconfirmed,
 }
 
 /// How a connected session ended.
@@ -118,6 +122,10 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
                     stats.tls_resumed.fetch_add(1, Relaxed);
                 }
                 first = false;
+                if let Some(ledger) = &shared.ledger {
+                    ledger.session(&dev.id, true);
+                }
+                dev.unconfirmed.clear();
                 // A session that got this far resets the backoff.
                 attempt = 0;
                 let end = session(&mut dev, &mut link, &shared, &mut burst).await;
@@ -126,6 +134,9 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
                 }
                 let pause = Box::pin(after_session(end, &mut dev, &mut link, s, stats, node)).await;
                 stats.connected.fetch_sub(1, Relaxed);
+                if let Some(ledger) = &shared.ledger {
+                    ledger.session(&dev.id, false);
+                }
                 // Dropping the link closes the socket; with no DISCONNECT sent,
                 // the broker publishes the last will.
                 drop(link);
@@ -312,6 +323,11 @@ async fn session(
                 Ok(LinkEvent::Message { topic, payload, .. }) if topic == cert_responses => {
                     if renewed(dev, shared, &payload) {
                         return End::Renewed;
+                    }
+                }
+                Ok(LinkEvent::PubAck(pkid)) => {
+                    if let (Some(ledger), Some((ts, sensors))) = (&shared.ledger, dev.unconfirmed.acked(pkid)) {
+                        ledger.reading(&dev.id, ts, &sensors);
                     }
                 }
                 Ok(LinkEvent::Subscribed(false)) => {

@@ -37,6 +37,14 @@ pub struct Settings {
     /// `devices/{id}/sensors` message per interval; `separate`, one message
     /// per sensor on `devices/{id}/sensors/{te|hu|il|mo}`.
     pub sensor_topics: SensorTopics,
+    /// MQTT QoS of telemetry (sensor and meter reports): 0 (default) or 1,
+    /// acknowledged by the node with a PUBACK.
+    pub telemetry_qos: u8,
+    /// Where each process writes its ledger — the QoS 1 sensor reports a
+    /// node acknowledged and every session's start and end
+    /// (`readings-{first_index}.csv`, `sessions-{first_index}.csv`) — for the
+    /// chaos benchmark's ledger check; unset (default) = none.
+    pub ledger_dir: Option<PathBuf>,
     /// New connections started per second during the ramp; 0 = no limit. Default 500.
     pub ramp_per_sec: f64,
     /// Most connection attempts in flight per process while ramping up, so a
@@ -169,6 +177,8 @@ impl Default for Settings {
             backfill_step_secs: 300,
             report_interval_ms: 60_000,
             sensor_topics: SensorTopics::Combined,
+            telemetry_qos: 0,
+            ledger_dir: None,
             ramp_per_sec: 500.0,
             max_connecting: 500,
             keep_alive_secs: 60,
@@ -243,6 +253,12 @@ impl Settings {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("sim.{key} must be a non-negative number, not {v}"));
             }
+        }
+        if self.telemetry_qos > 1 {
+            return Err(format!(
+                "sim.telemetry_qos must be 0 or 1, not {}",
+                self.telemetry_qos
+            ));
         }
         if self.renew_at_percent > 99 {
             return Err("sim.renew_at_percent must be between 0 (never) and 99".into());
@@ -380,6 +396,13 @@ mod tests {
                     ..Default::default()
                 },
                 "sim.chaos.burst_fraction",
+            ),
+            (
+                Settings {
+                    telemetry_qos: 2,
+                    ..Default::default()
+                },
+                "sim.telemetry_qos",
             ),
             (
                 Settings {

@@ -1,7 +1,8 @@
 //! Telemetry a connected device publishes on its interval: sensor readings
 //! (IR hubs) or ECHONET Lite properties (meter gateways: the meter's, then the
-//! air conditioner's), QoS 0, with the chaos
-//! option of replacing a fraction of payloads by malformed ones.
+//! air conditioner's), at `sim.telemetry_qos`, with the chaos option of
+//! replacing a fraction of payloads by malformed ones. With a ledger, QoS 1
+//! sensor reports are remembered until their PUBACK ([`crate::ledger`]).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -18,7 +19,8 @@ pub(crate) fn publish(dev: &mut Device, link: &mut Link, shared: &Shared, dt: f6
     let s = &shared.settings;
     let stats = &shared.stats;
     let ts = now_ms();
-    let mut out: Vec<(Leaf, Vec<u8>)> = Vec::with_capacity(4);
+    // (topic leaf, payload, sensor codes for the ledger; empty for meter reports)
+    let mut out: Vec<(Leaf, Vec<u8>, String)> = Vec::with_capacity(4);
     match dev.model.step(local_hour(s, ts), dt) {
         Telemetry::Sensors(r) => {
             let report = SensorReport {
@@ -30,35 +32,45 @@ pub(crate) fn publish(dev: &mut Device, link: &mut Link, shared: &Shared, dt: f6
             };
             match s.sensor_topics {
                 SensorTopics::Combined => {
+                    let codes: Vec<&str> = report.readings().map(|(s, _)| s.code()).collect();
                     out.push((
                         Leaf::Sensors,
                         serde_json::to_vec(&report).unwrap_or_default(),
+                        codes.join(" "),
                     ));
                 }
                 SensorTopics::Separate => {
                     for (sensor, val) in report.readings() {
-                        out.push((Leaf::Sensor(sensor), sensor_json(val, ts)));
+                        let code = sensor.code().to_owned();
+                        out.push((Leaf::Sensor(sensor), sensor_json(val, ts), code));
                     }
                 }
             }
         }
         Telemetry::Meter(r) => {
             let report = crate::model::meter_report(&r, ts);
-            out.push((Leaf::Meter, serde_json::to_vec(&report).unwrap_or_default()));
+            let meter = serde_json::to_vec(&report).unwrap_or_default();
+            out.push((Leaf::Meter, meter, String::new()));
             if let Some(aircon) = dev.model.echonet_report(ts) {
-                out.push((Leaf::Meter, serde_json::to_vec(&aircon).unwrap_or_default()));
+                let aircon = serde_json::to_vec(&aircon).unwrap_or_default();
+                out.push((Leaf::Meter, aircon, String::new()));
             }
         }
     }
-    for (leaf, mut payload) in out {
+    let qos1 = s.telemetry_qos == 1;
+    for (leaf, mut payload, mut sensors) in out {
         if dev.rng.chance(s.chaos.malformed_fraction) {
             payload = malformed(&mut dev.rng);
             stats.malformed_sent.fetch_add(1, Relaxed);
+            sensors.clear(); // the cloud must refuse it: nothing to store
         }
-        count_publish(
-            stats,
-            link.publish(&device_topic(&dev.id, leaf), false, false, payload),
-        );
+        let pkid = link.publish_tracked(&device_topic(&dev.id, leaf), qos1, payload);
+        count_publish(stats, pkid.is_some());
+        if let Some(pkid) = pkid.filter(|p| *p != 0 && !sensors.is_empty()) {
+            if shared.ledger.is_some() {
+                dev.unconfirmed.sent(pkid, ts, sensors);
+            }
+        }
     }
 }
 

@@ -415,3 +415,66 @@ async fn reconnecting_devices_resume_their_tls_session_unless_told_not_to() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_fleets_ledger_holds_each_qos_1_report_the_broker_acknowledged_and_every_session() {
+    let broker = Broker::start().await;
+    let mut sub = broker
+        .subscribe("devices/+/sensors", "ledger-observer")
+        .await;
+    let ledger = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        telemetry_qos: 1,
+        ledger_dir: Some(ledger.path().to_owned()),
+        meter_fraction: 0.0,
+        report_interval_ms: 200,
+        ..fleet_settings(&broker, "ledger", 3, Protocol::V4)
+    };
+    let (token, fleet) = start(settings, broker.ca_pem());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    token.cancel();
+    let s = fleet.await.unwrap().unwrap();
+
+    let text = std::fs::read_to_string(ledger.path().join("readings-0.csv")).unwrap();
+    let acked: BTreeSet<(String, u64)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), 3, "{l}");
+            assert!(
+                f[2].split(' ')
+                    .all(|c| ["te", "hu", "il", "mo"].contains(&c)),
+                "{l}"
+            );
+            (f[0].to_owned(), f[1].parse().unwrap())
+        })
+        .collect();
+    assert!(acked.len() >= 3 * 5, "about 15 reports each: {acked:?}");
+    assert!(acked.len() as u64 <= s.published, "{s:?}");
+    // Everything acknowledged went through the broker to its subscribers.
+    let mut seen = BTreeSet::new();
+    while let Some((topic, json)) = sub.try_wait_for(2, |_, _| true).await {
+        let id = topic.split('/').nth(1).unwrap().to_owned();
+        seen.insert((id, json["ts"].as_u64().unwrap()));
+        if acked.is_subset(&seen) {
+            break;
+        }
+    }
+    let missing: Vec<_> = acked.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never delivered: {missing:?}"
+    );
+
+    let sessions = std::fs::read_to_string(ledger.path().join("sessions-0.csv")).unwrap();
+    let mut last = BTreeMap::new();
+    for l in sessions.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        last.insert(f[1].to_owned(), f[2].to_owned());
+    }
+    assert_eq!(last.len(), 3, "{sessions}");
+    assert!(
+        last.values().all(|e| e == "down"),
+        "a clean shutdown ends every session: {sessions}"
+    );
+}

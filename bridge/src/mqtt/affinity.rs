@@ -69,6 +69,25 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
+    fn a_restart_sweep_stamped_with_the_last_announcement_lets_a_move_made_before_it_win() {
+        // The device was last announced on node 0 at 00:00; node 0 crashed
+        // unheard and the device moved to node 1 at 00:10; node 0's next run
+        // started at 00:12 and its epoch reached the bridge before node 1's
+        // presence did. The sweep records the device offline as of 00:00.
+        let a = Affinity::default();
+        a.record("d", 0, true, datetime!(2026-01-01 00:00:00 UTC));
+        a.record("d", 0, false, datetime!(2026-01-01 00:00:00 UTC));
+        assert_eq!(a.find("d"), Whereabouts::Offline);
+        assert!(a.record("d", 1, true, datetime!(2026-01-01 00:00:10 UTC)));
+        assert_eq!(a.find("d"), Whereabouts::Online(1));
+        // Stamped with the new run's start instead, the move was dropped:
+        let b = Affinity::default();
+        b.record("d", 0, true, datetime!(2026-01-01 00:00:00 UTC));
+        b.record("d", 0, false, datetime!(2026-01-01 00:00:12 UTC));
+        assert!(!b.record("d", 1, true, datetime!(2026-01-01 00:00:10 UTC)));
+    }
+
+    #[test]
     fn a_late_offline_from_the_old_node_keeps_the_device_on_the_new_one() {
         let a = Affinity::default();
         assert_eq!(a.find("d"), Whereabouts::Unknown);

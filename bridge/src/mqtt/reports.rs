@@ -353,8 +353,11 @@ impl Shard {
             tracing::info!(node, devices = lost.len(), %started,
                 "broker node restarted; its earlier devices are offline");
         }
-        for device in lost {
-            self.affinity.record(&device, idx, false, started);
+        for (device, last_seen) in lost {
+            // Offline as of its last announcement on the old run: an online
+            // from another node, even one older than `started` that reaches
+            // this bridge after the epoch, still wins.
+            self.affinity.record(&device, idx, false, last_seen);
             effects.push(Effect::Live(LiveEvent::Presence {
                 device,
                 online: false,

@@ -476,6 +476,7 @@ impl Session {
             cap: self.node.settings.session_queue,
             expiry: Duration::from_secs(self.session_expiry.into()),
             gauge,
+            hold: Duration::from_secs(self.node.settings.park_hold_secs),
             identity: self.identity.clone(),
             accounts: self.node.accounts.clone(),
             interest: None,

@@ -77,6 +77,9 @@ pub(crate) struct Limits {
     /// Reports the queue's length to the node's ingress pressure (service
     /// sessions only).
     pub gauge: Option<Gauge>,
+    /// How long after parking the gauge holds device publishes
+    /// (`broker.park_hold_secs`).
+    pub hold: Duration,
     /// The parked integration session's share of the peer links' interest.
     pub interest: Option<InterestGuard>,
 }
@@ -191,9 +194,22 @@ async fn drain(
     );
     let expiry = tokio::time::sleep(limits.expiry);
     tokio::pin!(expiry);
+    if let Some(g) = gauge.as_mut() {
+        g.set_parked(!limits.hold.is_zero());
+    }
+    let hold = tokio::time::sleep(limits.hold);
+    tokio::pin!(hold);
+    let mut holding = !limits.hold.is_zero();
     loop {
         let next = tokio::select! {
             () = stop.cancelled() => return Some((rx, interest)),
+            () = &mut hold, if holding => {
+                holding = false;
+                if let Some(g) = gauge.as_mut() {
+                    g.set_parked(false);
+                }
+                continue;
+            }
             () = &mut expiry => {
                 close_link(link).await;
                 return None;

@@ -51,7 +51,12 @@ async fn pubacks(dev: &mut Client, d: Duration) -> Vec<u16> {
 
 #[tokio::test]
 async fn a_lagging_service_session_holds_device_publishes_instead_of_dropping_them() {
-    let node = TestNode::start_with(|s| s.session_queue = QUEUE).await;
+    // No hold while parked: this is about the high-water mark alone.
+    let node = TestNode::start_with(|s| {
+        s.session_queue = QUEUE;
+        s.park_hold_secs = 0;
+    })
+    .await;
     let mut svc = service(&node).await;
     assert_eq!(svc.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
     drop(svc);
@@ -133,6 +138,74 @@ async fn a_lagging_service_session_holds_device_publishes_instead_of_dropping_th
         acked,
         (1..=SENT).collect::<Vec<_>>(),
         "all PUBACKs, in order"
+    );
+}
+
+/// Reads the bridge's publishes for `d`, acknowledging each (the node numbers
+/// a session's sends from `*pkid + 1`); returns the readings' payloads.
+async fn bridge_reads(svc: &mut Client, pkid: &mut u16, d: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(p) = svc.recv_within(d).await {
+        if let Packet::Publish(p, _) = p {
+            *pkid += 1;
+            if p.topic.as_ref() == b"devices/remo-1/sensors/te" {
+                got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+            let ack = PubAck {
+                pkid: *pkid,
+                reason: PubAckReason::Success,
+            };
+            svc.send(Packet::PubAck(ack, None)).await;
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn no_reading_is_acknowledged_while_the_bridge_is_away_within_the_park_hold() {
+    let node = TestNode::start_with(|s| s.park_hold_secs = 30).await;
+    let mut svc = service(&node).await;
+    assert_eq!(svc.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
+    drop(svc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Were these acknowledged now, they would live only in the node's memory.
+    let mut dev = node.device("remo-1", 4).await;
+    publish_range(&mut dev, 1, 11).await;
+    assert_eq!(
+        pubacks(&mut dev, Duration::from_millis(500)).await,
+        Vec::<u16>::new()
+    );
+
+    // The bridge is back: it gets every reading once, the device every PUBACK.
+    let mut svc = service(&node).await;
+    let mut pkid = 0;
+    let got = bridge_reads(&mut svc, &mut pkid, Duration::from_millis(500)).await;
+    let want: Vec<String> = (1..11).map(|i| format!("{{\"val\":{i}}}")).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        pubacks(&mut dev, Duration::from_millis(500)).await,
+        (1..11).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn past_the_park_hold_readings_are_acknowledged_again_for_a_bridge_that_stays_away() {
+    let node = TestNode::start_with(|s| s.park_hold_secs = 1).await;
+    let mut svc = service(&node).await;
+    assert_eq!(svc.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
+    drop(svc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut dev = node.device("remo-1", 4).await;
+    publish_range(&mut dev, 1, 4).await;
+    assert_eq!(
+        pubacks(&mut dev, Duration::from_millis(300)).await,
+        Vec::<u16>::new()
+    );
+    // The hold ends a second after the bridge left: the fleet is not stalled.
+    assert_eq!(
+        pubacks(&mut dev, Duration::from_secs(2)).await,
+        vec![1, 2, 3]
     );
 }
 

@@ -40,7 +40,9 @@ async fn away_until_parked(c: Client) {
 
 #[tokio::test]
 async fn a_persistent_service_session_gets_what_was_published_while_it_was_away() {
-    let node = TestNode::start().await;
+    // Past the park hold (here none), the node acknowledges and queues for
+    // the session; within it, devices wait (`flow_control.rs`).
+    let node = TestNode::start_with(|s| s.park_hold_secs = 0).await;
     let (mut svc, present) = persistent_service(&node).await;
     assert!(!present, "no session the first time");
     assert_eq!(svc.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
