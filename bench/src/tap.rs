@@ -154,17 +154,34 @@ fn report_readings(payload: &[u8]) -> u64 {
 }
 
 /// The `readings` rows the bridge makes of one meter report: one per
-/// property with EPC 0xE7 (power) or 0xE0 (energy) and a numeric value.
+/// smart-meter property that makes a history reading
+/// ([`meter_reading_sensor`]) with a numeric value; none for another
+/// ECHONET Lite object's report.
 fn meter_readings(payload: &[u8]) -> u64 {
+    use kumo_contract::appliance::echonet::{meter_reading_sensor, Eoj};
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return 0;
     };
+    let other_object = doc
+        .get("eoj")
+        .and_then(|e| e.as_str())
+        .and_then(Eoj::parse)
+        .is_some_and(|e| e.class_properties() != Eoj::SMART_METER.class_properties());
+    if other_object {
+        return 0;
+    }
     let Some(props) = doc.get("echonetlite_properties").and_then(|p| p.as_array()) else {
         return 0;
     };
     props
         .iter()
-        .filter(|p| matches!(p.get("epc").and_then(|e| e.as_u64()), Some(0xE7 | 0xE0)))
+        .filter(|p| {
+            p.get("epc")
+                .and_then(|e| e.as_u64())
+                .and_then(|e| u8::try_from(e).ok())
+                .and_then(meter_reading_sensor)
+                .is_some()
+        })
         .filter(|p| {
             p.get("val")
                 .and_then(|v| v.as_str())
@@ -186,5 +203,14 @@ mod tests {
             {"name": "coefficient", "epc": 211, "val": "1"}], "ts": 1700000000000}"#;
         assert_eq!(meter_readings(body), 2);
         assert_eq!(meter_readings(b"not json"), 0);
+        // The reverse counter is stored too (`energy_sold`).
+        let sold = br#"{"echonetlite_properties": [
+            {"epc": 231, "val": "452"}, {"epc": 224, "val": "10234"},
+            {"epc": 227, "val": "12"}], "ts": 1700000000000}"#;
+        assert_eq!(meter_readings(sold), 3);
+        // Another object's properties make no readings.
+        let aircon = br#"{"eoj": "013001", "echonetlite_properties": [
+            {"epc": 224, "val": "5"}], "ts": 1700000000000}"#;
+        assert_eq!(meter_readings(aircon), 0);
     }
 }

@@ -66,12 +66,7 @@ pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadErr
             if object.is_some() {
                 return None;
             }
-            let sensor = match p.epc {
-                0xE7 => "power",
-                0xE0 => "energy",
-                0xE3 => "energy_sold",
-                _ => return None,
-            };
+            let sensor = kumo_contract::appliance::echonet::meter_reading_sensor(p.epc)?;
             let val = p.val.trim().parse::<f64>().ok().filter(|v| v.is_finite())?;
             Some((sensor, val))
         })

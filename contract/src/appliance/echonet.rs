@@ -19,6 +19,18 @@ pub struct Eoj {
     pub instance: u8,
 }
 
+/// The history reading the bridge stores from a smart meter's property:
+/// `power` from 0xE7, `energy` from 0xE0, `energy_sold` from 0xE3; none for
+/// the other EPCs (nor for any property of another ECHONET Lite object).
+pub fn meter_reading_sensor(epc: u8) -> Option<&'static str> {
+    match epc {
+        0xE7 => Some("power"),
+        0xE0 => Some("energy"),
+        0xE3 => Some("energy_sold"),
+        _ => None,
+    }
+}
+
 impl Eoj {
     /// The low-voltage smart electric energy meter, instance 1.
     pub const SMART_METER: Eoj = Eoj::new(0x02, 0x88, 0x01);
