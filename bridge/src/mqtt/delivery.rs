@@ -335,9 +335,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn routing_never_waits_for_a_node_whose_publisher_is_stuck() {
-        // No database is reached: the device's node is known from presence.
+    /// A pool that never connects and a command log over it: routing by a
+    /// known affinity must not reach the database.
+    fn unreachable_database() -> (Pool, Arc<CommandLog>) {
         let pool = kumo_schema::connect_pool(
             "postgres://nobody@127.0.0.1:1/none",
             1,
@@ -351,6 +351,13 @@ mod tests {
             LiveFeed::default(),
             CancellationToken::new(),
         ));
+        (pool, commands)
+    }
+
+    #[tokio::test]
+    async fn routing_never_waits_for_a_node_whose_publisher_is_stuck() {
+        // No database is reached: the device's node is known from presence.
+        let (pool, commands) = unreachable_database();
         let affinity = Arc::new(Affinity::default());
         affinity.record("remo-1", 0, true, OffsetDateTime::now_utc());
         // A publisher whose event loop never takes anything.
@@ -381,19 +388,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_for_a_device_on_a_node_whose_connection_is_down_goes_through_a_node_that_is_up(
     ) {
-        let pool = kumo_schema::connect_pool(
-            "postgres://nobody@127.0.0.1:1/none",
-            1,
-            Duration::from_millis(100),
-        )
-        .expect("a lazy pool");
-        let commands = Arc::new(CommandLog::new(
-            pool.clone(),
-            Duration::from_secs(60),
-            Arc::new(NoDelivery),
-            LiveFeed::default(),
-            CancellationToken::new(),
-        ));
+        let (pool, commands) = unreachable_database();
         let affinity = Arc::new(Affinity::default());
         // The device was last seen on node 0, whose connection then broke.
         affinity.record("remo-1", 0, true, OffsetDateTime::now_utc());
