@@ -97,6 +97,11 @@ const SECTIONS: &[Section] = &[
         name: "HomeSettings",
     },
     Section {
+        key: "bridge.ingest",
+        source: BRIDGE,
+        name: "IngestSettings",
+    },
+    Section {
         key: "bridge.energy",
         source: BRIDGE,
         name: "EnergySettings",

@@ -171,6 +171,11 @@ fn render_mqtt(mqtt: &crate::mqtt::MqttStatus, out: &mut String) {
             "Command publishes acknowledged by a node.",
             &mqtt.commands_sent,
         ),
+        (
+            "kumo_bridge_mqtt_connections_lost_total",
+            "Established connections to broker nodes that failed (keepalive, reset, node gone).",
+            &mqtt.connections_lost,
+        ),
     ] {
         let _ = writeln!(
             out,

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandLog, CommandSink, NoDelivery};
-use crate::ingest::{IngestOptions, ReadingWriter};
+use crate::ingest::ReadingWriter;
 use crate::live::LiveFeed;
 use crate::mqtt::{MqttSink, MqttStatus, Outbox, RunningMqtt};
 use crate::ratelimit::RateLimiter;
@@ -204,7 +204,7 @@ async fn launch(
     let (mqtt, ingest) = match outbox {
         Some(outbox) => {
             let (writer, ingest) =
-                ReadingWriter::start(pool.clone(), IngestOptions::default(), shutdown.clone());
+                ReadingWriter::start(pool.clone(), settings.ingest.options(), shutdown.clone());
             let mqtt = crate::mqtt::start(
                 &settings.mqtt,
                 pool.clone(),

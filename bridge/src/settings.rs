@@ -33,6 +33,8 @@ pub struct Settings {
     pub certs: DeviceCertSettings,
     /// Homes: how long an invite stays good.
     pub homes: HomeSettings,
+    /// The reading writer: its buffer and batches.
+    pub ingest: IngestSettings,
     /// Energy history from smart meters.
     pub energy: EnergySettings,
     /// Demand response: how events reach the enrolled air conditioners.
@@ -62,6 +64,42 @@ impl Default for DemandResponseSettings {
             stagger_secs: 300,
             poll_interval_ms: 1000,
             kw_per_kelvin: 0.06,
+        }
+    }
+}
+
+/// `[bridge.ingest]`: how readings reach PostgreSQL.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Readings waiting for the database before the nodes' data connections
+    /// stop being read (the back-pressure reaches the nodes, which hold
+    /// device publishes); default 65,536.
+    pub buffer: usize,
+    /// Most readings per insert statement; default 5,000.
+    pub batch_size: usize,
+    /// Longest a reading waits for its batch to fill, in ms; default 50.
+    pub flush_after_ms: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        let d = crate::ingest::IngestOptions::default();
+        Self {
+            buffer: d.buffer,
+            batch_size: d.batch_size,
+            flush_after_ms: d.flush_after.as_millis() as u64,
+        }
+    }
+}
+
+impl IngestSettings {
+    /// The writer's options.
+    pub fn options(&self) -> crate::ingest::IngestOptions {
+        crate::ingest::IngestOptions {
+            buffer: self.buffer,
+            batch_size: self.batch_size,
+            flush_after: std::time::Duration::from_millis(self.flush_after_ms),
         }
     }
 }
@@ -182,6 +220,7 @@ impl Default for Settings {
             provision: ProvisionSettings::default(),
             certs: DeviceCertSettings::default(),
             homes: HomeSettings::default(),
+            ingest: IngestSettings::default(),
             energy: EnergySettings::default(),
             demand_response: DemandResponseSettings::default(),
         }
@@ -318,6 +357,13 @@ pub struct MqttSettings {
     /// never). When the node answers again with the bridge's session intact
     /// (it was only unreachable), its retained presence restores them.
     pub node_lost_after_secs: u64,
+    /// Kernel receive buffer of each data connection (readings), in bytes;
+    /// 0 = the kernel's autotuning. What waits in it is ahead of the node's
+    /// PINGRESP: autotuned to megabytes while the bridge is busy, it held the
+    /// answer past the keepalive, the connection was dropped and the QoS 0
+    /// readings in flight with it. Small, the backlog stays in the node,
+    /// counted by its flow control (default 64 KiB).
+    pub data_recv_buffer: u32,
 }
 
 impl Default for MqttSettings {
@@ -335,6 +381,7 @@ impl Default for MqttSettings {
             reconnect_secs: 1,
             ownership_poll_ms: 200,
             node_lost_after_secs: 30,
+            data_recv_buffer: 64 * 1024,
         }
     }
 }
@@ -358,6 +405,12 @@ impl Settings {
         if !(1..=30 * 86_400).contains(&self.homes.invite_ttl_secs) {
             return Err(
                 "bridge.homes.invite_ttl_secs must be between 1 and 2592000 (30 days)".into(),
+            );
+        }
+        let i = &self.ingest;
+        if i.buffer == 0 || i.batch_size == 0 || i.flush_after_ms == 0 {
+            return Err(
+                "bridge.ingest.buffer, batch_size and flush_after_ms must be at least 1".into(),
             );
         }
         if !(1..=1800).contains(&self.energy.max_sample_gap_secs) {

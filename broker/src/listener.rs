@@ -185,11 +185,24 @@ async fn handshake(
         }
     };
     metrics.handshake("ok");
+    if matches!(identity, Identity::Service { .. }) {
+        limit_send_buffer(stream.socket(), node.settings.service_send_buffer);
+    }
     Some(Verified {
         stream,
         identity,
         serial,
     })
+}
+
+/// Caps the kernel's send buffer (see `broker.service_send_buffer`); 0 leaves
+/// autotuning on. A failure only costs the cap: the session works either way.
+fn limit_send_buffer(socket: &TcpStream, bytes: usize) {
+    if bytes > 0 {
+        if let Err(e) = socket2::SockRef::from(socket).set_send_buffer_size(bytes) {
+            tracing::warn!(error = %e, "cannot limit a service session's send buffer");
+        }
+    }
 }
 
 /// TCP keepalive on every connection: a peer that vanished without a FIN is

@@ -70,6 +70,14 @@ pub struct Settings {
     /// its memory alone (a node crash would lose it); 0 = never hold;
     /// default 30.
     pub park_hold_secs: u64,
+    /// Kernel send buffer of a service session's socket (the bridge), in
+    /// bytes; 0 = the kernel's autotuning. Everything already in it is ahead
+    /// of the node's answer to a PINGREQ: with autotuning it grows to
+    /// megabytes (tens of thousands of readings) under a busy bridge, whose
+    /// keepalive then fails and whose QoS 0 readings in flight are lost. A
+    /// small buffer keeps the backlog in the router instead, where the
+    /// ingress flow control counts it; default 64 KiB.
+    pub service_send_buffer: usize,
     /// Threads feeding device publishes into the router; default 2.
     pub ingress_threads: usize,
     /// TLS sessions remembered for resumption; default 65,536.
@@ -117,6 +125,7 @@ impl Default for Settings {
             session_queue: 100_000,
             session_expiry_secs: 3_600,
             park_hold_secs: 30,
+            service_send_buffer: 64 * 1024,
             ingress_threads: 2,
             tls_session_cache: 65_536,
             session_ticket_key_file: None,

@@ -118,6 +118,8 @@ pub struct MqttStatus {
     pub malformed: AtomicU64,
     /// Command publishes acknowledged by a node.
     pub commands_sent: AtomicU64,
+    /// Established connections to a node (either lane) that failed.
+    pub connections_lost: AtomicU64,
 }
 
 impl MqttStatus {
@@ -134,6 +136,7 @@ impl MqttStatus {
             received: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             commands_sent: AtomicU64::new(0),
+            connections_lost: AtomicU64::new(0),
         }
     }
 

@@ -89,9 +89,13 @@ impl Lane {
 pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinHandle<()>>) {
     let ctx = Arc::new(ctx);
     let mut handles = Vec::new();
-    let (data_client, data_loop) = connection(&ctx, format!("{}.data", ctx.settings.client_id));
+    let (data_client, data_loop) = connection(
+        &ctx,
+        format!("{}.data", ctx.settings.client_id),
+        ctx.settings.data_recv_buffer,
+    );
     handles.extend(run_lane(&ctx, Lane::Data, data_client, data_loop, None));
-    let (client, eventloop) = connection(&ctx, ctx.settings.client_id.clone());
+    let (client, eventloop) = connection(&ctx, ctx.settings.client_id.clone(), 0);
     let pairing = Arc::new(Mutex::new(Pairing::default()));
     let (publish_tx, publish_rx) = mpsc::channel(1024);
     handles.push(tokio::spawn(publish(
@@ -110,8 +114,9 @@ pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinH
     (publish_tx, handles)
 }
 
-/// A connection to the node under `client_id` (not yet polled).
-fn connection(ctx: &NodeContext, client_id: String) -> (AsyncClient, EventLoop) {
+/// A connection to the node under `client_id` (not yet polled), with a kernel
+/// receive buffer of `recv_buffer` bytes (0: autotuned).
+fn connection(ctx: &NodeContext, client_id: String, recv_buffer: u32) -> (AsyncClient, EventLoop) {
     let s = &ctx.settings;
     let mut options = MqttOptions::new(client_id, ctx.host.clone(), ctx.port);
     options
@@ -128,6 +133,9 @@ fn connection(ctx: &NodeContext, client_id: String) -> (AsyncClient, EventLoop) 
     // delayed ACK (~40 ms on Linux).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
+    if recv_buffer > 0 {
+        net.set_tcp_recv_buffer_size(recv_buffer);
+    }
     eventloop.set_network_options(net);
     (client, eventloop)
 }
@@ -262,6 +270,8 @@ async fn drive(
     let sent = SentLog::start(ctx.commands.clone(), ctx.status.clone(), ctx.idx);
     let control = lane == Lane::Control;
     let mut failures = 0u32;
+    // Connected since the last CONNACK (a failed attempt is not a lost connection).
+    let mut up = false;
     let mut disconnecting = false;
     let lost_after = Duration::from_secs(ctx.settings.node_lost_after_secs);
     let mut down_since: Option<std::time::Instant> = None;
@@ -294,6 +304,7 @@ async fn drive(
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 failures = 0;
+                up = true;
                 down_since = None;
                 generation.fetch_add(1, Relaxed);
                 tracing::info!(node = %addr, lane = ?lane, session_present = ack.session_present,
@@ -367,6 +378,9 @@ async fn drive(
                     break;
                 }
                 failures += 1;
+                if std::mem::take(&mut up) {
+                    ctx.status.connections_lost.fetch_add(1, Relaxed);
+                }
                 let since = *down_since.get_or_insert_with(std::time::Instant::now);
                 if control
                     && !declared_lost

@@ -18,6 +18,7 @@ mod appliance_kinds;
 mod appliance_kinds_live;
 mod appliances;
 mod auth;
+mod backpressure;
 mod batching;
 mod commands;
 mod console;

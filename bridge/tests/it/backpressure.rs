@@ -1,0 +1,93 @@
+//! A bridge slower than its devices: the backlog waits in the node, where its
+//! flow control counts it, not in socket buffers ahead of the node's PINGRESP.
+//! Autotuned to megabytes there, it held the answer past the keepalive; the
+//! data connection was dropped and the QoS 0 readings in flight with it
+//! (fleet run E lost 5.5 % of its readings that way). With both buffers left
+//! to autotuning (`bridge.mqtt.data_recv_buffer` and
+//! `broker.service_send_buffer` 0) this test loses the connection and about
+//! half the readings.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::stack::Stack;
+
+/// Readings the device sends: 20 s of the slowed writer's work.
+const READINGS: i64 = 40_000;
+
+#[tokio::test]
+async fn a_bridge_slower_than_its_devices_keeps_its_data_connection_and_every_qos0_reading() {
+    let s = Stack::start(|b| {
+        b.mqtt.keepalive_secs = 5;
+        // A small writer buffer: the bridge stops reading from the node soon.
+        b.ingest.buffer = 2_000;
+        b.ingest.batch_size = 1_000;
+    })
+    .await;
+    let device = s.device("remo-1").await;
+    let db = s.h.client().await;
+    // Every insert statement takes 0.5 s: at most 2,000 readings/s.
+    db.batch_execute(
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;
+         CREATE TRIGGER slow_insert AFTER INSERT ON readings
+           FOR EACH STATEMENT EXECUTE FUNCTION slow_insert();",
+    )
+    .await
+    .unwrap();
+
+    // A burst at QoS 0, each reading its own timestamp, as fast as mosquitto_pub goes.
+    let base = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - READINGS * 1000;
+    let mut lines = String::new();
+    for i in 0..READINGS {
+        lines.push_str(&format!(
+            "{{\"val\":{},\"ts\":{}}}\n",
+            i % 40,
+            base + i * 1000
+        ));
+    }
+    let mut publisher = device
+        .mosquitto_pub("devices/remo-1/sensors/te")
+        .args(["-q", "0", "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
+        .await
+        .expect("mosquitto_pub finished")
+        .unwrap();
+    assert!(status.success());
+
+    // Every reading is stored, through one connection that never failed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM readings WHERE device_id = 'remo-1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n >= READINGS || tokio::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
+    assert_eq!(
+        mqtt.connections_lost.load(Relaxed),
+        0,
+        "a connection to the node was lost ({stored} of {READINGS} readings stored)"
+    );
+    assert_eq!(stored, READINGS);
+}
