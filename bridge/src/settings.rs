@@ -364,6 +364,13 @@ pub struct MqttSettings {
     /// readings in flight with it. Small, the backlog stays in the node,
     /// counted by its flow control (default 64 KiB).
     pub data_recv_buffer: u32,
+    /// MQTT keepalive of the data connections, in seconds (default 120).
+    /// Longer than the control connection's: while the database is slow the
+    /// bridge stops reading readings, and a PINGRESP waits behind what is
+    /// already on its way; a connection dropped then loses the QoS 0 readings
+    /// in flight. A node that dies is still seen at once (its connections
+    /// reset), and the control connection keeps `keepalive_secs`.
+    pub data_keepalive_secs: u64,
 }
 
 impl Default for MqttSettings {
@@ -382,6 +389,7 @@ impl Default for MqttSettings {
             ownership_poll_ms: 200,
             node_lost_after_secs: 30,
             data_recv_buffer: 64 * 1024,
+            data_keepalive_secs: 120,
         }
     }
 }
@@ -454,6 +462,9 @@ impl Settings {
         }
         if self.mqtt.keepalive_secs < 5 {
             return Err("bridge.mqtt.keepalive_secs must be at least 5".into());
+        }
+        if self.mqtt.data_keepalive_secs < 5 {
+            return Err("bridge.mqtt.data_keepalive_secs must be at least 5".into());
         }
         if self.mqtt.inflight == 0 {
             return Err("bridge.mqtt.inflight must be at least 1".into());

@@ -29,6 +29,10 @@ use crate::live::{LiveEvent, LiveFeed};
 /// QoS 1 messages waiting for their acknowledgement per node.
 const ACK_QUEUE: usize = 65_536;
 
+/// Control-lane messages waiting for the report shards per node: twice the
+/// node's receive window for a service session (16,384).
+const QUEUED: usize = 32_768;
+
 /// A QoS 1 message and what must be durable before it is acknowledged.
 struct Pending {
     publish: rumqttc::Publish,
@@ -38,6 +42,7 @@ struct Pending {
 }
 
 /// The event loop's side of the pipeline.
+#[derive(Clone)]
 pub(crate) struct Inbound {
     /// Index of the node these messages come from.
     node: usize,
@@ -47,6 +52,13 @@ pub(crate) struct Inbound {
     status: Arc<MqttStatus>,
     generation: Arc<AtomicU64>,
     live: LiveFeed,
+    /// Set on the control lane: its messages are queued here and handled by a
+    /// task of their own, so the event loop does not wait for the report
+    /// shards and keeps answering keepalive while the database is slow. They
+    /// are QoS 1, and the node sends no more than the bridge's receive window
+    /// unacknowledged, so [`QUEUED`] is not reached unless devices send QoS 0
+    /// state or acks in bulk; then the event loop waits, as on the data lane.
+    queue: Option<mpsc::Sender<(u64, rumqttc::Publish)>>,
 }
 
 impl Inbound {
@@ -56,16 +68,17 @@ impl Inbound {
         ctx: &NodeContext,
         client: AsyncClient,
         generation: Arc<AtomicU64>,
+        queued: bool,
     ) -> (Inbound, CancellationToken, Vec<JoinHandle<()>>) {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
         let done = CancellationToken::new();
-        let handles = vec![tokio::spawn(acknowledge(
+        let mut handles = vec![tokio::spawn(acknowledge(
             ack_rx,
             client,
             generation.clone(),
             done.clone(),
         ))];
-        let inbound = Inbound {
+        let mut inbound = Inbound {
             node: ctx.idx,
             writer: ctx.writer.clone(),
             control: ctx.reports.clone(),
@@ -73,16 +86,39 @@ impl Inbound {
             status: ctx.status.clone(),
             generation,
             live: ctx.commands.live().clone(),
+            queue: None,
         };
+        if queued {
+            let (tx, mut rx) = mpsc::channel(QUEUED);
+            let worker = inbound.clone();
+            handles.push(tokio::spawn(async move {
+                while let Some((generation, p)) = rx.recv().await {
+                    worker.handle_from(generation, p).await;
+                }
+            }));
+            inbound.queue = Some(tx);
+        }
         (inbound, done, handles)
     }
 
     /// Stops taking messages; queued ones finish and are acknowledged.
     pub(crate) fn close(self) {}
 
-    /// Handles one message from the node.
+    /// Handles one message from the node (queues it, on a queued connection).
     pub(crate) async fn handle(&self, p: rumqttc::Publish) {
         let generation = self.generation.load(Relaxed);
+        match &self.queue {
+            // Fails only once the worker has stopped (shutdown): the message
+            // stays unacknowledged in the node's session.
+            Some(queue) => {
+                let _ = queue.send((generation, p)).await;
+            }
+            None => self.handle_from(generation, p).await,
+        }
+    }
+
+    /// Handles a message that arrived on connection `generation`.
+    async fn handle_from(&self, generation: u64, p: rumqttc::Publish) {
         let waits = match self.dispatch(&p).await {
             Ok(Some(waits)) => waits,
             // The writer or control task has stopped: leave it unacknowledged.

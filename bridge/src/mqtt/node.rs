@@ -89,13 +89,15 @@ impl Lane {
 pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinHandle<()>>) {
     let ctx = Arc::new(ctx);
     let mut handles = Vec::new();
+    let s = &ctx.settings;
     let (data_client, data_loop) = connection(
         &ctx,
-        format!("{}.data", ctx.settings.client_id),
-        ctx.settings.data_recv_buffer,
+        format!("{}.data", s.client_id),
+        s.data_keepalive_secs,
+        s.data_recv_buffer,
     );
     handles.extend(run_lane(&ctx, Lane::Data, data_client, data_loop, None));
-    let (client, eventloop) = connection(&ctx, ctx.settings.client_id.clone(), 0);
+    let (client, eventloop) = connection(&ctx, s.client_id.clone(), s.keepalive_secs, 0);
     let pairing = Arc::new(Mutex::new(Pairing::default()));
     let (publish_tx, publish_rx) = mpsc::channel(1024);
     handles.push(tokio::spawn(publish(
@@ -116,13 +118,18 @@ pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinH
 
 /// A connection to the node under `client_id` (not yet polled), with a kernel
 /// receive buffer of `recv_buffer` bytes (0: autotuned).
-fn connection(ctx: &NodeContext, client_id: String, recv_buffer: u32) -> (AsyncClient, EventLoop) {
+fn connection(
+    ctx: &NodeContext,
+    client_id: String,
+    keepalive_secs: u64,
+    recv_buffer: u32,
+) -> (AsyncClient, EventLoop) {
     let s = &ctx.settings;
     let mut options = MqttOptions::new(client_id, ctx.host.clone(), ctx.port);
     options
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(s.keepalive_secs))
+        .set_keep_alive(Duration::from_secs(keepalive_secs))
         .set_inflight(s.inflight)
         .set_max_packet_size(1024 * 1024, 1024 * 1024)
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
@@ -149,7 +156,9 @@ fn run_lane(
     pairing: Option<Arc<Mutex<Pairing>>>,
 ) -> Vec<JoinHandle<()>> {
     let generation = Arc::new(AtomicU64::new(0));
-    let (inbound, acks_done, mut handles) = Inbound::start(ctx, client.clone(), generation.clone());
+    let queued = lane == Lane::Control;
+    let (inbound, acks_done, mut handles) =
+        Inbound::start(ctx, client.clone(), generation.clone(), queued);
     let pairing = pairing.unwrap_or_default();
     handles.push(tokio::spawn(drive(
         ctx.clone(),

@@ -1,4 +1,6 @@
-//! A bridge slower than its devices: the backlog waits in the node, where its
+//! A bridge slower than its devices keeps its connections to the node.
+//!
+//! Readings (data lane): the backlog waits in the node, where its
 //! flow control counts it, not in socket buffers ahead of the node's PINGRESP.
 //! Autotuned to megabytes there, it held the answer past the keepalive; the
 //! data connection was dropped and the QoS 0 readings in flight with it
@@ -6,6 +8,12 @@
 //! to autotuning (`bridge.mqtt.data_recv_buffer` and
 //! `broker.service_send_buffer` 0) this test loses the connection and about
 //! half the readings.
+//!
+//! Reports (control lane, QoS 1): they queue in the bridge (bounded by the
+//! node's receive window) instead of stopping the event loop while the report
+//! shards wait for the database; stopped, it sent no PINGREQ and the
+//! connection was dropped (with the queue replaced by a direct wait, the
+//! second test loses it).
 #![allow(clippy::unwrap_used)]
 
 use std::process::Stdio;
@@ -22,7 +30,7 @@ const READINGS: i64 = 40_000;
 #[tokio::test]
 async fn a_bridge_slower_than_its_devices_keeps_its_data_connection_and_every_qos0_reading() {
     let s = Stack::start(|b| {
-        b.mqtt.keepalive_secs = 5;
+        b.mqtt.data_keepalive_secs = 5;
         // A small writer buffer: the bridge stops reading from the node soon.
         b.ingest.buffer = 2_000;
         b.ingest.batch_size = 1_000;
@@ -90,4 +98,69 @@ async fn a_bridge_slower_than_its_devices_keeps_its_data_connection_and_every_qo
         "a connection to the node was lost ({stored} of {READINGS} readings stored)"
     );
     assert_eq!(stored, READINGS);
+}
+
+/// State reports the device sends while the devices table is locked: more
+/// than the report shards queue (8 × 1,024).
+const STATES: u64 = 12_000;
+
+#[tokio::test]
+async fn the_control_connection_keeps_its_keepalive_while_reports_wait_for_the_database() {
+    let s = Stack::start(|b| b.mqtt.keepalive_secs = 5).await;
+    let device = s.device("remo-1").await;
+    // Reports wait on the lock for 15 s: three keepalive periods.
+    let mut lock = s.h.client().await;
+    let tx = lock.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE devices IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut lines = String::new();
+    for i in 1..=STATES {
+        lines.push_str(&format!(
+            "{{\"online\":true,\"kind\":\"hub\",\"firmware_version\":\"1.0.{i}\",\"ts\":{i}}}\n"
+        ));
+    }
+    let mut publisher = device
+        .mosquitto_pub("devices/remo-1/state")
+        .arg("-l")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
+        .await
+        .expect("mosquitto_pub finished")
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    tx.rollback().await.unwrap();
+
+    // The last report is applied, through a connection that never failed.
+    let db = s.h.client().await;
+    let last = format!("1.0.{STATES}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let fw: Option<String> = db
+            .query_one(
+                "SELECT firmware_version FROM devices WHERE id = 'remo-1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if fw.as_deref() == Some(last.as_str()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last report not applied: {fw:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
+    assert_eq!(mqtt.connections_lost.load(Relaxed), 0);
 }

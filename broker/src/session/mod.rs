@@ -34,7 +34,8 @@ use crate::metrics::Metrics;
 use crate::registry::{CloseReason, Registry, SessionHandle};
 use crate::Settings;
 
-/// How long a client may leave written data unread before it is dropped.
+/// How long a client may leave written data unread before it is dropped (a
+/// service, at least its keepalive window: see [`Session::write_timeout`]).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Buffers above this size are released once empty.
@@ -239,7 +240,7 @@ async fn write_guarded<S: AsyncWrite + Unpin>(
 ) -> Result<(), CloseReason> {
     let shutdown = session.node.shutdown.clone();
     tokio::select! {
-        r = tokio::time::timeout(WRITE_TIMEOUT, session.flush(stream)) => match r {
+        r = tokio::time::timeout(session.write_timeout(), session.flush(stream)) => match r {
             Ok(Ok(())) => Ok(()),
             _ => Err(CloseReason::ConnectionLost),
         },
@@ -362,6 +363,17 @@ impl Session {
     /// 1.5 × the negotiated keepalive; `None` without keepalive.
     fn keepalive_window(&self) -> Option<Duration> {
         self.keepalive
+    }
+
+    /// How long the client may leave written data unread. A service (the
+    /// bridge) stops reading while its database catches up; with its socket
+    /// buffer kept small (`broker.service_send_buffer`) that is no sign of a
+    /// dead client until its keepalive window has passed as well.
+    fn write_timeout(&self) -> Duration {
+        match (&self.identity, self.keepalive) {
+            (Identity::Service { .. }, Some(window)) => window.max(WRITE_TIMEOUT),
+            _ => WRITE_TIMEOUT,
+        }
     }
 
     /// The client id sessions compare for No Local: devices never receive
