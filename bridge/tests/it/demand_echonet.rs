@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::common::*;
+use crate::sim::SimulatedDevice;
 use crate::stack::Stack;
 use kumo_bridge::DeviceKind;
 
@@ -89,25 +90,85 @@ async fn mean_power(h: &Harness, from: OffsetDateTime, to: OffsetDateTime) -> (f
     (row.get(0), row.get(1))
 }
 
-/// Waits for the event's only unit to reach `state`; returns its outcome.
+/// Waits for the event's only unit to reach `state` with its latest
+/// command acked (none for a skip); returns its outcome.
 async fn wait_home(h: &Harness, agg: &str, event: &str, state: &str) -> Value {
+    let latest = match state {
+        "restored" => Some("restore_command"),
+        "dispatched" => Some("command"),
+        _ => None,
+    };
     for _ in 0..300 {
         let e = h
             .get_as(agg, &format!("/v1/aggregator/events/{event}"))
             .await
             .ok();
         let home = e["homes"][0].clone();
-        let command = if state == "restored" {
-            "restore_command"
-        } else {
-            "command"
-        };
-        if home["state"] == state && home[command]["status"] == "acked" {
+        if home["state"] == state && latest.map_or(true, |c| home[c]["status"] == "acked") {
             return home;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the unit never reached {state}");
+}
+
+/// The simulated gateway, running its unit as usual; a token of its owner
+/// that may set ECHONET Lite properties; the unit's appliance id.
+async fn gateway(stack: &Stack) -> (SimulatedDevice, String, String) {
+    let h = &stack.h;
+    h.add_device(GATEWAY, DeviceKind::SmartMeter).await;
+    let gw = stack.simulate(|s| {
+        s.meter_fraction = 1.0;
+        s.aircon_in_use_fraction = 1.0;
+        s.utc_offset_hours = evening_offset_hours();
+    });
+    let token = h
+        .token_with(&["basic.read", "basic.write", "echonetlite.*.write"])
+        .await;
+    for _ in 0..200 {
+        if let Some(ac) = aircon(h, &token).await {
+            let id = ac["id"].as_str().unwrap().to_string();
+            return (gw, token, id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway's air conditioner never appeared");
+}
+
+/// An aggregator's token and a new program of theirs.
+async fn program(h: &Harness) -> (String, String) {
+    let agg = kumo_bridge::demand::principal::create(&h.pool, "Grid Co")
+        .await
+        .unwrap()
+        .1;
+    let r = h
+        .post_as(
+            &agg,
+            "/v1/aggregator/programs",
+            &[("name", "Evening peaks")],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    let prg = r.body["id"].as_str().unwrap().to_string();
+    (agg, prg)
+}
+
+/// Creates an event of `prg` over `[start, end)` with `target`; its id.
+async fn event(
+    h: &Harness,
+    agg: &str,
+    prg: &str,
+    (start, end): (OffsetDateTime, OffsetDateTime),
+    target: &[(&str, &str)],
+) -> String {
+    let (start, end) = (rfc(start), rfc(end));
+    let mut form = vec![("start", start.as_str()), ("end", end.as_str())];
+    form.extend_from_slice(target);
+    let r = h
+        .post_as(agg, &format!("/v1/aggregator/programs/{prg}/events"), &form)
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
 }
 
 /// When command `id` was acked.
@@ -137,27 +198,7 @@ async fn an_event_moves_a_gateways_echonet_aircon_and_its_meter_draws_less_until
     })
     .await;
     let h = &stack.h;
-    h.add_device(GATEWAY, DeviceKind::SmartMeter).await;
-    let _gw = stack.simulate(|s| {
-        s.meter_fraction = 1.0;
-        s.aircon_in_use_fraction = 1.0;
-        s.utc_offset_hours = evening_offset_hours();
-    });
-    let token = h
-        .token_with(&["basic.read", "basic.write", "echonetlite.*.write"])
-        .await;
-    let mut found = None;
-    for _ in 0..200 {
-        found = aircon(h, &token).await;
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ac = found.expect("the gateway's air conditioner never appeared")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_gw, token, ac) = gateway(&stack).await;
     assert_eq!(property(h, &token, "80").await, 0x30, "running as usual");
 
     // A clear draw whatever the simulated climate: cooling 3 °C below a warm
@@ -172,19 +213,7 @@ async fn an_event_moves_a_gateways_echonet_aircon_and_its_meter_draws_less_until
     set(h, &token, &ac, "b0", mode).await;
     set(h, &token, &ac, "b3", setpoint).await;
 
-    let agg = kumo_bridge::demand::principal::create(&h.pool, "Grid Co")
-        .await
-        .unwrap()
-        .1;
-    let r = h
-        .post_as(
-            &agg,
-            "/v1/aggregator/programs",
-            &[("name", "Evening peaks")],
-        )
-        .await;
-    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
-    let prg = r.body["id"].as_str().unwrap().to_string();
+    let (agg, prg) = program(h).await;
     let enrol = format!("/v1/programs/{prg}/enrolments");
     // Nobody else can enrol the unit.
     let (_, bob) = h.other_user().await;
@@ -220,20 +249,8 @@ async fn an_event_moves_a_gateways_echonet_aircon_and_its_meter_draws_less_until
     let created = OffsetDateTime::now_utc();
     let start = created + time::Duration::seconds(4);
     let end = start + time::Duration::seconds(8);
-    let r = h
-        .post_as(
-            &agg,
-            &format!("/v1/aggregator/programs/{prg}/events"),
-            &[
-                ("start", &rfc(start)),
-                ("end", &rfc(end)),
-                ("target", "setpoint"),
-                ("setpoint_change", "3"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
-    let event = r.body["id"].as_str().unwrap().to_string();
+    let target = [("target", "setpoint"), ("setpoint_change", "3")];
+    let event = event(h, &agg, &prg, (start, end), &target).await;
 
     let home = wait_home(h, &agg, &event, "dispatched").await;
     let moved = u8::try_from(i32::from(setpoint) + 2 * direction).unwrap();
@@ -290,5 +307,54 @@ async fn an_event_moves_a_gateways_echonet_aircon_and_its_meter_draws_less_until
             format!("dr:{event}:{ac}:restore")
         ]
     );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echonet_aircon_the_user_turns_back_on_during_an_off_event_is_left_as_they_chose() {
+    let stack = Stack::start(|s| {
+        s.demand_response.stagger_secs = 1;
+        s.demand_response.poll_interval_ms = 100;
+    })
+    .await;
+    let h = &stack.h;
+    let (_gw, token, ac) = gateway(&stack).await;
+    let (agg, prg) = program(h).await;
+    let form = [
+        ("appliance", ac.as_str()),
+        ("max_setpoint_change", "0"),
+        ("allow_off", "true"),
+    ];
+    let r = h
+        .post_as(&token, &format!("/v1/programs/{prg}/enrolments"), &form)
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    let start = OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let window = (start, start + time::Duration::seconds(6));
+    let event = event(h, &agg, &prg, window, &[("target", "off")]).await;
+
+    let home = wait_home(h, &agg, &event, "dispatched").await;
+    assert_eq!(property(h, &token, "80").await, 0x31, "turned off");
+    assert_eq!(home["previous"]["operation_status"], "30");
+    assert_eq!(home["commanded"]["operation_status"], "31");
+    // The user wants it on again, before the window ends.
+    set(h, &token, &ac, "80", 0x30).await;
+    assert!(OffsetDateTime::now_utc() < window.1, "changed mid-event");
+
+    let home = wait_home(h, &agg, &event, "restore_skipped").await;
+    let reason = home["reason"].as_str().unwrap();
+    assert!(reason.contains("changed during the event"), "{reason}");
+    assert_eq!(property(h, &token, "80").await, 0x30, "still on");
+    let dr: i64 = h
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM commands WHERE appliance_id = $1 AND idempotency_key LIKE 'dr:%'",
+            &[&ac],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dr, 1, "no restore was queued");
     stack.stop().await;
 }
