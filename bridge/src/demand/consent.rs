@@ -2,7 +2,6 @@
 //! to the user's consent, the hours it excludes, and the staggered instant
 //! each appliance is commanded at. Pure functions, no I/O.
 
-use kumo_contract::appliance::{AcMode, AirconState};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -29,12 +28,37 @@ pub struct Consent {
     pub utc_offset_minutes: i32,
 }
 
-/// The settings change to command, or why the unit is left alone.
+/// A unit's confirmed settings in the one form consent is decided on,
+/// whatever kind of unit it is (an IR `AC` or an ECHONET Lite `EL_AIRCON`):
+/// each kind translates its own state into this (`super::unit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitSettings {
+    /// Whether the unit is running.
+    pub on: bool,
+    pub mode: Heading,
+    /// The set temperature, °C; `None` when the unit has none now.
+    pub setpoint: Option<f64>,
+    /// The set temperatures the unit accepts in this mode, °C.
+    pub setpoints: Vec<f64>,
+}
+
+/// Which way a unit moves heat, which decides which way its setpoint
+/// moves to use less energy.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heading {
+    Cool,
+    Heat,
+    /// A mode with no setpoint to move (dry, fan, auto, …), by its name.
+    Other(String),
+}
+
+/// The settings change to command, or why the unit is left alone.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Set this temperature (same mode, still on).
-    Temperature(String),
-    /// Press `power-off`.
+    /// Set this temperature, °C (same mode, still on): one of the unit's
+    /// `setpoints`.
+    Setpoint(f64),
+    /// Turn the unit off.
     PowerOff,
     /// Nothing is commanded, for this reason.
     Skip(String),
@@ -61,12 +85,12 @@ pub fn excluded_hour_in(c: &Consent, start: OffsetDateTime, end: OffsetDateTime)
     None
 }
 
-/// The command for a unit in `current` state running `mode`, clamped to the
-/// consent. Turning off when the user does not allow it becomes the largest
+/// The command for a unit in `current` settings, clamped to the consent.
+/// Turning off when the user does not allow it becomes the largest
 /// setpoint change they do allow; a setpoint change is capped at their
-/// limit and lands on a temperature the mode accepts, never beyond.
-pub fn decide(target: Target, c: &Consent, current: &AirconState, mode: &AcMode) -> Decision {
-    if current.button == "power-off" {
+/// limit and lands on a temperature the unit accepts, never beyond.
+pub fn decide(target: Target, c: &Consent, current: &UnitSettings) -> Decision {
+    if !current.on {
         return Decision::Skip("the unit is off already".into());
     }
     let change = match target {
@@ -77,25 +101,26 @@ pub fn decide(target: Target, c: &Consent, current: &AirconState, mode: &AcMode)
     if change <= 0.0 {
         return Decision::Skip("the consent allows no setpoint change and no turning off".into());
     }
-    let direction = match current.mode.as_str() {
-        "cool" => 1.0,
-        "warm" => -1.0,
-        other => return Decision::Skip(format!("mode {other:?} has no setpoint to move")),
+    let direction = match &current.mode {
+        Heading::Cool => 1.0,
+        Heading::Heat => -1.0,
+        Heading::Other(name) => {
+            return Decision::Skip(format!("mode {name:?} has no setpoint to move"))
+        }
     };
-    let Ok(now) = current.temp.parse::<f64>() else {
-        return Decision::Skip(format!("the setpoint {:?} is not a number", current.temp));
+    let Some(now) = current.setpoint else {
+        return Decision::Skip("the unit reports no setpoint".into());
     };
-    let best = mode
-        .temp
+    let best = current
+        .setpoints
         .iter()
-        .filter_map(|t| t.parse::<f64>().ok().map(|v| (*t, (v - now) * direction)))
+        .map(|&v| (v, (v - now) * direction))
         .filter(|(_, step)| *step > 0.0 && *step <= change + 1e-9)
         .max_by(|a, b| a.1.total_cmp(&b.1));
     match best {
-        Some((t, _)) => Decision::Temperature(t.to_string()),
+        Some((v, _)) => Decision::Setpoint(v),
         None => Decision::Skip(format!(
-            "no setpoint of mode {:?} within {change} °C of {}",
-            current.mode, current.temp
+            "no setpoint within {change} °C of {now} °C in its mode"
         )),
     }
 }

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::demand::unit::Unit;
 use kumo_contract::appliance::MODELS;
 use time::macros::datetime;
 
@@ -13,12 +14,14 @@ fn caps() -> &'static kumo_contract::appliance::AirconCaps {
         .unwrap()
 }
 
-fn unit(mode: &str, temp: &str, button: &str) -> (AirconState, &'static AcMode) {
-    let mut s = caps().initial();
-    s.mode = mode.into();
-    s.temp = temp.into();
-    s.button = button.into();
-    (s, caps().mode(mode).unwrap())
+/// An IR unit of the generic model, in the form consent is decided on.
+fn unit(mode: &str, temp: &str, button: &str) -> UnitSettings {
+    let mut state = caps().initial();
+    state.mode = mode.into();
+    state.temp = temp.into();
+    state.button = button.into();
+    let caps = caps();
+    Unit::Ac { state, caps }.settings().unwrap()
 }
 
 fn consent(max: f64, allow_off: bool) -> Consent {
@@ -32,73 +35,73 @@ fn consent(max: f64, allow_off: bool) -> Consent {
 
 #[test]
 fn a_setpoint_change_is_capped_at_the_users_limit() {
-    let (s, m) = unit("cool", "25", "");
+    let s = unit("cool", "25", "");
     let t = Target::Setpoint(3.0);
     assert_eq!(
-        decide(t, &consent(2.0, false), &s, m),
-        Decision::Temperature("27".into())
+        decide(t, &consent(2.0, false), &s),
+        Decision::Setpoint(27.0)
     );
     assert_eq!(
-        decide(t, &consent(5.0, false), &s, m),
-        Decision::Temperature("28".into())
+        decide(t, &consent(5.0, false), &s),
+        Decision::Setpoint(28.0)
     );
     assert_eq!(
-        decide(Target::Setpoint(1.0), &consent(5.0, false), &s, m),
-        Decision::Temperature("26".into())
+        decide(Target::Setpoint(1.0), &consent(5.0, false), &s),
+        Decision::Setpoint(26.0)
     );
 }
 
 #[test]
 fn a_heating_unit_is_turned_down_not_up() {
-    let (s, m) = unit("warm", "22", "");
+    let s = unit("warm", "22", "");
     assert_eq!(
-        decide(Target::Setpoint(2.0), &consent(2.0, false), &s, m),
-        Decision::Temperature("20".into())
+        decide(Target::Setpoint(2.0), &consent(2.0, false), &s),
+        Decision::Setpoint(20.0)
     );
 }
 
 #[test]
 fn the_setpoint_never_leaves_the_models_range() {
     let top = caps().mode("cool").unwrap().temp.last().unwrap();
-    let (s, m) = unit("cool", top, "");
+    let s = unit("cool", top, "");
     assert!(matches!(
-        decide(Target::Setpoint(2.0), &consent(2.0, false), &s, m),
+        decide(Target::Setpoint(2.0), &consent(2.0, false), &s),
         Decision::Skip(_)
     ));
 }
 
 #[test]
 fn turning_off_needs_consent_and_falls_back_to_the_allowed_change() {
-    let (s, m) = unit("cool", "25", "");
+    let s = unit("cool", "25", "");
     assert_eq!(
-        decide(Target::Off, &consent(1.0, true), &s, m),
+        decide(Target::Off, &consent(1.0, true), &s),
         Decision::PowerOff
     );
     assert_eq!(
-        decide(Target::Off, &consent(1.0, false), &s, m),
-        Decision::Temperature("26".into())
+        decide(Target::Off, &consent(1.0, false), &s),
+        Decision::Setpoint(26.0)
     );
     assert!(matches!(
-        decide(Target::Off, &consent(0.0, false), &s, m),
+        decide(Target::Off, &consent(0.0, false), &s),
         Decision::Skip(_)
     ));
 }
 
 #[test]
 fn units_that_are_off_or_without_a_setpoint_are_left_alone() {
-    let (s, m) = unit("cool", "25", "power-off");
+    let s = unit("cool", "25", "power-off");
     assert!(matches!(
-        decide(Target::Setpoint(2.0), &consent(2.0, true), &s, m),
+        decide(Target::Setpoint(2.0), &consent(2.0, true), &s),
         Decision::Skip(r) if r.contains("off already")
     ));
-    let (s, m) = unit("dry", "0", "");
+    let s = unit("dry", "0", "");
     assert!(matches!(
-        decide(Target::Setpoint(2.0), &consent(2.0, true), &s, m),
+        decide(Target::Setpoint(2.0), &consent(2.0, true), &s),
         Decision::Skip(r) if r.contains("no setpoint")
     ));
-    let (s, m) = unit("dry", "0", "");
+    let s = unit("dry", "0", "");
     assert_eq!(
-        decide(Target::Off, &consent(2.0, true), &s, m),
+        decide(Target::Off, &consent(2.0, true), &s),
         Decision::PowerOff
     );
 }

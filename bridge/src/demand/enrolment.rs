@@ -76,7 +76,7 @@ pub fn offset_name(minutes: i32) -> String {
 const ENROLMENT_COLUMNS: &str = "appliance_id, max_setpoint_change, allow_off, excluded_hours,
     utc_offset_minutes, enrolled_at, opted_out_at";
 
-/// Enrols the caller's air conditioner `appliance` in `program` with
+/// Enrols the caller's air conditioner `appliance` (`AC` or `EL_AIRCON`) in `program` with
 /// `consent` (enrolling again replaces the limits and ends an opt-out).
 pub async fn enrol(
     pool: &Pool,
@@ -100,7 +100,9 @@ pub async fn enrol(
         )
         .await?
         .ok_or_else(|| DemandError::NotFound(format!("appliance {appliance}")))?;
-    if kind.get::<_, String>(0) != "AC" {
+    // An IR air conditioner or a gateway's ECHONET Lite one: the worker
+    // commands either within the same consent.
+    if !matches!(kind.get::<_, String>(0).as_str(), "AC" | "EL_AIRCON") {
         return Err(DemandError::Invalid(format!(
             "appliance {appliance} is not an air conditioner"
         )));

@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use kumo_contract::appliance::AirconState;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::consent::{decide, excluded_hour_in, Consent, Decision, Target};
+use super::consent::{decide, excluded_hour_in, Consent, Target};
+use super::unit::{Unit, UnitCommand, UnitError};
 use super::DemandError;
-use crate::appliance::{self, AirconRequest, ControlError, ControlRequest};
+use crate::appliance::{self, ControlError};
 use crate::commands::{CommandLog, NewCommand};
 
 /// Rows claimed per round.
@@ -181,12 +181,7 @@ async fn dispatch(
     appliance: &str,
     user: &str,
 ) -> Option<Outcome> {
-    let consent = Consent {
-        max_setpoint_change: f64::from(r.get::<_, f32>(3)),
-        allow_off: r.get(4),
-        excluded_hours: r.get(5),
-        utc_offset_minutes: r.get(6),
-    };
+    let consent = consent_of(r);
     if r.get::<_, bool>(7) {
         return skipped("skipped", "opted out");
     }
@@ -201,40 +196,39 @@ async fn dispatch(
     if let Some(h) = excluded_hour_in(&consent, start, end) {
         return skipped("skipped", format!("the window touches excluded hour {h}"));
     }
-    let t = match appliance::target_of(pool, user, appliance).await {
+    let t = match reach(pool, user, appliance).await {
         Ok(t) => t,
-        // The database, not the unit: try again next round.
-        Err(ControlError::Db(e)) => return retry(event, appliance, &e),
-        Err(e) => return skipped("skipped", format!("the unit is out of reach: {e}")),
+        Err(e) => return unit_failed("skipped", event, appliance, e),
     };
-    let Some((current, caps)) = t.aircon_state() else {
-        return skipped("skipped", "not an air conditioner with known capabilities");
-    };
-    let Some(mode) = caps.mode(&current.mode) else {
-        return skipped("skipped", format!("unknown mode {:?}", current.mode));
-    };
-    let (temperature, button) = match decide(target, &consent, &current, mode) {
-        Decision::Skip(reason) => return skipped("skipped", reason),
-        Decision::Temperature(t) => (Some(t), None),
-        Decision::PowerOff => (None, Some("power-off")),
-    };
-    let request = AirconRequest {
-        temperature: temperature.as_deref(),
-        button,
-        ..AirconRequest::default()
+    let planned = Unit::confirmed(pool, &t).await.and_then(|unit| {
+        let decision = decide(target, &consent, &unit.settings()?);
+        Ok((unit.recorded(), unit.event_command(&t, &decision)?))
+    });
+    let (previous, command) = match planned {
+        Ok(p) => p,
+        Err(e) => return unit_failed("skipped", event, appliance, e),
     };
     let key = format!("dr:{event}:{appliance}");
-    let queued = queue(commands, user, &t, ControlRequest::Aircon(request), &key).await;
-    match queued {
-        Ok((id, expected)) => Some(Outcome {
+    match queue(commands, user, &t, &command, &key).await {
+        Ok(id) => Some(Outcome {
             state: "dispatched",
             reason: None,
-            previous: serde_json::to_value(&current).ok(),
-            expected: Some(expected),
+            previous: Some(previous),
+            expected: Some(command.after),
             command: Some(id),
         }),
         Err(QueueError::Refused(reason)) => skipped("skipped", reason),
         Err(QueueError::Unavailable(e)) => retry(event, appliance, &e),
+    }
+}
+
+/// The consent on a claimed dispatch row (its enrolment's columns).
+fn consent_of(r: &tokio_postgres::Row) -> Consent {
+    Consent {
+        max_setpoint_change: f64::from(r.get::<_, f32>(3)),
+        allow_off: r.get(4),
+        excluded_hours: r.get(5),
+        utc_offset_minutes: r.get(6),
     }
 }
 
@@ -248,12 +242,7 @@ async fn restore(
     appliance: &str,
     user: &str,
 ) -> Option<Outcome> {
-    let previous: Option<AirconState> = r
-        .get::<_, Option<Value>>(3)
-        .and_then(|v| serde_json::from_value(v).ok());
-    let expected: Option<AirconState> = r
-        .get::<_, Option<Value>>(4)
-        .and_then(|v| serde_json::from_value(v).ok());
+    let (previous, expected): (Option<Value>, Option<Value>) = (r.get(3), r.get(4));
     let status: Option<String> = r.get(5);
     match status.as_deref() {
         // Still on its way: look again next round.
@@ -264,40 +253,20 @@ async fn restore(
             return skipped("restore_skipped", format!("the event's command was {s}"));
         }
     }
-    let (Some(previous), Some(expected)) = (previous, expected) else {
-        return skipped(
-            "restore_skipped",
-            "the settings before the event are unknown",
-        );
-    };
-    let t = match appliance::target_of(pool, user, appliance).await {
+    let t = match reach(pool, user, appliance).await {
         Ok(t) => t,
-        Err(ControlError::Db(e)) => return retry(event, appliance, &e),
-        Err(e) => return skipped("restore_skipped", format!("the unit is out of reach: {e}")),
+        Err(e) => return unit_failed("restore_skipped", event, appliance, e),
     };
-    // The confirmed settings are still what the event commanded, or the
-    // user (or a rule) changed the unit during the event: theirs stands.
-    match t.aircon_state() {
-        Some((now, _)) if now == expected => {}
-        _ => {
-            return skipped(
-                "restore_skipped",
-                "the settings were changed during the event",
-            )
-        }
-    }
-    let request = AirconRequest {
-        operation_mode: Some(&previous.mode),
-        temperature: Some(&previous.temp),
-        air_volume: Some(&previous.vol),
-        air_direction: Some(&previous.dir),
-        air_direction_h: Some(&previous.dirh),
-        button: Some(&previous.button),
-        ..AirconRequest::default()
+    let command = Unit::confirmed(pool, &t)
+        .await
+        .and_then(|unit| unit.restore_command(&t, previous, expected));
+    let command = match command {
+        Ok(c) => c,
+        Err(e) => return unit_failed("restore_skipped", event, appliance, e),
     };
     let key = format!("dr:{event}:{appliance}:restore");
-    match queue(commands, user, &t, ControlRequest::Aircon(request), &key).await {
-        Ok((id, _)) => Some(Outcome {
+    match queue(commands, user, &t, &command, &key).await {
+        Ok(id) => Some(Outcome {
             state: "restored",
             reason: None,
             previous: None,
@@ -306,6 +275,25 @@ async fn restore(
         }),
         Err(QueueError::Refused(reason)) => skipped("restore_skipped", reason),
         Err(QueueError::Unavailable(e)) => retry(event, appliance, &e),
+    }
+}
+
+/// The appliance, if its user still sees it.
+async fn reach(pool: &Pool, user: &str, appliance: &str) -> Result<appliance::Target, UnitError> {
+    appliance::target_of(pool, user, appliance)
+        .await
+        .map_err(|e| match e {
+            ControlError::Db(e) => UnitError::Db(e),
+            e => UnitError::Skip(format!("the unit is out of reach: {e}")),
+        })
+}
+
+/// A unit left alone (`state`, with the reason), or — when the database
+/// failed — left due for the next round.
+fn unit_failed(state: &'static str, event: &str, appliance: &str, e: UnitError) -> Option<Outcome> {
+    match e {
+        UnitError::Skip(reason) => skipped(state, reason),
+        UnitError::Db(e) => retry(event, appliance, &e),
     }
 }
 
@@ -319,31 +307,28 @@ fn retry(event: &str, appliance: &str, e: &dyn std::fmt::Display) -> Option<Outc
 
 /// Why a command was not queued.
 enum QueueError {
-    /// The planner refused it: retrying changes nothing.
+    /// The command log refused it: retrying changes nothing.
     Refused(String),
     /// The command table could not be written: retry.
     Unavailable(String),
 }
 
-/// Plans `request` with the aircon planner and queues it as `user`'s command.
+/// Queues a unit's command as `user`'s.
 async fn queue(
     commands: &CommandLog,
     user: &str,
     t: &appliance::Target,
-    request: ControlRequest<'_>,
+    command: &UnitCommand,
     key: &str,
-) -> Result<(Uuid, Value), QueueError> {
-    let p = appliance::plan(t, &request)
-        .map_err(|e| QueueError::Refused(format!("the planner refused: {e}")))?;
-    let expected = p.expected.clone();
-    let id = commands
+) -> Result<Uuid, QueueError> {
+    commands
         .enqueue(NewCommand {
             user_id: user,
             device_id: &t.device,
             appliance_id: Some(&t.id),
-            kind: p.kind,
-            payload: p.payload,
-            expected: Some(p.expected),
+            kind: command.kind,
+            payload: command.payload.clone(),
+            expected: Some(command.expected.clone()),
             idempotency_key: Some(key),
         })
         .await
@@ -353,6 +338,5 @@ async fn queue(
             } else {
                 QueueError::Refused(format!("queueing the command failed: {}", e.message()))
             }
-        })?;
-    Ok((id, expected))
+        })
 }

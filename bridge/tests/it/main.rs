@@ -26,6 +26,7 @@ mod control;
 mod database_outage;
 mod demand;
 mod demand_changes;
+mod demand_echonet;
 mod demand_races;
 mod demand_results;
 mod devices;
