@@ -26,6 +26,7 @@ impl From<DemandError> for ApiError {
             DemandError::NotFound(_) => ApiError::not_found(),
             DemandError::Invalid(m) => ApiError::bad_request(m),
             DemandError::Conflict(m) => ApiError::conflict(m),
+            DemandError::Scope(scope) => ApiError::forbidden(scope),
             DemandError::Db(e) => e.into(),
         }
     }
@@ -222,7 +223,7 @@ pub async fn enrol(
     ])?;
     let appliance = form.required_nonempty("appliance")?;
     let c = consent(&form)?;
-    let e = enrolment::enrol(&state.pool, &caller.user_id, &program, appliance, &c).await?;
+    let e = enrolment::enrol(&state.pool, &caller, &program, appliance, &c).await?;
     Ok((StatusCode::CREATED, Json(e)))
 }
 

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::consent::Consent;
 use super::DemandError;
+use crate::auth::{Caller, ECHONETLITE_WRITE};
 use crate::json::rfc3339;
 
 /// Every program, with the caller's enrolments in it.
@@ -80,11 +81,12 @@ const ENROLMENT_COLUMNS: &str = "appliance_id, max_setpoint_change, allow_off, e
 /// `consent` (enrolling again replaces the limits and ends an opt-out).
 pub async fn enrol(
     pool: &Pool,
-    user: &str,
+    caller: &Caller,
     program: &str,
     appliance: &str,
     consent: &Consent,
 ) -> Result<Value, DemandError> {
+    let user = &caller.user_id;
     let client = pool.get().await?;
     let known = client
         .query_opt("SELECT 1 FROM dr_programs WHERE id = $1", &[&program])
@@ -101,11 +103,19 @@ pub async fn enrol(
         .await?
         .ok_or_else(|| DemandError::NotFound(format!("appliance {appliance}")))?;
     // An IR air conditioner or a gateway's ECHONET Lite one: the worker
-    // commands either within the same consent.
-    if !matches!(kind.get::<_, String>(0).as_str(), "AC" | "EL_AIRCON") {
-        return Err(DemandError::Invalid(format!(
-            "appliance {appliance} is not an air conditioner"
-        )));
+    // commands either within the same consent. Enrolling hands the unit's
+    // control to the program, so the token must be one that could command it
+    // itself: an ECHONET Lite unit takes `echonetlite.*.write` (as its REST
+    // control does), an IR one `basic.write` (checked by the caller).
+    match kind.get::<_, String>(0).as_str() {
+        "AC" => {}
+        "EL_AIRCON" if caller.has(ECHONETLITE_WRITE) => {}
+        "EL_AIRCON" => return Err(DemandError::Scope(ECHONETLITE_WRITE)),
+        _ => {
+            return Err(DemandError::Invalid(format!(
+                "appliance {appliance} is not an air conditioner"
+            )))
+        }
     }
     let row = client
         .query_one(

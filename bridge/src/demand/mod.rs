@@ -34,6 +34,9 @@ pub enum DemandError {
     /// The request contradicts what exists (an overlapping event, …).
     #[error("{0}")]
     Conflict(String),
+    /// The caller's token lacks the scope this needs (named).
+    #[error("the token lacks the {0} scope")]
+    Scope(&'static str),
     #[error(transparent)]
     Db(#[from] DbError),
 }

@@ -236,6 +236,15 @@ async fn an_event_moves_a_gateways_echonet_aircon_and_its_meter_draws_less_until
     )
     .await
     .assert_error(400001);
+    // Nor a token of the owner that could not command the unit itself.
+    let basic = h.token_with(&["basic"]).await;
+    h.post_as(
+        &basic,
+        &enrol,
+        &[("appliance", &ac), ("max_setpoint_change", "2")],
+    )
+    .await
+    .assert_error(403001);
     let r = h
         .post_as(
             &token,
