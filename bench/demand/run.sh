@@ -270,7 +270,7 @@ if (( now > START - LEAD_SECS )); then
 fi
 sleep $((START - LEAD_SECS - now))
 sql "SELECT pg_stat_statements_reset()" >/dev/null
-event event_create "at $(iso "$(date +%s)")"
+event event_create "at $(iso "$(date +%s)"); load $(cut -d" " -f1-3 /proc/loadavg)"
 curl -s -o "$WORK/event.json" -w '%{http_code} %{time_total}\n' -X POST \
   "$URL/v1/aggregator/programs/$PRG/events" -H "Authorization: Bearer $AGG" \
   --data "start=$(iso "$START")&end=$(iso "$END")&target=setpoint&setpoint_change=$SETPOINT_CHANGE" \
