@@ -71,12 +71,14 @@ pub struct Settings {
     /// default 30.
     pub park_hold_secs: u64,
     /// Kernel send buffer of a service session's socket (the bridge), in
-    /// bytes; 0 = the kernel's autotuning. Everything already in it is ahead
-    /// of the node's answer to a PINGREQ: with autotuning it grows to
-    /// megabytes (tens of thousands of readings) under a busy bridge, whose
-    /// keepalive then fails and whose QoS 0 readings in flight are lost. A
-    /// small buffer keeps the backlog in the router instead, where the
-    /// ingress flow control counts it; default 64 KiB.
+    /// bytes; 0 = the kernel's autotuning (up to `net.ipv4.tcp_wmem`'s
+    /// maximum, 4 MiB here). What waits in it is ahead of the node's answer
+    /// to a PINGREQ, and is lost with the connection if it is QoS 0. Smaller,
+    /// the backlog stays in the router, where the ingress flow control counts
+    /// it and holds device publishes sooner: at 64 KiB a 250,000-device fleet
+    /// run held publishes so often that devices were dropped for keepalive
+    /// (BENCHMARKS.md, run G), so the default leaves it to the kernel and the
+    /// bridge bounds its side (`bridge.mqtt.data_recv_buffer`); default 0.
     pub service_send_buffer: usize,
     /// Threads feeding device publishes into the router; default 2.
     pub ingress_threads: usize,
@@ -125,7 +127,7 @@ impl Default for Settings {
             session_queue: 100_000,
             session_expiry_secs: 3_600,
             park_hold_secs: 30,
-            service_send_buffer: 64 * 1024,
+            service_send_buffer: 0,
             ingress_threads: 2,
             tls_session_cache: 65_536,
             session_ticket_key_file: None,

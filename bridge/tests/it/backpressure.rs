@@ -4,10 +4,12 @@
 //! flow control counts it, not in socket buffers ahead of the node's PINGRESP.
 //! Autotuned to megabytes there, it held the answer past the keepalive; the
 //! data connection was dropped and the QoS 0 readings in flight with it
-//! (fleet run E lost 5.5 % of its readings that way). With both buffers left
-//! to autotuning (`bridge.mqtt.data_recv_buffer` and
-//! `broker.service_send_buffer` 0) this test loses the connection and about
-//! half the readings.
+//! (fleet run E lost 5.5 % of its readings that way). The bridge bounds its
+//! receive buffer by default (`bridge.mqtt.data_recv_buffer`); the node's
+//! send buffer is autotuned by default and bounded here
+//! (`broker.service_send_buffer`) to make a 5 s keepalive hold at 2,000
+//! readings/s (the default data keepalive is 120 s). With both left to
+//! autotuning this test loses the connection and about half the readings.
 //!
 //! Reports (control lane, QoS 1): they queue in the bridge (bounded by the
 //! node's receive window) instead of stopping the event loop while the report
@@ -29,12 +31,16 @@ const READINGS: i64 = 40_000;
 
 #[tokio::test]
 async fn a_bridge_slower_than_its_devices_keeps_its_data_connection_and_every_qos0_reading() {
-    let s = Stack::start(|b| {
-        b.mqtt.data_keepalive_secs = 5;
-        // A small writer buffer: the bridge stops reading from the node soon.
-        b.ingest.buffer = 2_000;
-        b.ingest.batch_size = 1_000;
-    })
+    let s = Stack::start_tuned(
+        1,
+        |n| n.service_send_buffer = 64 * 1024,
+        |b| {
+            b.mqtt.data_keepalive_secs = 5;
+            // A small writer buffer: the bridge stops reading from the node soon.
+            b.ingest.buffer = 2_000;
+            b.ingest.batch_size = 1_000;
+        },
+    )
     .await;
     let device = s.device("remo-1").await;
     let db = s.h.client().await;

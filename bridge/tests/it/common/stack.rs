@@ -44,6 +44,15 @@ impl Stack {
         count: usize,
         tweak: impl FnOnce(&mut kumo_bridge::Settings),
     ) -> Stack {
+        Self::start_tuned(count, |_| {}, tweak).await
+    }
+
+    /// [`Stack::start_nodes`], with `node_tweak` applied to every node's settings.
+    pub async fn start_tuned(
+        count: usize,
+        node_tweak: impl Fn(&mut kumo_broker::Settings),
+        tweak: impl FnOnce(&mut kumo_bridge::Settings),
+    ) -> Stack {
         let pki_dir = tempfile::tempdir().unwrap();
         let pki = PkiDir::open_or_init(pki_dir.path()).unwrap();
         let sans = ["localhost".to_string(), "127.0.0.1".to_string()];
@@ -58,7 +67,7 @@ impl Stack {
                 let issued = pki.issue_node(&node_id, &sans).unwrap();
                 (issued.cert, issued.key)
             };
-            let node_settings = kumo_broker::Settings {
+            let mut node_settings = kumo_broker::Settings {
                 node_id,
                 listen: "127.0.0.1:0".parse().unwrap(),
                 http_listen: "127.0.0.1:0".parse().unwrap(),
@@ -68,6 +77,7 @@ impl Stack {
                 key: Some(key),
                 ..kumo_broker::Settings::default()
             };
+            node_tweak(&mut node_settings);
             let stop = CancellationToken::new();
             let mut kept = node_settings.clone();
             let node = kumo_broker::start(node_settings, stop.clone())
