@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Pool;
-use futures_util::future::try_join_all;
 use serde_json::{json, Value};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
@@ -30,9 +29,8 @@ struct Home {
     failed: usize,
 }
 
-/// Homes whose meters are read at once: a few of the pool's connections,
-/// not all (commands and ingest share it).
-const MEASURE_CONCURRENCY: usize = 8;
+/// Homes whose meters are read together (one connection, a few statements).
+const MEASURE_CHUNK: usize = 500;
 
 fn round(kwh: f64) -> f64 {
     (kwh * 10_000.0).round() / 10_000.0
@@ -117,14 +115,11 @@ pub async fn of_event(
     let mut aggregate: BTreeMap<i128, (f64, f64, usize)> = BTreeMap::new();
     let mut measured = 0;
     let mut out = Vec::with_capacity(homes.len());
-    // Each home's meter is a few queries, mostly waiting on round trips:
-    // several homes at a time, their answers in order.
+    // The meters of many homes are read together: a few round trips per
+    // chunk instead of a few per home.
     let mut measured_homes = Vec::with_capacity(homes.len());
-    for chunk in homes.chunks(MEASURE_CONCURRENCY) {
-        let each = chunk
-            .iter()
-            .map(|h| measure(pool, h, start, end, &others, max_gap));
-        measured_homes.extend(try_join_all(each).await?);
+    for chunk in homes.chunks(MEASURE_CHUNK) {
+        measured_homes.extend(measure_chunk(pool, chunk, start, end, &others, max_gap).await?);
     }
     for (home, complete) in measured_homes {
         if let Some(slots) = complete {
@@ -163,30 +158,15 @@ pub async fn of_event(
     }))
 }
 
-/// Baseline, actual and reduction per half hour of one home; with the
-/// (start, baseline, actual) of every slot when all are known.
-#[allow(clippy::type_complexity)]
-async fn measure(
-    pool: &Pool,
+/// What a home's meter is read for: the event's half hours on its clock, and
+/// the query covering them and the days before.
+fn meter_query(
     h: &Home,
     start: OffsetDateTime,
     end: OffsetDateTime,
-    others: &[OffsetDateTime],
     max_gap: Duration,
-) -> Result<(Value, Option<Vec<(OffsetDateTime, f64, f64)>>), DemandError> {
-    let mut home = json!({
-        "home": h.id, "meter": h.meter, "commanded": h.commanded, "responded": h.responded,
-        "commands_failed": h.failed, "baseline_days": [], "slots": [],
-        "baseline_kwh": null, "actual_kwh": null, "reduction_kwh": null, "note": null,
-    });
-    let Some(meter) = &h.meter else {
-        home["note"] = json!("the home has no smart meter");
-        return Ok((home, None));
-    };
-    let window = Grid::covering(start, end, Step::HalfHour.duration(), h.offset);
-    let Some(window) = window else {
-        return Ok((home, None));
-    };
+) -> Option<(Grid, Query)> {
+    let window = Grid::covering(start, end, Step::HalfHour.duration(), h.offset)?;
     let q = Query {
         from: window.start - Duration::days(LOOKBACK_DAYS),
         to: window.end(),
@@ -194,12 +174,66 @@ async fn measure(
         offset: h.offset,
         max_gap,
     };
-    let history = match energy::history(pool, &h.user, meter, &q).await {
+    Some((window, q))
+}
+
+/// [`measure`] for a chunk of homes, their meters read in one go.
+#[allow(clippy::type_complexity)]
+async fn measure_chunk(
+    pool: &Pool,
+    homes: &[Home],
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    others: &[OffsetDateTime],
+    max_gap: Duration,
+) -> Result<Vec<(Value, Option<Vec<(OffsetDateTime, f64, f64)>>)>, DemandError> {
+    let queries: Vec<_> = homes
+        .iter()
+        .map(|h| meter_query(h, start, end, max_gap))
+        .collect();
+    let asks: Vec<_> = homes
+        .iter()
+        .zip(&queries)
+        .filter_map(|(h, q)| Some((h.user.clone(), h.meter.clone()?, q.as_ref()?.1)))
+        .collect();
+    let mut read = energy::history_many(pool, &asks).await?.into_iter();
+    let mut out = Vec::with_capacity(homes.len());
+    for (h, q) in homes.iter().zip(queries) {
+        let history = match (&h.meter, q) {
+            (Some(_), Some((window, _))) => read.next().map(|r| (window, r)),
+            _ => None,
+        };
+        out.push(measure(h, history, others));
+    }
+    Ok(out)
+}
+
+/// Baseline, actual and reduction per half hour of one home from its meter's
+/// history (none: no meter, or a window with no half hour); with the (start,
+/// baseline, actual) of every slot when all are known.
+#[allow(clippy::type_complexity)]
+fn measure(
+    h: &Home,
+    history: Option<(Grid, Result<(Grid, Vec<energy::Slot>), energy::EnergyError>)>,
+    others: &[OffsetDateTime],
+) -> (Value, Option<Vec<(OffsetDateTime, f64, f64)>>) {
+    let mut home = json!({
+        "home": h.id, "meter": h.meter, "commanded": h.commanded, "responded": h.responded,
+        "commands_failed": h.failed, "baseline_days": [], "slots": [],
+        "baseline_kwh": null, "actual_kwh": null, "reduction_kwh": null, "note": null,
+    });
+    if h.meter.is_none() {
+        home["note"] = json!("the home has no smart meter");
+        return (home, None);
+    }
+    let Some((window, read)) = history else {
+        return (home, None);
+    };
+    let history = match read {
         Ok((_, slots)) => slots,
-        Err(energy::EnergyError::Db(e)) => return Err(e.into()),
         Err(e) => {
             home["note"] = json!(format!("the meter cannot be read: {e}"));
-            return Ok((home, None));
+            return (home, None);
         }
     };
     let kwh: HashMap<i128, Option<f64>> = history
@@ -247,12 +281,12 @@ async fn measure(
         home["baseline_kwh"] = json!(round(b));
         home["actual_kwh"] = json!(round(a));
         home["reduction_kwh"] = json!(round(b - a));
-        Ok((home, Some(complete)))
+        (home, Some(complete))
     } else {
         if home["note"].is_null() {
             home["note"] =
                 json!("the meter has a gap in the event's half hours (or they are not over)");
         }
-        Ok((home, None))
+        (home, None)
     }
 }

@@ -120,21 +120,61 @@ pub async fn history(
     device: &str,
     q: &Query,
 ) -> Result<(Grid, Vec<Slot>), EnergyError> {
-    let grid = grid(q)?;
-    let lookback = grid.start - q.max_gap;
-    let access = store::access(pool, user, device, lookback)
-        .await?
-        .ok_or_else(|| EnergyError::NotFound(device.to_string()))?;
-    if !access.is_meter {
-        return Err(EnergyError::NotAMeter(device.to_string()));
+    let one = [(user.to_string(), device.to_string(), *q)];
+    let mut many = history_many(pool, &one).await?;
+    many.pop().unwrap_or(Err(EnergyError::Order))
+}
+
+/// [`history`] of several `(user, device, query)` at once, in a fixed number
+/// of round trips (demand-response results read thousands of meters); each
+/// answer in order, with its own error.
+pub async fn history_many(
+    pool: &Pool,
+    asks: &[(String, String, Query)],
+) -> Result<Vec<Result<(Grid, Vec<Slot>), EnergyError>>, DbError> {
+    let grids: Vec<Result<Grid, EnergyError>> = asks.iter().map(|a| grid(&a.2)).collect();
+    let pairs: Vec<(String, String)> = asks.iter().map(|a| (a.0.clone(), a.1.clone())).collect();
+    let lookbacks: Vec<OffsetDateTime> = asks
+        .iter()
+        .zip(&grids)
+        .map(|(a, g)| g.as_ref().map_or(a.2.from, |g| g.start) - a.2.max_gap)
+        .collect();
+    let access = store::access_many(pool, &pairs, &lookbacks).await?;
+    // Only meters the caller sees, with a valid grid, are read.
+    let mut ranges = Vec::new();
+    for ((a, g), acc) in asks.iter().zip(&grids).zip(&access) {
+        if let (Ok(g), Some(acc)) = (g, acc) {
+            if acc.is_meter {
+                ranges.push((a.1.clone(), acc.since, g.end() + a.2.max_gap));
+            }
+        }
     }
-    let samples = store::samples(pool, device, access.since, grid.end() + q.max_gap).await?;
-    let bought = slots::energy_per_slot(&grid, &samples.bought, q.max_gap);
-    let sold = slots::energy_per_slot(&grid, &samples.sold, q.max_gap);
-    let peaks = slots::peak_per_slot(&grid, &samples.power);
+    let mut samples = store::samples_many(pool, &ranges).await?.into_iter();
+    let mut out = Vec::with_capacity(asks.len());
+    for ((a, g), acc) in asks.iter().zip(grids).zip(access) {
+        let answer = match (g, acc) {
+            (Err(e), _) => Err(e),
+            (Ok(_), None) => Err(EnergyError::NotFound(a.1.clone())),
+            (Ok(_), Some(acc)) if !acc.is_meter => Err(EnergyError::NotAMeter(a.1.clone())),
+            (Ok(g), Some(_)) => {
+                let s = samples.next().unwrap_or_default();
+                let slots = slots_of(&g, &s, a.2.max_gap);
+                Ok((g, slots))
+            }
+        };
+        out.push(answer);
+    }
+    Ok(out)
+}
+
+/// The slots of `grid` from a meter's samples.
+fn slots_of(grid: &Grid, samples: &store::MeterSamples, max_gap: Duration) -> Vec<Slot> {
+    let bought = slots::energy_per_slot(grid, &samples.bought, max_gap);
+    let sold = slots::energy_per_slot(grid, &samples.sold, max_gap);
+    let peaks = slots::peak_per_slot(grid, &samples.power);
     // A meter without a reverse counter (no 0xE3 at all) is not missing data.
     let sells = !samples.sold.is_empty();
-    let slots = (0..grid.len)
+    (0..grid.len)
         .map(|i| Slot {
             start: grid.slot_start(i),
             bought: bought[i],
@@ -142,6 +182,5 @@ pub async fn history(
             peak_w: peaks[i],
             gap: bought[i].is_none() || (sells && sold[i].is_none()),
         })
-        .collect();
-    Ok((grid, slots))
+        .collect()
 }

@@ -3,6 +3,8 @@
 //! 0xE7) and the scale it reported over time (`meter_scale_log`, migration
 //! 0014), read for the caller's current ownership only.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 
@@ -41,6 +43,39 @@ pub async fn access(
     }))
 }
 
+/// [`access`] for several `(user, device)` pairs at once; answers in order.
+pub async fn access_many(
+    pool: &Pool,
+    pairs: &[(String, String)],
+    not_before: &[OffsetDateTime],
+) -> Result<Vec<Option<MeterAccess>>, DbError> {
+    let users: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    let devices: Vec<&str> = pairs.iter().map(|p| p.1.as_str()).collect();
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT q.i, d.kind = 'smart_meter', greatest(d.owner_since, q.nb)
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY
+                  AS q(usr, device, nb, i)
+             JOIN devices d ON d.id = q.device
+             WHERE EXISTS (SELECT 1 FROM device_access a
+                           WHERE a.device_id = q.device AND a.user_id = q.usr)",
+            &[&users, &devices, &not_before],
+        )
+        .await?;
+    let mut out = vec![None; pairs.len()];
+    for r in &rows {
+        let i: i64 = r.get(0);
+        if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| out.get_mut(i)) {
+            *slot = Some(MeterAccess {
+                is_meter: r.get(1),
+                since: r.get(2),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A meter's readings in a time range, oldest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeterSamples {
@@ -60,26 +95,66 @@ pub async fn samples(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<MeterSamples, DbError> {
+    let many = samples_many(pool, &[(device.to_string(), from, to)]).await?;
+    Ok(many.into_iter().next().unwrap_or_default())
+}
+
+/// The readings of several meters, each `(device, from, to)` as [`samples`]
+/// reads one, in three round trips instead of two per meter; answers in order.
+pub async fn samples_many(
+    pool: &Pool,
+    ranges: &[(String, OffsetDateTime, OffsetDateTime)],
+) -> Result<Vec<MeterSamples>, DbError> {
+    let devices: Vec<&str> = ranges.iter().map(|r| r.0.as_str()).collect();
+    let froms: Vec<OffsetDateTime> = ranges.iter().map(|r| r.1).collect();
+    let tos: Vec<OffsetDateTime> = ranges.iter().map(|r| r.2).collect();
     let client = pool.get().await?;
     let log = client
         .query(
-            "SELECT epc, val, at FROM meter_scale_log WHERE device_id = $1 ORDER BY at, id",
-            &[&device],
+            "SELECT device_id, epc, val, at FROM meter_scale_log
+             WHERE device_id = ANY($1) ORDER BY device_id, at, id",
+            &[&devices],
         )
         .await?;
-    let timeline = ScaleTimeline::from_log(log.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+    let mut logs: HashMap<&str, Vec<(i32, String, OffsetDateTime)>> = HashMap::new();
+    for r in &log {
+        logs.entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2), r.get(3)));
+    }
     let rows = client
         .query(
-            "SELECT sensor, at, val FROM readings
-             WHERE device_id = $1 AND sensor IN ('energy', 'energy_sold', 'power')
-               AND at >= $2 AND at <= $3
-             ORDER BY sensor, at, val",
-            &[&device, &from, &to],
+            "SELECT r.device_id, r.sensor, r.at, r.val
+             FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS w(device, lo, hi)
+             JOIN readings r ON r.device_id = w.device AND r.at >= w.lo AND r.at <= w.hi
+             WHERE r.sensor IN ('energy', 'energy_sold', 'power')
+             ORDER BY r.device_id, r.sensor, r.at, r.val",
+            &[&devices, &froms, &tos],
         )
         .await?;
-    let mut out = MeterSamples::default();
+    let mut readings: HashMap<&str, Vec<(&str, OffsetDateTime, f64)>> = HashMap::new();
     for r in &rows {
-        let (sensor, at, val): (&str, OffsetDateTime, f64) = (r.get(0), r.get(1), r.get(2));
+        readings
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2), r.get(3)));
+    }
+    Ok(devices
+        .iter()
+        .map(|d| {
+            let log = logs.get(d).map(Vec::as_slice).unwrap_or_default();
+            let timeline = ScaleTimeline::from_log(log.iter().cloned());
+            let rows = readings.get(d).map(Vec::as_slice).unwrap_or_default();
+            build(&timeline, rows)
+        })
+        .collect())
+}
+
+/// One meter's samples from its `(sensor, at, val)` rows, ordered by sensor,
+/// time and value.
+fn build(timeline: &ScaleTimeline, rows: &[(&str, OffsetDateTime, f64)]) -> MeterSamples {
+    let mut out = MeterSamples::default();
+    for &(sensor, at, val) in rows {
         let series = match sensor {
             "power" => {
                 out.power.push((at, val));
@@ -102,7 +177,7 @@ pub async fn samples(
             });
         }
     }
-    Ok(out)
+    out
 }
 
 /// The scale a meter reported, as it changed.
