@@ -24,7 +24,28 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::stack::Stack;
+use crate::stack::{DeviceCreds, Stack};
+
+/// Publishes every line as a message of its own, at `qos`, as fast as
+/// mosquitto_pub goes, as `device`.
+async fn publish_lines(device: &DeviceCreds, topic: &str, qos: u8, lines: &str) {
+    let mut publisher = device
+        .mosquitto_pub(topic)
+        .args(["-q", &qos.to_string(), "-l"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_pub");
+    let mut stdin = publisher.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
+        .await
+        .expect("mosquitto_pub finished")
+        .unwrap();
+    assert!(status.success());
+}
 
 /// Readings the device sends: 20 s of the slowed writer's work.
 const READINGS: i64 = 40_000;
@@ -64,22 +85,7 @@ async fn a_bridge_slower_than_its_devices_keeps_its_data_connection_and_every_qo
             base + i * 1000
         ));
     }
-    let mut publisher = device
-        .mosquitto_pub("devices/remo-1/sensors/te")
-        .args(["-q", "0", "-l"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto_pub");
-    let mut stdin = publisher.stdin.take().unwrap();
-    stdin.write_all(lines.as_bytes()).await.unwrap();
-    drop(stdin);
-    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
-        .await
-        .expect("mosquitto_pub finished")
-        .unwrap();
-    assert!(status.success());
+    publish_lines(&device, "devices/remo-1/sensors/te", 0, &lines).await;
 
     // Every reading is stored, through one connection that never failed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -126,22 +132,7 @@ async fn the_control_connection_keeps_its_keepalive_while_reports_wait_for_the_d
             "{{\"online\":true,\"kind\":\"hub\",\"firmware_version\":\"1.0.{i}\",\"ts\":{i}}}\n"
         ));
     }
-    let mut publisher = device
-        .mosquitto_pub("devices/remo-1/state")
-        .arg("-l")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mosquitto_pub");
-    let mut stdin = publisher.stdin.take().unwrap();
-    stdin.write_all(lines.as_bytes()).await.unwrap();
-    drop(stdin);
-    let status = tokio::time::timeout(Duration::from_secs(60), publisher.wait())
-        .await
-        .expect("mosquitto_pub finished")
-        .unwrap();
-    assert!(status.success());
+    publish_lines(&device, "devices/remo-1/state", 1, &lines).await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     tx.rollback().await.unwrap();
 
