@@ -7,14 +7,13 @@
 //! `aggregator` scope it lacks; anything else the usual 401.
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use deadpool_postgres::Pool;
 use rand::RngCore;
 use uuid::Uuid;
 
 use super::DemandError;
-use crate::auth::{bearer, token_hash, AGGREGATOR};
+use crate::auth::{bearer_token, token_hash, AGGREGATOR};
 use crate::error::ApiError;
 
 /// Aggregator tokens are told apart from account tokens at a glance.
@@ -83,12 +82,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let pool = Pool::from_ref(state);
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .ok_or_else(ApiError::unauthorized)?;
+        let token = bearer_token(parts)?;
         let hash = token_hash(token);
         let client = pool.get().await?;
         let lookup = client
