@@ -366,10 +366,12 @@ pub struct MqttSettings {
     pub data_recv_buffer: u32,
     /// MQTT keepalive of the data connections, in seconds (default 120).
     /// Longer than the control connection's: while the database is slow the
-    /// bridge stops reading readings, and a PINGRESP waits behind what is
-    /// already on its way; a connection dropped then loses the QoS 0 readings
-    /// in flight. A node that dies is still seen at once (its connections
-    /// reset), and the control connection keeps `keepalive_secs`.
+    /// bridge stops reading readings altogether. While readings keep arriving
+    /// the connection is alive whatever the keepalive (a packet received
+    /// stands for the PINGRESP waiting behind them); a connection dropped
+    /// would lose the QoS 0 readings in flight. A node that dies is still
+    /// seen at once (its connections reset), and the control connection
+    /// keeps `keepalive_secs`.
     pub data_keepalive_secs: u64,
 }
 

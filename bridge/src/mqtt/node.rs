@@ -12,6 +12,9 @@
 //! publish order and paired with packet ids as rumqttc emits
 //! `Outgoing::Publish`; a retransmission reuses a packet id already paired and
 //! takes nothing from the queue.
+//!
+//! A connection is alive while the node sends anything at all: a packet
+//! received since the last PINGREQ stands for its PINGRESP (see [`drive`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -310,6 +313,15 @@ async fn drive(
             }
             () = &mut drained => break,
         };
+        if let Ok(Event::Incoming(_)) = &event {
+            // Whatever the node sends proves it alive. rumqttc drops a
+            // connection whose PINGRESP is missing at the next keepalive tick,
+            // but under a backlog the PINGRESP waits behind megabytes of
+            // readings still arriving; dropped, the connection loses the QoS 0
+            // readings in flight. A connection that stays silent for a whole
+            // keepalive after a PINGREQ still fails as before.
+            eventloop.state.await_pingresp = false;
+        }
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 failures = 0;
