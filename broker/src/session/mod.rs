@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use kumo_contract::Identity;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{QoS, SubscribeReasonCode};
@@ -171,36 +172,61 @@ pub(crate) async fn serve<S>(
     }
     let mut last_rx = Instant::now();
     let reason = loop {
-        tokio::select! {
+        let paused = session.reads_paused();
+        let input = tokio::select! {
             r = kick.kicked() => break r,
             _ = node.shutdown.cancelled() => break CloseReason::Shutdown,
-            () = keepalive_expired(last_rx, keepalive) => break CloseReason::KeepaliveTimeout,
-            () = wait_relieved(&node, session.has_held()) => if let Err(r) = Box::pin(session.release_held()).await {
-                break r;
-            },
-            n = stream.read_buf(&mut inbuf), if !session.reads_paused() => match n {
-                Ok(0) | Err(_) => break CloseReason::ConnectionLost,
-                Ok(n) => {
-                    node.metrics.bytes_in.fetch_add(n as u64, Relaxed);
-                    last_rx = Instant::now();
-                    if let Err(r) = Box::pin(session.process_input(&mut inbuf)).await {
-                        // Flush what was answered before the offending packet (e.g. PUBACKs).
-                        break match guarded_flush(&mut session, &mut stream, &kick).await {
-                            Ok(()) => r,
-                            Err(e) => e,
-                        };
-                    }
-                    // One large packet must not pin a large buffer to an idle connection.
-                    if inbuf.is_empty() && inbuf.capacity() > IDLE_BUFFER_LIMIT {
-                        inbuf = BytesMut::with_capacity(512);
-                    }
+            () = keepalive_expired(last_rx, keepalive), if !paused => {
+                // A session polled late (a busy node) can find its timer and its
+                // client's packet ready together: what has arrived counts.
+                match stream.read_buf(&mut inbuf).now_or_never() {
+                    Some(n) => Some(n),
+                    None => break CloseReason::KeepaliveTimeout,
                 }
-            },
-            msg = rx.recv() => session.deliver(msg),
+            }
+            () = wait_relieved(&node, session.has_held()) => {
+                if let Err(r) = Box::pin(session.release_held()).await {
+                    break r;
+                }
+                None
+            }
+            n = stream.read_buf(&mut inbuf), if !paused => Some(n),
+            msg = rx.recv() => {
+                session.deliver(msg);
+                None
+            }
             n = next_notification(&mut link_rx) => match n {
-                Some(n) => Box::pin(session.on_router_batch(*n, &mut link_rx)).await,
+                Some(n) => {
+                    Box::pin(session.on_router_batch(*n, &mut link_rx)).await;
+                    None
+                }
                 None => break CloseReason::Shutdown,
             },
+        };
+        match input {
+            None => {}
+            Some(Ok(0) | Err(_)) => break CloseReason::ConnectionLost,
+            Some(Ok(n)) => {
+                node.metrics.bytes_in.fetch_add(n as u64, Relaxed);
+                last_rx = Instant::now();
+                if let Err(r) = Box::pin(session.process_input(&mut inbuf)).await {
+                    // Flush what was answered before the offending packet (e.g. PUBACKs).
+                    break match guarded_flush(&mut session, &mut stream, &kick).await {
+                        Ok(()) => r,
+                        Err(e) => e,
+                    };
+                }
+                // One large packet must not pin a large buffer to an idle connection.
+                if inbuf.is_empty() && inbuf.capacity() > IDLE_BUFFER_LIMIT {
+                    inbuf = BytesMut::with_capacity(512);
+                }
+            }
+        }
+        if paused || session.reads_paused() {
+            // The node has stopped reading from this device (it holds too many
+            // of its publishes): its PINGREQs wait unread, so its keepalive is
+            // judged from when reading resumes.
+            last_rx = Instant::now();
         }
         if let Some(g) = session.gauge.as_mut() {
             g.set(session.backlog.len() + session.inflight.len());

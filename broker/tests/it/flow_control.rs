@@ -235,3 +235,48 @@ async fn a_parked_session_keeps_only_the_newest_messages_over_its_cap() {
     assert_eq!(got.len(), 3, "{got:?}");
     assert!(node.metrics.dropped_session.load(Relaxed) >= 2);
 }
+
+#[tokio::test]
+async fn a_device_the_node_stopped_reading_from_is_not_dropped_for_its_keepalive() {
+    let node = TestNode::start_with(|s| {
+        s.park_hold_secs = 60;
+        s.min_keepalive_secs = 1;
+    })
+    .await;
+    let mut svc = service(&node).await;
+    assert_eq!(svc.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
+    drop(svc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Keepalive 1 s: the node would drop it after 1.5 s of silence. It sends
+    // more publishes than the node holds for one device (64), so the node
+    // stops reading from it, and then its PINGREQs, which wait unread.
+    let creds = node.pki.device("remo-1");
+    let mut dev = Client::open(&node, &creds, 4).await;
+    assert_eq!(dev.connect("remo-1", 1, None).await, 0);
+    publish_range(&mut dev, 1, 101).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        dev.send(Packet::PingReq(PingReq)).await;
+    }
+    assert!(
+        pubacks(&mut dev, Duration::from_millis(100))
+            .await
+            .is_empty(),
+        "publishes acknowledged while the bridge is away"
+    );
+
+    // The bridge is back after 4 s (well past 1.5 s): the device is still
+    // connected and gets every PUBACK.
+    let mut svc = service(&node).await;
+    let mut pkid = 0;
+    let got = bridge_reads(&mut svc, &mut pkid, Duration::from_millis(500)).await;
+    assert_eq!(got.len(), 100);
+    let acked = pubacks(&mut dev, Duration::from_millis(500)).await;
+    assert_eq!(acked, (1..101).collect::<Vec<_>>());
+    dev.send(Packet::PingReq(PingReq)).await;
+    assert!(matches!(
+        dev.recv_within(Duration::from_secs(2)).await,
+        Some(Packet::PingResp(_))
+    ));
+}
