@@ -52,7 +52,7 @@ async fn main() {
                 let reading = Reading {
                     device_id: DeviceId::parse(format!("dev-{}", i % devices))
                         .expect("a valid device id"),
-                    sensor: sensors[i % sensors.len()].into(),
+                    sensor: sensors[i % sensors.len()],
                     val: (i % 400) as f64 / 10.0,
                     at: base + time::Duration::milliseconds(i as i64),
                 };

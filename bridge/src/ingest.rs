@@ -31,8 +31,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub device_id: DeviceId,
-    /// `te`, `hu`, `il`, `mo`, or a meter quantity (`power`, `energy`).
-    pub sensor: String,
+    /// `te`, `hu`, `il`, `mo`, or a meter quantity (`power`, `energy`):
+    /// one of the contract's names, never allocated per reading.
+    pub sensor: &'static str,
     pub val: f64,
     /// When the device measured it.
     pub at: OffsetDateTime,
@@ -203,7 +204,7 @@ async fn write_on(
     skip_repeats: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let devices: Vec<&str> = batch.iter().map(|(r, _)| r.device_id.as_str()).collect();
-    let sensors: Vec<&str> = batch.iter().map(|(r, _)| r.sensor.as_str()).collect();
+    let sensors: Vec<&str> = batch.iter().map(|(r, _)| r.sensor).collect();
     let vals: Vec<f64> = batch.iter().map(|(r, _)| r.val).collect();
     let ats: Vec<OffsetDateTime> = batch.iter().map(|(r, _)| r.at).collect();
     // One statement: atomic without a transaction of its own.

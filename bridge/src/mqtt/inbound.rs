@@ -160,6 +160,7 @@ impl Inbound {
         };
         let body = &p.payload[..];
         let mut waits = Vec::new();
+        let acked = p.qos != QoS::AtMostOnce;
         let control = match leaf {
             Leaf::Sensor(sensor) => {
                 let (val, at) = payload::sensor(body, now)?;
@@ -171,11 +172,12 @@ impl Inbound {
                 });
                 let reading = Reading {
                     device_id: device,
-                    sensor: sensor.code().to_string(),
+                    sensor: sensor.code(),
                     val,
                     at,
                 };
-                return Ok(self.push(reading, &mut waits).await.then_some(waits));
+                let pushed = self.push(reading, acked.then_some(&mut waits)).await;
+                return Ok(pushed.then_some(waits));
             }
             Leaf::Sensors => {
                 let (readings, at) = payload::sensors(body, now)?;
@@ -188,11 +190,11 @@ impl Inbound {
                     });
                     let reading = Reading {
                         device_id: device.clone(),
-                        sensor: sensor.code().to_string(),
+                        sensor: sensor.code(),
                         val,
                         at,
                     };
-                    if !self.push(reading, &mut waits).await {
+                    if !self.push(reading, acked.then_some(&mut waits)).await {
                         return Ok(None);
                     }
                 }
@@ -209,11 +211,11 @@ impl Inbound {
                     });
                     let reading = Reading {
                         device_id: device.clone(),
-                        sensor: (*sensor).to_string(),
+                        sensor,
                         val: *val,
                         at: m.at,
                     };
-                    if !self.push(reading, &mut waits).await {
+                    if !self.push(reading, acked.then_some(&mut waits)).await {
                         return Ok(None);
                     }
                 }
@@ -237,10 +239,16 @@ impl Inbound {
         Ok(Some(waits))
     }
 
-    async fn push(&self, reading: Reading, waits: &mut Vec<oneshot::Receiver<()>>) -> bool {
-        let (tx, rx) = oneshot::channel();
-        waits.push(rx);
-        self.writer.push(reading, Some(tx)).await.is_ok()
+    /// Queues `reading` for the writer; with `waits` (a QoS 1 message), also
+    /// what fires once it is committed. A QoS 0 reading needs no completion:
+    /// nothing acknowledges it.
+    async fn push(&self, reading: Reading, waits: Option<&mut Vec<oneshot::Receiver<()>>>) -> bool {
+        let durable = waits.map(|waits| {
+            let (tx, rx) = oneshot::channel();
+            waits.push(rx);
+            tx
+        });
+        self.writer.push(reading, durable).await.is_ok()
     }
 }
 

@@ -13,10 +13,10 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-fn reading(device: &str, sensor: &str, val: f64, at: OffsetDateTime) -> Reading {
+fn reading(device: &str, sensor: &'static str, val: f64, at: OffsetDateTime) -> Reading {
     Reading {
         device_id: crate::common::dev(device),
-        sensor: sensor.into(),
+        sensor,
         val,
         at,
     }
