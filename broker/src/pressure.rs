@@ -32,6 +32,13 @@
 //! unacknowledged; past the hold the node acknowledges again, so a bridge
 //! that never comes back cannot stall the fleet for the whole session expiry.
 //!
+//! Readings and the rest have a gate each ([`Class`]): the bridge takes
+//! readings on a connection of their own, and a backlog there (the reading
+//! writer behind) must not hold a device's command ack or state report, which
+//! go to its other connection — a fleet run held every command for minutes
+//! that way. A service session's queue counts towards the classes its filters
+//! take; a device publish waits only for its own class's gate.
+//!
 //! Only service sessions count: a slow third-party integration must not stall
 //! the fleet (its queue keeps the drop-oldest bound). This module owns the
 //! accounting and the wake-up; the session decides what to hold.
@@ -43,12 +50,72 @@ use std::sync::{Arc, Mutex, RwLock};
 use kumo_contract::topic::Leaf;
 use tokio::sync::Notify;
 
-/// Node-wide count of messages waiting for service sessions.
+/// What a device publish is, for the gates: readings (the bulk, on the
+/// bridge's data connection) or everything else (state reports, command
+/// acks: small, and what a command waits for). Each has a gate of its own, so
+/// a backlog of readings never holds back a command's ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// `sensors/{s}`, `sensors`, `meter`.
+    Bulk,
+    /// Every other leaf a device publishes on (`state`, `acks`, …).
+    Control,
+}
+
+impl Class {
+    const ALL: [Class; 2] = [Class::Bulk, Class::Control];
+
+    /// The class of a device publish on `topic` (by its leaf; no allocation:
+    /// this runs on every publish).
+    pub(crate) fn of(topic: &[u8]) -> Class {
+        let mut parts = topic.split(|b| *b == b'/');
+        let (Some(b"devices"), Some(_), Some(leaf)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Class::Control;
+        };
+        match (leaf, parts.next(), parts.next()) {
+            (b"sensors", _, None) | (b"meter", None, None) => Class::Bulk,
+            _ => Class::Control,
+        }
+    }
+
+    fn idx(self) -> usize {
+        match self {
+            Class::Bulk => 0,
+            Class::Control => 1,
+        }
+    }
+
+    /// Topics of this class, to tell which classes a session's filters take.
+    fn samples(self) -> &'static [&'static str] {
+        match self {
+            Class::Bulk => &[
+                "devices/d/sensors/te",
+                "devices/d/sensors",
+                "devices/d/meter",
+            ],
+            Class::Control => &["devices/d/state", "devices/d/acks"],
+        }
+    }
+}
+
+/// One class's count and gate.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Messages in the queues of the service sessions that take this class.
+    queued: AtomicUsize,
+    /// Device publishes of this class in the router on their way to them.
+    routed: AtomicUsize,
+    /// Service sessions taking this class, parked and still within their hold.
+    parked: AtomicUsize,
+    throttled: AtomicBool,
+    relieved: Notify,
+}
+
+/// Node-wide count of messages waiting for service sessions, per [`Class`].
 #[derive(Debug)]
 pub(crate) struct Pressure {
-    queued: AtomicUsize,
-    /// Device publishes in the router on their way to service sessions.
-    routed: AtomicUsize,
+    gates: [Gate; 2],
     /// Filters of every service session (connected or parked), by gauge.
     members: Mutex<HashMap<u64, Vec<String>>>,
     /// Their union, read on every device publish.
@@ -56,27 +123,19 @@ pub(crate) struct Pressure {
     next_gauge: AtomicU64,
     high: usize,
     low: usize,
-    throttled: AtomicBool,
-    relieved: Notify,
-    /// Service sessions parked and still within their hold.
-    parked: AtomicUsize,
 }
 
 impl Pressure {
-    /// Throttles at `high` queued messages and releases at `low`.
+    /// Throttles a class at `high` queued messages and releases it at `low`.
     pub(crate) fn new(high: usize, low: usize) -> Arc<Self> {
         let high = high.max(1);
         Arc::new(Self {
-            queued: AtomicUsize::new(0),
-            routed: AtomicUsize::new(0),
+            gates: Default::default(),
             members: Mutex::default(),
             filters: RwLock::new(Vec::new()),
             next_gauge: AtomicU64::new(0),
             high,
             low: low.min(high - 1),
-            throttled: AtomicBool::new(false),
-            relieved: Notify::new(),
-            parked: AtomicUsize::new(0),
         })
     }
 
@@ -88,38 +147,46 @@ impl Pressure {
         Self::new(session_queue / 4, session_queue / 8)
     }
 
-    /// Whether device publishes should be held now.
-    pub(crate) fn throttled(&self) -> bool {
-        self.throttled.load(Ordering::Acquire)
+    fn gate(&self, class: Class) -> &Gate {
+        &self.gates[class.idx()]
     }
 
-    /// Messages currently counted.
+    /// Whether device publishes of `class` should be held now.
+    pub(crate) fn throttled(&self, class: Class) -> bool {
+        self.gate(class).throttled.load(Ordering::Acquire)
+    }
+
+    /// Messages of `class` currently counted.
     #[cfg(test)]
-    pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+    pub(crate) fn queued(&self, class: Class) -> usize {
+        self.gate(class).queued.load(Ordering::Relaxed)
     }
 
-    /// Resolves once device publishes may flow again (at once if they may).
-    pub(crate) async fn relieved(&self) {
+    /// Resolves once device publishes of `class` may flow again (at once if
+    /// they may).
+    pub(crate) async fn relieved(&self, class: Class) {
+        let gate = self.gate(class);
         loop {
-            let notified = self.relieved.notified();
+            let notified = gate.relieved.notified();
             tokio::pin!(notified);
             // Registered before the check, so a release in between is not missed.
             notified.as_mut().enable();
-            if !self.throttled() {
+            if !self.throttled(class) {
                 return;
             }
             notified.await;
         }
     }
 
-    /// A gauge for one service session's queue.
+    /// A gauge for one service session's queue. Until its filters are known
+    /// it counts towards both classes.
     pub(crate) fn gauge(self: &Arc<Self>) -> Gauge {
         Gauge {
             pressure: self.clone(),
             own: 0,
             id: self.next_gauge.fetch_add(1, Ordering::Relaxed),
             parked: false,
+            classes: [true, true],
         }
     }
 
@@ -133,8 +200,9 @@ impl Pressure {
             .is_some_and(|t| filters.iter().any(|f| rumqttd::protocol::matches(t, f)));
         drop(filters);
         if matched {
-            self.routed.fetch_add(1, Ordering::AcqRel);
-            self.check();
+            let class = Class::of(topic);
+            self.gate(class).routed.fetch_add(1, Ordering::AcqRel);
+            self.check(class);
         }
     }
 
@@ -149,55 +217,66 @@ impl Pressure {
         union.dedup();
         if union.is_empty() {
             // Nobody left to wait for.
-            self.routed.store(0, Ordering::Release);
+            for gate in &self.gates {
+                gate.routed.store(0, Ordering::Release);
+            }
         }
         *self.filters.write().unwrap_or_else(|e| e.into_inner()) = union;
         drop(members);
-        self.check();
+        for class in Class::ALL {
+            self.check(class);
+        }
     }
 
     /// A service session took a message on `topic` from its router link.
     pub(crate) fn routed_out(&self, topic: &[u8]) {
         if counted(topic).is_some() {
-            let _ = self
-                .routed
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-            self.check();
+            let class = Class::of(topic);
+            let _ =
+                self.gate(class)
+                    .routed
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            self.check(class);
         }
     }
 
-    fn adjust(&self, old: usize, new: usize) {
+    fn adjust(&self, class: Class, old: usize, new: usize) {
+        let queued = &self.gate(class).queued;
         if new >= old {
-            self.queued.fetch_add(new - old, Ordering::AcqRel);
+            queued.fetch_add(new - old, Ordering::AcqRel);
         } else {
-            self.queued.fetch_sub(old - new, Ordering::AcqRel);
+            queued.fetch_sub(old - new, Ordering::AcqRel);
         }
-        self.check();
+        self.check(class);
     }
 
-    fn check(&self) {
-        let total = self.queued.load(Ordering::Acquire) + self.routed.load(Ordering::Acquire);
-        let parked = self.parked.load(Ordering::Acquire);
+    fn check(&self, class: Class) {
+        let gate = self.gate(class);
+        let total = gate.queued.load(Ordering::Acquire) + gate.routed.load(Ordering::Acquire);
+        let parked = gate.parked.load(Ordering::Acquire);
         if total >= self.high || parked > 0 {
-            if !self.throttled.swap(true, Ordering::AcqRel) {
+            if !gate.throttled.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
                     queued = total,
                     parked,
+                    ?class,
                     "service sessions are behind or away; holding device publishes"
                 );
             }
-        } else if total <= self.low && self.throttled.swap(false, Ordering::AcqRel) {
+        } else if total <= self.low && gate.throttled.swap(false, Ordering::AcqRel) {
             tracing::info!(
                 queued = total,
+                ?class,
                 "service sessions caught up; releasing device publishes"
             );
-            self.relieved.notify_waiters();
+            gate.relieved.notify_waiters();
         }
     }
 }
 
 /// One service session's share of the count; moves with the session between
-/// connected and parked, and gives its share back when dropped.
+/// connected and parked, and gives its share back when dropped. It counts
+/// towards the classes its session's filters take.
 #[derive(Debug)]
 pub(crate) struct Gauge {
     pressure: Arc<Pressure>,
@@ -205,6 +284,8 @@ pub(crate) struct Gauge {
     id: u64,
     /// Whether this gauge's session is parked within its hold.
     parked: bool,
+    /// The classes (by [`Class::idx`]) its session takes.
+    classes: [bool; 2],
 }
 
 impl Gauge {
@@ -213,32 +294,67 @@ impl Gauge {
         self.pressure.routed_out(topic);
     }
 
+    fn each(&self, mut f: impl FnMut(Class)) {
+        for class in Class::ALL {
+            if self.classes[class.idx()] {
+                f(class);
+            }
+        }
+    }
+
     /// The session's granted filters (shared-subscription prefix stripped):
-    /// device publishes they match are counted while in the router.
-    pub(crate) fn set_filters<'a>(&self, filters: impl IntoIterator<Item = &'a str>) {
-        let filters = filters.into_iter().map(str::to_string).collect();
+    /// device publishes they match are counted while in the router, and its
+    /// queue counts towards the classes they take.
+    pub(crate) fn set_filters<'a>(&mut self, filters: impl IntoIterator<Item = &'a str>) {
+        let filters: Vec<String> = filters.into_iter().map(str::to_string).collect();
+        let takes = |class: Class| {
+            class
+                .samples()
+                .iter()
+                .any(|t| filters.iter().any(|f| rumqttd::protocol::matches(t, f)))
+        };
+        let mut classes = [takes(Class::Bulk), takes(Class::Control)];
+        if classes == [false, false] {
+            // Takes no device publish the gates count: its queue holds other
+            // things; count it anyway, as before its filters were known.
+            classes = [true, true];
+        }
+        if classes != self.classes {
+            // Move this session's share (and its hold) to its new classes.
+            let (own, parked) = (self.own, self.parked);
+            self.set(0);
+            self.set_parked(false);
+            self.classes = classes;
+            self.set(own);
+            self.set_parked(parked);
+        }
         self.pressure.set_member(self.id, Some(filters));
     }
 
     /// Marks this session as parked and within its hold (device publishes
-    /// are held meanwhile), or no longer.
+    /// of its classes are held meanwhile), or no longer.
     pub(crate) fn set_parked(&mut self, parked: bool) {
         if parked == self.parked {
             return;
         }
         self.parked = parked;
-        if parked {
-            self.pressure.parked.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.pressure.parked.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.pressure.check();
+        let pressure = self.pressure.clone();
+        self.each(|class| {
+            let gate = pressure.gate(class);
+            if parked {
+                gate.parked.fetch_add(1, Ordering::AcqRel);
+            } else {
+                gate.parked.fetch_sub(1, Ordering::AcqRel);
+            }
+            pressure.check(class);
+        });
     }
 
     /// Records that this session now has `n` messages waiting.
     pub(crate) fn set(&mut self, n: usize) {
         if n != self.own {
-            self.pressure.adjust(self.own, n);
+            let (pressure, old) = (self.pressure.clone(), self.own);
+            self.each(|class| pressure.adjust(class, old, n));
             self.own = n;
         }
     }
@@ -277,17 +393,17 @@ mod tests {
         let mut b = p.gauge();
         a.set(6);
         b.set(3);
-        assert!(!p.throttled());
+        assert!(!p.throttled(Class::Bulk));
         b.set(4);
-        assert!(p.throttled(), "6 + 4 reaches high water");
+        assert!(p.throttled(Class::Bulk), "6 + 4 reaches high water");
         a.set(1);
         assert!(
-            p.throttled(),
+            p.throttled(Class::Bulk),
             "5 is above low water: still held (hysteresis)"
         );
         b.set(3);
-        assert!(!p.throttled());
-        assert_eq!(p.queued(), 4);
+        assert!(!p.throttled(Class::Bulk));
+        assert_eq!(p.queued(Class::Bulk), 4);
     }
 
     #[test]
@@ -295,22 +411,22 @@ mod tests {
         let p = Pressure::new(10, 4);
         let mut a = p.gauge();
         a.set(12);
-        assert!(p.throttled());
+        assert!(p.throttled(Class::Bulk));
         drop(a);
-        assert_eq!(p.queued(), 0);
-        assert!(!p.throttled());
+        assert_eq!(p.queued(Class::Bulk), 0);
+        assert!(!p.throttled(Class::Bulk));
     }
 
     #[test]
     fn messages_on_their_way_to_a_service_session_count() {
         let p = Pressure::new(3, 1);
         let reading = b"devices/remo-1/sensors/te";
-        let g = p.gauge();
+        let mut g = p.gauge();
         p.routed_in(reading);
         p.routed_in(reading);
         p.routed_in(reading);
         assert!(
-            !p.throttled(),
+            !p.throttled(Class::Bulk),
             "no service filter yet: nothing waits for them"
         );
         g.set_filters(["devices/+/sensors/+", "devices/+/presence"]);
@@ -320,24 +436,34 @@ mod tests {
         p.routed_in(b"devices/remo-1/custom");
         p.routed_in(reading);
         assert!(
-            !p.throttled(),
+            !p.throttled(Class::Bulk),
             "only what the filters match and the bridge consumes"
         );
         p.routed_in(reading);
-        assert!(p.throttled(), "three readings on their way to the bridge");
+        assert!(
+            p.throttled(Class::Bulk),
+            "three readings on their way to the bridge"
+        );
         p.routed_out(reading);
-        assert!(p.throttled(), "hysteresis");
+        assert!(p.throttled(Class::Bulk), "hysteresis");
         p.routed_out(reading);
-        assert!(!p.throttled());
+        assert!(!p.throttled(Class::Bulk));
         p.routed_out(reading);
-        p.routed_out(b"devices/remo-1/state");
-        assert_eq!(p.routed.load(Ordering::Relaxed), 0, "never below zero");
+        p.routed_out(b"devices/remo-1/sensors/hu");
+        assert_eq!(
+            p.gate(Class::Bulk).routed.load(Ordering::Relaxed),
+            0,
+            "never below zero"
+        );
         for _ in 0..3 {
             p.routed_in(reading);
         }
-        assert!(p.throttled());
+        assert!(p.throttled(Class::Bulk));
         drop(g);
-        assert!(!p.throttled(), "the last service session gone: count reset");
+        assert!(
+            !p.throttled(Class::Bulk),
+            "the last service session gone: count reset"
+        );
     }
 
     #[test]
@@ -345,19 +471,31 @@ mod tests {
         let p = Pressure::new(10, 4);
         let mut away = p.gauge();
         away.set_filters(["devices/+/sensors"]);
-        assert!(!p.throttled());
+        assert!(!p.throttled(Class::Bulk));
         away.set_parked(true);
-        assert!(p.throttled(), "the bridge is away: nothing is acknowledged");
+        assert!(
+            p.throttled(Class::Bulk),
+            "the bridge is away: nothing is acknowledged"
+        );
         let mut other = p.gauge();
         other.set_parked(true);
         away.set_parked(false);
-        assert!(p.throttled(), "another service session is still away");
+        assert!(
+            p.throttled(Class::Bulk),
+            "another service session is still away"
+        );
         drop(other);
-        assert!(!p.throttled(), "the hold ended or the session came back");
+        assert!(
+            !p.throttled(Class::Bulk),
+            "the hold ended or the session came back"
+        );
         away.set_parked(true);
         drop(away);
-        assert!(!p.throttled(), "a resumed (dropped) parked gauge releases");
-        assert_eq!(p.parked.load(Ordering::Relaxed), 0);
+        assert!(
+            !p.throttled(Class::Bulk),
+            "a resumed (dropped) parked gauge releases"
+        );
+        assert_eq!(p.gate(Class::Bulk).parked.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -367,9 +505,9 @@ mod tests {
         away.set_parked(true);
         away.set(12);
         away.set_parked(false);
-        assert!(p.throttled(), "12 queued is above high water");
+        assert!(p.throttled(Class::Bulk), "12 queued is above high water");
         away.set(3);
-        assert!(!p.throttled());
+        assert!(!p.throttled(Class::Bulk));
     }
 
     #[tokio::test]
@@ -379,12 +517,88 @@ mod tests {
         g.set(10);
         let waiter = tokio::spawn({
             let p = p.clone();
-            async move { p.relieved().await }
+            async move { p.relieved(Class::Bulk).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         g.set(2);
         let woken = tokio::time::timeout(Duration::from_secs(2), waiter).await;
         assert!(matches!(woken, Ok(Ok(()))));
+    }
+
+    #[test]
+    fn a_publish_s_class_is_its_leaf() {
+        for bulk in [
+            "devices/remo-1/sensors/te",
+            "devices/remo-1/sensors",
+            "devices/m-1/meter",
+        ] {
+            assert_eq!(Class::of(bulk.as_bytes()), Class::Bulk, "{bulk}");
+        }
+        for control in [
+            "devices/remo-1/state",
+            "devices/remo-1/acks",
+            "devices/remo-1/cert/request",
+            "devices/remo-1/meter/x",
+            "devices/remo-1/sensors/te/x",
+            "kumo/nodes/n/epoch",
+            "devices",
+        ] {
+            assert_eq!(Class::of(control.as_bytes()), Class::Control, "{control}");
+        }
+    }
+
+    #[test]
+    fn a_backlog_of_readings_holds_readings_and_not_acks() {
+        let p = Pressure::new(10, 4);
+        let mut data = p.gauge();
+        data.set_filters([
+            "devices/+/sensors/+",
+            "devices/+/sensors",
+            "devices/+/meter",
+        ]);
+        let mut control = p.gauge();
+        control.set_filters(["devices/+/state", "devices/+/acks", "devices/+/presence"]);
+        data.set(12);
+        assert!(p.throttled(Class::Bulk));
+        assert!(!p.throttled(Class::Control), "the control lane keeps up");
+        control.set(11);
+        assert!(p.throttled(Class::Control));
+        data.set(0);
+        assert!(!p.throttled(Class::Bulk));
+        assert!(p.throttled(Class::Control));
+        for _ in 0..12 {
+            p.routed_in(b"devices/remo-1/acks");
+        }
+        control.set(0);
+        assert!(
+            p.throttled(Class::Control),
+            "acks on their way to the control lane count"
+        );
+        assert!(!p.throttled(Class::Bulk));
+    }
+
+    #[test]
+    fn a_session_taking_both_classes_counts_for_both_and_an_away_lane_holds_its_own() {
+        let p = Pressure::new(10, 4);
+        let mut all = p.gauge();
+        all.set(12);
+        assert!(
+            p.throttled(Class::Bulk) && p.throttled(Class::Control),
+            "filters not known yet"
+        );
+        all.set_filters(["devices/+/sensors"]);
+        assert!(p.throttled(Class::Bulk));
+        assert!(!p.throttled(Class::Control), "its share moved to its class");
+        all.set_filters(["devices/+/+"]);
+        assert!(p.throttled(Class::Bulk) && p.throttled(Class::Control));
+        drop(all);
+        let mut data = p.gauge();
+        data.set_filters(["devices/+/meter"]);
+        data.set_parked(true);
+        assert!(p.throttled(Class::Bulk), "the data lane is away");
+        assert!(!p.throttled(Class::Control));
+        drop(data);
+        assert!(!p.throttled(Class::Bulk));
     }
 }

@@ -49,8 +49,18 @@ const HELD_MAX: usize = 64;
 /// A device publish waiting for the cloud to catch up: what goes to the
 /// router (none for a refused or repeated one) and the answer to the client.
 struct Held {
+    /// Which gate the publish waits for.
+    class: crate::pressure::Class,
+    /// `None` once forwarded (its answer waits for the earlier ones).
     forward: Option<Message>,
     reply: Option<rumqttd::protocol::Packet>,
+}
+
+impl Held {
+    /// Whether a publish of `class` must queue behind this one.
+    fn waits_as(&self, class: crate::pressure::Class) -> bool {
+        self.class == class && self.forward.is_some()
+    }
 }
 
 /// A SUBACK's reason codes and the filters (with their grant) whose retained
@@ -184,7 +194,7 @@ pub(crate) async fn serve<S>(
                     None => break CloseReason::KeepaliveTimeout,
                 }
             }
-            () = wait_relieved(&node, session.has_held()) => {
+            () = wait_relieved(&node, session.held_for()) => {
                 if let Err(r) = Box::pin(session.release_held()).await {
                     break r;
                 }
@@ -283,11 +293,11 @@ async fn keepalive_expired(last_rx: Instant, window: Option<Duration>) {
     }
 }
 
-/// Resolves when held publishes may go (never when none are held). Boxed so an
-/// idle device's future does not carry the wait.
-async fn wait_relieved(node: &Node, held: bool) {
-    if held {
-        Box::pin(node.pressure.relieved()).await
+/// Resolves when the oldest held publish may go (never when none is held).
+/// Boxed so an idle device's future does not carry the wait.
+async fn wait_relieved(node: &Node, held_for: Option<crate::pressure::Class>) {
+    if let Some(class) = held_for {
+        Box::pin(node.pressure.relieved(class)).await
     } else {
         std::future::pending().await
     }
@@ -506,7 +516,7 @@ impl Session {
         queue.extend(self.backlog.drain(..));
         tracing::info!(client_id = %self.client_id, queued = queue.len(), "persistent session parked");
         let gauge = self.gauge.is_some().then(|| {
-            let g = self.node.pressure.gauge();
+            let mut g = self.node.pressure.gauge();
             g.set_filters(self.filters.filters());
             g
         });

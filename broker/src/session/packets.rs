@@ -19,6 +19,7 @@ use crate::acl;
 use crate::codec::{self, CodecError, Version};
 use crate::fabric;
 use crate::message::{min_qos, Message};
+use crate::pressure::Class;
 use crate::registry::{CloseReason, Decided, Outbound};
 
 impl Session {
@@ -143,6 +144,7 @@ impl Session {
         if qos > 0 && self.version == Version::V5 && self.unanswered_in() >= self.receive_max_in {
             return Err(CloseReason::ReceiveMaximumExceeded);
         }
+        let class = Class::of(topic.as_bytes());
         let (forward, reply) = match acl::may_publish(
             &self.identity,
             topic,
@@ -173,14 +175,35 @@ impl Session {
                 (None, publish_reply(qos, pkid, false))
             }
         };
-        // Devices wait while the cloud is behind (see `pressure`); once one
-        // publish waits, later ones queue behind it so acknowledgements stay in order.
-        let device = matches!(self.identity, Identity::Device { .. });
-        if device && (self.held.is_some() || self.node.pressure.throttled()) {
+        if !matches!(self.identity, Identity::Device { .. }) {
+            return self.emit(forward, reply).await;
+        }
+        // Devices wait while the cloud is behind on their publish's class (see
+        // `pressure`), and behind earlier publishes of that class still
+        // waiting (one topic's messages stay in order).
+        let held = self.held.as_deref();
+        let waits = held.is_some_and(|h| h.iter().any(|h| h.waits_as(class)));
+        if waits || self.node.pressure.throttled(class) {
             self.node.metrics.publishes_held.fetch_add(1, Relaxed);
-            self.held
-                .get_or_insert_with(Default::default)
-                .push_back(Held { forward, reply });
+            let h = Held {
+                class,
+                forward,
+                reply,
+            };
+            self.held.get_or_insert_with(Default::default).push_back(h);
+            return Ok(());
+        }
+        // Its class flows: it goes now. Its PUBACK still follows the earlier
+        // held publishes' (MQTT 3.1.1 §4.6: in the order received).
+        let answers_wait = held.is_some_and(|h| h.iter().any(|h| h.reply.is_some()));
+        if reply.is_some() && answers_wait {
+            self.emit(forward, None).await?;
+            let h = Held {
+                class,
+                forward: None,
+                reply,
+            };
+            self.held.get_or_insert_with(Default::default).push_back(h);
             return Ok(());
         }
         self.emit(forward, reply).await
@@ -224,8 +247,8 @@ impl Session {
     }
 
     /// Tells the node's ingress pressure what a service session subscribes to.
-    pub(super) fn report_filters(&self) {
-        if let Some(g) = &self.gauge {
+    pub(super) fn report_filters(&mut self) {
+        if let Some(g) = self.gauge.as_mut() {
             g.set_filters(self.filters.filters());
         }
     }
@@ -235,24 +258,31 @@ impl Session {
         self.held.as_ref().is_some_and(|h| h.len() >= HELD_MAX)
     }
 
-    /// Whether publishes are waiting for the cloud to catch up.
-    pub(super) fn has_held(&self) -> bool {
-        self.held.is_some()
+    /// The class whose gate the oldest held publish waits for (none when
+    /// nothing is held).
+    pub(super) fn held_for(&self) -> Option<Class> {
+        self.held.as_ref()?.front().map(|h| h.class)
     }
 
-    /// Forwards and acknowledges held publishes in order while the node allows.
+    /// Forwards and acknowledges held publishes in order while their
+    /// classes' gates are open (an answer whose publish already went is sent
+    /// as soon as it is first in line).
     pub(super) async fn release_held(&mut self) -> Result<(), CloseReason> {
-        while !self.node.pressure.throttled() {
+        loop {
             let Some(held) = self.held.as_mut() else {
                 return Ok(());
             };
-            let Some(h) = held.pop_front() else {
+            let Some(front) = held.front() else {
                 self.held = None;
                 return Ok(());
             };
-            self.emit(h.forward, h.reply).await?;
+            if front.forward.is_some() && self.node.pressure.throttled(front.class) {
+                return Ok(());
+            }
+            if let Some(h) = held.pop_front() {
+                self.emit(h.forward, h.reply).await?;
+            }
         }
-        Ok(())
     }
 
     /// PUBREC for an outgoing QoS 2 message: release it (PUBREL) and wait for

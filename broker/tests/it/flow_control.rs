@@ -280,3 +280,135 @@ async fn a_device_the_node_stopped_reading_from_is_not_dropped_for_its_keepalive
         Some(Packet::PingResp(_))
     ));
 }
+
+/// Connects the bridge's data lane (`bridge.data`, the same service identity)
+/// with its session kept.
+async fn data_lane(node: &TestNode) -> Client {
+    let creds = node.pki.service("bridge");
+    let mut c = Client::open(node, &creds, 4).await;
+    assert_eq!(c.connect_session("bridge.data", false).await.1, 0);
+    c
+}
+
+/// The topics of the publishes `c` receives within `d`; with `qos1`, each is
+/// acknowledged (the node numbers them from `*pkid + 1`).
+async fn lane_reads(c: &mut Client, pkid: &mut u16, d: Duration, qos1: bool) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(p) = c.recv_within(d).await {
+        if let Packet::Publish(p, _) = p {
+            got.push(String::from_utf8(p.topic.to_vec()).unwrap());
+            if !qos1 {
+                continue;
+            }
+            *pkid += 1;
+            let ack = PubAck {
+                pkid: *pkid,
+                reason: PubAckReason::Success,
+            };
+            c.send(Packet::PubAck(ack, None)).await;
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_command_ack_is_not_held_behind_readings_waiting_for_the_data_lane() {
+    let node = TestNode::start_with(|s| s.park_hold_secs = 30).await;
+    // The data lane subscribes and goes away within its hold: readings wait.
+    let mut data = data_lane(&node).await;
+    assert_eq!(data.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
+    drop(data);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The control lane is connected and keeps up.
+    let mut control = service(&node).await;
+    assert_eq!(
+        control
+            .subscribe(&["devices/+/acks"], QoS::AtLeastOnce)
+            .await,
+        vec![1]
+    );
+
+    // A QoS 1 reading (held), then the device's QoS 1 ack of a command.
+    let mut dev = node.device("remo-1", 4).await;
+    let mut out = BytesMut::new();
+    peers::encode_qos1_publish(&mut out, 4, "devices/remo-1/sensors/te", b"{\"val\":1}", 1);
+    peers::encode_qos1_publish(
+        &mut out,
+        4,
+        "devices/remo-1/acks",
+        b"{\"id\":\"00000000-0000-4000-8000-000000000001\",\"result\":\"ok\"}",
+        2,
+    );
+    dev.raw(&out).await;
+
+    // The ack reaches the bridge at once; the device's PUBACKs keep their
+    // order, so neither comes while the reading waits.
+    let mut control_pkid = 0;
+    let got = lane_reads(
+        &mut control,
+        &mut control_pkid,
+        Duration::from_millis(500),
+        true,
+    )
+    .await;
+    assert_eq!(got, vec!["devices/remo-1/acks".to_string()]);
+    assert_eq!(
+        pubacks(&mut dev, Duration::from_millis(300)).await,
+        Vec::<u16>::new()
+    );
+
+    // The data lane is back: it gets the reading, the device both PUBACKs in order.
+    let mut data = data_lane(&node).await;
+    let mut data_pkid = 0;
+    let got = lane_reads(&mut data, &mut data_pkid, Duration::from_millis(500), true).await;
+    assert_eq!(got, vec!["devices/remo-1/sensors/te".to_string()]);
+    assert_eq!(
+        pubacks(&mut dev, Duration::from_millis(500)).await,
+        vec![1, 2]
+    );
+}
+
+#[tokio::test]
+async fn behind_qos0_readings_a_command_ack_is_acknowledged_at_once() {
+    let node = TestNode::start_with(|s| s.park_hold_secs = 30).await;
+    let mut data = data_lane(&node).await;
+    assert_eq!(data.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
+    drop(data);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut control = service(&node).await;
+    assert_eq!(
+        control
+            .subscribe(&["devices/+/acks"], QoS::AtLeastOnce)
+            .await,
+        vec![1]
+    );
+    let mut dev = node.device("remo-1", 4).await;
+    for i in 0..3 {
+        dev.publish(
+            "devices/remo-1/sensors/te",
+            format!("{{\"val\":{i}}}").as_bytes(),
+            false,
+        )
+        .await;
+    }
+    // No PUBACK waits before it (QoS 0 has none): the ack's comes now.
+    let mut out = BytesMut::new();
+    peers::encode_qos1_publish(
+        &mut out,
+        4,
+        "devices/remo-1/acks",
+        b"{\"id\":\"00000000-0000-4000-8000-000000000001\",\"result\":\"ok\"}",
+        7,
+    );
+    dev.raw(&out).await;
+    assert_eq!(pubacks(&mut dev, Duration::from_millis(500)).await, vec![7]);
+    let mut pkid = 0;
+    let got = lane_reads(&mut control, &mut pkid, Duration::from_millis(300), true).await;
+    assert_eq!(got, vec!["devices/remo-1/acks".to_string()]);
+
+    // The readings come, in order, once the data lane is back.
+    let mut data = data_lane(&node).await;
+    let mut pkid = 0;
+    let got = lane_reads(&mut data, &mut pkid, Duration::from_millis(500), false).await;
+    assert_eq!(got.len(), 3);
+}
