@@ -80,6 +80,23 @@ fn readings() -> String {
     lines
 }
 
+/// With inserts slowed ([`slow_inserts`]), a device publishes [`READINGS`] at
+/// QoS 0: every one is stored, through a data connection that never failed.
+async fn every_reading_stored_through_one_connection(s: &Stack) {
+    let device = s.device("remo-1").await;
+    let db = s.h.client().await;
+    slow_inserts(&db).await;
+    publish_lines(&device, "devices/remo-1/sensors/te", 0, &readings()).await;
+    let stored = stored_within(&db, Duration::from_secs(60)).await;
+    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
+    assert_eq!(
+        mqtt.connections_lost.load(Relaxed),
+        0,
+        "a connection to the node was lost ({stored} of {READINGS} readings stored)"
+    );
+    assert_eq!(stored, READINGS);
+}
+
 /// Rows of remo-1's readings once all [`READINGS`] are there, or at `limit`.
 async fn stored_within(db: &tokio_postgres::Client, limit: Duration) -> i64 {
     let deadline = tokio::time::Instant::now() + limit;
@@ -112,20 +129,7 @@ async fn a_bridge_slower_than_its_devices_keeps_its_data_connection_and_every_qo
         },
     )
     .await;
-    let device = s.device("remo-1").await;
-    let db = s.h.client().await;
-    slow_inserts(&db).await;
-    publish_lines(&device, "devices/remo-1/sensors/te", 0, &readings()).await;
-
-    // Every reading is stored, through one connection that never failed.
-    let stored = stored_within(&db, Duration::from_secs(60)).await;
-    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
-    assert_eq!(
-        mqtt.connections_lost.load(Relaxed),
-        0,
-        "a connection to the node was lost ({stored} of {READINGS} readings stored)"
-    );
-    assert_eq!(stored, READINGS);
+    every_reading_stored_through_one_connection(&s).await;
 }
 
 /// With both socket buffers autotuned (megabytes ahead of every PINGRESP),
@@ -145,19 +149,7 @@ async fn a_data_connection_whose_pingresp_waits_behind_megabytes_of_readings_sta
         },
     )
     .await;
-    let device = s.device("remo-1").await;
-    let db = s.h.client().await;
-    slow_inserts(&db).await;
-    publish_lines(&device, "devices/remo-1/sensors/te", 0, &readings()).await;
-
-    let stored = stored_within(&db, Duration::from_secs(60)).await;
-    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
-    assert_eq!(
-        mqtt.connections_lost.load(Relaxed),
-        0,
-        "a connection to the node was lost ({stored} of {READINGS} readings stored)"
-    );
-    assert_eq!(stored, READINGS);
+    every_reading_stored_through_one_connection(&s).await;
 }
 
 /// State reports the device sends while the devices table is locked: more

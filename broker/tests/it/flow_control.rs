@@ -311,22 +311,25 @@ async fn lane_reads(c: &mut Client, pkid: &mut u16, d: Duration, qos1: bool) -> 
     got
 }
 
-#[tokio::test]
-async fn a_command_ack_is_not_held_behind_readings_waiting_for_the_data_lane() {
+/// A node whose bridge has its data lane away within the park hold (readings
+/// wait) and its control lane connected, taking acks; the control lane.
+async fn data_lane_away() -> (TestNode, Client) {
     let node = TestNode::start_with(|s| s.park_hold_secs = 30).await;
-    // The data lane subscribes and goes away within its hold: readings wait.
     let mut data = data_lane(&node).await;
     assert_eq!(data.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
     drop(data);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // The control lane is connected and keeps up.
     let mut control = service(&node).await;
-    assert_eq!(
-        control
-            .subscribe(&["devices/+/acks"], QoS::AtLeastOnce)
-            .await,
-        vec![1]
-    );
+    let granted = control
+        .subscribe(&["devices/+/acks"], QoS::AtLeastOnce)
+        .await;
+    assert_eq!(granted, vec![1]);
+    (node, control)
+}
+
+#[tokio::test]
+async fn a_command_ack_is_not_held_behind_readings_waiting_for_the_data_lane() {
+    let (node, mut control) = data_lane_away().await;
 
     // A QoS 1 reading (held), then the device's QoS 1 ack of a command.
     let mut dev = node.device("remo-1", 4).await;
@@ -370,18 +373,7 @@ async fn a_command_ack_is_not_held_behind_readings_waiting_for_the_data_lane() {
 
 #[tokio::test]
 async fn behind_qos0_readings_a_command_ack_is_acknowledged_at_once() {
-    let node = TestNode::start_with(|s| s.park_hold_secs = 30).await;
-    let mut data = data_lane(&node).await;
-    assert_eq!(data.subscribe(&[READINGS], QoS::AtLeastOnce).await, vec![1]);
-    drop(data);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut control = service(&node).await;
-    assert_eq!(
-        control
-            .subscribe(&["devices/+/acks"], QoS::AtLeastOnce)
-            .await,
-        vec![1]
-    );
+    let (node, mut control) = data_lane_away().await;
     let mut dev = node.device("remo-1", 4).await;
     for i in 0..3 {
         dev.publish(
