@@ -15,11 +15,16 @@ const READINGS: &str = "devices/+/sensors/+";
 const QUEUE: usize = 400;
 const SENT: u16 = 1_500;
 
-/// Connects the bridge identity with clean_session=0 and subscribes to readings.
+/// Connects the bridge identity with clean_session=0 (its control lane).
 async fn service(node: &TestNode) -> Client {
+    lane(node, "bridge").await
+}
+
+/// Connects the bridge identity as `client_id` with its session kept.
+async fn lane(node: &TestNode, client_id: &str) -> Client {
     let creds = node.pki.service("bridge");
     let mut c = Client::open(node, &creds, 4).await;
-    assert_eq!(c.connect_session("bridge", false).await.1, 0);
+    assert_eq!(c.connect_session(client_id, false).await.1, 0);
     c
 }
 
@@ -281,13 +286,9 @@ async fn a_device_the_node_stopped_reading_from_is_not_dropped_for_its_keepalive
     ));
 }
 
-/// Connects the bridge's data lane (`bridge.data`, the same service identity)
-/// with its session kept.
+/// Connects the bridge's data lane (`bridge.data`, the same service identity).
 async fn data_lane(node: &TestNode) -> Client {
-    let creds = node.pki.service("bridge");
-    let mut c = Client::open(node, &creds, 4).await;
-    assert_eq!(c.connect_session("bridge.data", false).await.1, 0);
-    c
+    lane(node, "bridge.data").await
 }
 
 /// The topics of the publishes `c` receives within `d`; with `qos1`, each is
