@@ -15,6 +15,7 @@
 pub mod acl;
 mod admission;
 mod codec;
+mod confirm;
 mod error;
 mod fabric;
 mod http;
@@ -218,6 +219,7 @@ async fn launch(
         wills: Default::default(),
         interest: interest.clone(),
         pressure,
+        confirms: confirm::Confirmations::new(Duration::from_secs(settings.confirm_timeout_secs)),
         shutdown: sessions_stop.clone(),
     });
     let tasks = TaskTracker::new();

@@ -37,6 +37,9 @@ pub struct Message {
     /// integrations and devices, never to its services (the bridge and the
     /// peers' links already have it from its own node).
     pub imported: bool,
+    /// The token a service session confirms once its client has acknowledged
+    /// the message (see `confirm`); routed only, never retained.
+    pub confirm: Option<u64>,
 }
 
 /// What a delivering session needs to know about how a message was published.
@@ -58,6 +61,7 @@ impl Message {
             retain: publish.retain,
             properties: None,
             imported: false,
+            confirm: None,
         }
     }
 
@@ -70,6 +74,9 @@ impl Message {
                 .get_or_insert_with(PublishProperties::default)
                 .user_properties
                 .push((ORIGIN.to_string(), origin.to_string()));
+        }
+        if let Some(token) = self.confirm {
+            crate::confirm::put(&mut properties, token);
         }
         let mut id = STAMPED | self.qos as u16;
         if self.retain {
@@ -84,11 +91,13 @@ impl Message {
     }
 }
 
-/// Removes what a client may not set: the reserved origin property.
+/// Removes what a client may not set: the reserved origin and confirmation
+/// properties.
 pub fn sanitize(properties: &mut Option<PublishProperties>) {
     if let Some(p) = properties {
         p.user_properties.retain(|(k, _)| k != ORIGIN);
     }
+    crate::confirm::sanitize(properties);
 }
 
 /// Takes the origin client id out of a routed message's properties.
@@ -150,6 +159,7 @@ mod tests {
             retain,
             properties: None,
             imported: false,
+            confirm: None,
         }
     }
 

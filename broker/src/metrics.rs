@@ -34,6 +34,10 @@ pub struct Metrics {
     pub integration_filtered: AtomicU64,
     /// Device publishes held back while service sessions were behind.
     pub publishes_held: AtomicU64,
+    /// Device QoS 1 publishes acknowledged after a service session confirmed them.
+    pub publishes_confirmed: AtomicU64,
+    /// Device QoS 1 publishes acknowledged without a confirmation, after `confirm_timeout_secs`.
+    pub confirm_timeouts: AtomicU64,
     /// Retained messages the node holds (updated by the periodic sweep).
     pub retained_messages: AtomicU64,
     /// Messages whose Message Expiry Interval passed before they could be sent.
@@ -207,6 +211,16 @@ impl Metrics {
                 "kumo_broker_publishes_held_total",
                 "device publishes held back while service sessions were behind",
                 &self.publishes_held,
+            ),
+            (
+                "kumo_broker_publishes_confirmed_total",
+                "device QoS 1 publishes acknowledged after a service session acknowledged them",
+                &self.publishes_confirmed,
+            ),
+            (
+                "kumo_broker_confirm_timeouts_total",
+                "device QoS 1 publishes acknowledged without a service's acknowledgement, after confirm_timeout_secs",
+                &self.confirm_timeouts,
             ),
             (
                 "kumo_broker_messages_expired_total",

@@ -375,6 +375,7 @@ async fn import(shared: &Shared, frame: Frame) -> Option<Packet> {
         retain: p.retain,
         properties,
         imported: true,
+        confirm: None,
     };
     shared
         .fabric

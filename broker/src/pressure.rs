@@ -1,7 +1,8 @@
 //! Ingress flow control: device publishes wait while the cloud is behind.
 //!
-//! A device's QoS 1 reading is acknowledged (PUBACK) only once it has entered the
-//! router, and the router never pushes back on a publisher: when the bridge (the
+//! A device's publish enters the router as soon as the session has read it
+//! (its QoS 1 PUBACK then waits for the bridge's, see [`crate::confirm`];
+//! QoS 0 has none), and the router never pushes back on a publisher: when the bridge (the
 //! service identity) reads slower than devices publish, messages pile up in its
 //! session queue, and past `session_queue` the oldest would be dropped — readings
 //! the devices were already told are safe. So the node measures how much is
@@ -190,11 +191,12 @@ impl Pressure {
         }
     }
 
-    /// A device publish on `topic` entered the router.
-    pub(crate) fn routed_in(&self, topic: &[u8]) {
+    /// A device publish on `topic` entered the router; whether some service
+    /// session (connected or parked) takes it.
+    pub(crate) fn routed_in(&self, topic: &[u8]) -> bool {
         let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
         if filters.is_empty() {
-            return;
+            return false;
         }
         let matched = counted(topic)
             .is_some_and(|t| filters.iter().any(|f| rumqttd::protocol::matches(t, f)));
@@ -204,6 +206,7 @@ impl Pressure {
             self.gate(class).routed.fetch_add(1, Ordering::AcqRel);
             self.check(class);
         }
+        matched
     }
 
     fn set_member(&self, id: u64, filters: Option<Vec<String>>) {

@@ -116,6 +116,7 @@ mod tests {
             retain,
             properties: None,
             imported: false,
+            confirm: None,
         }
     }
 

@@ -70,6 +70,14 @@ pub struct Settings {
     /// its memory alone (a node crash would lose it); 0 = never hold;
     /// default 30.
     pub park_hold_secs: u64,
+    /// A device's QoS 1 publish that a service session (the bridge) takes is
+    /// acknowledged only once the service has acknowledged its copy (the
+    /// bridge does after committing it), or after this many seconds without
+    /// (a copy the service lost; counted in
+    /// `kumo_broker_confirm_timeouts_total`); 0 = acknowledge when the publish
+    /// enters the node's router, with the window that leaves (a node crash
+    /// loses what is acknowledged and not yet with the bridge); default 30.
+    pub confirm_timeout_secs: u64,
     /// Kernel send buffer of a service session's socket (the bridge), in
     /// bytes; 0 = the kernel's autotuning (up to `net.ipv4.tcp_wmem`'s
     /// maximum, 4 MiB here). What waits in it is ahead of the node's answer
@@ -127,6 +135,7 @@ impl Default for Settings {
             session_queue: 100_000,
             session_expiry_secs: 3_600,
             park_hold_secs: 30,
+            confirm_timeout_secs: 30,
             service_send_buffer: 0,
             ingress_threads: 2,
             tls_session_cache: 65_536,

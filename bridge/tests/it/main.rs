@@ -33,6 +33,7 @@ mod devices;
 mod docs;
 mod echonet;
 mod echonet_control;
+mod end_to_end_ack;
 mod energy;
 mod energy_console;
 mod events;

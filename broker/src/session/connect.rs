@@ -205,6 +205,7 @@ where
         keepalive,
         out,
         held: None,
+        waiter: None,
         gauge: None,
         interest: None,
         peer_link,

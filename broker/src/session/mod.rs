@@ -54,6 +54,9 @@ struct Held {
     /// `None` once forwarded (its answer waits for the earlier ones).
     forward: Option<Message>,
     reply: Option<rumqttd::protocol::Packet>,
+    /// Forwarded, its answer waiting for a service session's acknowledgement
+    /// (see [`crate::confirm`]): the token, and when the node answers anyway.
+    confirm: Option<(u64, Instant)>,
 }
 
 impl Held {
@@ -71,8 +74,9 @@ type PendingSubAck = (Vec<SubscribeReasonCode>, Vec<(String, QoS)>);
 #[derive(Debug)]
 enum Inflight {
     /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2); with a copy
-    /// of the message for a persistent session (sent again on resume).
-    Sent(Option<Box<crate::registry::Outbound>>),
+    /// of the message for a persistent session (sent again on resume) and the
+    /// token its acknowledgement confirms to a device (service sessions).
+    Sent(Option<Box<crate::registry::Outbound>>, Option<u64>),
     /// QoS 2: PUBREC received and PUBREL sent, waiting for PUBCOMP.
     Released,
 }
@@ -92,6 +96,8 @@ pub(crate) struct Node {
     pub interest: Arc<crate::peering::Interest>,
     /// How far behind service sessions are; holds device publishes when too far.
     pub pressure: Arc<crate::pressure::Pressure>,
+    /// Device publishes waiting for a service's acknowledgement.
+    pub confirms: Arc<crate::confirm::Confirmations>,
     pub shutdown: CancellationToken,
 }
 
@@ -133,6 +139,8 @@ pub(crate) struct Session {
     /// Device publishes waiting for the cloud, oldest first (devices only).
     #[allow(clippy::box_collection)] // 8 bytes in every idle session instead of 32
     held: Option<Box<VecDeque<Held>>>,
+    /// Where confirmations of held answers arrive (devices, while any wait).
+    waiter: Option<Arc<crate::confirm::Waiter>>,
     /// This session's share of the node's pressure (service sessions only).
     gauge: Option<crate::pressure::Gauge>,
     /// An integration session's share of the peer links' interest.
@@ -196,6 +204,12 @@ pub(crate) async fn serve<S>(
             }
             () = wait_relieved(&node, session.held_for()) => {
                 if let Err(r) = Box::pin(session.release_held()).await {
+                    break r;
+                }
+                None
+            }
+            () = wait_confirmed(session.waiter.clone(), session.confirm_deadline()) => {
+                if let Err(r) = Box::pin(session.on_confirmed()).await {
                     break r;
                 }
                 None
@@ -301,6 +315,24 @@ async fn wait_relieved(node: &Node, held_for: Option<crate::pressure::Class>) {
     } else {
         std::future::pending().await
     }
+}
+
+/// Resolves when a held answer was confirmed or the first of them gives up
+/// (never when none waits). Boxed so an idle device's future does not carry it.
+async fn wait_confirmed(waiter: Option<Arc<crate::confirm::Waiter>>, deadline: Option<Instant>) {
+    let Some(waiter) = waiter else {
+        return std::future::pending().await;
+    };
+    Box::pin(async move {
+        match deadline {
+            Some(at) => tokio::select! {
+                () = waiter.ready() => {}
+                () = tokio::time::sleep_until(at) => {}
+            },
+            None => waiter.ready().await,
+        }
+    })
+    .await
 }
 
 /// The next notification on the session's router link; `None` only when the
@@ -445,6 +477,13 @@ impl Session {
         link_rx: Option<LinkRx>,
     ) {
         let node = self.node.clone();
+        // Answers still waiting are never sent: the client keeps those publishes.
+        if let Some(held) = self.held.take() {
+            node.confirms.forget(
+                held.iter()
+                    .filter_map(|h| h.confirm.map(|(token, _)| token)),
+            );
+        }
         // Leftover output means a write was cut short mid-packet: send nothing more.
         let interrupted = !self.out.is_empty();
         self.out.clear();
@@ -503,11 +542,11 @@ impl Session {
         let mut released = Vec::new();
         for (pkid, state) in self.inflight.drain() {
             match state {
-                Inflight::Sent(Some(mut m)) => {
+                Inflight::Sent(Some(mut m), _) => {
                     m.redelivery = Some(pkid);
                     unacked.push(m);
                 }
-                Inflight::Sent(None) => {}
+                Inflight::Sent(None, _) => {}
                 Inflight::Released => released.push(pkid),
             }
         }

@@ -1,6 +1,7 @@
 //! What a session does with each packet: inbound PUBLISH/SUBSCRIBE/… from the
 //! client and outbound messages from the router or the command demultiplexer.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
@@ -12,6 +13,7 @@ use rumqttd::protocol::{
     SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::Notification;
+use tokio::time::Instant;
 
 use super::subscriptions::Sub;
 use super::{Held, Inflight, Session, HELD_MAX};
@@ -53,7 +55,11 @@ impl Session {
         match packet {
             Packet::Publish(p, props) => self.on_publish(p, props, qos, pkid).await,
             Packet::PubAck(ack, _) => {
-                if matches!(self.inflight.get(&ack.pkid), Some(Inflight::Sent(_))) {
+                if let Some(Inflight::Sent(_, confirm)) = self.inflight.get(&ack.pkid) {
+                    if let Some(token) = *confirm {
+                        // Whatever its reason code: the service has answered.
+                        self.node.confirms.confirm(token);
+                    }
                     self.inflight.remove(&ack.pkid);
                     self.drain_backlog();
                 }
@@ -163,6 +169,7 @@ impl Session {
                     retain: p.retain,
                     properties: props,
                     imported: false,
+                    confirm: None,
                 };
                 (fresh.then_some(message), publish_reply(qos, pkid, true))
             }
@@ -189,24 +196,30 @@ impl Session {
                 class,
                 forward,
                 reply,
+                confirm: None,
             };
             self.held.get_or_insert_with(Default::default).push_back(h);
             return Ok(());
         }
-        // Its class flows: it goes now. Its PUBACK still follows the earlier
-        // held publishes' (MQTT 3.1.1 §4.6: in the order received).
+        // Its class flows: it goes now. Its PUBACK waits for the service's
+        // acknowledgement (see `confirm`), and follows the earlier held
+        // publishes' (MQTT 3.1.1 §4.6: in the order received).
         let answers_wait = held.is_some_and(|h| h.iter().any(|h| h.reply.is_some()));
-        if reply.is_some() && answers_wait {
-            self.emit(forward, None).await?;
+        let confirm = self.route(forward).await?;
+        if reply.is_some() && (answers_wait || confirm.is_some()) {
             let h = Held {
                 class,
                 forward: None,
                 reply,
+                confirm,
             };
             self.held.get_or_insert_with(Default::default).push_back(h);
             return Ok(());
         }
-        self.emit(forward, reply).await
+        if let Some(reply) = reply {
+            self.send(reply);
+        }
+        Ok(())
     }
 
     /// QoS 1 and 2 publishes from the client not answered yet: held QoS 1
@@ -226,24 +239,45 @@ impl Session {
         forward: Option<Message>,
         reply: Option<Packet>,
     ) -> Result<(), CloseReason> {
-        if let Some(message) = forward {
-            if let Identity::Device { .. } = &self.identity {
-                self.node.pressure.routed_in(&message.topic);
-            }
-            let origin = self.origin();
-            if !self
-                .node
-                .fabric
-                .publish(&self.client_id, message, origin)
-                .await
-            {
-                return Err(CloseReason::Shutdown);
-            }
-        }
+        self.route(forward).await?;
         if let Some(reply) = reply {
             self.send(reply);
         }
         Ok(())
+    }
+
+    /// Forwards a publish to the router. A device's QoS 1 publish that a
+    /// service session takes goes with a confirmation token, returned with
+    /// when its answer stops waiting for it.
+    async fn route(
+        &mut self,
+        forward: Option<Message>,
+    ) -> Result<Option<(u64, Instant)>, CloseReason> {
+        let Some(mut message) = forward else {
+            return Ok(None);
+        };
+        let mut confirm = None;
+        if let Identity::Device { .. } = &self.identity {
+            let taken = self.node.pressure.routed_in(&message.topic);
+            let confirms = &self.node.confirms;
+            if taken && message.qos == QoS::AtLeastOnce && confirms.enabled() {
+                let waiter = self.waiter.get_or_insert_with(Default::default);
+                let token = confirms.open(waiter);
+                message.confirm = Some(token);
+                confirm = Some((token, Instant::now() + confirms.timeout()));
+            }
+        }
+        let origin = self.origin();
+        if !self
+            .node
+            .fabric
+            .publish(&self.client_id, message, origin)
+            .await
+        {
+            self.node.confirms.forget(confirm.map(|(token, _)| token));
+            return Err(CloseReason::Shutdown);
+        }
+        Ok(confirm)
     }
 
     /// Tells the node's ingress pressure what a service session subscribes to.
@@ -258,45 +292,116 @@ impl Session {
         self.held.as_ref().is_some_and(|h| h.len() >= HELD_MAX)
     }
 
-    /// The class whose gate the oldest held publish waits for (none when
-    /// nothing is held).
+    /// The class whose gate the oldest held publish not yet forwarded waits
+    /// for (none when there is none).
     pub(super) fn held_for(&self) -> Option<Class> {
-        self.held.as_ref()?.front().map(|h| h.class)
+        self.held
+            .as_ref()?
+            .iter()
+            .find(|h| h.forward.is_some())
+            .map(|h| h.class)
     }
 
-    /// Forwards and acknowledges held publishes in order while their
-    /// classes' gates are open (an answer whose publish already went is sent
-    /// as soon as it is first in line).
-    pub(super) async fn release_held(&mut self) -> Result<(), CloseReason> {
-        loop {
-            let Some(held) = self.held.as_mut() else {
-                return Ok(());
+    /// When the first held answer stops waiting for its confirmation (none
+    /// when none waits).
+    pub(super) fn confirm_deadline(&self) -> Option<Instant> {
+        self.held
+            .as_ref()?
+            .iter()
+            .filter_map(|h| h.confirm.map(|(_, at)| at))
+            .min()
+    }
+
+    /// Takes the confirmations that arrived, gives up on answers past their
+    /// deadline (counted), and sends what is now first in line.
+    pub(super) async fn on_confirmed(&mut self) -> Result<(), CloseReason> {
+        let done = self.waiter.as_ref().map(|w| w.take()).unwrap_or_default();
+        let now = Instant::now();
+        let mut given_up = Vec::new();
+        let mut confirmed = 0;
+        for h in self.held.iter_mut().flat_map(|h| h.iter_mut()) {
+            let Some((token, at)) = h.confirm else {
+                continue;
             };
-            let Some(front) = held.front() else {
-                self.held = None;
-                return Ok(());
-            };
-            if front.forward.is_some() && self.node.pressure.throttled(front.class) {
-                return Ok(());
-            }
-            if let Some(h) = held.pop_front() {
-                self.emit(h.forward, h.reply).await?;
+            if done.contains(&token) {
+                h.confirm = None;
+                confirmed += 1;
+            } else if at <= now {
+                h.confirm = None;
+                given_up.push(token);
             }
         }
+        let metrics = &self.node.metrics;
+        metrics.publishes_confirmed.fetch_add(confirmed, Relaxed);
+        if !given_up.is_empty() {
+            metrics
+                .confirm_timeouts
+                .fetch_add(given_up.len() as u64, Relaxed);
+            tracing::warn!(client_id = %self.client_id, publishes = given_up.len(),
+                "no service acknowledged these publishes in time; acknowledging them anyway");
+            self.node.confirms.forget(given_up);
+        }
+        self.release_held().await
+    }
+
+    /// Forwards held publishes whose class's gate is open (in order within
+    /// each class), then sends the answers first in line: an answer waits
+    /// until its publish has gone and, if it went with a token, until that is
+    /// confirmed, and every later answer waits behind it (MQTT 3.1.1 §4.6);
+    /// a QoS 0 publish has no answer and holds none back.
+    pub(super) async fn release_held(&mut self) -> Result<(), CloseReason> {
+        let Some(mut held) = self.held.take() else {
+            return Ok(());
+        };
+        let forwarded = self.forward_held(&mut held).await;
+        for h in held.iter_mut() {
+            if h.reply.is_none() {
+                continue; // QoS 0 (or answered): nothing waits behind it
+            }
+            if h.forward.is_some() || h.confirm.is_some() {
+                break;
+            }
+            if let Some(reply) = h.reply.take() {
+                self.send(reply);
+            }
+        }
+        held.retain(|h| h.forward.is_some() || h.reply.is_some());
+        if held.is_empty() {
+            // Nothing waits for a confirmation any more (see `on_confirmed`).
+            self.waiter = None;
+        } else {
+            self.held = Some(held);
+        }
+        forwarded
+    }
+
+    async fn forward_held(&mut self, held: &mut VecDeque<Held>) -> Result<(), CloseReason> {
+        let mut blocked: Vec<Class> = Vec::new();
+        for h in held.iter_mut() {
+            if h.forward.is_none() || blocked.contains(&h.class) {
+                continue;
+            }
+            if self.node.pressure.throttled(h.class) {
+                blocked.push(h.class);
+                continue;
+            }
+            h.confirm = self.route(h.forward.take()).await?;
+        }
+        Ok(())
     }
 
     /// PUBREC for an outgoing QoS 2 message: release it (PUBREL) and wait for
     /// PUBCOMP; a failure reason (MQTT 5) ends the exchange (§4.3.3).
     fn on_pubrec(&mut self, rec: PubRec) {
         match self.inflight.get(&rec.pkid) {
-            Some(Inflight::Sent(_))
+            Some(Inflight::Sent(..))
                 if rec.reason != PubRecReason::Success
                     && rec.reason != PubRecReason::NoMatchingSubscribers =>
             {
                 self.inflight.remove(&rec.pkid);
                 self.drain_backlog();
             }
-            Some(Inflight::Sent(_) | Inflight::Released) => {
+            Some(Inflight::Sent(..) | Inflight::Released) => {
                 self.inflight.insert(rec.pkid, Inflight::Released);
                 self.send_pubrel(rec.pkid, true);
             }
@@ -523,6 +628,10 @@ impl Session {
     /// decided) one of its subscriptions takes it.
     pub(super) fn deliver(&mut self, mut msg: Box<Outbound>) {
         let origin = crate::message::take_origin(&mut msg.properties);
+        // Only a service's acknowledgement confirms a device publish; the
+        // token never reaches a client.
+        let confirm = crate::confirm::take(&mut msg.properties)
+            .filter(|_| matches!(self.identity, Identity::Service { .. }));
         let Ok(topic) = std::str::from_utf8(msg.topic()) else {
             return;
         };
@@ -571,13 +680,21 @@ impl Session {
         let pkid = if decided.qos != QoS::AtMostOnce {
             if self.inflight.len() >= self.receive_max {
                 msg.decided = Some(decided);
+                if let Some(token) = confirm {
+                    crate::confirm::put(&mut msg.properties, token);
+                }
                 self.hold(msg);
                 return;
             }
             let copy = persistent.then(|| {
+                let mut properties = msg.properties.clone();
+                if let Some(token) = confirm {
+                    // Sent again on resume, and confirmed then.
+                    crate::confirm::put(&mut properties, token);
+                }
                 Box::new(Outbound {
                     publish: msg.publish.clone(),
-                    properties: msg.properties.clone(),
+                    properties,
                     at: msg.at,
                     redelivery: None,
                     decided: Some(decided),
@@ -585,10 +702,10 @@ impl Session {
             });
             match msg.redelivery {
                 Some(id) if !self.inflight.contains_key(&id) => {
-                    self.inflight.insert(id, Inflight::Sent(copy));
+                    self.inflight.insert(id, Inflight::Sent(copy, confirm));
                     id
                 }
-                _ => self.alloc_pkid(copy),
+                _ => self.alloc_pkid(copy, confirm),
             }
         } else {
             0
@@ -617,6 +734,12 @@ impl Session {
             return;
         }
         self.out.extend_from_slice(&encoded);
+        if pkid == 0 {
+            // QoS 0: nothing more will be heard of it.
+            if let Some(token) = confirm {
+                self.node.confirms.confirm(token);
+            }
+        }
         self.node.metrics.messages_out.fetch_add(1, Relaxed);
         self.node.metrics.delivery_latency(msg.at.elapsed());
     }
@@ -648,8 +771,8 @@ impl Session {
         }
     }
 
-    fn alloc_pkid(&mut self, copy: Option<Box<Outbound>>) -> u16 {
-        let copy = Inflight::Sent(copy);
+    fn alloc_pkid(&mut self, copy: Option<Box<Outbound>>, confirm: Option<u64>) -> u16 {
+        let copy = Inflight::Sent(copy, confirm);
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
             if let std::collections::hash_map::Entry::Vacant(e) =

@@ -46,6 +46,7 @@ impl Will {
             retain: will.retain,
             properties,
             imported: false,
+            confirm: None,
         };
         crate::message::sanitize(&mut message.properties);
         Will { message, delay }

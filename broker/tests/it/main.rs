@@ -8,6 +8,7 @@ mod conformance;
 
 mod admission;
 mod attacks;
+mod confirmations;
 mod flow_control;
 mod integrations;
 mod load_balancer;

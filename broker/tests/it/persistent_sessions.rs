@@ -51,18 +51,28 @@ async fn a_persistent_service_session_gets_what_was_published_while_it_was_away(
     let mut dev = node.device("remo-1", 4).await;
     for i in 0..5 {
         let body = format!("{{\"val\":{i}}}");
-        assert_eq!(
-            dev.publish_qos1("devices/remo-1/sensors/te", body.as_bytes())
-                .await,
-            Some(0)
-        );
+        dev.send_qos1("devices/remo-1/sensors/te", body.as_bytes(), i + 1)
+            .await;
     }
+    assert!(
+        dev.recv_within(Duration::from_millis(300)).await.is_none(),
+        "no PUBACK while the bridge is away"
+    );
     let (mut svc, present) = persistent_service(&node).await;
     assert!(present, "session_present=1 on return");
     let got = payloads(&mut svc, Duration::from_millis(500)).await;
     let want: Vec<String> = (0..5).map(|i| format!("{{\"val\":{i}}}")).collect();
     assert_eq!(got, want, "everything, in order, without subscribing again");
     assert_eq!(node.metrics.sessions_resumed.load(Relaxed), 1);
+    // Acknowledged by the bridge on its return, the readings are acknowledged
+    // to the device: none was while only the node's memory held it.
+    for pkid in 1..=5 {
+        svc.ack(pkid).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(dev.puback().await, Some(0));
+    }
+    assert_eq!(node.metrics.publishes_confirmed.load(Relaxed), 5);
 }
 
 #[tokio::test]

@@ -20,11 +20,14 @@ async fn a_device_reading_reaches_the_service_in_both_protocol_versions() {
         );
         let mut dev = node.device(&format!("remo-v{version}"), version).await;
         let topic = format!("devices/remo-v{version}/sensors/te");
-        assert_eq!(dev.publish_qos1(&topic, br#"{"val":21.5}"#).await, Some(0));
+        dev.send_qos1(&topic, br#"{"val":21.5}"#, 1).await;
         assert_eq!(
             bridge.expect_publish(&topic).await.unwrap(),
             br#"{"val":21.5}"#
         );
+        // The device's PUBACK follows the bridge's (see `confirmations.rs`).
+        bridge.ack(1).await;
+        assert_eq!(dev.puback().await, Some(0));
     }
 }
 

@@ -468,15 +468,34 @@ impl Client {
 
     /// Publishes QoS 1 with packet id 1 and returns the PUBACK reason (0 = ok).
     pub async fn publish_qos1(&mut self, topic: &str, payload: &[u8]) -> Option<u8> {
+        self.send_qos1(topic, payload, 1).await;
+        self.puback().await
+    }
+
+    /// Sends a QoS 1 publish with packet id `pkid` without waiting for its PUBACK.
+    pub async fn send_qos1(&mut self, topic: &str, payload: &[u8], pkid: u16) {
         let mut out = BytesMut::new();
-        peers::encode_qos1_publish(&mut out, self.version, topic, payload, 1);
+        peers::encode_qos1_publish(&mut out, self.version, topic, payload, pkid);
         self.raw(&out).await;
+    }
+
+    /// Waits for the next PUBACK, skipping other packets; its reason (0 = ok).
+    pub async fn puback(&mut self) -> Option<u8> {
         loop {
             match self.next_raw().await? {
                 (b, body) if b >> 4 == 4 => return Some(*body.get(2).unwrap_or(&0)),
                 _ => continue,
             }
         }
+    }
+
+    /// Acknowledges the QoS 1 publish the node sent with packet id `pkid`.
+    pub async fn ack(&mut self, pkid: u16) {
+        let ack = rumqttd::protocol::PubAck {
+            pkid,
+            reason: rumqttd::protocol::PubAckReason::Success,
+        };
+        self.send(Packet::PubAck(ack, None)).await;
     }
 
     /// Waits for a PUBLISH on `topic`; returns its payload.

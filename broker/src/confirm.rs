@@ -1,0 +1,210 @@
+//! End-to-end acknowledgement: a device's QoS 1 publish is acknowledged
+//! (PUBACK) only once a service session (the bridge) has acknowledged its copy,
+//! which the bridge does after committing it to PostgreSQL.
+//!
+//! Acknowledging on entry to the router left a window in which a reading the
+//! device had been told was safe lived only in this node's memory (in the
+//! router, in a service session's queue, or in the bridge's TCP connection):
+//! a node crash there lost it (the chaos benchmark's readings check caught
+//! one). Now the device keeps its message until the cloud has it.
+//!
+//! How a confirmation travels: the device session registers a [`Waiter`] and
+//! gets a token for the publish; the routed copy carries the token in a
+//! reserved user property ([`PROPERTY`]) that every delivering session takes
+//! out before anything reaches a client (clients cannot forge it: inbound
+//! properties of that name are dropped). A service session that delivers the
+//! copy at QoS 1 keeps the token with its packet id and confirms it on the
+//! client's PUBACK (at QoS 0 it confirms when writing it, as there is nothing
+//! more to wait for). The first confirmation wins; later ones find nothing.
+//!
+//! Only publishes some service session's filters take wait (see
+//! `pressure::Pressure::routed_in`); the rest are acknowledged at once, as no
+//! one will confirm them. A copy a service session loses (its queue's cap, a
+//! parked session that expired) is never confirmed: the device session
+//! acknowledges it after `broker.confirm_timeout_secs` anyway, and counts it,
+//! so a cloud that never answers cannot stall a device for good.
+//!
+//! This module owns the tokens and the wake-up; the sessions decide what waits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttd::protocol::PublishProperties;
+use tokio::sync::Notify;
+
+/// User property carrying a confirmation token; never leaves the node.
+const PROPERTY: &str = "$kumo/confirm";
+
+/// One device session's confirmations as they arrive.
+#[derive(Debug, Default)]
+pub(crate) struct Waiter {
+    done: Mutex<Vec<u64>>,
+    ready: Notify,
+}
+
+impl Waiter {
+    /// The tokens confirmed since the last call.
+    pub(crate) fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Resolves once a confirmation has arrived since the last [`Waiter::take`]
+    /// (a confirmation before the wait is not missed: `Notify` keeps a permit).
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+}
+
+/// The node's open tokens.
+#[derive(Debug)]
+pub(crate) struct Confirmations {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Waiter>>>,
+    timeout: Duration,
+}
+
+impl Confirmations {
+    /// Confirmations that give up after `timeout`; zero turns them off
+    /// (devices are acknowledged when their publish enters the router).
+    pub(crate) fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            next: AtomicU64::new(1),
+            open: Mutex::default(),
+            timeout,
+        })
+    }
+
+    /// Whether device publishes wait for a service's acknowledgement.
+    pub(crate) fn enabled(&self) -> bool {
+        !self.timeout.is_zero()
+    }
+
+    /// How long a device publish waits before it is acknowledged regardless.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A token whose confirmation goes to `waiter`.
+    pub(crate) fn open(&self, waiter: &Arc<Waiter>) -> u64 {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(token, waiter.clone());
+        token
+    }
+
+    /// Confirms `token`; false when it is not open (confirmed already, given
+    /// up, or its device session is gone).
+    pub(crate) fn confirm(&self, token: u64) -> bool {
+        let Some(waiter) = self.lock().remove(&token) else {
+            return false;
+        };
+        waiter
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token);
+        waiter.ready.notify_one();
+        true
+    }
+
+    /// Closes tokens nobody will wait for any more (given up, or their
+    /// device session ended).
+    pub(crate) fn forget(&self, tokens: impl IntoIterator<Item = u64>) {
+        let mut open = self.lock();
+        for t in tokens {
+            open.remove(&t);
+        }
+    }
+
+    /// Tokens open now.
+    #[cfg(test)]
+    pub(crate) fn open_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Waiter>>> {
+        // Inserts and removes leave the map consistent under panics.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Adds `token` to a routed message's properties.
+pub(crate) fn put(properties: &mut Option<PublishProperties>, token: u64) {
+    properties
+        .get_or_insert_with(PublishProperties::default)
+        .user_properties
+        .push((PROPERTY.to_string(), token.to_string()));
+}
+
+/// Takes the token out of a routed message's properties (every delivering
+/// session does, whether it confirms or not).
+pub(crate) fn take(properties: &mut Option<PublishProperties>) -> Option<u64> {
+    let p = properties.as_mut()?;
+    let at = p.user_properties.iter().rposition(|(k, _)| k == PROPERTY)?;
+    p.user_properties.remove(at).1.parse().ok()
+}
+
+/// Removes what a client may not set: the reserved property.
+pub(crate) fn sanitize(properties: &mut Option<PublishProperties>) {
+    if let Some(p) = properties {
+        p.user_properties.retain(|(k, _)| k != PROPERTY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_confirmation_reaches_the_waiter_once() {
+        let c = Confirmations::new(Duration::from_secs(1));
+        let w = Arc::new(Waiter::default());
+        let a = c.open(&w);
+        let b = c.open(&w);
+        assert_ne!(a, b);
+        assert!(c.confirm(b));
+        assert!(!c.confirm(b), "a second confirmation finds nothing");
+        // The permit stored before the wait is not lost.
+        tokio::time::timeout(Duration::from_secs(1), w.ready())
+            .await
+            .unwrap();
+        assert_eq!(w.take(), vec![b]);
+        assert_eq!(c.open_count(), 1);
+        c.forget([a]);
+        assert!(!c.confirm(a), "a forgotten token cannot be confirmed");
+        assert_eq!(c.open_count(), 0);
+    }
+
+    #[test]
+    fn the_token_travels_in_a_property_that_is_taken_out_again() {
+        let mut props = Some(PublishProperties {
+            user_properties: vec![("k".into(), "v".into())],
+            ..Default::default()
+        });
+        put(&mut props, 42);
+        assert_eq!(take(&mut props), Some(42));
+        assert_eq!(take(&mut props), None);
+        assert_eq!(
+            props.unwrap().user_properties,
+            vec![("k".into(), "v".into())]
+        );
+    }
+
+    #[test]
+    fn a_client_cannot_forge_a_token() {
+        let mut props = Some(PublishProperties {
+            user_properties: vec![(PROPERTY.into(), "7".into())],
+            ..Default::default()
+        });
+        sanitize(&mut props);
+        assert_eq!(take(&mut props), None);
+    }
+
+    #[test]
+    fn zero_turns_confirmations_off() {
+        assert!(!Confirmations::new(Duration::ZERO).enabled());
+        assert!(Confirmations::new(Duration::from_secs(30)).enabled());
+    }
+}
