@@ -25,6 +25,18 @@ use crate::validate::{validate, RuleError};
 /// the minute. Ticks must come more often than this.
 pub const DEFAULT_SCHEDULE_GRACE: Duration = Duration::seconds(60);
 
+/// The latest value of each sensor of one device.
+type Latest = [Option<f64>; 3];
+
+/// Where a sensor's value sits in [`Latest`].
+fn slot(sensor: Sensor) -> usize {
+    match sensor {
+        Sensor::Te => 0,
+        Sensor::Hu => 1,
+        Sensor::Il => 2,
+    }
+}
+
 struct Slot {
     rule: Rule,
     state: TriggerState,
@@ -37,7 +49,10 @@ pub struct Engine {
     rules: BTreeMap<RuleId, Slot>,
     /// Rules whose trigger watches a device, so device events skip the rest.
     by_device: HashMap<DeviceId, BTreeSet<RuleId>>,
-    latest: HashMap<(DeviceId, Sensor), f64>,
+    /// Per device, the latest value of each [`Sensor`] (by [`slot`]): a reading
+    /// of a known device updates in place, without cloning its id (this runs
+    /// for every reading of the fleet).
+    latest: HashMap<DeviceId, Latest>,
     schedule_grace: Duration,
     /// Rules whose saved state changed since the last `take_saved_states`.
     changed: BTreeSet<RuleId>,
@@ -130,7 +145,7 @@ impl Engine {
 
     /// The latest reading seen for a device's sensor.
     pub fn latest(&self, device: &DeviceId, sensor: Sensor) -> Option<f64> {
-        self.latest.get(&(device.clone(), sensor)).copied()
+        self.latest.get(device).and_then(|v| v[slot(sensor)])
     }
 
     /// Feeds one event and returns the rules that fire because of it, in rule
@@ -143,7 +158,14 @@ impl Engine {
             ..
         } = event
         {
-            self.latest.insert((device.clone(), *sensor), *val);
+            match self.latest.get_mut(device) {
+                Some(values) => values[slot(*sensor)] = Some(*val),
+                None => {
+                    let mut values = Latest::default();
+                    values[slot(*sensor)] = Some(*val);
+                    self.latest.insert(device.clone(), values);
+                }
+            }
         }
         let ids: Vec<RuleId> = match event.device() {
             Some(device) => self
@@ -207,12 +229,13 @@ impl Engine {
 fn conditions_hold(
     conditions: &[Condition],
     at: OffsetDateTime,
-    latest: &HashMap<(DeviceId, Sensor), f64>,
+    latest: &HashMap<DeviceId, Latest>,
 ) -> bool {
     conditions.iter().all(|c| match c {
         Condition::TimeWindow(w) => in_window(at, &w.time_zone, &w.days, w.from, w.to),
         Condition::Sensor(s) => latest
-            .get(&(s.device.clone(), s.sensor))
-            .is_some_and(|v| s.op.holds(*v, s.value)),
+            .get(&s.device)
+            .and_then(|v| v[slot(s.sensor)])
+            .is_some_and(|v| s.op.holds(v, s.value)),
     })
 }
