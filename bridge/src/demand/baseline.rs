@@ -4,9 +4,9 @@
 //!
 //! Method: "High 4 of 5", as Japan's ERAB guideline describes for household
 //! resources, without its same-day adjustment. The candidates are the days
-//! before the event day (on the home's clock) of the same kind — weekdays
-//! for a weekday event, Saturdays and Sundays for a weekend one (public
-//! holidays are not known and count as weekdays) — that had no event of the
+//! before the event day (on the home's clock) of the same kind — working
+//! days for an event on a working day; Saturdays, Sundays and Japan's public
+//! holidays ([`super::holidays`]) for one on a day off — that had no event of the
 //! same program and whose meter covers every one of the event's half hours
 //! at the same clock times (no gap). The 5 most recent such days, looking
 //! back at most [`LOOKBACK_DAYS`], are taken; of those the 4 with the most
@@ -37,8 +37,9 @@ pub struct Baseline {
     pub days: Vec<Date>,
 }
 
-fn is_weekend(d: Date) -> bool {
-    matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday)
+/// A Saturday, a Sunday or a public holiday.
+fn is_day_off(d: Date) -> bool {
+    matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday) || super::holidays::is_holiday(d)
 }
 
 /// The High 4 of 5 baseline of an event on `event_day` from `candidates`
@@ -46,7 +47,7 @@ fn is_weekend(d: Date) -> bool {
 pub fn high_4_of_5(event_day: Date, candidates: &[Day], excluded: &[Date]) -> Option<Baseline> {
     let mut eligible: Vec<(Date, Vec<f64>)> = candidates
         .iter()
-        .filter(|d| d.date < event_day && is_weekend(d.date) == is_weekend(event_day))
+        .filter(|d| d.date < event_day && is_day_off(d.date) == is_day_off(event_day))
         .filter(|d| (event_day - d.date).whole_days() <= LOOKBACK_DAYS)
         .filter(|d| !excluded.contains(&d.date))
         .filter_map(|d| {
@@ -142,7 +143,7 @@ mod tests {
             .map(|k| day(sunday - time::Duration::days(k), &[k as f64]))
             .collect();
         let b = high_4_of_5(sunday, &days, &[]).unwrap();
-        assert!(b.days.iter().all(|d| is_weekend(*d)));
+        assert!(b.days.iter().all(|d| is_day_off(*d)));
         // Weekend days back from the 11th: 11, 5, 4, 28 Jun, 27 Jun (1, 7, 8,
         // 14, 15 days back); the highest four are the older ones.
         assert_eq!(b.kwh, vec![(7.0 + 8.0 + 14.0 + 15.0) / 4.0]);
@@ -152,5 +153,25 @@ mod tests {
             .filter(|d| (sunday - d.date).whole_days() > 20)
             .collect();
         assert_eq!(high_4_of_5(sunday, &old, &[]), None, "beyond the lookback");
+    }
+
+    #[test]
+    fn holidays_count_as_days_off_on_both_sides() {
+        // Friday 24 July 2026 against the weekdays before it; Monday 20 July
+        // is Marine Day: it is passed over.
+        let days: Vec<Day> = (1..=10)
+            .map(|k| day(date!(2026 - 07 - 24) - time::Duration::days(k), &[k as f64]))
+            .collect();
+        let b = high_4_of_5(date!(2026 - 07 - 24), &days, &[]).unwrap();
+        assert!(!b.days.contains(&date!(2026 - 07 - 20)));
+        // An event on Marine Day compares with the weekend days before it.
+        let days: Vec<Day> = (1..=30)
+            .map(|k| day(date!(2026 - 07 - 20) - time::Duration::days(k), &[1.0]))
+            .collect();
+        let b = high_4_of_5(date!(2026 - 07 - 20), &days, &[]).unwrap();
+        assert!(b
+            .days
+            .iter()
+            .all(|d| d.weekday() == Weekday::Saturday || d.weekday() == Weekday::Sunday));
     }
 }

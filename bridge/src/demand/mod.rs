@@ -14,6 +14,7 @@ pub mod baseline;
 pub mod consent;
 pub mod el_aircon;
 pub mod enrolment;
+pub mod holidays;
 pub mod principal;
 pub mod results;
 pub mod store;
