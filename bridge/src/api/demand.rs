@@ -145,8 +145,30 @@ pub async fn event_results(
     let max_gap = time::Duration::seconds(
         i64::try_from(state.energy.max_sample_gap_secs).unwrap_or(i64::MAX),
     );
+    let viewer = crate::demand::results::Viewer::Aggregator(&agg.id);
     Ok(Json(
-        crate::demand::results::of_event(&state.pool, &agg.id, &id, max_gap).await?,
+        crate::demand::results::of_event(&state.pool, viewer, &id, max_gap).await?,
+    ))
+}
+
+/// `GET /v1/programs/{id}/events/{event}/results`: the results of an event
+/// for the caller's own homes in it (baseline, metered load, reduction, their
+/// units' outcomes); nothing of other homes, no aggregate.
+pub async fn my_event_results(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((program, event)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require(BASIC_READ)?;
+    let max_gap = time::Duration::seconds(
+        i64::try_from(state.energy.max_sample_gap_secs).unwrap_or(i64::MAX),
+    );
+    let viewer = crate::demand::results::Viewer::User {
+        user: &caller.user_id,
+        program: &program,
+    };
+    Ok(Json(
+        crate::demand::results::of_event(&state.pool, viewer, &event, max_gap).await?,
     ))
 }
 

@@ -159,6 +159,10 @@ pub fn router(state: AppState) -> Router {
             post(demand::opt_out),
         )
         .route("/v1/programs/{id}/events", get(demand::my_events))
+        .route(
+            "/v1/programs/{id}/events/{event}/results",
+            get(demand::my_event_results),
+        )
         .route("/v1/rules", get(rules::list).post(rules::create))
         .route(
             "/v1/rules/{id}",

@@ -6,6 +6,9 @@
 //!
 //! Reads the meters through `crate::energy` exactly as energy history does
 //! (the same slots, gaps and ownership rules); writes nothing.
+//!
+//! The aggregator sees every home and the aggregate; a user sees the same
+//! for their own homes in the event and nothing of anyone else's ([`Viewer`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -36,23 +39,43 @@ fn round(kwh: f64) -> f64 {
     (kwh * 10_000.0).round() / 10_000.0
 }
 
-/// The results of event `id` of `aggregator`; `max_gap` is
+/// Who asks for an event's results.
+#[derive(Debug, Clone, Copy)]
+pub enum Viewer<'a> {
+    /// The aggregator that runs the event's program: every home, and the aggregate.
+    Aggregator(&'a str),
+    /// A user, about an event of `program`: their own homes only, no aggregate.
+    User { user: &'a str, program: &'a str },
+}
+
+/// The results of event `id` for `viewer` (not found: no such event of
+/// theirs, or for a user, none of their units in it); `max_gap` is
 /// `bridge.energy.max_sample_gap_secs`.
 pub async fn of_event(
     pool: &Pool,
-    aggregator: &str,
+    viewer: Viewer<'_>,
     id: &str,
     max_gap: Duration,
 ) -> Result<Value, DemandError> {
     let client = pool.get().await?;
-    let event = client
-        .query_opt(
+    let not_found = || DemandError::NotFound(format!("event {id}"));
+    let (owner, user) = match viewer {
+        Viewer::Aggregator(a) => (
             "SELECT ev.program_id, lower(ev.during), upper(ev.during) FROM dr_events ev
              JOIN dr_programs p ON p.id = ev.program_id WHERE ev.id = $1 AND p.aggregator_id = $2",
-            &[&id, &aggregator],
-        )
+            (a, None),
+        ),
+        Viewer::User { user, program } => (
+            "SELECT program_id, lower(during), upper(during) FROM dr_events
+             WHERE id = $1 AND program_id = $2",
+            (program, Some(user)),
+        ),
+    };
+    let event = client
+        .query_opt(owner, &[&id, &user.0])
         .await?
-        .ok_or_else(|| DemandError::NotFound(format!("event {id}")))?;
+        .ok_or_else(not_found)?;
+    let user = user.1;
     let (program, start, end): (String, OffsetDateTime, OffsetDateTime) =
         (event.get(0), event.get(1), event.get(2));
     let others: Vec<OffsetDateTime> = client
@@ -72,11 +95,15 @@ pub async fn of_event(
              FROM dr_dispatches d
              JOIN dr_enrolments e USING (program_id, appliance_id)
              LEFT JOIN commands c ON c.id = d.command_id
-             WHERE d.event_id = $1 ORDER BY d.home_id, d.appliance_id",
-            &[&id],
+             WHERE d.event_id = $1 AND ($2::text IS NULL OR d.user_id = $2)
+             ORDER BY d.home_id, d.appliance_id",
+            &[&id, &user],
         )
         .await?;
     drop(client);
+    if user.is_some() && rows.is_empty() {
+        return Err(not_found());
+    }
     // One entry per home: a home with two enrolled units has one meter.
     // (Units without a home are each their own.)
     let mut homes: Vec<Home> = Vec::new();
@@ -142,20 +169,23 @@ pub async fn of_event(
     let (b, a): (f64, f64) = aggregate
         .values()
         .fold((0.0, 0.0), |s, v| (s.0 + v.0, s.1 + v.1));
-    Ok(json!({
+    let mut results = json!({
         "event": id,
         "method": "high-4-of-5",
         "homes": homes.len(),
         "commanded": homes.iter().filter(|h| h.commanded).count(),
         "responded": homes.iter().filter(|h| h.responded).count(),
         "commands_failed": homes.iter().map(|h| h.failed).sum::<usize>(),
-        "aggregate": {
+        "per_home": out,
+    });
+    if user.is_none() {
+        results["aggregate"] = json!({
             "homes_measured": measured,
             "baseline_kwh": round(b), "actual_kwh": round(a), "reduction_kwh": round(b - a),
             "slots": slots,
-        },
-        "per_home": out,
-    }))
+        });
+    }
+    Ok(results)
 }
 
 /// What a home's meter is read for: the event's half hours on its clock, and

@@ -215,5 +215,28 @@ async fn results_give_the_baseline_the_metered_load_and_the_reduction_per_home_a
     h.get(&format!("/v1/aggregator/events/{event}/results"))
         .await
         .assert_error(403001);
+
+    // Each user sees the results of their own home and nothing of the other's.
+    let mine = format!("/v1/programs/{prg}/events/{event}/results");
+    let res = h.get(&mine).await.ok();
+    assert!(res.get("aggregate").is_none(), "{res}");
+    assert_eq!(
+        (res["homes"].as_i64(), res["responded"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let homes = res["per_home"].as_array().unwrap();
+    assert_eq!(homes.len(), 1);
+    assert_eq!(homes[0], *alice);
+    let res = h.get_as(&bob_token, &mine).await.ok();
+    let homes = res["per_home"].as_array().unwrap();
+    assert_eq!(homes.len(), 1);
+    assert_eq!(homes[0], *bobs);
+    assert_eq!(res["commands_failed"], 1);
+    // Someone whose units were not in the event, or the wrong program: not found.
+    let (_, carol) = h.other_user().await;
+    h.get_as(&carol, &mine).await.assert_error(404001);
+    h.get(&format!("/v1/programs/nope/events/{event}/results"))
+        .await
+        .assert_error(404001);
     h.stop().await;
 }
