@@ -49,7 +49,10 @@ pub struct Fabric {
     retained: Arc<RetainedStore>,
 }
 
-fn router_config() -> RouterConfig {
+/// Segments of a filter's log (`broker.router_log_mib` is split among them).
+const LOG_SEGMENTS: usize = 8;
+
+fn router_config(log_mib: usize) -> RouterConfig {
     // rumqttd's Config::default() is all zeros; these are sized for a handful of
     // fleet-level links, not one link per device. A link gets at most
     // `max_outgoing_packet_count` messages per router turn while the ingress
@@ -61,8 +64,8 @@ fn router_config() -> RouterConfig {
     RouterConfig {
         max_connections: 4096,
         max_outgoing_packet_count: 8192,
-        max_segment_size: 4 * 1024 * 1024,
-        max_segment_count: 8,
+        max_segment_size: (log_mib * 1024 * 1024 / LOG_SEGMENTS).max(1),
+        max_segment_count: LOG_SEGMENTS,
         ..RouterConfig::default()
     }
 }
@@ -73,12 +76,13 @@ impl Fabric {
     pub async fn start(
         node_id: &str,
         ingress_threads: usize,
+        router_log_mib: usize,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         ownership: Arc<Ownership>,
         shutdown: CancellationToken,
     ) -> Result<Fabric, BrokerError> {
-        let router_tx = Router::new(0, router_config()).spawn();
+        let router_tx = Router::new(0, router_config(router_log_mib)).spawn();
         let links: Arc<LinkFactory> = Arc::new(move |client_id: &str| {
             // LinkError is large; keep only its message.
             let (tx, rx, _ack) = LinkBuilder::new(client_id, router_tx.clone())

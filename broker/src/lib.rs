@@ -165,6 +165,7 @@ async fn launch(
     let fabric = fabric::Fabric::start(
         &settings.node_id,
         settings.ingress_threads,
+        settings.router_log_mib,
         registry.clone(),
         metrics.clone(),
         ownership.clone(),

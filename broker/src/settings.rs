@@ -90,6 +90,17 @@ pub struct Settings {
     pub service_send_buffer: usize,
     /// Threads feeding device publishes into the router; default 2.
     pub ingress_threads: usize,
+    /// Bytes of messages (topic and payload, as rumqttd counts them) the
+    /// embedded router keeps per subscription filter, in MiB: eight segments
+    /// of an eighth each, the oldest dropped when a ninth starts. It must
+    /// hold what a service session (the bridge) has not read yet — the
+    /// ingress flow control holds devices at a quarter of `session_queue`
+    /// messages behind — or a lagging reader's cursor is overrun. What the
+    /// node's memory pays is several times the counted bytes (each entry's
+    /// publish, properties and bookkeeping), for every filter, once its log
+    /// has filled: with 32 a 19,000-device node grew for the whole soak
+    /// hour (BENCHMARKS.md, "Soak"); default 32.
+    pub router_log_mib: usize,
     /// TLS sessions remembered for resumption; default 65,536.
     pub tls_session_cache: usize,
     /// A file holding the secret TLS session tickets are sealed with (64 hex
@@ -138,6 +149,7 @@ impl Default for Settings {
             confirm_timeout_secs: 30,
             service_send_buffer: 0,
             ingress_threads: 2,
+            router_log_mib: 32,
             tls_session_cache: 65_536,
             session_ticket_key_file: None,
             shutdown_grace_ms: 3_000,
@@ -164,6 +176,7 @@ impl Settings {
             ("session_queue", self.session_queue as u64),
             ("session_expiry_secs", self.session_expiry_secs),
             ("ingress_threads", self.ingress_threads as u64),
+            ("router_log_mib", self.router_log_mib as u64),
             ("tls_session_cache", self.tls_session_cache as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
