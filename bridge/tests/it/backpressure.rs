@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::stack::{DeviceCreds, Stack};
+use crate::stack::{slow_inserts, DeviceCreds, Stack};
 
 /// Publishes every line as a message of its own, at `qos`, as fast as
 /// mosquitto_pub goes, as `device`.
@@ -53,19 +53,6 @@ async fn publish_lines(device: &DeviceCreds, topic: &str, qos: u8, lines: &str) 
 /// Readings the device sends: 20 s of the slowed writer's work.
 const READINGS: i64 = 40_000;
 
-/// Makes every insert statement into `readings` take 0.5 s: with batches of
-/// 1,000, at most 2,000 readings/s.
-async fn slow_inserts(db: &tokio_postgres::Client) {
-    db.batch_execute(
-        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;
-         CREATE TRIGGER slow_insert AFTER INSERT ON readings
-           FOR EACH STATEMENT EXECUTE FUNCTION slow_insert();",
-    )
-    .await
-    .unwrap();
-}
-
 /// [`READINGS`] `{"val","ts"}` lines, each with a timestamp of its own.
 fn readings() -> String {
     let base = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - READINGS * 1000;
@@ -85,7 +72,8 @@ fn readings() -> String {
 async fn every_reading_stored_through_one_connection(s: &Stack) {
     let device = s.device("remo-1").await;
     let db = s.h.client().await;
-    slow_inserts(&db).await;
+    // 0.5 s per insert: with batches of 1,000, at most 2,000 readings/s.
+    slow_inserts(&db, 0.5).await;
     publish_lines(&device, "devices/remo-1/sensors/te", 0, &readings()).await;
     let stored = stored_within(&db, Duration::from_secs(60)).await;
     let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();

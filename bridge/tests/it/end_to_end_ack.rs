@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::stack::Stack;
+use crate::stack::{slow_inserts, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos1_reading_is_acknowledged_to_the_device_only_once_it_is_stored() {
@@ -16,14 +16,7 @@ async fn a_qos1_reading_is_acknowledged_to_the_device_only_once_it_is_stored() {
     let device = s.device("remo-1").await;
     let db = s.h.client().await;
     // Every insert into `readings` takes a second before it commits.
-    db.batch_execute(
-        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
-         CREATE TRIGGER slow_insert AFTER INSERT ON readings
-           FOR EACH STATEMENT EXECUTE FUNCTION slow_insert();",
-    )
-    .await
-    .unwrap();
+    slow_inserts(&db, 1.0).await;
 
     let started = Instant::now();
     // mosquitto_pub -q 1 exits once its PUBACK has arrived.

@@ -370,3 +370,17 @@ impl Device {
         }
     }
 }
+
+/// Makes every insert statement into `readings` take `secs` seconds before
+/// it commits (a slow database, for the writer's back-pressure and for
+/// what waits on a commit).
+pub async fn slow_inserts(db: &tokio_postgres::Client, secs: f64) {
+    db.batch_execute(&format!(
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep({secs}); RETURN NULL; END $$;
+         CREATE TRIGGER slow_insert AFTER INSERT ON readings
+           FOR EACH STATEMENT EXECUTE FUNCTION slow_insert();"
+    ))
+    .await
+    .expect("the slow-insert trigger");
+}
