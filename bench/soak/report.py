@@ -174,14 +174,17 @@ except ImportError:
     sys.exit(0)
 fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
 mins = lambda t: (t - t0) / 60
-xs = [mins(float(r["unix_s"])) for r in samples]
-axes[0].plot(xs, [float(r["node_rss_kib"]) / 1024 for r in samples], label="node RSS")
-axes[0].plot(xs, [(num(r.get("bridge_rss_kib")) or 0) / 1024 for r in samples], label="bridge RSS")
+# The sampler outlives the soak by a few seconds while the run shuts down:
+# those samples are not part of the soak and are not drawn.
+shown = [r for r in samples if float(r["unix_s"]) <= (t_end or 1e12)]
+xs = [mins(float(r["unix_s"])) for r in shown]
+axes[0].plot(xs, [float(r["node_rss_kib"]) / 1024 for r in shown], label="node RSS")
+axes[0].plot(xs, [(num(r.get("bridge_rss_kib")) or 0) / 1024 for r in shown], label="bridge RSS")
 axes[0].axvline(warmup / 60, color="grey", linestyle=":", label="end of warm-up")
 axes[0].set_ylabel("MiB")
 axes[0].legend(loc="upper left")
-axes[1].plot(xs, [num(r.get("node_fds")) or 0 for r in samples], label="node open descriptors")
-axes[1].plot(xs, [num(r.get("sim_connected")) or 0 for r in samples], label="devices connected (sim)")
+axes[1].plot(xs, [num(r.get("node_fds")) or 0 for r in shown], label="node open descriptors")
+axes[1].plot(xs, [num(r.get("sim_connected")) or 0 for r in shown], label="devices connected (sim)")
 axes[1].set_ylabel("count")
 axes[1].legend(loc="lower right")
 if p99s:
