@@ -29,13 +29,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttd::protocol::PublishProperties;
 use tokio::sync::Notify;
 
-/// User property carrying a confirmation token; never leaves the node.
-const PROPERTY: &str = "$kumo/confirm";
+/// User property carrying a confirmation token; never leaves the node
+/// (reserved in `message::sanitize`: clients cannot set it).
+pub(crate) const PROPERTY: &str = "$kumo/confirm";
 
 /// One device session's confirmations as they arrive.
 #[derive(Debug, Default)]
@@ -57,12 +58,21 @@ impl Waiter {
     }
 }
 
+/// The node warns about publishes acknowledged without a confirmation at
+/// most this often: a cloud that falls behind gives up on thousands of
+/// sessions' publishes at once (300,000 log lines in one fleet ramp), and one
+/// line with the count says the same.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// The node's open tokens.
 #[derive(Debug)]
 pub(crate) struct Confirmations {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Waiter>>>,
     timeout: Duration,
+    /// When the last give-up warning was logged, and how many publishes
+    /// were given up since.
+    warned: Mutex<(Option<Instant>, u64)>,
 }
 
 impl Confirmations {
@@ -73,7 +83,26 @@ impl Confirmations {
             next: AtomicU64::new(1),
             open: Mutex::default(),
             timeout,
+            warned: Mutex::default(),
         })
+    }
+
+    /// Notes that `client_id`'s session acknowledged `publishes` without a
+    /// confirmation (counted in the metrics by the session); warns at most
+    /// every [`WARN_EVERY`], with the count since the last warning.
+    pub(crate) fn gave_up(&self, client_id: &str, publishes: usize) {
+        let now = Instant::now();
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        warned.1 += publishes as u64;
+        if warned.0.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            return;
+        }
+        let count = std::mem::take(&mut warned.1);
+        warned.0 = Some(now);
+        drop(warned);
+        tracing::warn!(publishes = count, last_client_id = %client_id,
+            "no service acknowledged these device publishes within broker.confirm_timeout_secs; \
+             acknowledged them anyway (kumo_broker_confirm_timeouts_total; this warning at most every 10 s)");
     }
 
     /// Whether device publishes wait for a service's acknowledgement.
@@ -140,16 +169,9 @@ pub(crate) fn put(properties: &mut Option<PublishProperties>, token: u64) {
 /// Takes the token out of a routed message's properties (every delivering
 /// session does, whether it confirms or not).
 pub(crate) fn take(properties: &mut Option<PublishProperties>) -> Option<u64> {
-    let p = properties.as_mut()?;
-    let at = p.user_properties.iter().rposition(|(k, _)| k == PROPERTY)?;
-    p.user_properties.remove(at).1.parse().ok()
-}
-
-/// Removes what a client may not set: the reserved property.
-pub(crate) fn sanitize(properties: &mut Option<PublishProperties>) {
-    if let Some(p) = properties {
-        p.user_properties.retain(|(k, _)| k != PROPERTY);
-    }
+    crate::message::take_reserved(properties, PROPERTY)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -198,8 +220,25 @@ mod tests {
             user_properties: vec![(PROPERTY.into(), "7".into())],
             ..Default::default()
         });
-        sanitize(&mut props);
+        crate::message::sanitize(&mut props);
         assert_eq!(take(&mut props), None);
+    }
+
+    #[test]
+    fn give_ups_are_warned_about_once_then_counted_until_the_next_warning() {
+        let c = Confirmations::new(Duration::from_secs(30));
+        c.gave_up("a", 3);
+        assert_eq!(c.warned.lock().unwrap().1, 0, "the first is warned at once");
+        c.gave_up("b", 2);
+        c.gave_up("c", 5);
+        assert_eq!(
+            c.warned.lock().unwrap().1,
+            7,
+            "later ones wait for the next warning"
+        );
+        c.warned.lock().unwrap().0 = Some(Instant::now() - WARN_EVERY);
+        c.gave_up("d", 1);
+        assert_eq!(c.warned.lock().unwrap().1, 0, "warned with the 8 since");
     }
 
     #[test]

@@ -19,6 +19,10 @@ use rumqttd::protocol::{Publish, PublishProperties, QoS};
 
 /// User property naming the publishing client; never leaves the node.
 const ORIGIN: &str = "$kumo/origin";
+/// The user properties the node uses between its own sessions; a client's
+/// publish never carries one into the router. Only these names: MQTT 5
+/// (MQTT-3.3.2-17) wants every other user property forwarded unaltered.
+const RESERVED: [&str; 2] = [ORIGIN, crate::confirm::PROPERTY];
 
 /// Set in every packet id the node stamps (a stamped id is never 0).
 const STAMPED: u16 = 0x8000;
@@ -91,20 +95,30 @@ impl Message {
     }
 }
 
-/// Removes what a client may not set: the reserved origin and confirmation
-/// properties.
+/// Removes what a client may not set: the node's reserved user properties
+/// (the origin and the confirmation token).
 pub fn sanitize(properties: &mut Option<PublishProperties>) {
     if let Some(p) = properties {
-        p.user_properties.retain(|(k, _)| k != ORIGIN);
+        p.user_properties
+            .retain(|(k, _)| !RESERVED.contains(&k.as_str()));
     }
-    crate::confirm::sanitize(properties);
+}
+
+/// Takes the reserved user property `key` out of a routed message's
+/// properties (the node adds at most one of each; the last one wins).
+pub(crate) fn take_reserved(
+    properties: &mut Option<PublishProperties>,
+    key: &str,
+) -> Option<String> {
+    debug_assert!(RESERVED.contains(&key));
+    let p = properties.as_mut()?;
+    let at = p.user_properties.iter().rposition(|(k, _)| k == key)?;
+    Some(p.user_properties.remove(at).1)
 }
 
 /// Takes the origin client id out of a routed message's properties.
 pub fn take_origin(properties: &mut Option<PublishProperties>) -> Option<String> {
-    let p = properties.as_mut()?;
-    let at = p.user_properties.iter().rposition(|(k, _)| k == ORIGIN)?;
-    Some(p.user_properties.remove(at).1)
+    take_reserved(properties, ORIGIN)
 }
 
 /// The stamp of a routed publish. A publish the node did not stamp counts as
@@ -202,13 +216,22 @@ mod tests {
     }
 
     #[test]
-    fn a_client_cannot_forge_an_origin() {
+    fn a_client_cannot_forge_a_reserved_property_and_other_properties_pass() {
         let mut props = Some(PublishProperties {
-            user_properties: vec![(ORIGIN.into(), "victim".into()), ("k".into(), "v".into())],
+            user_properties: vec![
+                (ORIGIN.into(), "victim".into()),
+                ("k".into(), "v".into()),
+                (crate::confirm::PROPERTY.into(), "7".into()),
+                ("$kumo/other".into(), "x".into()),
+            ],
             ..Default::default()
         });
         sanitize(&mut props);
         assert_eq!(take_origin(&mut props), None);
+        assert_eq!(
+            props.unwrap().user_properties,
+            vec![("k".into(), "v".into()), ("$kumo/other".into(), "x".into())]
+        );
     }
 
     #[test]

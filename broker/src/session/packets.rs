@@ -303,7 +303,9 @@ impl Session {
     }
 
     /// When the first held answer stops waiting for its confirmation (none
-    /// when none waits).
+    /// when none waits). Not simply the first waiting entry's: a later
+    /// control publish may be routed (and get its deadline) before an earlier
+    /// reading its gate still holds.
     pub(super) fn confirm_deadline(&self) -> Option<Instant> {
         self.held
             .as_ref()?
@@ -337,8 +339,7 @@ impl Session {
             metrics
                 .confirm_timeouts
                 .fetch_add(given_up.len() as u64, Relaxed);
-            tracing::warn!(client_id = %self.client_id, publishes = given_up.len(),
-                "no service acknowledged these publishes in time; acknowledging them anyway");
+            self.node.confirms.gave_up(&self.client_id, given_up.len());
             self.node.confirms.forget(given_up);
         }
         self.release_held().await
