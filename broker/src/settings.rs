@@ -99,7 +99,9 @@ pub struct Settings {
     /// node's memory pays is several times the counted bytes (each entry's
     /// publish, properties and bookkeeping), for every filter, once its log
     /// has filled: with 32 a 19,000-device node grew for the whole soak
-    /// hour (BENCHMARKS.md, "Soak"); default 32.
+    /// hour, with 8 it levels off after ~12 minutes, and a 250,000-device
+    /// fleet run with 8 lost no reading to an overrun (BENCHMARKS.md, "Soak"
+    /// and "Fleet", run 23); 4 is too tight for meter reports; default 8.
     pub router_log_mib: usize,
     /// TLS sessions remembered for resumption; default 65,536.
     pub tls_session_cache: usize,
@@ -149,7 +151,7 @@ impl Default for Settings {
             confirm_timeout_secs: 30,
             service_send_buffer: 0,
             ingress_threads: 2,
-            router_log_mib: 32,
+            router_log_mib: 8,
             tls_session_cache: 65_536,
             session_ticket_key_file: None,
             shutdown_grace_ms: 3_000,
