@@ -122,6 +122,13 @@ impl Default for EnergySettings {
     }
 }
 
+impl EnergySettings {
+    /// `max_sample_gap_secs` as a duration (validated to 1..=1,800 s).
+    pub fn max_gap(&self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.max_sample_gap_secs).unwrap_or(i64::MAX))
+    }
+}
+
 /// `[bridge.homes]`: homes and their members.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

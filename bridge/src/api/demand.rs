@@ -142,12 +142,9 @@ pub async fn event_results(
     agg: Aggregator,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let max_gap = time::Duration::seconds(
-        i64::try_from(state.energy.max_sample_gap_secs).unwrap_or(i64::MAX),
-    );
     let viewer = crate::demand::results::Viewer::Aggregator(&agg.id);
     Ok(Json(
-        crate::demand::results::of_event(&state.pool, viewer, &id, max_gap).await?,
+        crate::demand::results::of_event(&state.pool, viewer, &id, state.energy.max_gap()).await?,
     ))
 }
 
@@ -160,15 +157,13 @@ pub async fn my_event_results(
     Path((program, event)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     caller.require(BASIC_READ)?;
-    let max_gap = time::Duration::seconds(
-        i64::try_from(state.energy.max_sample_gap_secs).unwrap_or(i64::MAX),
-    );
     let viewer = crate::demand::results::Viewer::User {
         user: &caller.user_id,
         program: &program,
     };
     Ok(Json(
-        crate::demand::results::of_event(&state.pool, viewer, &event, max_gap).await?,
+        crate::demand::results::of_event(&state.pool, viewer, &event, state.energy.max_gap())
+            .await?,
     ))
 }
 

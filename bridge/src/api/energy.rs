@@ -112,8 +112,7 @@ pub async fn energy(
         Some("csv") => true,
         Some(_) => return Err(ApiError::bad_request("format must be json or csv")),
     };
-    let max_gap = Duration::seconds(state.energy.max_sample_gap_secs as i64);
-    let q = parse_query(&params, max_gap)?;
+    let q = parse_query(&params, state.energy.max_gap())?;
     let (grid, slots) = energy::history(&state.pool, &caller.user_id, &device, &q).await?;
     if csv {
         return Ok(render_csv(&slots, &q).into_response());
