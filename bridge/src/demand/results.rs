@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime, UtcOffset};
 
 use super::baseline::{high_4_of_5, Day, LOOKBACK_DAYS};
 use super::DemandError;
-use crate::energy::{self, slots::Grid, Query, Step};
+use crate::energy::{self, slots::Grid, Step};
 use crate::json::rfc3339;
 
 /// One home of an event, as results need it.
@@ -188,24 +188,23 @@ pub async fn of_event(
     Ok(results)
 }
 
-/// What a home's meter is read for: the event's half hours on its clock, and
-/// the query covering them and the days before.
-fn meter_query(
-    h: &Home,
-    start: OffsetDateTime,
-    end: OffsetDateTime,
-    max_gap: Duration,
-) -> Option<(Grid, Query)> {
+/// What a home's meter is read for: the event's half hours on its clock
+/// (the first grid), and the same half hours on each of the
+/// [`LOOKBACK_DAYS`] days before (grid `k`: `k` days before).
+fn meter_grids(h: &Home, start: OffsetDateTime, end: OffsetDateTime) -> Option<Vec<Grid>> {
     let window = Grid::covering(start, end, Step::HalfHour.duration(), h.offset)?;
-    let q = Query {
-        from: window.start - Duration::days(LOOKBACK_DAYS),
-        to: window.end(),
-        step: Step::HalfHour,
-        offset: h.offset,
-        max_gap,
-    };
-    Some((window, q))
+    Some(
+        (0..=LOOKBACK_DAYS)
+            .map(|k| Grid {
+                start: window.start - Duration::days(k),
+                ..window
+            })
+            .collect(),
+    )
 }
+
+/// Energy bought per half hour of each of a home's grids ([`meter_grids`]).
+type Bought = Result<Vec<Vec<Option<energy::Energy>>>, energy::EnergyError>;
 
 /// [`measure`] for a chunk of homes, their meters read in one go.
 #[allow(clippy::type_complexity)]
@@ -217,20 +216,17 @@ async fn measure_chunk(
     others: &[OffsetDateTime],
     max_gap: Duration,
 ) -> Result<Vec<(Value, Option<Vec<(OffsetDateTime, f64, f64)>>)>, DemandError> {
-    let queries: Vec<_> = homes
-        .iter()
-        .map(|h| meter_query(h, start, end, max_gap))
-        .collect();
+    let grids: Vec<_> = homes.iter().map(|h| meter_grids(h, start, end)).collect();
     let asks: Vec<_> = homes
         .iter()
-        .zip(&queries)
-        .filter_map(|(h, q)| Some((h.user.clone(), h.meter.clone()?, q.as_ref()?.1)))
+        .zip(&grids)
+        .filter_map(|(h, g)| Some((h.user.clone(), h.meter.clone()?, g.clone()?)))
         .collect();
-    let mut read = energy::history_many(pool, &asks).await?.into_iter();
+    let mut read = energy::bought_many(pool, &asks, max_gap).await?.into_iter();
     let mut out = Vec::with_capacity(homes.len());
-    for (h, q) in homes.iter().zip(queries) {
-        let history = match (&h.meter, q) {
-            (Some(_), Some((window, _))) => read.next().map(|r| (window, r)),
+    for (h, g) in homes.iter().zip(grids) {
+        let history = match (&h.meter, g) {
+            (Some(_), Some(g)) => read.next().map(|r| (g[0], r)),
             _ => None,
         };
         out.push(measure(h, history, others));
@@ -244,7 +240,7 @@ async fn measure_chunk(
 #[allow(clippy::type_complexity)]
 fn measure(
     h: &Home,
-    history: Option<(Grid, Result<(Grid, Vec<energy::Slot>), energy::EnergyError>)>,
+    history: Option<(Grid, Bought)>,
     others: &[OffsetDateTime],
 ) -> (Value, Option<Vec<(OffsetDateTime, f64, f64)>>) {
     let mut home = json!({
@@ -259,26 +255,26 @@ fn measure(
     let Some((window, read)) = history else {
         return (home, None);
     };
-    let history = match read {
-        Ok((_, slots)) => slots,
+    let bought = match read {
+        Ok(bought) => bought,
         Err(e) => {
             home["note"] = json!(format!("the meter cannot be read: {e}"));
             return (home, None);
         }
     };
-    let kwh: HashMap<i128, Option<f64>> = history
-        .iter()
-        .map(|s| (s.start.unix_timestamp_nanos(), s.bought.map(|e| e.kwh())))
-        .collect();
-    let at = |t: OffsetDateTime| kwh.get(&t.unix_timestamp_nanos()).copied().flatten();
+    // Day `k` before the event, half hour `i` of the window.
+    let at = |k: usize, i: usize| {
+        bought
+            .get(k)
+            .and_then(|d| d.get(i).copied().flatten())
+            .map(|e| e.kwh())
+    };
     let local_day = |t: OffsetDateTime| t.to_offset(h.offset).date();
     let event_day = local_day(window.start);
     let days: Vec<Day> = (1..=LOOKBACK_DAYS)
         .map(|k| Day {
             date: event_day - Duration::days(k),
-            kwh: (0..window.len)
-                .map(|i| at(window.slot_start(i) - Duration::days(k)))
-                .collect(),
+            kwh: (0..window.len).map(|i| at(k as usize, i)).collect(),
         })
         .collect();
     let excluded: Vec<_> = others.iter().map(|t| local_day(*t)).collect();
@@ -293,7 +289,7 @@ fn measure(
     for i in 0..window.len {
         let t = window.slot_start(i);
         let b = baseline.as_ref().map(|b| b.kwh[i]);
-        let a = at(t);
+        let a = at(0, i);
         if let (Some(b), Some(a)) = (b, a) {
             complete.push((t, b, a));
         }

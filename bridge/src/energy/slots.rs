@@ -131,6 +131,28 @@ pub fn energy_per_slot(
         .collect()
 }
 
+/// [`energy_per_slot`] for the slots of `grid` alone, from a counter's
+/// samples (oldest first) over any longer time: the same answer as those
+/// slots of a larger grid aligned alike, computed from the same samples,
+/// but reading only the samples around `grid`. Demand-response results
+/// need an event's half hours on each of 30 days, not a month of slots.
+pub fn energy_within(
+    grid: &Grid,
+    samples: &[CounterSample],
+    max_gap: Duration,
+) -> Vec<Option<Energy>> {
+    // A pair of samples touches the grid's slots only if it ends after the
+    // grid's start and begins before its end: the last sample at or before
+    // the start and the first at or after the end bound all such pairs, and
+    // the pairs outside them (and the uncovered time before the first and
+    // after the last sample) fall in slots outside the grid.
+    let from = samples
+        .partition_point(|s| s.at <= grid.start)
+        .saturating_sub(1);
+    let to = (samples.partition_point(|s| s.at < grid.end()) + 1).min(samples.len());
+    energy_per_slot(grid, &samples[from..to.max(from)], max_gap)
+}
+
 /// The energy counted from `p` to `q`, if the pair is usable.
 fn usable_energy(
     grid: &Grid,

@@ -297,3 +297,56 @@ fn the_peak_is_the_largest_value_in_each_slot() {
         [Some(1_200.0), None, Some(-800.0)]
     );
 }
+
+mod within {
+    use kumo_testkit::fuzz::config;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Samples from steps of (minutes since the previous, counts added,
+    /// whether the scale changes): gaps, resets (large jumps), wrap-arounds
+    /// and scale changes all occur.
+    fn samples() -> impl Strategy<Value = Vec<CounterSample>> {
+        prop::collection::vec((1i64..90, 0u64..3_000, prop::bool::weighted(0.05)), 0..80).prop_map(
+            |steps| {
+                let other = Scale {
+                    coefficient: 1,
+                    unit: 0x02,
+                    digits: Some(6),
+                };
+                let (mut minute, mut count, mut scale) = (-120, 999_000, tenth_kwh());
+                let mut out = Vec::new();
+                for (gap, add, switch) in steps {
+                    minute += gap;
+                    count = (count + add) % 1_000_000;
+                    if switch {
+                        scale = if scale == other { tenth_kwh() } else { other };
+                    }
+                    out.push(sample(minute, count, scale));
+                }
+                out
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(config(2_000))]
+
+        /// The slots of a small grid, alone, are those slots of a big one.
+        #[test]
+        fn a_grid_alone_gives_its_slots_of_a_larger_grid(
+            samples in samples(),
+            first in 0usize..96,
+            len in 1usize..96,
+            gap in prop::sample::select(vec![5i64, 10, 45]),
+        ) {
+            let max_gap = Duration::minutes(gap);
+            let big = half_hours(96);
+            let len = len.min(96 - first);
+            let small = Grid { start: big.slot_start(first), len, ..big };
+            let whole = energy_per_slot(&big, &samples, max_gap);
+            prop_assert_eq!(energy_within(&small, &samples, max_gap), whole[first..first + len].to_vec());
+        }
+    }
+}
