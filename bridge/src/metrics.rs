@@ -176,11 +176,63 @@ fn render_mqtt(mqtt: &crate::mqtt::MqttStatus, out: &mut String) {
             "Established connections to broker nodes that failed (keepalive, reset, node gone).",
             &mqtt.connections_lost,
         ),
+        (
+            "kumo_bridge_reports_stored_total",
+            "Device reports (state, presence, acks, meter properties) committed.",
+            &mqtt.reports_stored,
+        ),
+        (
+            "kumo_bridge_report_batches_total",
+            "Transactions that committed device reports.",
+            &mqtt.report_batches,
+        ),
     ] {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
             v.load(Relaxed)
         );
+    }
+    let secs = mqtt.report_batch_micros.load(Relaxed) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "# HELP kumo_bridge_report_batch_seconds_total Time spent committing device reports.\n\
+         # TYPE kumo_bridge_report_batch_seconds_total counter\n\
+         kumo_bridge_report_batch_seconds_total {secs}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP kumo_bridge_mqtt_unacknowledged QoS 1 messages received from nodes and not yet \
+         acknowledged (waiting for the database).\n\
+         # TYPE kumo_bridge_mqtt_unacknowledged gauge\n\
+         kumo_bridge_mqtt_unacknowledged {}",
+        mqtt.unacknowledged.load(Relaxed)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+
+    #[test]
+    fn report_and_acknowledgement_figures_are_rendered() {
+        let mqtt = crate::mqtt::MqttStatus::new(&["localhost:1883".to_string()]);
+        mqtt.reports_stored.store(300, Relaxed);
+        mqtt.report_batches.store(2, Relaxed);
+        mqtt.report_batch_micros.store(1_500_000, Relaxed);
+        mqtt.unacknowledged.store(7, Relaxed);
+        let mut out = String::new();
+        render_mqtt(&mqtt, &mut out);
+        for line in [
+            "kumo_bridge_reports_stored_total 300",
+            "kumo_bridge_report_batches_total 2",
+            "kumo_bridge_report_batch_seconds_total 1.5",
+            "kumo_bridge_mqtt_unacknowledged 7",
+            "# TYPE kumo_bridge_mqtt_unacknowledged gauge",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
     }
 }

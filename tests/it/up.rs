@@ -249,6 +249,14 @@ fn admin_commands_use_the_database_of_a_running_up_and_the_api_serves_the_result
     let (status, text) = http_get(&metrics, "/metrics", "");
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("kumo_bridge_devices_online 0"), "{text}");
+    assert!(
+        text.contains("\nkumo_bridge_mqtt_unacknowledged "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nkumo_bridge_reports_stored_total "),
+        "{text}"
+    );
     assert_eq!(http_get(&bridge, "/metrics", "").0, 404);
     let created = kumo_ok(&data, &["users", "create", "--nickname", "ayaka"]);
     let user = created

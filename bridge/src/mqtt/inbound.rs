@@ -76,6 +76,7 @@ impl Inbound {
             ack_rx,
             client,
             generation.clone(),
+            ctx.status.clone(),
             done.clone(),
         ))];
         let mut inbound = Inbound {
@@ -135,7 +136,10 @@ impl Inbound {
                 waits,
                 generation,
             };
-            let _ = self.acks.send(pending).await;
+            self.status.unacknowledged.fetch_add(1, Relaxed);
+            if self.acks.send(pending).await.is_err() {
+                self.status.unacknowledged.fetch_sub(1, Relaxed);
+            }
         }
     }
 
@@ -257,6 +261,7 @@ async fn acknowledge(
     mut rx: mpsc::Receiver<Pending>,
     client: AsyncClient,
     generation: Arc<AtomicU64>,
+    status: Arc<MqttStatus>,
     done: CancellationToken,
 ) {
     while let Some(p) = rx.recv().await {
@@ -264,10 +269,16 @@ async fn acknowledge(
         for w in p.waits {
             durable &= w.await.is_ok();
         }
+        status.unacknowledged.fetch_sub(1, Relaxed);
         let current = p.generation == generation.load(Relaxed);
         if durable && current && client.ack(&p.publish).await.is_err() {
             break;
         }
+    }
+    // Whatever is left stays unacknowledged in the node's session.
+    rx.close();
+    while rx.try_recv().is_ok() {
+        status.unacknowledged.fetch_sub(1, Relaxed);
     }
     done.cancel();
 }

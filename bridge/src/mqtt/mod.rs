@@ -120,10 +120,18 @@ pub struct MqttStatus {
     pub commands_sent: AtomicU64,
     /// Established connections to a node (either lane) that failed.
     pub connections_lost: AtomicU64,
+    /// Device reports (state, presence, acks, meter properties) committed.
+    pub reports_stored: AtomicU64,
+    /// Transactions that committed them, and the microseconds they took.
+    pub report_batches: AtomicU64,
+    pub report_batch_micros: AtomicU64,
+    /// QoS 1 messages received and not yet acknowledged to their node
+    /// (waiting for the database), over all nodes and lanes.
+    pub unacknowledged: AtomicU64,
 }
 
 impl MqttStatus {
-    fn new(addrs: &[String]) -> Self {
+    pub(crate) fn new(addrs: &[String]) -> Self {
         Self {
             nodes: addrs
                 .iter()
@@ -137,6 +145,10 @@ impl MqttStatus {
             malformed: AtomicU64::new(0),
             commands_sent: AtomicU64::new(0),
             connections_lost: AtomicU64::new(0),
+            reports_stored: AtomicU64::new(0),
+            report_batches: AtomicU64::new(0),
+            report_batch_micros: AtomicU64::new(0),
+            unacknowledged: AtomicU64::new(0),
         }
     }
 

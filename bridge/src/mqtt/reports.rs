@@ -18,6 +18,7 @@
 //! node delivers it again. This module must not decide command states itself:
 //! acks go through [`CommandLog`].
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -184,10 +185,12 @@ impl Shard {
     /// message if the batch fails.
     async fn apply_batch(&self, batch: &mut Vec<Job>) {
         let items: Vec<(usize, &Report)> = batch.iter().map(|(n, c, _)| (*n, c)).collect();
+        let started = std::time::Instant::now();
         let outcome = self.apply_all(&items).await;
         drop(items);
         match outcome {
             Ok(effects) => {
+                self.stored(batch.len(), started);
                 self.announce(effects).await;
                 for (_, _, done) in batch.drain(..) {
                     let _ = done.send(());
@@ -197,8 +200,10 @@ impl Shard {
                 tracing::warn!(error = ?e, reports = batch.len(),
                     "storing a batch of device reports failed; retrying them one by one");
                 for (node, control, done) in batch.drain(..) {
+                    let started = std::time::Instant::now();
                     match self.apply_all(&[(node, &control)]).await {
                         Ok(effects) => {
+                            self.stored(1, started);
                             self.announce(effects).await;
                             let _ = done.send(());
                         }
@@ -213,6 +218,16 @@ impl Shard {
                 batch.clear();
             }
         }
+    }
+
+    /// Counts `reports` committed in one go that began at `started`.
+    fn stored(&self, reports: usize, started: std::time::Instant) {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.status
+            .reports_stored
+            .fetch_add(reports as u64, Relaxed);
+        self.status.report_batches.fetch_add(1, Relaxed);
+        self.status.report_batch_micros.fetch_add(micros, Relaxed);
     }
 
     /// Applies `items` in order in one transaction. A single message needs
