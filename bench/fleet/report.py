@@ -416,6 +416,26 @@ if r0 and h0 and h1:
       + f"~{CORES * 1000 / sum(per.values()):,.0f} devices/s with nothing else running.\n")
     rss = {g: at(ks, h1[0], f"rss_kib_{g}") for g in GROUPS}
     p("RSS at the end of the hold: " + ", ".join(f"{g} {v / 1024:,.0f} MiB" for g, v in rss.items() if v) + "\n")
+    if ks and "bridge_mqtt_unacknowledged" in ks[0]:
+        # The bridge's control path: device reports (state, presence, acks)
+        # committed, and QoS 1 messages it has not acknowledged yet — which
+        # the nodes' end-to-end acknowledgement waits for.
+        p("The bridge's device reports and acknowledgements per period (from its /metrics every "
+          "ONLINE_SAMPLE_SECS; confirmation timeouts: the nodes' `kumo_broker_confirm_timeouts_total`):\n")
+        p("| period | reports stored per s | commit time per transaction | most QoS 1 messages unacknowledged "
+          "| confirmation timeouts |\n|---|---|---|---|---|")
+        for name, a, b in periods:
+            def diff(col):
+                x, y = at(ks, a, col), at(ks, b, col)
+                return None if x is None or y is None else y - x
+            stored, batches, secs = (diff("bridge_reports_stored_total"), diff("bridge_report_batches_total"),
+                                     diff("bridge_report_batch_seconds_total"))
+            unacked = [num(r.get("bridge_mqtt_unacknowledged")) for r in ks if a <= float(r["unix_s"]) < b]
+            unacked = [u for u in unacked if u is not None]
+            p(f"| {name} | {fmt(None if stored is None else stored / max(b - a, 1e-9))} "
+              f"| {fmt(None if not batches else 1000 * secs / batches, '{:.0f} ms')} "
+              f"| {fmt(max(unacked) if unacked else None)} | {fmt(diff('confirm_timeouts'))} |")
+        p("")
 
 try:
     pg = [l for l in open(f"{WORK}/pg-tables.txt") if l.strip()]

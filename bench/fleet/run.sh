@@ -300,6 +300,7 @@ sql "INSERT INTO appliances (id, user_id, device_id, type, nickname, image, mode
      FROM appliances a, devices d
      WHERE a.id = '$first' AND d.user_id = '$user' AND d.id <> a.device_id"
 echo "$DB_URL" >"$WORK/db_url"
+echo "$BRIDGE_METRICS_PORT" >"$WORK/bridge_metrics_port"
 
 # start_tap NAME: counts the readings every node accepts (published, as the
 # cloud saw them), through one subscriber per node.
@@ -388,7 +389,7 @@ if [[ $MOSQUITTO == 1 ]]; then
   log "mosquitto: starting $NODES processes"
   start_mosquitto_nodes
   : >"$WORK/groups.txt"
-  rm -f "$WORK/db_url"
+  rm -f "$WORK/db_url" "$WORK/bridge_metrics_port"
   mv "$WORK/sim.err" "$WORK/kumo-sim.err"
   start_tap mosquitto
   start_sampler mosquitto

@@ -17,7 +17,12 @@ Reads, every period:
 - WORK/sim.err: the simulator's last progress line (connected, failed, drops).
 - /proc/stat: CPU time of the whole machine (so other jobs show up);
 - the database (WORK/db_url): devices `online` every period, rows in
-  `readings` every DB_EVERY_S.
+  `readings` every DB_EVERY_S;
+- the nodes' confirmation timeouts (`kumo_broker_confirm_timeouts_total`, summed;
+  a killed node's count leaves the sum with it)
+  and, with the online count's period, the bridge's report and acknowledgement
+  figures from its /metrics (port in WORK/bridge_metrics_port): reports stored,
+  their transactions and time, QoS 1 messages not yet acknowledged.
 
 Columns are cumulative where that is natural (CPU seconds, counters); the
 report turns them into rates. Stops when WORK/sample.stop exists.
@@ -80,12 +85,28 @@ def metrics(port):
         return None
     vals = {}
     for line in text.splitlines():
-        if line.startswith("kumo_broker_sessions_open ") or line.startswith(
-            "kumo_broker_connects_shed_total "
-        ):
+        if line.startswith(WANTED):
             k, v = line.split()[:2]
             vals[k] = float(v)
     return vals
+
+
+# Figures read from the nodes' and the bridge's /metrics (unlabelled lines).
+WANTED = (
+    "kumo_broker_sessions_open ",
+    "kumo_broker_connects_shed_total ",
+    "kumo_broker_confirm_timeouts_total ",
+    "kumo_bridge_reports_stored_total ",
+    "kumo_bridge_report_batches_total ",
+    "kumo_bridge_report_batch_seconds_total ",
+    "kumo_bridge_mqtt_unacknowledged ",
+)
+BRIDGE = [
+    "kumo_bridge_reports_stored_total",
+    "kumo_bridge_report_batches_total",
+    "kumo_bridge_report_batch_seconds_total",
+    "kumo_bridge_mqtt_unacknowledged",
+]
 
 
 def open_fds(pid):
@@ -150,6 +171,10 @@ def main():
     header += ["cpu_nodes", "rss_kib_nodes"]
     header += [f"cpu_{g}" for g in groups] + [f"rss_kib_{g}" for g in groups] + ["cpu_machine"]
     header += ["sim_connected", "sim_failed", "sim_drops", "readings_rows", "online_rows"]
+    # The bridge's /metrics counts devices online in the database (a scan):
+    # read with the online count's period, not every second.
+    bridge_port = read(f"{work}/bridge_metrics_port").strip()
+    header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
     last_db = last_online = 0.0
     with open(out_path, "w") as out:
         out.write(",".join(header) + "\n")
@@ -159,7 +184,7 @@ def main():
             children = {}
             for pid, (_, _, ppid) in procs.items():
                 children.setdefault(ppid, []).append(pid)
-            sessions, rss, shed = [], [], 0.0
+            sessions, rss, shed, timeouts = [], [], 0.0, 0.0
             cpu_nodes = rss_nodes = 0.0
             for name, pid, port, http in nodes:
                 st = procs.get(int(pid))
@@ -177,6 +202,7 @@ def main():
                     m = metrics(http)
                     sessions.append(None if m is None else int(m.get("kumo_broker_sessions_open", 0)))
                     shed += (m or {}).get("kumo_broker_connects_shed_total", 0)
+                    timeouts += (m or {}).get("kumo_broker_confirm_timeouts_total", 0)
             members = {g: set() for g in groups}
             # The private PostgreSQL is a child of `kumo up`: its own group.
             data_dir = f"{work}/data"
@@ -212,6 +238,8 @@ def main():
             row += [f"{cpu[g]:.2f}" for g in groups] + [f"{mem[g]:.0f}" for g in groups]
             row += [f"{machine_busy():.2f}"]
             row += list(sim_progress(work)) + list(db)
+            b = (metrics(bridge_port) if bridge_port and with_online else None) or {}
+            row += [f"{timeouts:.0f}"] + [f"{b[k]:g}" if k in b else "" for k in BRIDGE]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))
