@@ -81,6 +81,20 @@ bench_traps() {
   trap 'exit 130' INT TERM
 }
 
+# bench_lock FILE NAME: with FILE set, waits until it is absent, then holds it
+# (its content: NAME) until the script exits — a machine-wide "heavy run in
+# progress" flag that benchmarks sharing a machine respect. Installs the
+# traps of bench_traps, which also remove the lock. Without FILE, just the traps.
+BENCH_LOCK_HELD=
+bench_lock() {
+  trap 'bench_cleanup; [[ -n $BENCH_LOCK_HELD ]] && rm -f "$BENCH_LOCK_HELD"; true' EXIT
+  trap 'exit 130' INT TERM
+  [[ -n ${1:-} ]] || return 0
+  while [[ -e $1 ]]; do log "waiting for $1 ($(cat "$1" 2>/dev/null))"; sleep 30; done
+  echo "$2" >"$1"
+  BENCH_LOCK_HELD=$1
+}
+
 # The simulator's last progress line's counter NAME (connected, drops, failed) from FILE.
 sim_field() { { tail -c 4096 "$2" 2>/dev/null | grep -o "$1 [0-9]*" | tail -n 1 | tr -dc 0-9; } || true; }
 

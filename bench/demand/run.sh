@@ -86,19 +86,7 @@ URL=http://127.0.0.1:$BRIDGE_PORT
 mkdir -p "$WORK"
 chmod o+x "$WORK"   # the private PostgreSQL runs as user postgres when we are root
 
-LOCKED=
-cleanup() {
-  bench_cleanup
-  [[ -n $LOCKED ]] && rm -f "$LOCK_FILE"
-  return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-if [[ -n $LOCK_FILE ]]; then
-  while [[ -e $LOCK_FILE ]]; do log "waiting for $LOCK_FILE ($(cat "$LOCK_FILE" 2>/dev/null))"; sleep 30; done
-  echo "$LOCK_NAME" >"$LOCK_FILE"
-  LOCKED=1
-fi
+bench_lock "$LOCK_FILE" "$LOCK_NAME"
 
 export KUMO__DATA_DIR=$WORK/data KUMO__LOG__FILTER=warn RUST_LOG=warn
 export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}   # as bench/fleet: many processes, 2 cores

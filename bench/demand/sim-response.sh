@@ -76,19 +76,7 @@ URL=http://127.0.0.1:$BRIDGE_PORT
 mkdir -p "$WORK"
 chmod o+x "$WORK"   # the private PostgreSQL runs as user postgres when we are root
 
-LOCKED=
-cleanup() {
-  bench_cleanup
-  [[ -n $LOCKED ]] && rm -f "$LOCK_FILE"
-  return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-if [[ -n $LOCK_FILE ]]; then
-  while [[ -e $LOCK_FILE ]]; do log "waiting for $LOCK_FILE ($(cat "$LOCK_FILE" 2>/dev/null))"; sleep 30; done
-  echo "bench/demand/sim-response" >"$LOCK_FILE"
-  LOCKED=1
-fi
+bench_lock "$LOCK_FILE" bench/demand/sim-response
 
 # ------------------------------------------------------------------ the plan
 # The half hour ends at S_END (a whole minute) = 20:00 on the homes' clock.
