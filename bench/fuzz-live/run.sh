@@ -40,6 +40,7 @@ FUZZ_RATE=${FUZZ_RATE:-5000}    # packets per second over all fuzzing connection
 FUZZ_CONNECTIONS=${FUZZ_CONNECTIONS:-8}
 FUZZ_MUTATE=${FUZZ_MUTATE:-0.02} # share of packets mutated
 FUZZ_SEED=${FUZZ_SEED:-1}
+FUZZ=${FUZZ:-1}                  # 0 = a control run: the same phases and honest traffic, no fuzzer
 BASE_PORT=${BASE_PORT:-29800}   # node MQTT; +1 its metrics, +2 bridge REST, +3 provisioning
 WORK=${WORK:-$(mktemp -d /tmp/kumo-fuzz-live.XXXXXX)}
 
@@ -152,7 +153,7 @@ phase() {  # phase NAME SECS [fuzz]
   drops0=$(sim_field drops)
   metrics >"$WORK/metrics-$name-start.txt"
   log "phase $name: $secs s"
-  if [[ ${3:-} == fuzz ]]; then
+  if [[ ${3:-} == fuzz && $FUZZ == 1 ]]; then
     "$BENCH" fuzz --addr "127.0.0.1:$NODE_PORT" --pki "$PKI" --connections "$FUZZ_CONNECTIONS" \
       --packets "$FUZZ_PACKETS" --duration "$secs" --rate "$FUZZ_RATE" --mutate "$FUZZ_MUTATE" \
       --seed "$FUZZ_SEED" >"$WORK/fuzz.json" 2>"$WORK/fuzz.err" &
