@@ -5,10 +5,13 @@
 //! `LinkTx::send`, so no tokio worker ever blocks; the single device-bound link
 //! (`devices/+/commands`, `devices/+/cert/response/#`) whose messages are
 //! demultiplexed to device sessions through the
-//! [`Registry`]; a catch-all sink filter (rumqttd disconnects a link that publishes
-//! to a topic no filter matches); the `kumo/ownership/#` link that keeps the
-//! node's [`Ownership`] map current; and on-demand links for service and
-//! integration sessions. No per-device link or filter ever exists in the router.
+//! [`Registry`]; the `kumo/ownership/#` link that keeps the node's [`Ownership`]
+//! map current; and on-demand links for service and integration sessions. No
+//! per-device link or filter ever exists in the router, and no catch-all one:
+//! a filter's log holds up to `broker.router_log_mib` of what it matched, so a
+//! `#` filter nobody reads would keep a copy of all traffic for nothing. A
+//! publish no filter matches is dropped by the router and the link stays open
+//! (test `a_publish_no_filter_matches_leaves_the_ingress_open`).
 //! Every application message passes [`Fabric::publish`], which keeps retained
 //! messages in the node's [`RetainedStore`] and stamps what the router would
 //! forget (see [`crate::message`]).
@@ -103,10 +106,6 @@ impl Fabric {
                     .map_err(|e| BrokerError::Router(format!("spawning an ingress thread: {e}")))?;
                 senders.push(send);
             }
-            // The sink never reads: the router parks it once its queue is full, and
-            // its handles can go (the router ignores a link whose receiver is gone).
-            let (mut sink_tx, _) = factory(&format!("kumo-{node}-sink"))?;
-            sink_tx.subscribe("#")?;
             let (mut cmd_tx, cmd_rx) = factory(&format!("kumo-{node}-commands"))?;
             for filter in DEVICE_BOUND_FILTERS {
                 cmd_tx.subscribe(filter)?;
@@ -296,4 +295,70 @@ async fn follow_ownership(
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use rumqttd::protocol::{Publish, QoS};
+
+    use super::*;
+
+    fn message(topic: &'static str) -> Message {
+        let mut m = Message::from_node(Publish::new(topic, "x", false));
+        m.qos = QoS::AtMostOnce;
+        m
+    }
+
+    /// The node has no catch-all filter: a device publish nobody subscribes to
+    /// (before the bridge's first subscription, or a topic no service reads)
+    /// must not close the ingress link the node's other publishes share.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publish_no_filter_matches_leaves_the_ingress_open() {
+        let shutdown = CancellationToken::new();
+        let fabric = Fabric::start(
+            "t",
+            1,
+            1,
+            Arc::default(),
+            Arc::default(),
+            Arc::default(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let (mut tx, mut rx) = fabric.open_link("reader".into()).await.unwrap();
+        tokio::task::spawn_blocking(move || {
+            tx.subscribe("devices/+/sensors")
+                .map(|_| tx)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        // The subscription is in place before anything is published.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(rx.next().await.unwrap(), Some(Notification::DeviceAck(_))) {}
+        })
+        .await
+        .expect("SUBACK");
+        for topic in ["devices/a/nobody", "devices/a/sensors"] {
+            assert!(fabric.publish("a", message(topic), None).await, "{topic}");
+        }
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.next().await.unwrap() {
+                    Some(Notification::Forward(f)) => return f.publish.topic,
+                    Some(Notification::Unschedule) => rx.wake().await.unwrap(),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the publish after the unmatched one is delivered");
+        assert_eq!(&got[..], b"devices/a/sensors");
+        shutdown.cancel();
+    }
 }
