@@ -170,9 +170,11 @@ pub async fn history_many(
 /// Energy bought in each slot of several grids per meter, for several
 /// `(user, meter, grids)` at once: each grid's slots as [`history`] would
 /// give them (the same gaps and ownership rule), computed from only the
-/// samples around each grid. Demand-response results need an event's half
-/// hours on each of 30 days, not a month of slots per home. The grids of an
-/// ask must lie within [`MAX_SPAN`]; each answer in order, with its own error.
+/// samples around each grid, and only those are read
+/// ([`slots::read_window`]). Demand-response results need an event's half
+/// hours on each of 30 days, not a month of readings per home. The grids of
+/// an ask must lie within [`MAX_SPAN`]; each answer in order, with its own
+/// error.
 pub async fn bought_many(
     pool: &Pool,
     asks: &[(String, String, Vec<Grid>)],
@@ -196,11 +198,15 @@ pub async fn bought_many(
         .map(|s| s.as_ref().map_or(OffsetDateTime::UNIX_EPOCH, |s| s.0) - max_gap)
         .collect();
     let access = store::access_many(pool, &pairs, &lookbacks).await?;
+    // One range per grid, none before the ownership began.
     let mut ranges = Vec::new();
     for ((a, span), acc) in asks.iter().zip(&spans).zip(&access) {
-        if let (Ok((_, to)), Some(acc)) = (span, acc) {
+        if let (Ok(_), Some(acc)) = (span, acc) {
             if acc.is_meter {
-                ranges.push((a.1.clone(), acc.since, *to + max_gap));
+                for g in &a.2 {
+                    let (lo, hi) = slots::read_window(g, max_gap);
+                    ranges.push((a.1.clone(), lo.max(acc.since), hi));
+                }
             }
         }
     }
@@ -211,13 +217,14 @@ pub async fn bought_many(
             (Err(e), _) => Err(e),
             (Ok(_), None) => Err(EnergyError::NotFound(a.1.clone())),
             (Ok(_), Some(acc)) if !acc.is_meter => Err(EnergyError::NotAMeter(a.1.clone())),
-            (Ok(_), Some(_)) => {
-                let s = samples.next().unwrap_or_default();
-                Ok(a.2
-                    .iter()
-                    .map(|g| slots::energy_within(g, &s.bought, max_gap))
-                    .collect())
-            }
+            (Ok(_), Some(_)) => Ok(a
+                .2
+                .iter()
+                .map(|g| {
+                    let s = samples.next().unwrap_or_default();
+                    slots::energy_within(g, &s.bought, max_gap)
+                })
+                .collect()),
         };
         out.push(answer);
     }

@@ -153,6 +153,15 @@ pub fn energy_within(
     energy_per_slot(grid, &samples[from..to.max(from)], max_gap)
 }
 
+/// The time whose counter samples decide `grid`'s slots: from `max_gap`
+/// before its start to `max_gap` after its end, both included. A pair that
+/// ends in the grid and starts further back, or starts in it and ends
+/// further on, spans more than `max_gap` across a boundary, so it is not
+/// usable and leaves the same slots gaps as having no sample there at all.
+pub fn read_window(grid: &Grid, max_gap: Duration) -> (OffsetDateTime, OffsetDateTime) {
+    (grid.start - max_gap, grid.end() + max_gap)
+}
+
 /// The energy counted from `p` to `q`, if the pair is usable.
 fn usable_energy(
     grid: &Grid,

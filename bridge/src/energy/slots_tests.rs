@@ -348,5 +348,24 @@ mod within {
             let whole = energy_per_slot(&big, &samples, max_gap);
             prop_assert_eq!(energy_within(&small, &samples, max_gap), whole[first..first + len].to_vec());
         }
+
+        /// A grid's slots need only the samples from `max_gap` before its
+        /// start to `max_gap` after its end: what the database is asked for
+        /// (`store::samples_many`, one range per grid).
+        #[test]
+        fn a_grid_needs_only_the_samples_within_max_gap_of_it(
+            samples in samples(),
+            first in 0usize..96,
+            len in 1usize..96,
+            gap in prop::sample::select(vec![5i64, 10, 45, 90]),
+        ) {
+            let max_gap = Duration::minutes(gap);
+            let big = half_hours(96);
+            let len = len.min(96 - first);
+            let grid = Grid { start: big.slot_start(first), len, ..big };
+            let (lo, hi) = read_window(&grid, max_gap);
+            let near: Vec<_> = samples.iter().copied().filter(|s| s.at >= lo && s.at <= hi).collect();
+            prop_assert_eq!(energy_within(&grid, &near, max_gap), energy_within(&grid, &samples, max_gap));
+        }
     }
 }

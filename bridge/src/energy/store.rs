@@ -99,8 +99,10 @@ pub async fn samples(
     Ok(many.into_iter().next().unwrap_or_default())
 }
 
-/// The readings of several meters, each `(device, from, to)` as [`samples`]
-/// reads one, in three round trips instead of two per meter; answers in order.
+/// The readings of several ranges, each `(device, from, to)` as [`samples`]
+/// reads one, in two round trips whatever their number; answers in order.
+/// A device may have several ranges (an event's half hours on many days):
+/// each is read and answered on its own.
 pub async fn samples_many(
     pool: &Pool,
     ranges: &[(String, OffsetDateTime, OffsetDateTime)],
@@ -108,12 +110,15 @@ pub async fn samples_many(
     let devices: Vec<&str> = ranges.iter().map(|r| r.0.as_str()).collect();
     let froms: Vec<OffsetDateTime> = ranges.iter().map(|r| r.1).collect();
     let tos: Vec<OffsetDateTime> = ranges.iter().map(|r| r.2).collect();
+    let mut distinct = devices.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
     let client = pool.get().await?;
     let log = client
         .query(
             "SELECT device_id, epc, val, at FROM meter_scale_log
              WHERE device_id = ANY($1) ORDER BY device_id, at, id",
-            &[&devices],
+            &[&distinct],
         )
         .await?;
     let mut logs: HashMap<&str, Vec<(i32, String, OffsetDateTime)>> = HashMap::new();
@@ -122,31 +127,39 @@ pub async fn samples_many(
             .or_default()
             .push((r.get(1), r.get(2), r.get(3)));
     }
+    let timelines: HashMap<&str, ScaleTimeline> = distinct
+        .iter()
+        .map(|d| {
+            let log = logs.remove(d).unwrap_or_default();
+            (*d, ScaleTimeline::from_log(log.into_iter()))
+        })
+        .collect();
     let rows = client
         .query(
-            "SELECT r.device_id, r.sensor, r.at, r.val
-             FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS w(device, lo, hi)
+            "SELECT w.i, r.sensor, r.at, r.val
+             FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+                  WITH ORDINALITY AS w(device, lo, hi, i)
              JOIN readings r ON r.device_id = w.device AND r.at >= w.lo AND r.at <= w.hi
              WHERE r.sensor IN ('energy', 'energy_sold', 'power')
-             ORDER BY r.device_id, r.sensor, r.at, r.val",
+             ORDER BY w.i, r.sensor, r.at, r.val",
             &[&devices, &froms, &tos],
         )
         .await?;
-    let mut readings: HashMap<&str, Vec<(&str, OffsetDateTime, f64)>> = HashMap::new();
+    let mut readings: Vec<Vec<(&str, OffsetDateTime, f64)>> = vec![Vec::new(); ranges.len()];
     for r in &rows {
-        readings
-            .entry(r.get(0))
-            .or_default()
-            .push((r.get(1), r.get(2), r.get(3)));
+        let i: i64 = r.get(0);
+        if let Some(range) = usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| readings.get_mut(i))
+        {
+            range.push((r.get(1), r.get(2), r.get(3)));
+        }
     }
+    let none = ScaleTimeline::default();
     Ok(devices
         .iter()
-        .map(|d| {
-            let log = logs.get(d).map(Vec::as_slice).unwrap_or_default();
-            let timeline = ScaleTimeline::from_log(log.iter().cloned());
-            let rows = readings.get(d).map(Vec::as_slice).unwrap_or_default();
-            build(&timeline, rows)
-        })
+        .zip(&readings)
+        .map(|(d, rows)| build(timelines.get(d).unwrap_or(&none), rows))
         .collect())
 }
 
