@@ -95,6 +95,20 @@ bench_lock() {
   BENCH_LOCK_HELD=$1
 }
 
+# bench_finish REPORT: the end of a run — the Python REPORT reads WORK (its
+# output also goes to WORK/results.md), WORK/data goes unless KEEP_DATA=1, and
+# the script exits with the report's status (non-zero: a goal was missed).
+bench_finish() {
+  local status
+  set +e
+  python3 "$1" "$WORK" | tee "$WORK/results.md"
+  status=${PIPESTATUS[0]}
+  set -e
+  [[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK/data"
+  log "done; load $(cut -d' ' -f1-3 /proc/loadavg); raw files in $WORK"
+  exit "$status"
+}
+
 # The simulator's last progress line's counter NAME (connected, drops, failed) from FILE.
 sim_field() { { tail -c 4096 "$2" 2>/dev/null | grep -o "$1 [0-9]*" | tail -n 1 | tr -dc 0-9; } || true; }
 

@@ -313,10 +313,4 @@ psql "$DB_URL" -X -c "SELECT calls, round(total_exec_time) AS total_ms,
 stop_pid "$SIM" INT
 stop_pid "$UP" TERM
 
-set +e
-python3 "$ROOT/bench/demand/report.py" "$WORK" | tee "$WORK/results.md"
-status=${PIPESTATUS[0]}
-set -e
-[[ $KEEP_DATA == 1 ]] || rm -rf "$WORK/data"
-log "done; load $(cut -d' ' -f1-3 /proc/loadavg); raw files in $WORK"
-exit "$status"
+bench_finish "$ROOT/bench/demand/report.py"

@@ -193,10 +193,4 @@ psql "$DB_URL" -X -q -v ON_ERROR_STOP=1 -c "\\copy (
 stop_pid "$SIM" INT
 stop_pid "$UP" TERM
 
-set +e
-python3 "$ROOT/bench/demand/sim_response.py" "$WORK" | tee "$WORK/results.md"
-status=${PIPESTATUS[0]}
-set -e
-[[ $KEEP_DATA == 1 ]] || rm -rf "$WORK/data"
-log "done; raw files in $WORK"
-exit "$status"
+bench_finish "$ROOT/bench/demand/sim_response.py"
