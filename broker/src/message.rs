@@ -73,6 +73,7 @@ impl Message {
     /// its packet id and `origin` in the reserved property.
     pub fn into_routed(self, origin: Option<&str>) -> (Publish, Option<PublishProperties>) {
         let mut properties = self.properties;
+        detach(&mut properties);
         if let Some(origin) = origin {
             properties
                 .get_or_insert_with(PublishProperties::default)
@@ -93,6 +94,31 @@ impl Message {
             crate::codec::publish(self.topic, self.payload, QoS::AtMostOnce, id, false, false);
         (publish, properties)
     }
+}
+
+/// Gives the correlation data its own allocation. A session decodes a
+/// PUBLISH in place, so its topic, payload and correlation data are slices of
+/// the buffer the packet arrived in — for a client that sent a large packet,
+/// a buffer of a hundred kilobytes or more. A message that outlives its
+/// packet (in the router's logs, the retained store) must not keep that
+/// buffer alive: the router gets a fresh topic and payload
+/// ([`crate::codec::publish`]), the retained store copies them, and this
+/// copies the one property held as such a slice.
+pub fn detach(properties: &mut Option<PublishProperties>) {
+    if let Some(c) = properties
+        .as_mut()
+        .and_then(|p| p.correlation_data.as_mut())
+    {
+        *c = Bytes::copy_from_slice(c);
+    }
+}
+
+/// Whether `part` lies inside `buffer`'s bytes (tests of [`detach`] and the
+/// retained store's copies).
+#[cfg(test)]
+pub(crate) fn shares(part: &[u8], buffer: &[u8]) -> bool {
+    let range = buffer.as_ptr_range();
+    range.contains(&part.as_ptr())
 }
 
 /// Removes what a client may not set: the node's reserved user properties
@@ -232,6 +258,31 @@ mod tests {
             props.unwrap().user_properties,
             vec![("k".into(), "v".into()), ("$kumo/other".into(), "x".into())]
         );
+    }
+
+    #[test]
+    fn a_routed_message_keeps_nothing_of_the_buffer_it_was_read_from() {
+        let buffer = Bytes::from(b"a/bpayloadcorrelation".repeat(1_000));
+        let mut m = message(QoS::AtLeastOnce, false);
+        m.topic = buffer.slice(0..3);
+        m.payload = buffer.slice(3..10);
+        m.properties = Some(PublishProperties {
+            correlation_data: Some(buffer.slice(10..21)),
+            ..Default::default()
+        });
+        let (p, props) = m.into_routed(Some("svc"));
+        let correlation = props.unwrap().correlation_data.unwrap();
+        assert_eq!(&correlation[..], b"correlation");
+        assert_eq!(
+            (&p.topic[..], &p.payload[..]),
+            (&b"a/b"[..], &b"payload"[..])
+        );
+        for part in [&p.topic[..], &p.payload[..], &correlation[..]] {
+            assert!(
+                !shares(part, &buffer),
+                "{part:?} still points into the read buffer"
+            );
+        }
     }
 
     #[test]

@@ -61,13 +61,18 @@ impl RetainedStore {
         if message.payload.is_empty() {
             map.remove(topic);
         } else {
+            // Copies, not slices of the buffer the packet arrived in: a
+            // retained message lives until replaced, and must not keep a
+            // client's (possibly large) read buffer with it.
+            let mut properties = message.properties.clone();
+            crate::message::detach(&mut properties);
             map.insert(
                 topic.to_string(),
                 Arc::new(Retained {
-                    topic: message.topic.clone(),
-                    payload: message.payload.clone(),
+                    topic: Bytes::copy_from_slice(&message.topic),
+                    payload: Bytes::copy_from_slice(&message.payload),
                     qos: message.qos,
-                    properties: message.properties.clone(),
+                    properties,
                     at: Instant::now(),
                     imported: message.imported,
                 }),
@@ -153,6 +158,34 @@ mod tests {
         assert_eq!(topics(&s, "+"), ["a"]);
         assert_eq!(topics(&s, "#").len(), 6);
         assert_eq!(topics(&s, "ab/c"), ["ab/c"]);
+    }
+
+    #[test]
+    fn a_retained_message_keeps_nothing_of_the_buffer_it_was_read_from() {
+        let buffer = Bytes::from(b"a/bvaluecorrelation".repeat(1_000));
+        let s = RetainedStore::default();
+        let mut m = msg("", b"", true);
+        m.topic = buffer.slice(0..3);
+        m.payload = buffer.slice(3..8);
+        m.properties = Some(PublishProperties {
+            correlation_data: Some(buffer.slice(8..19)),
+            ..Default::default()
+        });
+        s.apply(&m);
+        let r = s.matching("a/b").pop().expect("retained");
+        let correlation = r
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_data.clone());
+        let correlation = correlation.expect("correlation data");
+        assert_eq!((&r.topic[..], &r.payload[..]), (&b"a/b"[..], &b"value"[..]));
+        assert_eq!(&correlation[..], b"correlation");
+        for part in [&r.topic[..], &r.payload[..], &correlation[..]] {
+            assert!(
+                !crate::message::shares(part, &buffer),
+                "{part:?} still points into the read buffer"
+            );
+        }
     }
 
     #[test]
