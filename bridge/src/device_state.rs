@@ -210,25 +210,51 @@ pub async fn record_meter_in(
     properties: &[(u8, String)],
     at: OffsetDateTime,
 ) -> Result<(), DbError> {
-    let epcs: Vec<i32> = properties.iter().map(|(e, _)| i32::from(*e)).collect();
-    let names: Vec<&str> = properties
+    record_meters_in(client, &[(device_id, properties, at)]).await
+}
+
+/// One smart meter's report: the device, its `(EPC, value)` properties, when
+/// they were read.
+pub type MeterProperties<'a> = (&'a DeviceId, &'a [(u8, String)], OffsetDateTime);
+
+/// Several meters' reports `(device, properties, at)` in one statement (the
+/// report shards write a batch's meter reports a round at a time). A
+/// statement cannot write one row twice: each device at most once, and each
+/// of its properties at most once (the payload parser keeps the last value
+/// of a repeated EPC).
+pub async fn record_meters_in(
+    client: &impl GenericClient,
+    reports: &[MeterProperties<'_>],
+) -> Result<(), DbError> {
+    let rows = reports
         .iter()
-        .map(|(e, _)| meter_property_name(*e))
-        .collect();
-    let vals: Vec<&str> = properties.iter().map(|(_, v)| v.as_str()).collect();
+        .flat_map(|(d, props, at)| props.iter().map(move |p| (*d, p, *at)));
+    let (mut devices, mut epcs, mut names, mut vals, mut ats) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (device, (epc, val), at) in rows {
+        devices.push(device.as_str());
+        epcs.push(i32::from(*epc));
+        names.push(meter_property_name(*epc));
+        vals.push(val.as_str());
+        ats.push(at);
+    }
+    if devices.is_empty() {
+        return Ok(());
+    }
     let upsert = client
         .prepare_cached(
             "INSERT INTO smart_meter_properties (device_id, epc, name, val, updated_at)
-             SELECT $1, p.epc, p.name, p.val, $5
-             FROM unnest($2::int[], $3::text[], $4::text[]) AS p(epc, name, val)
-             WHERE EXISTS (SELECT 1 FROM devices WHERE id = $1)
+             SELECT p.device_id, p.epc, p.name, p.val, p.at
+             FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::timestamptz[])
+                  AS p(device_id, epc, name, val, at)
+             WHERE EXISTS (SELECT 1 FROM devices WHERE id = p.device_id)
              ON CONFLICT (device_id, epc) DO UPDATE
                  SET val = EXCLUDED.val, name = EXCLUDED.name, updated_at = EXCLUDED.updated_at
                  WHERE EXCLUDED.updated_at >= smart_meter_properties.updated_at",
         )
         .await?;
     client
-        .execute(&upsert, &[&device_id.as_str(), &epcs, &names, &vals, &at])
+        .execute(&upsert, &[&devices, &epcs, &names, &vals, &ats])
         .await?;
     Ok(())
 }

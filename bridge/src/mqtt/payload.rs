@@ -50,7 +50,9 @@ pub struct MeterReport {
     pub at: OffsetDateTime,
 }
 
-/// `devices/{id}/meter`.
+/// `devices/{id}/meter`. A property repeated in one report counts once,
+/// with its last value: one report states one value per property (and the
+/// database row of a property can be written once per statement).
 pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadError> {
     let m: MeterDoc = decode(body)?;
     // `decode` checked that the object is one Kumo knows.
@@ -59,25 +61,31 @@ pub fn meter(body: &[u8], now: OffsetDateTime) -> Result<MeterReport, PayloadErr
         .as_deref()
         .and_then(Eoj::parse)
         .filter(|e| e.class_properties() != Eoj::SMART_METER.class_properties());
-    let readings = m
-        .echonetlite_properties
+    let mut properties: Vec<(u8, String)> = Vec::with_capacity(m.echonetlite_properties.len());
+    let mut index = [None::<usize>; 256];
+    for p in m.echonetlite_properties {
+        match index[usize::from(p.epc)] {
+            Some(i) => properties[i].1 = p.val,
+            None => {
+                index[usize::from(p.epc)] = Some(properties.len());
+                properties.push((p.epc, p.val));
+            }
+        }
+    }
+    let readings = properties
         .iter()
-        .filter_map(|p| {
+        .filter_map(|(epc, val)| {
             if object.is_some() {
                 return None;
             }
-            let sensor = kumo_contract::appliance::echonet::meter_reading_sensor(p.epc)?;
-            let val = p.val.trim().parse::<f64>().ok().filter(|v| v.is_finite())?;
+            let sensor = kumo_contract::appliance::echonet::meter_reading_sensor(*epc)?;
+            let val = val.trim().parse::<f64>().ok().filter(|v| v.is_finite())?;
             Some((sensor, val))
         })
         .collect();
     Ok(MeterReport {
         object,
-        properties: m
-            .echonetlite_properties
-            .into_iter()
-            .map(|p| (p.epc, p.val))
-            .collect(),
+        properties,
         readings,
         at: timestamp(m.ts, now)?,
     })
@@ -309,6 +317,19 @@ mod tests {
             vec![("power", 452.0), ("energy", 10234.0), ("energy_sold", 12.0)]
         );
         assert!(meter(br#"{"echonetlite_properties": []}"#, NOW).is_err());
+    }
+
+    #[test]
+    fn a_property_repeated_in_a_meter_report_counts_once_with_its_last_value() {
+        let body = json!({"echonetlite_properties": [
+            {"epc": 224, "val": "10"}, {"epc": 231, "val": "452"}, {"epc": 224, "val": "11"}],
+            "ts": 1700000000000u64});
+        let m = meter(body.to_string().as_bytes(), NOW).unwrap();
+        assert_eq!(
+            m.properties,
+            vec![(224, "11".to_string()), (231, "452".to_string())]
+        );
+        assert_eq!(m.readings, vec![("energy", 11.0), ("power", 452.0)]);
     }
 
     #[test]

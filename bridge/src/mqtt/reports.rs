@@ -9,7 +9,7 @@
 //! writer and REST calls waited for one (readings fell minutes behind). A shard takes
 //! whatever queued up while it was busy (up to [`MAX_BATCH`]) and applies it
 //! in order in **one** transaction (a lone message runs without one: each of
-//! its statements is atomic on its own), writing presence and state reports of
+//! its statements is atomic on its own), writing presence, state and meter reports of
 //! many devices per statement ([`Rounds`]); only after the commit does it announce
 //! what changed (live stream, waiting requests, delivery of queued commands)
 //! and release the messages for acknowledgement. If a batch fails, its
@@ -247,10 +247,11 @@ impl Shard {
         Ok(effects)
     }
 
-    /// Applies `items` in order. Presence and state reports are gathered
-    /// and written many devices per statement (see [`Rounds`]); what must
-    /// see them first (a node's restart, a meter report of a device whose
-    /// first presence is still gathered) writes them out before it runs.
+    /// Applies `items` in order. Presence, state and smart-meter reports
+    /// are gathered and written many devices per statement (see
+    /// [`Rounds`]); what must see them first (a node's restart, an ECHONET
+    /// Lite object's report of a device whose first presence is still
+    /// gathered) writes them out before it runs.
     async fn apply(
         &self,
         tx: &impl GenericClient,
@@ -273,17 +274,18 @@ impl Shard {
                         None => effects.push(Effect::Unchanged(*id)),
                     }
                 }
-                Report::Meter(device, object, properties, at) => {
+                // The meter's own properties touch no other report's rows:
+                // gathered like presence, many meters per statement.
+                Report::Meter(device, None, properties, at) => {
+                    gathered
+                        .meter
+                        .push(device.as_str(), (device, properties.as_slice(), *at));
+                }
+                Report::Meter(device, Some(object), properties, at) => {
                     if gathered.holds(device.as_str()) {
                         self.write_gathered(tx, &mut gathered, effects).await?;
                     }
-                    match object {
-                        None => device_state::record_meter_in(tx, device, properties, *at).await?,
-                        Some(object) => {
-                            device_state::record_echonet_in(tx, device, *object, properties, *at)
-                                .await?;
-                        }
-                    }
+                    device_state::record_echonet_in(tx, device, *object, properties, *at).await?;
                 }
                 Report::NodeStarted(name, started) => {
                     self.write_gathered(tx, &mut gathered, effects).await?;
@@ -303,9 +305,10 @@ impl Shard {
     ) -> Result<(), DbError> {
         let mut presence = gathered.presence.take().into_iter();
         let mut state = gathered.state.take().into_iter();
+        let mut meter = gathered.meter.take().into_iter();
         loop {
-            let (p, s) = (presence.next(), state.next());
-            if p.is_none() && s.is_none() {
+            let (p, s, m) = (presence.next(), state.next(), meter.next());
+            if p.is_none() && s.is_none() && m.is_none() {
                 return Ok(());
             }
             if let Some(round) = p {
@@ -313,6 +316,9 @@ impl Shard {
             }
             if let Some(round) = s {
                 state_round(tx, &round, effects).await?;
+            }
+            if let Some(round) = m {
+                device_state::record_meters_in(tx, &round).await?;
             }
         }
     }
@@ -402,14 +408,17 @@ impl Shard {
     }
 }
 
-/// Presence and state reports waiting to be written, by round.
+/// Presence, state and smart-meter reports waiting to be written, by round.
 #[derive(Default)]
 struct Gathered<'a> {
     presence: Rounds<'a, (&'a DeviceId, &'a PresenceReport)>,
     state: Rounds<'a, (&'a DeviceId, &'a StateReport)>,
+    meter: Rounds<'a, device_state::MeterProperties<'a>>,
 }
 
 impl Gathered<'_> {
+    /// Whether `device` has presence or state waiting (what an ECHONET Lite
+    /// object's report, which may create an appliance, must come after).
     fn holds(&self, device: &str) -> bool {
         self.presence.holds(device) || self.state.holds(device)
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use kumo_bridge::device_state::record_meter;
+use kumo_bridge::device_state::{record_meter, record_meters_in};
 use kumo_bridge::ingest::{IngestOptions, Reading, ReadingWriter};
 use kumo_bridge::presence::{record_presence, record_presences_in, Presence};
 use kumo_bridge::DeviceKind;
@@ -421,6 +421,59 @@ async fn meter_properties_show_up_in_the_smart_meter_appliance() {
     assert_eq!(props[0]["name"], "coefficient");
     assert_eq!(props[1]["epc"], 231);
     assert_eq!(props[1]["val"], "512");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn meters_reports_in_one_statement_follow_the_same_rules_as_one() {
+    let h = start().await;
+    for id in ["meter-1", "meter-2"] {
+        h.add_device(id, DeviceKind::SmartMeter).await;
+    }
+    let at = datetime!(2024-05-01 09:30:00 UTC);
+    let (m1, m2, gone) = (
+        crate::common::dev("meter-1"),
+        crate::common::dev("meter-2"),
+        crate::common::dev("meter-9"),
+    );
+    let newer = [(0xE7, "600".to_string())];
+    record_meter(&h.pool, &m2, &newer, at + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    let (p1, p2, p9) = (
+        [(0xE7, "512".to_string()), (0xE0, "100".to_string())],
+        [(0xE7, "300".to_string()), (0xE0, "7".to_string())],
+        [(0xE7, "1".to_string())],
+    );
+    let client = h.pool.get().await.unwrap();
+    record_meters_in(
+        &client,
+        &[(&m1, &p1[..], at), (&m2, &p2[..], at), (&gone, &p9[..], at)],
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(String, i32, String)> = client
+        .query(
+            "SELECT device_id, epc, val FROM smart_meter_properties ORDER BY device_id, epc",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let row = |d: &str, epc: i32, v: &str| (d.to_string(), epc, v.to_string());
+    assert_eq!(
+        rows,
+        vec![
+            row("meter-1", 0xE0, "100"),
+            row("meter-1", 0xE7, "512"),
+            row("meter-2", 0xE0, "7"),
+            // Older than what is stored: left as it was.
+            row("meter-2", 0xE7, "600"),
+        ],
+        "an unknown device writes nothing, an older report overwrites nothing"
+    );
     h.stop().await;
 }
 
