@@ -19,7 +19,8 @@ Reads, every period:
 - the database (WORK/db_url): devices `online` every period, rows in
   `readings` every DB_EVERY_S;
 - the nodes' confirmation timeouts (`kumo_broker_confirm_timeouts_total`, summed;
-  a killed node's count leaves the sum with it)
+  a node that does not answer, or was killed, counts with its last answer, so the
+  sum never goes down)
   and, with the online count's period, the bridge's report and acknowledgement
   figures from its /metrics (port in WORK/bridge_metrics_port): reports stored,
   their transactions and time, QoS 1 messages not yet acknowledged.
@@ -176,6 +177,8 @@ def main():
     bridge_port = read(f"{work}/bridge_metrics_port").strip()
     header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
     last_db = last_online = 0.0
+    # Each node's last answered counters: (shed, confirmation timeouts).
+    counted = {}
     with open(out_path, "w") as out:
         out.write(",".join(header) + "\n")
         while not os.path.exists(f"{work}/sample.stop"):
@@ -191,6 +194,9 @@ def main():
                 if st is None:
                     sessions.append(0)
                     rss.append(0)
+                    node_shed, node_timeouts = counted.get(name, (0.0, 0.0))
+                    shed += node_shed
+                    timeouts += node_timeouts
                     continue
                 cpu_nodes += st[0]
                 rss_nodes += st[1]
@@ -201,8 +207,12 @@ def main():
                     # A node too busy to answer within 2 s reads as unknown, not 0.
                     m = metrics(http)
                     sessions.append(None if m is None else int(m.get("kumo_broker_sessions_open", 0)))
-                    shed += (m or {}).get("kumo_broker_connects_shed_total", 0)
-                    timeouts += (m or {}).get("kumo_broker_confirm_timeouts_total", 0)
+                    if m is not None:
+                        counted[name] = (m.get("kumo_broker_connects_shed_total", 0),
+                                         m.get("kumo_broker_confirm_timeouts_total", 0))
+                    node_shed, node_timeouts = counted.get(name, (0.0, 0.0))
+                    shed += node_shed
+                    timeouts += node_timeouts
             members = {g: set() for g in groups}
             # The private PostgreSQL is a child of `kumo up`: its own group.
             data_dir = f"{work}/data"
