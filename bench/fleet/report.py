@@ -436,6 +436,24 @@ if r0 and h0 and h1:
               f"| {fmt(None if not batches else 1000 * secs / batches, '{:.0f} ms')} "
               f"| {fmt(max(unacked) if unacked else None)} | {fmt(diff('confirm_timeouts'))} |")
         p("")
+    if ks and "pg_waits" in ks[0]:
+        # Sampled with the online count: what active backends waited for.
+        p("What PostgreSQL's active client backends waited for, per period (`pg_stat_activity` "
+          "every ONLINE_SAMPLE_SECS; mean backends per sample, `cpu` = not waiting):\n")
+        p("| period | samples | waits |\n|---|---|---|")
+        for name, a, b in periods:
+            samples = [r.get("pg_waits") for r in ks if a <= float(r["unix_s"]) < b
+                       and r.get("online_rows") not in (None, "")]
+            total = {}
+            for w in samples:
+                for part in (w or "").split(";"):
+                    event, _, n = part.rpartition("=")
+                    if event and n.isdigit():
+                        total[event] = total.get(event, 0) + int(n)
+            top = sorted(total.items(), key=lambda kv: -kv[1])[:6]
+            p(f"| {name} | {len(samples)} | "
+              + (", ".join(f"{e} {n / max(len(samples), 1):.1f}" for e, n in top) or "–") + " |")
+        p("")
 
 try:
     pg = [l for l in open(f"{WORK}/pg-tables.txt") if l.strip()]

@@ -23,7 +23,8 @@ Reads, every period:
   sum never goes down)
   and, with the online count's period, the bridge's report and acknowledgement
   figures from its /metrics (port in WORK/bridge_metrics_port): reports stored,
-  their transactions and time, QoS 1 messages not yet acknowledged.
+  their transactions and time, QoS 1 messages not yet acknowledged; and what
+  PostgreSQL's active client backends wait for (`pg_stat_activity`).
 
 Columns are cumulative where that is natural (CPU seconds, counters); the
 report turns them into rates. Stops when WORK/sample.stop exists.
@@ -160,6 +161,24 @@ def db_counts(work, with_readings, with_online):
         return "", ""
 
 
+def pg_waits(work):
+    """What PostgreSQL's active backends wait for now, as
+    `event=count;…` (`cpu` when not waiting): where report transactions spend
+    their time when the database is not busy."""
+    url = read(f"{work}/db_url").strip()
+    if not url:
+        return ""
+    query = ("SELECT string_agg(w || '=' || n, ';' ORDER BY n DESC) FROM ("
+             "SELECT coalesce(wait_event_type || ':' || wait_event, 'cpu') AS w, count(*) AS n "
+             "FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+             "AND backend_type = 'client backend' GROUP BY 1) s")
+    try:
+        return subprocess.run(["psql", url, "-X", "-q", "-At", "-c", query],
+                              capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return ""
+
+
 def main():
     work, out_path, period = sys.argv[1], sys.argv[2], float(sys.argv[3])
     db_every = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
@@ -176,6 +195,7 @@ def main():
     # read with the online count's period, not every second.
     bridge_port = read(f"{work}/bridge_metrics_port").strip()
     header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
+    header += ["pg_waits"]
     last_db = last_online = 0.0
     # Each node's last answered counters: (shed, confirmation timeouts).
     counted = {}
@@ -250,6 +270,7 @@ def main():
             row += list(sim_progress(work)) + list(db)
             b = (metrics(bridge_port) if bridge_port and with_online else None) or {}
             row += [f"{timeouts:.0f}"] + [f"{b[k]:g}" if k in b else "" for k in BRIDGE]
+            row += [pg_waits(work) if with_online else ""]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))
