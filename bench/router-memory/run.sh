@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Where a node's memory goes under traffic: one `kumo broker` node alone (no
-# bridge: the only filter a reading matches is the node's catch-all sink,
-# `#`), `kumo-bench publish` sending QoS 1 readings (`devices/{id}/sensors/te`)
-# from DEVICES devices at RATE/s for SECS s. The node's RSS is sampled every
-# second; printed: RSS before, every 10 % of the messages, and at the end,
-# with the growth per message. If the router's logs are what grows, RSS
-# levels off once the sink's log holds its cap (8 segments × 4 MiB of topic +
-# payload bytes, `broker/src/fabric.rs`); a leak would keep growing.
+# Where a node's memory goes under traffic: one `kumo broker` node, one
+# reader in the bridge's place (`mosquitto_sub` with the bridge's service
+# certificate, QoS 1 on `devices/+/sensors/#`: the one filter a reading
+# matches), `kumo-bench publish` sending QoS 1 readings
+# (`devices/{id}/sensors/te`) from DEVICES devices at RATE/s for SECS s. The
+# node's RSS is sampled every second; printed: RSS before, every 10 % of the
+# messages, and at the end, with the growth per message. If the router's log
+# is what grows, RSS levels off once the filter's log holds its cap
+# (`broker.router_log_mib` of topic + payload bytes, `broker/src/fabric.rs`);
+# a leak would keep growing.
 #
-# Prerequisites: cargo build --release -p kumo -p kumo-bench
+# Prerequisites: cargo build --release -p kumo -p kumo-bench; mosquitto_sub
 # Usage: bench/router-memory/run.sh   (DEVICES, RATE, SECS, BASE_PORT)
 # Bounded: SECS + ~20 s; 127.0.0.1 only; stops what it started.
 set -euo pipefail
@@ -31,11 +33,18 @@ KUMO__BROKER__HTTP_LISTEN=127.0.0.1:$((BASE_PORT + 1)) \
   "$KUMO" broker --listen "127.0.0.1:$BASE_PORT" --node-id node-1 >"$WORK/node.log" 2>&1 &
 NODE=$!
 wait_port "$BASE_PORT" || { echo "the node does not listen" >&2; exit 1; }
+SERVICE=$WORK/data/pki/issued/service/bridge
+mosquitto_sub -h 127.0.0.1 -p "$BASE_PORT" --cafile "$WORK/data/pki/ca.pem" \
+  --cert "$SERVICE/cert.pem" --key "$SERVICE/key.pem" -i bridge.memory -q 1 \
+  -t 'devices/+/sensors/#' >/dev/null 2>"$WORK/reader.err" &
+READER=$!
 ( while kill -0 "$NODE" 2>/dev/null; do echo "$(date +%s.%N | cut -c1-14),$(rss_kib "$NODE")"; sleep 1; done ) >"$WORK/rss.csv" &
 sleep 2
 "$BENCH" publish --addr "127.0.0.1:$BASE_PORT" --pki "$WORK/data/pki" --count "$DEVICES" \
   --rate "$RATE" --duration "$SECS" >"$WORK/publish.json" 2>"$WORK/publish.err"
 sleep 2
+kill -0 "$READER" 2>/dev/null || { echo "the reader stopped: $(cat "$WORK/reader.err")" >&2; exit 1; }
+stop_pid "$READER" TERM
 stop_pid "$NODE" TERM
 python3 - "$WORK" "$RATE" "$SECS" <<'EOF'
 import json, sys
