@@ -41,6 +41,9 @@ pub enum CloseReason {
     TopicAliasInvalid,
     /// A subscription identifier, which CONNACK said is unavailable (MQTT 5).
     SubscriptionIdsUnsupported,
+    /// A retained message beyond the device's quota that could not be refused
+    /// in an acknowledgement (QoS 0, or MQTT 3.1.1).
+    QuotaExceeded,
 }
 
 impl CloseReason {
@@ -59,6 +62,7 @@ impl CloseReason {
             CloseReason::ReceiveMaximumExceeded => "receive_maximum_exceeded",
             CloseReason::TopicAliasInvalid => "topic_alias_invalid",
             CloseReason::SubscriptionIdsUnsupported => "subscription_ids_unsupported",
+            CloseReason::QuotaExceeded => "quota_exceeded",
         }
     }
 

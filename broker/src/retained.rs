@@ -80,6 +80,28 @@ impl RetainedStore {
         }
     }
 
+    /// Whether device `id` may retain a message on `topic`: it holds one
+    /// there already (replacing is always allowed), or fewer than `quota`
+    /// of the topics under `devices/{id}/` that `own` says it set itself
+    /// (not its presence, which the node retains for it). Counts at most
+    /// `quota` entries.
+    pub fn admits(&self, id: &str, topic: &str, quota: usize, own: impl Fn(&str) -> bool) -> bool {
+        let prefix = format!("devices/{id}/");
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        if map.contains_key(topic) {
+            return true;
+        }
+        map.range::<str, _>((
+            std::ops::Bound::Included(prefix.as_str()),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(t, _)| t.starts_with(&prefix))
+        .filter(|(t, _)| own(t))
+        .take(quota)
+        .count()
+            < quota
+    }
+
     /// The unexpired retained messages whose topic matches `filter`, in topic order.
     pub fn matching(&self, filter: &str) -> Vec<Arc<Retained>> {
         let now = Instant::now();
@@ -186,6 +208,40 @@ mod tests {
                 "{part:?} still points into the read buffer"
             );
         }
+    }
+
+    #[test]
+    fn a_device_may_retain_on_so_many_topics_and_always_replace_one() {
+        let s = RetainedStore::default();
+        let own = |t: &str| !t.ends_with("/presence");
+        let retain = |t: String| {
+            s.apply(&Message {
+                topic: Bytes::from(t),
+                ..msg("", b"v", true)
+            })
+        };
+        // The node's own retained presence does not count.
+        retain("devices/d1/presence".into());
+        for i in 0..3 {
+            assert!(s.admits("d1", &format!("devices/d1/t{i}"), 3, own));
+            retain(format!("devices/d1/t{i}"));
+        }
+        retain("devices/d10/x".into());
+        retain("devices/d0/x".into());
+        assert!(!s.admits("d1", "devices/d1/t3", 3, own), "a fourth topic");
+        assert!(s.admits("d1", "devices/d1/t0", 3, own), "replacing one");
+        assert!(
+            s.admits("d10", "devices/d10/y", 3, own),
+            "another device's count"
+        );
+        s.apply(&Message {
+            topic: Bytes::from("devices/d1/t1"),
+            ..msg("", b"", true)
+        });
+        assert!(
+            s.admits("d1", "devices/d1/t3", 3, own),
+            "after clearing one"
+        );
     }
 
     #[test]

@@ -103,6 +103,15 @@ pub struct Settings {
     /// fleet run with 8 lost no reading to an overrun (BENCHMARKS.md, "Soak"
     /// and "Fleet", run 23); 4 is too tight for meter reports; default 8.
     pub router_log_mib: usize,
+    /// Topics one device may hold a retained message on, this node's store
+    /// counting (`devices/{id}/…`): a device may publish on any topic of its
+    /// own, and a retained message lives until replaced, so without a bound
+    /// one device could fill the node's memory with them. A RETAIN=1 publish
+    /// on a further topic is refused: MQTT 5 QoS 1/2 with reason 0x97 (Quota
+    /// exceeded) in its PUBACK/PUBREC, otherwise the connection is closed
+    /// (MQTT 5: DISCONNECT 0x97). Replacing or clearing a retained message
+    /// always works. The contract retains one topic (`state`); default 32.
+    pub retained_per_device: usize,
     /// TLS sessions remembered for resumption; default 65,536.
     pub tls_session_cache: usize,
     /// A file holding the secret TLS session tickets are sealed with (64 hex
@@ -152,6 +161,7 @@ impl Default for Settings {
             service_send_buffer: 0,
             ingress_threads: 2,
             router_log_mib: 8,
+            retained_per_device: 32,
             tls_session_cache: 65_536,
             session_ticket_key_file: None,
             shutdown_grace_ms: 3_000,
@@ -179,6 +189,7 @@ impl Settings {
             ("session_expiry_secs", self.session_expiry_secs),
             ("ingress_threads", self.ingress_threads as u64),
             ("router_log_mib", self.router_log_mib as u64),
+            ("retained_per_device", self.retained_per_device as u64),
             ("tls_session_cache", self.tls_session_cache as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {

@@ -596,5 +596,6 @@ fn disconnect_code(reason: CloseReason) -> Option<u8> {
         CloseReason::ReceiveMaximumExceeded => 0x93,
         CloseReason::TopicAliasInvalid => 0x94,
         CloseReason::SubscriptionIdsUnsupported => 0xA1,
+        CloseReason::QuotaExceeded => 0x97,
     })
 }

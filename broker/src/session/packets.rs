@@ -156,6 +156,16 @@ impl Session {
             topic,
             self.node.accounts.as_ref(),
         ) {
+            Ok(()) if !self.may_retain(topic, &p) => {
+                self.node.metrics.acl_denied("publish", "retained_quota");
+                tracing::warn!(client_id = %self.client_id, topic,
+                    quota = self.node.settings.retained_per_device,
+                    "retained message refused: the device's retained topics are at their quota");
+                if self.version == Version::V4 || qos == 0 {
+                    return Err(CloseReason::QuotaExceeded);
+                }
+                (None, quota_exceeded_reply(qos, pkid))
+            }
             Ok(()) => {
                 let fresh = qos != 2 || self.qos2_in.insert(pkid);
                 let message = Message {
@@ -220,6 +230,23 @@ impl Session {
             self.send(reply);
         }
         Ok(())
+    }
+
+    /// Whether this publish may set a retained message: only a device's new
+    /// retained topics count against `broker.retained_per_device` (clearing
+    /// one, with an empty payload, is always allowed).
+    fn may_retain(&self, topic: &str, p: &Publish) -> bool {
+        let Identity::Device { id } = &self.identity else {
+            return true;
+        };
+        !p.retain
+            || p.payload.is_empty()
+            || self.node.fabric.retained().admits(
+                id.as_str(),
+                topic,
+                self.node.settings.retained_per_device,
+                |t| acl::may_publish(&self.identity, t, &acl::NoAccounts).is_ok(),
+            )
     }
 
     /// QoS 1 and 2 publishes from the client not answered yet: held QoS 1
@@ -793,6 +820,28 @@ impl Session {
 }
 
 /// The PUBACK (QoS 1) or PUBREC (QoS 2) answering a publish; QoS 0 has none.
+/// A PUBACK or PUBREC refusing a QoS 1/2 publish with reason 0x97, Quota
+/// exceeded (MQTT 5).
+fn quota_exceeded_reply(qos: u8, pkid: u16) -> Option<Packet> {
+    match qos {
+        1 => Some(Packet::PubAck(
+            PubAck {
+                pkid,
+                reason: PubAckReason::QuotaExceeded,
+            },
+            None,
+        )),
+        2 => Some(Packet::PubRec(
+            PubRec {
+                pkid,
+                reason: PubRecReason::QuotaExceeded,
+            },
+            None,
+        )),
+        _ => None,
+    }
+}
+
 fn publish_reply(qos: u8, pkid: u16, accepted: bool) -> Option<Packet> {
     match (qos, accepted) {
         (1, true) => Some(Packet::PubAck(

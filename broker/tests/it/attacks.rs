@@ -507,3 +507,83 @@ async fn sessions_beyond_the_quota_are_told_so_and_sockets_beyond_it_refused_wit
     assert_eq!(node.metrics.handshakes_with("max_connections"), 1);
     w.still_fine().await;
 }
+
+/// A RETAIN=1 QoS 1 publish, hand-encoded.
+fn retained_qos1(topic: &str, payload: &[u8], pkid: u16) -> bytes::BytesMut {
+    let mut out = bytes::BytesMut::new();
+    crate::common::peers::encode_qos1_publish(&mut out, 5, topic, payload, pkid);
+    out[0] |= 0x01;
+    out
+}
+
+/// A device may publish on any topic of its own and a retained message lives
+/// until it is replaced, so one device could fill the node's memory with
+/// them: past `broker.retained_per_device` topics a RETAIN=1 publish is
+/// refused (MQTT 5 QoS 1: PUBACK 0x97, Quota exceeded), while replacing and
+/// clearing still work, and a refusal no acknowledgement can carry closes
+/// the connection (MQTT 5 QoS 0: DISCONNECT 0x97; MQTT 3.1.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_fill_the_node_with_retained_messages() {
+    let node = TestNode::start_with(|s| s.retained_per_device = 2).await;
+    let mut w = Witness::new(&node).await;
+    let mut d = node.device("hoarder", 5).await;
+    let send = |topic: &'static str, payload: &'static [u8], pkid: u16| {
+        (retained_qos1(topic, payload, pkid), topic, payload)
+    };
+    let steps = [
+        (send("devices/hoarder/a", b"1", 1), 0),
+        (send("devices/hoarder/b", b"2", 2), 0),
+        (send("devices/hoarder/c", b"3", 3), 0x97),
+        (send("devices/hoarder/a", b"4", 4), 0),
+        (send("devices/hoarder/b", b"", 5), 0),
+        (send("devices/hoarder/c", b"6", 6), 0),
+    ];
+    for ((bytes, topic, payload), reason) in steps {
+        d.raw(&bytes).await;
+        assert_eq!(d.puback().await, Some(reason), "{topic} {payload:?}");
+    }
+    assert_eq!(
+        d.publish_qos1("devices/hoarder/d", b"not retained").await,
+        Some(0),
+        "publishes without RETAIN are not counted"
+    );
+    d.publish("devices/hoarder/d", b"7", true).await;
+    match d.recv().await {
+        Some(Packet::Disconnect(x, _)) => assert_eq!(
+            x.reason_code,
+            rumqttd::protocol::DisconnectReasonCode::QuotaExceeded
+        ),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
+    assert!(d.closed_within(WAIT).await);
+    let mut v4 = node.device("hoarder", 4).await;
+    v4.publish("devices/hoarder/e", b"8", true).await;
+    assert!(
+        v4.closed_within(WAIT).await,
+        "MQTT 3.1.1 has no reason code: closed"
+    );
+    assert_eq!(node.metrics.denials_with("publish", "retained_quota"), 3);
+    // What the node keeps of the device's own: a (replaced) and c (besides
+    // the presence the node retains for it).
+    let creds = node.pki.service("bridge");
+    let mut svc = Client::open(&node, &creds, 5).await;
+    assert_eq!(svc.connect("bridge.check", 30, None).await, 0);
+    svc.subscribe(&["devices/hoarder/+"], QoS::AtMostOnce).await;
+    let mut got = Vec::new();
+    while let Some(Packet::Publish(p, _)) = svc.recv_within(Duration::from_millis(500)).await {
+        got.push((
+            String::from_utf8_lossy(&p.topic).into_owned(),
+            p.payload.to_vec(),
+        ));
+    }
+    got.retain(|(t, _)| t != "devices/hoarder/presence");
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("devices/hoarder/a".to_string(), b"4".to_vec()),
+            ("devices/hoarder/c".to_string(), b"6".to_vec())
+        ]
+    );
+    w.still_fine().await;
+}
