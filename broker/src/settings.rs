@@ -109,8 +109,10 @@ pub struct Settings {
     /// one device could fill the node's memory with them. A RETAIN=1 publish
     /// on a further topic is refused: MQTT 5 QoS 1/2 with reason 0x97 (Quota
     /// exceeded) in its PUBACK/PUBREC, otherwise the connection is closed
-    /// (MQTT 5: DISCONNECT 0x97). Replacing or clearing a retained message
-    /// always works. The contract retains one topic (`state`); default 32.
+    /// (MQTT 5: DISCONNECT 0x97); a CONNECT whose retained will would set a
+    /// further one is refused (CONNACK 0x97, 3.1.1: 5). Replacing or clearing
+    /// a retained message always works. The contract retains one topic
+    /// (`state`); default 32.
     pub retained_per_device: usize,
     /// TLS sessions remembered for resumption; default 65,536.
     pub tls_session_cache: usize,

@@ -563,6 +563,35 @@ async fn a_device_cannot_fill_the_node_with_retained_messages() {
         "MQTT 3.1.1 has no reason code: closed"
     );
     assert_eq!(node.metrics.denials_with("publish", "retained_quota"), 3);
+    // A retained will on a further topic is refused at CONNECT (each
+    // connection could otherwise leave one more behind); one on a topic the
+    // device already retains is accepted.
+    let will = |topic: &str| rumqttd::protocol::LastWill {
+        topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
+        message: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: true,
+    };
+    let creds = node.pki.device("hoarder");
+    for (version, topic, code) in [
+        (5, "devices/hoarder/f", 0x97),
+        (4, "devices/hoarder/f", 5),
+        (5, "devices/hoarder/a", 0),
+    ] {
+        let mut c = Client::open(&node, &creds, version).await;
+        let got = c.connect("hoarder", 30, Some(will(topic))).await;
+        assert_eq!(got, code, "MQTT {version} will on {topic}");
+        if got == 0 {
+            // A clean goodbye: the will is not published.
+            let normal = rumqttd::protocol::DisconnectReasonCode::NormalDisconnection;
+            let bye = rumqttd::protocol::Disconnect {
+                reason_code: normal,
+            };
+            c.send(Packet::Disconnect(bye, None)).await;
+            assert!(c.closed_within(WAIT).await);
+        }
+    }
+    assert_eq!(node.metrics.denials_with("will", "retained_quota"), 2);
     // What the node keeps of the device's own: a (replaced) and c (besides
     // the presence the node retains for it).
     let creds = node.pki.service("bridge");
