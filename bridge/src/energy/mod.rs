@@ -149,7 +149,9 @@ pub async fn history_many(
             }
         }
     }
-    let mut samples = store::samples_many(pool, &ranges).await?.into_iter();
+    let mut samples = store::samples_many(pool, &ranges, &store::ALL)
+        .await?
+        .into_iter();
     let mut out = Vec::with_capacity(asks.len());
     for ((a, g), acc) in asks.iter().zip(grids).zip(access) {
         let answer = match (g, acc) {
@@ -210,7 +212,9 @@ pub async fn bought_many(
             }
         }
     }
-    let mut samples = store::samples_many(pool, &ranges).await?.into_iter();
+    let mut samples = store::samples_many(pool, &ranges, &[store::BOUGHT])
+        .await?
+        .into_iter();
     let mut out = Vec::with_capacity(asks.len());
     for ((a, span), acc) in asks.iter().zip(spans).zip(access) {
         let answer = match (span, acc) {

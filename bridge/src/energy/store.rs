@@ -95,17 +95,27 @@ pub async fn samples(
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> Result<MeterSamples, DbError> {
-    let many = samples_many(pool, &[(device.to_string(), from, to)]).await?;
+    let many = samples_many(pool, &[(device.to_string(), from, to)], &ALL).await?;
     Ok(many.into_iter().next().unwrap_or_default())
 }
 
+/// The readings' sensors energy history is made of: bought (0xE0), sold
+/// (0xE3), instantaneous power (0xE7).
+pub const ALL: [&str; 3] = [BOUGHT, "energy_sold", "power"];
+
+/// The sensor of the normal-direction counter (0xE0): all that energy
+/// bought needs.
+pub const BOUGHT: &str = "energy";
+
 /// The readings of several ranges, each `(device, from, to)` as [`samples`]
-/// reads one, in two round trips whatever their number; answers in order.
-/// A device may have several ranges (an event's half hours on many days):
-/// each is read and answered on its own.
+/// reads one, of `sensors` only (some of [`ALL`]), in two round trips
+/// whatever their number; answers in order. A device may have several
+/// ranges (an event's half hours on many days): each is read and answered on
+/// its own.
 pub async fn samples_many(
     pool: &Pool,
     ranges: &[(String, OffsetDateTime, OffsetDateTime)],
+    sensors: &[&str],
 ) -> Result<Vec<MeterSamples>, DbError> {
     let devices: Vec<&str> = ranges.iter().map(|r| r.0.as_str()).collect();
     let froms: Vec<OffsetDateTime> = ranges.iter().map(|r| r.1).collect();
@@ -140,9 +150,9 @@ pub async fn samples_many(
              FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
                   WITH ORDINALITY AS w(device, lo, hi, i)
              JOIN readings r ON r.device_id = w.device AND r.at >= w.lo AND r.at <= w.hi
-             WHERE r.sensor IN ('energy', 'energy_sold', 'power')
+             WHERE r.sensor = ANY($4)
              ORDER BY w.i, r.sensor, r.at, r.val",
-            &[&devices, &froms, &tos],
+            &[&devices, &froms, &tos, &sensors],
         )
         .await?;
     let mut readings: Vec<Vec<(&str, OffsetDateTime, f64)>> = vec![Vec::new(); ranges.len()];

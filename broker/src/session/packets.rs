@@ -819,7 +819,6 @@ impl Session {
     }
 }
 
-/// The PUBACK (QoS 1) or PUBREC (QoS 2) answering a publish; QoS 0 has none.
 /// A PUBACK or PUBREC refusing a QoS 1/2 publish with reason 0x97, Quota
 /// exceeded (MQTT 5).
 fn quota_exceeded_reply(qos: u8, pkid: u16) -> Option<Packet> {
@@ -842,6 +841,7 @@ fn quota_exceeded_reply(qos: u8, pkid: u16) -> Option<Packet> {
     }
 }
 
+/// The PUBACK (QoS 1) or PUBREC (QoS 2) answering a publish; QoS 0 has none.
 fn publish_reply(qos: u8, pkid: u16, accepted: bool) -> Option<Packet> {
     match (qos, accepted) {
         (1, true) => Some(Packet::PubAck(
