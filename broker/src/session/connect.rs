@@ -119,26 +119,16 @@ where
         // A retained will counts against the device's retained topics like a
         // retained publish (see `broker.retained_per_device`): else every
         // connection could leave one more behind.
-        if let Identity::Device { id } = &identity {
-            let quota = node.settings.retained_per_device;
-            let own = |t: &str| acl::may_publish(&identity, t, &acl::NoAccounts).is_ok();
-            if w.retain
-                && !w.message.is_empty()
-                && !node
-                    .fabric
-                    .retained()
-                    .admits(id.as_str(), topic, quota, own)
-            {
-                node.metrics.acl_denied("will", "retained_quota");
-                tracing::warn!(client = %identity, topic, quota,
-                    "last will refused: the device's retained topics are at their quota");
-                // 3.1.1 has no quota code; "not authorized" is what it is.
-                let code = match version {
-                    Version::V4 => ConnectReturnCode::NotAuthorized,
-                    Version::V5 => ConnectReturnCode::QuotaExceeded,
-                };
-                return refuse(stream, version, &node, code, "will_over_quota").await;
-            }
+        if w.retain && !w.message.is_empty() && !node.admits_retained(&identity, topic) {
+            node.metrics.acl_denied("will", "retained_quota");
+            tracing::warn!(client = %identity, topic, quota = node.settings.retained_per_device,
+                "last will refused: the device's retained topics are at their quota");
+            // 3.1.1 has no quota code; "not authorized" is what it is.
+            let code = match version {
+                Version::V4 => ConnectReturnCode::NotAuthorized,
+                Version::V5 => ConnectReturnCode::QuotaExceeded,
+            };
+            return refuse(stream, version, &node, code, "will_over_quota").await;
         }
     }
     let (keepalive, server_keep_alive) = negotiate_keepalive(&connect, version, &node);

@@ -101,6 +101,22 @@ pub(crate) struct Node {
     pub shutdown: CancellationToken,
 }
 
+impl Node {
+    /// Whether `identity` may set a retained message on `topic` now: a device
+    /// only within `broker.retained_per_device` of its own topics (replacing
+    /// one always works; the presence the node retains for it does not
+    /// count); anyone else always.
+    pub(crate) fn admits_retained(&self, identity: &Identity, topic: &str) -> bool {
+        let Identity::Device { id } = identity else {
+            return true;
+        };
+        let own = |t: &str| crate::acl::may_publish(identity, t, &crate::acl::NoAccounts).is_ok();
+        self.fabric
+            .retained()
+            .admits(id.as_str(), topic, self.settings.retained_per_device, own)
+    }
+}
+
 /// Per-connection state after a successful CONNECT.
 pub(crate) struct Session {
     node: Arc<Node>,

@@ -236,17 +236,7 @@ impl Session {
     /// retained topics count against `broker.retained_per_device` (clearing
     /// one, with an empty payload, is always allowed).
     fn may_retain(&self, topic: &str, p: &Publish) -> bool {
-        let Identity::Device { id } = &self.identity else {
-            return true;
-        };
-        !p.retain
-            || p.payload.is_empty()
-            || self.node.fabric.retained().admits(
-                id.as_str(),
-                topic,
-                self.node.settings.retained_per_device,
-                |t| acl::may_publish(&self.identity, t, &acl::NoAccounts).is_ok(),
-            )
+        !p.retain || p.payload.is_empty() || self.node.admits_retained(&self.identity, topic)
     }
 
     /// QoS 1 and 2 publishes from the client not answered yet: held QoS 1
