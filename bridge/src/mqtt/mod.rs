@@ -21,6 +21,7 @@ mod inbound;
 mod node;
 mod ownership;
 mod ownership_sync;
+mod queue;
 
 pub use ownership_sync::OwnershipSync;
 pub mod payload;

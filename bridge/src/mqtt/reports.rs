@@ -6,8 +6,10 @@
 //! proceed in parallel. The shards are shared by all nodes and there are at
 //! most half as many as database connections: with 15 nodes, per-node shards
 //! held every connection of the pool in report transactions, and the reading
-//! writer and REST calls waited for one (readings fell minutes behind). A shard takes
-//! whatever queued up while it was busy (up to [`MAX_BATCH`]) and applies it
+//! writer and REST calls waited for one (readings fell minutes behind). A shard
+//! keeps taking messages into its queue while it applies a batch; device acks
+//! go ahead of other devices' reports there, each device's order kept
+//! ([`ShardQueue`]). It takes what queued up (up to [`MAX_BATCH`]) and applies it
 //! in order in **one** transaction (a lone message runs without one: each of
 //! its statements is atomic on its own), writing presence, state and meter reports of
 //! many devices per statement ([`Rounds`]); only after the commit does it announce
@@ -31,6 +33,7 @@ use uuid::Uuid;
 use super::affinity::Affinity;
 use super::delivery::Routed;
 use super::payload::{Presence as PresenceReport, StateReport};
+use super::queue::{Queued, ShardQueue};
 use super::rounds::Rounds;
 use super::MqttStatus;
 use crate::commands::{Ack, CommandLog, Finished};
@@ -44,8 +47,12 @@ use crate::presence::{self, Presence};
 
 /// Most shard tasks (each holds at most one database connection at a time).
 const MAX_SHARDS: usize = 8;
-/// Reports buffered per shard before the event loop waits.
+/// Reports handed to a shard and not yet in its queue.
 const SHARD_QUEUE: usize = 1_024;
+/// Reports a shard's queue holds before the nodes' pipelines wait. The nodes
+/// bound what a bridge holds unacknowledged (their receive window for it), so
+/// this is reached only by devices sending QoS 0 state or acks in bulk.
+const MAX_QUEUED: usize = 32_768;
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 256;
 
@@ -77,6 +84,17 @@ impl Report {
 /// A message, the index of the node it came from, and who to tell once it
 /// is committed.
 type Job = (usize, Report, oneshot::Sender<()>);
+
+/// A device's ack goes ahead of other devices' reports (see [`ShardQueue`]).
+impl Queued for Job {
+    fn key(&self) -> &str {
+        self.1.device()
+    }
+
+    fn urgent(&self) -> bool {
+        matches!(self.1, Report::Ack(..))
+    }
+}
 
 /// The nodes' handle on the shards; the shard tasks end when every clone is
 /// dropped.
@@ -167,17 +185,43 @@ enum Effect {
 }
 
 impl Shard {
+    /// Takes jobs into its [`ShardQueue`] while it applies a batch, so the
+    /// nodes' messages never wait for a transaction to reach the queue, and
+    /// an ack that arrives during a storm of reports is taken next.
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
+        let mut queue = ShardQueue::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(job) = rx.recv().await {
-            batch.push(job);
-            while batch.len() < MAX_BATCH {
+        let mut open = true;
+        loop {
+            while queue.len() < MAX_QUEUED {
                 match rx.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => queue.push(job),
                     Err(_) => break,
                 }
             }
-            self.apply_batch(&mut batch).await;
+            if queue.is_empty() {
+                if !open {
+                    return;
+                }
+                match rx.recv().await {
+                    Some(job) => queue.push(job),
+                    None => return,
+                }
+                continue;
+            }
+            queue.take(&mut batch, MAX_BATCH);
+            let apply = self.apply_batch(&mut batch);
+            tokio::pin!(apply);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut apply => break,
+                    job = rx.recv(), if open && queue.len() < MAX_QUEUED => match job {
+                        Some(job) => queue.push(job),
+                        None => open = false,
+                    },
+                }
+            }
         }
     }
 
