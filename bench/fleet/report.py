@@ -423,7 +423,8 @@ if r0 and h0 and h1:
         p("The bridge's device reports and acknowledgements per period (from its /metrics every "
           "ONLINE_SAMPLE_SECS; confirmation timeouts: the nodes' `kumo_broker_confirm_timeouts_total`):\n")
         p("| period | reports stored per s | commit time per transaction | most QoS 1 messages unacknowledged "
-          "| confirmation timeouts |\n|---|---|---|---|---|")
+          "| confirmation timeouts | tasks waiting for a database connection (mean / most) |\n"
+          "|---|---|---|---|---|---|")
         for name, a, b in periods:
             def diff(col):
                 x, y = at(ks, a, col), at(ks, b, col)
@@ -432,9 +433,12 @@ if r0 and h0 and h1:
                                      diff("bridge_report_batch_seconds_total"))
             unacked = [num(r.get("bridge_mqtt_unacknowledged")) for r in ks if a <= float(r["unix_s"]) < b]
             unacked = [u for u in unacked if u is not None]
+            waiting = [num(r.get("bridge_db_pool_waiting")) for r in ks if a <= float(r["unix_s"]) < b]
+            waiting = [w for w in waiting if w is not None]
+            pool = (f"{sum(waiting) / len(waiting):.1f} / {max(waiting):.0f}" if waiting else "–")
             p(f"| {name} | {fmt(None if stored is None else stored / max(b - a, 1e-9))} "
               f"| {fmt(None if not batches else 1000 * secs / batches, '{:.0f} ms')} "
-              f"| {fmt(max(unacked) if unacked else None)} | {fmt(diff('confirm_timeouts'))} |")
+              f"| {fmt(max(unacked) if unacked else None)} | {fmt(diff('confirm_timeouts'))} | {pool} |")
         p("")
     if ks and "pg_waits" in ks[0]:
         # Sampled with the online count: what active backends waited for.

@@ -102,12 +102,14 @@ WANTED = (
     "kumo_bridge_report_batches_total ",
     "kumo_bridge_report_batch_seconds_total ",
     "kumo_bridge_mqtt_unacknowledged ",
+    "kumo_bridge_db_pool_waiting ",
 )
 BRIDGE = [
     "kumo_bridge_reports_stored_total",
     "kumo_bridge_report_batches_total",
     "kumo_bridge_report_batch_seconds_total",
     "kumo_bridge_mqtt_unacknowledged",
+    "kumo_bridge_db_pool_waiting",
 ]
 
 

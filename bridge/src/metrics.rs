@@ -108,6 +108,7 @@ pub(crate) async fn serve(listener: TcpListener, sources: Sources, shutdown: Can
 pub async fn render(State(state): State<Sources>) -> ApiResult<Response> {
     let mut out = String::new();
     state.metrics.render_requests(&mut out);
+    render_pool(&state.pool.status(), &mut out);
     let client = state.pool.get().await?;
     let pending = client
         .query(
@@ -139,6 +140,25 @@ pub async fn render(State(state): State<Sources>) -> ApiResult<Response> {
         render_mqtt(mqtt, &mut out);
     }
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// The database pool as this request found it (before taking a connection).
+fn render_pool(status: &deadpool_postgres::Status, out: &mut String) {
+    let in_use = status.size.saturating_sub(status.available);
+    let _ = writeln!(
+        out,
+        "# HELP kumo_bridge_db_pool_connections Database connections of the pool, by state.\n\
+         # TYPE kumo_bridge_db_pool_connections gauge\n\
+         kumo_bridge_db_pool_connections{{state=\"in_use\"}} {in_use}\n\
+         kumo_bridge_db_pool_connections{{state=\"idle\"}} {}\n\
+         # HELP kumo_bridge_db_pool_max Most connections the pool opens (`database.pool_size`).\n\
+         # TYPE kumo_bridge_db_pool_max gauge\n\
+         kumo_bridge_db_pool_max {}\n\
+         # HELP kumo_bridge_db_pool_waiting Tasks waiting for a pool connection.\n\
+         # TYPE kumo_bridge_db_pool_waiting gauge\n\
+         kumo_bridge_db_pool_waiting {}",
+        status.available, status.max_size, status.waiting
+    );
 }
 
 fn render_mqtt(mqtt: &crate::mqtt::MqttStatus, out: &mut String) {

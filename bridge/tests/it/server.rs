@@ -141,6 +141,12 @@ async fn metrics_count_requests_by_route_pattern_on_their_own_listener() {
     assert!(!text.contains("some-id"), "ids never become label values");
     assert!(text.contains("kumo_bridge_commands_pending{status=\"queued\"} 0"));
     assert!(text.contains("kumo_bridge_devices_online 0"));
+    // The pool as the scrape found it: it takes a connection only afterwards.
+    let max = gauge(&text, "kumo_bridge_db_pool_max");
+    let in_use = gauge(&text, "kumo_bridge_db_pool_connections{state=\"in_use\"}");
+    let idle = gauge(&text, "kumo_bridge_db_pool_connections{state=\"idle\"}");
+    assert!(max >= 1.0 && in_use + idle <= max, "{text}");
+    assert_eq!(gauge(&text, "kumo_bridge_db_pool_waiting"), 0.0);
     h.stop().await;
 }
 
@@ -193,4 +199,14 @@ async fn an_oversized_body_is_a_nature_shaped_413() {
         assert_standard_headers(&r.headers);
     }
     h.stop().await;
+}
+
+/// The value of the unique sample line `name` in a Prometheus text page.
+fn gauge(text: &str, name: &str) -> f64 {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split_once(' ').is_some_and(|(n, _)| n == name))
+        .collect();
+    assert_eq!(lines.len(), 1, "{name} in {text}");
+    lines[0].rsplit(' ').next().unwrap().parse().unwrap()
 }
