@@ -117,6 +117,14 @@ cleanup() {
     sleep 0.2
   done
   kill -9 $pids 2>/dev/null || true
+  if [[ -n ${CG_ROOT:-} ]]; then
+    # Empty once the last process has exited (PostgreSQL stops after `kumo up`).
+    for i in $(seq 1 50); do
+      rmdir "$CG_ROOT"/{nodes,bridge,postgres,sim,tools} "$CG_ROOT" 2>/dev/null
+      [[ -d $CG_ROOT ]] || break
+      sleep 0.2
+    done
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -149,10 +157,47 @@ BRIDGE_THREADS=${BRIDGE_THREADS:-2}
 # thread; on this 2-core box, ~50 busy threads then leave the bridge's 2 a tenth
 # of the machine, and it waited 10 s runnable for every 1 s it ran (run 20).
 BRIDGE_NICE=${BRIDGE_NICE:-0}
+# 1 = each role in a CPU control group of its own with the same weight (the
+# nodes together, the bridge, its PostgreSQL, the simulated fleet, the bench's
+# tools), as a host running them as systemd slices would: under contention
+# each role gets a fifth of the machine whatever its thread count, and what a
+# role does not use goes to the others. 0 = every thread the same weight.
+# Needs root and the cgroup v1 cpu controller (/sys/fs/cgroup/cpu).
+CPU_GROUPS=${CPU_GROUPS:-0}
+CG_ROOT=
+if [[ $CPU_GROUPS == 1 ]]; then
+  CG_ROOT=/sys/fs/cgroup/cpu/kumo-fleet-$$
+  for g in nodes bridge postgres sim tools; do
+    mkdir -p "$CG_ROOT/$g" 2>/dev/null || {
+      echo "CPU_GROUPS=1: cannot create $CG_ROOT/$g (needs root and the cgroup v1 cpu controller)" >&2; exit 1; }
+  done
+fi
+# cg_join GROUP PID: moves PID and every descendant into GROUP (no-op without
+# CPU_GROUPS); processes they start later inherit it.
+cg_join() {
+  [[ -n $CG_ROOT ]] || return 0
+  local pid=$2 child
+  echo "$pid" >"$CG_ROOT/$1/cgroup.procs" 2>/dev/null || true
+  for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do cg_join "$1" "$child"; done
+}
+# cg_join_postgres: the private PostgreSQL (a child of `kumo up`) into its own
+# group: every process working in the data directory, the postmaster first.
+cg_join_postgres() {
+  [[ -n $CG_ROOT ]] || return 0
+  local p pass
+  # Twice: a backend forked between the listing and the postmaster's move
+  # stays behind in the first pass.
+  for pass in 1 2; do
+    for p in /proc/[0-9]*; do
+      [[ $(readlink "$p/cwd" 2>/dev/null) == "$WORK/data"* ]] && echo "${p#/proc/}" >"$CG_ROOT/postgres/cgroup.procs" 2>/dev/null
+    done
+  done
+  return 0
+}
 PKI=$WORK/data/pki
 : >"$WORK/events.csv"
 cat >"$WORK/params.env" <<EOF
-NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS SENSOR_TOPICS=$SENSOR_TOPICS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS BRIDGE_NICE=$BRIDGE_NICE INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS
+NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS SENSOR_TOPICS=$SENSOR_TOPICS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS BRIDGE_NICE=$BRIDGE_NICE INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS CPU_GROUPS=$CPU_GROUPS
 EOF
 log "work directory $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$WORK/params.env")"
 
@@ -181,6 +226,7 @@ start_kumo_nodes() {
       KUMO__BROKER__PEERS=$(IFS=,; echo "${peers[*]}") \
       "$KUMO" broker --listen "127.0.0.1:$(node_port "$i")" --node-id "node-$i" \
       >"$WORK/node-$i.log" 2>&1 &
+    cg_join nodes $!
     echo "node-$i $! $(node_port "$i") $(node_http "$i")" >>"$WORK/nodes.txt"
   done
   for i in $(seq 1 "$NODES"); do
@@ -215,6 +261,7 @@ require_certificate true
 use_identity_as_username true
 CONF
     "$MOSQUITTO_BIN" -c "$WORK/mosquitto-$i.conf" >"$WORK/mosquitto-$i.log" 2>&1 &
+    cg_join nodes $!
     echo "mosq-$i $! $(node_port "$i") -" >>"$WORK/nodes.txt"
   done
   for i in $(seq 1 "$NODES"); do
@@ -229,6 +276,7 @@ start_sampler() {  # start_sampler NAME
   rm -f "$WORK/sample.stop"
   "$PY" "$HERE/sample.py" "$WORK" "$WORK/$1-samples.csv" "$SAMPLE_SECS" "$DB_SAMPLE_SECS" "$ONLINE_SAMPLE_SECS" 2>"$WORK/$1-sampler.err" &
   SAMPLER=$!
+  cg_join tools "$SAMPLER"
 }
 stop_sampler() { touch "$WORK/sample.stop"; wait "$SAMPLER" 2>/dev/null || true; }
 
@@ -240,6 +288,7 @@ start_sim() {
     --report-interval-ms "$REPORT_MS" --duration "$duration" --summary-file "$WORK/$1-summary.json" \
     >"$WORK/$1-sim.out" 2>"$WORK/sim.err" &
   SIM=$!
+  cg_join sim "$SIM"
   echo "sim $SIM" >>"$WORK/groups.txt"
 }
 
@@ -269,6 +318,7 @@ KUMO__BROKER__NODE_ID=node-1 \
   TOKIO_WORKER_THREADS=$BRIDGE_THREADS \
   nice -n "$BRIDGE_NICE" "$KUMO" up --no-broker >"$WORK/up.out" 2>"$WORK/up.err" &
 UP_PID=$!
+cg_join bridge "$UP_PID"
 echo "bridge $UP_PID" >"$WORK/groups.txt"
 for _ in $(seq 1 900); do
   grep -q 'Kumo is up' "$WORK/up.out" 2>/dev/null && break
@@ -276,6 +326,7 @@ for _ in $(seq 1 900); do
   sleep 0.1
 done
 grep -q 'Kumo is up' "$WORK/up.out" || { echo "kumo up not ready in 90 s" >&2; exit 1; }
+cg_join_postgres
 DB_URL=$(sed -n 's/^ *url: //p' "$WORK/up.out" | head -n 1)
 sql() { psql "$DB_URL" -X -q -At -v ON_ERROR_STOP=1 -c "$1"; }
 # Per-statement figures for the report (the library is preloaded above).
@@ -308,6 +359,7 @@ start_tap() {
   "$BENCH" tap --pki "$PKI" --nodes "$NODE_CSV" --out "$WORK/$1-tap.csv" \
     --duration $((RAMP_LIMIT + HOLD_SECS + DRAIN + 300)) >"$WORK/$1-tap.json" 2>"$WORK/$1-tap.err" &
   TAP=$!
+  cg_join tools "$TAP"
   echo "tools $TAP" >>"$WORK/groups.txt"
 }
 start_tap kumo
@@ -317,6 +369,7 @@ sleep 2
 event ramp_start kumo
 start_sim kumo
 wait_all_connected
+cg_join sim "$SIM"   # workers it started after the first move
 event hold_start kumo
 hold0=$SECONDS
 
@@ -337,6 +390,7 @@ while (( SECONDS - hold0 < HOLD_SECS )); do
       --duration $((HOLD_SECS - held)) --wait 5 --samples "$WORK/commands.csv" \
       >"$WORK/commands.json" 2>"$WORK/commands.err" &
     CMD=$!
+    cg_join tools "$CMD"
     echo "tools $CMD" >>"$WORK/groups.txt"
   fi
   if [[ -z $KILLED ]] && (( KILL_AT > 0 && held >= KILL_AT )); then
