@@ -197,7 +197,7 @@ cg_join_postgres() {
 PKI=$WORK/data/pki
 : >"$WORK/events.csv"
 cat >"$WORK/params.env" <<EOF
-NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS SENSOR_TOPICS=$SENSOR_TOPICS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS BRIDGE_NICE=$BRIDGE_NICE INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS CPU_GROUPS=$CPU_GROUPS
+NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS SENSOR_TOPICS=$SENSOR_TOPICS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS BRIDGE_NICE=$BRIDGE_NICE INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS CPU_GROUPS=$CPU_GROUPS DB_POOL=${KUMO__DATABASE__POOL_SIZE:-16}
 EOF
 log "work directory $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$WORK/params.env")"
 
@@ -397,8 +397,10 @@ while (( SECONDS - hold0 < HOLD_SECS )); do
     pid=$(awk -v n="node-$KILL_NODE" '$1 == n { print $2 }' "$WORK/nodes.txt")
     sessions=$(curl -s "http://127.0.0.1:$(node_http "$KILL_NODE")/metrics" \
       | awk '$1 == "kumo_broker_sessions_open" { print $2 }')
-    kill -9 "$pid"
+    # The event first: a sample taken between the kill and a later event
+    # would count the killed node's first drops as drops outside the kill.
     event kill "node-$KILL_NODE pid $pid sessions ${sessions:-?} sim_connected $(sim_connected)"
+    kill -9 "$pid"
     KILLED=1
   fi
   sleep 0.5
