@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::{GenericClient, Object, Pool};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -188,9 +188,16 @@ impl Shard {
     /// Takes jobs into its [`ShardQueue`] while it applies a batch, so the
     /// nodes' messages never wait for a transaction to reach the queue, and
     /// an ack that arrives during a storm of reports is taken next.
+    ///
+    /// Like the reading writer, a shard keeps its database connection while
+    /// work is queued: under load hundreds of REST calls may wait for one from
+    /// the shared pool (fleet run 26: up to 569), and a shard taking a fresh one
+    /// per batch waited behind all of them, acks included. It gives the
+    /// connection back when its queue runs empty, and drops it after a failure.
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
         let mut queue = ShardQueue::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut conn: Option<Object> = None;
         let mut open = true;
         loop {
             while queue.len() < MAX_QUEUED {
@@ -200,6 +207,7 @@ impl Shard {
                 }
             }
             if queue.is_empty() {
+                conn = None;
                 if !open {
                     return;
                 }
@@ -210,7 +218,7 @@ impl Shard {
                 continue;
             }
             queue.take(&mut batch, MAX_BATCH);
-            let apply = self.apply_batch(&mut batch);
+            let apply = self.apply_batch(&mut conn, &mut batch);
             tokio::pin!(apply);
             loop {
                 tokio::select! {
@@ -227,10 +235,10 @@ impl Shard {
 
     /// Applies and empties `batch`, falling back to one transaction per
     /// message if the batch fails.
-    async fn apply_batch(&self, batch: &mut Vec<Job>) {
+    async fn apply_batch(&self, conn: &mut Option<Object>, batch: &mut Vec<Job>) {
         let items: Vec<(usize, &Report)> = batch.iter().map(|(n, c, _)| (*n, c)).collect();
         let started = std::time::Instant::now();
-        let outcome = self.apply_all(&items).await;
+        let outcome = self.apply_all(conn, &items).await;
         drop(items);
         match outcome {
             Ok(effects) => {
@@ -245,7 +253,7 @@ impl Shard {
                     "storing a batch of device reports failed; retrying them one by one");
                 for (node, control, done) in batch.drain(..) {
                     let started = std::time::Instant::now();
-                    match self.apply_all(&[(node, &control)]).await {
+                    match self.apply_all(conn, &[(node, &control)]).await {
                         Ok(effects) => {
                             self.stored(1, started);
                             self.announce(effects).await;
@@ -278,11 +286,31 @@ impl Shard {
     /// none: each of its statements is atomic, and applying one again after
     /// a partial failure changes nothing more — this saves the BEGIN and
     /// COMMIT round trips when messages arrive one at a time.
-    async fn apply_all(&self, items: &[(usize, &Report)]) -> Result<Vec<Effect>, DbError> {
-        let mut client = self.pool.get().await?;
+    async fn apply_all(
+        &self,
+        conn: &mut Option<Object>,
+        items: &[(usize, &Report)],
+    ) -> Result<Vec<Effect>, DbError> {
+        let client = match conn {
+            Some(client) => client,
+            None => conn.insert(self.pool.get().await?),
+        };
+        let outcome = self.apply_on(client, items).await;
+        if outcome.is_err() {
+            // Back to the pool, which checks it before anyone reuses it.
+            *conn = None;
+        }
+        outcome
+    }
+
+    async fn apply_on(
+        &self,
+        client: &mut Object,
+        items: &[(usize, &Report)],
+    ) -> Result<Vec<Effect>, DbError> {
         let mut effects = Vec::new();
         if items.len() == 1 {
-            self.apply(&client, items, &mut effects).await?;
+            self.apply(&*client, items, &mut effects).await?;
             return Ok(effects);
         }
         let tx = client.transaction().await?;
