@@ -13,8 +13,10 @@
 //!
 //! Order per device: a job goes urgent only when none of its device's jobs is
 //! in the bulk queue, so every earlier job of its device is urgent too or
-//! already taken; batches are applied one after another, in the order they
-//! were taken. So each device's jobs are applied in arrival order.
+//! already taken; a bulk batch ends before a job whose device still has an
+//! urgent job waiting (a later report must not pass its ack); batches are
+//! applied one after another, in the order they were taken. So each device's
+//! jobs are applied in arrival order.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -63,11 +65,11 @@ impl<J: Queued> ShardQueue<J> {
     /// Queues `job` behind everything of its device.
     pub(crate) fn push(&mut self, job: J) {
         if job.urgent() && !self.in_bulk.contains_key(job.key()) {
-            count(&mut self.in_urgent, job.key(), true);
+            *self.in_urgent.entry(job.key().to_string()).or_insert(0) += 1;
             self.urgent.push_back(job);
             return;
         }
-        count(&mut self.in_bulk, job.key(), true);
+        *self.in_bulk.entry(job.key().to_string()).or_insert(0) += 1;
         self.bulk.push_back(job);
     }
 
@@ -77,41 +79,33 @@ impl<J: Queued> ShardQueue<J> {
     /// batch ends before it, and if it is first, the batch is urgent.
     pub(crate) fn take(&mut self, batch: &mut Vec<J>, max: usize) {
         debug_assert!(batch.is_empty());
-        let bulk_ready = self
-            .bulk
-            .front()
-            .is_some_and(|j| !self.in_urgent.contains_key(j.key()));
-        let urgent = !self.urgent.is_empty() && (!self.last_urgent || !bulk_ready);
+        let urgent = !self.urgent.is_empty() && (!self.last_urgent || !self.bulk_front_ready());
         self.last_urgent = urgent;
         while batch.len() < max {
-            let job = if urgent {
-                self.urgent.pop_front()
-            } else if self
-                .bulk
-                .front()
-                .is_some_and(|j| !self.in_urgent.contains_key(j.key()))
-            {
-                self.bulk.pop_front()
+            let (job, counts) = if urgent {
+                (self.urgent.pop_front(), &mut self.in_urgent)
+            } else if self.bulk_front_ready() {
+                (self.bulk.pop_front(), &mut self.in_bulk)
             } else {
-                None
+                break;
             };
             let Some(job) = job else { break };
-            let counts = if urgent {
-                &mut self.in_urgent
-            } else {
-                &mut self.in_bulk
-            };
-            count(counts, job.key(), false);
+            uncount(counts, job.key());
             batch.push(job);
         }
     }
+
+    /// Whether the first bulk job may be taken: no urgent job of its device waits.
+    fn bulk_front_ready(&self) -> bool {
+        self.bulk
+            .front()
+            .is_some_and(|j| !self.in_urgent.contains_key(j.key()))
+    }
 }
 
-/// Counts one job of `key` in or out of `counts` (absent when none).
-fn count(counts: &mut HashMap<String, usize>, key: &str, add: bool) {
-    if add {
-        *counts.entry(key.to_string()).or_insert(0) += 1;
-    } else if let Some(n) = counts.get_mut(key) {
+/// Counts one job of `key` out of `counts` (absent when none are left).
+fn uncount(counts: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = counts.get_mut(key) {
         *n -= 1;
         if *n == 0 {
             counts.remove(key);
