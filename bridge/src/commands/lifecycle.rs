@@ -238,6 +238,14 @@ impl CommandLog {
         Ok(Some(finished.completed()))
     }
 
+    /// Prepares [`CommandLog::complete_in`]'s statement on `tx`'s connection
+    /// (nothing to do once it is cached there), so that completions issued
+    /// together are sent at once, in the order they were issued.
+    pub async fn prepare_complete(&self, tx: &impl GenericClient) -> Result<(), DbError> {
+        tx.prepare_cached(&complete_sql()).await?;
+        Ok(())
+    }
+
     /// The transition of [`CommandLog::complete`] inside the caller's
     /// transaction; nothing is announced until the caller calls
     /// [`CommandLog::finish`] after its commit.
@@ -253,50 +261,7 @@ impl CommandLog {
         } else {
             CommandStatus::Failed
         };
-        // One statement (one round trip, atomic without a transaction): the
-        // guarded transition, then, for a confirmation, the appliance's state.
-        let update = tx
-            .prepare_cached(&format!(
-                "WITH done AS (
-                     UPDATE commands SET status = $3, result = $4, error = $5,
-                         completed_at = now(), updated_at = now(),
-                         sent_at = coalesce(sent_at, now())
-                     WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
-                     RETURNING {VIEW_COLUMNS}, user_id, expected),
-                 confirmed AS (
-                     SELECT d.appliance_id, d.kind,
-                            coalesce($7::jsonb -> d.kind, d.expected) AS reached
-                     FROM done d WHERE $3 = 'acked'),
-                 applied AS (
-                     UPDATE appliances a SET
-                         settings = CASE WHEN c.kind IN ('aircon', 'floor_heater') THEN
-                             CASE WHEN jsonb_typeof(c.reached) = 'object'
-                                  THEN c.reached || jsonb_build_object('updated_at', $6::text)
-                                  ELSE a.settings END
-                             ELSE a.settings END,
-                         state = CASE WHEN c.kind IN ('tv', 'light', 'light_projector', 'sesame_bot')
-                                           AND c.reached IS NOT NULL
-                                      THEN c.reached ELSE a.state END,
-                         updated_at = now()
-                     FROM confirmed c
-                     WHERE a.id = c.appliance_id AND c.reached IS NOT NULL
-                       AND (c.kind IN ('aircon', 'floor_heater')
-                            OR (c.kind IN ('tv', 'light', 'light_projector', 'sesame_bot')
-                                AND a.state IS DISTINCT FROM c.reached))),
-                 echonet AS (
-                     INSERT INTO echonet_properties (appliance_id, epc, name, val, updated_at)
-                     SELECT c.appliance_id, (p ->> 'epc')::int, coalesce(p ->> 'name', ''),
-                            p ->> 'val', now()
-                     FROM confirmed c JOIN appliances a ON a.id = c.appliance_id
-                          CROSS JOIN jsonb_array_elements(c.reached) p
-                     WHERE c.kind = 'echonet' AND jsonb_typeof(c.reached) = 'array'
-                       AND a.type <> 'EL_SMART_METER'
-                     ON CONFLICT (appliance_id, epc) DO UPDATE
-                         SET val = EXCLUDED.val, name = EXCLUDED.name,
-                             updated_at = EXCLUDED.updated_at)
-                 SELECT * FROM done"
-            ))
-            .await?;
+        let update = tx.prepare_cached(&complete_sql()).await?;
         let now = rfc3339(OffsetDateTime::now_utc());
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &id,
@@ -380,4 +345,50 @@ fn queued_from_row(r: &tokio_postgres::Row) -> Option<QueuedCommand> {
         payload: r.get(3),
         expires_at: r.get(4),
     })
+}
+
+/// The completion of [`CommandLog::complete_in`], in one statement (one
+/// round trip, atomic without a transaction): the guarded transition, then,
+/// for a confirmation, the appliance's state.
+fn complete_sql() -> String {
+    format!(
+        "WITH done AS (
+                     UPDATE commands SET status = $3, result = $4, error = $5,
+                         completed_at = now(), updated_at = now(),
+                         sent_at = coalesce(sent_at, now())
+                     WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent')
+                     RETURNING {VIEW_COLUMNS}, user_id, expected),
+                 confirmed AS (
+                     SELECT d.appliance_id, d.kind,
+                            coalesce($7::jsonb -> d.kind, d.expected) AS reached
+                     FROM done d WHERE $3 = 'acked'),
+                 applied AS (
+                     UPDATE appliances a SET
+                         settings = CASE WHEN c.kind IN ('aircon', 'floor_heater') THEN
+                             CASE WHEN jsonb_typeof(c.reached) = 'object'
+                                  THEN c.reached || jsonb_build_object('updated_at', $6::text)
+                                  ELSE a.settings END
+                             ELSE a.settings END,
+                         state = CASE WHEN c.kind IN ('tv', 'light', 'light_projector', 'sesame_bot')
+                                           AND c.reached IS NOT NULL
+                                      THEN c.reached ELSE a.state END,
+                         updated_at = now()
+                     FROM confirmed c
+                     WHERE a.id = c.appliance_id AND c.reached IS NOT NULL
+                       AND (c.kind IN ('aircon', 'floor_heater')
+                            OR (c.kind IN ('tv', 'light', 'light_projector', 'sesame_bot')
+                                AND a.state IS DISTINCT FROM c.reached))),
+                 echonet AS (
+                     INSERT INTO echonet_properties (appliance_id, epc, name, val, updated_at)
+                     SELECT c.appliance_id, (p ->> 'epc')::int, coalesce(p ->> 'name', ''),
+                            p ->> 'val', now()
+                     FROM confirmed c JOIN appliances a ON a.id = c.appliance_id
+                          CROSS JOIN jsonb_array_elements(c.reached) p
+                     WHERE c.kind = 'echonet' AND jsonb_typeof(c.reached) = 'array'
+                       AND a.type <> 'EL_SMART_METER'
+                     ON CONFLICT (appliance_id, epc) DO UPDATE
+                         SET val = EXCLUDED.val, name = EXCLUDED.name,
+                             updated_at = EXCLUDED.updated_at)
+                 SELECT * FROM done"
+    )
 }

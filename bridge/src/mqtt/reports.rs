@@ -331,7 +331,16 @@ impl Shard {
         effects: &mut Vec<Effect>,
     ) -> Result<(), DbError> {
         let mut gathered = Gathered::default();
+        let mut acks = Vec::new();
         for &(node, report) in items {
+            // What runs a statement at once comes after the acks before it;
+            // gathered reports are written after them anyway.
+            if matches!(
+                report,
+                Report::Meter(_, Some(_), ..) | Report::NodeStarted(..)
+            ) {
+                self.complete_acks(tx, &mut acks, effects).await?;
+            }
             match report {
                 Report::Presence(device, p) => {
                     self.status.nodes[node].learn_node_id(&p.node);
@@ -340,12 +349,7 @@ impl Shard {
                     }
                 }
                 Report::State(device, s) => gathered.state.push(device.as_str(), (device, &**s)),
-                Report::Ack(device, id, ack) => {
-                    match self.commands.complete_in(tx, device, *id, ack).await? {
-                        Some(finished) => effects.push(Effect::Finished(Box::new(finished))),
-                        None => effects.push(Effect::Unchanged(*id)),
-                    }
-                }
+                Report::Ack(device, id, ack) => acks.push((device, *id, ack)),
                 // The meter's own properties touch no other report's rows:
                 // gathered like presence, many meters per statement.
                 Report::Meter(device, None, properties, at) => {
@@ -365,7 +369,38 @@ impl Shard {
                 }
             }
         }
+        self.complete_acks(tx, &mut acks, effects).await?;
         self.write_gathered(tx, &mut gathered, effects).await
+    }
+
+    /// Completes the commands of the acks gathered so far with their
+    /// statements pipelined, so a batch of acks waits for one round trip, not
+    /// one each (a storm's ack batches were that many round trips on a busy
+    /// box). The server runs them in the order they are sent: with the
+    /// statement prepared first, each completion sends its query when first
+    /// polled, and `try_join_all` polls them first in the order given.
+    async fn complete_acks(
+        &self,
+        tx: &impl GenericClient,
+        acks: &mut Vec<(&DeviceId, Uuid, &Ack)>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), DbError> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        self.commands.prepare_complete(tx).await?;
+        let outcomes = futures_util::future::try_join_all(
+            acks.iter()
+                .map(|&(device, id, ack)| self.commands.complete_in(tx, device, id, ack)),
+        )
+        .await?;
+        for ((_, id, _), outcome) in acks.drain(..).zip(outcomes) {
+            effects.push(match outcome {
+                Some(finished) => Effect::Finished(Box::new(finished)),
+                None => Effect::Unchanged(id),
+            });
+        }
+        Ok(())
     }
 
     /// Writes the gathered presence and state reports, a round at a time.

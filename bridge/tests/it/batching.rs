@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::common::Reply;
+use crate::common::{gauge, Reply};
 use crate::stack::Stack;
 use kumo_bridge::DeviceKind;
 use serde_json::json;
@@ -190,4 +190,105 @@ async fn a_repeated_state_report_does_not_rewrite_the_appliance() {
         .clone();
     assert_eq!(light_view["light"]["state"]["brightness"], "50");
     h.stop().await;
+}
+
+#[tokio::test]
+async fn acks_applied_in_one_batch_take_effect_in_the_order_the_device_sent_them() {
+    let s = Stack::start(|_| {}).await;
+    let creds = s.device("remo-1").await;
+    let light =
+        s.h.add_appliance("remo-1", "kumo-light-generic", "LIGHT")
+            .await;
+    // Thirteen commands to one light while the device is away: on, off, …,
+    // on (the batch after the first holds off … on: reversed, it would end off).
+    let mut ids = Vec::new();
+    for i in 0..13 {
+        let button = if i % 2 == 0 { "on" } else { "off" };
+        let r =
+            s.h.post(
+                &format!("/1/appliances/{light}/light"),
+                &[("button", button)],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        ids.push(r.command_id());
+    }
+    // The first ack's transition takes half a second, so the others queue up
+    // behind it in the shard and are applied together in the next batch.
+    let db = s.h.client().await;
+    db.batch_execute(&format!(
+        "CREATE FUNCTION slow_first_ack() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN
+                IF NEW.id = '{}' AND NEW.status = 'acked' THEN PERFORM pg_sleep(0.5); END IF;
+                RETURN NEW;
+              END $$;
+         CREATE TRIGGER slow_first_ack BEFORE UPDATE ON commands
+           FOR EACH ROW EXECUTE FUNCTION slow_first_ack();",
+        ids[0]
+    ))
+    .await
+    .unwrap();
+    let metrics = |s: &Stack| {
+        let addr = s.h.bridge.as_ref().unwrap().metrics_addr();
+        let http = s.h.http.clone();
+        async move {
+            let text = http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (
+                gauge(&text, "kumo_bridge_reports_stored_total"),
+                gauge(&text, "kumo_bridge_report_batches_total"),
+            )
+        }
+    };
+    let (stored_before, batches_before) = metrics(&s).await;
+
+    // Every ack in order, then the first one again (a redelivery), in one
+    // connection; acks without a state confirm the state each command asked for.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let mut lines = String::new();
+    for id in ids.iter().chain(std::iter::once(&ids[0])) {
+        lines.push_str(&format!(r#"{{"id":"{id}","result":"ok","ts":{ts}}}"#));
+        lines.push('\n');
+    }
+    let mut pub_ = creds
+        .mosquitto_pub("devices/remo-1/acks")
+        .arg("-l")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = pub_.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, lines.as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let done = tokio::time::timeout(Duration::from_secs(20), pub_.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.success(), "mosquitto_pub: {done}");
+
+    for id in &ids {
+        s.wait_status(*id, "acked", Duration::from_secs(10)).await;
+    }
+    let a = s.h.get("/1/devices/remo-1/appliances").await.ok();
+    assert_eq!(
+        a[0]["light"]["state"]["power"], "on",
+        "the last command's state wins, not an earlier one's"
+    );
+    let (stored, batches) = metrics(&s).await;
+    let (stored, batches) = (stored - stored_before, batches - batches_before);
+    assert!(
+        stored >= 14.0 && batches <= stored - 5.0,
+        "the acks were applied together: {stored} reports in {batches} batches"
+    );
+    s.stop().await;
 }

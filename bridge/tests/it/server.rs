@@ -200,13 +200,3 @@ async fn an_oversized_body_is_a_nature_shaped_413() {
     }
     h.stop().await;
 }
-
-/// The value of the unique sample line `name` in a Prometheus text page.
-fn gauge(text: &str, name: &str) -> f64 {
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.split_once(' ').is_some_and(|(n, _)| n == name))
-        .collect();
-    assert_eq!(lines.len(), 1, "{name} in {text}");
-    lines[0].rsplit(' ').next().unwrap().parse().unwrap()
-}

@@ -269,3 +269,13 @@ impl Harness {
 pub fn dev(id: &str) -> DeviceId {
     DeviceId::parse(id).expect("a valid device id")
 }
+
+/// The value of the unique sample line `name` in a Prometheus text page.
+pub fn gauge(text: &str, name: &str) -> f64 {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split_once(' ').is_some_and(|(n, _)| n == name))
+        .collect();
+    assert_eq!(lines.len(), 1, "{name} in {text}");
+    lines[0].rsplit(' ').next().unwrap().parse().unwrap()
+}
