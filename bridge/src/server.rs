@@ -347,8 +347,16 @@ async fn bind(
 }
 
 /// Background upkeep: expires undelivered commands past their TTL every few
-/// seconds, and keeps the next `readings` partition created (hourly).
+/// seconds, keeps the next `readings` partition created (hourly), and wakes
+/// the requests waiting for commands completed elsewhere (every second).
 async fn maintain(commands: Arc<CommandLog>, pool: Pool, shutdown: CancellationToken) {
+    tokio::join!(
+        expire_and_partition(&commands, &pool, &shutdown),
+        commands.poll_elsewhere()
+    );
+}
+
+async fn expire_and_partition(commands: &CommandLog, pool: &Pool, shutdown: &CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut partitions_due = tokio::time::Instant::now();
     loop {
@@ -357,7 +365,7 @@ async fn maintain(commands: Arc<CommandLog>, pool: Pool, shutdown: CancellationT
             _ = tick.tick() => {}
         }
         if tokio::time::Instant::now() >= partitions_due {
-            match crate::ingest::ensure_partitions(&pool).await {
+            match crate::ingest::ensure_partitions(pool).await {
                 Ok(()) => partitions_due += Duration::from_secs(3600),
                 Err(e) => {
                     tracing::warn!(error = %e, "creating readings partitions failed; will retry")

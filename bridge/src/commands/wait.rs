@@ -6,8 +6,11 @@
 //! nothing from the database. A command written by this process is watched
 //! before it is announced, so not even the first read is needed. An ack that
 //! changed nothing here (another bridge process stored it first) wakes the
-//! waiter to re-read the row; a slow poll covers anything else done elsewhere.
-//! This module must not move commands through their states.
+//! waiter to re-read the row. Anything else done elsewhere is found by one
+//! poll for all waiters every [`POLL`] ([`CommandLog::poll_elsewhere`]): a
+//! poll per waiter was a query a second for each of the thousands of requests
+//! that wait through a node's reconnection storm. This module must not move
+//! commands through their states.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,13 +21,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{CommandLog, CommandView};
+use super::{view_from_row, CommandLog, CommandView, VIEW_COLUMNS};
+use crate::db::DbError;
 use crate::error::ApiError;
 
 /// Longest wait a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// How often a waiter re-reads the row in case another process completed it
-/// without this one seeing the ack.
+/// How often the watched commands are read in case another process completed
+/// them without this one seeing it.
 const POLL: Duration = Duration::from_secs(1);
 
 /// The wait a request asks for with `Prefer: wait=N`, capped at [`MAX_WAIT`].
@@ -88,6 +92,11 @@ impl Waiters {
         for tx in senders {
             let _ = tx.send(view.clone());
         }
+    }
+
+    /// The commands someone waits for.
+    fn ids(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
     }
 
     /// Whether anyone waits for `id`.
@@ -165,9 +174,8 @@ impl CommandLog {
         deadline: Instant,
     ) -> Result<Waited, ApiError> {
         loop {
-            let until = (Instant::now() + POLL).min(deadline);
             let woken = tokio::select! {
-                w = watch.woken(until) => w,
+                w = watch.woken(deadline) => w,
                 () = self.shutdown.cancelled() => None,
             };
             if let Some(Some(view)) = woken {
@@ -187,6 +195,44 @@ impl CommandLog {
                 watch.renew();
             }
         }
+    }
+}
+
+impl CommandLog {
+    /// Every [`POLL`] until shutdown, wakes the requests waiting for commands
+    /// that became final without this process seeing it (another bridge
+    /// process stored the ack or expired them): one statement for all waiters.
+    pub async fn poll_elsewhere(&self) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.wake_final_watched().await {
+                tracing::warn!(error = %e, "reading waited-for commands failed; will retry");
+            }
+        }
+    }
+
+    async fn wake_final_watched(&self) -> Result<(), DbError> {
+        let ids = self.waiters.ids();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.pool.get().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {VIEW_COLUMNS} FROM commands
+                 WHERE id = ANY($1) AND status IN ('acked', 'failed', 'expired')"
+            ))
+            .await?;
+        for row in client.query(&select, &[&ids]).await? {
+            let view = view_from_row(&row);
+            self.waiters.wake(view.id, Some(view));
+        }
+        Ok(())
     }
 }
 

@@ -250,6 +250,44 @@ async fn wait_mode_times_out_with_the_pending_status() {
 }
 
 #[tokio::test]
+async fn a_waiting_request_sees_a_command_another_bridge_process_completed() {
+    let (h, ac) = with_ac().await;
+    let request = h
+        .http
+        .post(format!("{}/1/appliances/{ac}/aircon_settings", h.base))
+        .bearer_auth(&h.token)
+        .header("prefer", "wait=20")
+        .form(&[("button", "")]);
+    let started = tokio::time::Instant::now();
+    // Another process stores the ack: the row changes, nothing reaches this one.
+    let elsewhere = async {
+        let client = h.client().await;
+        while client
+            .execute(
+                "UPDATE commands SET status = 'acked', completed_at = now(), updated_at = now()
+                 WHERE status IN ('queued', 'sent')",
+                &[],
+            )
+            .await
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (r, ()) = tokio::join!(h.send(request), elsewhere);
+    assert_eq!(r.headers["x-kumo-command-status"], "acked");
+    // Found by the shared poll (every second), long before the wait's end.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    r.ok();
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_ends_a_long_wait_within_the_grace_period() {
     let mut settings = test_settings();
     settings.shutdown_grace_secs = 1;
