@@ -340,6 +340,36 @@ if cmds:
                     crow = [r for r in every if on_device_killed(r["device_id"]) == pick]
                     rows.append((f"  storm stages, {label}", stages(lo, hi, True)))
                 crow = every
+    # A hold command as the client saw it, by step: each client record joined
+    # to its row (per device, in order): scheduled → created (HTTP, token,
+    # appliance, insert), created → ack stored (`now()` of the ack's
+    # transaction), ack stored → the client's answer (the rest of that
+    # transaction, the wake-up, the HTTP response).
+    if crow and device_of and "device_id" in crow[0]:
+        rows_of = {}
+        for r in crow:
+            if num(r["created"]) is not None:
+                rows_of.setdefault(r["device_id"], []).append(r)
+        asked = {}
+        for r in cmds:
+            asked.setdefault(device_of.get(r.get("appliance", "")), []).append(r)
+        steps = ([], [], [])
+        for d, cs in asked.items():
+            rs = sorted(rows_of.get(d, []), key=lambda r: float(r["created"]))
+            if d is None or len(rs) != len(cs):
+                continue
+            for c, r in zip(sorted(cs, key=lambda r: float(r["unix_s"])), rs):
+                t = float(c["unix_s"])
+                if c["outcome"] != "acked" or num(r["completed"]) is None or lo <= t < hi:
+                    continue
+                steps[0].append(1000 * (float(r["created"]) - t))
+                steps[1].append(1000 * (float(r["completed"]) - float(r["created"])))
+                steps[2].append(t * 1000 + float(c["latency_ms"]) - 1000 * float(r["completed"]))
+        if steps[0]:
+            p5099 = [f"{fmt(pct(v, .5), '{:.0f}')} / {fmt(pct(v, .99), '{:.0f}')}" for v in steps]
+            rows.append(("hold commands by step as the client saw them, p50 / p99 (ms)",
+                         f"scheduled → created {p5099[0]}, created → ack stored {p5099[1]}, "
+                         f"ack stored → answer {p5099[2]} ({len(steps[0]):,} commands)"))
     bad = {}
     for r in cmds:
         if r["outcome"] != "acked":
