@@ -428,7 +428,7 @@ for k, v in rows:
 p("")
 if r0 and h0 and h1:
     p("CPU, % of the machine's " + str(CORES) + " cores (mean over the period):\n")
-    p("| period | " + " | ".join(GROUPS) + " | total | whole machine (other jobs included) |\n|---" * 1 + "|---" * (len(GROUPS) + 2) + "|")
+    p("| period | " + " | ".join(GROUPS) + " | total | whole machine (other jobs included) | of it: interrupts (irq + softirq) / stolen |\n|---" * 1 + "|---" * (len(GROUPS) + 3) + "|")
     periods = [("ramp", r0[0], h0[0]), ("hold before the kill", h0[0], kill[0] if kill else h1[0])]
     if kill:
         periods.append(("storm (kill → back + 5 s)", storm[0], min(storm[1], h1[0])))
@@ -437,7 +437,8 @@ if r0 and h0 and h1:
         vals = [cpu_pct(ks, a, b, f"cpu_{g}") for g in GROUPS]
         tot = sum(v for v in vals if v is not None)
         p(f"| {name} ({b - a:.0f} s) | " + " | ".join(fmt(v, "{:.0f} %") for v in vals)
-          + f" | {tot:.0f} % | {fmt(cpu_pct(ks, a, b, 'cpu_machine'), '{:.0f} %')} |")
+          + f" | {tot:.0f} % | {fmt(cpu_pct(ks, a, b, 'cpu_machine'), '{:.0f} %')}"
+          + f" | {fmt(cpu_pct(ks, a, b, 'cpu_machine_irq'), '{:.0f} %')} / {fmt(cpu_pct(ks, a, b, 'cpu_machine_steal'), '{:.0f} %')} |")
     p("")
     per = {g: 1000 * cpu_secs(ks, r0[0], h0[0], f"cpu_{g}") / DEVICES for g in GROUPS}
     p("CPU per device connected during the ramp (CPU seconds of the ramp / devices): "

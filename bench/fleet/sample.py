@@ -15,7 +15,8 @@ Reads, every period:
   workers), and `postgres` gathers every process whose working directory is
   under WORK/data (the private PostgreSQL).
 - WORK/sim.err: the simulator's last progress line (connected, failed, drops).
-- /proc/stat: CPU time of the whole machine (so other jobs show up);
+- /proc/stat: CPU time of the whole machine (so other jobs show up), and of it
+  the interrupt handling (irq + softirq) and the time stolen by the hypervisor;
 - the database (WORK/db_url): devices `online` every period, rows in
   `readings` every DB_EVERY_S;
 - the nodes' confirmation timeouts (`kumo_broker_confirm_timeouts_total`, summed;
@@ -62,11 +63,14 @@ def proc_stat(pid):
 
 
 def machine_busy():
-    """CPU seconds all cores spent not idle (any process, this run's or not)."""
+    """CPU seconds all cores spent not idle (any process, this run's or not),
+    and of them in the kernel's interrupt handling (irq + softirq: for this
+    box mostly loopback networking, not counted to any process) and stolen
+    by the hypervisor."""
     fields = read("/proc/stat").split("\n", 1)[0].split()[1:]
     vals = [int(v) for v in fields[:8]]
     idle = vals[3] + vals[4]  # idle + iowait
-    return (sum(vals) - idle) / TICK
+    return ((sum(vals) - idle) / TICK, (vals[5] + vals[6]) / TICK, vals[7] / TICK)
 
 
 def all_procs():
@@ -197,7 +201,7 @@ def main():
     # read with the online count's period, not every second.
     bridge_port = read(f"{work}/bridge_metrics_port").strip()
     header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
-    header += ["pg_waits"]
+    header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal"]
     last_db = last_online = 0.0
     # Each node's last answered counters: (shed, confirmation timeouts).
     counted = {}
@@ -268,11 +272,13 @@ def main():
             row += ["" if s is None else str(s) for s in sessions] + [str(r) for r in rss]
             row += [f"{cpu_nodes:.2f}", f"{rss_nodes:.0f}"]
             row += [f"{cpu[g]:.2f}" for g in groups] + [f"{mem[g]:.0f}" for g in groups]
-            row += [f"{machine_busy():.2f}"]
+            busy, irq, steal = machine_busy()
+            row += [f"{busy:.2f}"]
             row += list(sim_progress(work)) + list(db)
             b = (metrics(bridge_port) if bridge_port and with_online else None) or {}
             row += [f"{timeouts:.0f}"] + [f"{b[k]:g}" if k in b else "" for k in BRIDGE]
             row += [pg_waits(work) if with_online else ""]
+            row += [f"{irq:.2f}", f"{steal:.2f}"]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))
