@@ -15,7 +15,15 @@ pub struct DatabaseSettings {
     /// the password need not be written into the URL. Read once at start-up;
     /// trailing line breaks are ignored.
     pub password_file: Option<PathBuf>,
-    /// Connections in the pool (default 16).
+    /// Connections in the bridge's pool (default 16). Half of them, at most
+    /// 8, are the report shards' (presence, state, acks, meter properties),
+    /// each kept while its shard has work queued; the reading writer keeps one
+    /// while readings keep coming; the rest serve REST calls (a command takes
+    /// one three times: token, appliance, insert) and background work. Size it
+    /// so REST calls do not queue for one (`kumo_bridge_db_pool_waiting` in the
+    /// bridge's `/metrics`): a 250,000-device fleet with 200 commands a second
+    /// queued with 16 and ran with 48 (BENCHMARKS.md, "Fleet", runs 26–29);
+    /// the private PostgreSQL allows 200 connections.
     pub pool_size: usize,
     /// Seconds to wait for a connection (default 10).
     pub connect_timeout_secs: u64,
