@@ -28,3 +28,36 @@ macro_rules! db_error_from {
     };
 }
 pub(crate) use db_error_from;
+
+/// A pooled connection a long-running worker keeps while work keeps coming,
+/// so its work never queues behind REST calls for a free one: taken from the
+/// pool when needed, given back when the worker runs out of work
+/// ([`Held::release`]) and after a failure (the pool checks it before anyone
+/// reuses it).
+#[derive(Default)]
+pub struct Held(Option<deadpool_postgres::Object>);
+
+impl Held {
+    /// Runs `work` on the held connection, taking one from `pool` first if
+    /// none is held; gives it back if `work` fails.
+    pub async fn run<T>(
+        &mut self,
+        pool: &deadpool_postgres::Pool,
+        work: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let client = match &mut self.0 {
+            Some(client) => client,
+            None => self.0.insert(pool.get().await?),
+        };
+        let outcome = work(client).await;
+        if outcome.is_err() {
+            self.0 = None;
+        }
+        outcome
+    }
+
+    /// Gives the connection back to the pool (if one is held).
+    pub fn release(&mut self) {
+        self.0 = None;
+    }
+}

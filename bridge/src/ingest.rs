@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::DbError;
+use crate::db::{DbError, Held};
 
 /// Longest pause between write retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -111,7 +111,7 @@ async fn run(
     // While readings keep coming, the writer keeps its connection: they never
     // wait behind REST calls and report transactions for a free one from the
     // shared pool. It gives the connection back when it runs out of work.
-    let mut conn: Option<Object> = None;
+    let mut conn = Held::default();
     loop {
         let first = tokio::select! {
             item = rx.recv() => item,
@@ -128,7 +128,7 @@ async fn run(
         }
         let written = write_with_retry(&pool, &mut conn, &batch, &shutdown).await;
         if rx.is_empty() {
-            conn = None;
+            conn.release();
         }
         for (_, durable) in batch.drain(..) {
             // Dropping the sender tells the producer the reading is not durable.
@@ -143,7 +143,7 @@ async fn run(
 /// readings to be redelivered by the broker. Returns whether the batch is stored.
 async fn write_with_retry(
     pool: &Pool,
-    conn: &mut Option<Object>,
+    conn: &mut Held,
     batch: &[Item],
     shutdown: &CancellationToken,
 ) -> bool {
@@ -174,28 +174,21 @@ async fn write_with_retry(
     }
 }
 
-/// Writes `batch` on the writer's connection, taking one from the pool when it
-/// has none; a connection that failed is given back (the pool checks it
-/// before anyone reuses it).
-async fn write(pool: &Pool, conn: &mut Option<Object>, batch: &[Item]) -> Result<(), DbError> {
-    let client = match conn {
-        Some(client) => client,
-        None => conn.insert(pool.get().await?),
-    };
-    let outcome = match write_on(client, batch, false).await {
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tracing::debug!(
-                readings = batch.len(),
-                "batch repeats stored readings; skipping them"
-            );
-            write_on(client, batch, true).await
+/// Writes `batch` on the writer's held connection.
+async fn write(pool: &Pool, conn: &mut Held, batch: &[Item]) -> Result<(), DbError> {
+    conn.run(pool, async |client| {
+        match write_on(client, batch, false).await {
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                tracing::debug!(
+                    readings = batch.len(),
+                    "batch repeats stored readings; skipping them"
+                );
+                Ok(write_on(client, batch, true).await?)
+            }
+            other => Ok(other?),
         }
-        other => other,
-    };
-    if outcome.is_err() {
-        *conn = None;
-    }
-    Ok(outcome?)
+    })
+    .await
 }
 
 async fn write_on(

@@ -40,7 +40,7 @@ use crate::commands::{Ack, CommandLog, Finished};
 use kumo_contract::appliance::echonet::Eoj;
 use kumo_contract::DeviceId;
 
-use crate::db::DbError;
+use crate::db::{DbError, Held};
 use crate::device_state;
 use crate::live::LiveEvent;
 use crate::presence::{self, Presence};
@@ -197,7 +197,7 @@ impl Shard {
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
         let mut queue = ShardQueue::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut conn: Option<Object> = None;
+        let mut conn = Held::default();
         let mut open = true;
         loop {
             while queue.len() < MAX_QUEUED {
@@ -207,7 +207,7 @@ impl Shard {
                 }
             }
             if queue.is_empty() {
-                conn = None;
+                conn.release();
                 if !open {
                     return;
                 }
@@ -235,7 +235,7 @@ impl Shard {
 
     /// Applies and empties `batch`, falling back to one transaction per
     /// message if the batch fails.
-    async fn apply_batch(&self, conn: &mut Option<Object>, batch: &mut Vec<Job>) {
+    async fn apply_batch(&self, conn: &mut Held, batch: &mut Vec<Job>) {
         let items: Vec<(usize, &Report)> = batch.iter().map(|(n, c, _)| (*n, c)).collect();
         let started = std::time::Instant::now();
         let outcome = self.apply_all(conn, &items).await;
@@ -288,19 +288,13 @@ impl Shard {
     /// COMMIT round trips when messages arrive one at a time.
     async fn apply_all(
         &self,
-        conn: &mut Option<Object>,
+        conn: &mut Held,
         items: &[(usize, &Report)],
     ) -> Result<Vec<Effect>, DbError> {
-        let client = match conn {
-            Some(client) => client,
-            None => conn.insert(self.pool.get().await?),
-        };
-        let outcome = self.apply_on(client, items).await;
-        if outcome.is_err() {
-            // Back to the pool, which checks it before anyone reuses it.
-            *conn = None;
-        }
-        outcome
+        conn.run(&self.pool, async |client| {
+            self.apply_on(client, items).await
+        })
+        .await
     }
 
     async fn apply_on(
