@@ -228,23 +228,12 @@ async fn acks_applied_in_one_batch_take_effect_in_the_order_the_device_sent_them
     ))
     .await
     .unwrap();
-    let metrics = |s: &Stack| {
-        let addr = s.h.bridge.as_ref().unwrap().metrics_addr();
-        let http = s.h.http.clone();
-        async move {
-            let text = http
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            (
-                gauge(&text, "kumo_bridge_reports_stored_total"),
-                gauge(&text, "kumo_bridge_report_batches_total"),
-            )
-        }
+    let metrics = async |s: &Stack| {
+        let text = s.h.metrics_text().await;
+        (
+            gauge(&text, "kumo_bridge_reports_stored_total"),
+            gauge(&text, "kumo_bridge_report_batches_total"),
+        )
     };
     let (stored_before, batches_before) = metrics(&s).await;
 

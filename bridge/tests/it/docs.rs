@@ -58,16 +58,7 @@ async fn every_documented_operation_reaches_a_route_of_the_router() {
     }
     assert!(operations > 50, "{operations} operations");
     // The metrics name every request's route pattern: none fell through.
-    let metrics_addr = h.bridge.as_ref().unwrap().metrics_addr();
-    let text = h
-        .http
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = h.metrics_text().await;
     let unmatched: Vec<_> = text
         .lines()
         .filter(|l| l.contains("route=\"unmatched\"") || l.contains("status=\"405\""))

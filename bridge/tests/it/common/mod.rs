@@ -177,6 +177,19 @@ impl Harness {
         self.post_as(&self.token.clone(), path, form).await
     }
 
+    /// The bridge's `/metrics` page (from its metrics listener).
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.bridge.as_ref().unwrap().metrics_addr();
+        self.http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A token of the test user with exactly `scopes`.
     pub async fn token_with(&self, scopes: &[&str]) -> String {
         kumo_bridge::create_token(&self.pool, &self.user_id, scopes, "scoped")
