@@ -209,6 +209,10 @@ def main():
         out.write(",".join(header) + "\n")
         while not os.path.exists(f"{work}/sample.stop"):
             t0 = time.time()
+            # The simulator's counts first, so they belong to t0: read after
+            # the nodes' metrics (seconds under load), the killed node's drops
+            # were stamped before the kill (fleet run 30).
+            progress = sim_progress(work)
             procs = all_procs()
             children = {}
             for pid, (_, _, ppid) in procs.items():
@@ -274,7 +278,7 @@ def main():
             row += [f"{cpu[g]:.2f}" for g in groups] + [f"{mem[g]:.0f}" for g in groups]
             busy, irq, steal = machine_busy()
             row += [f"{busy:.2f}"]
-            row += list(sim_progress(work)) + list(db)
+            row += list(progress) + list(db)
             b = (metrics(bridge_port) if bridge_port and with_online else None) or {}
             row += [f"{timeouts:.0f}"] + [f"{b[k]:g}" if k in b else "" for k in BRIDGE]
             row += [pg_waits(work) if with_online else ""]
