@@ -244,6 +244,9 @@ rows.append(("ramp rate between 10 % and 90 % connected (asked: " + params.get("
 rows.append(("failed after backoff (devices not connected at the end of the hold)", fmt(DEVICES - steady if steady is not None else None)))
 fails = ksum.get("failures", {})
 rows.append(("failed connection attempts (retried; by reason)", f"{sum(fails.values()):,} {fails if fails else ''}".strip()))
+drop_reasons = ksum.get("drop_reasons", {})
+rows.append(("connected devices dropped, whole run (by why the simulator's link ended)",
+             f"{ksum.get('drops', 0):,} {drop_reasons if drop_reasons else ''}".strip()))
 # Drops outside the kill's storm: before the kill, and after the killed
 # node's devices were all back. (All drops less the killed node's sessions
 # came out negative: the node counted sessions the simulator had not yet

@@ -179,7 +179,7 @@ async fn after_session(
             return None;
         }
         End::Dropped(e) => {
-            stats.drops.fetch_add(1, Relaxed);
+            stats.dropped(e.reason);
             tracing::debug!(device_id = %dev.id, node = %node, error = %e.detail, "connection lost");
             backoff(s, 1, &mut dev.rng)
         }

@@ -66,6 +66,7 @@ pub struct Stats {
     pub ever_connected: AtomicU64,
     pub connects: AtomicU64,
     failures: [AtomicU64; 6],
+    drop_reasons: [AtomicU64; 6],
     pub drops: AtomicU64,
     pub chaos_disconnects: AtomicU64,
     pub chaos_kills: AtomicU64,
@@ -111,6 +112,7 @@ impl Stats {
             ever_connected: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             failures: Default::default(),
+            drop_reasons: Default::default(),
             drops: AtomicU64::new(0),
             chaos_disconnects: AtomicU64::new(0),
             chaos_kills: AtomicU64::new(0),
@@ -137,6 +139,14 @@ impl Stats {
     pub fn failed(&self, reason: FailureReason) {
         if let Some(i) = FailureReason::ALL.iter().position(|r| *r == reason) {
             self.failures[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a live connection lost without the simulator asking, by why.
+    pub fn dropped(&self, reason: FailureReason) {
+        self.drops.fetch_add(1, Relaxed);
+        if let Some(i) = FailureReason::ALL.iter().position(|r| *r == reason) {
+            self.drop_reasons[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -194,6 +204,12 @@ impl Stats {
                 .collect(),
             credential_errors: get(&self.credential_errors),
             drops: get(&self.drops),
+            drop_reasons: FailureReason::ALL
+                .iter()
+                .zip(&self.drop_reasons)
+                .filter(|(_, n)| get(n) > 0)
+                .map(|(r, n)| (r.as_str().to_owned(), get(n)))
+                .collect(),
             chaos_disconnects: get(&self.chaos_disconnects),
             chaos_kills: get(&self.chaos_kills),
             burst_drops: get(&self.burst_drops),
@@ -289,6 +305,9 @@ pub struct Summary {
     pub credential_errors: u64,
     /// Live connections lost without the simulator asking.
     pub drops: u64,
+    /// The drops by why the link ended (the same labels as `failures`).
+    #[serde(default)]
+    pub drop_reasons: BTreeMap<String, u64>,
     pub chaos_disconnects: u64,
     pub chaos_kills: u64,
     pub burst_drops: u64,
@@ -341,6 +360,9 @@ impl Summary {
         };
         for (k, v) in &o.failures {
             *self.failures.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.drop_reasons {
+            *self.drop_reasons.entry(k.clone()).or_default() += v;
         }
         self.command_latency.merge(&o.command_latency);
         self.command_latency_p50_ms = self.command_latency.quantile_ms(0.5);
@@ -415,6 +437,9 @@ mod tests {
         b.devices.store(3, Relaxed);
         b.failed(FailureReason::Tls);
         b.failed(FailureReason::Timeout);
+        a.dropped(FailureReason::Timeout);
+        b.dropped(FailureReason::Timeout);
+        b.dropped(FailureReason::Io);
         let mut total = a.snapshot();
         total.recent_msgs_per_sec = 2.5;
         let mut other = b.snapshot();
@@ -425,6 +450,9 @@ mod tests {
         assert_eq!((total.processes, total.devices, total.connected), (2, 5, 1));
         assert_eq!(total.failures.get("tls"), Some(&2));
         assert_eq!(total.failed_total(), 3);
+        assert_eq!(total.drops, 3);
+        assert_eq!(total.drop_reasons.get("timeout"), Some(&2));
+        assert_eq!(total.drop_reasons.get("io"), Some(&1));
         assert_eq!(total.command_latency.total(), 1);
     }
 
