@@ -172,12 +172,16 @@ if kill:
         killed_devices = last_known - base.get(k_node, 0)
     pre_kill = num(detail.get("sim_connected")) or at(ks, kill[0] - 0.01, "sim_connected")
     # Back = the simulator's count, having dipped after the kill, is at its
-    # pre-kill value again (its progress line lags by up to a period).
+    # pre-kill value again (its progress line lags by up to a period). A fleet
+    # that reconnects within one progress period shows no dip: its drops
+    # counter rising stands for it.
     dipped = False
-    for t, c in sim_conn:
+    drops_at_kill = at(ks, kill[0] - 0.01, "sim_drops")
+    for r in ks:
+        t, c, d = float(r["unix_s"]), num(r["sim_connected"]), num(r["sim_drops"])
         if t <= kill[0] or c is None or pre_kill is None:
             continue
-        dipped = dipped or c < pre_kill
+        dipped = dipped or c < pre_kill or (None not in (d, drops_at_kill) and d > drops_at_kill)
         if dipped and c >= pre_kill:
             back_secs = t - kill[0]
             break
