@@ -196,20 +196,10 @@ impl Stats {
                 ms => Some(ms as f64 / 1000.0),
             },
             connects: get(&self.connects),
-            failures: FailureReason::ALL
-                .iter()
-                .zip(&self.failures)
-                .filter(|(_, n)| get(n) > 0)
-                .map(|(r, n)| (r.as_str().to_owned(), get(n)))
-                .collect(),
+            failures: by_reason(&self.failures),
             credential_errors: get(&self.credential_errors),
             drops: get(&self.drops),
-            drop_reasons: FailureReason::ALL
-                .iter()
-                .zip(&self.drop_reasons)
-                .filter(|(_, n)| get(n) > 0)
-                .map(|(r, n)| (r.as_str().to_owned(), get(n)))
-                .collect(),
+            drop_reasons: by_reason(&self.drop_reasons),
             chaos_disconnects: get(&self.chaos_disconnects),
             chaos_kills: get(&self.chaos_kills),
             burst_drops: get(&self.burst_drops),
@@ -406,6 +396,17 @@ impl Summary {
     pub fn failed_total(&self) -> u64 {
         self.failures.values().sum()
     }
+}
+
+/// Counters indexed like [`FailureReason::ALL`], by label, the zeros left out.
+fn by_reason(counts: &[AtomicU64; 6]) -> BTreeMap<String, u64> {
+    FailureReason::ALL
+        .iter()
+        .zip(counts)
+        .map(|(r, n)| (r, n.load(Relaxed)))
+        .filter(|&(_, n)| n > 0)
+        .map(|(r, n)| (r.as_str().to_owned(), n))
+        .collect()
 }
 
 #[cfg(test)]
