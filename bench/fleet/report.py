@@ -261,6 +261,23 @@ if kill and back_secs is not None and drops0 is not None and drops1 is not None:
     d_back = at(ks, kill[0] + back_secs, "sim_drops")
     if d_kill is not None and d_back is not None:
         outside_storm = (d_kill - drops0) + (drops1 - d_back)
+
+
+def reasons_at(t):
+    """The nodes' ended sessions by reason at t ({} before the column existed)."""
+    last = {}
+    for r in ks:
+        if float(r["unix_s"]) > t:
+            break
+        if r.get("node_disconnects"):
+            last = dict((k, float(v)) for k, v in (kv.split("=") for kv in r["node_disconnects"].split(";")))
+    return last
+
+
+if ks and "node_disconnects" in ks[0] and h0:
+    ended = reasons_at(h0[0])
+    rows.append(("sessions the nodes ended before the hold (by reason)",
+                 ", ".join(f"{k} {v:,.0f}" for k, v in sorted(ended.items(), key=lambda kv: -kv[1])) or "none"))
 rows.append(("drops during the hold (all / outside the kill: before it and after its devices were back)",
              f"{fmt(hold_drops)} / {fmt(outside_storm if kill else hold_drops)}"))
 rows.append(("readings published (accepted by the nodes: tap) vs stored (rows)",

@@ -21,7 +21,9 @@ Reads, every period:
   `readings` every DB_EVERY_S;
 - the nodes' confirmation timeouts (`kumo_broker_confirm_timeouts_total`, summed;
   a node that does not answer, or was killed, counts with its last answer, so the
-  sum never goes down)
+  sum never goes down), and the sessions they ended by reason
+  (`kumo_broker_disconnects_total`, summed the same way, as `reason=count;…`:
+  tells a node's keepalive timeout from a connection the device lost)
   and, with the online count's period, the bridge's report and acknowledgement
   figures from its /metrics (port in WORK/bridge_metrics_port): reports stored,
   their transactions and time, QoS 1 messages not yet acknowledged; and what
@@ -94,6 +96,10 @@ def metrics(port):
         if line.startswith(WANTED):
             k, v = line.split()[:2]
             vals[k] = float(v)
+        elif line.startswith(DISCONNECTS):
+            m = re.match(r'kumo_broker_disconnects_total\{reason="([a-z_]+)"\} (\S+)', line)
+            if m:
+                vals.setdefault("disconnects", {})[m.group(1)] = float(m.group(2))
     return vals
 
 
@@ -108,6 +114,8 @@ WANTED = (
     "kumo_bridge_mqtt_unacknowledged ",
     "kumo_bridge_db_pool_waiting ",
 )
+# Sessions the nodes ended, by reason (labelled): who closed a dropped device.
+DISCONNECTS = "kumo_broker_disconnects_total{"
 BRIDGE = [
     "kumo_bridge_reports_stored_total",
     "kumo_bridge_report_batches_total",
@@ -201,9 +209,10 @@ def main():
     # read with the online count's period, not every second.
     bridge_port = read(f"{work}/bridge_metrics_port").strip()
     header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
-    header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal"]
+    header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal", "node_disconnects"]
     last_db = last_online = 0.0
-    # Each node's last answered counters: (shed, confirmation timeouts).
+    # Each node's last answered counters: (shed, confirmation timeouts,
+    # disconnects by reason).
     counted = {}
     with open(out_path, "w") as out:
         out.write(",".join(header) + "\n")
@@ -218,15 +227,18 @@ def main():
             for pid, (_, _, ppid) in procs.items():
                 children.setdefault(ppid, []).append(pid)
             sessions, rss, shed, timeouts = [], [], 0.0, 0.0
+            disconnects = {}
             cpu_nodes = rss_nodes = 0.0
             for name, pid, port, http in nodes:
                 st = procs.get(int(pid))
                 if st is None:
                     sessions.append(0)
                     rss.append(0)
-                    node_shed, node_timeouts = counted.get(name, (0.0, 0.0))
+                    node_shed, node_timeouts, node_disc = counted.get(name, (0.0, 0.0, {}))
                     shed += node_shed
                     timeouts += node_timeouts
+                    for k, v in node_disc.items():
+                        disconnects[k] = disconnects.get(k, 0.0) + v
                     continue
                 cpu_nodes += st[0]
                 rss_nodes += st[1]
@@ -239,10 +251,13 @@ def main():
                     sessions.append(None if m is None else int(m.get("kumo_broker_sessions_open", 0)))
                     if m is not None:
                         counted[name] = (m.get("kumo_broker_connects_shed_total", 0),
-                                         m.get("kumo_broker_confirm_timeouts_total", 0))
-                    node_shed, node_timeouts = counted.get(name, (0.0, 0.0))
+                                         m.get("kumo_broker_confirm_timeouts_total", 0),
+                                         m.get("disconnects", {}))
+                    node_shed, node_timeouts, node_disc = counted.get(name, (0.0, 0.0, {}))
                     shed += node_shed
                     timeouts += node_timeouts
+                    for k, v in node_disc.items():
+                        disconnects[k] = disconnects.get(k, 0.0) + v
             members = {g: set() for g in groups}
             # The private PostgreSQL is a child of `kumo up`: its own group.
             data_dir = f"{work}/data"
@@ -283,6 +298,7 @@ def main():
             row += [f"{timeouts:.0f}"] + [f"{b[k]:g}" if k in b else "" for k in BRIDGE]
             row += [pg_waits(work) if with_online else ""]
             row += [f"{irq:.2f}", f"{steal:.2f}"]
+            row += [";".join(f"{k}={v:.0f}" for k, v in sorted(disconnects.items()))]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))
