@@ -44,6 +44,9 @@ pub struct Metrics {
     pub expired: AtomicU64,
     /// Connections refused before TLS work because their handshake could not finish in time.
     pub connects_shed: AtomicU64,
+    /// Keepalive deadlines passed while the client's bytes already waited
+    /// in the socket (the node read late; the session stays).
+    pub keepalive_late_reads: AtomicU64,
     /// Messages brought in from peer nodes (see `peering`).
     pub peer_imported: AtomicU64,
     /// Commands not passed to peer links because their device is connected here.
@@ -231,6 +234,11 @@ impl Metrics {
                 "kumo_broker_connects_shed_total",
                 "connections refused after their ClientHello, before TLS work, because the handshakes ahead would outlast the deadline",
                 &self.connects_shed,
+            ),
+            (
+                "kumo_broker_keepalive_late_reads_total",
+                "keepalive deadlines passed with the client's bytes already in the socket, unread by a busy node: the session is kept",
+                &self.keepalive_late_reads,
             ),
             (
                 "kumo_broker_peer_imported_total",

@@ -241,6 +241,20 @@ impl<C: Side> TlsIo<C> {
         &self.io
     }
 
+    /// Whether the peer has sent anything not yet read: decrypted bytes, a
+    /// partial record, or bytes (or its close) waiting in the kernel. Asks
+    /// the socket itself, not the runtime's idea of its readiness, which a
+    /// busy process may not have caught up with.
+    pub fn has_unread(&self) -> bool {
+        if self.plain_pos < self.plain.len() || !self.incoming.is_empty() || self.peer_closed {
+            return true;
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        // Nonblocking (tokio's sockets are): WouldBlock when nothing waits;
+        // Ok(0) is the peer's close, which a read will report.
+        socket2::SockRef::from(&self.io).peek(&mut byte).is_ok()
+    }
+
     /// Sends the fatal alert rustls queued with its error (best effort):
     /// one more turn yields it before anything else, and that turn must not
     /// go on to the offending bytes again.
@@ -484,6 +498,7 @@ mod tests {
     use rustls::pki_types::PrivateKeyDer;
     use rustls::server::WebPkiClientVerifier;
     use rustls::RootCertStore;
+    use std::time::Duration;
 
     /// A server config demanding client certificates from a fresh CA, and a
     /// device's client config.
@@ -572,6 +587,62 @@ mod tests {
             0,
             "close_notify is EOF"
         );
+        peer.await.unwrap();
+    }
+
+    /// `has_unread` asks the socket: what the peer sent is seen before any
+    /// read, and so is its close; nothing reads as nothing.
+    #[tokio::test]
+    async fn unread_bytes_are_seen_without_reading_them() {
+        let (server, client) = configs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (send, sent) = tokio::sync::oneshot::channel();
+        let (closing, close) = tokio::sync::oneshot::channel::<()>();
+        let peer = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(client)
+                .connect(localhost(), tcp)
+                .await
+                .unwrap();
+            // Read the server's session tickets, so the server's side is quiet.
+            let mut buf = [0u8; 8];
+            let _ = tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await;
+            tls.write_all(b"ping").await.unwrap();
+            tls.flush().await.unwrap();
+            send.send(()).unwrap();
+            close.await.unwrap();
+            drop(tls);
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut io = TlsIo::hello(tcp, || server).await.unwrap();
+        io.handshake().await.unwrap();
+        assert!(
+            !io.has_unread(),
+            "the client has sent nothing since its Finished"
+        );
+        sent.await.unwrap();
+        let seen = async {
+            while !io.has_unread() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), seen)
+            .await
+            .expect("the client's record is seen before it is read");
+        let mut got = [0u8; 4];
+        io.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        assert!(!io.has_unread(), "nothing is left once read");
+        closing.send(()).unwrap();
+        let seen = async {
+            while !io.has_unread() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), seen)
+            .await
+            .expect("the client's close is seen before it is read");
         peer.await.unwrap();
     }
 

@@ -179,7 +179,7 @@ pub(crate) async fn serve<S>(
     node: Arc<Node>,
     deadline: Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + Unread,
 {
     let mut inbuf = BytesMut::with_capacity(512);
     let Some(mut session) = Box::pin(connect::accept(
@@ -215,7 +215,18 @@ pub(crate) async fn serve<S>(
                 // client's packet ready together: what has arrived counts.
                 match stream.read_buf(&mut inbuf).now_or_never() {
                     Some(n) => Some(n),
-                    None => break CloseReason::KeepaliveTimeout,
+                    // Its bytes wait in the socket, not yet seen by this busy
+                    // process: the client kept its keepalive (§3.1.2.10 is
+                    // about what it sent, not when the node got round to it).
+                    None if stream.has_unread() => {
+                        node.metrics.keepalive_late_reads.fetch_add(1, Relaxed);
+                        last_rx = Instant::now();
+                        None
+                    }
+                    None => {
+                        tracing::debug!(idle_ms = last_rx.elapsed().as_millis() as u64, "keepalive timeout");
+                        break CloseReason::KeepaliveTimeout;
+                    }
                 }
             }
             () = wait_relieved(&node, session.held_for()) => {
@@ -316,6 +327,17 @@ async fn write_guarded<S: AsyncWrite + Unpin>(
 }
 
 /// Resolves when nothing was received for the keepalive window (never without keepalive).
+/// A connection that can tell whether its peer sent bytes not read yet.
+pub(crate) trait Unread {
+    fn has_unread(&self) -> bool;
+}
+
+impl Unread for Box<kumo_tls_io::ServerTls> {
+    fn has_unread(&self) -> bool {
+        kumo_tls_io::ServerTls::has_unread(self)
+    }
+}
+
 async fn keepalive_expired(last_rx: Instant, window: Option<Duration>) {
     match window {
         Some(w) => tokio::time::sleep_until(last_rx + w).await,
