@@ -274,6 +274,9 @@ def reasons_at(t):
     return last
 
 
+if "stall_max_ms" in ksum:
+    rows.append(("simulator starved: report ticks run ≥ 10 s late / latest tick / longest a woken timer waited",
+                 f"{ksum.get('late_reports', 0):,} / {ksum.get('report_late_max_ms', 0) / 1000:.1f} s / {ksum['stall_max_ms'] / 1000:.1f} s"))
 if ks and "node_disconnects" in ks[0] and h0:
     ended = reasons_at(h0[0])
     rows.append(("sessions the nodes ended before the hold (by reason)",

@@ -75,6 +75,8 @@ where
             Some(dir) => Some(Ledger::open(dir, settings.first_index)?),
             None => None,
         },
+        connect_gate: Shared::connect_gate(&settings),
+        on_time: watch::channel(true).0,
     });
 
     let started = Instant::now();
@@ -86,6 +88,11 @@ where
     let burst_every = Duration::from_secs(settings.chaos.burst_every_secs.max(1));
     let mut burst = tokio::time::interval_at(started + burst_every, burst_every);
     let mut flush = tokio::time::interval(Duration::from_secs(1));
+    // How long this process's runtime keeps a woken task waiting (a starved
+    // simulator's devices miss their reports and keepalives, and the nodes
+    // are right to end them).
+    let mut probe = tokio::time::interval(Duration::from_millis(100));
+    probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let mut rate = RecentRate::default();
     let mut devices = JoinSet::new();
@@ -119,6 +126,14 @@ where
                     ledger.flush();
                 }
             }
+            due = probe.tick() => {
+                let late = due.elapsed();
+                stats.stall_max_ms.fetch_max(late.as_millis() as u64, Relaxed);
+                shared.on_time.send_if_modified(|on_time| {
+                    let now = late < LATE_LIMIT;
+                    std::mem::replace(on_time, now) != now
+                });
+            }
             Some(_) = devices.join_next() => {}
         }
     }
@@ -141,6 +156,10 @@ where
     }
     Ok(summary)
 }
+
+/// How late a process's timers may run before it starts no new connection
+/// attempt (its connected devices' reports and keepalives come first).
+const LATE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Publish rate between successive progress snapshots.
 #[derive(Default)]

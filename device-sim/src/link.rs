@@ -441,7 +441,12 @@ impl Link {
             }
             tokio::select! {
                 read = self.tls.read_buf(&mut self.inbuf) => match read {
-                    Ok(0) => return Err(LinkError::new(FailureReason::Io, "closed by the broker")),
+                    Ok(0) => {
+                        // Every write moves the ping deadline: this is when the last was.
+                        let idle = (Instant::now() + self.keep_alive).saturating_duration_since(self.ping_at);
+                        let detail = format!("closed by the broker {} ms after the last write", idle.as_millis());
+                        return Err(LinkError::new(FailureReason::Io, detail));
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(LinkError::io(e, false)),
                 },

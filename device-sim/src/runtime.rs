@@ -40,6 +40,78 @@ pub struct Shared {
     pub cert_dir: Option<std::path::PathBuf>,
     /// What the cloud confirmed, when `sim.ledger_dir` is set.
     pub ledger: Option<crate::ledger::Ledger>,
+    /// Every connection attempt of this process, first or retry, holds one
+    /// of `sim.max_connecting` permits (none: no limit). Real devices each
+    /// have their own CPU; simulated ones share a thread, and thousands of
+    /// retries' handshakes queued ahead of a connected device's timers kept
+    /// it from its reports and keepalives for over 90 s (fleet runs 29–32:
+    /// the nodes then rightly end it).
+    pub connect_gate: Option<tokio::sync::Semaphore>,
+    /// Whether this process keeps its devices' time: `false` while the
+    /// fleet's probe finds its timers running a second or more late. No new
+    /// connection attempt starts then; the connected come first.
+    pub on_time: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// The gate for `settings.max_connecting` (0: none).
+    pub fn connect_gate(settings: &Settings) -> Option<tokio::sync::Semaphore> {
+        match settings.max_connecting {
+            0 => None,
+            n => Some(tokio::sync::Semaphore::new(
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+        }
+    }
+}
+
+/// Counts a connection attempt in flight while it lives (also when dropped
+/// mid-attempt).
+struct Connecting<'a>(&'a Stats);
+
+impl<'a> Connecting<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        stats.connecting.fetch_add(1, Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A place among the process's connection attempts (none without a gate),
+/// once its timers run on time.
+async fn wait_for_place<'a>(
+    gate: Option<&'a tokio::sync::Semaphore>,
+    on_time: &watch::Sender<bool>,
+) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    // The semaphore is never closed.
+    let permit = match gate {
+        Some(gate) => gate.acquire().await.ok(),
+        None => None,
+    };
+    // Waits holding the place, so at most the gate's worth of attempts
+    // start at once when the process catches up. The sender outlives this.
+    let _ = on_time.subscribe().wait_for(|on_time| *on_time).await;
+    permit
+}
+
+/// One connection attempt, once the process's gate lets it through.
+async fn connect_gated(
+    dev: &Device,
+    shared: &Shared,
+    endpoint: &Endpoint,
+) -> Result<Link, LinkError> {
+    let _permit = wait_for_place(shared.connect_gate.as_ref(), &shared.on_time).await;
+    let _counted = Connecting::new(&shared.stats);
+    // Boxed, like every part of a device's life that is big and passing:
+    // the task keeps only what a connected device needs.
+    Box::pin(Link::connect(link_options(dev, &shared.settings, endpoint))).await
 }
 
 /// Per-device constant data.
@@ -99,14 +171,10 @@ pub async fn run(mut dev: Device, shared: Arc<Shared>) {
         if !first || attempt > 0 {
             stats.retries.fetch_add(1, Relaxed);
         }
-        stats.connecting.fetch_add(1, Relaxed);
         let connected = tokio::select! {
             _ = shared.stop.cancelled() => None,
-            // Boxed, like every part of a device's life that is big and
-            // passing: the task keeps only what a connected device needs.
-            r = Box::pin(Link::connect(link_options(&dev, s, endpoint))) => Some(r),
+            r = connect_gated(&dev, &shared, endpoint) => Some(r),
         };
-        stats.connecting.fetch_sub(1, Relaxed);
         let pause = match connected {
             None => return,
             Some(Err(e)) => {
@@ -336,7 +404,8 @@ async fn session(
                 Ok(_) => {}
                 Err(e) => return End::Dropped(e),
             },
-            _ = report.tick() => {
+            due = report.tick() => {
+                stats.report_ran(due.elapsed());
                 let dt = last_step.elapsed().as_secs_f64();
                 last_step = Instant::now();
                 crate::telemetry::publish(dev, link, shared, dt);
@@ -451,6 +520,43 @@ fn handle_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection attempt starts only with a place among the gate's and
+    /// while the process's timers run on time.
+    #[tokio::test]
+    async fn an_attempt_waits_for_a_place_and_for_the_process_to_be_on_time() {
+        let gate = tokio::sync::Semaphore::new(1);
+        let on_time = Arc::new(watch::channel(true).0);
+        let held = wait_for_place(Some(&gate), &on_time).await;
+        assert!(held.is_some());
+        let short = Duration::from_millis(100);
+        assert!(
+            timeout(short, wait_for_place(Some(&gate), &on_time))
+                .await
+                .is_err(),
+            "the only place is taken"
+        );
+        drop(held);
+        on_time.send_replace(false);
+        let next = tokio::spawn({
+            let on_time = Arc::clone(&on_time);
+            async move {
+                let gate = tokio::sync::Semaphore::new(1);
+                let placed = wait_for_place(Some(&gate), &on_time).await.is_some();
+                placed
+            }
+        });
+        sleep(short).await;
+        assert!(!next.is_finished(), "a late process starts no attempt");
+        on_time.send_replace(true);
+        let placed = timeout(Duration::from_secs(5), next)
+            .await
+            .expect("placed once on time")
+            .expect("task");
+        assert!(placed);
+        // No gate: only the clock.
+        assert!(wait_for_place(None, &on_time).await.is_none());
+    }
 
     #[test]
     fn backoff_grows_exponentially_up_to_the_ceiling_with_full_jitter() {

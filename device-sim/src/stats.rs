@@ -90,6 +90,13 @@ pub struct Stats {
     pub renewals: AtomicU64,
     /// Renewal requests answered with a failure (or not answered in time).
     pub renewals_failed: AtomicU64,
+    /// Report ticks a device's task ran 10 s or more after their time.
+    pub late_reports: AtomicU64,
+    /// The latest a device's report tick ran, ms after its time.
+    pub report_late_max_ms: AtomicU64,
+    /// The longest a 100 ms timer of the process's own probe ran late, ms:
+    /// how long the runtime kept a woken task waiting.
+    pub stall_max_ms: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
@@ -131,6 +138,9 @@ impl Stats {
             credential_errors: AtomicU64::new(0),
             renewals: AtomicU64::new(0),
             renewals_failed: AtomicU64::new(0),
+            late_reports: AtomicU64::new(0),
+            report_late_max_ms: AtomicU64::new(0),
+            stall_max_ms: AtomicU64::new(0),
             latency: Default::default(),
         }
     }
@@ -161,6 +171,15 @@ impl Stats {
                 let ms = self.started.elapsed().as_millis().max(1) as u64;
                 self.all_connected_ms.store(ms, Relaxed);
             }
+        }
+    }
+
+    /// A device's report tick ran `late` after its time.
+    pub fn report_ran(&self, late: std::time::Duration) {
+        let ms = late.as_millis() as u64;
+        self.report_late_max_ms.fetch_max(ms, Relaxed);
+        if ms >= 10_000 {
+            self.late_reports.fetch_add(1, Relaxed);
         }
     }
 
@@ -222,6 +241,9 @@ impl Stats {
             acks_sent: get(&self.acks_sent),
             renewals: get(&self.renewals),
             renewals_failed: get(&self.renewals_failed),
+            late_reports: get(&self.late_reports),
+            report_late_max_ms: get(&self.report_late_max_ms),
+            stall_max_ms: get(&self.stall_max_ms),
             command_latency_p50_ms: latency.quantile_ms(0.5),
             command_latency_p99_ms: latency.quantile_ms(0.99),
             command_latency: latency,
@@ -328,6 +350,16 @@ pub struct Summary {
     pub renewals: u64,
     #[serde(default)]
     pub renewals_failed: u64,
+    /// Device report ticks that ran 10 s or more late (a starved simulator:
+    /// its devices go quiet and nodes rightly end them by keepalive).
+    #[serde(default)]
+    pub late_reports: u64,
+    /// The latest any report tick ran, ms (largest over processes).
+    #[serde(default)]
+    pub report_late_max_ms: u64,
+    /// The longest any process's runtime kept a woken timer waiting, ms.
+    #[serde(default)]
+    pub stall_max_ms: u64,
     pub command_latency: Histogram,
     /// Upper bound of the median latency bucket, ms.
     pub command_latency_p50_ms: Option<u64>,
@@ -354,6 +386,8 @@ impl Summary {
         for (k, v) in &o.drop_reasons {
             *self.drop_reasons.entry(k.clone()).or_default() += v;
         }
+        self.report_late_max_ms = self.report_late_max_ms.max(o.report_late_max_ms);
+        self.stall_max_ms = self.stall_max_ms.max(o.stall_max_ms);
         self.command_latency.merge(&o.command_latency);
         self.command_latency_p50_ms = self.command_latency.quantile_ms(0.5);
         self.command_latency_p99_ms = self.command_latency.quantile_ms(0.99);
@@ -386,6 +420,7 @@ impl Summary {
             acks_sent,
             renewals,
             renewals_failed,
+            late_reports,
             rss_bytes,
             cpu_secs
         );

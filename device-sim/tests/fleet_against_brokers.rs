@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::Broker;
 use kumo_sim::{run_fleet_with, ChaosSettings, Protocol, SensorTopics, Settings, Summary};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn fleet_settings(broker: &Broker, prefix: &str, devices: u64, protocol: Protocol) -> Settings {
@@ -476,5 +477,104 @@ async fn a_fleets_ledger_holds_each_qos_1_report_the_broker_acknowledged_and_eve
     assert!(
         last.values().all(|e| e == "down"),
         "a clean shutdown ends every session: {sessions}"
+    );
+}
+
+/// A node that takes connections and never answers: every attempt ends in
+/// the device's connect timeout. Records when each connection was accepted
+/// and when the device closed it.
+struct SilentNode {
+    addr: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SilentNode {
+    async fn start() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::{Arc, Mutex};
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (sp, a) = (spans.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let opened = Instant::now();
+                a.fetch_add(1, SeqCst);
+                let spans = sp.clone();
+                tokio::spawn(async move {
+                    // Read (the ClientHello) until the device gives up.
+                    let mut sink = [0u8; 4096];
+                    while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+                    spans.lock().unwrap().push((opened, Instant::now()));
+                });
+            }
+        });
+        Self {
+            addr,
+            spans,
+            accepted,
+        }
+    }
+
+    /// The most connections open at once, each counted from its accept to
+    /// `slack` before its close was seen (the node may take a new connection
+    /// a moment before it reads the close of the one whose place it took).
+    fn peak_open(&self, slack: Duration) -> usize {
+        let mut edges: Vec<(Instant, i32)> = Vec::new();
+        for (open, close) in self.spans.lock().unwrap().iter() {
+            let close = close.checked_sub(slack).unwrap_or(*open).max(*open);
+            edges.push((*open, 1));
+            edges.push((close, -1));
+        }
+        // Closes before opens at the same instant.
+        edges.sort();
+        let (mut now, mut peak) = (0i32, 0i32);
+        for (_, d) in edges {
+            now += d;
+            peak = peak.max(now);
+        }
+        peak as usize
+    }
+}
+
+/// `sim.max_connecting` bounds a process's connection attempts in flight,
+/// retries included: a storm of retries must not queue thousands of
+/// handshakes ahead of the connected devices' timers (fleet runs 29–32
+/// lost ~50,000 connected devices to their nodes' keepalive that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_wait_for_a_place_among_the_processs_connection_attempts() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let broker = Broker::start_kumo().await;
+    let silent = SilentNode::start().await;
+    let settings = Settings {
+        nodes: vec![silent.addr.clone()],
+        max_connecting: 3,
+        connect_timeout_ms: 300,
+        reconnect_min_ms: 10,
+        reconnect_max_ms: 40,
+        meter_fraction: 0.0,
+        ..fleet_settings(&broker, "gate", 30, Protocol::V4)
+    };
+    let (token, fleet) = start(settings, broker.ca_pem());
+    // Each attempt holds its place for the 300 ms timeout: 3 places give
+    // ~10 attempts a second, so 45 means most devices have retried.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while silent.accepted.load(SeqCst) < 45 {
+        assert!(Instant::now() < deadline, "too few attempts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.cancel();
+    let s = fleet.await.unwrap().unwrap();
+    assert!(s.retries >= 15, "devices retried: {s:?}");
+    assert_eq!(s.ever_connected, 0);
+    // Without the gate all 30 devices dial at once, each attempt open for
+    // the whole 300 ms.
+    let peak = silent.peak_open(Duration::from_millis(100));
+    assert!(
+        peak <= 3,
+        "{peak} connection attempts open at once, limit 3"
     );
 }
