@@ -274,6 +274,9 @@ def reasons_at(t):
     return last
 
 
+if ks and "node_dropped" in ks[0]:
+    rows.append(("messages the nodes dropped (full client queue or kept session's cap), whole run",
+                 fmt(max((num(r.get("node_dropped")) or 0) for r in ks))))
 if "stall_max_ms" in ksum:
     rows.append(("simulator starved: report ticks run ≥ 10 s late / latest tick / longest a woken timer waited",
                  f"{ksum.get('late_reports', 0):,} / {ksum.get('report_late_max_ms', 0) / 1000:.1f} s / {ksum['stall_max_ms'] / 1000:.1f} s"))

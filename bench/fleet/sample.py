@@ -23,7 +23,9 @@ Reads, every period:
   a node that does not answer, or was killed, counts with its last answer, so the
   sum never goes down), and the sessions they ended by reason
   (`kumo_broker_disconnects_total`, summed the same way, as `reason=count;…`:
-  tells a node's keepalive timeout from a connection the device lost)
+  tells a node's keepalive timeout from a connection the device lost), and the
+  messages they dropped (`kumo_broker_outbound_dropped_total` for a full client
+  queue + `kumo_broker_session_dropped_total` over a kept session's cap, summed)
   and, with the online count's period, the bridge's report and acknowledgement
   figures from its /metrics (port in WORK/bridge_metrics_port): reports stored,
   their transactions and time, QoS 1 messages not yet acknowledged; and what
@@ -108,6 +110,8 @@ WANTED = (
     "kumo_broker_sessions_open ",
     "kumo_broker_connects_shed_total ",
     "kumo_broker_confirm_timeouts_total ",
+    "kumo_broker_outbound_dropped_total ",
+    "kumo_broker_session_dropped_total ",
     "kumo_bridge_reports_stored_total ",
     "kumo_bridge_report_batches_total ",
     "kumo_bridge_report_batch_seconds_total ",
@@ -209,7 +213,7 @@ def main():
     # read with the online count's period, not every second.
     bridge_port = read(f"{work}/bridge_metrics_port").strip()
     header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
-    header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal", "node_disconnects"]
+    header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal", "node_disconnects", "node_dropped"]
     last_db = last_online = 0.0
     # Each node's last answered counters: (shed, confirmation timeouts,
     # disconnects by reason).
@@ -228,15 +232,17 @@ def main():
                 children.setdefault(ppid, []).append(pid)
             sessions, rss, shed, timeouts = [], [], 0.0, 0.0
             disconnects = {}
+            dropped = 0.0
             cpu_nodes = rss_nodes = 0.0
             for name, pid, port, http in nodes:
                 st = procs.get(int(pid))
                 if st is None:
                     sessions.append(0)
                     rss.append(0)
-                    node_shed, node_timeouts, node_disc = counted.get(name, (0.0, 0.0, {}))
+                    node_shed, node_timeouts, node_disc, node_dropped = counted.get(name, (0.0, 0.0, {}, 0.0))
                     shed += node_shed
                     timeouts += node_timeouts
+                    dropped += node_dropped
                     for k, v in node_disc.items():
                         disconnects[k] = disconnects.get(k, 0.0) + v
                     continue
@@ -252,10 +258,13 @@ def main():
                     if m is not None:
                         counted[name] = (m.get("kumo_broker_connects_shed_total", 0),
                                          m.get("kumo_broker_confirm_timeouts_total", 0),
-                                         m.get("disconnects", {}))
-                    node_shed, node_timeouts, node_disc = counted.get(name, (0.0, 0.0, {}))
+                                         m.get("disconnects", {}),
+                                         m.get("kumo_broker_outbound_dropped_total", 0)
+                                         + m.get("kumo_broker_session_dropped_total", 0))
+                    node_shed, node_timeouts, node_disc, node_dropped = counted.get(name, (0.0, 0.0, {}, 0.0))
                     shed += node_shed
                     timeouts += node_timeouts
+                    dropped += node_dropped
                     for k, v in node_disc.items():
                         disconnects[k] = disconnects.get(k, 0.0) + v
             members = {g: set() for g in groups}
@@ -299,6 +308,7 @@ def main():
             row += [pg_waits(work) if with_online else ""]
             row += [f"{irq:.2f}", f"{steal:.2f}"]
             row += [";".join(f"{k}={v:.0f}" for k, v in sorted(disconnects.items()))]
+            row += [f"{dropped:.0f}"]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))
