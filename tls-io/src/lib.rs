@@ -590,6 +590,18 @@ mod tests {
         peer.await.unwrap();
     }
 
+    /// Waits (at most 5 s) until `io` has something unread.
+    async fn until_unread<C: Side>(io: &TlsIo<C>, what: &str) {
+        let seen = async {
+            while !io.has_unread() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), seen)
+            .await
+            .expect(what);
+    }
+
     /// `has_unread` asks the socket: what the peer sent is seen before any
     /// read, and so is its close; nothing reads as nothing.
     #[tokio::test]
@@ -622,27 +634,13 @@ mod tests {
             "the client has sent nothing since its Finished"
         );
         sent.await.unwrap();
-        let seen = async {
-            while !io.has_unread() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), seen)
-            .await
-            .expect("the client's record is seen before it is read");
+        until_unread(&io, "the client's record is seen before it is read").await;
         let mut got = [0u8; 4];
         io.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");
         assert!(!io.has_unread(), "nothing is left once read");
         closing.send(()).unwrap();
-        let seen = async {
-            while !io.has_unread() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), seen)
-            .await
-            .expect("the client's close is seen before it is read");
+        until_unread(&io, "the client's close is seen before it is read").await;
         peer.await.unwrap();
     }
 
