@@ -559,11 +559,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = tokio::spawn(async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let mut tls = tokio_rustls::TlsConnector::from(client)
-                .connect(localhost(), tcp)
-                .await
-                .unwrap();
+            let mut tls = dial(addr, client).await;
             tls.write_all(&[7u8; 40_000]).await.unwrap();
             tls.flush().await.unwrap();
             let mut back = vec![0u8; 40_000];
@@ -590,6 +586,18 @@ mod tests {
         peer.await.unwrap();
     }
 
+    /// A tokio-rustls client connected to `addr`, handshake done.
+    async fn dial(
+        addr: std::net::SocketAddr,
+        client: Arc<ClientConfig>,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(client)
+            .connect(localhost(), tcp)
+            .await
+            .unwrap()
+    }
+
     /// Waits (at most 5 s) until `io` has something unread.
     async fn until_unread<C: Side>(io: &TlsIo<C>, what: &str) {
         let seen = async {
@@ -612,11 +620,7 @@ mod tests {
         let (send, sent) = tokio::sync::oneshot::channel();
         let (closing, close) = tokio::sync::oneshot::channel::<()>();
         let peer = tokio::spawn(async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let mut tls = tokio_rustls::TlsConnector::from(client)
-                .connect(localhost(), tcp)
-                .await
-                .unwrap();
+            let mut tls = dial(addr, client).await;
             // Read the server's session tickets, so the server's side is quiet.
             let mut buf = [0u8; 8];
             let _ = tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await;
