@@ -241,12 +241,14 @@ impl<C: Side> TlsIo<C> {
         &self.io
     }
 
-    /// Whether the peer has sent anything not yet read: decrypted bytes, a
-    /// partial record, or bytes (or its close) waiting in the kernel. Asks
-    /// the socket itself, not the runtime's idea of its readiness, which a
-    /// busy process may not have caught up with.
+    /// Whether the peer has sent anything not yet read: decrypted bytes, or
+    /// bytes (or its close) waiting in the kernel. Asks the socket itself, not
+    /// the runtime's idea of its readiness, which a busy process may not have
+    /// caught up with. A partial record already taken from the socket does
+    /// not count: it is not news, and a peer that stopped mid-record would
+    /// otherwise look alive for ever.
     pub fn has_unread(&self) -> bool {
-        if self.plain_pos < self.plain.len() || !self.incoming.is_empty() || self.peer_closed {
+        if self.plain_pos < self.plain.len() || self.peer_closed {
             return true;
         }
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
@@ -626,6 +628,12 @@ mod tests {
             let _ = tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await;
             tls.write_all(b"ping").await.unwrap();
             tls.flush().await.unwrap();
+            // Then the first bytes of a record, and nothing more.
+            tls.get_mut()
+                .0
+                .write_all(&[0x17, 0x03, 0x03])
+                .await
+                .unwrap();
             send.send(()).unwrap();
             close.await.unwrap();
             drop(tls);
@@ -642,7 +650,20 @@ mod tests {
         let mut got = [0u8; 4];
         io.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");
-        assert!(!io.has_unread(), "nothing is left once read");
+        // The partial record: news while in the socket, not once taken.
+        until_unread(&io, "the partial record is seen before it is read").await;
+        let mut more = [0u8; 1];
+        let short = Duration::from_millis(100);
+        assert!(
+            tokio::time::timeout(short, io.read(&mut more))
+                .await
+                .is_err(),
+            "no whole record"
+        );
+        assert!(
+            !io.has_unread(),
+            "a partial record already read is not news (a peer stopped mid-record is silent)"
+        );
         closing.send(()).unwrap();
         until_unread(&io, "the client's close is seen before it is read").await;
         peer.await.unwrap();
