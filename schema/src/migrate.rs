@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_energy"),
     migration!(15, "0015_ble_and_projector_kinds"),
     migration!(16, "0016_demand_response"),
+    migration!(17, "0017_dr_expected_reduction"),
 ];
 
 /// Arbitrary constant naming Kumo's migration lock among advisory locks.

@@ -125,13 +125,62 @@ pub fn decide(target: Target, c: &Consent, current: &UnitSettings) -> Decision {
     }
 }
 
-/// The setpoint change that asks `units` air conditioners for
-/// `reduction_kw` in total: an even share each, at `kw_per_kelvin` less
-/// draw per kelvin the setpoint moves; at most 10 °C (each user's own limit
-/// clamps it further at dispatch).
-pub fn kw_to_setpoint(reduction_kw: f64, units: usize, kw_per_kelvin: f64) -> f64 {
-    let share = reduction_kw / units.max(1) as f64;
-    (share / kw_per_kelvin).min(10.0)
+/// What one enrolled unit can give a kW target: a setpoint change of at
+/// most `max_change` °C (its user's limit; 0 when the consent keeps it out
+/// of the window), each kelvin worth `kw_per_kelvin` less draw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    pub max_change: f64,
+    pub kw_per_kelvin: f64,
+}
+
+/// A kW target turned into the one setpoint change every unit is asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KwPlan {
+    /// °C, more than 0 and at most 10.
+    pub setpoint_change: f64,
+    /// kW the units are expected to give at that change, each clamped to
+    /// its limit: the target, or less when even the largest change any
+    /// consent allows falls short of it.
+    pub expected_kw: f64,
+}
+
+/// The smallest setpoint change Δ (at most 10 °C) at which the units, each
+/// moving `min(Δ, its limit)`, are expected to give `reduction_kw` in total.
+/// A unit whose user allows less moves less, so the others move further
+/// than an even share would ask of them, up to their own limits. When even
+/// the largest change falls short, that change and what it is expected to
+/// give. `None` when no unit may move at all.
+pub fn kw_plan(reduction_kw: f64, units: &[Capacity]) -> Option<KwPlan> {
+    let mut able: Vec<(f64, f64)> = units
+        .iter()
+        .filter(|u| u.max_change > 0.0 && u.kw_per_kelvin > 0.0)
+        .map(|u| (u.max_change.min(10.0), u.kw_per_kelvin))
+        .collect();
+    if able.is_empty() {
+        return None;
+    }
+    able.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Walk the limits upwards: between two of them the reduction grows by
+    // the sensitivity of every unit not yet at its limit.
+    let mut rate: f64 = able.iter().map(|u| u.1).sum();
+    let (mut at, mut given) = (0.0_f64, 0.0_f64);
+    for &(limit, k) in &able {
+        let reach = given + rate * (limit - at);
+        if reach >= reduction_kw {
+            let change = at + (reduction_kw - given) / rate;
+            return Some(KwPlan {
+                setpoint_change: change,
+                expected_kw: reduction_kw,
+            });
+        }
+        (at, given) = (limit, reach);
+        rate -= k;
+    }
+    Some(KwPlan {
+        setpoint_change: at,
+        expected_kw: given,
+    })
 }
 
 /// How far after an instant appliance `appliance` is commanded in event

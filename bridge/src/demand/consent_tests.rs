@@ -166,10 +166,80 @@ fn the_spread_is_at_most_half_the_window() {
     );
 }
 
+fn cap(max_change: f64) -> Capacity {
+    Capacity {
+        max_change,
+        kw_per_kelvin: 0.06,
+    }
+}
+
+fn near(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
 #[test]
-fn a_kw_target_becomes_an_even_setpoint_change_per_unit() {
+fn a_kw_target_becomes_one_setpoint_change_for_units_alike() {
     // 0.6 kW over 5 units at 0.06 kW/K: 0.12 kW, 2 K each.
-    assert!((kw_to_setpoint(0.6, 5, 0.06) - 2.0).abs() < 1e-9);
-    assert_eq!(kw_to_setpoint(100.0, 1, 0.06), 10.0, "at most 10 °C");
-    assert!((kw_to_setpoint(0.06, 0, 0.06) - 1.0).abs() < 1e-9);
+    let p = kw_plan(0.6, &[cap(3.0); 5]).unwrap();
+    assert!(near(p.setpoint_change, 2.0), "{p:?}");
+    assert!(near(p.expected_kw, 0.6), "{p:?}");
+    // Exactly at the limits: all of it, at the limit.
+    let p = kw_plan(0.9, &[cap(3.0); 5]).unwrap();
+    assert!(
+        near(p.setpoint_change, 3.0) && near(p.expected_kw, 0.9),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn units_that_may_move_further_make_up_for_those_that_may_not() {
+    // Two units allow 1 K, two allow 4 K, one is in an excluded hour (0).
+    // 0.36 kW: at Δ = 2 the small ones give 0.06 each, the large 0.12 each.
+    let units = [cap(1.0), cap(1.0), cap(4.0), cap(4.0), cap(0.0)];
+    let p = kw_plan(0.36, &units).unwrap();
+    assert!(near(p.setpoint_change, 2.0), "{p:?}");
+    assert!(near(p.expected_kw, 0.36), "{p:?}");
+    // An even share (0.072 kW, 1.2 K each) would have given
+    // 2 × 0.06 + 2 × 0.072 = 0.264 kW: short of the target.
+    let even: f64 = units
+        .iter()
+        .map(|u| 0.06 * u.max_change.min(0.36 / 5.0 / 0.06))
+        .sum();
+    assert!(even < 0.3, "{even}");
+    // Below the smallest limit every unit moves alike.
+    let p = kw_plan(0.12, &units).unwrap();
+    assert!(near(p.setpoint_change, 0.5), "{p:?}");
+}
+
+#[test]
+fn a_target_beyond_every_limit_gets_the_largest_change_and_says_what_it_gives() {
+    let units = [cap(1.0), cap(2.0)];
+    let p = kw_plan(5.0, &units).unwrap();
+    assert!(near(p.setpoint_change, 2.0), "{p:?}");
+    assert!(near(p.expected_kw, 0.18), "{p:?}");
+    // Never beyond 10 °C, whatever a limit says.
+    let p = kw_plan(100.0, &[cap(12.0)]).unwrap();
+    assert!(
+        near(p.setpoint_change, 10.0) && near(p.expected_kw, 0.6),
+        "{p:?}"
+    );
+    // Sensitivities differ: the change is where their sum meets the target.
+    let units = [
+        Capacity {
+            max_change: 3.0,
+            kw_per_kelvin: 0.1,
+        },
+        Capacity {
+            max_change: 3.0,
+            kw_per_kelvin: 0.2,
+        },
+    ];
+    let p = kw_plan(0.45, &units).unwrap();
+    assert!(near(p.setpoint_change, 1.5), "{p:?}");
+}
+
+#[test]
+fn no_unit_that_may_move_means_no_plan() {
+    assert_eq!(kw_plan(1.0, &[]), None);
+    assert_eq!(kw_plan(1.0, &[cap(0.0), cap(0.0)]), None);
 }

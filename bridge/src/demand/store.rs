@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
-use super::consent::{kw_to_setpoint, spread_for, stagger};
+use super::consent::{excluded_hour_in, kw_plan, spread_for, stagger, Capacity, Consent};
 use super::DemandError;
 use crate::json::rfc3339;
 
@@ -76,8 +76,8 @@ pub enum Asked {
     Setpoint(f64),
     /// Units off.
     Off,
-    /// This many kW less in total: an even setpoint change per unit
-    /// ([`kw_to_setpoint`]).
+    /// This many kW less in total: one setpoint change for every unit,
+    /// each clamped to its user's limit ([`kw_plan`]).
     Kw(f64),
 }
 
@@ -117,7 +117,8 @@ pub async fn create_event(
     // are share-locked so an opt-out waits for the event to exist.
     let units = tx
         .query(
-            "SELECT e.appliance_id, e.user_id, a.device_id, d.home_id
+            "SELECT e.appliance_id, e.user_id, a.device_id, d.home_id,
+                    e.max_setpoint_change, e.allow_off, e.excluded_hours, e.utc_offset_minutes
              FROM dr_enrolments e JOIN appliances a ON a.id = e.appliance_id
              JOIN devices d ON d.id = a.device_id
              WHERE e.program_id = $1 AND e.opted_out_at IS NULL
@@ -133,20 +134,51 @@ pub async fn create_event(
         )));
     }
     let id = format!("evt-{}", Uuid::new_v4().simple());
-    let (kind, change, kw) = match e.asked {
-        Asked::Setpoint(c) => ("setpoint", Some(c as f32), None),
-        Asked::Off => ("off", None, None),
+    let (kind, change, kw, expected) = match e.asked {
+        Asked::Setpoint(c) => ("setpoint", Some(c as f32), None, None),
+        Asked::Off => ("off", None, None, None),
         Asked::Kw(kw) => {
-            let c = kw_to_setpoint(kw, units.len(), kw_per_kelvin);
-            ("kw", Some(c as f32), Some(kw as f32))
+            // What each unit's consent lets it give in this window, as the
+            // dispatch will decide it (its limit; nothing in an excluded hour).
+            let able: Vec<Capacity> = units
+                .iter()
+                .map(|u| {
+                    let c = Consent {
+                        max_setpoint_change: f64::from(u.get::<_, f32>(4)),
+                        allow_off: u.get(5),
+                        excluded_hours: u.get(6),
+                        utc_offset_minutes: u.get(7),
+                    };
+                    let excluded = excluded_hour_in(&c, e.start, e.end).is_some();
+                    Capacity {
+                        max_change: if excluded { 0.0 } else { c.max_setpoint_change },
+                        kw_per_kelvin,
+                    }
+                })
+                .collect();
+            let plan = kw_plan(kw, &able).ok_or_else(|| {
+                DemandError::Conflict(format!(
+                    "no unit enrolled in program {program} may change its setpoint in this window"
+                ))
+            })?;
+            // A hundredth of a kelvin at the least: what is stored and shown.
+            let change = plan.setpoint_change.max(0.01) as f32;
+            (
+                "kw",
+                Some(change),
+                Some(kw as f32),
+                Some(plan.expected_kw as f32),
+            )
         }
     };
     let inserted = tx
         .execute(
             "INSERT INTO dr_events (id, program_id, program_no, during, target, setpoint_change,
-                                    reduction_kw)
-             VALUES ($1, $2, $3, tstzrange($4, $5, '[)'), $6, $7, $8)",
-            &[&id, &program, &no, &e.start, &e.end, &kind, &change, &kw],
+                                    reduction_kw, expected_reduction_kw)
+             VALUES ($1, $2, $3, tstzrange($4, $5, '[)'), $6, $7, $8, $9)",
+            &[
+                &id, &program, &no, &e.start, &e.end, &kind, &change, &kw, &expected,
+            ],
         )
         .await;
     if let Err(err) = inserted {
@@ -197,12 +229,14 @@ fn event_json(r: &tokio_postgres::Row) -> Value {
         "target": r.get::<_, String>("target"),
         "setpoint_change": r.get::<_, Option<f32>>("setpoint_change").map(hundredths),
         "reduction_kw": r.get::<_, Option<f32>>("reduction_kw").map(hundredths),
+        "expected_reduction_kw": r.get::<_, Option<f32>>("expected_reduction_kw").map(hundredths),
         "created_at": rfc3339(r.get("created_at")),
     })
 }
 
 const EVENT_COLUMNS: &str = "ev.id, ev.program_id, lower(ev.during) AS start,
-    upper(ev.during) AS \"end\", ev.target, ev.setpoint_change, ev.reduction_kw, ev.created_at";
+    upper(ev.during) AS \"end\", ev.target, ev.setpoint_change, ev.reduction_kw,
+    ev.expected_reduction_kw, ev.created_at";
 
 /// The events of program `program` of `aggregator`, newest first.
 pub async fn events_of(pool: &Pool, aggregator: &str, program: &str) -> Result<Value, DemandError> {

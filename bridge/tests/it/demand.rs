@@ -344,11 +344,17 @@ async fn bad_events_foreign_ids_and_account_tokens_get_clear_errors() {
     post(ev(at(900), at(1500))).await.assert_error(409001);
     let r = post(ev(at(1200), at(1300))).await;
     assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
-    // A kW target: an even share per unit at 0.06 kW per kelvin (the default).
-    let kw = |extra: Option<(&'static str, &str)>| {
+    // A kW target: one setpoint change at 0.06 kW per kelvin (the default),
+    // clamped to the unit's limit of 2 °C (no hour excluded now, so the test
+    // does not depend on the time of day).
+    let r = h
+        .post(&enrol, &[("appliance", &ac), ("max_setpoint_change", "2")])
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    let kw_at = |from: i64, extra: Option<(&'static str, &str)>| {
         let mut f = vec![
-            ("start", at(1300)),
-            ("end", at(1400)),
+            ("start", at(from)),
+            ("end", at(from + 100)),
             ("target", "kw".to_string()),
         ];
         if let Some((k, v)) = extra {
@@ -356,6 +362,7 @@ async fn bad_events_foreign_ids_and_account_tokens_get_clear_errors() {
         }
         f
     };
+    let kw = |extra| kw_at(1300, extra);
     post(kw(None)).await.assert_error(400001);
     post(kw(Some(("setpoint_change", "1"))))
         .await
@@ -374,6 +381,31 @@ async fn bad_events_foreign_ids_and_account_tokens_get_clear_errors() {
             &serde_json::json!(1.0)
         )
     );
+    assert_eq!(r.body["expected_reduction_kw"], 0.06, "{:?}", r.body);
+    // More than the unit's limit can give: its limit, and the event says
+    // how much that is expected to give.
+    let r = post(kw_at(1400, Some(("reduction_kw", "1")))).await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    assert_eq!(r.body["setpoint_change"], 2.0, "{:?}", r.body);
+    assert_eq!(r.body["expected_reduction_kw"], 0.12, "{:?}", r.body);
+    assert_eq!(r.body["reduction_kw"], 1.0, "{:?}", r.body);
+    // No unit may move in the window (every hour excluded): a kW target
+    // cannot be planned, and nothing is created.
+    let all_day = (0..24).map(|h| h.to_string()).collect::<Vec<_>>().join(",");
+    let r = h
+        .post(
+            &enrol,
+            &[
+                ("appliance", &ac),
+                ("max_setpoint_change", "2"),
+                ("excluded_hours", &all_day),
+            ],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 201, "{:?}", r.body);
+    post(kw_at(1500, Some(("reduction_kw", "0.06"))))
+        .await
+        .assert_error(409001);
 
     // Another aggregator sees none of it.
     h.get_as(&other_agg, &format!("/v1/aggregator/events/{event}"))
@@ -404,7 +436,7 @@ async fn bad_events_foreign_ids_and_account_tokens_get_clear_errors() {
         .await
         .assert_error(404001);
     let mine = h.get(&format!("/v1/programs/{prg}/events")).await.ok();
-    assert_eq!(mine.as_array().unwrap().len(), 3);
+    assert_eq!(mine.as_array().unwrap().len(), 4);
     assert_eq!(h.command_count().await, 0);
     h.stop().await;
 }
