@@ -110,7 +110,9 @@ async fn connect_gated(
     let _permit = wait_for_place(shared.connect_gate.as_ref(), &shared.on_time).await;
     let _counted = Connecting::new(&shared.stats);
     // Boxed, like every part of a device's life that is big and passing:
-    // the task keeps only what a connected device needs.
+    // the task keeps only what a connected device needs. The link goes to
+    // the heap too: moved through this result, it was laid out twice in
+    // the device's task.
     Box::pin(Link::connect(link_options(dev, &shared.settings, endpoint)))
         .await
         .map(Box::new)

@@ -326,7 +326,6 @@ async fn write_guarded<S: AsyncWrite + Unpin>(
     }
 }
 
-/// Resolves when nothing was received for the keepalive window (never without keepalive).
 /// A connection that can tell whether its peer sent bytes not read yet.
 pub(crate) trait Unread {
     fn has_unread(&self) -> bool;
@@ -338,6 +337,7 @@ impl Unread for Box<kumo_tls_io::ServerTls> {
     }
 }
 
+/// Resolves when nothing was received for the keepalive window (never without keepalive).
 async fn keepalive_expired(last_rx: Instant, window: Option<Duration>) {
     match window {
         Some(w) => tokio::time::sleep_until(last_rx + w).await,
