@@ -262,10 +262,21 @@ async fn acks_to_publisher(t: &Target) {
 }
 
 async fn device_path(t: &Target) {
+    // A witness subscribed before the retained publish: once it has the message
+    // live, the node has routed it, and the device (subscribing later) gets it
+    // from the retained store only — not a second time from the node's pipeline.
+    let mut witness = t.client("conf-cloud-w", 5).await;
+    witness.subscribe(&[("devices/remo-dp/commands", 0)]).await;
     let mut cloud = t.client("conf-cloud", 5).await;
     cloud
         .publish("devices/remo-dp/commands", b"retained", 1, true)
         .await;
+    loop {
+        let m = witness.expect_publish().await;
+        if !m.retain && m.payload == b"retained" {
+            break;
+        }
+    }
     let mut dev = t.open_device("remo-dp", 5).await;
     let ack = dev
         .connect("remo-dp", true, 60, &Props::default(), None)
