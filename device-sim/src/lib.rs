@@ -22,6 +22,7 @@ pub mod backfill;
 pub mod claim;
 pub mod error;
 pub mod fleet;
+mod lean_aead;
 pub mod ledger;
 pub mod link;
 pub mod model;

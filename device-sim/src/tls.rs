@@ -42,14 +42,15 @@ pub struct TlsContext {
 
 /// ring with AES-128-GCM/SHA-256 first, as constrained devices prefer it
 /// (cheaper than the default's AES-256-GCM/SHA-384 on every record and in
-/// the key schedule).
+/// the key schedule), its TLS 1.3 traffic keys prepared per record
+/// ([`crate::lean_aead`]).
 fn device_provider() -> CryptoProvider {
     use rustls::crypto::ring::{cipher_suite, default_provider};
     let mut provider = default_provider();
     provider
         .cipher_suites
         .sort_by_key(|s| s.suite() != cipher_suite::TLS13_AES_128_GCM_SHA256.suite());
-    provider
+    crate::lean_aead::lean_provider(provider)
 }
 
 /// How long a node certificate chain, once verified, is taken as verified
