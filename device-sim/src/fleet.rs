@@ -227,14 +227,16 @@ fn spawn_due(
 }
 
 /// Loads the device's credentials, builds its model and runs it.
-async fn start_device(
+pub(crate) async fn start_device(
     index: u64,
     shared: Arc<Shared>,
     tls: Arc<TlsContext>,
     source: Arc<CredentialSource>,
 ) {
     let s = &shared.settings;
-    let device = match prepare(index, s, &tls, &source, &shared.stop).await {
+    // Boxed: the preparation's future (~3 KB: provisioning, claiming) is
+    // needed once, and inline it would size the device's task for its life.
+    let device = match Box::pin(prepare(index, s, &tls, &source, &shared.stop)).await {
         Ok(d) => d,
         Err(e) => {
             shared.stats.credential_errors.fetch_add(1, Relaxed);
@@ -242,7 +244,7 @@ async fn start_device(
             return;
         }
     };
-    runtime::run(device, shared).await;
+    runtime::run(Box::new(device), shared).await;
 }
 
 pub(crate) async fn prepare(

@@ -213,13 +213,8 @@ impl Link {
     pub async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         self.flush().await?;
         if self.closing {
-            let _ = self.tls.shutdown().await;
-            // Read until the broker closes its side. Closing a socket with
-            // unread data in it (a PUBACK still on its way) sends a reset,
-            // which can discard the DISCONNECT before the broker read it —
-            // and the broker then publishes the will of a clean shutdown.
-            let mut sink = [0u8; 256];
-            while matches!(self.tls.read(&mut sink).await, Ok(n) if n > 0) {}
+            // Boxed: its read buffer would otherwise be part of every poll.
+            Box::pin(self.close()).await;
             return Err(LinkError::new(FailureReason::Io, "disconnected"));
         }
         Ok(match self.next_packet().await? {
@@ -248,6 +243,16 @@ impl Link {
             }
             Incoming::PingResp | Incoming::Other => LinkEvent::Other,
         })
+    }
+
+    /// Closes TLS and reads until the broker closes its side. Closing a
+    /// socket with unread data in it (a PUBACK still on its way) sends a
+    /// reset, which can discard the DISCONNECT before the broker read it —
+    /// and the broker then publishes the will of a clean shutdown.
+    async fn close(&mut self) {
+        let _ = self.tls.shutdown().await;
+        let mut sink = [0u8; 256];
+        while matches!(self.tls.read(&mut sink).await, Ok(n) if n > 0) {}
     }
 
     /// Whether a QoS 1 publish would be queued now (room in the write

@@ -150,7 +150,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Runs the device until the fleet stops.
-pub async fn run(mut dev: Device, shared: Arc<Shared>) {
+pub async fn run(mut dev: Box<Device>, shared: Arc<Shared>) {
     let s = &shared.settings;
     let stats = &shared.stats;
     let mut burst = shared.burst.clone();
@@ -633,17 +633,32 @@ mod tests {
     }
 
     /// Every simulated device is one task whose future lives as long as the
-    /// device: its size is paid 250,000 times. The link is on the heap (a
-    /// `Link` moved through the connect's result was laid out twice in the
-    /// future: 5,400 bytes before, 3,024 after), and the rest stays within
-    /// its budget.
+    /// device: its size is paid 250,000 times. What is big and passing goes
+    /// to the heap: the link (moved through the connect's result, it was laid
+    /// out twice: 5,400 bytes before, 3,024 after), the preparation (2,984
+    /// bytes, inline in the task that is spawned: 3,048 before), the device
+    /// (an async fn's argument is laid out twice too: 1,856 before), a
+    /// closing link's read buffer. The hub's appliance states wait on the
+    /// heap for a first command (`Device` was 896 bytes).
     #[test]
     #[allow(unreachable_code)]
     fn a_devices_task_is_small_and_holds_its_link_on_the_heap() {
-        let task = future_size(&|| run(unreachable!(), unreachable!()));
+        let task = future_size(&|| {
+            crate::fleet::start_device(
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+                unreachable!(),
+            )
+        });
         let connect =
             future_size(&|| connect_gated(unreachable!(), unreachable!(), unreachable!()));
         assert!(connect < std::mem::size_of::<Link>(), "connect {connect}");
-        assert!(task <= 3_200, "a device's task is {task} bytes");
+        assert!(
+            std::mem::size_of::<Device>() <= 320,
+            "a device is {} bytes",
+            std::mem::size_of::<Device>()
+        );
+        assert!(task <= 1_300, "a device's task is {task} bytes");
     }
 }

@@ -5,6 +5,8 @@
 //! and silent-ignore fractions) and produces telemetry for a time step. Pure: the
 //! network runtime feeds it bytes and times and publishes what it returns.
 
+use std::sync::LazyLock;
+
 use super::appliance::Appliances;
 use super::echonet::ElAircon;
 use super::meter::{self, MeterReading, SmartMeter};
@@ -51,6 +53,17 @@ pub enum Telemetry {
     Meter(MeterReading),
 }
 
+/// A hub's appliances: as a command left them, or as they start.
+fn as_they_are(appliances: &Option<Box<Appliances>>) -> &Appliances {
+    static AS_THEY_START: LazyLock<Appliances> = LazyLock::new(Appliances::default);
+    appliances.as_deref().unwrap_or(&AS_THEY_START)
+}
+
+/// A hub's appliances, made its own for a command to change.
+fn to_change(appliances: &mut Option<Box<Appliances>>) -> &mut Appliances {
+    appliances.get_or_insert_with(Default::default)
+}
+
 /// A device's whole behaviour.
 #[derive(Debug, Clone)]
 pub struct DeviceModel {
@@ -59,13 +72,14 @@ pub struct DeviceModel {
     body: Body,
 }
 
-// One per device; boxing the hub would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Body {
     Hub {
         room: HubSensors,
-        appliances: Appliances,
+        /// `None` until a command first changes an appliance: they start as
+        /// [`Appliances::default`] says, and most hubs of a fleet are never
+        /// commanded (the states take ~700 bytes, paid by every device).
+        appliances: Option<Box<Appliances>>,
     },
     Meter {
         meter: SmartMeter,
@@ -80,7 +94,7 @@ impl DeviceModel {
         let body = match kind {
             DeviceKind::Hub => Body::Hub {
                 room: HubSensors::new(child),
-                appliances: Appliances::default(),
+                appliances: None,
             },
             DeviceKind::Meter => {
                 let mut child = child;
@@ -132,7 +146,8 @@ impl DeviceModel {
     pub fn step(&mut self, hour: f64, dt_secs: f64) -> Telemetry {
         match &mut self.body {
             Body::Hub { room, appliances } => {
-                Telemetry::Sensors(room.step(hour, dt_secs, appliances.influence()))
+                let influence = as_they_are(appliances).influence();
+                Telemetry::Sensors(room.step(hour, dt_secs, influence))
             }
             Body::Meter { meter, aircon } => {
                 // The unit draws what its state asked for over the step.
@@ -168,7 +183,7 @@ impl DeviceModel {
             mac_address: None,
             serial_number: None,
             appliances: match &self.body {
-                Body::Hub { appliances, .. } => Some(appliances.report()),
+                Body::Hub { appliances, .. } => Some(as_they_are(appliances).report()),
                 Body::Meter { .. } => None,
             },
             ts: now_ms,
@@ -230,17 +245,21 @@ impl DeviceModel {
             Body::Meter { aircon, .. } => return echonet(aircon, action),
         };
         let state = match action {
-            Action::Aircon { model, settings } => appliances.aircon(model.as_deref(), settings),
-            Action::Tv { model, button } => appliances.tv(model.as_deref(), button),
-            Action::Light { model, button } => appliances.light(model.as_deref(), button),
+            Action::Aircon { model, settings } => {
+                to_change(appliances).aircon(model.as_deref(), settings)
+            }
+            Action::Tv { model, button } => to_change(appliances).tv(model.as_deref(), button),
+            Action::Light { model, button } => {
+                to_change(appliances).light(model.as_deref(), button)
+            }
             Action::FloorHeater { model, settings } => {
-                appliances.floor_heater(model.as_deref(), settings)
+                to_change(appliances).floor_heater(model.as_deref(), settings)
             }
             Action::LightProjector { model, button } => {
-                appliances.light_projector(model.as_deref(), button)
+                to_change(appliances).light_projector(model.as_deref(), button)
             }
             Action::SesameBot { model, operation } => {
-                appliances.sesame_bot(model.as_deref(), operation)
+                to_change(appliances).sesame_bot(model.as_deref(), operation)
             }
             Action::Signal { message, .. } => {
                 message.check().map_err(|e| e.to_string())?;
@@ -411,6 +430,27 @@ mod tests {
             Some(aircon),
             "the ack reports the state"
         );
+    }
+
+    /// The states are made on a first command; before it, the hub reports
+    /// and heats its room as appliances that are all off.
+    #[test]
+    fn a_hub_nobody_commanded_reports_its_appliances_as_they_start() {
+        let mut d = hub(CommandPolicy::default());
+        let start = Appliances::default();
+        assert_eq!(d.state(1).appliances, Some(start.report()));
+        let Body::Hub { appliances, .. } = &d.body else {
+            panic!("a hub")
+        };
+        assert!(appliances.is_none());
+        // A refused command changes nothing, and a light command leaves the
+        // aircon as it started.
+        let _ = d.handle_command(br#"{"id":"c-0","type":"tv","button":"self-destruct"}"#, 2);
+        assert_eq!(d.state(3).appliances, Some(start.report()));
+        let _ = d.handle_command(br#"{"id":"c-1","type":"light","button":"on"}"#, 4);
+        let state = d.state(5).appliances.expect("hub has appliances");
+        assert_eq!(state.aircon, Some(start.aircon.clone()));
+        assert_ne!(state.light, Some(start.light.clone()));
     }
 
     #[test]
