@@ -178,7 +178,10 @@ impl Link {
         tcp.set_nodelay(true).map_err(|e| LinkError::io(e, false))?;
         let mut tls = ClientTls::client(tcp, o.tls, o.endpoint.name.clone())
             .map_err(|e| LinkError::new(FailureReason::Tls, e.to_string()))?;
-        tls.handshake().await.map_err(|e| LinkError::io(e, true))?;
+        // The CONNECT below leaves with the handshake's last flight.
+        tls.handshake_corked()
+            .await
+            .map_err(|e| LinkError::io(e, true))?;
         let resumed = tls.resumed();
         let mut link = Link {
             resumed,

@@ -321,13 +321,20 @@ impl CredentialSource {
             ),
             Self::Pki(pki) => {
                 let (cert, key) = kumo_certs::files::device_pair(pki.dir(), id);
-                if !cert.exists() || !key.exists() {
-                    pki.issue_device(id).map_err(|source| SimError::Issue {
-                        device_id: id.to_string(),
-                        source,
-                    })?;
+                // Read first: a fleet's certificates are there (two `stat`s
+                // a device were a tenth of loading them).
+                match read_pair(&cert, &key) {
+                    Err(SimError::Read { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        pki.issue_device(id).map_err(|source| SimError::Issue {
+                            device_id: id.to_string(),
+                            source,
+                        })?;
+                        read_pair(&cert, &key)
+                    }
+                    read => read,
                 }
-                read_pair(&cert, &key)
             }
         }
     }
@@ -400,6 +407,22 @@ mod tests {
             .verify_server_cert(&stranger, &[], &localhost, &[], now)
             .is_err());
         assert_eq!(v.known.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_pki_source_issues_a_missing_certificate_once_and_reads_it_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = Arc::new(PkiDir::init(tmp.path(), KeyAlgorithm::EcdsaP256).unwrap());
+        let source = CredentialSource::Pki(pki.clone());
+        let id = DeviceId::parse("remo-77").unwrap();
+        let first = source.load(&id).unwrap();
+        let again = source.load(&id).unwrap();
+        assert_eq!(first.chain, again.chain, "issued once, then read");
+        // A lost key is issued again, with a new certificate.
+        let (_, key) = kumo_certs::files::device_pair(pki.dir(), &id);
+        std::fs::remove_file(key).unwrap();
+        let reissued = source.load(&id).unwrap();
+        assert_ne!(reissued.chain, first.chain);
     }
 
     #[test]
