@@ -219,7 +219,7 @@ def tap_rate(name, t0, t1):
     if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
         return None
     return (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]) * 60 / DEVICES
-stored = int(drained[2].split()[-1]) if drained else None
+stored = int(drained[2].split()[1]) if drained else None
 online_end = None
 if h1:
     parts = h1[2].split()

@@ -46,7 +46,7 @@ CMD_RATE=${CMD_RATE:-200}       # REST commands per second during the hold
 CMD_DELAY=${CMD_DELAY:-65}      # s into the hold when commands start (every hub has reported once)
 KILL_AT=${KILL_AT:-180}         # s into the hold when a node is killed (0 = never)
 KILL_NODE=${KILL_NODE:-$NODES}  # which node (1-based)
-DRAIN=${DRAIN:-60}              # s allowed for the last readings to land
+DRAIN=${DRAIN:-600}             # s allowed for the last readings to land (ends once they stop)
 SAMPLE_SECS=${SAMPLE_SECS:-1}   # sampling period
 DB_SAMPLE_SECS=${DB_SAMPLE_SECS:-30} # period of count(*) of readings (costly at scale)
 ONLINE_SAMPLE_SECS=${ONLINE_SAMPLE_SECS:-5} # period of count(*) of devices online (0.2 s of PostgreSQL each at 250,000)
@@ -419,7 +419,7 @@ while (( SECONDS - t < DRAIN )); do
   last=$n
 done
 stop_pid "$TAP" TERM
-event drained "readings $(sql "SELECT count(*) FROM readings")"
+event drained "readings $(sql "SELECT count(*) FROM readings") after $((SECONDS - t)) s"
 sql "SELECT status, count(*) FROM commands GROUP BY status" >"$WORK/command-statuses.txt" || true
 # Each command's stages (created = the REST transaction, sent = the node's
 # PUBACK to the bridge, completed = the device's ack stored), for the report.
