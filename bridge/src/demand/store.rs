@@ -143,12 +143,7 @@ pub async fn create_event(
             let able: Vec<Capacity> = units
                 .iter()
                 .map(|u| {
-                    let c = Consent {
-                        max_setpoint_change: f64::from(u.get::<_, f32>(4)),
-                        allow_off: u.get(5),
-                        excluded_hours: u.get(6),
-                        utc_offset_minutes: u.get(7),
-                    };
+                    let c = consent_at(u, 4);
                     let excluded = excluded_hour_in(&c, e.start, e.end).is_some();
                     Capacity {
                         max_change: if excluded { 0.0 } else { c.max_setpoint_change },
@@ -215,6 +210,18 @@ pub async fn create_event(
 }
 
 /// A stored `real` of °C as written (to a hundredth): 0.1, not 0.10000000149.
+/// A user's consent from four columns of `r`, from `first` on: the largest
+/// setpoint change (`real`), whether the unit may be switched off, the
+/// excluded hours and the UTC offset they are in.
+pub(super) fn consent_at(r: &tokio_postgres::Row, first: usize) -> Consent {
+    Consent {
+        max_setpoint_change: f64::from(r.get::<_, f32>(first)),
+        allow_off: r.get(first + 1),
+        excluded_hours: r.get(first + 2),
+        utc_offset_minutes: r.get(first + 3),
+    }
+}
+
 pub(crate) fn hundredths(v: f32) -> f64 {
     (f64::from(v) * 100.0).round() / 100.0
 }

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::consent::{decide, excluded_hour_in, Consent, Target};
+use super::consent::{decide, excluded_hour_in, Target};
 use super::unit::{Unit, UnitCommand, UnitError};
 use super::DemandError;
 use crate::appliance::{self, ControlError};
@@ -181,7 +181,8 @@ async fn dispatch(
     appliance: &str,
     user: &str,
 ) -> Option<Outcome> {
-    let consent = consent_of(r);
+    // The enrolment's consent columns, from the fourth on.
+    let consent = super::store::consent_at(r, 3);
     if r.get::<_, bool>(7) {
         return skipped("skipped", "opted out");
     }
@@ -219,16 +220,6 @@ async fn dispatch(
         }),
         Err(QueueError::Refused(reason)) => skipped("skipped", reason),
         Err(QueueError::Unavailable(e)) => retry(event, appliance, &e),
-    }
-}
-
-/// The consent on a claimed dispatch row (its enrolment's columns).
-fn consent_of(r: &tokio_postgres::Row) -> Consent {
-    Consent {
-        max_setpoint_change: f64::from(r.get::<_, f32>(3)),
-        allow_off: r.get(4),
-        excluded_hours: r.get(5),
-        utc_offset_minutes: r.get(6),
     }
 }
 
