@@ -689,17 +689,25 @@ mod tests {
         peer.await.unwrap();
     }
 
+    /// The first client of `listener`, through a rustls server.
+    async fn accept_one(
+        listener: tokio::net::TcpListener,
+        server: Arc<ServerConfig>,
+    ) -> tokio_rustls::server::TlsStream<TcpStream> {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio_rustls::TlsAcceptor::from(server)
+            .accept(tcp)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn an_idle_client_connection_holds_no_buffers() {
         let (server, client) = configs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = tokio_rustls::TlsAcceptor::from(server)
-                .accept(tcp)
-                .await
-                .unwrap();
+            let mut tls = accept_one(listener, server).await;
             let mut got = vec![0u8; 30_000];
             tls.read_exact(&mut got).await.unwrap();
             assert!(got.iter().all(|b| *b == 3));
@@ -726,11 +734,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = tokio_rustls::TlsAcceptor::from(server)
-                .accept(tcp)
-                .await
-                .unwrap();
+            let mut tls = accept_one(listener, server).await;
             let mut got = [0u8; 7];
             tls.read_exact(&mut got).await.unwrap();
             tls.write_all(b"CONNACK").await.unwrap();
