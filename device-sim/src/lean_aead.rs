@@ -4,7 +4,8 @@
 //! and a TLS connection holds two — a tenth of a simulated device. A device
 //! sends a record a minute, so its keys are prepared per record instead: the
 //! connection keeps the 16 or 32 key bytes and the IV, and each record costs a
-//! key setup (well under a microsecond) next to its seal or open. The record
+//! key setup next to its seal or open (the simulator's CPU per device did not
+//! rise measurably: BENCHMARKS, "Device simulator"). The record
 //! layer itself is RFC 8446 §5.2 as rustls' own ring suites do it; this module
 //! only swaps the AEAD behind the same cipher suites, so the nodes see nothing
 //! different on the wire.

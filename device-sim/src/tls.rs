@@ -321,8 +321,8 @@ impl CredentialSource {
             ),
             Self::Pki(pki) => {
                 let (cert, key) = kumo_certs::files::device_pair(pki.dir(), id);
-                // Read first: a fleet's certificates are there (two `stat`s
-                // a device were a tenth of loading them).
+                // Read first: a fleet's certificates are there, and a `stat`
+                // of each file cost every device's start two system calls.
                 match read_pair(&cert, &key) {
                     Err(SimError::Read { source, .. })
                         if source.kind() == std::io::ErrorKind::NotFound =>
