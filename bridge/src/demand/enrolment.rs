@@ -145,10 +145,10 @@ pub async fn enrol(
     Ok(enrolment_json(&row))
 }
 
-/// Opts the caller's `appliance` out of `program`, effective at once: the
-/// enrolment row lock is the one the worker holds while it dispatches, so
-/// either the worker saw the opt-out and commands nothing, or its command
-/// is in and its restore is made due now.
+/// Opts the caller's `appliance` out of `program`, effective at once: a
+/// dispatch not yet recorded is skipped (and the worker, should it have
+/// queued the command meanwhile, records it with its restore due at the
+/// opt-out), and a recorded one has its restore made due now.
 pub async fn opt_out(
     pool: &Pool,
     user: &str,

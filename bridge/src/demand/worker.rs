@@ -2,12 +2,13 @@
 //! instant after an event's start and restores it after the end (or at once
 //! after an opt-out).
 //!
-//! Due rows are claimed with `FOR UPDATE SKIP LOCKED`, together with their
-//! enrolment row, so several bridges share the work and an opt-out (which
-//! updates the enrolment) waits for a dispatch in progress or is seen by it.
-//! Consent is checked again at that moment. Commands go through
-//! [`CommandLog`] with an idempotency key per (event, unit, step), so a
-//! claim retried after a crash queues nothing twice.
+//! Due rows are read without locks and what was done is written back in one
+//! short transaction per round, only to rows still as they were read (see
+//! [`round`] for why no lock is held meanwhile). Consent is checked at the
+//! moment a unit is reached; an opt-out that comes while its command is being
+//! queued makes the restore due at once. Commands go through [`CommandLog`]
+//! with an idempotency key per (event, unit, step), so a row two bridges (or
+//! a round retried after a crash) handle queues nothing twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,11 +82,17 @@ enum Step {
     Restore,
 }
 
-/// One claimed batch; returns how many rows it claimed.
+/// One batch of due rows; returns how many were due.
+///
+/// The rows are read without locks, and what is done to each is written at
+/// the end in one short transaction ([`record`]): a step takes further pool
+/// connections (to reach the unit, to queue its command), and waiting for
+/// them while holding row locks that REST calls wait on — an opt-out, each
+/// with a connection of its own — could leave every connection waiting.
 async fn round(pool: &Pool, commands: &CommandLog, step: Step) -> Result<usize, DemandError> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let rows = tx
+    let rows = pool
+        .get()
+        .await?
         .query(
             match step {
                 Step::Dispatch => {
@@ -97,60 +104,98 @@ async fn round(pool: &Pool, commands: &CommandLog, step: Step) -> Result<usize, 
                      JOIN dr_enrolments e USING (program_id, appliance_id)
                      JOIN dr_events ev ON ev.id = d.event_id
                      WHERE d.state = 'pending' AND d.dispatch_at <= now()
-                     ORDER BY d.dispatch_at LIMIT $1
-                     FOR UPDATE OF d, e SKIP LOCKED"
+                     ORDER BY d.dispatch_at LIMIT $1"
                 }
                 Step::Restore => {
                     "SELECT d.event_id, d.appliance_id, d.user_id, d.previous, d.expected,
                             c.status
                      FROM dr_dispatches d LEFT JOIN commands c ON c.id = d.command_id
                      WHERE d.state = 'dispatched' AND d.restore_at <= now()
-                     ORDER BY d.restore_at LIMIT $1
-                     FOR UPDATE OF d SKIP LOCKED"
+                     ORDER BY d.restore_at LIMIT $1"
                 }
             },
             &[&BATCH],
         )
         .await?;
-    let update = tx
-        .prepare(
-            "UPDATE dr_dispatches SET state = $3, reason = $4,
-                previous = coalesce($5, previous), expected = coalesce($6, expected),
-                command_id = coalesce($7, command_id),
-                restore_command_id = coalesce($8, restore_command_id), updated_at = now()
-             WHERE event_id = $1 AND appliance_id = $2",
-        )
-        .await?;
+    let mut done = Vec::new();
     for r in &rows {
         let (event, appliance, user): (String, String, String) = (r.get(0), r.get(1), r.get(2));
         let outcome = match step {
             Step::Dispatch => dispatch(pool, commands, r, &event, &appliance, &user).await,
             Step::Restore => restore(pool, commands, r, &event, &appliance, &user).await,
         };
-        let Some(o) = outcome else { continue };
+        if let Some(o) = outcome {
+            done.push((event, appliance, o));
+        }
+    }
+    if !done.is_empty() {
+        record(pool, step, &done).await?;
+    }
+    Ok(rows.len())
+}
+
+/// Writes what a round did, in a transaction that waits for no other
+/// connection. A row changed since it was read is left as it is — another
+/// bridge recorded it (with the same command: one idempotency key per
+/// step), or an opt-out skipped it — except a dispatch the opt-out overtook
+/// while its command was being queued: that is recorded as dispatched with
+/// its restore due at the opt-out, so the unit is put back at once.
+async fn record(
+    pool: &Pool,
+    step: Step,
+    done: &[(String, String, Outcome)],
+) -> Result<(), DemandError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let update = tx
+        .prepare(
+            "UPDATE dr_dispatches d SET state = $3, reason = $4,
+                previous = coalesce($5, previous), expected = coalesce($6, expected),
+                command_id = coalesce($7, command_id),
+                restore_command_id = coalesce($8, restore_command_id),
+                restore_at = CASE WHEN d.state = 'skipped' THEN least(d.restore_at, e.opted_out_at)
+                                  ELSE d.restore_at END,
+                updated_at = now()
+             FROM dr_enrolments e
+             WHERE d.event_id = $1 AND d.appliance_id = $2
+               AND e.program_id = d.program_id AND e.appliance_id = d.appliance_id
+               AND (d.state = $9
+                    OR ($3 = 'dispatched' AND d.state = 'skipped'
+                        AND d.reason = 'opted out' AND e.opted_out_at IS NOT NULL))",
+        )
+        .await?;
+    let from = match step {
+        Step::Dispatch => "pending",
+        Step::Restore => "dispatched",
+    };
+    for (event, appliance, o) in done {
         let (command, restore_command) = match step {
             Step::Dispatch => (o.command, None),
             Step::Restore => (None, o.command),
         };
-        tracing::info!(event_id = %event, appliance_id = %appliance, state = o.state,
-            reason = o.reason.as_deref().unwrap_or(""), "demand response step");
-        tx.execute(
-            &update,
-            &[
-                &event,
-                &appliance,
-                &o.state,
-                &o.reason,
-                &o.previous,
-                &o.expected,
-                &command,
-                &restore_command,
-            ],
-        )
-        .await?;
+        let n = tx
+            .execute(
+                &update,
+                &[
+                    event,
+                    appliance,
+                    &o.state,
+                    &o.reason,
+                    &o.previous,
+                    &o.expected,
+                    &command,
+                    &restore_command,
+                    &from,
+                ],
+            )
+            .await?;
+        if n == 1 {
+            tracing::info!(event_id = %event, appliance_id = %appliance, state = o.state,
+                reason = o.reason.as_deref().unwrap_or(""), "demand response step");
+        }
     }
     tx.commit().await?;
-    Ok(rows.len())
+    Ok(())
 }
 
 /// What a step did to one row.

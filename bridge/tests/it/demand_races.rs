@@ -81,7 +81,9 @@ async fn opt_outs_racing_the_dispatch_never_leave_a_unit_commanded() {
         .client()
         .await
         .query(
-            "SELECT d.state, d.reason, d.restore_at <= e.opted_out_at + interval '1 second'
+            "SELECT d.state, d.reason, d.restore_at <= e.opted_out_at + interval '1 second',
+                    EXISTS (SELECT 1 FROM commands c
+                            WHERE c.idempotency_key = 'dr:' || d.event_id || ':' || d.appliance_id)
              FROM dr_dispatches d JOIN dr_enrolments e USING (program_id, appliance_id)",
             &[],
         )
@@ -90,11 +92,14 @@ async fn opt_outs_racing_the_dispatch_never_leave_a_unit_commanded() {
     assert_eq!(rows.len(), 20);
     let (mut skipped, mut commanded) = (0, 0);
     for r in &rows {
-        let (state, reason, restore_due): (String, Option<String>, bool) =
-            (r.get(0), r.get(1), r.get(2));
+        let (state, reason, restore_due, queued): (String, Option<String>, bool, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
         match state.as_str() {
+            // Skipped means never commanded: a command queued while the
+            // opt-out came must be recorded, with its restore.
             "skipped" => {
                 assert_eq!(reason.as_deref(), Some("opted out"));
+                assert!(!queued, "skipped, but its command was queued");
                 skipped += 1;
             }
             // Its command is still queued (no device here): the restore
