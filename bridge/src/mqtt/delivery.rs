@@ -4,8 +4,10 @@
 //!
 //! A command for a device known to be offline is not published (the node
 //! would have no session to hand it to); it stays `queued` and goes out when
-//! the device's presence turns online. Devices see a command at least once
-//! and recognise repeats by its id. The node's PUBACKs are recorded as sends
+//! the device's presence turns online: the router reads what waits for it,
+//! sends it oldest first, and holds commands made meanwhile behind it, so a
+//! device gets its commands in the order they were made (short of a resend).
+//! Devices see a command at least once and recognise repeats by its id. The node's PUBACKs are recorded as sends
 //! in batches ([`SentLog`]), one statement for whatever arrived meanwhile.
 
 use std::sync::Arc;
@@ -31,6 +33,10 @@ const SWEEP_LIMIT: i64 = 2_000;
 const SENT_QUEUE: usize = 16_384;
 /// Most sends recorded in one statement.
 const SENT_BATCH: usize = 512;
+/// Most devices remembered as having a command left queued; beyond this a
+/// command that arrives for one of the others as it comes online may go out
+/// before the older ones its presence then delivers.
+const PARKED_LIMIT: usize = 100_000;
 
 /// Work for the router.
 #[derive(Debug)]
@@ -77,6 +83,46 @@ impl CommandSink for MqttSink {
     }
 }
 
+/// What became of a command handed to [`Router::dispatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dispatched {
+    /// Given to a node's publisher (or dropped there as busy: the sweep resends it).
+    Routed,
+    /// Left queued in its row: the device is offline (or not known online).
+    Kept,
+    /// Past its expiry.
+    Expired,
+}
+
+/// A device's commands go out in the order they were made. The router keeps
+/// it where a device comes online with commands waiting: they are read from
+/// the table and sent first; new ones wait behind them.
+#[derive(Debug, Default)]
+struct Order {
+    /// Devices a command was left queued for since their waiting commands were last read.
+    parked: std::collections::HashSet<String>,
+    /// Devices whose waiting commands are being read.
+    settling: std::collections::HashMap<String, Settling>,
+}
+
+/// A device whose waiting commands are being read.
+#[derive(Debug, Default)]
+struct Settling {
+    /// Commands that arrived meanwhile, in order.
+    behind: Vec<QueuedCommand>,
+    /// The device came online again meanwhile (at, settle): read once more.
+    again: Option<(OffsetDateTime, Duration)>,
+    /// Commands the reads so far sent: a later read may find them not yet
+    /// recorded as sent.
+    sent: std::collections::HashSet<Uuid>,
+}
+
+/// The outcome of reading a device's waiting commands.
+struct WaitingRead {
+    device_id: String,
+    waiting: Result<Vec<QueuedCommand>, crate::db::DbError>,
+}
+
 /// Routes commands to node publishers.
 #[derive(Clone)]
 pub(crate) struct Router {
@@ -87,6 +133,8 @@ pub(crate) struct Router {
     pool: Pool,
     commands: Arc<CommandLog>,
     resend_after: Duration,
+    /// Pause before reading what waits for a device that came online.
+    settle: Duration,
 }
 
 impl Router {
@@ -97,6 +145,7 @@ impl Router {
         pool: Pool,
         commands: Arc<CommandLog>,
         resend_after: Duration,
+        settle: Duration,
     ) -> Self {
         Self {
             publishers: publishers.into(),
@@ -105,40 +154,126 @@ impl Router {
             pool,
             commands,
             resend_after,
+            settle,
         }
     }
 
     /// Routes announced commands and online devices until shutdown.
     pub(crate) async fn run(self, mut outbox: Outbox, shutdown: CancellationToken) {
         drop(outbox.tx);
+        let (read_tx, mut read_rx) = mpsc::unbounded_channel();
+        let mut order = Order::default();
         loop {
-            let work = tokio::select! {
+            tokio::select! {
                 () = shutdown.cancelled() => return,
-                w = outbox.rx.recv() => w,
-            };
-            match work {
-                Some(Routed::Command(cmd)) => self.dispatch(cmd, true).await,
-                Some(Routed::DeviceOnline {
-                    device_id,
-                    since,
-                    settle,
-                }) => {
-                    let this = self.clone();
-                    tokio::spawn(
-                        async move { this.deliver_waiting(&device_id, since, settle).await },
-                    );
-                }
-                None => return,
+                Some(read) = read_rx.recv() => self.settled(read, &mut order, &read_tx).await,
+                work = outbox.rx.recv() => match work {
+                    Some(Routed::Command(cmd)) => self.route(cmd, &mut order, &read_tx).await,
+                    Some(Routed::DeviceOnline {
+                        device_id,
+                        since,
+                        settle,
+                    }) => self.online(device_id, since, settle, &mut order, &read_tx),
+                    None => return,
+                },
             }
         }
     }
 
-    /// Sends everything queued or unacknowledged for a device that just came online.
-    async fn deliver_waiting(&self, device_id: &str, since: OffsetDateTime, settle: Duration) {
-        // The node announces presence before the device has subscribed.
-        tokio::time::sleep(settle).await;
-        match self.commands.outstanding_for_device(device_id, since).await {
+    /// A device with commands waiting came online at `since`.
+    fn online(
+        &self,
+        device_id: String,
+        since: OffsetDateTime,
+        settle: Duration,
+        order: &mut Order,
+        read_tx: &mpsc::UnboundedSender<WaitingRead>,
+    ) {
+        order.parked.remove(device_id.as_str());
+        match order.settling.get_mut(device_id.as_str()) {
+            // Read again once the read under way is sent: the device may
+            // have connected anew since.
+            Some(settling) => settling.again = Some((since, settle)),
+            None => self.start_reading(device_id, Some(since), settle, order, read_tx),
+        }
+    }
+
+    /// Routes a new command in order behind its device's waiting ones: while
+    /// they are being read it waits with them; a device that had a command
+    /// left queued and is now online has them read first.
+    async fn route(
+        &self,
+        cmd: QueuedCommand,
+        order: &mut Order,
+        read_tx: &mpsc::UnboundedSender<WaitingRead>,
+    ) {
+        let device = cmd.device_id.as_str();
+        if let Some(settling) = order.settling.get_mut(device) {
+            settling.behind.push(cmd);
+            return;
+        }
+        if order.parked.contains(device)
+            && matches!(self.affinity.find(device), Whereabouts::Online(_))
+        {
+            // Online, but the announcement that would deliver what waits has
+            // not reached the router yet (it follows the presence's commit).
+            order.parked.remove(device);
+            let device_id = device.to_string();
+            self.start_reading(device_id.clone(), None, self.settle, order, read_tx);
+            if let Some(settling) = order.settling.get_mut(device_id.as_str()) {
+                settling.behind.push(cmd);
+            }
+            return;
+        }
+        if self.dispatch(cmd.clone(), true).await == Dispatched::Kept
+            && order.parked.len() < PARKED_LIMIT
+        {
+            order.parked.insert(cmd.device_id.as_str().to_string());
+        }
+    }
+
+    /// Reads `device_id`'s waiting commands after `settle` (the node
+    /// announces presence before the device has subscribed): those last
+    /// handled before `before`, or all of them. Commands for the device wait
+    /// behind the read until [`Router::settled`].
+    fn start_reading(
+        &self,
+        device_id: String,
+        before: Option<OffsetDateTime>,
+        settle: Duration,
+        order: &mut Order,
+        read_tx: &mpsc::UnboundedSender<WaitingRead>,
+    ) {
+        order.settling.entry(device_id.clone()).or_default();
+        let commands = self.commands.clone();
+        let read_tx = read_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(settle).await;
+            let before = before.unwrap_or_else(OffsetDateTime::now_utc);
+            let waiting = commands.outstanding_for_device(&device_id, before).await;
+            let _ = read_tx.send(WaitingRead { device_id, waiting });
+        });
+    }
+
+    /// Sends what a read found waiting, oldest first, then what arrived for
+    /// the device meanwhile — or, if the device came online again meanwhile,
+    /// reads once more first. A command goes out once per series of reads.
+    async fn settled(
+        &self,
+        read: WaitingRead,
+        order: &mut Order,
+        read_tx: &mpsc::UnboundedSender<WaitingRead>,
+    ) {
+        let device_id = read.device_id;
+        let Some(mut settling) = order.settling.remove(device_id.as_str()) else {
+            return;
+        };
+        match read.waiting {
             Ok(waiting) => {
+                let waiting: Vec<_> = waiting
+                    .into_iter()
+                    .filter(|c| !settling.sent.contains(&c.id))
+                    .collect();
                 if !waiting.is_empty() {
                     tracing::info!(
                         device_id,
@@ -147,34 +282,45 @@ impl Router {
                     );
                 }
                 for cmd in waiting {
+                    settling.sent.insert(cmd.id);
                     self.dispatch(cmd, false).await;
                 }
             }
             Err(e) => tracing::warn!(device_id, error = %e,
                 "reading waiting commands failed; the resend sweep will deliver them"),
         }
+        let sent = &settling.sent;
+        settling.behind.retain(|c| !sent.contains(&c.id));
+        if let Some((since, settle)) = settling.again.take() {
+            order.settling.insert(device_id.clone(), settling);
+            self.start_reading(device_id, Some(since), settle, order, read_tx);
+            return;
+        }
+        for cmd in settling.behind {
+            self.route(cmd, order, read_tx).await;
+        }
     }
 
     /// Hands `cmd` to the publisher of the node holding its device. Unknown
     /// devices go to the default node when the database says they are online
     /// (`ask_db`); devices known to be offline keep their command queued.
-    async fn dispatch(&self, cmd: QueuedCommand, ask_db: bool) {
+    async fn dispatch(&self, cmd: QueuedCommand, ask_db: bool) -> Dispatched {
         if cmd.expires_at <= OffsetDateTime::now_utc() {
-            return;
+            return Dispatched::Expired;
         }
         let node = match self.affinity.find(cmd.device_id.as_str()) {
             Whereabouts::Online(node) => node,
             Whereabouts::Offline => {
                 tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id,
                     "device offline; command stays queued");
-                return;
+                return Dispatched::Kept;
             }
             Whereabouts::Unknown if ask_db && self.online_in_db(cmd.device_id.as_str()).await => 0,
-            Whereabouts::Unknown => return,
+            Whereabouts::Unknown => return Dispatched::Kept,
         };
         let node = self.live_node(node);
         let Some(publisher) = self.publishers.get(node) else {
-            return;
+            return Dispatched::Kept;
         };
         // Never wait for a node: its publisher waits for the node's event
         // loop, which may be waiting for the report shards, which wait for
@@ -190,6 +336,7 @@ impl Router {
             }
             Err(TrySendError::Closed(_)) => tracing::debug!("node publisher gone (shutting down)"),
         }
+        Dispatched::Routed
     }
 
     /// `preferred` if the bridge's connection to it is up, else the first
@@ -242,7 +389,7 @@ impl Router {
                         if let Whereabouts::Online(_) = self.affinity.find(cmd.device_id.as_str()) {
                             tracing::debug!(command_id = %cmd.id, device_id = %cmd.device_id,
                                 "resending an unacknowledged command");
-                            self.dispatch(cmd, false).await;
+                            let _ = self.dispatch(cmd, false).await;
                         }
                     }
                 }
@@ -370,6 +517,7 @@ mod tests {
             pool,
             commands,
             Duration::from_secs(10),
+            Duration::from_millis(300),
         );
         let first = command("remo-1");
         let routed = async {
@@ -409,6 +557,7 @@ mod tests {
             pool,
             commands,
             Duration::from_secs(10),
+            Duration::from_millis(300),
         );
         let to_a = command("remo-1");
         router.dispatch(to_a.clone(), false).await;
@@ -424,5 +573,51 @@ mod tests {
         let to_b = command("remo-2");
         router.dispatch(to_b.clone(), false).await;
         assert_eq!(receivers[1].try_recv().map(|c| c.id).ok(), Some(to_b.id));
+    }
+
+    #[tokio::test]
+    async fn a_command_for_a_device_back_online_with_one_left_queued_waits_for_the_waiting_to_be_read(
+    ) {
+        let (pool, commands) = unreachable_database();
+        let affinity = Arc::new(Affinity::default());
+        let then = OffsetDateTime::now_utc();
+        affinity.record("remo-1", 0, false, then);
+        let status = Arc::new(super::super::MqttStatus::new(&["node-a:8883".to_string()]));
+        status.nodes[0]
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(4);
+        let router = Router::new(
+            vec![tx],
+            status,
+            affinity.clone(),
+            pool,
+            commands,
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+        );
+        let (sink, outbox) = MqttSink::channel();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(router.run(outbox, stop.clone()));
+        sink.announce(&command("remo-1"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "offline: left queued");
+        // Online now; the announcement that delivers what waits has not come.
+        affinity.record("remo-1", 0, true, then + time::Duration::seconds(1));
+        let newer = command("remo-1");
+        sink.announce(&newer);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "the newer command waits behind the read of the older"
+        );
+        // The read fails (no database): the newer one goes, the older is the sweep's.
+        let sent = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("sent after the read")
+            .expect("an open publisher");
+        assert_eq!(sent.id, newer.id);
+        stop.cancel();
+        running.await.expect("the router ends");
     }
 }

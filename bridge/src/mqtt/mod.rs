@@ -254,6 +254,7 @@ pub fn start(
         pool,
         commands,
         Duration::from_secs(settings.resend_after_secs),
+        Duration::from_millis(settings.online_settle_ms),
     );
     tasks.push(tokio::spawn(router.clone().run(outbox, shutdown.clone())));
     tasks.push(tokio::spawn(router.sweep(shutdown)));

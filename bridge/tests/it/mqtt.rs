@@ -176,6 +176,102 @@ async fn a_command_for_an_offline_device_waits_and_is_delivered_when_it_connects
     s.stop().await;
 }
 
+/// A stack whose bridge waits 1.5 s after a device comes online before
+/// sending what waits for it, an offline device `remo-1` with an AC, and one
+/// command queued for it.
+async fn one_command_waiting() -> (Stack, crate::stack::DeviceCreds, String, Uuid) {
+    let s = Stack::start(|b| b.mqtt.online_settle_ms = 1_500).await;
+    let creds = s.device("remo-1").await;
+    let ac = s.h.add_appliance("remo-1", "kumo-ac-generic", "AC").await;
+    let first = set_ac(&s, &ac, None, None).await.command_id();
+    tokio::time::sleep(SEC).await;
+    assert_eq!(s.status(first).await, "queued");
+    (s, creds, ac, first)
+}
+
+/// Makes a second command; the device must get both in the order made,
+/// each once (nothing more within `quiet` after them).
+async fn second_goes_out_behind(
+    s: &Stack,
+    dev: &mut crate::stack::Device,
+    ac: &str,
+    first: Uuid,
+    quiet: Duration,
+) {
+    let second = set_ac(s, ac, None, None).await.command_id();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let cmd = dev.next_command(10 * SEC).await.expect("both delivered");
+        got.push(cmd["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        got,
+        [first.to_string(), second.to_string()],
+        "in the order made"
+    );
+    assert!(
+        dev.next_command(quiet).await.is_none(),
+        "each delivered once"
+    );
+}
+
+#[tokio::test]
+async fn commands_made_while_a_device_was_offline_reach_it_before_newer_ones() {
+    // The second command is made while the first waits for the device to
+    // finish subscribing.
+    let (s, creds, ac, first) = one_command_waiting().await;
+    let mut dev = creds.connect(&[]).await;
+    for _ in 0..100 {
+        if online(&s.h).await == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(online(&s.h).await, true, "the bridge knows it is online");
+    second_goes_out_behind(&s, &mut dev, &ac, first, SEC).await;
+    dev.disconnect().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_made_before_the_bridge_has_recorded_a_device_online_goes_out_behind_the_waiting_one_and_once(
+) {
+    // The bridge takes a device as online when its node says so, but reads
+    // what waits for it only once that presence is committed. Here the
+    // commit is slowed: the second command comes in between (the router
+    // reads the waiting ones itself and holds the second behind them), and
+    // the presence's announcement comes while that read settles (a second
+    // read, which must send nothing again).
+    let (s, creds, ac, first) = one_command_waiting().await;
+    s.h.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow_online() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$;
+             CREATE TRIGGER slow_online BEFORE UPDATE ON devices FOR EACH ROW
+               WHEN (NEW.online AND NOT OLD.online) EXECUTE FUNCTION slow_online();",
+        )
+        .await
+        .unwrap();
+
+    let mut dev = creds.connect(&[]).await;
+    // The presence is being written: the bridge has taken the device as online.
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'";
+    let mut writing = false;
+    for _ in 0..200 {
+        writing = scalar(&s, sleeping).await > 0;
+        if writing {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(writing, "the presence write was never seen");
+    // The second read comes 1.5 s after the first.
+    second_goes_out_behind(&s, &mut dev, &ac, first, 3 * SEC).await;
+    dev.disconnect().await;
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn an_undelivered_command_expires_after_its_ttl_and_is_never_sent() {
     let s = Stack::start(|b| b.command_ttl_secs = 1).await;
