@@ -198,8 +198,21 @@ pub(crate) async fn serve<S>(
     session.handle.tx = tx;
     let mut link_rx = Box::pin(session.attach(&node)).await;
     let keepalive = session.keepalive_window();
-    // A resumed session has queued messages to send before anything arrives.
     let kick = session.handle.clone();
+    // Packets the client sent right behind its CONNECT, without waiting for
+    // the CONNACK (§3.1.4), came in with it: nothing else may arrive to make
+    // the loop below look at them.
+    if !inbuf.is_empty() {
+        if let Err(reason) = Box::pin(session.process_input(&mut inbuf)).await {
+            let reason = match guarded_flush(&mut session, &mut stream, &kick).await {
+                Ok(()) => reason,
+                Err(e) => e,
+            };
+            Box::pin(session.finish(&mut stream, reason, link_rx)).await;
+            return;
+        }
+    }
+    // A resumed session has queued messages to send before anything arrives.
     if let Err(reason) = guarded_flush(&mut session, &mut stream, &kick).await {
         Box::pin(session.finish(&mut stream, reason, link_rx)).await;
         return;

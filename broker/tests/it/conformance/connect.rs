@@ -20,6 +20,8 @@ conformance! {
     mqtt_3_1_0_1_a_first_packet_other_than_connect_closes_the_connection => connect_first;
     mqtt_3_1_0_2_a_second_connect_closes_the_connection => second_connect;
     v5_3_14_2_2_2_a_disconnect_with_session_expiry_0_ends_a_kept_session => disconnect_ends_session;
+    mqtt_3_1_4_packets_sent_with_the_connect_before_its_connack_are_processed => sent_before_connack;
+    mqtt_3_1_4_5_nothing_sent_after_a_refused_connect_is_processed => nothing_after_refusal;
 }
 
 kumo_only! {
@@ -243,4 +245,93 @@ async fn disconnect_ends_session(t: &Target) {
     assert_eq!(code(&ack), 0);
     assert!(!session_present(&ack), "{ack:?}");
     assert!(c.quiet().await, "a message for the ended session arrived");
+}
+
+async fn sent_before_connack(t: &Target) {
+    // §3.1.4: "Clients are allowed to send further Control Packets
+    // immediately after sending a CONNECT Packet; Clients need not wait for
+    // a CONNACK Packet to arrive from the Server." (MQTT 5 §3.1.4 likewise.)
+    // Kumo's simulated devices send their subscription and state this way.
+    for v in [4, 5] {
+        let name = format!("conf-early-{v}");
+        let topic = format!("conf/early/{v}");
+        let mut witness = t.client(&format!("conf-early-w{v}"), v).await;
+        witness.subscribe(&[(topic.as_str(), 1)]).await;
+        let mut c = t.open(&name, v).await;
+        // One write: CONNECT, SUBSCRIBE (packet id 1), PUBLISH QoS 1 (id 2).
+        let mut early = raw::connect(v, &name, true, 60, &Props::default(), None);
+        early.extend(raw::subscribe(
+            v,
+            1,
+            &[(&format!("{topic}/in"), 1)],
+            &Props::default(),
+        ));
+        early.extend(raw::publish(
+            v,
+            &topic,
+            b"before the connack",
+            1,
+            false,
+            false,
+            2,
+            &Props::default(),
+        ));
+        c.send(&early).await;
+        let ack = c.recv().await.expect("a CONNACK");
+        assert_eq!(code(&ack), 0, "v{v}: the CONNACK comes first: {ack:?}");
+        let mut acks = Vec::new();
+        for _ in 0..2 {
+            acks.push(c.recv().await.expect("SUBACK and PUBACK"));
+        }
+        assert!(
+            acks.iter()
+                .any(|p| matches!(p, Packet::SubAck { pkid: 1, codes, .. } if codes == &[1])),
+            "v{v}: {acks:?}"
+        );
+        assert!(
+            acks.iter().any(|p| matches!(p, Packet::PubAck(2, 0))),
+            "v{v}: {acks:?}"
+        );
+        let m = witness.expect_publish().await;
+        assert_eq!(&m.payload[..], b"before the connack", "v{v}");
+        witness.ack_publish(&m).await;
+        witness
+            .publish(
+                &format!("{topic}/in"),
+                b"to the early subscription",
+                1,
+                false,
+            )
+            .await;
+        let m = c.expect_publish().await;
+        assert_eq!(&m.payload[..], b"to the early subscription", "v{v}");
+        c.ack_publish(&m).await;
+    }
+}
+
+async fn nothing_after_refusal(t: &Target) {
+    // MQTT-3.1.4-5: "If the Server rejects the CONNECT, it MUST NOT process
+    // any data sent by the Client after the CONNECT Packet." Refused here for
+    // an empty client id with CleanSession 0 (MQTT-3.1.3-8, 0x02), with a
+    // retained PUBLISH in the same write.
+    let mut c = t.open("conf-refused", 4).await;
+    let mut early = raw::connect(4, "", false, 60, &Props::default(), None);
+    early.extend(raw::publish(
+        4,
+        "conf/refused",
+        b"after a refused connect",
+        0,
+        true,
+        false,
+        0,
+        &Props::default(),
+    ));
+    c.send(&early).await;
+    let ack = c.recv().await.expect("a CONNACK");
+    assert_eq!(code(&ack), 0x02, "{ack:?}");
+    assert!(c.closed_within(Duration::from_secs(2)).await.0);
+    // Nothing was retained (and nothing published).
+    let mut witness = t.client("conf-refused-w", 4).await;
+    witness.subscribe(&[("conf/refused", 1)]).await;
+    witness.no_publish(raw::QUIET).await;
 }
