@@ -162,14 +162,29 @@ pub struct Link {
 impl Link {
     /// Connects: TCP, TLS with the device's certificate, CONNECT, CONNACK.
     pub async fn connect(o: LinkOptions<'_>) -> Result<Link, LinkError> {
+        Self::connect_then(o, |_| ()).await.map(|(link, ())| link)
+    }
+
+    /// [`Link::connect`], with `early` queueing packets that leave in the
+    /// CONNECT's write instead of a round trip after the CONNACK: MQTT 3.1.1
+    /// and 5 (§3.1.4) let a client send on without waiting for the CONNACK,
+    /// and a server that refuses the CONNECT processes nothing after it.
+    /// What `early` returns comes back with the link.
+    pub async fn connect_then<T>(
+        o: LinkOptions<'_>,
+        early: impl FnOnce(&mut Link) -> T,
+    ) -> Result<(Link, T), LinkError> {
         let deadline = o.connect_timeout;
-        match timeout(deadline, Self::open(o)).await {
+        match timeout(deadline, Self::open(o, early)).await {
             Ok(r) => r,
             Err(_) => Err(LinkError::new(FailureReason::Timeout, "connect deadline")),
         }
     }
 
-    async fn open(o: LinkOptions<'_>) -> Result<Link, LinkError> {
+    async fn open<T>(
+        o: LinkOptions<'_>,
+        early: impl FnOnce(&mut Link) -> T,
+    ) -> Result<(Link, T), LinkError> {
         let tcp = dial(o.endpoint.addr, o.source)
             .await
             .map_err(|e| LinkError::io(e, false))?;
@@ -197,9 +212,10 @@ impl Link {
             closing: false,
         };
         link.encode_connect(o.client_id, o.will)?;
+        let early = early(&mut link);
         link.flush().await?;
         match link.next_packet().await? {
-            Incoming::ConnAck(0) => Ok(link),
+            Incoming::ConnAck(0) => Ok((link, early)),
             Incoming::ConnAck(code) => Err(LinkError::new(
                 FailureReason::MqttRefused,
                 format!("CONNACK {code:#04x}"),

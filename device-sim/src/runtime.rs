@@ -101,21 +101,44 @@ async fn wait_for_place<'a>(
     permit
 }
 
-/// One connection attempt, once the process's gate lets it through.
+/// One connection attempt, once the process's gate lets it through; `None`
+/// if the fleet stops first. The device's subscriptions and state report
+/// leave with its CONNECT ([`first_packets`]); whether the report was queued
+/// comes back with the link. Once started, an attempt runs to its end (at
+/// most the connect deadline) even if the fleet stops meanwhile: the node
+/// may already have taken the device's state, and the session that follows
+/// ends with a DISCONNECT instead of a dropped socket (and a last will).
 async fn connect_gated(
     dev: &Device,
     shared: &Shared,
     endpoint: &Endpoint,
-) -> Result<Box<Link>, LinkError> {
-    let _permit = wait_for_place(shared.connect_gate.as_ref(), &shared.on_time).await;
+) -> Option<Result<(Box<Link>, bool), LinkError>> {
+    let _permit = tokio::select! {
+        _ = shared.stop.cancelled() => return None,
+        permit = wait_for_place(shared.connect_gate.as_ref(), &shared.on_time) => permit,
+    };
     let _counted = Connecting::new(&shared.stats);
     // Boxed, like every part of a device's life that is big and passing:
     // the task keeps only what a connected device needs. The link goes to
     // the heap too: moved through this result, it was laid out twice in
     // the device's task.
-    Box::pin(Link::connect(link_options(dev, &shared.settings, endpoint)))
-        .await
-        .map(Box::new)
+    let options = link_options(dev, &shared.settings, endpoint);
+    Box::pin(Link::connect_then(options, |link| {
+        first_packets(dev, &shared.settings, link)
+    }))
+    .await
+    .map(|(link, state_queued)| (Box::new(link), state_queued))
+    .into()
+}
+
+/// What a device sends first on every connection: its subscriptions, then
+/// its state (retained). Returns whether the state report was queued.
+fn first_packets(dev: &Device, s: &Settings, link: &mut Link) -> bool {
+    link.subscribe(&device_topic(&dev.id, Leaf::Commands));
+    if s.renew_at_percent > 0 {
+        link.subscribe(&device_topic(&dev.id, Leaf::CertResponse));
+    }
+    queue_state(dev, link)
 }
 
 /// Per-device constant data.
@@ -175,10 +198,7 @@ pub async fn run(mut dev: Box<Device>, shared: Arc<Shared>) {
         if !first || attempt > 0 {
             stats.retries.fetch_add(1, Relaxed);
         }
-        let connected = tokio::select! {
-            _ = shared.stop.cancelled() => None,
-            r = connect_gated(&dev, &shared, endpoint) => Some(r),
-        };
+        let connected = connect_gated(&dev, &shared, endpoint).await;
         let pause = match connected {
             None => return,
             Some(Err(e)) => {
@@ -188,8 +208,9 @@ pub async fn run(mut dev: Box<Device>, shared: Arc<Shared>) {
                 offset = failover(offset, nodes, &mut dev.rng, stats);
                 backoff(s, attempt, &mut dev.rng)
             }
-            Some(Ok(mut link)) => {
+            Some(Ok((mut link, state_queued))) => {
                 stats.on_connected(first);
+                count_publish(stats, state_queued);
                 if link.resumed {
                     stats.tls_resumed.fetch_add(1, Relaxed);
                 }
@@ -345,12 +366,8 @@ async fn session(
     let stats = &shared.stats;
     let commands = device_topic(&dev.id, Leaf::Commands);
     let cert_responses = device_topic(&dev.id, Leaf::CertResponse);
-    link.subscribe(&commands);
-    if s.renew_at_percent > 0 {
-        link.subscribe(&cert_responses);
-    }
     let renew_retry = Duration::from_millis(s.renew_retry_ms);
-    publish_state(dev, link, stats);
+    // Subscribed and reported with the CONNECT (`first_packets`).
     dev.model.connected();
 
     let period = Duration::from_millis(s.report_interval_ms);
@@ -469,11 +486,13 @@ pub(crate) fn count_publish(stats: &Stats, queued: bool) {
 }
 
 fn publish_state(dev: &Device, link: &mut Link, stats: &Stats) {
+    count_publish(stats, queue_state(dev, link));
+}
+
+/// Queues the device's state report (QoS 1, retained); whether it was.
+fn queue_state(dev: &Device, link: &mut Link) -> bool {
     let payload = serde_json::to_vec(&dev.model.state(now_ms())).unwrap_or_default();
-    count_publish(
-        stats,
-        link.publish(&device_topic(&dev.id, Leaf::State), true, true, payload),
-    );
+    link.publish(&device_topic(&dev.id, Leaf::State), true, true, payload)
 }
 
 fn handle_command(

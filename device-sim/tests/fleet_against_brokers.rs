@@ -253,6 +253,39 @@ async fn devices_on_a_kumo_node_publish_obey_commands_and_ack_in_mqtt_5() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_device_on_a_kumo_node_obeys_a_command_as_soon_as_it_is_online() {
+    // Its subscription and state leave with its CONNECT; nothing else comes
+    // from it for an hour to make the node read on.
+    for protocol in [Protocol::V4, Protocol::V5] {
+        let broker = Broker::start_kumo().await;
+        let mut sub = broker.subscribe("devices/#", "observer-quiet").await;
+        let settings = Settings {
+            meter_fraction: 0.0,
+            report_interval_ms: 3_600_000,
+            ..fleet_settings(&broker, "quiet", 1, protocol)
+        };
+        let (token, fleet) = start(settings, broker.ca_pem());
+        sub.wait_for("the device online", 20, |t, j| {
+            t == "devices/quiet-000000/state" && j["online"] == true
+        })
+        .await;
+        let cmd = r#"{"id":"cmd-q","type":"light","button":"on"}"#;
+        broker
+            .publish("devices/quiet-000000/commands", cmd, &[])
+            .await;
+        let (_, ack) = sub
+            .wait_for("the ack", 10, |t, j| {
+                t == "devices/quiet-000000/acks" && j["id"] == "cmd-q"
+            })
+            .await;
+        assert_eq!(ack["result"], "ok", "{protocol:?}: {ack}");
+        token.cancel();
+        let summary = fleet.await.expect("fleet task").expect("fleet ran");
+        assert_eq!(summary.failed_total(), 0, "{summary:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_killed_devices_last_will_is_seen_and_a_clean_shutdown_sends_none() {
     last_will_on_kill_only(Broker::start().await).await;
@@ -329,7 +362,7 @@ async fn chaos_kills_and_bursts_make_devices_reconnect() {
 #[tokio::test]
 async fn a_device_enrolled_by_csr_connects_with_its_own_key() {
     let broker = Broker::start().await;
-    let mut sub = broker.subscribe("devices/+/state", "observer-csr").await;
+    let mut sub = broker.subscribe("devices/#", "observer-csr").await;
     let keys = tempfile::tempdir().expect("tempdir");
     let settings = Settings {
         provisioning: kumo_sim::Provisioning::Csr,
@@ -339,14 +372,16 @@ async fn a_device_enrolled_by_csr_connects_with_its_own_key() {
     let provisioned = kumo_sim::provision::provision(&broker.pki_dir, &settings).expect("enrol");
     assert_eq!(provisioned.issued, 2);
     let (token, fleet) = start(settings, provisioned.ca_pem);
-    let mut online = BTreeSet::new();
-    while online.len() < 2 {
+    // A reading, not the state report: that leaves with the CONNECT, and the
+    // device counts itself connected only once the CONNACK is in.
+    let mut reporting = BTreeSet::new();
+    while reporting.len() < 2 {
         let (topic, _) = sub
-            .wait_for("both enrolled devices online", 20, |t, j| {
-                t.starts_with("devices/enrolled-") && j["online"] == true
+            .wait_for("both enrolled devices reporting", 20, |t, _| {
+                t.starts_with("devices/enrolled-") && !t.ends_with("/state")
             })
             .await;
-        online.insert(topic);
+        reporting.extend(topic.split('/').nth(1).map(str::to_string));
     }
     token.cancel();
     let summary = fleet.await.unwrap().unwrap();
