@@ -208,11 +208,7 @@ impl<C: Side> TlsIo<C> {
     /// right after its Finished. The caller must write or flush next.
     pub async fn handshake_corked(&mut self) -> io::Result<()> {
         loop {
-            self.check_alive()?;
-            if let Err(e) = self.process(Send::Nothing) {
-                self.send_alert().await;
-                return Err(e);
-            }
+            self.process_handshake().await?;
             if !self.conn.handshaking() {
                 return Ok(());
             }
@@ -227,13 +223,20 @@ impl<C: Side> TlsIo<C> {
     /// next flight. A server holds its handshake slot for the steps only, so a
     /// client that stalls mid-handshake costs a socket, not a slot.
     pub async fn handshake_step(&mut self) -> io::Result<bool> {
+        self.process_handshake().await?;
+        self.flush_out().await?;
+        Ok(!self.conn.handshaking())
+    }
+
+    /// Processes the handshake records that have arrived, queueing the
+    /// answer; a failure sends the peer its alert.
+    async fn process_handshake(&mut self) -> io::Result<()> {
         self.check_alive()?;
         if let Err(e) = self.process(Send::Nothing) {
             self.send_alert().await;
             return Err(e);
         }
-        self.flush_out().await?;
-        Ok(!self.conn.handshaking())
+        Ok(())
     }
 
     /// Waits for more of the peer's handshake bytes.
