@@ -203,11 +203,7 @@ pub(crate) async fn serve<S>(
     // the CONNACK (§3.1.4), came in with it: nothing else may arrive to make
     // the loop below look at them.
     if !inbuf.is_empty() {
-        if let Err(reason) = Box::pin(session.process_input(&mut inbuf)).await {
-            let reason = match guarded_flush(&mut session, &mut stream, &kick).await {
-                Ok(()) => reason,
-                Err(e) => e,
-            };
+        if let Err(reason) = take_input(&mut session, &mut stream, &kick, &mut inbuf).await {
             Box::pin(session.finish(&mut stream, reason, link_rx)).await;
             return;
         }
@@ -273,12 +269,8 @@ pub(crate) async fn serve<S>(
             Some(Ok(n)) => {
                 node.metrics.bytes_in.fetch_add(n as u64, Relaxed);
                 last_rx = Instant::now();
-                if let Err(r) = Box::pin(session.process_input(&mut inbuf)).await {
-                    // Flush what was answered before the offending packet (e.g. PUBACKs).
-                    break match guarded_flush(&mut session, &mut stream, &kick).await {
-                        Ok(()) => r,
-                        Err(e) => e,
-                    };
+                if let Err(r) = take_input(&mut session, &mut stream, &kick, &mut inbuf).await {
+                    break r;
                 }
                 // One large packet must not pin a large buffer to an idle connection.
                 if inbuf.is_empty() && inbuf.capacity() > IDLE_BUFFER_LIMIT {
@@ -300,6 +292,23 @@ pub(crate) async fn serve<S>(
         }
     };
     Box::pin(session.finish(&mut stream, reason, link_rx)).await;
+}
+
+/// Handles every complete packet in `inbuf`. On a packet that ends the
+/// session, what was answered before it (e.g. PUBACKs) is flushed first.
+async fn take_input<S: AsyncWrite + Unpin>(
+    session: &mut Session,
+    stream: &mut S,
+    kick: &SessionHandle,
+    inbuf: &mut BytesMut,
+) -> Result<(), CloseReason> {
+    let Err(reason) = Box::pin(session.process_input(inbuf)).await else {
+        return Ok(());
+    };
+    Err(match guarded_flush(session, stream, kick).await {
+        Ok(()) => reason,
+        Err(e) => e,
+    })
 }
 
 /// Router notifications handled before the session writes to its client: one
