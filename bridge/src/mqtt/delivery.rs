@@ -44,11 +44,10 @@ pub(crate) enum Routed {
     /// A new command to deliver.
     Command(QueuedCommand),
     /// A device came online at `since` (when routing learned it): deliver
-    /// what was handled before, after `settle`.
+    /// what was handled before, once it has had time to subscribe.
     DeviceOnline {
         device_id: String,
         since: OffsetDateTime,
-        settle: Duration,
     },
 }
 
@@ -110,8 +109,8 @@ struct Order {
 struct Settling {
     /// Commands that arrived meanwhile, in order.
     behind: Vec<QueuedCommand>,
-    /// The device came online again meanwhile (at, settle): read once more.
-    again: Option<(OffsetDateTime, Duration)>,
+    /// The device came online again meanwhile (at): read once more.
+    again: Option<OffsetDateTime>,
     /// Commands the reads so far sent: a later read may find them not yet
     /// recorded as sent.
     sent: std::collections::HashSet<Uuid>,
@@ -133,7 +132,8 @@ pub(crate) struct Router {
     pool: Pool,
     commands: Arc<CommandLog>,
     resend_after: Duration,
-    /// Pause before reading what waits for a device that came online.
+    /// Pause before reading what waits for a device that came online: the
+    /// node announces presence before the device has subscribed.
     settle: Duration,
 }
 
@@ -169,11 +169,9 @@ impl Router {
                 Some(read) = read_rx.recv() => self.settled(read, &mut order, &read_tx).await,
                 work = outbox.rx.recv() => match work {
                     Some(Routed::Command(cmd)) => self.route(cmd, &mut order, &read_tx).await,
-                    Some(Routed::DeviceOnline {
-                        device_id,
-                        since,
-                        settle,
-                    }) => self.online(device_id, since, settle, &mut order, &read_tx),
+                    Some(Routed::DeviceOnline { device_id, since }) => {
+                        self.online(device_id, since, &mut order, &read_tx);
+                    }
                     None => return,
                 },
             }
@@ -185,7 +183,6 @@ impl Router {
         &self,
         device_id: String,
         since: OffsetDateTime,
-        settle: Duration,
         order: &mut Order,
         read_tx: &mpsc::UnboundedSender<WaitingRead>,
     ) {
@@ -193,8 +190,10 @@ impl Router {
         match order.settling.get_mut(device_id.as_str()) {
             // Read again once the read under way is sent: the device may
             // have connected anew since.
-            Some(settling) => settling.again = Some((since, settle)),
-            None => self.start_reading(device_id, Some(since), settle, order, read_tx),
+            Some(settling) => settling.again = Some(since),
+            None => {
+                self.start_reading(device_id, Some(since), order, read_tx);
+            }
         }
     }
 
@@ -219,10 +218,9 @@ impl Router {
             // not reached the router yet (it follows the presence's commit).
             order.parked.remove(device);
             let device_id = device.to_string();
-            self.start_reading(device_id.clone(), None, self.settle, order, read_tx);
-            if let Some(settling) = order.settling.get_mut(device_id.as_str()) {
-                settling.behind.push(cmd);
-            }
+            self.start_reading(device_id, None, order, read_tx)
+                .behind
+                .push(cmd);
             return;
         }
         if self.dispatch(cmd.clone(), true).await == Dispatched::Kept
@@ -232,27 +230,30 @@ impl Router {
         }
     }
 
-    /// Reads `device_id`'s waiting commands after `settle` (the node
-    /// announces presence before the device has subscribed): those last
-    /// handled before `before`, or all of them. Commands for the device wait
-    /// behind the read until [`Router::settled`].
-    fn start_reading(
+    /// Reads `device_id`'s waiting commands after the settle pause: those
+    /// last handled before `before`, or all of them. Commands for the device
+    /// wait behind the read (in the returned entry) until [`Router::settled`].
+    fn start_reading<'o>(
         &self,
         device_id: String,
         before: Option<OffsetDateTime>,
-        settle: Duration,
-        order: &mut Order,
+        order: &'o mut Order,
         read_tx: &mpsc::UnboundedSender<WaitingRead>,
-    ) {
-        order.settling.entry(device_id.clone()).or_default();
+    ) -> &'o mut Settling {
         let commands = self.commands.clone();
         let read_tx = read_tx.clone();
+        let settle = self.settle;
+        let device = device_id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(settle).await;
             let before = before.unwrap_or_else(OffsetDateTime::now_utc);
-            let waiting = commands.outstanding_for_device(&device_id, before).await;
-            let _ = read_tx.send(WaitingRead { device_id, waiting });
+            let waiting = commands.outstanding_for_device(&device, before).await;
+            let _ = read_tx.send(WaitingRead {
+                device_id: device,
+                waiting,
+            });
         });
+        order.settling.entry(device_id).or_default()
     }
 
     /// Sends what a read found waiting, oldest first, then what arrived for
@@ -291,9 +292,8 @@ impl Router {
         }
         let sent = &settling.sent;
         settling.behind.retain(|c| !sent.contains(&c.id));
-        if let Some((since, settle)) = settling.again.take() {
-            order.settling.insert(device_id.clone(), settling);
-            self.start_reading(device_id, Some(since), settle, order, read_tx);
+        if let Some(since) = settling.again.take() {
+            *self.start_reading(device_id, Some(since), order, read_tx) = settling;
             return;
         }
         for cmd in settling.behind {

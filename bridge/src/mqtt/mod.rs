@@ -218,7 +218,6 @@ pub fn start(
         affinity: affinity.clone(),
         status: status.clone(),
         routed: outbox.tx.clone(),
-        settle: Duration::from_millis(settings.online_settle_ms),
     });
     tasks.extend(shard_tasks);
     let mut publishers = Vec::new();

@@ -22,7 +22,6 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Object, Pool};
 use time::OffsetDateTime;
@@ -110,7 +109,6 @@ pub(crate) struct ShardContext {
     pub affinity: Arc<Affinity>,
     pub status: Arc<MqttStatus>,
     pub routed: mpsc::Sender<Routed>,
-    pub settle: Duration,
 }
 
 impl ReportShards {
@@ -124,7 +122,6 @@ impl ReportShards {
             affinity: ctx.affinity,
             status: ctx.status,
             routed: ctx.routed,
-            settle: ctx.settle,
         });
         let (mut shards, mut handles) = (Vec::new(), Vec::new());
         for _ in 0..count {
@@ -172,7 +169,6 @@ struct Shard {
     affinity: Arc<Affinity>,
     status: Arc<MqttStatus>,
     routed: mpsc::Sender<Routed>,
-    settle: Duration,
 }
 
 /// What to announce once a batch has committed.
@@ -452,7 +448,6 @@ impl Shard {
                 effects.push(Effect::Online(Routed::DeviceOnline {
                     device_id: device.to_string(),
                     since,
-                    settle: self.settle,
                 }));
             }
         }
