@@ -114,6 +114,20 @@ pub struct Settings {
     /// a retained message always works. The contract retains one topic
     /// (`state`); default 32.
     pub retained_per_device: usize,
+    /// Refuse a device's message on a device-protocol topic (`sensors…`,
+    /// `meter`, `state`, `acks…`) that the protocol does not name or whose
+    /// payload is not the topic's document (`docs/device-protocol.md`), before
+    /// it is routed or retained: junk never fills the router's logs or the
+    /// retained store, and the bridge never sees it. MQTT 5 QoS 1/2 are
+    /// answered with reason 0x99 (Payload format invalid) or 0x90 (Topic Name
+    /// invalid); MQTT 3.1.1 gets its PUBACK and the message is dropped (a
+    /// payload that will never be right, as the bridge treats it), or the
+    /// connection is closed (a topic that does not exist); a CONNECT whose
+    /// will is such a message is refused (CONNACK 0x99/0x90, 3.1.1: 5).
+    /// Counted in `kumo_broker_acl_denials_total` as `payload_invalid` and
+    /// `topic_invalid`. Turn off only while nodes run ahead of a bridge that
+    /// knows a newer protocol; default true.
+    pub check_payloads: bool,
     /// TLS sessions remembered for resumption; default 65,536.
     pub tls_session_cache: usize,
     /// A file holding the secret TLS session tickets are sealed with (64 hex
@@ -164,6 +178,7 @@ impl Default for Settings {
             ingress_threads: 2,
             router_log_mib: 8,
             retained_per_device: 32,
+            check_payloads: true,
             tls_session_cache: 65_536,
             session_ticket_key_file: None,
             shutdown_grace_ms: 3_000,

@@ -340,9 +340,11 @@ async fn an_idempotent_retry_is_delivered_once() {
     s.stop().await;
 }
 
+/// The bridge judges again what a node forwards (a node with
+/// `broker.check_payloads` off, or one that runs ahead of it).
 #[tokio::test]
 async fn malformed_readings_are_counted_and_dropped_and_good_ones_stored() {
-    let s = Stack::start(|_| {}).await;
+    let s = Stack::start_tuned(1, |n| n.check_payloads = false, |_| {}).await;
     let creds = s.device("remo-1").await;
     let te = "devices/remo-1/sensors/te";
     mosquitto_pub(&creds, te, "not json").await;
@@ -362,9 +364,45 @@ async fn malformed_readings_are_counted_and_dropped_and_good_ones_stored() {
     s.stop().await;
 }
 
+/// By default the node refuses them where they enter: the bridge never sees
+/// them (`mosquitto_pub` speaks MQTT 3.1.1 at QoS 1 here: acknowledged and
+/// dropped), and the good reading behind them is stored.
+#[tokio::test]
+async fn malformed_readings_are_refused_by_the_node_before_the_bridge_sees_them() {
+    let s = Stack::start(|_| {}).await;
+    let creds = s.device("remo-1").await;
+    let te = "devices/remo-1/sensors/te";
+    mosquitto_pub(&creds, te, "not json").await;
+    mosquitto_pub(&creds, te, r#"{"val": "warm"}"#).await;
+    mosquitto_pub(&creds, te, r#"{"val": 22.5, "ts": 1700000000000}"#).await;
+    for _ in 0..100 {
+        if scalar(&s, "SELECT count(*) FROM readings").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(scalar(&s, "SELECT count(*) FROM readings").await, 1);
+    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
+    assert_eq!(mqtt.malformed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let url = format!("http://{}/metrics", s.nodes[0].http_addr());
+    let metrics =
+        s.h.http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    let refused = "kumo_broker_acl_denials_total{action=\"publish\",reason=\"payload_invalid\"} 2";
+    assert!(metrics.contains(refused), "{metrics}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_sensor_report_from_mosquitto_pub_is_stored_as_one_reading_per_sensor() {
-    let s = Stack::start(|_| {}).await;
+    // The node's check off: the bridge's own refusals are what is tested.
+    let s = Stack::start_tuned(1, |n| n.check_payloads = false, |_| {}).await;
     let creds = s.device("remo-1").await;
     let topic = "devices/remo-1/sensors";
     // Refused whole: an unknown field, a non-number, no value at all.

@@ -1,12 +1,13 @@
 //! The CONNECT exchange: reads the first packet within the handshake deadline,
 //! checks the client id against the certificate and the last will against the
-//! ACL, negotiates keepalive and limits, and answers with CONNACK.
+//! ACL and the device protocol, negotiates keepalive and limits, and answers with CONNACK.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use kumo_contract::payload::from_device;
 use kumo_contract::Identity;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Packet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -115,6 +116,20 @@ where
                 "will_not_authorized",
             )
             .await;
+        }
+        if let Err(refusal) = node.judge(&identity, topic, &w.message) {
+            let (reason, code) = match refusal {
+                from_device::Refusal::Topic => {
+                    ("topic_invalid", ConnectReturnCode::TopicNameInvalid)
+                }
+                from_device::Refusal::Payload(_) => {
+                    ("payload_invalid", ConnectReturnCode::PayloadFormatInvalid)
+                }
+            };
+            node.metrics.acl_denied("will", reason);
+            tracing::warn!(client = %identity, topic, error = %refusal,
+                "last will refused by the device protocol");
+            return refuse(stream, version, &node, code, "will_invalid").await;
         }
         // A retained will counts against the device's retained topics like a
         // retained publish (see `broker.retained_per_device`): else every
@@ -326,9 +341,12 @@ async fn refuse<S: AsyncWrite + Unpin>(
 ) -> Option<Box<Session>> {
     // 3.1.1 only knows return codes 1–5.
     let code = match (version, code) {
-        (Version::V4, ConnectReturnCode::BadAuthenticationMethod) => {
-            ConnectReturnCode::NotAuthorized
-        }
+        (
+            Version::V4,
+            ConnectReturnCode::BadAuthenticationMethod
+            | ConnectReturnCode::TopicNameInvalid
+            | ConnectReturnCode::PayloadFormatInvalid,
+        ) => ConnectReturnCode::NotAuthorized,
         (Version::V4, ConnectReturnCode::QuotaExceeded | ConnectReturnCode::ServerBusy) => {
             ConnectReturnCode::ServiceUnavailable
         }

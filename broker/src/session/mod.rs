@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
+use kumo_contract::payload::from_device;
 use kumo_contract::Identity;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{QoS, SubscribeReasonCode};
@@ -102,6 +103,24 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// What the device protocol says of `identity`'s message on `topic` (see
+    /// `broker.check_payloads`): only a device's messages on the protocol's
+    /// topics are judged, and only while the check is on.
+    pub(crate) fn judge(
+        &self,
+        identity: &Identity,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), from_device::Refusal> {
+        let Identity::Device { id } = identity else {
+            return Ok(());
+        };
+        match kumo_contract::topic::strip_device_prefix(topic, id) {
+            Some(rest) if self.settings.check_payloads => from_device::check(rest, payload),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `identity` may set a retained message on `topic` now: a device
     /// only within `broker.retained_per_device` of its own topics (replacing
     /// one always works; the presence the node retains for it does not

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
+use kumo_contract::payload::from_device;
 use kumo_contract::Identity;
 use rumqttd::protocol::{
     Filter, Packet, PingResp, PubAck, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
@@ -156,33 +157,36 @@ impl Session {
             topic,
             self.node.accounts.as_ref(),
         ) {
-            Ok(()) if !self.may_retain(topic, &p) => {
-                self.node.metrics.acl_denied("publish", "retained_quota");
-                tracing::warn!(client_id = %self.client_id, topic,
-                    quota = self.node.settings.retained_per_device,
-                    "retained message refused: the device's retained topics are at their quota");
-                if self.version == Version::V4 || qos == 0 {
-                    return Err(CloseReason::QuotaExceeded);
+            Ok(()) => match self.node.judge(&self.identity, topic, &p.payload) {
+                Err(refusal) => self.refuse_by_protocol(topic, &refusal, qos, pkid)?,
+                Ok(()) if !self.may_retain(topic, &p) => {
+                    self.node.metrics.acl_denied("publish", "retained_quota");
+                    tracing::warn!(client_id = %self.client_id, topic,
+                        quota = self.node.settings.retained_per_device,
+                        "retained message refused: the device's retained topics are at their quota");
+                    if self.version == Version::V4 || qos == 0 {
+                        return Err(CloseReason::QuotaExceeded);
+                    }
+                    (None, quota_exceeded_reply(qos, pkid))
                 }
-                (None, quota_exceeded_reply(qos, pkid))
-            }
-            Ok(()) => {
-                let fresh = qos != 2 || self.qos2_in.insert(pkid);
-                let message = Message {
-                    topic: p.topic,
-                    payload: p.payload,
-                    qos: match qos {
-                        0 => QoS::AtMostOnce,
-                        1 => QoS::AtLeastOnce,
-                        _ => QoS::ExactlyOnce,
-                    },
-                    retain: p.retain,
-                    properties: props,
-                    imported: false,
-                    confirm: None,
-                };
-                (fresh.then_some(message), publish_reply(qos, pkid, true))
-            }
+                Ok(()) => {
+                    let fresh = qos != 2 || self.qos2_in.insert(pkid);
+                    let message = Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                        qos: match qos {
+                            0 => QoS::AtMostOnce,
+                            1 => QoS::AtLeastOnce,
+                            _ => QoS::ExactlyOnce,
+                        },
+                        retain: p.retain,
+                        properties: props,
+                        imported: false,
+                        confirm: None,
+                    };
+                    (fresh.then_some(message), publish_reply(qos, pkid, true))
+                }
+            },
             Err(d) => {
                 self.node.metrics.acl_denied("publish", d.as_str());
                 tracing::warn!(client_id = %self.client_id, topic, reason = d.as_str(), "publish refused");
@@ -230,6 +234,45 @@ impl Session {
             self.send(reply);
         }
         Ok(())
+    }
+
+    /// Answers a device's message the device protocol refuses (see
+    /// `broker.check_payloads`); nothing of it is forwarded. MQTT 3.1.1 has no
+    /// way to say so: a payload that will never be right is acknowledged and
+    /// dropped, a topic that does not exist closes the connection.
+    fn refuse_by_protocol(
+        &mut self,
+        topic: &str,
+        refusal: &from_device::Refusal,
+        qos: u8,
+        pkid: u16,
+    ) -> Result<(Option<Message>, Option<Packet>), CloseReason> {
+        let (reason, ack, rec) = match refusal {
+            from_device::Refusal::Topic => (
+                "topic_invalid",
+                PubAckReason::TopicNameInvalid,
+                PubRecReason::TopicNameInvalid,
+            ),
+            from_device::Refusal::Payload(_) => (
+                "payload_invalid",
+                PubAckReason::PayloadFormatInvalid,
+                PubRecReason::PayloadFormatInvalid,
+            ),
+        };
+        self.node.metrics.acl_denied("publish", reason);
+        tracing::warn!(client_id = %self.client_id, topic, error = %refusal,
+            "publish refused by the device protocol");
+        match (self.version, refusal) {
+            (Version::V5, _) => Ok((None, refusal_reply(qos, pkid, ack, rec))),
+            (Version::V4, from_device::Refusal::Topic) => Err(CloseReason::NotAuthorized),
+            (Version::V4, from_device::Refusal::Payload(_)) => {
+                // A QoS 2 flow goes on to PUBREL/PUBCOMP as usual.
+                if qos == 2 {
+                    self.qos2_in.insert(pkid);
+                }
+                Ok((None, publish_reply(qos, pkid, true)))
+            }
+        }
     }
 
     /// Whether this publish may set a retained message: only a device's new
@@ -812,21 +855,20 @@ impl Session {
 /// A PUBACK or PUBREC refusing a QoS 1/2 publish with reason 0x97, Quota
 /// exceeded (MQTT 5).
 fn quota_exceeded_reply(qos: u8, pkid: u16) -> Option<Packet> {
+    refusal_reply(
+        qos,
+        pkid,
+        PubAckReason::QuotaExceeded,
+        PubRecReason::QuotaExceeded,
+    )
+}
+
+/// A PUBACK (QoS 1) or PUBREC (QoS 2) refusing a publish (MQTT 5); QoS 0 has
+/// none.
+fn refusal_reply(qos: u8, pkid: u16, ack: PubAckReason, rec: PubRecReason) -> Option<Packet> {
     match qos {
-        1 => Some(Packet::PubAck(
-            PubAck {
-                pkid,
-                reason: PubAckReason::QuotaExceeded,
-            },
-            None,
-        )),
-        2 => Some(Packet::PubRec(
-            PubRec {
-                pkid,
-                reason: PubRecReason::QuotaExceeded,
-            },
-            None,
-        )),
+        1 => Some(Packet::PubAck(PubAck { pkid, reason: ack }, None)),
+        2 => Some(Packet::PubRec(PubRec { pkid, reason: rec }, None)),
         _ => None,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Client, TestNode, WAIT};
+use crate::common::{doc, Client, TestNode, WAIT};
 use kumo_certs::IssueOptions;
 use rumqttd::protocol::{Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,9 +35,10 @@ impl Witness {
 
     /// The node still routes both ways for the neighbour.
     async fn still_fine(&mut self) {
+        let state = doc::state("still-fine");
         assert_eq!(
             self.device
-                .publish_qos1("devices/witness/state", b"{\"ok\":1}")
+                .publish_qos1("devices/witness/state", &state)
                 .await,
             Some(0)
         );
@@ -46,7 +47,7 @@ impl Witness {
                 .expect_publish("devices/witness/state")
                 .await
                 .unwrap(),
-            b"{\"ok\":1}"
+            state
         );
         self.bridge
             .publish("devices/witness/commands", b"ping", false)

@@ -95,7 +95,7 @@ async fn a_publish_no_service_takes_is_acknowledged_at_once() {
     let mut bridge = node.service(4).await;
     bridge.subscribe(&[READINGS], QoS::AtLeastOnce).await;
     assert_eq!(
-        dev.publish_qos1("devices/remo-1/state", b"{\"fw\":\"1\"}")
+        dev.publish_qos1("devices/remo-1/state", &doc::state("1"))
             .await,
         Some(0)
     );

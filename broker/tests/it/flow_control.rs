@@ -348,7 +348,7 @@ async fn a_command_ack_is_not_held_behind_readings_waiting_for_the_data_lane() {
         &mut out,
         4,
         "devices/remo-1/acks",
-        b"{\"id\":\"00000000-0000-4000-8000-000000000001\",\"result\":\"ok\"}",
+        &doc::ack("00000000-0000-4000-8000-000000000001"),
         2,
     );
     dev.raw(&out).await;
@@ -399,7 +399,7 @@ async fn behind_qos0_readings_a_command_ack_is_acknowledged_at_once() {
         &mut out,
         4,
         "devices/remo-1/acks",
-        b"{\"id\":\"00000000-0000-4000-8000-000000000001\",\"result\":\"ok\"}",
+        &doc::ack("00000000-0000-4000-8000-000000000001"),
         7,
     );
     dev.raw(&out).await;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::common::peers::{self, lines};
-use crate::common::{Client, TestNode, WAIT};
+use crate::common::{doc, Client, TestNode, WAIT};
 use kumo_contract::DeviceId;
 use rumqttd::protocol::{Packet, QoS};
 
@@ -51,9 +51,9 @@ async fn mosquitto_sub_as_an_integration_sees_its_accounts_devices_and_none_of_a
     announce(&node, &mut service, "dev-b", "acct-b").await;
     let mut a = node.device("dev-a", 4).await;
     let mut b = node.device("dev-b", 4).await;
-    a.publish("devices/dev-a/state", b"{\"fw\":\"a\"}", true)
+    a.publish("devices/dev-a/state", &doc::state("a"), true)
         .await;
-    b.publish("devices/dev-b/state", b"{\"fw\":\"b\"}", true)
+    b.publish("devices/dev-b/state", &doc::state("b"), true)
         .await;
     // Both retained states are in the router (in either order).
     let mut states = BTreeSet::new();
@@ -184,24 +184,27 @@ async fn ownership_changes_apply_to_the_next_message_without_reconnecting() {
             .await,
         vec![0]
     );
-    a.publish("devices/dev-a/sensors/te", b"1", false).await;
+    a.publish("devices/dev-a/sensors/te", &doc::reading(1.0), false)
+        .await;
     assert_eq!(
         app.expect_publish("devices/dev-a/sensors/te")
             .await
             .unwrap(),
-        b"1"
+        doc::reading(1.0)
     );
 
     // dev-a released, dev-b moved to account A.
     announce(&node, &mut service, "dev-a", "").await;
     announce(&node, &mut service, "dev-b", "acct-a").await;
-    a.publish("devices/dev-a/sensors/te", b"2", false).await;
-    b.publish("devices/dev-b/sensors/te", b"3", false).await;
+    a.publish("devices/dev-a/sensors/te", &doc::reading(2.0), false)
+        .await;
+    b.publish("devices/dev-b/sensors/te", &doc::reading(3.0), false)
+        .await;
     assert_eq!(
         app.expect_publish("devices/dev-b/sensors/te")
             .await
             .unwrap(),
-        b"3"
+        doc::reading(3.0)
     );
     assert!(
         app.no_publish_on("devices/dev-a/sensors/te", Duration::from_millis(300))
@@ -329,14 +332,13 @@ async fn a_parked_integration_session_queues_only_its_accounts_devices() {
     // fleet stream; its own device's readings must not be pushed out.
     let mut a = node.device("dev-a", 4).await;
     let mut b = node.device("dev-b", 4).await;
+    // A's readings are 0 and 1, B's 100 to 104.
     for i in 0..2 {
-        let body = format!("a{i}");
-        a.publish_qos1("devices/dev-a/sensors/te", body.as_bytes())
+        a.publish_qos1("devices/dev-a/sensors/te", &doc::reading(f64::from(i)))
             .await;
     }
-    for i in 0..5 {
-        let body = format!("b{i}");
-        b.publish_qos1("devices/dev-b/sensors/te", body.as_bytes())
+    for i in 100..105 {
+        b.publish_qos1("devices/dev-b/sensors/te", &doc::reading(f64::from(i)))
             .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -346,8 +348,8 @@ async fn a_parked_integration_session_queues_only_its_accounts_devices() {
     let mut got = Vec::new();
     while let Some(p) = app.recv_within(Duration::from_millis(500)).await {
         if let Packet::Publish(p, _) = p {
-            got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            got.push(p.payload.to_vec());
         }
     }
-    assert_eq!(got, vec!["a0", "a1"]);
+    assert_eq!(got, vec![doc::reading(0.0), doc::reading(1.0)]);
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{free_port, tls_connect, Client, Pki, TestNode};
+use crate::common::{doc, free_port, tls_connect, Client, Pki, TestNode};
 use rumqttd::protocol::QoS;
 
 /// A running `haproxy` process; killed on drop.
@@ -95,7 +95,8 @@ async fn devices_behind_haproxy_keep_mutual_tls_and_move_to_the_other_node_when_
     on_b.subscribe(&["devices/+/state"], QoS::AtMostOnce).await;
 
     let mut dev = device_via(&lb, &pki, "remo-lb").await;
-    dev.publish("devices/remo-lb/state", b"first", false).await;
+    dev.publish("devices/remo-lb/state", &doc::state("first"), false)
+        .await;
     // The certificate's identity reached whichever node holds the device.
     let landed_on_a = tokio::select! {
         Some(_) = on_a.expect_publish("devices/remo-lb/state") => true,
@@ -128,12 +129,13 @@ async fn devices_behind_haproxy_keep_mutual_tls_and_move_to_the_other_node_when_
         "{stopped} kept the device"
     );
     let mut dev = device_via(&lb, &pki, "remo-lb").await;
-    dev.publish("devices/remo-lb/state", b"second", false).await;
+    dev.publish("devices/remo-lb/state", &doc::state("second"), false)
+        .await;
     assert_eq!(
         survivor
             .expect_publish("devices/remo-lb/state")
             .await
             .unwrap(),
-        b"second"
+        doc::state("second")
     );
 }

@@ -9,6 +9,7 @@ mod conformance;
 mod admission;
 mod attacks;
 mod confirmations;
+mod device_protocol;
 mod flow_control;
 mod integrations;
 mod load_balancer;

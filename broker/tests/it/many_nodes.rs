@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{free_port, Client, Creds, Pki, TestNode, WAIT};
+use crate::common::{doc, free_port, Client, Creds, Pki, TestNode, WAIT};
 use kumo_contract::DeviceId;
 use rumqttd::protocol::{Packet, QoS};
 
@@ -109,6 +109,11 @@ async fn collect(c: &mut Client, topic: &str) -> Vec<Vec<u8>> {
     got
 }
 
+/// The readings of values `values`, as `collect` returns them.
+fn readings(values: std::ops::Range<i32>) -> Vec<Vec<u8>> {
+    values.map(|i| doc::reading(f64::from(i))).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_integration_on_one_node_sees_and_commands_its_devices_on_the_others_exactly_once() {
     let pki = Arc::new(Pki::new());
@@ -150,12 +155,17 @@ async fn an_integration_on_one_node_sees_and_commands_its_devices_on_the_others_
     );
 
     // Readings from node 1 arrive once each, in order; another account's never.
-    for i in 0..10u8 {
-        dev_b.publish("devices/dev-b/sensors/te", &[i], false).await;
-        dev_x.publish("devices/dev-x/sensors/te", &[i], false).await;
+    for i in 0..10 {
+        let reading = doc::reading(f64::from(i));
+        dev_b
+            .publish("devices/dev-b/sensors/te", &reading, false)
+            .await;
+        dev_x
+            .publish("devices/dev-x/sensors/te", &reading, false)
+            .await;
     }
     let got = collect(&mut app, "devices/dev-b/sensors/te").await;
-    assert_eq!(got, (0..10u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert_eq!(got, readings(0..10));
     assert!(
         app.no_publish_on("devices/dev-x/sensors/te", Duration::from_millis(300))
             .await
@@ -177,7 +187,7 @@ async fn an_integration_on_one_node_sees_and_commands_its_devices_on_the_others_
             .await
     );
     dev_c
-        .publish("devices/dev-c/acks", b"{\"id\":\"c1\"}", false)
+        .publish("devices/dev-c/acks", &doc::ack("c1"), false)
         .await;
     assert!(app.expect_publish("devices/dev-c/acks").await.is_some());
 
@@ -188,11 +198,17 @@ async fn an_integration_on_one_node_sees_and_commands_its_devices_on_the_others_
     dev_b
         .subscribe(&["devices/dev-b/commands"], QoS::AtLeastOnce)
         .await;
-    for i in 10..15u8 {
-        dev_b.publish("devices/dev-b/sensors/te", &[i], false).await;
+    for i in 10..15 {
+        dev_b
+            .publish(
+                "devices/dev-b/sensors/te",
+                &doc::reading(f64::from(i)),
+                false,
+            )
+            .await;
     }
     let got = collect(&mut app, "devices/dev-b/sensors/te").await;
-    assert_eq!(got, (10..15u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert_eq!(got, readings(10..15));
     app.publish("devices/dev-b/commands", b"{\"id\":\"b1\"}", false)
         .await;
     assert_eq!(

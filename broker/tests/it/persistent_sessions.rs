@@ -81,12 +81,13 @@ async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
     let (mut svc, _) = persistent_service(&node).await;
     svc.subscribe(&[READINGS], QoS::AtLeastOnce).await;
     let mut dev = node.device("remo-1", 4).await;
-    dev.publish_qos1("devices/remo-1/sensors/te", b"acked")
+    // The first reading is 1, the second 2.
+    dev.publish_qos1("devices/remo-1/sensors/te", &doc::reading(1.0))
         .await;
     let Some(Packet::Publish(p, _)) = svc.recv().await else {
         panic!("first reading not delivered");
     };
-    assert_eq!(&p.payload[..], b"acked");
+    assert_eq!(p.payload[..], doc::reading(1.0));
     assert!(!dup(&p), "a first delivery has DUP clear");
     // rumqttd keeps the packet id private; the node numbers a session's sends from 1.
     svc.send(Packet::PubAck(
@@ -97,12 +98,12 @@ async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
         None,
     ))
     .await;
-    dev.publish_qos1("devices/remo-1/sensors/te", b"unacked")
+    dev.publish_qos1("devices/remo-1/sensors/te", &doc::reading(2.0))
         .await;
     let Some(Packet::Publish(p, _)) = svc.recv().await else {
         panic!("second reading not delivered");
     };
-    assert_eq!(&p.payload[..], b"unacked");
+    assert_eq!(p.payload[..], doc::reading(2.0));
     tokio::time::sleep(Duration::from_millis(100)).await;
     away_until_parked(svc).await;
 
@@ -111,7 +112,7 @@ async fn unacknowledged_messages_are_delivered_again_after_a_reconnect() {
     let Some(Packet::Publish(p, _)) = svc.recv_within(Duration::from_millis(500)).await else {
         panic!("the unacknowledged reading was not delivered again");
     };
-    assert_eq!(&p.payload[..], b"unacked");
+    assert_eq!(p.payload[..], doc::reading(2.0));
     assert!(dup(&p), "a redelivery has DUP set (MQTT-3.3.1-1)");
     assert_eq!(pkid(&p), 2, "and its original packet id (MQTT-4.4.0-1)");
     assert!(payloads(&mut svc, Duration::from_millis(300))
@@ -139,7 +140,8 @@ async fn a_clean_session_discards_the_parked_one() {
     svc.subscribe(&[READINGS], QoS::AtLeastOnce).await;
     away_until_parked(svc).await;
     let mut dev = node.device("remo-1", 4).await;
-    dev.publish_qos1("devices/remo-1/sensors/te", b"old").await;
+    dev.publish_qos1("devices/remo-1/sensors/te", &doc::reading(1.0))
+        .await;
 
     let creds = node.pki.service("bridge");
     let mut svc = Client::open(&node, &creds, 4).await;

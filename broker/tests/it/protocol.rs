@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{Client, TestNode, WAIT};
+use crate::common::{doc, Client, TestNode, WAIT};
 use bytes::Bytes;
 use kumo_broker::AccountDevices;
 use kumo_contract::{AccountId, DeviceId};
@@ -25,7 +25,9 @@ async fn a_qos2_publish_is_delivered_once_with_the_full_handshake() {
     first.extend_from_slice(&[0, topic.len() as u8]);
     first.extend_from_slice(topic);
     first.extend_from_slice(&[0, 9]);
-    first.extend_from_slice(b"on");
+    first.extend_from_slice(&doc::state("q2"));
+    // One byte of remaining length.
+    assert!(first.len() - 2 < 128);
     first[1] = (first.len() - 2) as u8;
     dev.raw(&first).await;
     match dev.recv().await {
@@ -46,7 +48,7 @@ async fn a_qos2_publish_is_delivered_once_with_the_full_handshake() {
             .expect_publish("devices/remo-q2/state")
             .await
             .unwrap(),
-        b"on"
+        doc::state("q2")
     );
     assert!(
         bridge
@@ -85,7 +87,11 @@ async fn mqtt5_response_topic_and_correlation_data_pass_through_both_ways() {
         correlation_data: cd,
         ..Default::default()
     };
-    let ack = rumqttd::protocol::Publish::new("devices/remo-rr/acks", "{\"ok\":true}", false);
+    let ack = rumqttd::protocol::Publish::new(
+        Bytes::from_static(b"devices/remo-rr/acks"),
+        Bytes::from(doc::ack("cmd-42")),
+        false,
+    );
     dev.send(Packet::Publish(ack, Some(ack_props))).await;
     loop {
         match bridge.recv().await {

@@ -99,7 +99,10 @@ dev, version = sys.argv[1], sys.argv[2]
 proto = mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=dev, protocol=proto)
 c.tls_set(ca_certs=os.environ["CA"], certfile=os.environ["CERT"], keyfile=os.environ["KEY"])
-c.will_set(f"devices/{dev}/state", json.dumps({"will": True}), qos=1)
+# Device-protocol documents; fixed times so the test can compare bytes.
+TS = 1767225600000
+WILL = {"online": False, "kind": "hub", "firmware_version": "will", "ts": TS}
+c.will_set(f"devices/{dev}/state", json.dumps(WILL), qos=1)
 def on_connect(client, userdata, flags, rc, props=None):
     client.subscribe(f"devices/{dev}/commands", qos=1)
 def on_subscribe(client, userdata, mid, rcs, props=None):
@@ -107,7 +110,8 @@ def on_subscribe(client, userdata, mid, rcs, props=None):
     print("ready", flush=True)
 def on_message(client, userdata, msg):
     cmd = json.loads(msg.payload)
-    client.publish(f"devices/{dev}/acks", json.dumps({"id": cmd["id"], "ok": True}), qos=1)
+    ack = {"id": cmd["id"], "result": "ok", "ts": TS}
+    client.publish(f"devices/{dev}/acks", json.dumps(ack), qos=1)
     print("command", cmd["id"], flush=True)
 c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
 c.connect("localhost", int(os.environ["NODE_PORT"]), keepalive=30)
@@ -158,7 +162,10 @@ async fn paho_devices_publish_receive_a_command_ack_it_and_leave_a_will() {
             .expect_publish(&format!("devices/{id}/acks"))
             .await
             .unwrap();
-        assert_eq!(ack, b"{\"id\": \"cmd-7\", \"ok\": true}");
+        assert_eq!(
+            ack,
+            br#"{"id": "cmd-7", "result": "ok", "ts": 1767225600000}"#
+        );
         let line = tokio::task::spawn_blocking(move || rx.recv_timeout(LINE_WAIT))
             .await
             .unwrap()
@@ -171,7 +178,10 @@ async fn paho_devices_publish_receive_a_command_ack_it_and_leave_a_will() {
             .expect_publish(&format!("devices/{id}/state"))
             .await
             .unwrap();
-        assert_eq!(will, b"{\"will\": true}");
+        assert_eq!(
+            will,
+            br#"{"online": false, "kind": "hub", "firmware_version": "will", "ts": 1767225600000}"#
+        );
     }
 }
 

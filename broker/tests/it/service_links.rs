@@ -7,14 +7,14 @@
 
 use std::time::Duration;
 
-use crate::common::TestNode;
+use crate::common::{doc, TestNode};
 use rumqttd::protocol::QoS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resubscribing_service_gets_retained_state_once_and_stays_connected() {
     let node = TestNode::start().await;
     let mut dev = node.device("remo-r", 4).await;
-    dev.publish("devices/remo-r/state", br#"{"fw":"1.0"}"#, true)
+    dev.publish("devices/remo-r/state", &doc::state("1.0"), true)
         .await;
     // Let the retained state reach the router before anyone subscribes.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -30,7 +30,7 @@ async fn a_resubscribing_service_gets_retained_state_once_and_stays_connected() 
         );
         assert_eq!(
             bridge.expect_publish("devices/remo-r/state").await.unwrap(),
-            br#"{"fw":"1.0"}"#,
+            doc::state("1.0"),
             "round {round}: retained state arrives"
         );
         assert!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{TestNode, WAIT};
+use crate::common::{doc, TestNode, WAIT};
 use rumqttd::protocol::{DisconnectReasonCode, LastWill, Packet, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +177,7 @@ async fn the_last_will_fires_when_a_device_vanishes_but_not_on_clean_disconnect(
         .await;
     let will = LastWill {
         topic: "devices/remo-w/state".into(),
-        message: "gone".into(),
+        message: doc::will_state().into(),
         qos: QoS::AtMostOnce,
         retain: false,
     };
@@ -187,7 +187,7 @@ async fn the_last_will_fires_when_a_device_vanishes_but_not_on_clean_disconnect(
     drop(dev); // TCP closed without DISCONNECT
     assert_eq!(
         bridge.expect_publish("devices/remo-w/state").await.unwrap(),
-        b"gone"
+        doc::will_state()
     );
 
     let mut dev = crate::common::Client::open(&node, &creds, 4).await;
@@ -245,7 +245,9 @@ async fn revoking_a_certificate_closes_its_live_session_within_two_seconds() {
     // New handshakes with it are refused, the neighbour is untouched.
     assert!(crate::common::refused_at_tls(&node, Some(&creds)).await);
     assert_eq!(
-        other.publish_qos1("devices/remo-y/state", b"{}").await,
+        other
+            .publish_qos1("devices/remo-y/state", &doc::state("y"))
+            .await,
         Some(0)
     );
 }

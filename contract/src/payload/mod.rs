@@ -18,6 +18,7 @@
 mod ack;
 mod cert;
 mod command;
+pub mod from_device;
 mod node;
 mod reading;
 mod state;

@@ -2,6 +2,7 @@
 //! MQTT-over-TLS client built on rumqttd's codecs (so attacks can send any bytes).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod doc;
 pub mod peers;
 
 use std::net::SocketAddr;
