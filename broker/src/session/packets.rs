@@ -133,9 +133,6 @@ impl Session {
         pkid: u16,
     ) -> Result<(), CloseReason> {
         self.node.metrics.messages_in.fetch_add(1, Relaxed);
-        let Ok(topic) = std::str::from_utf8(&p.topic) else {
-            return Err(CloseReason::ProtocolError);
-        };
         let mut props = props;
         if let Some(p) = &props {
             // Topic aliases are not offered (CONNACK's Topic Alias Maximum is 0,
@@ -151,12 +148,62 @@ impl Session {
         if qos > 0 && self.version == Version::V5 && self.unanswered_in() >= self.receive_max_in {
             return Err(CloseReason::ReceiveMaximumExceeded);
         }
-        let class = Class::of(topic.as_bytes());
-        let (forward, reply) = match acl::may_publish(
-            &self.identity,
-            topic,
-            self.node.accounts.as_ref(),
-        ) {
+        let class = Class::of(&p.topic);
+        let (forward, reply) = self.admit(p, props, qos, pkid)?;
+        if !matches!(self.identity, Identity::Device { .. }) {
+            return self.emit(forward, reply).await;
+        }
+        // Devices wait while the cloud is behind on their publish's class (see
+        // `pressure`), and behind earlier publishes of that class still
+        // waiting (one topic's messages stay in order).
+        let held = self.held.as_deref();
+        let waits = held.is_some_and(|h| h.iter().any(|h| h.waits_as(class)));
+        if waits || self.node.pressure.throttled(class) {
+            self.node.metrics.publishes_held.fetch_add(1, Relaxed);
+            let h = Held {
+                class,
+                forward,
+                reply,
+                confirm: None,
+            };
+            self.held.get_or_insert_with(Default::default).push_back(h);
+            return Ok(());
+        }
+        // Its class flows: it goes now. Its PUBACK waits for the service's
+        // acknowledgement (see `confirm`), and follows the earlier held
+        // publishes' (MQTT 3.1.1 §4.6: in the order received).
+        let answers_wait = held.is_some_and(|h| h.iter().any(|h| h.reply.is_some()));
+        let confirm = self.route(forward).await?;
+        if reply.is_some() && (answers_wait || confirm.is_some()) {
+            let h = Held {
+                class,
+                forward: None,
+                reply,
+                confirm,
+            };
+            self.held.get_or_insert_with(Default::default).push_back(h);
+            return Ok(());
+        }
+        if let Some(reply) = reply {
+            self.send(reply);
+        }
+        Ok(())
+    }
+
+    /// What becomes of a publish the session may take: the message to forward
+    /// (none if refused, or a QoS 2 repeat) and the answer to the client,
+    /// after the ACL, the device protocol and the retained quota.
+    fn admit(
+        &mut self,
+        p: Publish,
+        props: Option<PublishProperties>,
+        qos: u8,
+        pkid: u16,
+    ) -> Result<(Option<Message>, Option<Packet>), CloseReason> {
+        let Ok(topic) = std::str::from_utf8(&p.topic) else {
+            return Err(CloseReason::ProtocolError);
+        };
+        let decided = match acl::may_publish(&self.identity, topic, self.node.accounts.as_ref()) {
             Ok(()) => match self.node.judge(&self.identity, topic, &p.payload) {
                 Err(refusal) => self.refuse_by_protocol(topic, &refusal, qos, pkid)?,
                 Ok(()) if !self.may_retain(topic, &p) => {
@@ -196,44 +243,7 @@ impl Session {
                 (None, publish_reply(qos, pkid, false))
             }
         };
-        if !matches!(self.identity, Identity::Device { .. }) {
-            return self.emit(forward, reply).await;
-        }
-        // Devices wait while the cloud is behind on their publish's class (see
-        // `pressure`), and behind earlier publishes of that class still
-        // waiting (one topic's messages stay in order).
-        let held = self.held.as_deref();
-        let waits = held.is_some_and(|h| h.iter().any(|h| h.waits_as(class)));
-        if waits || self.node.pressure.throttled(class) {
-            self.node.metrics.publishes_held.fetch_add(1, Relaxed);
-            let h = Held {
-                class,
-                forward,
-                reply,
-                confirm: None,
-            };
-            self.held.get_or_insert_with(Default::default).push_back(h);
-            return Ok(());
-        }
-        // Its class flows: it goes now. Its PUBACK waits for the service's
-        // acknowledgement (see `confirm`), and follows the earlier held
-        // publishes' (MQTT 3.1.1 §4.6: in the order received).
-        let answers_wait = held.is_some_and(|h| h.iter().any(|h| h.reply.is_some()));
-        let confirm = self.route(forward).await?;
-        if reply.is_some() && (answers_wait || confirm.is_some()) {
-            let h = Held {
-                class,
-                forward: None,
-                reply,
-                confirm,
-            };
-            self.held.get_or_insert_with(Default::default).push_back(h);
-            return Ok(());
-        }
-        if let Some(reply) = reply {
-            self.send(reply);
-        }
-        Ok(())
+        Ok(decided)
     }
 
     /// Answers a device's message the device protocol refuses (see
