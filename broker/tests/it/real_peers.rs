@@ -230,6 +230,28 @@ async fn a_paho_device_reconnecting_takes_over_its_session() {
     let _ = second.wait();
 }
 
+/// The lines a paho script prints until `end` or `disconnected` (then it is
+/// stopped).
+async fn lines_until_the_end(mut child: std::process::Child) -> Vec<String> {
+    let rx = lines(&mut child);
+    let got = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        while let Ok(line) = rx.recv_timeout(LINE_WAIT) {
+            let last = line == "end" || line == "disconnected";
+            got.push(line);
+            if last {
+                break;
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    got
+}
+
 /// Publishes RETAIN=1 QoS 1 on `devices/{dev}/r/0` … `r/{n-1}`, then on `r/0`
 /// again, one at a time; prints `puback <topic> <reason code>` for each, or
 /// `disconnected` if the node closes the connection.
@@ -289,24 +311,95 @@ async fn a_paho_device_past_its_retained_quota_gets_0x97_or_is_closed() {
     ] {
         let id = format!("hoard-{version}");
         let creds = node.pki.device(&id);
-        let mut child = peers::paho(&node, &creds, PAHO_HOARDER, &[&id, version, "3"]);
-        let rx = lines(&mut child);
-        let got = tokio::task::spawn_blocking(move || {
-            let mut got = Vec::new();
-            while let Ok(line) = rx.recv_timeout(LINE_WAIT) {
-                let last = line == "end" || line == "disconnected";
-                got.push(line);
-                if last {
-                    break;
-                }
-            }
-            got
-        })
-        .await
-        .unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
+        let child = peers::paho(&node, &creds, PAHO_HOARDER, &[&id, version, "3"]);
+        let got = lines_until_the_end(child).await;
         assert_eq!(got, expected, "MQTT {version}");
     }
     assert_eq!(node.metrics.denials_with("publish", "retained_quota"), 2);
+}
+
+/// Publishes QoS 1 on `devices/{dev}/{topic}` for each `topic=payload`
+/// argument, one at a time, with a witness on the service side; prints
+/// `puback <topic> <reason code>` for each, or `disconnected` if the node
+/// closes the connection.
+const PAHO_SENDER: &str = r#"
+import os, sys, threading
+import paho.mqtt.client as mqtt
+dev, version = sys.argv[1], sys.argv[2]
+proto = mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=dev, protocol=proto)
+c.tls_set(ca_certs=os.environ["CA"], certfile=os.environ["CERT"], keyfile=os.environ["KEY"])
+connected, acked, codes = threading.Event(), threading.Event(), {}
+def on_connect(client, userdata, flags, rc, props=None):
+    connected.set()
+def on_publish(client, userdata, mid, rc, props=None):
+    codes[mid] = rc.value
+    acked.set()
+def on_disconnect(client, userdata, flags, rc, props=None):
+    print("disconnected", flush=True)
+    os._exit(0)
+c.on_connect, c.on_publish, c.on_disconnect = on_connect, on_publish, on_disconnect
+c.connect("localhost", int(os.environ["NODE_PORT"]), keepalive=30)
+c.loop_start()
+connected.wait(10)
+for arg in sys.argv[3:]:
+    topic, payload = arg.split("=", 1)
+    acked.clear()
+    info = c.publish(f"devices/{dev}/{topic}", payload, qos=1)
+    acked.wait(10)
+    print("puback", topic, codes.get(info.mid), flush=True)
+print("end", flush=True)
+c.disconnect()
+"#;
+
+/// paho-mqtt as the device: a payload that is not the topic's document is
+/// refused with PUBACK 0x99 on MQTT 5 and acknowledged and dropped on 3.1.1; a
+/// topic the protocol does not name gets 0x90, or closes a 3.1.1 connection
+/// (MQTT-3.3.5-2). Only the good reading reaches the cloud.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paho_device_sending_what_the_protocol_does_not_know_is_refused_and_the_cloud_gets_only_the_good_reading(
+) {
+    let node = TestNode::start().await;
+    let mut bridge = node.service(4).await;
+    bridge
+        .subscribe(&["devices/+/sensors/+"], QoS::AtMostOnce)
+        .await;
+    let args = [
+        "sensors/te=warm",
+        r#"sensors/te={"val": 21.5}"#,
+        r#"sensors/xx={"val": 1}"#,
+        r#"sensors/hu={"val": 40}"#,
+    ];
+    for (version, expected) in [
+        (
+            "5",
+            vec![
+                "puback sensors/te 153",
+                "puback sensors/te 0",
+                "puback sensors/xx 144",
+                "puback sensors/hu 0",
+                "end",
+            ],
+        ),
+        (
+            "4",
+            vec!["puback sensors/te 0", "puback sensors/te 0", "disconnected"],
+        ),
+    ] {
+        let id = format!("paho-p{version}");
+        let creds = node.pki.device(&id);
+        let mut argv = vec![id.as_str(), version];
+        argv.extend(args);
+        let child = peers::paho(&node, &creds, PAHO_SENDER, &argv);
+        let got = lines_until_the_end(child).await;
+        assert_eq!(got, expected, "MQTT {version}");
+        let te = format!("devices/{id}/sensors/te");
+        assert_eq!(
+            bridge.expect_publish(&te).await.unwrap(),
+            br#"{"val": 21.5}"#
+        );
+        assert!(bridge.no_publish_on(&te, Duration::from_millis(300)).await);
+    }
+    assert_eq!(node.metrics.denials_with("publish", "payload_invalid"), 2);
+    assert_eq!(node.metrics.denials_with("publish", "topic_invalid"), 2);
 }
