@@ -13,6 +13,11 @@
 #                cut into random TLS records, reconnecting on every close;
 #   3. recovery  RECOVERY_SECS  honest traffic only again.
 #
+# Controls: FUZZ=0 runs the same phases without the fuzzer; FUZZ=churn runs
+# the fuzzer's connections at its rate with no content (each session a
+# CONNECT, a SUBSCRIBE, PINGREQs and a DISCONNECT, CHURN_PACKETS long), so
+# what a fuzz run leaves beyond it is what the malformed input left.
+#
 # Reported: node panics (lines in its log; the process must still be alive),
 # honest devices' drops per phase, command p99 per phase, the node's RSS at
 # the end of the baseline, its peak and after the recovery, the fuzzer's
@@ -40,7 +45,9 @@ FUZZ_RATE=${FUZZ_RATE:-5000}    # packets per second over all fuzzing connection
 FUZZ_CONNECTIONS=${FUZZ_CONNECTIONS:-8}
 FUZZ_MUTATE=${FUZZ_MUTATE:-0.02} # share of packets mutated
 FUZZ_SEED=${FUZZ_SEED:-1}
-FUZZ=${FUZZ:-1}                  # 0 = a control run: the same phases and honest traffic, no fuzzer
+FUZZ=${FUZZ:-1}                  # 0 = a control run: the same phases and honest traffic, no fuzzer;
+                                 # churn = a control with the fuzzer's connection churn and no content
+CHURN_PACKETS=${CHURN_PACKETS:-32} # FUZZ=churn: packets per session (a fuzz session's ~32)
 BASE_PORT=${BASE_PORT:-29800}   # node MQTT; +1 its metrics, +2 bridge REST, +3 provisioning
 WORK=${WORK:-$(mktemp -d /tmp/kumo-fuzz-live.XXXXXX)}
 
@@ -153,10 +160,12 @@ phase() {  # phase NAME SECS [fuzz]
   drops0=$(sim_field drops)
   metrics >"$WORK/metrics-$name-start.txt"
   log "phase $name: $secs s"
-  if [[ ${3:-} == fuzz && $FUZZ == 1 ]]; then
+  if [[ ${3:-} == fuzz && $FUZZ != 0 ]]; then
+    local churn=()
+    [[ $FUZZ == churn ]] && churn=(--churn "$CHURN_PACKETS")
     "$BENCH" fuzz --addr "127.0.0.1:$NODE_PORT" --pki "$PKI" --connections "$FUZZ_CONNECTIONS" \
       --packets "$FUZZ_PACKETS" --duration "$secs" --rate "$FUZZ_RATE" --mutate "$FUZZ_MUTATE" \
-      --seed "$FUZZ_SEED" >"$WORK/fuzz.json" 2>"$WORK/fuzz.err" &
+      --seed "$FUZZ_SEED" "${churn[@]}" >"$WORK/fuzz.json" 2>"$WORK/fuzz.err" &
     fz=$!
   fi
   KUMO_BENCH_TOKEN=$token "$BENCH" commands --url "http://127.0.0.1:$BRIDGE_PORT" \

@@ -108,6 +108,10 @@ struct FuzzArgs {
     /// Share of sessions on MQTT 5.
     #[arg(long, default_value_t = 0.5)]
     v5_share: f64,
+    /// No fuzzing, a control: sessions of this many valid packets (CONNECT,
+    /// SUBSCRIBE, PINGREQs) ended with DISCONNECT, at the same rate.
+    #[arg(long)]
+    churn: Option<u32>,
     /// Seed (a run is reproducible up to the node's timing).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -314,6 +318,7 @@ async fn fuzz(args: FuzzArgs) -> anyhow::Result<()> {
         rate: args.rate,
         mutate: args.mutate.clamp(0.0, 1.0),
         v5_share: args.v5_share.clamp(0.0, 1.0),
+        churn: args.churn.map(|n| n.max(2)),
         seed: args.seed,
     };
     let report = kumo_bench::fuzz::run(Arc::new(target), devices, plan).await;

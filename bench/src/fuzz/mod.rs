@@ -40,6 +40,10 @@ pub struct Plan {
     pub mutate: f64,
     /// Share of sessions on MQTT 5 (the rest 3.1.1).
     pub v5_share: f64,
+    /// A control instead of fuzzing: sessions of this many packets (CONNECT,
+    /// a SUBSCRIBE to the device's commands, PINGREQs), each ended with
+    /// DISCONNECT — the connection churn of a fuzz run without its content.
+    pub churn: Option<u32>,
     /// Seed of the run (each connection derives its own).
     pub seed: u64,
 }
@@ -218,7 +222,7 @@ impl Worker {
         let (rd, mut wr) = tokio::io::split(tls);
         let closed = Arc::new(AtomicBool::new(false));
         let reader = tokio::spawn(read_answers(rd, closed.clone(), self.shared.clone()));
-        let mut pkid = 0u16;
+        let (mut pkid, mut sent) = (0u16, 0u32);
         let mut first = Some(packets::connect(version, &self.device.id, 60));
         let end = loop {
             if self.done() {
@@ -231,17 +235,30 @@ impl Worker {
             self.pace(n as u64).await;
             let mut batch = Vec::new();
             for _ in 0..n {
-                let packet = first.take().unwrap_or_else(|| {
-                    packets::next_packet(&mut self.rng, version, &self.device.id, &mut pkid)
+                let packet = first.take().unwrap_or_else(|| match self.plan.churn {
+                    Some(_) => packets::churn_packet(version, &self.device.id, &mut pkid),
+                    None => {
+                        packets::next_packet(&mut self.rng, version, &self.device.id, &mut pkid)
+                    }
                 });
-                if self.rng.chance(self.plan.mutate) {
+                if self.plan.churn.is_none() && self.rng.chance(self.plan.mutate) {
                     batch.extend(packets::mutate(&mut self.rng, &packet));
                     self.shared.mutated.fetch_add(1, Relaxed);
                 } else {
                     batch.extend(packet);
                 }
             }
+            sent += n as u32;
+            let ending = self.plan.churn.is_some_and(|len| sent >= len);
+            if ending {
+                batch.extend([0xe0, 0x00]); // DISCONNECT
+            }
             match self.write_split(&mut wr, &batch).await {
+                Ok(()) if ending => {
+                    self.shared.packets.fetch_add(n as u64 + 1, Relaxed);
+                    self.shared.bytes.fetch_add(batch.len() as u64, Relaxed);
+                    break End::Closed;
+                }
                 Ok(()) => {
                     self.shared.packets.fetch_add(n as u64, Relaxed);
                     self.shared.bytes.fetch_add(batch.len() as u64, Relaxed);

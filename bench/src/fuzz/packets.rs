@@ -270,6 +270,23 @@ pub fn next_packet(rng: &mut Rng, version: Version, id: &str, pkid: &mut u16) ->
     }
 }
 
+/// The next packet of a session that only churns (`Plan::churn`): a
+/// SUBSCRIBE to the device's commands first, then PINGREQs — nothing the
+/// node refuses, nothing it routes.
+pub fn churn_packet(version: Version, id: &str, pkid: &mut u16) -> Vec<u8> {
+    *pkid = pkid.wrapping_add(1).max(1);
+    if *pkid > 1 {
+        return vec![0xc0, 0x00];
+    }
+    let mut body = pkid.to_be_bytes().to_vec();
+    if version == Version::V5 {
+        body.push(0); // no properties
+    }
+    string(&mut body, format!("devices/{id}/commands").as_bytes());
+    body.push(1); // QoS 1
+    frame(0x82, &body)
+}
+
 /// One mutation of an encoded packet. Most keep the remaining length true so
 /// the damage reaches the decoders' inner paths; some attack the framing.
 pub fn mutate(rng: &mut Rng, packet: &[u8]) -> Vec<u8> {
@@ -364,6 +381,20 @@ mod tests {
             assert_eq!(crate::mqtt::packet_at(&p).map(|(_, n)| n), Some(p.len()));
             let (byte1, body) = split(&p);
             assert_eq!(frame(byte1, body), p);
+        }
+    }
+
+    #[test]
+    fn a_churn_session_subscribes_to_its_commands_then_pings() {
+        for (version, props) in [(Version::V4, &[][..]), (Version::V5, &[0u8][..])] {
+            let mut pkid = 0;
+            let sub = churn_packet(version, "fuzz-000001", &mut pkid);
+            let mut body = vec![0, 1];
+            body.extend(props);
+            string(&mut body, b"devices/fuzz-000001/commands");
+            body.push(1);
+            assert_eq!(sub, frame(0x82, &body));
+            assert_eq!(churn_packet(version, "fuzz-000001", &mut pkid), [0xc0, 0]);
         }
     }
 
