@@ -340,11 +340,11 @@ async fn an_idempotent_retry_is_delivered_once() {
     s.stop().await;
 }
 
-/// The bridge judges again what a node forwards (a node with
-/// `broker.check_payloads` off, or one that runs ahead of it).
-#[tokio::test]
-async fn malformed_readings_are_counted_and_dropped_and_good_ones_stored() {
-    let s = Stack::start_tuned(1, |n| n.check_payloads = false, |_| {}).await;
+/// Publishes two readings that are not the protocol's and then a good one
+/// with `mosquitto_pub` (MQTT 3.1.1, QoS 1) through a node with or without its
+/// check of device payloads; returns once the good one is stored, alone.
+async fn two_bad_readings_then_a_good_one(check_payloads: bool) -> Stack {
+    let s = Stack::start_tuned(1, |n| n.check_payloads = check_payloads, |_| {}).await;
     let creds = s.device("remo-1").await;
     let te = "devices/remo-1/sensors/te";
     mosquitto_pub(&creds, te, "not json").await;
@@ -357,10 +357,18 @@ async fn malformed_readings_are_counted_and_dropped_and_good_ones_stored() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(scalar(&s, "SELECT count(*) FROM readings").await, 1);
-    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
-    assert_eq!(mqtt.malformed.load(std::sync::atomic::Ordering::Relaxed), 2);
     let newest: Value = s.h.get("/1/devices").await.ok()[0]["newest_events"]["te"].clone();
     assert_eq!(newest["val"], 22.5);
+    s
+}
+
+/// The bridge judges again what a node forwards (a node with
+/// `broker.check_payloads` off, or one that runs ahead of it).
+#[tokio::test]
+async fn malformed_readings_are_counted_and_dropped_and_good_ones_stored() {
+    let s = two_bad_readings_then_a_good_one(false).await;
+    let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
+    assert_eq!(mqtt.malformed.load(std::sync::atomic::Ordering::Relaxed), 2);
     s.stop().await;
 }
 
@@ -369,19 +377,7 @@ async fn malformed_readings_are_counted_and_dropped_and_good_ones_stored() {
 /// dropped), and the good reading behind them is stored.
 #[tokio::test]
 async fn malformed_readings_are_refused_by_the_node_before_the_bridge_sees_them() {
-    let s = Stack::start(|_| {}).await;
-    let creds = s.device("remo-1").await;
-    let te = "devices/remo-1/sensors/te";
-    mosquitto_pub(&creds, te, "not json").await;
-    mosquitto_pub(&creds, te, r#"{"val": "warm"}"#).await;
-    mosquitto_pub(&creds, te, r#"{"val": 22.5, "ts": 1700000000000}"#).await;
-    for _ in 0..100 {
-        if scalar(&s, "SELECT count(*) FROM readings").await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(scalar(&s, "SELECT count(*) FROM readings").await, 1);
+    let s = two_bad_readings_then_a_good_one(true).await;
     let mqtt = s.h.bridge.as_ref().unwrap().mqtt().unwrap();
     assert_eq!(mqtt.malformed.load(std::sync::atomic::Ordering::Relaxed), 0);
     let url = format!("http://{}/metrics", s.nodes[0].http_addr());

@@ -252,38 +252,6 @@ async fn lines_until_the_end(mut child: std::process::Child) -> Vec<String> {
     got
 }
 
-/// Publishes RETAIN=1 QoS 1 on `devices/{dev}/r/0` … `r/{n-1}`, then on `r/0`
-/// again, one at a time; prints `puback <topic> <reason code>` for each, or
-/// `disconnected` if the node closes the connection.
-const PAHO_HOARDER: &str = r#"
-import os, sys, threading
-import paho.mqtt.client as mqtt
-dev, version, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-proto = mqtt.MQTTv5 if version == "5" else mqtt.MQTTv311
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=dev, protocol=proto)
-c.tls_set(ca_certs=os.environ["CA"], certfile=os.environ["CERT"], keyfile=os.environ["KEY"])
-connected, acked, codes = threading.Event(), threading.Event(), {}
-def on_connect(client, userdata, flags, rc, props=None):
-    connected.set()
-def on_publish(client, userdata, mid, rc, props=None):
-    codes[mid] = rc.value
-    acked.set()
-def on_disconnect(client, userdata, flags, rc, props=None):
-    print("disconnected", flush=True)
-    os._exit(0)
-c.on_connect, c.on_publish, c.on_disconnect = on_connect, on_publish, on_disconnect
-c.connect("localhost", int(os.environ["NODE_PORT"]), keepalive=30)
-c.loop_start()
-connected.wait(10)
-for i in list(range(n)) + [0]:
-    acked.clear()
-    info = c.publish(f"devices/{dev}/r/{i}", "x", qos=1, retain=True)
-    acked.wait(10)
-    print("puback", f"devices/{dev}/r/{i}", codes.get(info.mid), flush=True)
-print("end", flush=True)
-c.disconnect()
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paho_device_past_its_retained_quota_gets_0x97_or_is_closed() {
     let node = TestNode::start_with(|s| s.retained_per_device = 2).await;
@@ -291,19 +259,19 @@ async fn a_paho_device_past_its_retained_quota_gets_0x97_or_is_closed() {
         (
             "5",
             vec![
-                "puback devices/hoard-5/r/0 0",
-                "puback devices/hoard-5/r/1 0",
+                "puback r/0 0",
+                "puback r/1 0",
                 // MQTT 5 §3.4.2.1: 0x97 Quota exceeded, the session goes on.
-                "puback devices/hoard-5/r/2 151",
-                "puback devices/hoard-5/r/0 0",
+                "puback r/2 151",
+                "puback r/0 0",
                 "end",
             ],
         ),
         (
             "4",
             vec![
-                "puback devices/hoard-4/r/0 0",
-                "puback devices/hoard-4/r/1 0",
+                "puback r/0 0",
+                "puback r/1 0",
                 // 3.1.1 has no negative PUBACK: the node closes the connection.
                 "disconnected",
             ],
@@ -311,7 +279,9 @@ async fn a_paho_device_past_its_retained_quota_gets_0x97_or_is_closed() {
     ] {
         let id = format!("hoard-{version}");
         let creds = node.pki.device(&id);
-        let child = peers::paho(&node, &creds, PAHO_HOARDER, &[&id, version, "3"]);
+        let mut argv = vec![id.as_str(), version];
+        argv.extend(["+r/0=x", "+r/1=x", "+r/2=x", "+r/0=x"]);
+        let child = peers::paho(&node, &creds, PAHO_PUBLISHER, &argv);
         let got = lines_until_the_end(child).await;
         assert_eq!(got, expected, "MQTT {version}");
     }
@@ -319,10 +289,10 @@ async fn a_paho_device_past_its_retained_quota_gets_0x97_or_is_closed() {
 }
 
 /// Publishes QoS 1 on `devices/{dev}/{topic}` for each `topic=payload`
-/// argument, one at a time, with a witness on the service side; prints
+/// argument (`+topic=payload`: with RETAIN), one at a time; prints
 /// `puback <topic> <reason code>` for each, or `disconnected` if the node
 /// closes the connection.
-const PAHO_SENDER: &str = r#"
+const PAHO_PUBLISHER: &str = r#"
 import os, sys, threading
 import paho.mqtt.client as mqtt
 dev, version = sys.argv[1], sys.argv[2]
@@ -344,8 +314,10 @@ c.loop_start()
 connected.wait(10)
 for arg in sys.argv[3:]:
     topic, payload = arg.split("=", 1)
+    retain = topic.startswith("+")
+    topic = topic.lstrip("+")
     acked.clear()
-    info = c.publish(f"devices/{dev}/{topic}", payload, qos=1)
+    info = c.publish(f"devices/{dev}/{topic}", payload, qos=1, retain=retain)
     acked.wait(10)
     print("puback", topic, codes.get(info.mid), flush=True)
 print("end", flush=True)
@@ -390,7 +362,7 @@ async fn a_paho_device_sending_what_the_protocol_does_not_know_is_refused_and_th
         let creds = node.pki.device(&id);
         let mut argv = vec![id.as_str(), version];
         argv.extend(args);
-        let child = peers::paho(&node, &creds, PAHO_SENDER, &argv);
+        let child = peers::paho(&node, &creds, PAHO_PUBLISHER, &argv);
         let got = lines_until_the_end(child).await;
         assert_eq!(got, expected, "MQTT {version}");
         let te = format!("devices/{id}/sensors/te");
