@@ -118,15 +118,11 @@ where
             .await;
         }
         if let Err(refusal) = node.judge(&identity, topic, &w.message) {
-            let (reason, code) = match refusal {
-                from_device::Refusal::Topic => {
-                    ("topic_invalid", ConnectReturnCode::TopicNameInvalid)
-                }
-                from_device::Refusal::Payload(_) => {
-                    ("payload_invalid", ConnectReturnCode::PayloadFormatInvalid)
-                }
+            let code = match refusal {
+                from_device::Refusal::Topic => ConnectReturnCode::TopicNameInvalid,
+                from_device::Refusal::Payload(_) => ConnectReturnCode::PayloadFormatInvalid,
             };
-            node.metrics.acl_denied("will", reason);
+            node.metrics.acl_denied("will", refusal.as_str());
             tracing::warn!(client = %identity, topic, error = %refusal,
                 "last will refused by the device protocol");
             return refuse(stream, version, &node, code, "will_invalid").await;

@@ -257,19 +257,17 @@ impl Session {
         qos: u8,
         pkid: u16,
     ) -> Result<(Option<Message>, Option<Packet>), CloseReason> {
-        let (reason, ack, rec) = match refusal {
+        let (ack, rec) = match refusal {
             from_device::Refusal::Topic => (
-                "topic_invalid",
                 PubAckReason::TopicNameInvalid,
                 PubRecReason::TopicNameInvalid,
             ),
             from_device::Refusal::Payload(_) => (
-                "payload_invalid",
                 PubAckReason::PayloadFormatInvalid,
                 PubRecReason::PayloadFormatInvalid,
             ),
         };
-        self.node.metrics.acl_denied("publish", reason);
+        self.node.metrics.acl_denied("publish", refusal.as_str());
         tracing::warn!(client_id = %self.client_id, topic, error = %refusal,
             "publish refused by the device protocol");
         match (self.version, refusal) {

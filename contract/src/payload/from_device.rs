@@ -24,6 +24,16 @@ pub enum Refusal {
     Payload(#[from] PayloadError),
 }
 
+impl Refusal {
+    /// Label for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::Topic => "topic_invalid",
+            Refusal::Payload(_) => "payload_invalid",
+        }
+    }
+}
+
 /// Checks a device's publish on `rest`, its topic below `devices/{id}/`.
 /// An empty `state` payload (clearing the retained state) is allowed.
 pub fn check(rest: &str, body: &[u8]) -> Result<(), Refusal> {
