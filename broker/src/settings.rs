@@ -119,11 +119,13 @@ pub struct Settings {
     /// payload is not the topic's document (`docs/device-protocol.md`), before
     /// it is routed or retained: junk never fills the router's logs or the
     /// retained store, and the bridge never sees it. MQTT 5 QoS 1/2 are
-    /// answered with reason 0x99 (Payload format invalid) or 0x90 (Topic Name
+    /// answered with reason 0x83 (Implementation specific error: "valid, but
+    /// the receiver is not willing to accept it"; 0x99 is only for a Payload
+    /// Format Indicator mismatch) or 0x90 (Topic Name
     /// invalid); MQTT 3.1.1 gets its PUBACK and the message is dropped (a
     /// payload that will never be right, as the bridge treats it), or the
     /// connection is closed (a topic that does not exist); a CONNECT whose
-    /// will is such a message is refused (CONNACK 0x99/0x90, 3.1.1: 5).
+    /// will is such a message is refused (CONNACK 0x83/0x90, 3.1.1: 5).
     /// Counted in `kumo_broker_acl_denials_total` as `payload_invalid` and
     /// `topic_invalid`. Turn off only while nodes run ahead of a bridge that
     /// knows a newer protocol; default true.

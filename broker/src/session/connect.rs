@@ -120,7 +120,7 @@ where
         if let Err(refusal) = node.judge(&identity, topic, &w.message) {
             let code = match refusal {
                 from_device::Refusal::Topic => ConnectReturnCode::TopicNameInvalid,
-                from_device::Refusal::Payload(_) => ConnectReturnCode::PayloadFormatInvalid,
+                from_device::Refusal::Payload(_) => ConnectReturnCode::ImplementationSpecificError,
             };
             node.metrics.acl_denied("will", refusal.as_str());
             tracing::warn!(client = %identity, topic, error = %refusal,
@@ -341,7 +341,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
             Version::V4,
             ConnectReturnCode::BadAuthenticationMethod
             | ConnectReturnCode::TopicNameInvalid
-            | ConnectReturnCode::PayloadFormatInvalid,
+            | ConnectReturnCode::ImplementationSpecificError,
         ) => ConnectReturnCode::NotAuthorized,
         (Version::V4, ConnectReturnCode::QuotaExceeded | ConnectReturnCode::ServerBusy) => {
             ConnectReturnCode::ServiceUnavailable

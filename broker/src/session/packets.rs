@@ -263,8 +263,8 @@ impl Session {
                 PubRecReason::TopicNameInvalid,
             ),
             from_device::Refusal::Payload(_) => (
-                PubAckReason::PayloadFormatInvalid,
-                PubRecReason::PayloadFormatInvalid,
+                PubAckReason::ImplementationSpecificError,
+                PubRecReason::ImplementationSpecificError,
             ),
         };
         self.node.metrics.acl_denied("publish", refusal.as_str());

@@ -3,7 +3,9 @@
 //! topic's document, or a topic inside the protocol's namespaces that the
 //! protocol does not name, is refused before it is routed or retained — the
 //! cloud never sees it and it fills no router log. Checked against what MQTT
-//! lets a server say: MQTT 5 reason codes 0x99 (Payload format invalid) and
+//! lets a server say: MQTT 5 reason codes 0x83 (Implementation specific error: the
+//! publish is valid but the receiver is not willing to accept it; 0x99 is
+//! reserved for a Payload Format Indicator mismatch) and
 //! 0x90 (Topic Name invalid) in PUBACK/PUBREC (§3.4.2.1, §3.5.2.1) and
 //! CONNACK (§3.2.2.2); MQTT 3.1.1, which has no negative acknowledgement,
 //! either acknowledges or closes the connection [MQTT-3.3.5-2].
@@ -66,7 +68,7 @@ async fn an_mqtt5_device_is_told_its_message_is_not_the_protocols_and_the_cloud_
     let te = "devices/remo-p5/sensors/te";
     for junk in JUNK {
         let got = dev.publish_qos1(te, junk).await;
-        assert_eq!(got, Some(0x99), "{}", String::from_utf8_lossy(junk));
+        assert_eq!(got, Some(0x83), "{}", String::from_utf8_lossy(junk));
     }
     for (topic, body) in [
         ("devices/remo-p5/sensors", doc::reading(1.0)),
@@ -75,7 +77,7 @@ async fn an_mqtt5_device_is_told_its_message_is_not_the_protocols_and_the_cloud_
         ("devices/remo-p5/acks/reply", b"{}".to_vec()),
         ("devices/remo-p5/meter", doc::reading(1.0)),
     ] {
-        assert_eq!(dev.publish_qos1(topic, &body).await, Some(0x99), "{topic}");
+        assert_eq!(dev.publish_qos1(topic, &body).await, Some(0x83), "{topic}");
     }
     // Inside the protocol's namespaces only its topics exist.
     for topic in ["devices/remo-p5/sensors/xx", "devices/remo-p5/sensors/te/1"] {
@@ -87,9 +89,12 @@ async fn an_mqtt5_device_is_told_its_message_is_not_the_protocols_and_the_cloud_
     dev.raw(&out).await;
     match dev.recv().await {
         Some(Packet::PubRec(r, _)) => {
-            assert_eq!((r.pkid, r.reason), (9, PubRecReason::PayloadFormatInvalid));
+            assert_eq!(
+                (r.pkid, r.reason),
+                (9, PubRecReason::ImplementationSpecificError)
+            );
         }
-        other => panic!("expected PUBREC 0x99, got {other:?}"),
+        other => panic!("expected PUBREC 0x83, got {other:?}"),
     }
     // QoS 0 has no answer: dropped.
     dev.publish(te, b"not json", false).await;
@@ -171,7 +176,7 @@ async fn a_bad_retained_state_does_not_replace_the_good_one() {
     crate::common::peers::encode_qos1_publish(&mut out, 5, state, b"{\"fw\":2}", 2);
     out[0] |= 0x01;
     dev.raw(&out).await;
-    assert_eq!(dev.puback().await, Some(0x99));
+    assert_eq!(dev.puback().await, Some(0x83));
     let mut bridge = node.service(5).await;
     bridge.subscribe(&[state], QoS::AtMostOnce).await;
     assert_eq!(bridge.expect_publish(state).await.unwrap(), good);
@@ -190,7 +195,7 @@ async fn a_last_will_that_is_not_the_protocols_is_refused_at_connect() {
     };
     let state = "devices/remo-w/state";
     for (version, w, code) in [
-        (5, will(state, b"gone"), 0x99),
+        (5, will(state, b"gone"), 0x83),
         (
             5,
             will("devices/remo-w/sensors/xx", &doc::reading(1.0)),

@@ -325,7 +325,7 @@ c.disconnect()
 "#;
 
 /// paho-mqtt as the device: a payload that is not the topic's document is
-/// refused with PUBACK 0x99 on MQTT 5 and acknowledged and dropped on 3.1.1; a
+/// refused with PUBACK 0x83 on MQTT 5 and acknowledged and dropped on 3.1.1; a
 /// topic the protocol does not name gets 0x90, or closes a 3.1.1 connection
 /// (MQTT-3.3.5-2). Only the good reading reaches the cloud.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +346,7 @@ async fn a_paho_device_sending_what_the_protocol_does_not_know_is_refused_and_th
         (
             "5",
             vec![
-                "puback sensors/te 153",
+                "puback sensors/te 131",
                 "puback sensors/te 0",
                 "puback sensors/xx 144",
                 "puback sensors/hu 0",
