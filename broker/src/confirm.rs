@@ -20,9 +20,11 @@
 //! Only publishes some service session's filters take wait (see
 //! `pressure::Pressure::routed_in`); the rest are acknowledged at once, as no
 //! one will confirm them. A copy a service session loses (its queue's cap, a
-//! parked session that expired) is never confirmed: the device session
-//! acknowledges it after `broker.confirm_timeout_secs` anyway, and counts it,
-//! so a cloud that never answers cannot stall a device for good.
+//! parked session that expired, a router log it fell behind on) is never
+//! confirmed: past `broker.confirm_timeout_secs` the device session routes
+//! it again with the same token, and acknowledges it unconfirmed only once
+//! no service session attends its topic any more (none connected or parked
+//! within its hold takes it; see `session::held`).
 //!
 //! This module owns the tokens and the wake-up; the sessions decide what waits.
 
@@ -88,8 +90,9 @@ impl Confirmations {
     }
 
     /// Notes that `client_id`'s session acknowledged `publishes` without a
-    /// confirmation (counted in the metrics by the session); warns at most
-    /// every [`WARN_EVERY`], with the count since the last warning.
+    /// confirmation, no service attending them any more (counted in the metrics
+    /// by the session); warns at most every [`WARN_EVERY`], with the count
+    /// since the last warning.
     pub(crate) fn gave_up(&self, client_id: &str, publishes: usize) {
         let now = Instant::now();
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
@@ -101,8 +104,9 @@ impl Confirmations {
         warned.0 = Some(now);
         drop(warned);
         tracing::warn!(publishes = count, last_client_id = %client_id,
-            "no service acknowledged these device publishes within broker.confirm_timeout_secs; \
-             acknowledged them anyway (kumo_broker_confirm_timeouts_total; this warning at most every 10 s)");
+            "device publishes unconfirmed past broker.confirm_timeout_secs that no service session \
+             attends any more (gone, or parked past broker.park_hold_secs); acknowledged them unstored \
+             (kumo_broker_confirm_timeouts_total; this warning at most every 10 s)");
     }
 
     /// Whether device publishes wait for a service's acknowledgement.
@@ -110,7 +114,8 @@ impl Confirmations {
         !self.timeout.is_zero()
     }
 
-    /// How long a device publish waits before it is acknowledged regardless.
+    /// How long a routed device publish waits for its confirmation before
+    /// it is routed again (see `session::held`).
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }

@@ -36,8 +36,14 @@ pub struct Metrics {
     pub publishes_held: AtomicU64,
     /// Device QoS 1 publishes acknowledged after a service session confirmed them.
     pub publishes_confirmed: AtomicU64,
-    /// Device QoS 1 publishes acknowledged without a confirmation, after `confirm_timeout_secs`.
+    /// Device QoS 1 publishes acknowledged without a confirmation: past their
+    /// deadline, no service session attended their topic any more.
     pub confirm_timeouts: AtomicU64,
+    /// Device QoS 1 publishes routed again, unconfirmed past their deadline.
+    pub confirm_resends: AtomicU64,
+    /// Deadlines of unconfirmed device publishes moved on without a resend,
+    /// the cloud being behind on their class.
+    pub confirm_deferrals: AtomicU64,
     /// Retained messages the node holds (updated by the periodic sweep).
     pub retained_messages: AtomicU64,
     /// Messages whose Message Expiry Interval passed before they could be sent.
@@ -222,8 +228,18 @@ impl Metrics {
             ),
             (
                 "kumo_broker_confirm_timeouts_total",
-                "device QoS 1 publishes acknowledged without a service's acknowledgement, after confirm_timeout_secs",
+                "device QoS 1 publishes acknowledged without a service's acknowledgement: unconfirmed past confirm_timeout_secs, with no service session connected or parked within its hold taking their topic",
                 &self.confirm_timeouts,
+            ),
+            (
+                "kumo_broker_confirm_resends_total",
+                "device QoS 1 publishes routed again, no service having acknowledged them within their deadline",
+                &self.confirm_resends,
+            ),
+            (
+                "kumo_broker_confirm_deferrals_total",
+                "deadlines of unconfirmed device QoS 1 publishes moved on without a resend while the cloud was behind on their class",
+                &self.confirm_deferrals,
             ),
             (
                 "kumo_broker_messages_expired_total",

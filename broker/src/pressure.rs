@@ -118,9 +118,12 @@ struct Gate {
 pub(crate) struct Pressure {
     gates: [Gate; 2],
     /// Filters of every service session (connected or parked), by gauge.
-    members: Mutex<HashMap<u64, Vec<String>>>,
+    members: Mutex<HashMap<u64, Member>>,
     /// Their union, read on every device publish.
     filters: RwLock<Vec<String>>,
+    /// The union of those not lapsed: what a connected service session, or
+    /// one parked within its hold, takes (see [`Pressure::attended`]).
+    attended: RwLock<Vec<String>>,
     next_gauge: AtomicU64,
     high: usize,
     low: usize,
@@ -134,6 +137,7 @@ impl Pressure {
             gates: Default::default(),
             members: Mutex::default(),
             filters: RwLock::new(Vec::new()),
+            attended: RwLock::new(Vec::new()),
             next_gauge: AtomicU64::new(0),
             high,
             low: low.min(high - 1),
@@ -194,13 +198,7 @@ impl Pressure {
     /// A device publish on `topic` entered the router; whether some service
     /// session (connected or parked) takes it.
     pub(crate) fn routed_in(&self, topic: &[u8]) -> bool {
-        let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
-        if filters.is_empty() {
-            return false;
-        }
-        let matched = counted(topic)
-            .is_some_and(|t| filters.iter().any(|f| rumqttd::protocol::matches(t, f)));
-        drop(filters);
+        let matched = takes(&self.filters, topic);
         if matched {
             let class = Class::of(topic);
             self.gate(class).routed.fetch_add(1, Ordering::AcqRel);
@@ -209,15 +207,51 @@ impl Pressure {
         matched
     }
 
+    /// Whether some service session that is connected, or parked within
+    /// its hold, takes a device publish on `topic`: one that can still be
+    /// expected to confirm it. Past its hold a parked session's queue keeps
+    /// what it takes, but the node no longer holds devices' answers for it
+    /// (see the module's header).
+    pub(crate) fn attended(&self, topic: &[u8]) -> bool {
+        takes(&self.attended, topic)
+    }
+
     fn set_member(&self, id: u64, filters: Option<Vec<String>>) {
+        self.update_members(|members| match filters {
+            Some(f) if !f.is_empty() => {
+                let lapsed = members.get(&id).is_some_and(|m| m.lapsed);
+                members.insert(id, Member { filters: f, lapsed });
+            }
+            _ => {
+                members.remove(&id);
+            }
+        });
+    }
+
+    fn set_lapsed(&self, id: u64, lapsed: bool) {
+        self.update_members(|members| {
+            if let Some(m) = members.get_mut(&id) {
+                m.lapsed = lapsed;
+            }
+        });
+    }
+
+    /// Changes the members, then the unions read on device publishes.
+    fn update_members(&self, change: impl FnOnce(&mut HashMap<u64, Member>)) {
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        match filters {
-            Some(f) if !f.is_empty() => members.insert(id, f),
-            _ => members.remove(&id),
+        change(&mut members);
+        let union = |all: bool| {
+            let mut union: Vec<String> = members
+                .values()
+                .filter(|m| all || !m.lapsed)
+                .flat_map(|m| m.filters.iter().cloned())
+                .collect();
+            union.sort();
+            union.dedup();
+            union
         };
-        let mut union: Vec<String> = members.values().flatten().cloned().collect();
-        union.sort();
-        union.dedup();
+        let (union, attended) = (union(true), union(false));
+        *self.attended.write().unwrap_or_else(|e| e.into_inner()) = attended;
         if union.is_empty() {
             // Nobody left to wait for.
             for gate in &self.gates {
@@ -275,6 +309,20 @@ impl Pressure {
             gate.relieved.notify_waiters();
         }
     }
+}
+
+/// A service session's filters, and whether it is parked past its hold.
+#[derive(Debug)]
+struct Member {
+    filters: Vec<String>,
+    lapsed: bool,
+}
+
+/// Whether `filters` take a device publish on `topic` the gates count.
+fn takes(filters: &RwLock<Vec<String>>, topic: &[u8]) -> bool {
+    let filters = filters.read().unwrap_or_else(|e| e.into_inner());
+    !filters.is_empty()
+        && counted(topic).is_some_and(|t| filters.iter().any(|f| rumqttd::protocol::matches(t, f)))
 }
 
 /// One service session's share of the count; moves with the session between
@@ -351,6 +399,12 @@ impl Gauge {
             }
             pressure.check(class);
         });
+    }
+
+    /// Marks this session as parked past its hold (it no longer counts as
+    /// attending what it takes: see [`Pressure::attended`]), or no longer.
+    pub(crate) fn set_lapsed(&self, lapsed: bool) {
+        self.pressure.set_lapsed(self.id, lapsed);
     }
 
     /// Records that this session now has `n` messages waiting.
@@ -467,6 +521,34 @@ mod tests {
             !p.throttled(Class::Bulk),
             "the last service session gone: count reset"
         );
+    }
+
+    #[test]
+    fn a_service_session_parked_past_its_hold_no_longer_attends_what_it_takes() {
+        let p = Pressure::new(10, 4);
+        let te = b"devices/remo-1/sensors/te";
+        let state = b"devices/remo-1/state";
+        let mut data = p.gauge();
+        data.set_filters(["devices/+/sensors/+"]);
+        let mut control = p.gauge();
+        control.set_filters(["devices/+/state", "devices/+/sensors/+"]);
+        assert!(p.attended(te) && p.attended(state));
+        control.set_lapsed(true);
+        assert!(p.attended(te), "the data lane still takes readings");
+        assert!(!p.attended(state), "nobody left to confirm a state report");
+        assert!(
+            p.routed_in(state),
+            "a lapsed session's queue still takes (and counts) what it matches"
+        );
+        // Its filters changing keeps it lapsed; coming back (a new gauge) ends it.
+        control.set_filters(["devices/+/state"]);
+        assert!(!p.attended(state));
+        drop(control);
+        let mut back = p.gauge();
+        back.set_filters(["devices/+/state"]);
+        assert!(p.attended(state));
+        drop(data);
+        assert!(!p.attended(te));
     }
 
     #[test]

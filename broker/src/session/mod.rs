@@ -3,9 +3,11 @@
 //!
 //! The identity is fixed by the certificate before this runs; everything a client
 //! sends is checked against it with [`crate::acl`]. Packet handling lives in
-//! [`packets`]; this module owns the lifecycle.
+//! [`packets`], a device's publishes waiting for the cloud in [`held`]; this
+//! module owns the lifecycle.
 
 mod connect;
+mod held;
 mod packets;
 mod persist;
 mod subscriptions;
@@ -27,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use self::held::Held;
 use crate::acl::AccountLookup;
 use crate::codec::Version;
 use crate::fabric::Fabric;
@@ -46,26 +49,6 @@ const IDLE_BUFFER_LIMIT: usize = 8 * 1024;
 /// Publishes a device may have waiting (see [`crate::pressure`]) before the
 /// session stops reading from it; until then PINGREQs are still answered.
 const HELD_MAX: usize = 64;
-
-/// A device publish waiting for the cloud to catch up: what goes to the
-/// router (none for a refused or repeated one) and the answer to the client.
-struct Held {
-    /// Which gate the publish waits for.
-    class: crate::pressure::Class,
-    /// `None` once forwarded (its answer waits for the earlier ones).
-    forward: Option<Message>,
-    reply: Option<rumqttd::protocol::Packet>,
-    /// Forwarded, its answer waiting for a service session's acknowledgement
-    /// (see [`crate::confirm`]): the token, and when the node answers anyway.
-    confirm: Option<(u64, Instant)>,
-}
-
-impl Held {
-    /// Whether a publish of `class` must queue behind this one.
-    fn waits_as(&self, class: crate::pressure::Class) -> bool {
-        self.class == class && self.forward.is_some()
-    }
-}
 
 /// A SUBACK's reason codes and the filters (with their grant) whose retained
 /// messages follow it.
@@ -557,12 +540,8 @@ impl Session {
     ) {
         let node = self.node.clone();
         // Answers still waiting are never sent: the client keeps those publishes.
-        if let Some(held) = self.held.take() {
-            node.confirms.forget(
-                held.iter()
-                    .filter_map(|h| h.confirm.map(|(token, _)| token)),
-            );
-        }
+        node.confirms.forget(self.awaited_tokens());
+        self.held = None;
         // Leftover output means a write was cut short mid-packet: send nothing more.
         let interrupted = !self.out.is_empty();
         self.out.clear();

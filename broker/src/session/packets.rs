@@ -1,7 +1,6 @@
 //! What a session does with each packet: inbound PUBLISH/SUBSCRIBE/… from the
 //! client and outbound messages from the router or the command demultiplexer.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{Bytes, BytesMut};
@@ -14,10 +13,10 @@ use rumqttd::protocol::{
     SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::Notification;
-use tokio::time::Instant;
 
+use super::held::Held;
 use super::subscriptions::Sub;
-use super::{Held, Inflight, Session, HELD_MAX};
+use super::{Inflight, Session};
 use crate::acl;
 use crate::codec::{self, CodecError, Version};
 use crate::fabric;
@@ -314,149 +313,11 @@ impl Session {
         Ok(())
     }
 
-    /// Forwards a publish to the router. A device's QoS 1 publish that a
-    /// service session takes goes with a confirmation token, returned with
-    /// when its answer stops waiting for it.
-    async fn route(
-        &mut self,
-        forward: Option<Message>,
-    ) -> Result<Option<(u64, Instant)>, CloseReason> {
-        let Some(mut message) = forward else {
-            return Ok(None);
-        };
-        let mut confirm = None;
-        if let Identity::Device { .. } = &self.identity {
-            let taken = self.node.pressure.routed_in(&message.topic);
-            let confirms = &self.node.confirms;
-            if taken && message.qos == QoS::AtLeastOnce && confirms.enabled() {
-                let waiter = self.waiter.get_or_insert_with(Default::default);
-                let token = confirms.open(waiter);
-                message.confirm = Some(token);
-                confirm = Some((token, Instant::now() + confirms.timeout()));
-            }
-        }
-        let origin = self.origin();
-        if !self
-            .node
-            .fabric
-            .publish(&self.client_id, message, origin)
-            .await
-        {
-            self.node.confirms.forget(confirm.map(|(token, _)| token));
-            return Err(CloseReason::Shutdown);
-        }
-        Ok(confirm)
-    }
-
     /// Tells the node's ingress pressure what a service session subscribes to.
     pub(super) fn report_filters(&mut self) {
         if let Some(g) = self.gauge.as_mut() {
             g.set_filters(self.filters.filters());
         }
-    }
-
-    /// Whether the session has stopped reading because too many publishes wait.
-    pub(super) fn reads_paused(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| h.len() >= HELD_MAX)
-    }
-
-    /// The class whose gate the oldest held publish not yet forwarded waits
-    /// for (none when there is none).
-    pub(super) fn held_for(&self) -> Option<Class> {
-        self.held
-            .as_ref()?
-            .iter()
-            .find(|h| h.forward.is_some())
-            .map(|h| h.class)
-    }
-
-    /// When the first held answer stops waiting for its confirmation (none
-    /// when none waits). Not simply the first waiting entry's: a later
-    /// control publish may be routed (and get its deadline) before an earlier
-    /// reading its gate still holds.
-    pub(super) fn confirm_deadline(&self) -> Option<Instant> {
-        self.held
-            .as_ref()?
-            .iter()
-            .filter_map(|h| h.confirm.map(|(_, at)| at))
-            .min()
-    }
-
-    /// Takes the confirmations that arrived, gives up on answers past their
-    /// deadline (counted), and sends what is now first in line.
-    pub(super) async fn on_confirmed(&mut self) -> Result<(), CloseReason> {
-        let done = self.waiter.as_ref().map(|w| w.take()).unwrap_or_default();
-        let now = Instant::now();
-        let mut given_up = Vec::new();
-        let mut confirmed = 0;
-        for h in self.held.iter_mut().flat_map(|h| h.iter_mut()) {
-            let Some((token, at)) = h.confirm else {
-                continue;
-            };
-            if done.contains(&token) {
-                h.confirm = None;
-                confirmed += 1;
-            } else if at <= now {
-                h.confirm = None;
-                given_up.push(token);
-            }
-        }
-        let metrics = &self.node.metrics;
-        metrics.publishes_confirmed.fetch_add(confirmed, Relaxed);
-        if !given_up.is_empty() {
-            metrics
-                .confirm_timeouts
-                .fetch_add(given_up.len() as u64, Relaxed);
-            self.node.confirms.gave_up(&self.client_id, given_up.len());
-            self.node.confirms.forget(given_up);
-        }
-        self.release_held().await
-    }
-
-    /// Forwards held publishes whose class's gate is open (in order within
-    /// each class), then sends the answers first in line: an answer waits
-    /// until its publish has gone and, if it went with a token, until that is
-    /// confirmed, and every later answer waits behind it (MQTT 3.1.1 §4.6);
-    /// a QoS 0 publish has no answer and holds none back.
-    pub(super) async fn release_held(&mut self) -> Result<(), CloseReason> {
-        let Some(mut held) = self.held.take() else {
-            return Ok(());
-        };
-        let forwarded = self.forward_held(&mut held).await;
-        for h in held.iter_mut() {
-            if h.reply.is_none() {
-                continue; // QoS 0 (or answered): nothing waits behind it
-            }
-            if h.forward.is_some() || h.confirm.is_some() {
-                break;
-            }
-            if let Some(reply) = h.reply.take() {
-                self.send(reply);
-            }
-        }
-        held.retain(|h| h.forward.is_some() || h.reply.is_some());
-        if held.is_empty() {
-            // Nothing waits for a confirmation any more (see `on_confirmed`).
-            self.waiter = None;
-        } else {
-            self.held = Some(held);
-        }
-        forwarded
-    }
-
-    async fn forward_held(&mut self, held: &mut VecDeque<Held>) -> Result<(), CloseReason> {
-        let mut blocked: Vec<Class> = Vec::new();
-        for h in held.iter_mut() {
-            if h.forward.is_none() || blocked.contains(&h.class) {
-                continue;
-            }
-            if self.node.pressure.throttled(h.class) {
-                blocked.push(h.class);
-                continue;
-            }
-            h.confirm = self.route(h.forward.take()).await?;
-        }
-        Ok(())
     }
 
     /// PUBREC for an outgoing QoS 2 message: release it (PUBREL) and wait for
@@ -853,7 +714,7 @@ impl Session {
         }
     }
 
-    fn send(&mut self, packet: Packet) {
+    pub(super) fn send(&mut self, packet: Packet) {
         if let Err(e) = codec::write(self.version, packet, &mut self.out) {
             tracing::error!(client_id = %self.client_id, error = %e, "cannot encode a packet");
         }

@@ -196,6 +196,7 @@ async fn drain(
     tokio::pin!(expiry);
     if let Some(g) = gauge.as_mut() {
         g.set_parked(!limits.hold.is_zero());
+        g.set_lapsed(limits.hold.is_zero());
     }
     let hold = tokio::time::sleep(limits.hold);
     tokio::pin!(hold);
@@ -207,6 +208,7 @@ async fn drain(
                 holding = false;
                 if let Some(g) = gauge.as_mut() {
                     g.set_parked(false);
+                    g.set_lapsed(true);
                 }
                 continue;
             }

@@ -156,22 +156,134 @@ async fn the_confirmation_token_never_reaches_a_client_and_cannot_be_forged() {
     assert_eq!(dev.puback().await, Some(0));
 }
 
+/// The publishes `c` receives within `d` (the node numbers its sends to a
+/// service from 1): (payload, retain flag).
+async fn copies(c: &mut Client, d: Duration) -> Vec<(Vec<u8>, bool)> {
+    let mut got = Vec::new();
+    while let Some(p) = c.recv_within(d).await {
+        if let Packet::Publish(p, _) = p {
+            got.push((p.payload.to_vec(), p.retain));
+        }
+    }
+    got
+}
+
 #[tokio::test]
-async fn a_copy_no_service_acknowledges_is_acknowledged_after_the_timeout() {
+async fn a_copy_the_service_does_not_acknowledge_is_routed_again_and_the_device_waits_for_one_confirmed(
+) {
+    let node = TestNode::start_with(|s| s.confirm_timeout_secs = 1).await;
+    let mut bridge = node.service(4).await;
+    bridge.subscribe(&[READINGS], QoS::AtLeastOnce).await;
+    let mut dev = node.device("remo-1", 4).await;
+    dev.send_qos1(TE, b"{\"val\":1}", 1).await;
+    // The first copy, then (its deadline a second later) the same reading
+    // again: the bridge lost the first as far as the node can tell.
+    let got = copies(&mut bridge, Duration::from_millis(1_800)).await;
+    assert_eq!(
+        got,
+        vec![
+            (b"{\"val\":1}".to_vec(), false),
+            (b"{\"val\":1}".to_vec(), false)
+        ]
+    );
+    // Nobody stored it: the device is not told it is safe.
+    assert!(silent(&mut dev, Duration::from_millis(100)).await);
+    assert_eq!(node.metrics.confirm_resends.load(Relaxed), 1);
+    assert_eq!(node.metrics.confirm_timeouts.load(Relaxed), 0);
+    // The second copy is the one the bridge stores: that answers the device.
+    bridge.ack(2).await;
+    assert_eq!(dev.puback().await, Some(0));
+    // The first copy's late acknowledgement finds nothing more to confirm.
+    bridge.ack(1).await;
+    assert!(silent(&mut dev, Duration::from_millis(300)).await);
+    assert_eq!(node.metrics.publishes_confirmed.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn resends_of_an_unconfirmed_publish_back_off() {
+    let node = TestNode::start_with(|s| s.confirm_timeout_secs = 1).await;
+    let mut bridge = node.service(5).await;
+    bridge.subscribe(&[READINGS], QoS::AtLeastOnce).await;
+    let mut dev = node.device("remo-1", 5).await;
+    dev.send_qos1(TE, b"{\"val\":1}", 1).await;
+    // Routed at 0 s, again at 1 s, then 2 s later (3 s), then 4 s later (7 s).
+    let started = tokio::time::Instant::now();
+    let mut at = Vec::new();
+    while at.len() < 4 {
+        match bridge.recv_within(Duration::from_secs(6)).await {
+            Some(Packet::Publish(..)) => at.push(started.elapsed().as_millis()),
+            Some(_) => continue,
+            None => panic!("copies arrived at {at:?} ms"),
+        }
+    }
+    let gaps: Vec<u128> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        (800..1_600).contains(&gaps[0])
+            && (1_800..2_600).contains(&gaps[1])
+            && (3_800..4_600).contains(&gaps[2]),
+        "copies at {at:?} ms"
+    );
+    assert!(silent(&mut dev, Duration::from_millis(100)).await);
+    bridge.ack(4).await;
+    assert_eq!(dev.puback().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_publish_no_service_takes_any_more_is_acknowledged_at_its_deadline() {
     let node = TestNode::start_with(|s| s.confirm_timeout_secs = 1).await;
     let mut bridge = node.service(4).await;
     bridge.subscribe(&[READINGS], QoS::AtLeastOnce).await;
     let mut dev = node.device("remo-1", 4).await;
     dev.send_qos1(TE, b"{\"val\":1}", 1).await;
     receive(&mut bridge, 1).await;
-    // The bridge never answers: the device is not stalled for good.
-    assert!(silent(&mut dev, Duration::from_millis(500)).await);
+    // The bridge leaves for good (a clean session is not kept): nobody will
+    // ever store the reading, so holding the device's answer gains nothing.
+    drop(bridge);
+    assert!(silent(&mut dev, Duration::from_millis(300)).await);
     assert_eq!(dev.puback().await, Some(0));
     assert_eq!(node.metrics.confirm_timeouts.load(Relaxed), 1);
+    assert_eq!(node.metrics.confirm_resends.load(Relaxed), 0);
     assert_eq!(node.metrics.publishes_confirmed.load(Relaxed), 0);
-    // A late acknowledgement finds nothing to confirm.
-    bridge.ack(1).await;
-    assert!(silent(&mut dev, Duration::from_millis(300)).await);
+}
+
+#[tokio::test]
+async fn a_retained_state_routed_again_does_not_replace_the_newer_one() {
+    const STATE: &str = "devices/remo-1/state";
+    let node = TestNode::start_with(|s| s.confirm_timeout_secs = 1).await;
+    let mut bridge = node.service(4).await;
+    bridge
+        .subscribe(&["devices/+/state"], QoS::AtLeastOnce)
+        .await;
+    let mut dev = node.device("remo-1", 4).await;
+    for (pkid, tag) in [(1u16, "old"), (2, "new")] {
+        let mut out = bytes::BytesMut::new();
+        peers::encode_qos1_publish(&mut out, 4, STATE, &doc::state(tag), pkid);
+        out[0] |= 1; // RETAIN
+        dev.raw(&out).await;
+    }
+    // Both copies, then the first again (not retained) at its deadline; the
+    // second is acknowledged by the bridge, the first never.
+    let got = copies(&mut bridge, Duration::from_millis(500)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    bridge.ack(2).await;
+    let again = copies(&mut bridge, Duration::from_millis(1_300)).await;
+    assert_eq!(again, vec![(doc::state("old"), false)]);
+    // A subscriber now gets the newer state as the retained one.
+    // (Another service: one named "bridge" would take the bridge's session over.)
+    let mut reader = Client::open(&node, &node.pki.service("reader"), 4).await;
+    assert_eq!(reader.connect("reader", 30, None).await, 0);
+    reader.subscribe(&[STATE], QoS::AtMostOnce).await;
+    assert_eq!(reader.expect_publish(STATE).await, Some(doc::state("new")));
+    // Both answers follow the copy's acknowledgement, in order.
+    bridge.ack(3).await;
+    let mut order = Vec::new();
+    while let Some(p) = dev.recv_within(Duration::from_millis(500)).await {
+        if let Packet::PubAck(ack, _) = p {
+            order.push(ack.pkid);
+        }
+    }
+    assert_eq!(order, vec![1, 2]);
+    assert_eq!(node.metrics.publishes_confirmed.load(Relaxed), 2);
 }
 
 #[tokio::test]
@@ -211,4 +323,42 @@ async fn a_service_that_drops_its_connection_unacknowledged_confirms_the_resent_
     bridge.ack(1).await;
     assert_eq!(dev.puback().await, Some(0));
     assert_eq!(node.metrics.publishes_confirmed.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn while_the_cloud_is_behind_an_unconfirmed_publish_waits_instead_of_being_sent_again() {
+    let node = TestNode::start_with(|s| {
+        s.confirm_timeout_secs = 1;
+        s.park_hold_secs = 30;
+    })
+    .await;
+    let creds = node.pki.service("bridge");
+    let connect = || async {
+        let mut c = Client::open(&node, &creds, 4).await;
+        assert_eq!(c.connect_session("bridge.data", false).await.1, 0);
+        c
+    };
+    let mut bridge = connect().await;
+    bridge.subscribe(&[READINGS], QoS::AtLeastOnce).await;
+    let mut dev = node.device("remo-1", 4).await;
+    dev.send_qos1(TE, b"{\"val\":1}", 1).await;
+    receive(&mut bridge, 1).await;
+    // The bridge goes away within its hold: the readings gate closes, and
+    // its parked session keeps the copy, so sending another would only add
+    // to what waits for it.
+    drop(bridge);
+    assert!(silent(&mut dev, Duration::from_millis(2_500)).await);
+    assert!(node.metrics.confirm_deferrals.load(Relaxed) >= 2);
+    assert_eq!(node.metrics.confirm_resends.load(Relaxed), 0);
+    assert_eq!(node.metrics.confirm_timeouts.load(Relaxed), 0);
+    // Back, it gets the copy again (MQTT-4.4.0-1); once that is confirmed,
+    // nothing more is sent.
+    let mut bridge = connect().await;
+    receive(&mut bridge, 1).await;
+    bridge.ack(1).await;
+    assert_eq!(dev.puback().await, Some(0));
+    assert_eq!(
+        copies(&mut bridge, Duration::from_millis(1_500)).await,
+        vec![]
+    );
 }

@@ -18,15 +18,23 @@ async fn mosquitto_pub_sensor_readings_reach_the_service_in_311_and_5() {
     bridge
         .subscribe(&["devices/+/sensors/+"], QoS::AtLeastOnce)
         .await;
-    for (id, version) in [("mosq-311", "mqttv311"), ("mosq-5", "mqttv5")] {
+    for (n, (id, version)) in [("mosq-311", "mqttv311"), ("mosq-5", "mqttv5")]
+        .into_iter()
+        .enumerate()
+    {
         let creds = node.pki.device(id);
         let topic = format!("devices/{id}/sensors/hu");
-        let ok = peers::mosquitto_pub(&node, &creds, id, version, &topic, "{\"val\":55}", 1);
+        let sent =
+            peers::mosquitto_pub_async(&node, &creds, id, version, &topic, "{\"val\":55}", 1);
+        let stored = async {
+            let got = bridge.expect_publish(&topic).await;
+            // The service has it: only now does the device get its PUBACK.
+            bridge.ack(n as u16 + 1).await;
+            got
+        };
+        let (ok, got) = tokio::join!(sent, stored);
         assert!(ok, "mosquitto_pub {version} failed");
-        assert_eq!(
-            bridge.expect_publish(&topic).await.unwrap(),
-            b"{\"val\":55}"
-        );
+        assert_eq!(got.unwrap(), b"{\"val\":55}");
     }
 }
 

@@ -65,23 +65,55 @@ pub fn mosquitto_pub(
     msg: &str,
     qos: u8,
 ) -> bool {
-    require("mosquitto_pub");
-    let out = Command::new("mosquitto_pub")
-        .args(tls_args(node, creds))
-        .args([
-            "-V",
-            version,
-            "-i",
-            id,
-            "-t",
-            topic,
-            "-m",
-            msg,
-            "-q",
-            &qos.to_string(),
-        ])
+    let out = mosquitto_pub_command(node, creds, id, version, topic, msg, qos)
         .output()
         .unwrap();
+    pub_succeeded(&out)
+}
+
+/// [`mosquitto_pub`] without blocking the runtime: for a QoS 1 publish whose
+/// PUBACK waits for the test's own service session to acknowledge the copy.
+pub async fn mosquitto_pub_async(
+    node: &TestNode,
+    creds: &Creds,
+    id: &str,
+    version: &str,
+    topic: &str,
+    msg: &str,
+    qos: u8,
+) -> bool {
+    let cmd = mosquitto_pub_command(node, creds, id, version, topic, msg, qos);
+    let out = tokio::process::Command::from(cmd).output().await.unwrap();
+    pub_succeeded(&out)
+}
+
+fn mosquitto_pub_command(
+    node: &TestNode,
+    creds: &Creds,
+    id: &str,
+    version: &str,
+    topic: &str,
+    msg: &str,
+    qos: u8,
+) -> Command {
+    require("mosquitto_pub");
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(tls_args(node, creds)).args([
+        "-V",
+        version,
+        "-i",
+        id,
+        "-t",
+        topic,
+        "-m",
+        msg,
+        "-q",
+        &qos.to_string(),
+    ]);
+    cmd
+}
+
+fn pub_succeeded(out: &std::process::Output) -> bool {
     if !out.status.success() {
         eprintln!("mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
     }
