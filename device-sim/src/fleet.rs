@@ -296,6 +296,6 @@ pub(crate) async fn prepare(
         model,
         rng,
         renewal,
-        unconfirmed: Default::default(),
+        outbox: Default::default(),
     })
 }

@@ -92,35 +92,6 @@ fn ledger_error(path: &Path, e: std::io::Error) -> SimError {
     }
 }
 
-/// QoS 1 telemetry a device sent in its current session and the node has not
-/// acknowledged yet: packet id, report time and sensor codes. Forgotten when
-/// the session ends — an unacknowledged report may or may not have arrived,
-/// so the ledger claims nothing about it.
-#[derive(Debug, Default)]
-pub struct Unconfirmed(Vec<(u16, u64, String)>);
-
-impl Unconfirmed {
-    /// Remembers a report sent with packet id `pkid`.
-    pub fn sent(&mut self, pkid: u16, ts_ms: u64, sensors: String) {
-        // Packet ids are reused only after their PUBACK; a stale entry with the
-        // same id (its PUBACK lost with a broken session) would be wrong now.
-        self.0.retain(|(p, _, _)| *p != pkid);
-        self.0.push((pkid, ts_ms, sensors));
-    }
-
-    /// The report acknowledged by a PUBACK of `pkid`, if it was one.
-    pub fn acked(&mut self, pkid: u16) -> Option<(u64, String)> {
-        let i = self.0.iter().position(|(p, _, _)| *p == pkid)?;
-        let (_, ts, sensors) = self.0.swap_remove(i);
-        Some((ts, sensors))
-    }
-
-    /// Forgets everything (a new session).
-    pub fn clear(&mut self) {
-        self.0 = Vec::new();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,24 +115,5 @@ mod tests {
             .map(|l| l.split(',').nth(2).expect("event"))
             .collect();
         assert_eq!(events, ["up", "down"]);
-    }
-
-    #[test]
-    fn only_reports_the_node_acknowledged_leave_the_unconfirmed_set() {
-        let mut u = Unconfirmed::default();
-        u.sent(1, 10, "te".into());
-        u.sent(2, 20, "hu".into());
-        assert_eq!(u.acked(3), None, "a PUBACK of something else");
-        assert_eq!(u.acked(2), Some((20, "hu".into())));
-        assert_eq!(u.acked(2), None, "acknowledged once");
-        u.sent(1, 30, "il".into());
-        assert_eq!(
-            u.acked(1),
-            Some((30, "il".into())),
-            "a reused id is the newest report"
-        );
-        u.sent(4, 40, "te".into());
-        u.clear();
-        assert_eq!(u.acked(4), None, "a new session forgets the old one");
     }
 }

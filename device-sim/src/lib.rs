@@ -7,6 +7,8 @@
 //! - [`runtime`] + [`link`]: one device on the network (MQTT 3.1.1 or 5 over mutual
 //!   TLS, last will, reconnect with backoff and jitter, chaos faults);
 //! - [`fleet`]: many devices in one process with ramp control and progress;
+//! - [`outbox`]: QoS 1 telemetry not acknowledged yet, sent again after a
+//!   reconnect;
 //! - [`ledger`]: what the cloud confirmed (acknowledged readings, sessions),
 //!   for the chaos benchmark's ledger check;
 //! - [`stats`]: counters and the JSON [`Summary`];
@@ -26,6 +28,7 @@ mod lean_aead;
 pub mod ledger;
 pub mod link;
 pub mod model;
+pub mod outbox;
 pub mod progress;
 pub mod provision;
 pub mod renew;

@@ -150,8 +150,8 @@ pub struct Device {
     pub rng: SimRng,
     /// When to renew the certificate, and the request in flight.
     pub renewal: Renewal,
-    /// QoS 1 reports of this session awaiting their PUBACK (ledger only).
-    pub unconfirmed: crate::ledger::Unconfirmed,
+    /// QoS 1 telemetry awaiting its PUBACK, sent again after a reconnect.
+    pub outbox: crate::outbox::Outbox,
 }
 
 /// How a connected session ended.
@@ -218,7 +218,9 @@ pub async fn run(mut dev: Box<Device>, shared: Arc<Shared>) {
                 if let Some(ledger) = &shared.ledger {
                     ledger.session(&dev.id, true);
                 }
-                dev.unconfirmed.clear();
+                dev.outbox.reconnected();
+                let resent = dev.outbox.resend(&dev.id, &mut link);
+                stats.resent.fetch_add(resent, Relaxed);
                 // A session that got this far resets the backoff.
                 attempt = 0;
                 let end = session(&mut dev, &mut link, &shared, &mut burst).await;
@@ -415,8 +417,10 @@ async fn session(
                     }
                 }
                 Ok(LinkEvent::PubAck(pkid)) => {
-                    if let (Some(ledger), Some((ts, sensors))) = (&shared.ledger, dev.unconfirmed.acked(pkid)) {
-                        ledger.reading(&dev.id, ts, &sensors);
+                    if let (Some((ts, sensors)), Some(ledger)) = (dev.outbox.acked(pkid), &shared.ledger) {
+                        if !sensors.is_empty() {
+                            ledger.reading(&dev.id, ts, &sensors);
+                        }
                     }
                 }
                 Ok(LinkEvent::Subscribed(false)) => {

@@ -78,6 +78,8 @@ pub struct Stats {
     /// Connections whose TLS session was resumed (no certificate signatures).
     pub tls_resumed: AtomicU64,
     pub published: AtomicU64,
+    /// Unacknowledged QoS 1 telemetry sent again (after a reconnect).
+    pub resent: AtomicU64,
     pub publish_dropped: AtomicU64,
     pub malformed_sent: AtomicU64,
     pub commands_received: AtomicU64,
@@ -128,6 +130,7 @@ impl Stats {
             retries: AtomicU64::new(0),
             tls_resumed: AtomicU64::new(0),
             published: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
             publish_dropped: AtomicU64::new(0),
             malformed_sent: AtomicU64::new(0),
             commands_received: AtomicU64::new(0),
@@ -226,6 +229,7 @@ impl Stats {
             retries: get(&self.retries),
             tls_resumed: get(&self.tls_resumed),
             published,
+            resent: get(&self.resent),
             publish_dropped: get(&self.publish_dropped),
             malformed_sent: get(&self.malformed_sent),
             recent_msgs_per_sec: 0.0,
@@ -333,6 +337,10 @@ pub struct Summary {
     #[serde(default)]
     pub tls_resumed: u64,
     pub published: u64,
+    /// Unacknowledged QoS 1 telemetry sent again after a reconnect (not in
+    /// `published`).
+    #[serde(default)]
+    pub resent: u64,
     /// Publishes dropped because a device's request buffer was full.
     pub publish_dropped: u64,
     pub malformed_sent: u64,
@@ -409,6 +417,7 @@ impl Summary {
             retries,
             tls_resumed,
             published,
+            resent,
             publish_dropped,
             malformed_sent,
             msgs_per_sec,

@@ -1,8 +1,9 @@
 //! Telemetry a connected device publishes on its interval: sensor readings
 //! (IR hubs) or ECHONET Lite properties (meter gateways: the meter's, then the
 //! air conditioner's), at `sim.telemetry_qos`, with the chaos option of
-//! replacing a fraction of payloads by malformed ones. With a ledger, QoS 1
-//! sensor reports are remembered until their PUBACK ([`crate::ledger`]).
+//! replacing a fraction of payloads by malformed ones. QoS 1 telemetry stays
+//! in the device's outbox until its PUBACK ([`crate::outbox`]), and what
+//! waits there goes first.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -58,18 +59,19 @@ pub(crate) fn publish(dev: &mut Device, link: &mut Link, shared: &Shared, dt: f6
         }
     }
     let qos1 = s.telemetry_qos == 1;
+    let resent = dev.outbox.resend(&dev.id, link);
+    stats.resent.fetch_add(resent, Relaxed);
     for (leaf, mut payload, mut sensors) in out {
         if dev.rng.chance(s.chaos.malformed_fraction) {
             payload = malformed(&mut dev.rng);
             stats.malformed_sent.fetch_add(1, Relaxed);
             sensors.clear(); // the cloud must refuse it: nothing to store
         }
+        let kept = qos1.then(|| payload.clone());
         let pkid = link.publish_tracked(&device_topic(&dev.id, leaf), qos1, payload);
         count_publish(stats, pkid.is_some());
-        if let Some(pkid) = pkid.filter(|p| *p != 0 && !sensors.is_empty()) {
-            if shared.ledger.is_some() {
-                dev.unconfirmed.sent(pkid, ts, sensors);
-            }
+        if let (Some(pkid), Some(payload)) = (pkid, kept) {
+            dev.outbox.sent(pkid, leaf, payload, ts, sensors);
         }
     }
 }

@@ -515,6 +515,74 @@ async fn a_fleets_ledger_holds_each_qos_1_report_the_broker_acknowledged_and_eve
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_sends_what_its_node_never_acknowledged_again_after_it_reconnects() {
+    let broker = Broker::start_kumo().await;
+    // The cloud subscribes with its session kept, then goes away: within the
+    // node's park hold no reading is acknowledged to a device.
+    drop(
+        broker
+            .subscribe_kept("devices/+/sensors", "outbox-cloud")
+            .await,
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ledger = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        telemetry_qos: 1,
+        ledger_dir: Some(ledger.path().to_owned()),
+        meter_fraction: 0.0,
+        report_interval_ms: 200,
+        chaos: ChaosSettings {
+            kills_per_hour: 3600.0 * 3.0,
+            offline_max_ms: 100,
+            ..ChaosSettings::default()
+        },
+        ..fleet_settings(&broker, "outbox", 2, Protocol::V4)
+    };
+    let (token, fleet) = start(settings, broker.ca_pem());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The cloud comes back: what waited flows, and devices get PUBACKs.
+    let returned = now_ms();
+    let _cloud = broker
+        .subscribe_kept("devices/+/sensors", "outbox-cloud")
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    token.cancel();
+    let s = fleet.await.unwrap().unwrap();
+    assert!(s.resent > 0, "{s:?}");
+
+    // Each device's first session ended (killed) before anything could be
+    // acknowledged; reports from it in the ledger were acknowledged in a
+    // later session, so the device sent them again there.
+    let sessions = std::fs::read_to_string(ledger.path().join("sessions-0.csv")).unwrap();
+    let mut first_down: BTreeMap<String, u64> = BTreeMap::new();
+    for l in sessions.lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        if f[2] == "down" {
+            first_down
+                .entry(f[1].to_owned())
+                .or_insert(f[0].parse().unwrap());
+        }
+    }
+    let readings = std::fs::read_to_string(ledger.path().join("readings-0.csv")).unwrap();
+    for (device, down) in &first_down {
+        assert!(
+            *down < returned,
+            "{device}'s first session outlived the cloud's absence"
+        );
+        let from_first = readings
+            .lines()
+            .filter(|l| l.starts_with(&format!("{device},")))
+            .filter(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap() < *down)
+            .count();
+        assert!(
+            from_first > 0,
+            "{device}: no report of its first session acknowledged\n{readings}\n{sessions}"
+        );
+    }
+    assert_eq!(first_down.len(), 2, "{sessions}");
+}
+
 /// A node that takes connections and never answers: every attempt ends in
 /// the device's connect timeout. Records when each connection was accepted
 /// and when the device closed it.

@@ -184,12 +184,23 @@ impl Broker {
 
     /// Subscribes to `filter` with mosquitto_sub; lines arrive as (topic, payload).
     pub async fn subscribe(&self, filter: &str, client_id: &str) -> Subscription {
+        self.subscribe_with(filter, client_id, &[]).await
+    }
+
+    /// [`Broker::subscribe`] with the session kept while mosquitto_sub is
+    /// away (clean session off), as the bridge's is.
+    pub async fn subscribe_kept(&self, filter: &str, client_id: &str) -> Subscription {
+        self.subscribe_with(filter, client_id, &["-c"]).await
+    }
+
+    async fn subscribe_with(&self, filter: &str, client_id: &str, extra: &[&str]) -> Subscription {
         let mut cmd = Command::new("mosquitto_sub");
         self.tls_args(&mut cmd, &self.observer);
         let client_id = if self.kumo { "observer" } else { client_id };
         cmd.args([
             "-V", "mqttv311", "-q", "1", "-v", "-i", client_id, "-t", filter,
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn mosquitto_sub");
