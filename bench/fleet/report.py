@@ -288,6 +288,14 @@ rows.append(("drops during the hold (all / outside the kill: before it and after
              f"{fmt(hold_drops)} / {fmt(outside_storm if kill else hold_drops)}"))
 rows.append(("readings published (accepted by the nodes: tap) vs stored (rows)",
              f"{published:,} vs {fmt(stored)}" + (f" ({stored - published:+,})" if stored is not None else "")))
+if "resent" in ksum:
+    rows.append(("telemetry the devices sent again after a reconnect, unacknowledged before (simulator)",
+                 f"{ksum['resent']:,}"))
+if os.path.exists(f"{WORK}/ledger-readings.txt"):
+    # bench/chaos/check.py against the simulator's ledger, after the drain.
+    ledger = [l.strip() for l in open(f"{WORK}/ledger-readings.txt") if l.strip()]
+    rows.append(("ledger: every reading a node acknowledged stored exactly once (bench/chaos/check.py)",
+                 "; ".join(ledger)))
 rows.append(("presence rows online vs connected, end of hold", f"{fmt(online_end)} vs {fmt(steady)}"))
 
 cmds = load_csv("commands.csv")

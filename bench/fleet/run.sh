@@ -55,6 +55,8 @@ MOSQ_HOLD_SECS=${MOSQ_HOLD_SECS:-120}
 METER_FRACTION=${METER_FRACTION:-0.1}  # share of smart-meter gateways (the sim's default)
 REPORT_MS=${REPORT_MS:-60000}   # telemetry period per device (the issue's 60 s; shorter = the same message rate from fewer devices)
 SENSOR_TOPICS=${SENSOR_TOPICS:-combined}  # hubs: te/hu/il in one `sensors` message, or `separate` (one per sensor)
+TELEMETRY_QOS=${TELEMETRY_QOS:-1}  # 1 = readings acknowledged once stored, resent by devices when not (0 = at most once)
+LEDGER=${LEDGER:-1}             # 1 = the sim records every acknowledged report; bench/chaos/check.py proves each stored once
 NODE_MAX=${NODE_MAX:-19000}     # sessions one node accepts (the open-file limit is 20,000)
 BASE_PORT=${BASE_PORT:-28900}   # node i listens on BASE_PORT+i, metrics on BASE_PORT+1000+i
 BRIDGE_PORT=${BRIDGE_PORT:-28080}
@@ -197,7 +199,7 @@ cg_join_postgres() {
 PKI=$WORK/data/pki
 : >"$WORK/events.csv"
 cat >"$WORK/params.env" <<EOF
-NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS SENSOR_TOPICS=$SENSOR_TOPICS MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS BRIDGE_NICE=$BRIDGE_NICE INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS CPU_GROUPS=$CPU_GROUPS DB_POOL=${KUMO__DATABASE__POOL_SIZE:-16}
+NODES=$NODES DEVICES=$DEVICES RAMP=$RAMP HOLD_SECS=$HOLD_SECS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY KILL_AT=$KILL_AT KILL_NODE=$KILL_NODE METER_FRACTION=$METER_FRACTION REPORT_MS=$REPORT_MS SENSOR_TOPICS=$SENSOR_TOPICS TELEMETRY_QOS=$TELEMETRY_QOS LEDGER=$LEDGER MOSQ_HOLD_SECS=$MOSQ_HOLD_SECS TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS BRIDGE_THREADS=$BRIDGE_THREADS BRIDGE_NICE=$BRIDGE_NICE INGRESS_THREADS=$KUMO__BROKER__INGRESS_THREADS CPU_GROUPS=$CPU_GROUPS DB_POOL=${KUMO__DATABASE__POOL_SIZE:-16}
 EOF
 log "work directory $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$WORK/params.env")"
 
@@ -283,7 +285,10 @@ stop_sampler() { touch "$WORK/sample.stop"; wait "$SAMPLER" 2>/dev/null || true;
 # start_sim NAME: the fleet, until SIGTERM (bounded by --duration).
 start_sim() {
   local duration=$((RAMP_LIMIT + HOLD_SECS + 120))
-  KUMO__SIM__METER_FRACTION=$METER_FRACTION KUMO__SIM__SENSOR_TOPICS=$SENSOR_TOPICS \
+  local ledger=()
+  [[ $LEDGER == 1 && $1 == kumo ]] && ledger=(KUMO__SIM__LEDGER_DIR="$WORK/ledger")
+  env "${ledger[@]}" KUMO__SIM__METER_FRACTION=$METER_FRACTION KUMO__SIM__SENSOR_TOPICS=$SENSOR_TOPICS \
+    KUMO__SIM__TELEMETRY_QOS=$TELEMETRY_QOS \
     "$KUMO" sim --devices "$DEVICES" --nodes "$NODE_CSV" --ramp "$RAMP" \
     --report-interval-ms "$REPORT_MS" --duration "$duration" --summary-file "$WORK/$1-summary.json" \
     >"$WORK/$1-sim.out" 2>"$WORK/sim.err" &
@@ -421,6 +426,11 @@ done
 stop_pid "$TAP" TERM
 event drained "readings $(sql "SELECT count(*) FROM readings") after $((SECONDS - t)) s"
 sql "SELECT status, count(*) FROM commands GROUP BY status" >"$WORK/command-statuses.txt" || true
+if [[ $LEDGER == 1 ]]; then
+  # Every report a node acknowledged (the sim's ledger) stored exactly once.
+  python3 "$ROOT/bench/chaos/check.py" "$WORK" readings >"$WORK/ledger-readings.txt" 2>&1 || true
+  event ledger "$(grep -E '^(PASS|FAIL)' "$WORK/ledger-readings.txt" | head -n 1)"
+fi
 # Each command's stages (created = the REST transaction, sent = the node's
 # PUBACK to the bridge, completed = the device's ack stored), for the report.
 rows_sql="SELECT extract(epoch FROM created_at) AS created, extract(epoch FROM sent_at) AS sent, extract(epoch FROM completed_at) AS completed, status, attempts, node_id, device_id FROM commands ORDER BY created_at"

@@ -19,7 +19,8 @@ Reads, every period:
   the interrupt handling (irq + softirq) and the time stolen by the hypervisor;
 - the database (WORK/db_url): devices `online` every period, rows in
   `readings` every DB_EVERY_S;
-- the nodes' confirmation timeouts (`kumo_broker_confirm_timeouts_total`, summed;
+- the nodes' confirmation timeouts and resends (`kumo_broker_confirm_timeouts_total`,
+  `kumo_broker_confirm_resends_total`, summed;
   a node that does not answer, or was killed, counts with its last answer, so the
   sum never goes down), and the sessions they ended by reason
   (`kumo_broker_disconnects_total`, summed the same way, as `reason=count;…`:
@@ -110,6 +111,7 @@ WANTED = (
     "kumo_broker_sessions_open ",
     "kumo_broker_connects_shed_total ",
     "kumo_broker_confirm_timeouts_total ",
+    "kumo_broker_confirm_resends_total ",
     "kumo_broker_outbound_dropped_total ",
     "kumo_broker_session_dropped_total ",
     "kumo_bridge_reports_stored_total ",
@@ -213,10 +215,11 @@ def main():
     # read with the online count's period, not every second.
     bridge_port = read(f"{work}/bridge_metrics_port").strip()
     header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
-    header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal", "node_disconnects", "node_dropped"]
+    header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal", "node_disconnects", "node_dropped",
+               "confirm_resends"]
     last_db = last_online = 0.0
     # Each node's last answered counters: (shed, confirmation timeouts,
-    # disconnects by reason).
+    # disconnects by reason, messages dropped, confirmation resends).
     counted = {}
     with open(out_path, "w") as out:
         out.write(",".join(header) + "\n")
@@ -230,7 +233,7 @@ def main():
             children = {}
             for pid, (_, _, ppid) in procs.items():
                 children.setdefault(ppid, []).append(pid)
-            sessions, rss, shed, timeouts = [], [], 0.0, 0.0
+            sessions, rss, shed, timeouts, resends = [], [], 0.0, 0.0, 0.0
             disconnects = {}
             dropped = 0.0
             cpu_nodes = rss_nodes = 0.0
@@ -239,9 +242,11 @@ def main():
                 if st is None:
                     sessions.append(0)
                     rss.append(0)
-                    node_shed, node_timeouts, node_disc, node_dropped = counted.get(name, (0.0, 0.0, {}, 0.0))
+                    node_shed, node_timeouts, node_disc, node_dropped, node_resends = counted.get(
+                        name, (0.0, 0.0, {}, 0.0, 0.0))
                     shed += node_shed
                     timeouts += node_timeouts
+                    resends += node_resends
                     dropped += node_dropped
                     for k, v in node_disc.items():
                         disconnects[k] = disconnects.get(k, 0.0) + v
@@ -260,10 +265,13 @@ def main():
                                          m.get("kumo_broker_confirm_timeouts_total", 0),
                                          m.get("disconnects", {}),
                                          m.get("kumo_broker_outbound_dropped_total", 0)
-                                         + m.get("kumo_broker_session_dropped_total", 0))
-                    node_shed, node_timeouts, node_disc, node_dropped = counted.get(name, (0.0, 0.0, {}, 0.0))
+                                         + m.get("kumo_broker_session_dropped_total", 0),
+                                         m.get("kumo_broker_confirm_resends_total", 0))
+                    node_shed, node_timeouts, node_disc, node_dropped, node_resends = counted.get(
+                        name, (0.0, 0.0, {}, 0.0, 0.0))
                     shed += node_shed
                     timeouts += node_timeouts
+                    resends += node_resends
                     dropped += node_dropped
                     for k, v in node_disc.items():
                         disconnects[k] = disconnects.get(k, 0.0) + v
@@ -308,7 +316,7 @@ def main():
             row += [pg_waits(work) if with_online else ""]
             row += [f"{irq:.2f}", f"{steal:.2f}"]
             row += [";".join(f"{k}={v:.0f}" for k, v in sorted(disconnects.items()))]
-            row += [f"{dropped:.0f}"]
+            row += [f"{dropped:.0f}", f"{resends:.0f}"]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))
