@@ -14,12 +14,14 @@
 //! out before anything reaches a client (clients cannot forge it: inbound
 //! properties of that name are dropped). A service session that delivers the
 //! copy at QoS 1 keeps the token with its packet id and confirms it on the
-//! client's PUBACK (at QoS 0 it confirms when writing it, as there is nothing
-//! more to wait for). The first confirmation wins; later ones find nothing.
+//! client's PUBACK. The first confirmation wins; later ones find nothing.
 //!
-//! Only publishes some service session's filters take wait (see
+//! Only publishes some service session takes at QoS 1 or 2 wait (see
 //! `pressure::Pressure::routed_in`); the rest are acknowledged at once, as no
-//! one will confirm them. A copy a service session loses (its queue's cap, a
+//! one will confirm them. A copy written at QoS 0 confirms nothing: nobody
+//! acknowledges it, and a node killed before it left its buffers loses it
+//! (a QoS 0 observer confirming on write let fleet run 41's killed node
+//! acknowledge readings the bridge never stored). A copy a service session loses (its queue's cap, a
 //! parked session that expired, a router log it fell behind on) is never
 //! confirmed: past `broker.confirm_timeout_secs` the device session routes
 //! it again with the same token, and acknowledges it unconfirmed only once
@@ -35,6 +37,8 @@ use std::time::{Duration, Instant};
 
 use rumqttd::protocol::PublishProperties;
 use tokio::sync::Notify;
+
+use crate::pressure::Class;
 
 /// User property carrying a confirmation token; never leaves the node
 /// (reserved in `message::sanitize`: clients cannot set it).
@@ -70,7 +74,10 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct Confirmations {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<Waiter>>>,
+    open: Mutex<HashMap<u64, (Arc<Waiter>, Class)>>,
+    /// The newest token confirmed, per [`Class`]: a service that confirmed
+    /// a copy routed after another has gone past that one.
+    newest: [AtomicU64; 2],
     timeout: Duration,
     /// When the last give-up warning was logged, and how many publishes
     /// were given up since.
@@ -84,6 +91,7 @@ impl Confirmations {
         Arc::new(Self {
             next: AtomicU64::new(1),
             open: Mutex::default(),
+            newest: Default::default(),
             timeout,
             warned: Mutex::default(),
         })
@@ -120,19 +128,28 @@ impl Confirmations {
         self.timeout
     }
 
-    /// A token whose confirmation goes to `waiter`.
-    pub(crate) fn open(&self, waiter: &Arc<Waiter>) -> u64 {
+    /// A token for a publish of `class` whose confirmation goes to `waiter`.
+    pub(crate) fn open(&self, waiter: &Arc<Waiter>, class: Class) -> u64 {
         let token = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(token, waiter.clone());
+        self.lock().insert(token, (waiter.clone(), class));
         token
+    }
+
+    /// Whether a copy of `class` routed after `token`'s has been confirmed:
+    /// the service went past `token`'s copy, which is then likely lost (a
+    /// queue's cap, a router log a slow reader fell behind on) rather than
+    /// still on its way.
+    pub(crate) fn overtaken(&self, token: u64, class: Class) -> bool {
+        self.newest[class.idx()].load(Ordering::Acquire) > token
     }
 
     /// Confirms `token`; false when it is not open (confirmed already, given
     /// up, or its device session is gone).
     pub(crate) fn confirm(&self, token: u64) -> bool {
-        let Some(waiter) = self.lock().remove(&token) else {
+        let Some((waiter, class)) = self.lock().remove(&token) else {
             return false;
         };
+        self.newest[class.idx()].fetch_max(token, Ordering::AcqRel);
         waiter
             .done
             .lock()
@@ -157,7 +174,7 @@ impl Confirmations {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Waiter>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<Waiter>, Class)>> {
         // Inserts and removes leave the map consistent under panics.
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -188,8 +205,8 @@ mod tests {
     async fn a_confirmation_reaches_the_waiter_once() {
         let c = Confirmations::new(Duration::from_secs(1));
         let w = Arc::new(Waiter::default());
-        let a = c.open(&w);
-        let b = c.open(&w);
+        let a = c.open(&w, Class::Bulk);
+        let b = c.open(&w, Class::Bulk);
         assert_ne!(a, b);
         assert!(c.confirm(b));
         assert!(!c.confirm(b), "a second confirmation finds nothing");
@@ -202,6 +219,23 @@ mod tests {
         c.forget([a]);
         assert!(!c.confirm(a), "a forgotten token cannot be confirmed");
         assert_eq!(c.open_count(), 0);
+    }
+
+    #[test]
+    fn a_token_is_overtaken_once_a_later_one_of_its_class_is_confirmed() {
+        let c = Confirmations::new(Duration::from_secs(1));
+        let w = Arc::new(Waiter::default());
+        let (reading, state) = (c.open(&w, Class::Bulk), c.open(&w, Class::Control));
+        let later = c.open(&w, Class::Bulk);
+        assert!(!c.overtaken(reading, Class::Bulk));
+        c.confirm(state);
+        assert!(
+            !c.overtaken(reading, Class::Bulk),
+            "the other lane's progress says nothing"
+        );
+        c.confirm(later);
+        assert!(c.overtaken(reading, Class::Bulk));
+        assert!(!c.overtaken(later, Class::Bulk));
     }
 
     #[test]

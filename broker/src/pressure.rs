@@ -80,7 +80,7 @@ impl Class {
         }
     }
 
-    fn idx(self) -> usize {
+    pub(crate) fn idx(self) -> usize {
         match self {
             Class::Bulk => 0,
             Class::Control => 1,
@@ -121,8 +121,11 @@ pub(crate) struct Pressure {
     members: Mutex<HashMap<u64, Member>>,
     /// Their union, read on every device publish.
     filters: RwLock<Vec<String>>,
-    /// The union of those not lapsed: what a connected service session, or
-    /// one parked within its hold, takes (see [`Pressure::attended`]).
+    /// The union of those granted QoS 1 or 2: what some service session
+    /// acknowledges, and so can confirm (see [`Pressure::routed_in`]).
+    confirming: RwLock<Vec<String>>,
+    /// Of those, what a connected service session, or one parked within its
+    /// hold, takes (see [`Pressure::attended`]).
     attended: RwLock<Vec<String>>,
     next_gauge: AtomicU64,
     high: usize,
@@ -137,6 +140,7 @@ impl Pressure {
             gates: Default::default(),
             members: Mutex::default(),
             filters: RwLock::new(Vec::new()),
+            confirming: RwLock::new(Vec::new()),
             attended: RwLock::new(Vec::new()),
             next_gauge: AtomicU64::new(0),
             high,
@@ -196,15 +200,18 @@ impl Pressure {
     }
 
     /// A device publish on `topic` entered the router; whether some service
-    /// session (connected or parked) takes it.
+    /// session (connected or parked) takes it at QoS 1 or 2, and so will
+    /// acknowledge (confirm) it. A copy taken at QoS 0 is counted while it
+    /// waits, but nothing acknowledges it: it confirms nothing.
     pub(crate) fn routed_in(&self, topic: &[u8]) -> bool {
-        let matched = takes(&self.filters, topic);
-        if matched {
+        if takes(&self.filters, topic) {
             let class = Class::of(topic);
             self.gate(class).routed.fetch_add(1, Ordering::AcqRel);
             self.check(class);
+            takes(&self.confirming, topic)
+        } else {
+            false
         }
-        matched
     }
 
     /// Whether some service session that is connected, or parked within
@@ -216,11 +223,16 @@ impl Pressure {
         takes(&self.attended, topic)
     }
 
-    fn set_member(&self, id: u64, filters: Option<Vec<String>>) {
+    fn set_member(&self, id: u64, filters: Option<(Vec<String>, Vec<String>)>) {
         self.update_members(|members| match filters {
-            Some(f) if !f.is_empty() => {
+            Some((filters, confirming)) if !filters.is_empty() => {
                 let lapsed = members.get(&id).is_some_and(|m| m.lapsed);
-                members.insert(id, Member { filters: f, lapsed });
+                let member = Member {
+                    filters,
+                    confirming,
+                    lapsed,
+                };
+                members.insert(id, member);
             }
             _ => {
                 members.remove(&id);
@@ -240,18 +252,22 @@ impl Pressure {
     fn update_members(&self, change: impl FnOnce(&mut HashMap<u64, Member>)) {
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut members);
-        let union = |all: bool| {
+        let union = |of: fn(&Member) -> &[String], lapsed: bool| {
             let mut union: Vec<String> = members
                 .values()
-                .filter(|m| all || !m.lapsed)
-                .flat_map(|m| m.filters.iter().cloned())
+                .filter(|m| lapsed || !m.lapsed)
+                .flat_map(|m| of(m).iter().cloned())
                 .collect();
             union.sort();
             union.dedup();
             union
         };
-        let (union, attended) = (union(true), union(false));
+        let union_all = union(|m| &m.filters, true);
+        let confirming = union(|m| &m.confirming, true);
+        let attended = union(|m| &m.confirming, false);
+        *self.confirming.write().unwrap_or_else(|e| e.into_inner()) = confirming;
         *self.attended.write().unwrap_or_else(|e| e.into_inner()) = attended;
+        let union = union_all;
         if union.is_empty() {
             // Nobody left to wait for.
             for gate in &self.gates {
@@ -311,10 +327,12 @@ impl Pressure {
     }
 }
 
-/// A service session's filters, and whether it is parked past its hold.
+/// A service session's filters, those of them granted QoS 1 or 2, and
+/// whether it is parked past its hold.
 #[derive(Debug)]
 struct Member {
     filters: Vec<String>,
+    confirming: Vec<String>,
     lapsed: bool,
 }
 
@@ -353,11 +371,27 @@ impl Gauge {
         }
     }
 
-    /// The session's granted filters (shared-subscription prefix stripped):
-    /// device publishes they match are counted while in the router, and its
-    /// queue counts towards the classes they take.
+    /// [`Gauge::set_subscriptions`], every filter granted QoS 1.
+    #[cfg(test)]
     pub(crate) fn set_filters<'a>(&mut self, filters: impl IntoIterator<Item = &'a str>) {
-        let filters: Vec<String> = filters.into_iter().map(str::to_string).collect();
+        self.set_subscriptions(filters.into_iter().map(|f| (f, true)));
+    }
+
+    /// The session's granted filters (shared-subscription prefix stripped),
+    /// each with whether it was granted QoS 1 or 2: device publishes they
+    /// match are counted while in the router, its queue counts towards the
+    /// classes they take, and what it takes at QoS 1 or 2 it will confirm.
+    pub(crate) fn set_subscriptions<'a>(
+        &mut self,
+        subscriptions: impl IntoIterator<Item = (&'a str, bool)>,
+    ) {
+        let (mut filters, mut confirming) = (Vec::new(), Vec::new());
+        for (filter, acknowledged) in subscriptions {
+            filters.push(filter.to_string());
+            if acknowledged {
+                confirming.push(filter.to_string());
+            }
+        }
         let takes = |class: Class| {
             class
                 .samples()
@@ -379,7 +413,8 @@ impl Gauge {
             self.set(own);
             self.set_parked(parked);
         }
-        self.pressure.set_member(self.id, Some(filters));
+        self.pressure
+            .set_member(self.id, Some((filters, confirming)));
     }
 
     /// Marks this session as parked and within its hold (device publishes
@@ -521,6 +556,21 @@ mod tests {
             !p.throttled(Class::Bulk),
             "the last service session gone: count reset"
         );
+    }
+
+    #[test]
+    fn only_a_qos_1_subscription_makes_a_device_publish_wait_for_a_confirmation() {
+        let p = Pressure::new(10, 4);
+        let te = b"devices/remo-1/sensors/te";
+        let mut tap = p.gauge();
+        tap.set_subscriptions([("devices/+/sensors/+", false)]);
+        assert!(!p.routed_in(te), "a QoS 0 copy confirms nothing");
+        let routed = p.gate(Class::Bulk).routed.load(Ordering::Relaxed);
+        assert_eq!(routed, 1, "but it is counted while it waits");
+        assert!(!p.attended(te));
+        let mut bridge = p.gauge();
+        bridge.set_subscriptions([("devices/+/sensors/+", true)]);
+        assert!(p.routed_in(te) && p.attended(te));
     }
 
     #[test]

@@ -70,18 +70,20 @@ pub struct Settings {
     /// its memory alone (a node crash would lose it); 0 = never hold;
     /// default 30.
     pub park_hold_secs: u64,
-    /// A device's QoS 1 publish that a service session (the bridge) takes is
-    /// acknowledged only once the service has acknowledged its copy (the
-    /// bridge does after committing it). Unconfirmed after this many seconds,
-    /// the copy is routed again (a copy the service lost;
-    /// `kumo_broker_confirm_resends_total`), then after twice as long, up to
-    /// 8 times as long; the deadline just moves on while the cloud is behind
-    /// on the publish's class. It is acknowledged unconfirmed only when, past
-    /// its deadline, no service session that is connected or parked within
-    /// `park_hold_secs` takes its topic (`kumo_broker_confirm_timeouts_total`).
-    /// 0 = acknowledge when the publish enters the node's router, with the
-    /// window that leaves (a node crash loses what is acknowledged and not yet
-    /// with the bridge); default 30.
+    /// A device's QoS 1 publish that a service session (the bridge) takes at
+    /// QoS 1 is acknowledged only once the service has acknowledged its copy
+    /// (the bridge does after committing it). Unconfirmed after this many
+    /// seconds, the copy is routed again if it looks lost (a later copy of
+    /// its class was confirmed; `kumo_broker_confirm_resends_total`), then
+    /// after twice as long, up to 8 times as long; otherwise the cloud is
+    /// behind and the deadline just moves on
+    /// (`kumo_broker_confirm_deferrals_total`). It is acknowledged
+    /// unconfirmed only when, past its deadline, no service session that is
+    /// connected or parked within `park_hold_secs` takes its topic
+    /// (`kumo_broker_confirm_timeouts_total`). 0 = acknowledge when the
+    /// publish enters the node's router, with the window that leaves (a node
+    /// crash loses what is acknowledged and not yet with the bridge);
+    /// default 30.
     pub confirm_timeout_secs: u64,
     /// Kernel send buffer of a service session's socket (the bridge), in
     /// bytes; 0 = the kernel's autotuning (up to `net.ipv4.tcp_wmem`'s

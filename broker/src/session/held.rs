@@ -5,17 +5,22 @@
 //! goes to the device, and what happens when a confirmation does not come.
 //!
 //! A publish routed with a token is answered only once a service confirms
-//! it, or once no service takes its topic any more (nobody will store it, so
-//! nobody can confirm it: the same rule as for a fresh publish). When its
-//! deadline passes unconfirmed, the copy may have been lost on the way (a
-//! service session's queue cap, a parked session that expired, a router log
-//! a slow reader fell behind on), so the node routes it again, with the same
+//! it, or when, past its deadline, no service session attends its topic any
+//! more: none connected or parked within its hold takes it at QoS 1 (a bridge
+//! away past `broker.park_hold_secs` no longer holds the fleet's answers; see
+//! [`crate::pressure`]). The device is never told a publish is safe that no
+//! service acknowledged.
+//!
+//! Past its deadline an unconfirmed copy is either slow or lost. It counts as
+//! lost once a service has confirmed a copy of the same class routed after it
+//! (it went past this one: a service session's queue cap, a router log a slow
+//! reader fell behind on); the node then routes it again, with the same
 //! token, as the device itself would resend it — the bridge stores a reading
 //! once however often it comes — and waits twice as long before the next
-//! try (up to [`RESEND_BACKOFF_MAX`] times the timeout). While the cloud is
-//! behind on the publish's class the copy is not sent again (slow is not
-//! lost, and a resend would only add to the backlog): the deadline moves on.
-//! The device is never told a publish is safe that no service acknowledged.
+//! try (up to [`RESEND_BACKOFF_MAX`] times the timeout). Otherwise (nothing
+//! later confirmed, or the class's gate closed) the cloud is behind and the
+//! deadline just moves on: a resend would only add to its backlog (fleet run
+//! 41 resent 312,284 state reports and acks the bridge was merely slow on).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -89,7 +94,7 @@ impl Session {
             let confirms = &self.node.confirms;
             if taken && message.qos == QoS::AtLeastOnce && confirms.enabled() {
                 let waiter = self.waiter.get_or_insert_with(Default::default);
-                let token = confirms.open(waiter);
+                let token = confirms.open(waiter, Class::of(&message.topic));
                 message.confirm = Some(token);
                 // Sent again without the flag: the retained store has this
                 // message already, or a newer one the resend must not replace.
@@ -184,9 +189,9 @@ impl Session {
         self.release_held().await
     }
 
-    /// A routed publish past its deadline: routed again while a service takes
-    /// its topic and the cloud is not behind on its class, its deadline moved
-    /// on while it is; answered when no service takes it any more.
+    /// A routed publish past its deadline: answered when no service session
+    /// attends its topic any more; routed again when its copy looks lost; its
+    /// deadline moved on while the cloud is behind (see the module's header).
     async fn overdue(
         &mut self,
         h: &mut Held,
@@ -202,8 +207,9 @@ impl Session {
             h.confirm = None;
             return Ok(());
         }
-        let timeout = self.node.confirms.timeout();
-        if pressure.throttled(h.class) {
+        let confirms = &self.node.confirms;
+        let timeout = confirms.timeout();
+        if pressure.throttled(h.class) || !confirms.overtaken(a.token, h.class) {
             overdue.deferred += 1;
             a.at = now + timeout;
             return Ok(());

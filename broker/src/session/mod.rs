@@ -614,7 +614,7 @@ impl Session {
         tracing::info!(client_id = %self.client_id, queued = queue.len(), "persistent session parked");
         let gauge = self.gauge.is_some().then(|| {
             let mut g = self.node.pressure.gauge();
-            g.set_filters(self.filters.filters());
+            g.set_subscriptions(self.filters.granted());
             g
         });
         let limits = persist::Limits {

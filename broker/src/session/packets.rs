@@ -316,7 +316,7 @@ impl Session {
     /// Tells the node's ingress pressure what a service session subscribes to.
     pub(super) fn report_filters(&mut self) {
         if let Some(g) = self.gauge.as_mut() {
-            g.set_filters(self.filters.filters());
+            g.set_subscriptions(self.filters.granted());
         }
     }
 
@@ -663,13 +663,9 @@ impl Session {
             self.node.metrics.dropped_outbound.fetch_add(1, Relaxed);
             return;
         }
+        // At QoS 0 nothing acknowledges the copy, so it confirms nothing
+        // (`Pressure::routed_in` gives such a publish no token to wait for).
         self.out.extend_from_slice(&encoded);
-        if pkid == 0 {
-            // QoS 0: nothing more will be heard of it.
-            if let Some(token) = confirm {
-                self.node.confirms.confirm(token);
-            }
-        }
         self.node.metrics.messages_out.fetch_add(1, Relaxed);
         self.node.metrics.delivery_latency(msg.at.elapsed());
     }

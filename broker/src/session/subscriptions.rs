@@ -49,9 +49,11 @@ impl Subscriptions {
         self.0.len() < before
     }
 
-    /// The filters, for the node's ingress pressure.
-    pub fn filters(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|s| s.filter.as_str())
+    /// Every filter, with whether it was granted QoS 1 or 2.
+    pub fn granted(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.0
+            .iter()
+            .map(|s| (s.filter.as_str(), s.qos != QoS::AtMostOnce))
     }
 
     /// Whether any subscription matches `topic`.
