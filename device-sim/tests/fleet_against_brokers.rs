@@ -34,6 +34,17 @@ fn fleet_settings(broker: &Broker, prefix: &str, devices: u64, protocol: Protoco
     }
 }
 
+/// IR hubs reporting at QoS 1 every 200 ms, with a ledger in `dir`.
+fn ledger_settings(broker: &Broker, prefix: &str, devices: u64, dir: &std::path::Path) -> Settings {
+    Settings {
+        telemetry_qos: 1,
+        ledger_dir: Some(dir.to_owned()),
+        meter_fraction: 0.0,
+        report_interval_ms: 200,
+        ..fleet_settings(broker, prefix, devices, Protocol::V4)
+    }
+}
+
 fn start(
     settings: Settings,
     ca_pem: String,
@@ -459,13 +470,7 @@ async fn a_fleets_ledger_holds_each_qos_1_report_the_broker_acknowledged_and_eve
         .subscribe("devices/+/sensors", "ledger-observer")
         .await;
     let ledger = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        telemetry_qos: 1,
-        ledger_dir: Some(ledger.path().to_owned()),
-        meter_fraction: 0.0,
-        report_interval_ms: 200,
-        ..fleet_settings(&broker, "ledger", 3, Protocol::V4)
-    };
+    let settings = ledger_settings(&broker, "ledger", 3, ledger.path());
     let (token, fleet) = start(settings, broker.ca_pem());
     tokio::time::sleep(Duration::from_secs(3)).await;
     token.cancel();
@@ -528,16 +533,12 @@ async fn a_device_sends_what_its_node_never_acknowledged_again_after_it_reconnec
     tokio::time::sleep(Duration::from_millis(300)).await;
     let ledger = tempfile::tempdir().unwrap();
     let settings = Settings {
-        telemetry_qos: 1,
-        ledger_dir: Some(ledger.path().to_owned()),
-        meter_fraction: 0.0,
-        report_interval_ms: 200,
         chaos: ChaosSettings {
             kills_per_hour: 3600.0 * 3.0,
             offline_max_ms: 100,
             ..ChaosSettings::default()
         },
-        ..fleet_settings(&broker, "outbox", 2, Protocol::V4)
+        ..ledger_settings(&broker, "outbox", 2, ledger.path())
     };
     let (token, fleet) = start(settings, broker.ca_pem());
     tokio::time::sleep(Duration::from_secs(3)).await;
