@@ -119,13 +119,12 @@ pub(crate) struct Pressure {
     gates: [Gate; 2],
     /// Filters of every service session (connected or parked), by gauge.
     members: Mutex<HashMap<u64, Member>>,
-    /// Their union, read on every device publish.
-    filters: RwLock<Vec<String>>,
-    /// The union of those granted QoS 1 or 2: what some service session
-    /// acknowledges, and so can confirm (see [`Pressure::routed_in`]).
-    confirming: RwLock<Vec<String>>,
-    /// Of those, what a connected service session, or one parked within its
-    /// hold, takes (see [`Pressure::attended`]).
+    /// Their union, read on every device publish, each filter with whether
+    /// some session was granted it at QoS 1 or 2 (acknowledges, and so can
+    /// confirm, what it takes: see [`Pressure::routed_in`]).
+    filters: RwLock<Vec<(String, bool)>>,
+    /// The filters granted QoS 1 or 2 to a connected service session, or one
+    /// parked within its hold (see [`Pressure::attended`]).
     attended: RwLock<Vec<String>>,
     next_gauge: AtomicU64,
     high: usize,
@@ -140,7 +139,6 @@ impl Pressure {
             gates: Default::default(),
             members: Mutex::default(),
             filters: RwLock::new(Vec::new()),
-            confirming: RwLock::new(Vec::new()),
             attended: RwLock::new(Vec::new()),
             next_gauge: AtomicU64::new(0),
             high,
@@ -204,14 +202,25 @@ impl Pressure {
     /// acknowledge (confirm) it. A copy taken at QoS 0 is counted while it
     /// waits, but nothing acknowledges it: it confirms nothing.
     pub(crate) fn routed_in(&self, topic: &[u8]) -> bool {
-        if takes(&self.filters, topic) {
+        let (mut matched, mut confirmed) = (false, false);
+        if let Some(t) = counted(topic) {
+            let filters = self.filters.read().unwrap_or_else(|e| e.into_inner());
+            for (f, acknowledged) in filters.iter() {
+                if rumqttd::protocol::matches(t, f) {
+                    matched = true;
+                    confirmed |= acknowledged;
+                    if confirmed {
+                        break;
+                    }
+                }
+            }
+        }
+        if matched {
             let class = Class::of(topic);
             self.gate(class).routed.fetch_add(1, Ordering::AcqRel);
             self.check(class);
-            takes(&self.confirming, topic)
-        } else {
-            false
         }
+        confirmed
     }
 
     /// Whether some service session that is connected, or parked within
@@ -252,22 +261,26 @@ impl Pressure {
     fn update_members(&self, change: impl FnOnce(&mut HashMap<u64, Member>)) {
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut members);
-        let union = |of: fn(&Member) -> &[String], lapsed: bool| {
-            let mut union: Vec<String> = members
-                .values()
-                .filter(|m| lapsed || !m.lapsed)
-                .flat_map(|m| of(m).iter().cloned())
-                .collect();
-            union.sort();
-            union.dedup();
-            union
-        };
-        let union_all = union(|m| &m.filters, true);
-        let confirming = union(|m| &m.confirming, true);
-        let attended = union(|m| &m.confirming, false);
-        *self.confirming.write().unwrap_or_else(|e| e.into_inner()) = confirming;
+        let mut union: Vec<(String, bool)> = members
+            .values()
+            .flat_map(|m| {
+                let acknowledged = |f: &String| m.confirming.contains(f);
+                m.filters.iter().map(move |f| (f.clone(), acknowledged(f)))
+            })
+            .collect();
+        // One entry per filter, acknowledged if any session acknowledges it:
+        // reversed, a filter's `true` entry comes first, which dedup keeps.
+        union.sort();
+        union.reverse();
+        union.dedup_by(|a, b| a.0 == b.0);
+        let mut attended: Vec<String> = members
+            .values()
+            .filter(|m| !m.lapsed)
+            .flat_map(|m| m.confirming.iter().cloned())
+            .collect();
+        attended.sort();
+        attended.dedup();
         *self.attended.write().unwrap_or_else(|e| e.into_inner()) = attended;
-        let union = union_all;
         if union.is_empty() {
             // Nobody left to wait for.
             for gate in &self.gates {

@@ -144,7 +144,8 @@ async fn mosquitto_pub_as_an_integration_commands_its_device_but_not_another_acc
         "devices/dev-b/commands",
         "{\"id\":\"x\"}",
         1,
-    );
+    )
+    .await;
     assert!(!sent, "a command to another account's device is refused");
     assert!(
         b.no_publish_on("devices/dev-b/commands", Duration::from_millis(300))
@@ -161,7 +162,8 @@ async fn mosquitto_pub_as_an_integration_commands_its_device_but_not_another_acc
             "devices/dev-a/commands",
             "{\"id\":\"c-1\"}",
             1,
-        );
+        )
+        .await;
         assert!(ok, "mosquitto_pub {version}");
         assert_eq!(
             a.expect_publish("devices/dev-a/commands").await.unwrap(),

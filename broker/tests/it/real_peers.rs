@@ -24,8 +24,7 @@ async fn mosquitto_pub_sensor_readings_reach_the_service_in_311_and_5() {
     {
         let creds = node.pki.device(id);
         let topic = format!("devices/{id}/sensors/hu");
-        let sent =
-            peers::mosquitto_pub_async(&node, &creds, id, version, &topic, "{\"val\":55}", 1);
+        let sent = peers::mosquitto_pub(&node, &creds, id, version, &topic, "{\"val\":55}", 1);
         let stored = async {
             let got = bridge.expect_publish(&topic).await;
             // The service has it: only now does the device get its PUBACK.

@@ -55,8 +55,10 @@ fn tls_args(node: &TestNode, creds: &Creds) -> Vec<String> {
     ]
 }
 
-/// Runs mosquitto_pub to completion; returns its exit status success.
-pub fn mosquitto_pub(
+/// Publishes one message with mosquitto_pub; whether it succeeded. Async: a
+/// QoS 1 publish's PUBACK may wait for the test's own service session to
+/// acknowledge the copy.
+pub async fn mosquitto_pub(
     node: &TestNode,
     creds: &Creds,
     id: &str,
@@ -65,55 +67,24 @@ pub fn mosquitto_pub(
     msg: &str,
     qos: u8,
 ) -> bool {
-    let out = mosquitto_pub_command(node, creds, id, version, topic, msg, qos)
-        .output()
-        .unwrap();
-    pub_succeeded(&out)
-}
-
-/// [`mosquitto_pub`] without blocking the runtime: for a QoS 1 publish whose
-/// PUBACK waits for the test's own service session to acknowledge the copy.
-pub async fn mosquitto_pub_async(
-    node: &TestNode,
-    creds: &Creds,
-    id: &str,
-    version: &str,
-    topic: &str,
-    msg: &str,
-    qos: u8,
-) -> bool {
-    let cmd = mosquitto_pub_command(node, creds, id, version, topic, msg, qos);
-    let out = tokio::process::Command::from(cmd).output().await.unwrap();
-    pub_succeeded(&out)
-}
-
-fn mosquitto_pub_command(
-    node: &TestNode,
-    creds: &Creds,
-    id: &str,
-    version: &str,
-    topic: &str,
-    msg: &str,
-    qos: u8,
-) -> Command {
     require("mosquitto_pub");
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(tls_args(node, creds)).args([
-        "-V",
-        version,
-        "-i",
-        id,
-        "-t",
-        topic,
-        "-m",
-        msg,
-        "-q",
-        &qos.to_string(),
-    ]);
-    cmd
-}
-
-fn pub_succeeded(out: &std::process::Output) -> bool {
+    let out = tokio::process::Command::new("mosquitto_pub")
+        .args(tls_args(node, creds))
+        .args([
+            "-V",
+            version,
+            "-i",
+            id,
+            "-t",
+            topic,
+            "-m",
+            msg,
+            "-q",
+            &qos.to_string(),
+        ])
+        .output()
+        .await
+        .unwrap();
     if !out.status.success() {
         eprintln!("mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
     }
