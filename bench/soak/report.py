@@ -122,6 +122,14 @@ except (OSError, ValueError):
 if summary:
     print(f"| simulator: chaos disconnects (churn) | {summary.get('chaos_disconnects', '?'):,} |")
     print(f"| simulator: drops (lost connections) | {summary.get('drops', '?')} |")
+    print(f"| simulator: readings sent again (no PUBACK before a reconnect or a full window) | {summary.get('resent', '?'):,} |")
+try:
+    confirm = dict(line.split() for line in open(f"{WORK}/node-confirm.txt") if line.strip())
+except (OSError, ValueError):
+    confirm = {}
+if confirm:
+    figures = " / ".join(confirm.get(f"kumo_broker_confirm_{k}_total", "?") for k in ("timeouts", "resends", "deferrals"))
+    print(f"| node: copies answered unconfirmed / routed again / deadlines moved on | {figures} |")
 
 cmds = load_csv("commands.csv")
 minutes = {}

@@ -6,7 +6,8 @@
 #   one `kumo broker` node, the bridge and a private PostgreSQL (`kumo up
 #   --no-broker`), `kumo sim` (IR hubs and meter gateways, each device making
 #   clean disconnects at random — `sim.chaos.disconnects_per_hour` = churn ×
-#   60 — and reconnecting after up to OFFLINE_MAX_MS), and from CMD_DELAY s on
+#   60 — and reconnecting after up to OFFLINE_MAX_MS; readings at QoS
+#   TELEMETRY_QOS), and from CMD_DELAY s on
 #   `kumo-bench commands` (LIGHT commands to the IR hubs, `Prefer: wait=5`,
 #   every request recorded).
 #
@@ -33,6 +34,7 @@ CHURN_PER_MIN=${CHURN_PER_MIN:-0.1} # share of devices reconnecting per minute
 OFFLINE_MAX_MS=${OFFLINE_MAX_MS:-5000} # longest pause offline after a churn disconnect
 REPORT_MS=${REPORT_MS:-60000}   # telemetry period per device
 METER_FRACTION=${METER_FRACTION:-0.1}
+TELEMETRY_QOS=${TELEMETRY_QOS:-1}  # 1 = each reading held by the node until the bridge stored it (0 = at most once)
 CMD_RATE=${CMD_RATE:-50}        # REST commands per second
 CMD_DELAY=${CMD_DELAY:-65}      # s into the soak when commands start (every hub has reported once)
 RAMP=${RAMP:-500}               # connects per second
@@ -58,7 +60,7 @@ PKI=$WORK/data/pki
 : >"$WORK/events.csv"
 churn_per_hour=$(python3 -c "print($CHURN_PER_MIN * 60)")
 cat >"$WORK/params.env" <<EOF
-DEVICES=$DEVICES SOAK_SECS=$SOAK_SECS WARMUP_SECS=$WARMUP_SECS CHURN_PER_MIN=$CHURN_PER_MIN OFFLINE_MAX_MS=$OFFLINE_MAX_MS REPORT_MS=$REPORT_MS METER_FRACTION=$METER_FRACTION CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY SAMPLE_SECS=$SAMPLE_SECS
+DEVICES=$DEVICES SOAK_SECS=$SOAK_SECS WARMUP_SECS=$WARMUP_SECS CHURN_PER_MIN=$CHURN_PER_MIN OFFLINE_MAX_MS=$OFFLINE_MAX_MS REPORT_MS=$REPORT_MS METER_FRACTION=$METER_FRACTION TELEMETRY_QOS=$TELEMETRY_QOS CMD_RATE=$CMD_RATE CMD_DELAY=$CMD_DELAY SAMPLE_SECS=$SAMPLE_SECS
 EOF
 log "work directory $WORK; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$WORK/params.env")"
 
@@ -87,7 +89,7 @@ log "registering $DEVICES devices"
 register_fleet "$DEVICES" "http://127.0.0.1:$BRIDGE_PORT" soak
 
 # The fleet, churning, until the soak ends (bounded by --duration).
-KUMO__SIM__METER_FRACTION=$METER_FRACTION \
+KUMO__SIM__METER_FRACTION=$METER_FRACTION KUMO__SIM__TELEMETRY_QOS=$TELEMETRY_QOS \
   KUMO__SIM__CHAOS__DISCONNECTS_PER_HOUR=$churn_per_hour \
   KUMO__SIM__CHAOS__OFFLINE_MAX_MS=$OFFLINE_MAX_MS \
   "$KUMO" sim --devices "$DEVICES" --nodes "127.0.0.1:$NODE_PORT" --ramp "$RAMP" \
@@ -130,6 +132,9 @@ if (( left > 0 )) && [[ -s $WORK/appliances.txt ]]; then
 fi
 while (( SECONDS - soak0 < SOAK_SECS )); do sleep 1; done
 event soak_end "connected $(sim_field connected "$WORK/sim.err"); node alive: $(kill -0 "$NODE" 2>/dev/null && echo yes || echo no)"
+# The node's end-to-end acknowledgement counters (QoS 1 copies answered unconfirmed,
+# routed again, deadlines moved on), for report.py.
+curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | grep -E '^kumo_broker_confirm_' >"$WORK/node-confirm.txt" || true
 panics=$(cat "$WORK/node.log" "$WORK/up.err" 2>/dev/null | grep -c 'panicked' || true)
 echo "PANICS=$panics" >>"$WORK/params.env"
 stop_pid "$SIM" INT
