@@ -509,6 +509,34 @@ if r0 and h0 and h1:
               f"| {fmt(None if not batches else 1000 * secs / batches, '{:.0f} ms')} "
               f"| {fmt(max(unacked) if unacked else None)} | {fmt(diff('confirm_timeouts'))} | {pool} |")
         p("")
+    if ks and "bridge_readings_stored_total" in ks[0]:
+        # The reading writer (one task, one insert at a time) and each lane's
+        # acknowledgements, which the bridge sends in arrival order once what
+        # a message carried is durable: the nodes release a device's PUBACK
+        # only then, and send the bridge at most its receive window beyond.
+        p("The bridge's reading writer and acknowledgements per period (from its /metrics every "
+          "ONLINE_SAMPLE_SECS; writer busy = insert time incl. waiting for a connection / period; "
+          "ack wait = mean time from a QoS 1 message's arrival at the bridge to its acknowledgement):\n")
+        p("| period | readings stored per s | readings per insert | writer busy | inserts with repeats "
+          "| data lane: most unacknowledged | ack wait data / control |\n|---|---|---|---|---|---|---|")
+        for name, a, b in periods:
+            def diff(col):
+                x, y = at(ks, a, col), at(ks, b, col)
+                return None if x is None or y is None else y - x
+
+            def mean_wait(lane):
+                n, secs = diff(f"bridge_mqtt_acknowledged_total_{lane}"), diff(f"bridge_mqtt_ack_wait_seconds_total_{lane}")
+                return fmt(None if not n else 1000 * secs / n, "{:,.0f} ms")
+            stored, batches = diff("bridge_readings_stored_total"), diff("bridge_reading_batches_total")
+            busy, repeats = diff("bridge_reading_write_seconds_total"), diff("bridge_reading_repeat_batches_total")
+            unacked = [num(r.get("bridge_mqtt_lane_unacknowledged_data")) for r in ks if a <= float(r["unix_s"]) < b]
+            unacked = [u for u in unacked if u is not None]
+            p(f"| {name} | {fmt(None if stored is None else stored / max(b - a, 1e-9))} "
+              f"| {fmt(None if not batches else stored / batches)} "
+              f"| {fmt(None if busy is None else 100 * busy / max(b - a, 1e-9), '{:.0f} %')} "
+              f"| {fmt(repeats)} of {fmt(batches)} | {fmt(max(unacked) if unacked else None)} "
+              f"| {mean_wait('data')} / {mean_wait('control')} |")
+        p("")
     if ks and "pg_waits" in ks[0]:
         # Sampled with the online count: what active backends waited for.
         p("What PostgreSQL's active client backends waited for, per period (`pg_stat_activity` "

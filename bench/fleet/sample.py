@@ -119,6 +119,15 @@ WANTED = (
     "kumo_bridge_report_batch_seconds_total ",
     "kumo_bridge_mqtt_unacknowledged ",
     "kumo_bridge_db_pool_waiting ",
+    "kumo_bridge_readings_stored_total ",
+    "kumo_bridge_reading_batches_total ",
+    "kumo_bridge_reading_write_seconds_total ",
+    "kumo_bridge_reading_repeat_batches_total ",
+    'kumo_bridge_mqtt_lane_unacknowledged{lane="data"} ',
+    'kumo_bridge_mqtt_acknowledged_total{lane="data"} ',
+    'kumo_bridge_mqtt_ack_wait_seconds_total{lane="data"} ',
+    'kumo_bridge_mqtt_acknowledged_total{lane="control"} ',
+    'kumo_bridge_mqtt_ack_wait_seconds_total{lane="control"} ',
 )
 # Sessions the nodes ended, by reason (labelled): who closed a dropped device.
 DISCONNECTS = "kumo_broker_disconnects_total{"
@@ -129,6 +138,15 @@ BRIDGE = [
     "kumo_bridge_mqtt_unacknowledged",
     "kumo_bridge_db_pool_waiting",
 ]
+# Added after fleet run 42 (new columns go last, so older files still read):
+# the reading writer, and each lane's acknowledgements (in arrival order).
+BRIDGE_WRITER = [w.strip() for w in WANTED if w.startswith(("kumo_bridge_reading", "kumo_bridge_mqtt_lane",
+                                                             "kumo_bridge_mqtt_ack"))]
+
+
+def column(metric):
+    """`kumo_bridge_x{lane="data"}` -> `bridge_x_data`."""
+    return re.sub(r'\{lane="(\w+)"\}', r"_\1", metric.replace("kumo_bridge_", "bridge_"))
 
 
 def open_fds(pid):
@@ -217,6 +235,7 @@ def main():
     header += ["confirm_timeouts"] + [b.replace("kumo_bridge_", "bridge_") for b in BRIDGE]
     header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal", "node_disconnects", "node_dropped",
                "confirm_resends"]
+    header += [column(b) for b in BRIDGE_WRITER]
     last_db = last_online = 0.0
     # Each node's last answered counters: (shed, confirmation timeouts,
     # disconnects by reason, messages dropped, confirmation resends).
@@ -317,6 +336,7 @@ def main():
             row += [f"{irq:.2f}", f"{steal:.2f}"]
             row += [";".join(f"{k}={v:.0f}" for k, v in sorted(disconnects.items()))]
             row += [f"{dropped:.0f}", f"{resends:.0f}"]
+            row += [f"{b[k]:g}" if k in b else "" for k in BRIDGE_WRITER]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))

@@ -4,7 +4,10 @@
 //! A reading is stored once: `(device_id, sensor, at, val)` is unique, and a
 //! batch holding a repeat (QoS 1 redelivery after a restart or a device's
 //! reconnect) is written again skipping what is already stored. The plain insert stays
-//! the fast path; repeats are rare.
+//! the fast path while repeats are rare; after a batch held one, batches are
+//! written skipping repeats until one comes without: in a reconnect storm most
+//! batches hold a device's resend, and a plain insert that fails at its first
+//! repeat is wasted work (fleet run 42: 368 of 594 batches).
 //!
 //! Producers (the MQTT subscriber) `push` readings and wait when the buffer is
 //! full — back-pressure reaches the broker instead of memory growing. Each
@@ -12,7 +15,9 @@
 //! so a QoS 1 message can be acknowledged once it is durable. A failed write
 //! is retried with backoff, never dropped.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
 use kumo_contract::DeviceId;
@@ -62,10 +67,25 @@ impl Default for IngestOptions {
 
 type Item = (Reading, Option<oneshot::Sender<()>>);
 
+/// What the writer has done (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Readings committed (repeats skipped are not counted).
+    pub stored: AtomicU64,
+    /// Inserts that committed them.
+    pub batches: AtomicU64,
+    /// Microseconds from a batch being full (or its flush timer) to its
+    /// commit: waiting for a connection, retries and repeats included.
+    pub write_micros: AtomicU64,
+    /// Batches that held readings already stored.
+    pub repeat_batches: AtomicU64,
+}
+
 /// Handle for pushing readings; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ReadingWriter {
     tx: mpsc::Sender<Item>,
+    stats: Arc<IngestStats>,
 }
 
 /// Why a push was refused.
@@ -82,8 +102,14 @@ impl ReadingWriter {
         shutdown: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(options.buffer.max(1));
-        let task = tokio::spawn(run(pool, options, rx, shutdown));
-        (Self { tx }, task)
+        let stats = Arc::new(IngestStats::default());
+        let task = tokio::spawn(run(pool, options, rx, stats.clone(), shutdown));
+        (Self { tx, stats }, task)
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
     }
 
     /// Queues `reading`, waiting while the buffer is full. `durable` fires
@@ -104,6 +130,7 @@ async fn run(
     pool: Pool,
     options: IngestOptions,
     mut rx: mpsc::Receiver<Item>,
+    stats: Arc<IngestStats>,
     shutdown: CancellationToken,
 ) {
     let batch_size = options.batch_size.max(1);
@@ -111,7 +138,12 @@ async fn run(
     // While readings keep coming, the writer keeps its connection: they never
     // wait behind REST calls and report transactions for a free one from the
     // shared pool. It gives the connection back when it runs out of work.
-    let mut conn = Held::default();
+    let mut writer = Writer {
+        pool: &pool,
+        conn: Held::default(),
+        stats: &stats,
+        skipping: false,
+    };
     loop {
         let first = tokio::select! {
             item = rx.recv() => item,
@@ -126,9 +158,9 @@ async fn run(
                 Ok(None) | Err(_) => break,
             }
         }
-        let written = write_with_retry(&pool, &mut conn, &batch, &shutdown).await;
+        let written = writer.write_with_retry(&batch, &shutdown).await;
         if rx.is_empty() {
-            conn.release();
+            writer.conn.release();
         }
         for (_, durable) in batch.drain(..) {
             // Dropping the sender tells the producer the reading is not durable.
@@ -139,63 +171,91 @@ async fn run(
     }
 }
 
-/// Writes until it succeeds; gives up only at shutdown, leaving unacknowledged
-/// readings to be redelivered by the broker. Returns whether the batch is stored.
-async fn write_with_retry(
-    pool: &Pool,
-    conn: &mut Held,
-    batch: &[Item],
-    shutdown: &CancellationToken,
-) -> bool {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match write(pool, conn, batch).await {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(error = %e, readings = batch.len(),
-                    "writing readings failed; retrying");
+/// The writer's connection and what it has learnt about repeats.
+struct Writer<'a> {
+    pool: &'a Pool,
+    conn: Held,
+    stats: &'a IngestStats,
+    /// The last batch held a repeat: skip repeats on the first attempt.
+    skipping: bool,
+}
+
+impl Writer<'_> {
+    /// Writes until it succeeds; gives up only at shutdown, leaving unacknowledged
+    /// readings to be redelivered by the broker. Returns whether the batch is stored.
+    async fn write_with_retry(&mut self, batch: &[Item], shutdown: &CancellationToken) -> bool {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let stored = loop {
+            match self.write(batch).await {
+                Ok(()) => break true,
+                Err(e) => {
+                    tracing::warn!(error = %e, readings = batch.len(),
+                        "writing readings failed; retrying");
+                }
             }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => {
+                    // One last attempt before the process goes away.
+                    break match self.write(batch).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, readings = batch.len(),
+                                "readings not written at shutdown; they stay unacknowledged");
+                            false
+                        }
+                    };
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
+        if stored {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.stats.write_micros.fetch_add(micros, Relaxed);
+            self.stats.batches.fetch_add(1, Relaxed);
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = shutdown.cancelled() => {
-                // One last attempt before the process goes away.
-                return match write(pool, conn, batch).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::error!(error = %e, readings = batch.len(),
-                            "readings not written at shutdown; they stay unacknowledged");
-                        false
+        stored
+    }
+
+    /// Writes `batch` on the writer's held connection.
+    async fn write(&mut self, batch: &[Item]) -> Result<(), DbError> {
+        let skipping = self.skipping;
+        let inserted = self
+            .conn
+            .run(self.pool, async |client| {
+                if skipping {
+                    return Ok(write_on(client, batch, true).await?);
+                }
+                match write_on(client, batch, false).await {
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                        tracing::debug!(
+                            readings = batch.len(),
+                            "batch repeats stored readings; skipping them"
+                        );
+                        Ok(write_on(client, batch, true).await?)
                     }
-                };
-            }
+                    other => Ok(other?),
+                }
+            })
+            .await?;
+        let repeats = inserted < batch.len() as u64;
+        if repeats {
+            self.stats.repeat_batches.fetch_add(1, Relaxed);
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        self.skipping = repeats;
+        self.stats.stored.fetch_add(inserted, Relaxed);
+        Ok(())
     }
 }
 
-/// Writes `batch` on the writer's held connection.
-async fn write(pool: &Pool, conn: &mut Held, batch: &[Item]) -> Result<(), DbError> {
-    conn.run(pool, async |client| {
-        match write_on(client, batch, false).await {
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                tracing::debug!(
-                    readings = batch.len(),
-                    "batch repeats stored readings; skipping them"
-                );
-                Ok(write_on(client, batch, true).await?)
-            }
-            other => Ok(other?),
-        }
-    })
-    .await
-}
-
+/// Inserts `batch` (skipping readings already stored with `skip_repeats`);
+/// returns how many rows it inserted.
 async fn write_on(
     client: &mut Object,
     batch: &[Item],
     skip_repeats: bool,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<u64, tokio_postgres::Error> {
     let devices: Vec<&str> = batch.iter().map(|(r, _)| r.device_id.as_str()).collect();
     let sensors: Vec<&str> = batch.iter().map(|(r, _)| r.sensor).collect();
     let vals: Vec<f64> = batch.iter().map(|(r, _)| r.val).collect();
@@ -213,8 +273,7 @@ async fn write_on(
         .await?;
     client
         .execute(&insert, &[&devices, &sensors, &vals, &ats])
-        .await?;
-    Ok(())
+        .await
 }
 
 /// Creates next month's `readings` partition ahead of time, so readings never

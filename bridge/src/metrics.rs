@@ -220,13 +220,81 @@ fn render_mqtt(mqtt: &crate::mqtt::MqttStatus, out: &mut String) {
          # TYPE kumo_bridge_report_batch_seconds_total counter\n\
          kumo_bridge_report_batch_seconds_total {secs}"
     );
+    let lanes = [("control", &mqtt.control), ("data", &mqtt.data)];
+    let waiting: u64 = lanes
+        .iter()
+        .map(|(_, l)| l.unacknowledged.load(Relaxed))
+        .sum();
     let _ = writeln!(
         out,
         "# HELP kumo_bridge_mqtt_unacknowledged QoS 1 messages received from nodes and not yet \
          acknowledged (waiting for the database).\n\
          # TYPE kumo_bridge_mqtt_unacknowledged gauge\n\
-         kumo_bridge_mqtt_unacknowledged {}",
-        mqtt.unacknowledged.load(Relaxed)
+         kumo_bridge_mqtt_unacknowledged {waiting}"
+    );
+    for (name, kind, help, read) in [
+        (
+            "kumo_bridge_mqtt_lane_unacknowledged",
+            "gauge",
+            "QoS 1 messages not yet acknowledged, by connection lane.",
+            (|l| l.unacknowledged.load(Relaxed).to_string())
+                as fn(&crate::mqtt::LaneStatus) -> String,
+        ),
+        (
+            "kumo_bridge_mqtt_acknowledged_total",
+            "counter",
+            "QoS 1 messages acknowledged to their node once durable, by connection lane.",
+            |l| l.acknowledged.load(Relaxed).to_string(),
+        ),
+        (
+            "kumo_bridge_mqtt_ack_wait_seconds_total",
+            "counter",
+            "Time from a QoS 1 message's arrival to its acknowledgement (in arrival order: \
+             a slow message holds back those behind it), by connection lane.",
+            |l| (l.ack_wait_micros.load(Relaxed) as f64 / 1e6).to_string(),
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (lane, status) in lanes {
+            let _ = writeln!(out, "{name}{{lane=\"{lane}\"}} {}", read(status));
+        }
+    }
+    render_readings(&mqtt.readings, out);
+}
+
+/// The reading writer's counters.
+fn render_readings(stats: &crate::ingest::IngestStats, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, help, v) in [
+        (
+            "kumo_bridge_readings_stored_total",
+            "Sensor and meter readings committed (repeats skipped are not counted).",
+            &stats.stored,
+        ),
+        (
+            "kumo_bridge_reading_batches_total",
+            "Inserts that committed readings.",
+            &stats.batches,
+        ),
+        (
+            "kumo_bridge_reading_repeat_batches_total",
+            "Reading inserts that held readings already stored (a device's or a node's resend).",
+            &stats.repeat_batches,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+    let secs = stats.write_micros.load(Relaxed) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "# HELP kumo_bridge_reading_write_seconds_total Time from a batch of readings being \
+         complete to its commit (waiting for a connection, retries and repeats included).\n\
+         # TYPE kumo_bridge_reading_write_seconds_total counter\n\
+         kumo_bridge_reading_write_seconds_total {secs}"
     );
 }
 
@@ -242,7 +310,14 @@ mod tests {
         mqtt.reports_stored.store(300, Relaxed);
         mqtt.report_batches.store(2, Relaxed);
         mqtt.report_batch_micros.store(1_500_000, Relaxed);
-        mqtt.unacknowledged.store(7, Relaxed);
+        mqtt.control.unacknowledged.store(3, Relaxed);
+        mqtt.data.unacknowledged.store(4, Relaxed);
+        mqtt.data.acknowledged.store(10, Relaxed);
+        mqtt.data.ack_wait_micros.store(2_500_000, Relaxed);
+        mqtt.readings.stored.store(9_000, Relaxed);
+        mqtt.readings.batches.store(2, Relaxed);
+        mqtt.readings.repeat_batches.store(1, Relaxed);
+        mqtt.readings.write_micros.store(250_000, Relaxed);
         let mut out = String::new();
         render_mqtt(&mqtt, &mut out);
         for line in [
@@ -251,6 +326,15 @@ mod tests {
             "kumo_bridge_report_batch_seconds_total 1.5",
             "kumo_bridge_mqtt_unacknowledged 7",
             "# TYPE kumo_bridge_mqtt_unacknowledged gauge",
+            "kumo_bridge_mqtt_lane_unacknowledged{lane=\"control\"} 3",
+            "kumo_bridge_mqtt_lane_unacknowledged{lane=\"data\"} 4",
+            "kumo_bridge_mqtt_acknowledged_total{lane=\"data\"} 10",
+            "kumo_bridge_mqtt_ack_wait_seconds_total{lane=\"data\"} 2.5",
+            "kumo_bridge_mqtt_ack_wait_seconds_total{lane=\"control\"} 0",
+            "kumo_bridge_readings_stored_total 9000",
+            "kumo_bridge_reading_batches_total 2",
+            "kumo_bridge_reading_repeat_batches_total 1",
+            "kumo_bridge_reading_write_seconds_total 0.25",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
         }

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use kumo_contract::topic::{parse_device_topic, Leaf};
 use rumqttc::{AsyncClient, QoS};
@@ -39,6 +40,7 @@ struct Pending {
     waits: Vec<oneshot::Receiver<()>>,
     /// The connection it arrived on; a packet id means nothing on another.
     generation: u64,
+    arrived: Instant,
 }
 
 /// The event loop's side of the pipeline.
@@ -59,6 +61,8 @@ pub(crate) struct Inbound {
     /// unacknowledged, so [`QUEUED`] is not reached unless devices send QoS 0
     /// state or acks in bulk; then the event loop waits, as on the data lane.
     queue: Option<mpsc::Sender<(u64, rumqttc::Publish)>>,
+    /// On the control lane (its figures are counted apart from the data lane's).
+    on_control: bool,
 }
 
 impl Inbound {
@@ -77,6 +81,7 @@ impl Inbound {
             client,
             generation.clone(),
             ctx.status.clone(),
+            queued,
             done.clone(),
         ))];
         let mut inbound = Inbound {
@@ -88,6 +93,7 @@ impl Inbound {
             generation,
             live: ctx.commands.live().clone(),
             queue: None,
+            on_control: queued,
         };
         if queued {
             let (tx, mut rx) = mpsc::channel(QUEUED);
@@ -135,10 +141,12 @@ impl Inbound {
                 publish: p,
                 waits,
                 generation,
+                arrived: Instant::now(),
             };
-            self.status.unacknowledged.fetch_add(1, Relaxed);
+            let lane = self.status.lane(self.on_control);
+            lane.unacknowledged.fetch_add(1, Relaxed);
             if self.acks.send(pending).await.is_err() {
-                self.status.unacknowledged.fetch_sub(1, Relaxed);
+                lane.unacknowledged.fetch_sub(1, Relaxed);
             }
         }
     }
@@ -262,23 +270,30 @@ async fn acknowledge(
     client: AsyncClient,
     generation: Arc<AtomicU64>,
     status: Arc<MqttStatus>,
+    control: bool,
     done: CancellationToken,
 ) {
+    let lane = status.lane(control);
     while let Some(p) = rx.recv().await {
         let mut durable = true;
         for w in p.waits {
             durable &= w.await.is_ok();
         }
-        status.unacknowledged.fetch_sub(1, Relaxed);
+        lane.unacknowledged.fetch_sub(1, Relaxed);
         let current = p.generation == generation.load(Relaxed);
-        if durable && current && client.ack(&p.publish).await.is_err() {
-            break;
+        if durable && current {
+            if client.ack(&p.publish).await.is_err() {
+                break;
+            }
+            let waited = u64::try_from(p.arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
+            lane.ack_wait_micros.fetch_add(waited, Relaxed);
+            lane.acknowledged.fetch_add(1, Relaxed);
         }
     }
     // Whatever is left stays unacknowledged in the node's session.
     rx.close();
     while rx.try_recv().is_ok() {
-        status.unacknowledged.fetch_sub(1, Relaxed);
+        lane.unacknowledged.fetch_sub(1, Relaxed);
     }
     done.cancel();
 }

@@ -126,9 +126,25 @@ pub struct MqttStatus {
     /// Transactions that committed them, and the microseconds they took.
     pub report_batches: AtomicU64,
     pub report_batch_micros: AtomicU64,
-    /// QoS 1 messages received and not yet acknowledged to their node
-    /// (waiting for the database), over all nodes and lanes.
+    /// The control connections' QoS 1 messages, over all nodes.
+    pub control: LaneStatus,
+    /// The data connections' (readings, meter reports).
+    pub data: LaneStatus,
+    /// The reading writer's counters.
+    pub readings: Arc<crate::ingest::IngestStats>,
+}
+
+/// One lane's QoS 1 messages, over all nodes: acknowledged in arrival order
+/// once durable, so one slow message holds back those behind it.
+#[derive(Debug, Default)]
+pub struct LaneStatus {
+    /// Received and not yet acknowledged (waiting for the database, or for
+    /// the messages before them).
     pub unacknowledged: AtomicU64,
+    /// Acknowledged, and the microseconds from their arrival to their
+    /// acknowledgement.
+    pub acknowledged: AtomicU64,
+    pub ack_wait_micros: AtomicU64,
 }
 
 impl MqttStatus {
@@ -149,7 +165,18 @@ impl MqttStatus {
             reports_stored: AtomicU64::new(0),
             report_batches: AtomicU64::new(0),
             report_batch_micros: AtomicU64::new(0),
-            unacknowledged: AtomicU64::new(0),
+            control: LaneStatus::default(),
+            data: LaneStatus::default(),
+            readings: Arc::default(),
+        }
+    }
+
+    /// The control lane's figures, or the data lane's.
+    pub(crate) fn lane(&self, control: bool) -> &LaneStatus {
+        if control {
+            &self.control
+        } else {
+            &self.data
         }
     }
 
@@ -200,7 +227,10 @@ pub fn start(
         return Err(MqttError::NotConfigured);
     };
     let tls = tls::client_config(ca, cert, key)?;
-    let status = Arc::new(MqttStatus::new(&settings.nodes));
+    let status = Arc::new(MqttStatus {
+        readings: writer.stats().clone(),
+        ..MqttStatus::new(&settings.nodes)
+    });
     let affinity = Arc::new(affinity::Affinity::default());
     let mut tasks = Vec::new();
     // Tells every node which account owns each device (integrations' scope).

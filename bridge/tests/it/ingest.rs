@@ -1,6 +1,7 @@
 //! The reading writer, presence and meter records, and the history endpoint.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::common::*;
@@ -120,6 +121,13 @@ async fn a_repeated_reading_is_stored_once_and_still_reported_durable() {
         .unwrap();
     rx.await.unwrap();
     assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 33);
+    // The counters tell stored readings from repeats: the batches of 10..20
+    // (one or two, as the flush timer cut them) and the second 40.
+    let stats = writer.stats();
+    assert_eq!(stats.stored.load(Relaxed), 33, "repeats are not counted");
+    let repeats = stats.repeat_batches.load(Relaxed);
+    assert!((2..=3).contains(&repeats), "{repeats} batches with repeats");
+    assert!(stats.batches.load(Relaxed) >= 7);
     stop.cancel();
     task.await.unwrap();
     h.stop().await;
