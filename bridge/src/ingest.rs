@@ -137,7 +137,7 @@ async fn run(
     let mut batch: Vec<Item> = Vec::with_capacity(batch_size);
     // While readings keep coming, the writer keeps its connection: they never
     // wait behind REST calls and report transactions for a free one from the
-    // shared pool. It gives the connection back when it runs out of work.
+    // shared pool. It gives the connection back once idle for `Held::IDLE`.
     let mut writer = Writer {
         pool: &pool,
         conn: Held::default(),
@@ -147,6 +147,10 @@ async fn run(
     loop {
         let first = tokio::select! {
             item = rx.recv() => item,
+            () = tokio::time::sleep(Held::IDLE), if writer.conn.is_held() => {
+                writer.conn.release();
+                continue;
+            }
             () = shutdown.cancelled() => { rx.close(); rx.recv().await }
         };
         let Some(first) = first else { return };
@@ -159,9 +163,6 @@ async fn run(
             }
         }
         let written = writer.write_with_retry(&batch, &shutdown).await;
-        if rx.is_empty() {
-            writer.conn.release();
-        }
         for (_, durable) in batch.drain(..) {
             // Dropping the sender tells the producer the reading is not durable.
             if let (true, Some(durable)) = (written, durable) {

@@ -189,7 +189,8 @@ impl Shard {
     /// work is queued: under load hundreds of REST calls may wait for one from
     /// the shared pool (fleet run 26: up to 569), and a shard taking a fresh one
     /// per batch waited behind all of them, acks included. It gives the
-    /// connection back when its queue runs empty, and drops it after a failure.
+    /// connection back once its queue has been empty for [`Held::IDLE`], and
+    /// drops it after a failure.
     async fn run(self: Arc<Self>, mut rx: mpsc::Receiver<Job>) {
         let mut queue = ShardQueue::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -203,11 +204,21 @@ impl Shard {
                 }
             }
             if queue.is_empty() {
-                conn.release();
                 if !open {
                     return;
                 }
-                match rx.recv().await {
+                let next = if conn.is_held() {
+                    match tokio::time::timeout(Held::IDLE, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            conn.release();
+                            continue;
+                        }
+                    }
+                } else {
+                    rx.recv().await
+                };
+                match next {
                     Some(job) => queue.push(job),
                     None => return,
                 }

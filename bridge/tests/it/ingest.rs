@@ -174,6 +174,49 @@ async fn a_failed_write_is_retried_until_it_succeeds() {
 }
 
 #[tokio::test]
+async fn the_writer_keeps_its_connection_between_bursts_and_gives_it_back_when_idle() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    // A pool of its own: only the writer uses it.
+    let pool = kumo_schema::connect_pool(&h.db_url, 2, Duration::from_secs(10)).unwrap();
+    let in_use = |pool: &deadpool_postgres::Pool| {
+        let s = pool.status();
+        s.size - s.available
+    };
+    let stop = CancellationToken::new();
+    let options = IngestOptions {
+        buffer: 64,
+        batch_size: 10,
+        flush_after: Duration::from_millis(10),
+    };
+    let (writer, task) = ReadingWriter::start(pool.clone(), options, stop.clone());
+    let base = datetime!(2024-05-01 09:00:00 UTC);
+    let started = tokio::time::Instant::now();
+    // Bursts 300 ms apart, as QoS 1 acknowledgements pace them, for longer
+    // than the idle time: each burst restarts it.
+    for i in 0..8 {
+        let (tx, rx) = oneshot::channel();
+        let at = base + time::Duration::seconds(i);
+        writer
+            .push(reading("remo-1", "te", 20.0, at), Some(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap();
+        assert_eq!(in_use(&pool), 1, "held after burst {i}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(in_use(&pool), 1, "still held in the gap after burst {i}");
+    }
+    assert!(started.elapsed() > kumo_bridge::db::Held::IDLE);
+    // Idle: given back, for REST calls to use.
+    tokio::time::sleep(kumo_bridge::db::Held::IDLE + Duration::from_millis(500)).await;
+    assert_eq!(in_use(&pool), 0, "given back once idle");
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 8);
+    stop.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn history_buckets_have_avg_min_max_and_count() {
     let h = start().await;
     h.add_device("remo-1", DeviceKind::Remo).await;
