@@ -17,8 +17,9 @@ pub struct DatabaseSettings {
     pub password_file: Option<PathBuf>,
     /// Connections in the bridge's pool (default 16). Half of them, at most
     /// 8, are the report shards' (presence, state, acks, meter properties),
-    /// each kept while its shard has work queued; the reading writer keeps one
-    /// while readings keep coming; the rest serve REST calls (a command takes
+    /// each kept while its shard has work queued and for 2 s after; the reading
+    /// writer keeps one while readings keep coming and for 2 s after; the rest
+    /// serve REST calls (a command takes
     /// one three times: token, appliance, insert) and background work. Size it
     /// so REST calls do not queue for one (`kumo_bridge_db_pool_waiting` in the
     /// bridge's `/metrics`): a 250,000-device fleet with 200 commands a second
