@@ -1,4 +1,5 @@
-//! A report shard's queue: device acks first, every device's order kept.
+//! A report shard's queue: device acks (and meter reports, which hold back a
+//! data lane's acknowledgements) first, every device's order kept.
 //!
 //! When a broker node is killed, its devices reconnect elsewhere within
 //! seconds, and each brings a presence and a state report: tens of thousands

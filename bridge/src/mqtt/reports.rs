@@ -84,14 +84,19 @@ impl Report {
 /// is committed.
 type Job = (usize, Report, oneshot::Sender<()>);
 
-/// A device's ack goes ahead of other devices' reports (see [`ShardQueue`]).
+/// A device's ack goes ahead of other devices' reports (see [`ShardQueue`]),
+/// and so does a meter report: it comes on a node's data lane, whose messages
+/// are acknowledged in arrival order, so while it waits behind a storm of
+/// presence and state reports, up to a receive window of readings behind it
+/// (stored already) wait for their acknowledgement too, and the node sends
+/// no more readings.
 impl Queued for Job {
     fn key(&self) -> &str {
         self.1.device()
     }
 
     fn urgent(&self) -> bool {
-        matches!(self.1, Report::Ack(..))
+        matches!(self.1, Report::Ack(..) | Report::Meter(..))
     }
 }
 
@@ -569,7 +574,51 @@ async fn state_round(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn job(report: Report) -> Job {
+        (0, report, oneshot::channel().0)
+    }
+
+    #[test]
+    fn acks_and_meter_reports_go_ahead_and_presence_and_state_keep_their_turn() {
+        let dev = |id: &str| DeviceId::parse(id).unwrap();
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let mut queue = ShardQueue::default();
+        let offline = || {
+            super::super::payload::presence(
+                br#"{"online":false,"node":"node-1","ts":"2026-12-07T10:00:00Z","reason":"disconnect"}"#,
+            )
+            .unwrap()
+        };
+        let presence = |id: &str| job(Report::Presence(dev(id), offline()));
+        let id = Uuid::new_v4();
+        let (_, ack) = super::super::payload::ack(
+            format!(r#"{{"id":"{id}","result":"ok","ts":1}}"#).as_bytes(),
+        )
+        .unwrap();
+        for i in 0..3 {
+            queue.push(presence(&format!("remo-{i}")));
+        }
+        queue.push(job(Report::Meter(
+            dev("meter-1"),
+            None,
+            vec![(0xe7, "0100".into())],
+            at,
+        )));
+        queue.push(job(Report::Ack(dev("remo-9"), id, ack)));
+        // The meter's own later presence stays behind it.
+        queue.push(presence("meter-1"));
+        let mut batch = Vec::new();
+        queue.take(&mut batch, 10);
+        let first: Vec<&str> = batch.iter().map(|j| j.1.device()).collect();
+        assert_eq!(first, ["meter-1", "remo-9"]);
+        batch.clear();
+        queue.take(&mut batch, 10);
+        let then: Vec<&str> = batch.iter().map(|j| j.1.device()).collect();
+        assert_eq!(then, ["remo-0", "remo-1", "remo-2", "meter-1"]);
+    }
 
     #[test]
     fn report_shards_leave_half_the_pool_to_readings_and_requests() {
