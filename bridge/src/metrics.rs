@@ -207,18 +207,13 @@ fn render_mqtt(mqtt: &crate::mqtt::MqttStatus, out: &mut String) {
             &mqtt.report_batches,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
+        render_counter(out, name, help, v);
     }
-    let secs = mqtt.report_batch_micros.load(Relaxed) as f64 / 1e6;
-    let _ = writeln!(
+    render_seconds(
         out,
-        "# HELP kumo_bridge_report_batch_seconds_total Time spent committing device reports.\n\
-         # TYPE kumo_bridge_report_batch_seconds_total counter\n\
-         kumo_bridge_report_batch_seconds_total {secs}"
+        "kumo_bridge_report_batch_seconds_total",
+        "Time spent committing device reports.",
+        &mqtt.report_batch_micros,
     );
     let lanes = [("control", &mqtt.control), ("data", &mqtt.data)];
     let waiting: u64 = lanes
@@ -264,7 +259,6 @@ fn render_mqtt(mqtt: &crate::mqtt::MqttStatus, out: &mut String) {
 
 /// The reading writer's counters.
 fn render_readings(stats: &crate::ingest::IngestStats, out: &mut String) {
-    use std::sync::atomic::Ordering::Relaxed;
     for (name, help, v) in [
         (
             "kumo_bridge_readings_stored_total",
@@ -282,19 +276,32 @@ fn render_readings(stats: &crate::ingest::IngestStats, out: &mut String) {
             &stats.repeat_batches,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
+        render_counter(out, name, help, v);
     }
-    let secs = stats.write_micros.load(Relaxed) as f64 / 1e6;
+    render_seconds(
+        out,
+        "kumo_bridge_reading_write_seconds_total",
+        "Time from a batch of readings being complete to its commit (waiting for a \
+         connection, retries and repeats included).",
+        &stats.write_micros,
+    );
+}
+
+/// An unlabelled counter with its help text.
+fn render_counter(out: &mut String, name: &str, help: &str, v: &std::sync::atomic::AtomicU64) {
+    let v = v.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(
         out,
-        "# HELP kumo_bridge_reading_write_seconds_total Time from a batch of readings being \
-         complete to its commit (waiting for a connection, retries and repeats included).\n\
-         # TYPE kumo_bridge_reading_write_seconds_total counter\n\
-         kumo_bridge_reading_write_seconds_total {secs}"
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
+/// A counter of seconds, kept in microseconds.
+fn render_seconds(out: &mut String, name: &str, help: &str, micros: &std::sync::atomic::AtomicU64) {
+    let secs = micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {secs}"
     );
 }
 
