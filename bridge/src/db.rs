@@ -72,4 +72,16 @@ impl Held {
     pub fn release(&mut self) {
         self.0 = None;
     }
+
+    /// The worker's next piece of work from `rx` (`None` once it is closed);
+    /// the connection is given back if none comes within [`Held::IDLE`].
+    pub async fn next<T>(&mut self, rx: &mut tokio::sync::mpsc::Receiver<T>) -> Option<T> {
+        if self.is_held() {
+            match tokio::time::timeout(Self::IDLE, rx.recv()).await {
+                Ok(next) => return next,
+                Err(_) => self.release(),
+            }
+        }
+        rx.recv().await
+    }
 }

@@ -146,11 +146,7 @@ async fn run(
     };
     loop {
         let first = tokio::select! {
-            item = rx.recv() => item,
-            () = tokio::time::sleep(Held::IDLE), if writer.conn.is_held() => {
-                writer.conn.release();
-                continue;
-            }
+            item = writer.conn.next(&mut rx) => item,
             () = shutdown.cancelled() => { rx.close(); rx.recv().await }
         };
         let Some(first) = first else { return };

@@ -212,18 +212,7 @@ impl Shard {
                 if !open {
                     return;
                 }
-                let next = if conn.is_held() {
-                    match tokio::time::timeout(Held::IDLE, rx.recv()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            conn.release();
-                            continue;
-                        }
-                    }
-                } else {
-                    rx.recv().await
-                };
-                match next {
+                match conn.next(&mut rx).await {
                     Some(job) => queue.push(job),
                     None => return,
                 }
