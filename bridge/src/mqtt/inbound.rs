@@ -43,6 +43,27 @@ struct Pending {
     arrived: Instant,
 }
 
+/// Who sends a lane's PUBACKs.
+pub(crate) enum Acker {
+    /// The control connection's rumqttc client.
+    Client(AsyncClient),
+    /// The data lane's writer ([`super::data_lane`]): a packet id with the
+    /// connection it came on, which the writer drops if that connection has
+    /// ended (on the next one the id names another message).
+    Lane(mpsc::Sender<super::data_lane::Release>),
+}
+
+impl Acker {
+    /// Sends the PUBACK of `p`, which arrived on connection `generation`;
+    /// `false` once the connection's side has stopped.
+    async fn ack(&self, generation: u64, p: &rumqttc::Publish) -> bool {
+        match self {
+            Acker::Client(client) => client.ack(p).await.is_ok(),
+            Acker::Lane(tx) => tx.send((generation, p.pkid)).await.is_ok(),
+        }
+    }
+}
+
 /// The event loop's side of the pipeline.
 #[derive(Clone)]
 pub(crate) struct Inbound {
@@ -70,7 +91,7 @@ impl Inbound {
     /// once the ack task has finished after [`Inbound::close`].
     pub(crate) fn start(
         ctx: &NodeContext,
-        client: AsyncClient,
+        acker: Acker,
         generation: Arc<AtomicU64>,
         queued: bool,
     ) -> (Inbound, CancellationToken, Vec<JoinHandle<()>>) {
@@ -78,7 +99,7 @@ impl Inbound {
         let done = CancellationToken::new();
         let mut handles = vec![tokio::spawn(acknowledge(
             ack_rx,
-            client,
+            acker,
             generation.clone(),
             ctx.status.clone(),
             queued,
@@ -267,7 +288,7 @@ impl Inbound {
 /// Acknowledges messages in arrival order once each is durable.
 async fn acknowledge(
     mut rx: mpsc::Receiver<Pending>,
-    client: AsyncClient,
+    acker: Acker,
     generation: Arc<AtomicU64>,
     status: Arc<MqttStatus>,
     control: bool,
@@ -282,7 +303,7 @@ async fn acknowledge(
         lane.unacknowledged.fetch_sub(1, Relaxed);
         let current = p.generation == generation.load(Relaxed);
         if durable && current {
-            if client.ack(&p.publish).await.is_err() {
+            if !acker.ack(p.generation, &p.publish).await {
                 break;
             }
             let waited = u64::try_from(p.arrived.elapsed().as_micros()).unwrap_or(u64::MAX);

@@ -1,8 +1,11 @@
-//! The bridge's MQTT side: one persistent-session connection per broker node,
-//! ingest of everything devices report, and delivery of commands.
+//! The bridge's MQTT side: two persistent-session connections per broker
+//! node, ingest of everything devices report, and delivery of commands.
 //!
-//! - [`node`] drives one rumqttc connection: subscribes, hands messages to
-//!   [`inbound`], matches PUBACKs of command publishes to command ids.
+//! - [`node`] drives the control connection (rumqttc): subscribes, hands
+//!   messages to [`inbound`], matches PUBACKs of command publishes to command
+//!   ids.
+//! - [`data_lane`] is the data connection (readings), a subscriber of the
+//!   bridge's own that writes PUBACKs while it reads.
 //! - [`inbound`] validates payloads, feeds the [`ReadingWriter`] and hands
 //!   presence, state and acks to [`control`] (sharded by device, many reports
 //!   per transaction); a QoS 1 message is acknowledged only once what it
@@ -16,6 +19,7 @@
 //! through [`CommandLog`](crate::CommandLog).
 
 mod affinity;
+mod data_lane;
 mod delivery;
 mod inbound;
 mod node;

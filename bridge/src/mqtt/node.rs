@@ -1,11 +1,12 @@
-//! One broker node: two rumqttc connections with persistent sessions, kept up
-//! until shutdown. The control connection (client id `bridge`) publishes
+//! One broker node: two connections with persistent sessions, kept up until
+//! shutdown. The control connection (rumqttc, client id `bridge`) publishes
 //! commands and takes acks, presence, state and node epochs; the data
-//! connection (`bridge.data`) takes readings. One connection for everything
-//! put every PUBACK of a command and every device ack behind the node's
-//! backlog of readings: under load, commands took seconds to minutes.
+//! connection (`bridge.data`, [`super::data_lane`]) takes readings. One
+//! connection for everything put every PUBACK of a command and every device
+//! ack behind the node's backlog of readings: under load, commands took
+//! seconds to minutes.
 //!
-//! Each event loop task subscribes after every CONNACK (resumed or not),
+//! The control connection's event loop subscribes after every CONNACK (resumed or not),
 //! hands incoming messages to [`super::inbound`], and turns PUBACKs of
 //! command publishes into `mark_sent` (batched by [`SentLog`]). rumqttc does
 //! not say which request a packet id went to, so command ids are queued in
@@ -34,14 +35,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::delivery::SentLog;
-use super::inbound::Inbound;
+use super::inbound::{Acker, Inbound};
 use super::{MqttStatus, CONTROL_SUBSCRIPTIONS, DATA_SUBSCRIPTIONS, PRESENCE};
 use crate::commands::{CommandLog, QueuedCommand};
 use crate::ingest::ReadingWriter;
 use crate::settings::MqttSettings;
 
-/// Longest the connection stays up after shutdown to send remaining acks.
-const DRAIN: Duration = Duration::from_secs(5);
+/// Longest a connection stays up after shutdown to send remaining acks.
+pub(super) const DRAIN: Duration = Duration::from_secs(5);
 
 /// Everything one node's tasks need.
 pub(crate) struct NodeContext {
@@ -69,38 +70,12 @@ struct Pairing {
     inflight: HashMap<u16, Uuid>,
 }
 
-/// Which of a node's two connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Lane {
-    /// Commands out; acks, presence, state and epochs in. Its state is the
-    /// node's state (connected, lost).
-    Control,
-    /// Readings in.
-    Data,
-}
-
-impl Lane {
-    fn subscriptions(self) -> &'static [&'static str] {
-        match self {
-            Lane::Control => &CONTROL_SUBSCRIPTIONS,
-            Lane::Data => &DATA_SUBSCRIPTIONS,
-        }
-    }
-}
-
 /// Starts the node's tasks; returns its command publisher and their handles.
 pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinHandle<()>>) {
     let ctx = Arc::new(ctx);
     let mut handles = Vec::new();
-    let s = &ctx.settings;
-    let (data_client, data_loop) = connection(
-        &ctx,
-        format!("{}.data", s.client_id),
-        s.data_keepalive_secs,
-        s.data_recv_buffer,
-    );
-    handles.extend(run_lane(&ctx, Lane::Data, data_client, data_loop, None));
-    let (client, eventloop) = connection(&ctx, s.client_id.clone(), s.keepalive_secs, 0);
+    handles.extend(super::data_lane::spawn(&ctx));
+    let (client, eventloop) = connection(&ctx);
     let pairing = Arc::new(Mutex::new(Pairing::default()));
     let (publish_tx, publish_rx) = mpsc::channel(1024);
     handles.push(tokio::spawn(publish(
@@ -109,30 +84,18 @@ pub(crate) fn spawn(ctx: NodeContext) -> (mpsc::Sender<QueuedCommand>, Vec<JoinH
         pairing.clone(),
         ctx.shutdown.clone(),
     )));
-    handles.extend(run_lane(
-        &ctx,
-        Lane::Control,
-        client,
-        eventloop,
-        Some(pairing),
-    ));
+    handles.extend(run_control(&ctx, client, eventloop, pairing));
     (publish_tx, handles)
 }
 
-/// A connection to the node under `client_id` (not yet polled), with a kernel
-/// receive buffer of `recv_buffer` bytes (0: autotuned).
-fn connection(
-    ctx: &NodeContext,
-    client_id: String,
-    keepalive_secs: u64,
-    recv_buffer: u32,
-) -> (AsyncClient, EventLoop) {
+/// The control connection to the node (not yet polled).
+fn connection(ctx: &NodeContext) -> (AsyncClient, EventLoop) {
     let s = &ctx.settings;
-    let mut options = MqttOptions::new(client_id, ctx.host.clone(), ctx.port);
+    let mut options = MqttOptions::new(s.client_id.clone(), ctx.host.clone(), ctx.port);
     options
         .set_clean_session(false)
         .set_manual_acks(true)
-        .set_keep_alive(Duration::from_secs(keepalive_secs))
+        .set_keep_alive(Duration::from_secs(s.keepalive_secs))
         .set_inflight(s.inflight)
         .set_max_packet_size(1024 * 1024, 1024 * 1024)
         .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
@@ -143,29 +106,22 @@ fn connection(
     // delayed ACK (~40 ms on Linux).
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
-    if recv_buffer > 0 {
-        net.set_tcp_recv_buffer_size(recv_buffer);
-    }
     eventloop.set_network_options(net);
     (client, eventloop)
 }
 
-/// Starts one connection's inbound pipeline and event loop task.
-fn run_lane(
+/// Starts the control connection's inbound pipeline and event loop task.
+fn run_control(
     ctx: &Arc<NodeContext>,
-    lane: Lane,
     client: AsyncClient,
     eventloop: EventLoop,
-    pairing: Option<Arc<Mutex<Pairing>>>,
+    pairing: Arc<Mutex<Pairing>>,
 ) -> Vec<JoinHandle<()>> {
     let generation = Arc::new(AtomicU64::new(0));
-    let queued = lane == Lane::Control;
-    let (inbound, acks_done, mut handles) =
-        Inbound::start(ctx, client.clone(), generation.clone(), queued);
-    let pairing = pairing.unwrap_or_default();
+    let acker = Acker::Client(client.clone());
+    let (inbound, acks_done, mut handles) = Inbound::start(ctx, acker, generation.clone(), true);
     handles.push(tokio::spawn(drive(
         ctx.clone(),
-        lane,
         client,
         eventloop,
         inbound,
@@ -239,24 +195,30 @@ async fn declare_lost(ctx: &NodeContext) -> bool {
     }
 }
 
-/// Rebuilds the connection's TLS configuration from the certificate files;
-/// keeps the current one if they cannot be read.
-fn reload_tls(ctx: &NodeContext, eventloop: &mut EventLoop) {
+/// The node's TLS configuration rebuilt from the certificate files; `None`
+/// (keep the current one) if they cannot be read.
+pub(super) fn fresh_tls(ctx: &NodeContext) -> Option<Arc<rustls::ClientConfig>> {
     let s = &ctx.settings;
     let (Some(ca), Some(cert), Some(key)) = (&s.ca, &s.cert, &s.key) else {
-        return;
+        return None;
     };
     let config = super::tls::client_config(ca, cert, key)
         .and_then(|base| super::tls::for_node(&base, ca, ctx.status.clone(), ctx.idx));
     match config {
-        Ok(config) => {
-            eventloop
-                .mqtt_options
-                .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
-        }
+        Ok(config) => Some(config),
         Err(e) => {
-            tracing::warn!(error = %e, "TLS files unreadable; reconnecting with the previous ones")
+            tracing::warn!(error = %e, "TLS files unreadable; reconnecting with the previous ones");
+            None
         }
+    }
+}
+
+/// Points the connection at the TLS configuration the files hold now.
+fn reload_tls(ctx: &NodeContext, eventloop: &mut EventLoop) {
+    if let Some(config) = fresh_tls(ctx) {
+        eventloop
+            .mqtt_options
+            .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }
 }
 
@@ -264,11 +226,9 @@ fn lock(p: &Mutex<Pairing>) -> std::sync::MutexGuard<'_, Pairing> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Polls the connection until shutdown, reconnecting after errors.
-#[allow(clippy::too_many_arguments)]
+/// Polls the control connection until shutdown, reconnecting after errors.
 async fn drive(
     ctx: Arc<NodeContext>,
-    lane: Lane,
     client: AsyncClient,
     mut eventloop: EventLoop,
     inbound: Inbound,
@@ -280,7 +240,6 @@ async fn drive(
     let addr = node.addr.clone();
     let mut inbound = Some(inbound);
     let sent = SentLog::start(ctx.commands.clone(), ctx.status.clone(), ctx.idx);
-    let control = lane == Lane::Control;
     let mut failures = 0u32;
     // Connected since the last CONNACK (a failed attempt is not a lost connection).
     let mut up = false;
@@ -328,12 +287,8 @@ async fn drive(
                 up = true;
                 down_since = None;
                 generation.fetch_add(1, Relaxed);
-                tracing::info!(node = %addr, lane = ?lane, session_present = ack.session_present,
+                tracing::info!(node = %addr, lane = "control", session_present = ack.session_present,
                     "connected to broker node");
-                if !control {
-                    subscribe(&client, lane, &addr);
-                    continue;
-                }
                 node.connected.store(true, Relaxed);
                 // Subscribing anew to a filter hands over its retained messages again:
                 // - the node's id (its epoch), if this process has not learned it
@@ -358,7 +313,7 @@ async fn drive(
                         tracing::error!(node = %addr, filter, error = %e, "cannot unsubscribe");
                     }
                 }
-                subscribe(&client, lane, &addr);
+                subscribe(&client, &addr);
                 // The node may have restarted with an empty ownership map.
                 ctx.ownership.connected(ctx.idx, &client);
             }
@@ -392,9 +347,7 @@ async fn drive(
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
             Err(e) => {
-                if control {
-                    node.connected.store(false, Relaxed);
-                }
+                node.connected.store(false, Relaxed);
                 if ctx.shutdown.is_cancelled() {
                     break;
                 }
@@ -403,11 +356,7 @@ async fn drive(
                     ctx.status.connections_lost.fetch_add(1, Relaxed);
                 }
                 let since = *down_since.get_or_insert_with(std::time::Instant::now);
-                if control
-                    && !declared_lost
-                    && !lost_after.is_zero()
-                    && since.elapsed() >= lost_after
-                {
+                if !declared_lost && !lost_after.is_zero() && since.elapsed() >= lost_after {
                     declared_lost = declare_lost(&ctx).await;
                 }
                 // The PKI may have changed (a CA rollover re-issues the
@@ -415,10 +364,10 @@ async fn drive(
                 // the files say now.
                 reload_tls(&ctx, &mut eventloop);
                 if failures == 1 {
-                    tracing::warn!(node = %addr, lane = ?lane, error = %e,
+                    tracing::warn!(node = %addr, lane = "control", error = %e,
                         "broker node connection lost; reconnecting");
                 } else {
-                    tracing::debug!(node = %addr, lane = ?lane, error = %e,
+                    tracing::debug!(node = %addr, lane = "control", error = %e,
                         "reconnecting to broker node");
                 }
                 tokio::select! {
@@ -428,20 +377,17 @@ async fn drive(
             }
         }
     }
-    if control {
-        node.connected.store(false, Relaxed);
-    }
-    tracing::info!(node = %addr, lane = ?lane, "disconnected from broker node");
+    node.connected.store(false, Relaxed);
+    tracing::info!(node = %addr, lane = "control", "disconnected from broker node");
 }
 
-/// Subscribes `lane`'s filters. Subscribing again to a resumed session is
+/// Subscribes the control filters. Subscribing again to a resumed session is
 /// harmless (the filters are the same) and covers a node that lost it.
-fn subscribe(client: &AsyncClient, lane: Lane, addr: &str) {
-    let filters = lane
-        .subscriptions()
+fn subscribe(client: &AsyncClient, addr: &str) {
+    let filters = CONTROL_SUBSCRIPTIONS
         .iter()
         .map(|f| rumqttc::SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce));
     if let Err(e) = client.try_subscribe_many(filters) {
-        tracing::error!(node = %addr, lane = ?lane, error = %e, "cannot subscribe");
+        tracing::error!(node = %addr, lane = "control", error = %e, "cannot subscribe");
     }
 }
