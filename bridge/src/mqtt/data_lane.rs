@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::inbound::{Acker, Inbound};
-use super::node::{fresh_tls, NodeContext, DRAIN};
+use super::node::{drained, fresh_tls, NodeContext};
 use super::DATA_SUBSCRIPTIONS;
 
 /// A PUBACK the ack task has released: the connection its message came on
@@ -102,8 +102,8 @@ pub(crate) fn spawn(ctx: &Arc<NodeContext>) -> Vec<JoinHandle<()>> {
 }
 
 /// Keeps the lane connected until shutdown. After shutdown it stops handing
-/// messages on, writes the PUBACKs of what became durable (up to
-/// [`DRAIN`]), and leaves with DISCONNECT; the rest waits in the session.
+/// messages on, writes the PUBACKs of what became durable (for a while:
+/// [`drained`]), and leaves with DISCONNECT; the rest waits in the session.
 async fn run(
     ctx: Arc<NodeContext>,
     inbound: Inbound,
@@ -114,11 +114,7 @@ async fn run(
     let mut inbound = Some(inbound);
     let mut tls = ctx.tls.clone();
     let mut failures = 0u32;
-    let stop = ctx.shutdown.clone();
-    let drained = async {
-        stop.cancelled().await;
-        tokio::time::sleep(DRAIN).await;
-    };
+    let drained = drained(ctx.shutdown.clone());
     tokio::pin!(drained);
     loop {
         let mut connected = false;
@@ -523,13 +519,27 @@ mod tests {
         assert!(sent.iter().all(|p| *p == Packet::PingReq), "{sent:?}");
     }
 
-    fn source<'a>(received: &'a AtomicU64, shutdown: &'a CancellationToken) -> Source<'a> {
-        Source {
-            addr: "127.0.0.1:8883",
-            received,
-            shutdown,
-            silence: Duration::from_millis(300),
+    /// Reads what the node's end sent (then closed or left open) into a
+    /// recorder, after shutdown if `shut_down`; the node silent for 300 ms
+    /// counts as gone.
+    async fn read_all(
+        lane: &mut tokio::io::DuplexStream,
+        shut_down: bool,
+    ) -> (Result<(), LaneError>, Option<Recorder>, u64) {
+        let (received, shutdown) = (AtomicU64::new(0), CancellationToken::new());
+        if shut_down {
+            shutdown.cancel();
         }
+        let mut inbound = Some(Recorder::default());
+        let mut buf = BytesMut::new();
+        let from = Source {
+            addr: "127.0.0.1:8883",
+            received: &received,
+            shutdown: &shutdown,
+            silence: Duration::from_millis(300),
+        };
+        let end = read(lane, &mut buf, &from, &mut inbound).await;
+        (end, inbound, received.load(Relaxed))
     }
 
     #[tokio::test]
@@ -546,19 +556,10 @@ mod tests {
             node.write_all(chunk).await.unwrap();
         }
         drop(node);
-        let (received, shutdown) = (AtomicU64::new(0), CancellationToken::new());
-        let mut inbound = Some(Recorder::default());
-        let mut buf = BytesMut::new();
-        let end = read(
-            &mut lane,
-            &mut buf,
-            &source(&received, &shutdown),
-            &mut inbound,
-        )
-        .await;
+        let (end, inbound, received) = read_all(&mut lane, false).await;
         assert!(matches!(end, Err(LaneError::Closed)), "{end:?}");
         assert_eq!(*inbound.unwrap().0.lock().unwrap(), vec![1, 2, 3, 0]);
-        assert_eq!(received.load(Relaxed), 4);
+        assert_eq!(received, 4);
     }
 
     #[tokio::test]
@@ -566,16 +567,7 @@ mod tests {
         for bytes in [publish(9, QoS::ExactlyOnce), vec![0x40, 0x02, 0x00, 0x07]] {
             let (mut lane, mut node) = duplex(1024);
             node.write_all(&bytes).await.unwrap();
-            let (received, shutdown) = (AtomicU64::new(0), CancellationToken::new());
-            let mut inbound = Some(Recorder::default());
-            let mut buf = BytesMut::new();
-            let end = read(
-                &mut lane,
-                &mut buf,
-                &source(&received, &shutdown),
-                &mut inbound,
-            )
-            .await;
+            let (end, inbound, _) = read_all(&mut lane, false).await;
             assert!(matches!(end, Err(LaneError::Unexpected(_))), "{end:?}");
             assert!(inbound.unwrap().0.lock().unwrap().is_empty());
         }
@@ -584,16 +576,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_silent_for_two_keepalives_is_taken_as_gone() {
         let (mut lane, _node) = duplex(1024);
-        let (received, shutdown) = (AtomicU64::new(0), CancellationToken::new());
-        let mut inbound = Some(Recorder::default());
-        let mut buf = BytesMut::new();
-        let end = read(
-            &mut lane,
-            &mut buf,
-            &source(&received, &shutdown),
-            &mut inbound,
-        )
-        .await;
+        let (end, _, _) = read_all(&mut lane, false).await;
         assert!(matches!(end, Err(LaneError::Silent(_))), "{end:?}");
     }
 
@@ -602,20 +585,10 @@ mod tests {
         let (mut lane, mut node) = duplex(1024);
         node.write_all(&publish(1, QoS::AtLeastOnce)).await.unwrap();
         drop(node);
-        let (received, shutdown) = (AtomicU64::new(0), CancellationToken::new());
-        shutdown.cancel();
-        let mut inbound = Some(Recorder::default());
-        let mut buf = BytesMut::new();
-        let end = read(
-            &mut lane,
-            &mut buf,
-            &source(&received, &shutdown),
-            &mut inbound,
-        )
-        .await;
+        let (end, inbound, received) = read_all(&mut lane, true).await;
         assert!(matches!(end, Err(LaneError::Closed)), "{end:?}");
         assert!(inbound.is_none(), "the lane let go of its handle");
-        assert_eq!(received.load(Relaxed), 1, "read, left in the session");
+        assert_eq!(received, 1, "read, left in the session");
     }
 
     /// Plays the node's side of CONNECT: answers `code`; returns the CONNECT.

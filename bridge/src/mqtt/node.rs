@@ -42,7 +42,7 @@ use crate::ingest::ReadingWriter;
 use crate::settings::MqttSettings;
 
 /// Longest a connection stays up after shutdown to send remaining acks.
-pub(super) const DRAIN: Duration = Duration::from_secs(5);
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Everything one node's tasks need.
 pub(crate) struct NodeContext {
@@ -68,6 +68,13 @@ struct Pairing {
     queued: VecDeque<Uuid>,
     /// Packet id → command id, until PUBACK.
     inflight: HashMap<u16, Uuid>,
+}
+
+/// Ends [`DRAIN`] after shutdown: how long a connection may stay up to send
+/// the acknowledgements of what became durable.
+pub(super) async fn drained(shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(DRAIN).await;
 }
 
 /// Starts the node's tasks; returns its command publisher and their handles.
@@ -247,11 +254,7 @@ async fn drive(
     let lost_after = Duration::from_secs(ctx.settings.node_lost_after_secs);
     let mut down_since: Option<std::time::Instant> = None;
     let mut declared_lost = false;
-    let stop = ctx.shutdown.clone();
-    let drained = async {
-        stop.cancelled().await;
-        tokio::time::sleep(DRAIN).await;
-    };
+    let drained = drained(ctx.shutdown.clone());
     tokio::pin!(drained);
     loop {
         let event = tokio::select! {
