@@ -56,7 +56,7 @@ async fn main() {
                     val: (i % 400) as f64 / 10.0,
                     at: base + time::Duration::milliseconds(i as i64),
                 };
-                writer.push(reading, Some(tx)).await.unwrap();
+                writer.push(vec![reading], Some(tx)).await.unwrap();
                 last = Some(rx);
             }
             // Batches commit in order, so the last one durable means all are.

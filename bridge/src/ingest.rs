@@ -9,11 +9,12 @@
 //! batches hold a device's resend, and a plain insert that fails at its first
 //! repeat is wasted work (fleet run 42: 368 of 594 batches).
 //!
-//! Producers (the MQTT subscriber) `push` readings and wait when the buffer is
-//! full — back-pressure reaches the broker instead of memory growing. Each
-//! reading may carry a completion that fires only after its batch committed,
-//! so a QoS 1 message can be acknowledged once it is durable. A failed write
-//! is retried with backoff, never dropped.
+//! Producers (the MQTT subscriber) `push` a message's readings together and
+//! wait when the buffer is full — back-pressure reaches the broker instead of
+//! memory growing. They may carry one completion that fires only after the
+//! batch holding all of them committed (a message's readings are never split
+//! across batches), so a QoS 1 message can be acknowledged once it is durable.
+//! A failed write is retried with backoff, never dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Object, Pool};
 use kumo_contract::DeviceId;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +66,8 @@ impl Default for IngestOptions {
     }
 }
 
-type Item = (Reading, Option<oneshot::Sender<()>>);
+/// One message's readings and what fires once they are committed.
+type Item = (Vec<Reading>, Option<oneshot::Sender<()>>);
 
 /// What the writer has done (for `/metrics`).
 #[derive(Debug, Default)]
@@ -85,7 +87,33 @@ pub struct IngestStats {
 #[derive(Debug, Clone)]
 pub struct ReadingWriter {
     tx: mpsc::Sender<Item>,
+    /// Room left in the buffer, in readings (the channel counts messages).
+    room: Arc<Room>,
     stats: Arc<IngestStats>,
+}
+
+/// The buffer's free space, in readings; closed when the writer ends, so no
+/// producer waits for room that will never come.
+#[derive(Debug)]
+struct Room {
+    free: Semaphore,
+    capacity: usize,
+}
+
+impl Room {
+    /// What `n` readings take of the buffer: a message larger than the whole
+    /// buffer takes all of it rather than waiting forever.
+    fn take(&self, n: usize) -> u32 {
+        u32::try_from(n.clamp(1, self.capacity)).unwrap_or(u32::MAX)
+    }
+
+    /// Frees what `item` took, as the writer takes it off the channel;
+    /// returns how many readings it holds.
+    fn give_back(&self, item: &Item) -> usize {
+        let n = item.0.len();
+        self.free.add_permits(self.take(n) as usize);
+        n
+    }
 }
 
 /// Why a push was refused.
@@ -101,10 +129,23 @@ impl ReadingWriter {
         options: IngestOptions,
         shutdown: CancellationToken,
     ) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(options.buffer.max(1));
+        // At most one message per reading: the channel itself never waits.
+        let capacity = options.buffer.clamp(1, Semaphore::MAX_PERMITS);
+        let (tx, rx) = mpsc::channel(capacity);
+        let room = Arc::new(Room {
+            free: Semaphore::new(capacity),
+            capacity,
+        });
         let stats = Arc::new(IngestStats::default());
-        let task = tokio::spawn(run(pool, options, rx, stats.clone(), shutdown));
-        (Self { tx, stats }, task)
+        let task = tokio::spawn(run(
+            pool,
+            options,
+            rx,
+            room.clone(),
+            stats.clone(),
+            shutdown,
+        ));
+        (Self { tx, room, stats }, task)
     }
 
     /// The writer's counters.
@@ -112,17 +153,35 @@ impl ReadingWriter {
         &self.stats
     }
 
-    /// Queues `reading`, waiting while the buffer is full. `durable` fires
-    /// after the reading is committed.
+    /// Queues `readings` (one message's), waiting while the buffer is full.
+    /// `durable` fires after all of them are committed.
     pub async fn push(
         &self,
-        reading: Reading,
+        readings: Vec<Reading>,
         durable: Option<oneshot::Sender<()>>,
     ) -> Result<(), WriterStopped> {
+        let permits = self.room.take(readings.len());
+        self.room
+            .free
+            .acquire_many(permits)
+            .await
+            .map_err(|_| WriterStopped)?
+            .forget();
+        // The room taken comes back when the writer takes the message off
+        // the channel (or never, if it has stopped: nothing needs it then).
         self.tx
-            .send((reading, durable))
+            .send((readings, durable))
             .await
             .map_err(|_| WriterStopped)
+    }
+}
+
+/// Closes the buffer's room when the writer ends, however it ends.
+struct CloseRoom(Arc<Room>);
+
+impl Drop for CloseRoom {
+    fn drop(&mut self) {
+        self.0.free.close();
     }
 }
 
@@ -130,9 +189,11 @@ async fn run(
     pool: Pool,
     options: IngestOptions,
     mut rx: mpsc::Receiver<Item>,
+    room: Arc<Room>,
     stats: Arc<IngestStats>,
     shutdown: CancellationToken,
 ) {
+    let room = CloseRoom(room);
     let batch_size = options.batch_size.max(1);
     let mut batch: Vec<Item> = Vec::with_capacity(batch_size);
     // While readings keep coming, the writer keeps its connection: they never
@@ -150,11 +211,16 @@ async fn run(
             () = shutdown.cancelled() => { rx.close(); rx.recv().await }
         };
         let Some(first) = first else { return };
+        // Readings in the batch; it ends with the message that reaches `batch_size`.
+        let mut readings = room.0.give_back(&first);
         batch.push(first);
         let deadline = tokio::time::Instant::now() + options.flush_after;
-        while batch.len() < batch_size {
+        while readings < batch_size {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => batch.push(item),
+                Ok(Some(item)) => {
+                    readings += room.0.give_back(&item);
+                    batch.push(item);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -187,7 +253,7 @@ impl Writer<'_> {
             match self.write(batch).await {
                 Ok(()) => break true,
                 Err(e) => {
-                    tracing::warn!(error = %e, readings = batch.len(),
+                    tracing::warn!(error = %e, readings = count(batch),
                         "writing readings failed; retrying");
                 }
             }
@@ -198,7 +264,7 @@ impl Writer<'_> {
                     break match self.write(batch).await {
                         Ok(()) => true,
                         Err(e) => {
-                            tracing::error!(error = %e, readings = batch.len(),
+                            tracing::error!(error = %e, readings = count(batch),
                                 "readings not written at shutdown; they stay unacknowledged");
                             false
                         }
@@ -227,7 +293,7 @@ impl Writer<'_> {
                 match write_on(client, batch, false).await {
                     Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                         tracing::debug!(
-                            readings = batch.len(),
+                            readings = count(batch),
                             "batch repeats stored readings; skipping them"
                         );
                         Ok(write_on(client, batch, true).await?)
@@ -236,7 +302,7 @@ impl Writer<'_> {
                 }
             })
             .await?;
-        let repeats = inserted < batch.len() as u64;
+        let repeats = inserted < count(batch) as u64;
         if repeats {
             self.stats.repeat_batches.fetch_add(1, Relaxed);
         }
@@ -246,6 +312,11 @@ impl Writer<'_> {
     }
 }
 
+/// The readings in `batch`.
+fn count(batch: &[Item]) -> usize {
+    batch.iter().map(|(readings, _)| readings.len()).sum()
+}
+
 /// Inserts `batch` (skipping readings already stored with `skip_repeats`);
 /// returns how many rows it inserted.
 async fn write_on(
@@ -253,10 +324,11 @@ async fn write_on(
     batch: &[Item],
     skip_repeats: bool,
 ) -> Result<u64, tokio_postgres::Error> {
-    let devices: Vec<&str> = batch.iter().map(|(r, _)| r.device_id.as_str()).collect();
-    let sensors: Vec<&str> = batch.iter().map(|(r, _)| r.sensor).collect();
-    let vals: Vec<f64> = batch.iter().map(|(r, _)| r.val).collect();
-    let ats: Vec<OffsetDateTime> = batch.iter().map(|(r, _)| r.at).collect();
+    let all = || batch.iter().flat_map(|(readings, _)| readings);
+    let devices: Vec<&str> = all().map(|r| r.device_id.as_str()).collect();
+    let sensors: Vec<&str> = all().map(|r| r.sensor).collect();
+    let vals: Vec<f64> = all().map(|r| r.val).collect();
+    let ats: Vec<OffsetDateTime> = all().map(|r| r.at).collect();
     // One statement: atomic without a transaction of its own.
     let insert = client
         .prepare_cached(if skip_repeats {

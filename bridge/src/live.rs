@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use kumo_contract::DeviceId;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -26,8 +27,10 @@ pub enum LiveEvent {
     /// A sensor reading: `te`, `hu`, `il`, `mo` (motion, `val` 1), or a meter's
     /// `power` (W) / `energy` (kWh).
     Reading {
-        device: String,
-        sensor: String,
+        /// Shared by the message's values (a clone is a reference count).
+        device: DeviceId,
+        /// One of the contract's names, never allocated per reading.
+        sensor: &'static str,
         val: f64,
         at: OffsetDateTime,
     },
@@ -62,8 +65,8 @@ impl LiveEvent {
     /// The device the event is about.
     pub fn device(&self) -> &str {
         match self {
-            Self::Reading { device, .. }
-            | Self::Presence { device, .. }
+            Self::Reading { device, .. } => device.as_str(),
+            Self::Presence { device, .. }
             | Self::ApplianceState { device, .. }
             | Self::Command { device, .. } => device,
         }
@@ -109,8 +112,8 @@ mod tests {
 
     fn reading(device: &str) -> LiveEvent {
         LiveEvent::Reading {
-            device: device.into(),
-            sensor: "te".into(),
+            device: DeviceId::parse(device).unwrap(),
+            sensor: "te",
             val: 21.5,
             at: OffsetDateTime::UNIX_EPOCH,
         }

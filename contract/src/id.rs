@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,14 +48,16 @@ macro_rules! validated_id {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        // Shared, not copied, by `clone`: an id is immutable, and the bridge hands
+        // one to every value of a message (its writer, the live stream, the rules).
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates `s` and wraps it.
-            pub fn parse(s: impl Into<String>) -> Result<Self, IdError> {
-                let s = s.into();
-                validate($kind, &s)?;
-                Ok(Self(s))
+            pub fn parse(s: impl AsRef<str>) -> Result<Self, IdError> {
+                let s = s.as_ref();
+                validate($kind, s)?;
+                Ok(Self(Arc::from(s)))
             }
 
             /// The id as a string slice.
@@ -85,7 +88,7 @@ macro_rules! validated_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.as_ref().to_owned()
             }
         }
 

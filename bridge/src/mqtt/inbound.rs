@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kumo_contract::topic::{parse_device_topic, Leaf};
+use kumo_contract::DeviceId;
 use rumqttc::{AsyncClient, QoS};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -197,60 +198,24 @@ impl Inbound {
         let control = match leaf {
             Leaf::Sensor(sensor) => {
                 let (val, at) = payload::sensor(body, now)?;
-                self.live.publish(LiveEvent::Reading {
-                    device: device.to_string(),
-                    sensor: sensor.code().to_string(),
-                    val,
-                    at,
-                });
-                let reading = Reading {
-                    device_id: device,
-                    sensor: sensor.code(),
-                    val,
-                    at,
-                };
-                let pushed = self.push(reading, acked.then_some(&mut waits)).await;
-                return Ok(pushed.then_some(waits));
+                let values = [(sensor.code(), val)].into_iter();
+                let pushed = self.push(&device, values, at, acked.then_some(&mut waits));
+                return Ok(pushed.await.then_some(waits));
             }
             Leaf::Sensors => {
                 let (readings, at) = payload::sensors(body, now)?;
-                for (sensor, val) in readings {
-                    self.live.publish(LiveEvent::Reading {
-                        device: device.to_string(),
-                        sensor: sensor.code().to_string(),
-                        val,
-                        at,
-                    });
-                    let reading = Reading {
-                        device_id: device.clone(),
-                        sensor: sensor.code(),
-                        val,
-                        at,
-                    };
-                    if !self.push(reading, acked.then_some(&mut waits)).await {
-                        return Ok(None);
-                    }
-                }
-                return Ok(Some(waits));
+                let values = readings.into_iter().map(|(s, val)| (s.code(), val));
+                let pushed = self.push(&device, values, at, acked.then_some(&mut waits));
+                return Ok(pushed.await.then_some(waits));
             }
             Leaf::Meter => {
                 let m = payload::meter(body, now)?;
-                for (sensor, val) in &m.readings {
-                    self.live.publish(LiveEvent::Reading {
-                        device: device.to_string(),
-                        sensor: (*sensor).to_string(),
-                        val: *val,
-                        at: m.at,
-                    });
-                    let reading = Reading {
-                        device_id: device.clone(),
-                        sensor,
-                        val: *val,
-                        at: m.at,
-                    };
-                    if !self.push(reading, acked.then_some(&mut waits)).await {
-                        return Ok(None);
-                    }
+                let values = m.readings.iter().copied();
+                if !self
+                    .push(&device, values, m.at, acked.then_some(&mut waits))
+                    .await
+                {
+                    return Ok(None);
                 }
                 Report::Meter(device, m.object, m.properties, m.at)
             }
@@ -272,16 +237,42 @@ impl Inbound {
         Ok(Some(waits))
     }
 
-    /// Queues `reading` for the writer; with `waits` (a QoS 1 message), also
-    /// what fires once it is committed. A QoS 0 reading needs no completion:
-    /// nothing acknowledges it.
-    async fn push(&self, reading: Reading, waits: Option<&mut Vec<oneshot::Receiver<()>>>) -> bool {
+    /// Passes a message's `values` (sensor, value) to the live stream and
+    /// queues them for the writer together; with `waits` (a QoS 1 message),
+    /// also what fires once all are committed. QoS 0 readings need no
+    /// completion: nothing acknowledges them. `false` if the writer has stopped.
+    async fn push(
+        &self,
+        device: &DeviceId,
+        values: impl Iterator<Item = (&'static str, f64)>,
+        at: OffsetDateTime,
+        waits: Option<&mut Vec<oneshot::Receiver<()>>>,
+    ) -> bool {
+        let readings: Vec<Reading> = values
+            .map(|(sensor, val)| {
+                self.live.publish(LiveEvent::Reading {
+                    device: device.clone(),
+                    sensor,
+                    val,
+                    at,
+                });
+                Reading {
+                    device_id: device.clone(),
+                    sensor,
+                    val,
+                    at,
+                }
+            })
+            .collect();
+        if readings.is_empty() {
+            return true;
+        }
         let durable = waits.map(|waits| {
             let (tx, rx) = oneshot::channel();
             waits.push(rx);
             tx
         });
-        self.writer.push(reading, durable).await.is_ok()
+        self.writer.push(readings, durable).await.is_ok()
     }
 }
 

@@ -293,7 +293,7 @@ mod tests {
     fn an_echonet_command_keeps_its_own_type_on_the_wire() {
         let cmd = QueuedCommand {
             id: Uuid::nil(),
-            device_id: kumo_contract::DeviceId::parse("gw-1".to_string()).unwrap(),
+            device_id: kumo_contract::DeviceId::parse("gw-1").unwrap(),
             kind: CommandKind::Echonet,
             payload: json!({"type": "echonet_refresh", "eoj": "013001", "epcs": [128]}),
             expires_at: NOW,

@@ -281,9 +281,9 @@ fn engine_event(e: &LiveEvent, now: OffsetDateTime) -> Option<Event> {
             val,
             ..
         } => {
-            let device = DeviceId::parse(device.as_str()).ok()?;
+            let device = device.clone();
             let at = now;
-            let sensor = match sensor.as_str() {
+            let sensor = match *sensor {
                 "te" => Sensor::Te,
                 "hu" => Sensor::Hu,
                 "il" => Sensor::Il,
@@ -317,10 +317,10 @@ fn engine_event(e: &LiveEvent, now: OffsetDateTime) -> Option<Event> {
 mod tests {
     use super::*;
 
-    fn reading(sensor: &str, val: f64) -> LiveEvent {
+    fn reading(sensor: &'static str, val: f64) -> LiveEvent {
         LiveEvent::Reading {
-            device: "remo-1".into(),
-            sensor: sensor.into(),
+            device: DeviceId::parse("remo-1").expect("valid"),
+            sensor,
             val,
             at: OffsetDateTime::UNIX_EPOCH,
         }

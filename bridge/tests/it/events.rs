@@ -99,8 +99,8 @@ fn parse(block: &str) -> Option<Frame> {
 
 fn reading(device: &str, val: f64) -> LiveEvent {
     LiveEvent::Reading {
-        device: device.into(),
-        sensor: "te".into(),
+        device: crate::common::dev(device),
+        sensor: "te",
         val,
         at: OffsetDateTime::now_utc(),
     }

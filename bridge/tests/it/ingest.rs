@@ -14,13 +14,14 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-fn reading(device: &str, sensor: &'static str, val: f64, at: OffsetDateTime) -> Reading {
-    Reading {
+/// A message carrying one reading.
+fn reading(device: &str, sensor: &'static str, val: f64, at: OffsetDateTime) -> Vec<Reading> {
+    vec![Reading {
         device_id: crate::common::dev(device),
         sensor,
         val,
         at,
-    }
+    }]
 }
 
 async fn count(h: &Harness, sql: &str) -> i64 {
@@ -170,6 +171,99 @@ async fn a_failed_write_is_retried_until_it_succeeds() {
     assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 1);
     stop.cancel();
     task.await.unwrap();
+    h.stop().await;
+}
+
+/// A message of `sensors` readings at `at`.
+fn message(sensors: &[&'static str], val: f64, at: OffsetDateTime) -> Vec<Reading> {
+    sensors
+        .iter()
+        .flat_map(|s| reading("remo-1", s, val, at))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_is_committed_whole_and_the_buffer_counts_its_readings() {
+    let h = start().await;
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    // Writes fail until the table is back: what is pushed stays buffered.
+    h.client()
+        .await
+        .batch_execute("ALTER TABLE readings RENAME TO readings_away")
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let options = IngestOptions {
+        buffer: 4,
+        batch_size: 2,
+        flush_after: Duration::from_millis(10),
+    };
+    let (writer, task) = ReadingWriter::start(h.pool.clone(), options, stop.clone());
+    let base = datetime!(2024-05-01 09:00:00 UTC);
+    let three = ["te", "hu", "il"];
+    let mut durable = Vec::new();
+    // The first message is taken off the buffer into the failing batch; the
+    // second fits the buffer (3 of 4 readings); the third must wait for room.
+    for i in 0..2 {
+        let (tx, rx) = oneshot::channel();
+        let at = base + time::Duration::seconds(i);
+        writer
+            .push(message(&three, i as f64, at), Some(tx))
+            .await
+            .unwrap();
+        durable.push(rx);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (tx, rx) = oneshot::channel();
+    let third = tokio::spawn({
+        let writer = writer.clone();
+        let at = base + time::Duration::seconds(2);
+        async move { writer.push(message(&three, 2.0, at), Some(tx)).await }
+    });
+    durable.push(rx);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!third.is_finished(), "3 + 3 readings exceed a buffer of 4");
+    // Larger than the whole buffer: it takes all of it, it does not wait forever.
+    let (tx, rx) = oneshot::channel();
+    let fourth = tokio::spawn({
+        let writer = writer.clone();
+        let at = base + time::Duration::seconds(3);
+        let five = ["te", "hu", "il", "mo", "power"];
+        async move { writer.push(message(&five, 3.0, at), Some(tx)).await }
+    });
+    durable.push(rx);
+    h.client()
+        .await
+        .batch_execute("ALTER TABLE readings_away RENAME TO readings")
+        .await
+        .unwrap();
+    for (i, rx) in durable.into_iter().enumerate() {
+        tokio::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        // Durable means every reading of the message is stored.
+        let at = base + time::Duration::seconds(i as i64);
+        let stored: i64 = h
+            .client()
+            .await
+            .query_one("SELECT count(*) FROM readings WHERE at = $1", &[&at])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, if i == 3 { 5 } else { 3 }, "message {i}");
+    }
+    third.await.unwrap().unwrap();
+    fourth.await.unwrap().unwrap();
+    assert_eq!(count(&h, "SELECT count(*) FROM readings").await, 14);
+    // Each message reached the batch size alone and none was split.
+    assert_eq!(writer.stats().batches.load(Relaxed), 4);
+    stop.cancel();
+    task.await.unwrap();
+    // Once the writer has ended, a push is refused, not left waiting.
+    let refused = writer.push(message(&three, 9.0, base), None);
+    let refused = tokio::time::timeout(Duration::from_secs(5), refused).await;
+    assert!(refused.unwrap().is_err());
     h.stop().await;
 }
 

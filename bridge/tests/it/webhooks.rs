@@ -250,8 +250,8 @@ async fn readings_need_an_explicit_filter_and_device_events_reach_webhooks() {
     while rx.hits().is_empty() {
         assert!(Instant::now() < deadline, "device events reach the webhook");
         feed.publish(LiveEvent::Reading {
-            device: "dev-w".into(),
-            sensor: "te".into(),
+            device: crate::common::dev("dev-w"),
+            sensor: "te",
             val: 20.0,
             at: OffsetDateTime::now_utc(),
         });
@@ -279,8 +279,8 @@ async fn readings_need_an_explicit_filter_and_device_events_reach_webhooks() {
             "readings reach a webhook that asks"
         );
         feed.publish(LiveEvent::Reading {
-            device: "dev-w".into(),
-            sensor: "hu".into(),
+            device: crate::common::dev("dev-w"),
+            sensor: "hu",
             val: 40.0,
             at: OffsetDateTime::now_utc(),
         });

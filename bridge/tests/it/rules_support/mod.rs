@@ -107,8 +107,8 @@ pub fn inject(h: &Harness, device: &str, val: f64) {
         .commands()
         .live()
         .publish(LiveEvent::Reading {
-            device: device.into(),
-            sensor: "te".into(),
+            device: crate::common::dev(device),
+            sensor: "te",
             val,
             at: OffsetDateTime::now_utc(),
         });
