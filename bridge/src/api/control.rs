@@ -12,6 +12,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use deadpool_postgres::Object;
 use serde_json::{json, Value};
 
 use crate::api::dispatch::{dispatch, Dispatch};
@@ -58,17 +59,40 @@ pub(crate) fn stamped(mut settings: Value) -> Value {
     settings
 }
 
+/// A planned command and the connection its appliance was read on: the
+/// command is written on it too, so a request waits for a pooled connection
+/// once after authentication, not twice.
+struct Plan {
+    target: Target,
+    planned: Planned,
+    held: Option<Object>,
+}
+
+impl Plan {
+    /// Gives the connection back (before anything else asks the pool for one:
+    /// holding one while waiting for another could exhaust the pool).
+    fn release(mut self) -> Self {
+        self.held = None;
+        self
+    }
+}
+
 /// Plans `request` for the caller's appliance `id`.
 async fn plan(
     state: &AppState,
     caller: &Caller,
     id: &str,
     request: ControlRequest<'_>,
-) -> ApiResult<(Target, Planned)> {
+) -> ApiResult<Plan> {
     caller.require(SENDIR)?;
-    let t = appliance::target_of(&state.pool, &caller.user_id, id).await?;
-    let p = appliance::plan(&t, &request)?;
-    Ok((t, p))
+    let held = state.pool.get().await?;
+    let target = appliance::target_on(&held, &caller.user_id, id).await?;
+    let planned = appliance::plan(&target, &request)?;
+    Ok(Plan {
+        target,
+        planned,
+        held: Some(held),
+    })
 }
 
 /// Queues a planned command; answers with `body`.
@@ -76,10 +100,14 @@ async fn queue(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-    t: &Target,
-    p: Planned,
+    plan: Plan,
     body: Value,
 ) -> ApiResult<Response> {
+    let Plan {
+        target: t,
+        planned: p,
+        held,
+    } = plan;
     dispatch(
         state,
         caller,
@@ -91,6 +119,7 @@ async fn queue(
             payload: p.payload,
             expected: Some(p.expected),
             body,
+            held,
         },
     )
     .await
@@ -105,9 +134,9 @@ pub async fn aircon_v1(
     form: Form,
 ) -> ApiResult<Response> {
     let request = ControlRequest::Aircon(aircon_request(&form)?);
-    let (t, p) = plan(&state, &caller, &id, request).await?;
-    let body = stamped(p.expected.clone());
-    queue(&state, &caller, &headers, &t, p, body).await
+    let plan = plan(&state, &caller, &id, request).await?;
+    let body = stamped(plan.planned.expected.clone());
+    queue(&state, &caller, &headers, plan, body).await
 }
 
 /// `POST /2/appliances/{id}/aircon_settings`: responds with the whole appliance.
@@ -119,10 +148,10 @@ pub async fn aircon_v2(
     form: Form,
 ) -> ApiResult<Response> {
     let request = ControlRequest::Aircon(aircon_request(&form)?);
-    let (t, p) = plan(&state, &caller, &id, request).await?;
+    let plan = plan(&state, &caller, &id, request).await?.release();
     let mut appliance = super::appliances::one(&state, &caller, &id).await?;
-    appliance["settings"] = stamped(p.expected.clone());
-    queue(&state, &caller, &headers, &t, p, appliance).await
+    appliance["settings"] = stamped(plan.planned.expected.clone());
+    queue(&state, &caller, &headers, plan, appliance).await
 }
 
 /// `POST /1/appliances/{id}/tv`: `button`; responds with the TV state.
@@ -134,9 +163,9 @@ pub async fn tv(
     form: Form,
 ) -> ApiResult<Response> {
     let button = form.required_nonempty("button")?;
-    let (t, p) = plan(&state, &caller, &id, ControlRequest::Tv { button }).await?;
-    let body = p.expected.clone();
-    queue(&state, &caller, &headers, &t, p, body).await
+    let plan = plan(&state, &caller, &id, ControlRequest::Tv { button }).await?;
+    let body = plan.planned.expected.clone();
+    queue(&state, &caller, &headers, plan, body).await
 }
 
 /// `POST /1/appliances/{id}/light`: `button`; responds with the light state.
@@ -148,9 +177,9 @@ pub async fn light(
     form: Form,
 ) -> ApiResult<Response> {
     let button = form.required_nonempty("button")?;
-    let (t, p) = plan(&state, &caller, &id, ControlRequest::Light { button }).await?;
-    let body = p.expected.clone();
-    queue(&state, &caller, &headers, &t, p, body).await
+    let plan = plan(&state, &caller, &id, ControlRequest::Light { button }).await?;
+    let body = plan.planned.expected.clone();
+    queue(&state, &caller, &headers, plan, body).await
 }
 
 /// `POST /1/appliances/{id}/floor_heater_settings`: the aircon form
@@ -164,10 +193,10 @@ pub async fn floor_heater(
     form: Form,
 ) -> ApiResult<Response> {
     let request = ControlRequest::FloorHeater(aircon_request(&form)?);
-    let (t, p) = plan(&state, &caller, &id, request).await?;
+    let plan = plan(&state, &caller, &id, request).await?.release();
     let mut appliance = super::appliances::one(&state, &caller, &id).await?;
-    appliance["settings"] = stamped(p.expected.clone());
-    queue(&state, &caller, &headers, &t, p, appliance).await
+    appliance["settings"] = stamped(plan.planned.expected.clone());
+    queue(&state, &caller, &headers, plan, appliance).await
 }
 
 /// `POST /1/appliances/{id}/light_projector`: `button`; responds `{}`, as
@@ -181,8 +210,8 @@ pub async fn light_projector(
 ) -> ApiResult<Response> {
     let button = form.required_nonempty("button")?;
     let request = ControlRequest::LightProjector { button };
-    let (t, p) = plan(&state, &caller, &id, request).await?;
-    queue(&state, &caller, &headers, &t, p, json!({})).await
+    let plan = plan(&state, &caller, &id, request).await?;
+    queue(&state, &caller, &headers, plan, json!({})).await
 }
 
 /// Plans and queues a SESAME bot operation on the caller's appliance `id`.
@@ -193,6 +222,6 @@ pub(crate) async fn sesame(
     id: &str,
     operation: &str,
 ) -> ApiResult<Response> {
-    let (t, p) = plan(state, caller, id, ControlRequest::SesameBot { operation }).await?;
-    queue(state, caller, headers, &t, p, json!({})).await
+    let plan = plan(state, caller, id, ControlRequest::SesameBot { operation }).await?;
+    queue(state, caller, headers, plan, json!({})).await
 }

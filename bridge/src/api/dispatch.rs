@@ -5,6 +5,7 @@
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use deadpool_postgres::Object;
 use kumo_contract::DeviceId;
 use serde_json::Value;
 
@@ -22,6 +23,8 @@ pub(crate) struct Dispatch<'a> {
     /// The appliance state the command should lead to.
     pub expected: Option<Value>,
     pub body: Value,
+    /// The connection the target was looked up on, to write the command on.
+    pub held: Option<Object>,
 }
 
 /// Queues the command and builds the response. With `Prefer: wait=N` the
@@ -48,10 +51,11 @@ pub(crate) async fn dispatch(
         // Watched from the moment it is written: the ack's wake-up carries
         // the final row, so waiting reads nothing back.
         Some(limit) => {
-            let (id, waited) = state.commands.enqueue_and_wait(cmd, limit).await?;
+            let waited = state.commands.enqueue_and_wait(cmd, d.held, limit);
+            let (id, waited) = waited.await?;
             (id, Some(waited))
         }
-        None => (state.commands.enqueue(cmd).await?, None),
+        None => (state.commands.enqueue(cmd, d.held).await?, None),
     };
     let mut status = None;
     if let Some(waited) = waited {

@@ -101,6 +101,7 @@ async fn send(
             payload: serde_json::to_value(action).unwrap_or(Value::Null),
             expected: None,
             body: json!({}),
+            held: None,
         },
     )
     .await?;

@@ -170,6 +170,7 @@ pub async fn send(
             payload: c.payload,
             expected: None,
             body: json!({}),
+            held: None,
         },
     )
     .await

@@ -6,7 +6,7 @@
 //! bridge predicts is what the device reports. The REST handlers and the rules
 //! worker both come here with typed requests; nothing here knows HTTP.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use kumo_contract::appliance::{
     AirconCaps, AirconPatch, AirconState, LightProjectorState, LightState, Model, Refusal,
     SesameBotState, TvState,
@@ -87,7 +87,11 @@ impl Target {
 
 /// Appliance `id` of `user_id` (another account's is not found).
 pub async fn target_of(pool: &Pool, user_id: &str, id: &str) -> Result<Target, ControlError> {
-    let client = pool.get().await?;
+    target_on(&pool.get().await?, user_id, id).await
+}
+
+/// [`target_of`] on a connection the caller holds (to write the command on next).
+pub async fn target_on(client: &Object, user_id: &str, id: &str) -> Result<Target, ControlError> {
     let select = client
         .prepare_cached(
             "SELECT device_id, type, model_id, settings, state FROM appliances

@@ -13,7 +13,7 @@ mod wait;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use kumo_contract::DeviceId;
 use serde::Serialize;
 use serde_json::Value;
@@ -233,9 +233,15 @@ impl CommandLog {
 
     /// Writes a command (or finds the earlier one with the same idempotency
     /// key) and returns its id. A repeated key never creates a second command;
-    /// reusing a key for a different command is a 409.
-    pub async fn enqueue(&self, cmd: NewCommand<'_>) -> Result<Uuid, ApiError> {
-        Ok(self.enqueue_watched(cmd, false).await?.0)
+    /// reusing a key for a different command is a 409. `held`: a pooled
+    /// connection the caller already holds (it looked the appliance up on
+    /// it), so the request does not queue for a second one behind every other.
+    pub async fn enqueue(
+        &self,
+        cmd: NewCommand<'_>,
+        held: Option<Object>,
+    ) -> Result<Uuid, ApiError> {
+        Ok(self.enqueue_watched(cmd, false, held).await?.0)
     }
 
     /// [`CommandLog::enqueue`], then waits up to `limit` for the command to
@@ -244,24 +250,30 @@ impl CommandLog {
     pub async fn enqueue_and_wait(
         &self,
         cmd: NewCommand<'_>,
+        held: Option<Object>,
         limit: Duration,
     ) -> Result<(Uuid, Waited), ApiError> {
         let deadline = tokio::time::Instant::now() + limit;
         let user_id = cmd.user_id;
-        match self.enqueue_watched(cmd, true).await? {
+        match self.enqueue_watched(cmd, true, held).await? {
             (id, Some(watch)) => Ok((id, self.wait_watched(user_id, watch, deadline).await?)),
             // An earlier command with the same key: it may be final already.
             (id, None) => Ok((id, self.wait_final(user_id, id, limit).await?)),
         }
     }
 
-    /// Writes the command; with `watch`, a new one is watched before it is announced.
+    /// Writes the command (on `held`, if given); with `watch`, a new one is
+    /// watched before it is announced.
     async fn enqueue_watched(
         &self,
         cmd: NewCommand<'_>,
         watch: bool,
+        held: Option<Object>,
     ) -> Result<(Uuid, Option<wait::Watch>), ApiError> {
-        let client = self.pool.get().await?;
+        let client = match held {
+            Some(client) => client,
+            None => self.pool.get().await?,
+        };
         let id = Uuid::new_v4();
         let ttl_secs = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let expires_at = OffsetDateTime::now_utc() + time::Duration::seconds(ttl_secs);

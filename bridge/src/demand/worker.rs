@@ -358,15 +358,18 @@ async fn queue(
     key: &str,
 ) -> Result<Uuid, QueueError> {
     commands
-        .enqueue(NewCommand {
-            user_id: user,
-            device_id: &t.device,
-            appliance_id: Some(&t.id),
-            kind: command.kind,
-            payload: command.payload.clone(),
-            expected: Some(command.expected.clone()),
-            idempotency_key: Some(key),
-        })
+        .enqueue(
+            NewCommand {
+                user_id: user,
+                device_id: &t.device,
+                appliance_id: Some(&t.id),
+                kind: command.kind,
+                payload: command.payload.clone(),
+                expected: Some(command.expected.clone()),
+                idempotency_key: Some(key),
+            },
+            None,
+        )
         .await
         .map_err(|e| {
             if e.status().is_server_error() {

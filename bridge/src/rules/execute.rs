@@ -245,15 +245,18 @@ async fn command(
         })?;
     state
         .commands
-        .enqueue(NewCommand {
-            user_id: account,
-            device_id: &p.device,
-            appliance_id: Some(&p.appliance),
-            kind: p.kind,
-            payload: p.payload,
-            expected: p.expected,
-            idempotency_key: None,
-        })
+        .enqueue(
+            NewCommand {
+                user_id: account,
+                device_id: &p.device,
+                appliance_id: Some(&p.appliance),
+                kind: p.kind,
+                payload: p.payload,
+                expected: p.expected,
+                idempotency_key: None,
+            },
+            None,
+        )
         .await
         .map_err(|e| e.message().to_string())
 }

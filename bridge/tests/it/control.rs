@@ -204,3 +204,36 @@ async fn clients_that_send_every_field_with_empty_values_are_understood() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn commands_go_through_with_a_single_free_database_connection() {
+    let (h, ac, _, light, _) = setup().await;
+    // The bridge shares the harness's pool of 4: leave it one connection.
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(h.pool.get().await.unwrap());
+    }
+    // The appliance is read and the command written on one connection.
+    let r = h
+        .post(&format!("/1/appliances/{light}/light"), &[("button", "on")])
+        .await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{:?}", r.body);
+    // These read the whole appliance besides: the connection the target was
+    // read on must be given back first, or the request waits for a second
+    // one that never comes.
+    for path in [
+        format!("/2/appliances/{ac}/aircon_settings"),
+        format!("/1/appliances/{ac}/aircon_settings"),
+    ] {
+        let started = std::time::Instant::now();
+        let r = h.post(&path, &[("button", "")]).await;
+        assert_eq!(r.status, reqwest::StatusCode::OK, "{path}: {:?}", r.body);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{path}"
+        );
+    }
+    drop(taken);
+    assert_eq!(h.command_count().await, 3);
+    h.stop().await;
+}
