@@ -24,6 +24,16 @@ fn reading(device: &str, sensor: &'static str, val: f64, at: OffsetDateTime) -> 
     }]
 }
 
+/// Renames the readings table away (every write fails) or back.
+async fn hide_readings(h: &Harness, hidden: bool) {
+    let sql = if hidden {
+        "ALTER TABLE readings RENAME TO readings_away"
+    } else {
+        "ALTER TABLE readings_away RENAME TO readings"
+    };
+    h.client().await.batch_execute(sql).await.unwrap();
+}
+
 async fn count(h: &Harness, sql: &str) -> i64 {
     h.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -138,11 +148,7 @@ async fn a_repeated_reading_is_stored_once_and_still_reported_durable() {
 async fn a_failed_write_is_retried_until_it_succeeds() {
     let h = start().await;
     h.add_device("remo-1", DeviceKind::Remo).await;
-    h.client()
-        .await
-        .batch_execute("ALTER TABLE readings RENAME TO readings_away")
-        .await
-        .unwrap();
+    hide_readings(&h, true).await;
     let stop = CancellationToken::new();
     let (writer, task) =
         ReadingWriter::start(h.pool.clone(), IngestOptions::default(), stop.clone());
@@ -159,11 +165,7 @@ async fn a_failed_write_is_retried_until_it_succeeds() {
         rx.try_recv().is_err(),
         "not durable while the table is missing"
     );
-    h.client()
-        .await
-        .batch_execute("ALTER TABLE readings_away RENAME TO readings")
-        .await
-        .unwrap();
+    hide_readings(&h, false).await;
     tokio::time::timeout(Duration::from_secs(10), rx)
         .await
         .unwrap()
@@ -187,11 +189,7 @@ async fn a_message_is_committed_whole_and_the_buffer_counts_its_readings() {
     let h = start().await;
     h.add_device("remo-1", DeviceKind::Remo).await;
     // Writes fail until the table is back: what is pushed stays buffered.
-    h.client()
-        .await
-        .batch_execute("ALTER TABLE readings RENAME TO readings_away")
-        .await
-        .unwrap();
+    hide_readings(&h, true).await;
     let stop = CancellationToken::new();
     let options = IngestOptions {
         buffer: 4,
@@ -232,11 +230,7 @@ async fn a_message_is_committed_whole_and_the_buffer_counts_its_readings() {
         async move { writer.push(message(&five, 3.0, at), Some(tx)).await }
     });
     durable.push(rx);
-    h.client()
-        .await
-        .batch_execute("ALTER TABLE readings_away RENAME TO readings")
-        .await
-        .unwrap();
+    hide_readings(&h, false).await;
     for (i, rx) in durable.into_iter().enumerate() {
         tokio::time::timeout(Duration::from_secs(15), rx)
             .await
