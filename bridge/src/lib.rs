@@ -22,6 +22,7 @@ pub mod form;
 pub mod homes;
 pub mod ingest;
 pub mod json;
+pub mod linger;
 pub mod live;
 pub mod metrics;
 pub mod mqtt;

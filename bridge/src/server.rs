@@ -289,12 +289,10 @@ async fn launch(
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
-        // Responses are small and written whole: no Nagle delay on them.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set on a REST connection");
-            }
-        });
+        // Connections that let the client read the last response (see
+        // `linger`), without Nagle's delay; axum's connection info comes
+        // with `tap_io`.
+        let listener = crate::linger::LingeringListener(listener).tap_io(|io| io.set_nodelay());
         let serve = axum::serve(listener, app)
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future();

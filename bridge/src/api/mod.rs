@@ -199,6 +199,7 @@ pub fn router(state: AppState) -> Router {
             metrics,
             crate::metrics::track,
         ))
+        .layer(axum::middleware::from_fn(crate::linger::close_if_unread))
 }
 
 async fn not_found(_method: Method, _uri: Uri) -> ApiError {

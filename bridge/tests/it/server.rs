@@ -181,22 +181,90 @@ async fn a_busy_metrics_listen_address_is_a_clear_error_naming_the_key() {
 async fn an_oversized_body_is_a_nature_shaped_413() {
     let h = start().await;
     let big = "x".repeat(3 * 1024 * 1024);
-    for (path, content_type) in [
-        ("/1/users/me", "application/x-www-form-urlencoded"),
-        ("/v1/rules", "application/json"),
-        ("/v1/webhooks", "application/x-www-form-urlencoded"),
-    ] {
+    // The answer comes before all of the body is read, and the connection
+    // closes: the client must still read it (RFC 9112 §9.6), every time.
+    for _ in 0..4 {
+        for (path, content_type) in [
+            ("/1/users/me", "application/x-www-form-urlencoded"),
+            ("/v1/rules", "application/json"),
+            ("/v1/webhooks", "application/x-www-form-urlencoded"),
+        ] {
+            let r = h
+                .send(
+                    h.http
+                        .post(format!("{}{path}", h.base))
+                        .bearer_auth(&h.token)
+                        .header("content-type", content_type)
+                        .body(format!("nickname={big}")),
+                )
+                .await;
+            r.assert_error(413001);
+            assert_standard_headers(&r.headers);
+        }
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_still_gets_its_answer() {
+    let h = start().await;
+    // Under the limit, but the token is refused before the body is read.
+    let body = format!("nickname={}", "x".repeat(1024 * 1024));
+    for _ in 0..8 {
         let r = h
             .send(
                 h.http
-                    .post(format!("{}{path}", h.base))
-                    .bearer_auth(&h.token)
-                    .header("content-type", content_type)
-                    .body(format!("nickname={big}")),
+                    .post(format!("{}/1/users/me", h.base))
+                    .bearer_auth("not-a-token")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body.clone()),
             )
             .await;
-        r.assert_error(413001);
-        assert_standard_headers(&r.headers);
+        r.assert_error(401001);
     }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_still_sending_when_refused_can_finish_and_sees_a_clean_close() {
+    use std::io::{Read, Write};
+    let h = start().await;
+    let addr = h.bridge.as_ref().unwrap().http_addr();
+    let body_len = 1024 * 1024;
+    let client = tokio::task::spawn_blocking(move || -> std::io::Result<(String, usize, usize)> {
+        let mut tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            tcp,
+            "POST /1/users/me HTTP/1.1\r\nHost: kumo\r\nAuthorization: Bearer not-a-token\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {body_len}\r\n\r\n"
+        )?;
+        // The 401 comes before any of the body is sent.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte)?;
+            head.push(byte[0]);
+        }
+        // Then the client sends what it announced, as clients do.
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_len {
+            sent += tcp.write(&chunk[..chunk.len().min(body_len - sent)])?;
+        }
+        // The rest of the response, then the server's orderly close.
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest)?;
+        Ok((
+            String::from_utf8_lossy(&head).to_lowercase(),
+            sent,
+            rest.len(),
+        ))
+    });
+    let (head, sent, rest) = client.await.unwrap().unwrap();
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert_eq!(sent, body_len);
+    assert!(rest > 0, "the error body");
     h.stop().await;
 }
