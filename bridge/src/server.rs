@@ -37,6 +37,8 @@ pub enum BridgeError {
     Serve(#[source] std::io::Error),
     #[error("the REST server task ended abnormally: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot start the REST API's runtime (bridge.api_threads): {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("cannot start the MQTT side: {0}")]
     Mqtt(#[from] crate::mqtt::MqttError),
     #[error("cannot start device provisioning: {0}")]
@@ -63,6 +65,51 @@ pub struct RunningBridge {
     provision: Option<(SocketAddr, JoinHandle<()>)>,
     renewal: Vec<JoinHandle<()>>,
     grace: Duration,
+    /// Last: the REST server runs on it until everything above has stopped.
+    api: ApiRuntime,
+}
+
+/// Where the REST API runs: a runtime of its own with `bridge.api_threads`
+/// threads, or (0) the caller's. On its own threads a request is not queued
+/// behind the readings the bridge ingests — in tokio's run queue, nor for a
+/// core with as many threads of the bridge competing for one.
+#[derive(Debug)]
+struct ApiRuntime(Option<tokio::runtime::Runtime>);
+
+impl ApiRuntime {
+    fn start(threads: usize) -> Result<Self, BridgeError> {
+        if threads == 0 {
+            return Ok(Self(None));
+        }
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("kumo-api")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+            .map_err(BridgeError::Runtime)
+    }
+
+    fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => rt.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+}
+
+impl Drop for ApiRuntime {
+    fn drop(&mut self) {
+        // Unlike dropping it, allowed inside an async context: what still
+        // runs there is dropped, and nothing waits for it.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl RunningBridge {
@@ -143,6 +190,8 @@ impl RunningBridge {
                 tracing::warn!("certificate renewal did not stop within the grace period");
             }
         }
+        // Only now: database connections opened by requests run on it.
+        drop(self.api);
         result
     }
 }
@@ -181,6 +230,7 @@ async fn launch(
     outbox: Option<Outbox>,
 ) -> Result<RunningBridge, BridgeError> {
     settings.validate().map_err(BridgeError::Config)?;
+    let api = ApiRuntime::start(settings.api_threads)?;
     if let (Some(_), Some(ca), Some(cert), Some(key)) = (
         &outbox,
         &settings.mqtt.ca,
@@ -288,7 +338,10 @@ async fn launch(
     let app = crate::api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
+    // Registered again with the runtime that serves it.
+    let listener = listener.into_std().map_err(BridgeError::Serve)?;
+    let server = api.spawn(async move {
+        let listener = TcpListener::from_std(listener).map_err(BridgeError::Serve)?;
         // Connections that let the client read the last response (see
         // `linger`), without Nagle's delay; axum's connection info comes
         // with `tap_io`.
@@ -324,6 +377,7 @@ async fn launch(
         provision,
         renewal,
         grace,
+        api,
     })
 }
 

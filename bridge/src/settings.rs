@@ -21,6 +21,10 @@ pub struct Settings {
     pub command_ttl_secs: u64,
     /// Seconds in-flight requests get to finish after shutdown begins (default 10).
     pub shutdown_grace_secs: u64,
+    /// Threads of the REST API's own runtime (default 1; 0 = serve requests on the
+    /// bridge's main runtime). On their own threads requests never queue behind the
+    /// readings the bridge ingests, for a place in the run queue or for a core.
+    pub api_threads: usize,
     /// The broker nodes the bridge subscribes to and publishes commands through.
     pub mqtt: MqttSettings,
     /// `GET /v1/events`: backlog, buffers, keep-alives.
@@ -221,6 +225,7 @@ impl Default for Settings {
             rate_limit: RateLimitSettings::default(),
             command_ttl_secs: 600,
             shutdown_grace_secs: 10,
+            api_threads: 1,
             mqtt: MqttSettings::default(),
             events: EventSettings::default(),
             webhooks: WebhookSettings::default(),
@@ -413,6 +418,9 @@ impl MqttSettings {
 impl Settings {
     /// Checks values; the error names the offending key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.api_threads > 64 {
+            return Err("bridge.api_threads must be at most 64".into());
+        }
         if self.rate_limit.requests == 0 {
             return Err("bridge.rate_limit.requests must be at least 1".into());
         }

@@ -13,6 +13,43 @@ async fn health_and_readiness_answer_with_the_standard_headers() {
     h.stop().await;
 }
 
+/// `GET /1/users/me` without a token from a thread of its own, the runtime
+/// that started the bridge blocked until it is answered (or 3 s pass): the
+/// response's status line.
+async fn status_while_the_starting_runtime_is_blocked(
+    api_threads: usize,
+) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut settings = test_settings();
+    settings.api_threads = api_threads;
+    let h = start_with(settings).await;
+    let addr = h.bridge.as_ref().unwrap().http_addr();
+    let client = std::thread::spawn(move || {
+        let mut tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+        tcp.write_all(b"GET /1/users/me HTTP/1.1\r\nHost: kumo\r\nConnection: close\r\n\r\n")?;
+        let mut line = String::new();
+        std::io::BufReader::new(tcp).read_line(&mut line)?;
+        Ok(line)
+    });
+    // Blocks this (current-thread) runtime, the one the bridge was started on.
+    let status = client.join().unwrap();
+    h.stop().await;
+    status
+}
+
+#[tokio::test]
+async fn the_rest_api_answers_while_the_runtime_that_started_the_bridge_is_busy() {
+    let status = status_while_the_starting_runtime_is_blocked(1)
+        .await
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 401"), "{status:?}");
+    // What the API's own runtime changes: sharing the blocked one, no answer.
+    assert!(status_while_the_starting_runtime_is_blocked(0)
+        .await
+        .is_err());
+}
+
 #[tokio::test]
 async fn unknown_paths_get_a_nature_shaped_404_with_headers() {
     let h = start().await;
@@ -53,6 +90,16 @@ async fn invalid_settings_are_refused_before_binding() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bridge.rate_limit.requests"), "{err}");
+    let mut settings = test_settings();
+    settings.api_threads = 65;
+    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "invalid configuration: bridge.api_threads must be at most 64"
+    );
     h.stop().await;
 }
 
