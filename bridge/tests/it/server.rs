@@ -3,6 +3,14 @@
 
 use crate::common::*;
 
+/// Why a second bridge with `settings`, beside `h`'s, does not start.
+async fn start_error(h: &Harness, settings: kumo_bridge::Settings) -> String {
+    kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 #[tokio::test]
 async fn health_and_readiness_answer_with_the_standard_headers() {
     let h = start().await;
@@ -71,10 +79,7 @@ async fn a_busy_listen_address_is_a_clear_error_naming_the_key() {
     let h = start().await;
     let mut settings = test_settings();
     settings.listen = h.bridge.as_ref().unwrap().http_addr();
-    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = start_error(&h, settings).await;
     let addr = h.bridge.as_ref().unwrap().http_addr();
     assert_eq!(err, format!("bridge.listen {addr} is already in use"));
     h.stop().await;
@@ -85,17 +90,11 @@ async fn invalid_settings_are_refused_before_binding() {
     let h = start().await;
     let mut settings = test_settings();
     settings.rate_limit.requests = 0;
-    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = start_error(&h, settings).await;
     assert!(err.contains("bridge.rate_limit.requests"), "{err}");
     let mut settings = test_settings();
     settings.api_threads = 65;
-    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = start_error(&h, settings).await;
     assert_eq!(
         err,
         "invalid configuration: bridge.api_threads must be at most 64"
@@ -213,10 +212,7 @@ async fn a_busy_metrics_listen_address_is_a_clear_error_naming_the_key() {
     let mut settings = test_settings();
     let busy = h.bridge.as_ref().unwrap().metrics_addr();
     settings.metrics_listen = busy;
-    let err = kumo_bridge::start(settings, h.pool.clone(), h.shutdown.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = start_error(&h, settings).await;
     assert_eq!(
         err,
         format!("bridge.metrics_listen {busy} is already in use")
