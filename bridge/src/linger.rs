@@ -145,7 +145,6 @@ impl Drop for Lingering {
 /// [`LINGER`] passes or [`LINGER_BYTES`] arrived; dropping `tcp` closes it.
 async fn linger(mut tcp: TcpStream) {
     // Already closed by the server's own shutdown, if it did one: harmless.
-    // Already closed by the server's own shutdown, if it did one: harmless.
     let _ = tcp.shutdown().await;
     let mut left = LINGER_BYTES;
     let mut scratch = vec![0u8; 16 * 1024];
