@@ -277,31 +277,75 @@ pub async fn record_echonet_in(
     properties: &[(u8, String)],
     at: OffsetDateTime,
 ) -> Result<(), DbError> {
-    let Some(kind) = echonet_appliance_type(object) else {
+    record_echonets_in(client, &[(device_id, object, properties, at)]).await
+}
+
+/// One gateway's report of an ECHONET Lite object other than its meter: the
+/// device, the object, its `(EPC, value)` properties, when they were read.
+pub type EchonetProperties<'a> = (&'a DeviceId, Eoj, &'a [(u8, String)], OffsetDateTime);
+
+/// Several gateways' [`record_echonet_in`] in one statement (the report
+/// shards write a batch's reports a round at a time). A statement cannot
+/// write one row twice: each device at most once (its objects of one class
+/// share an appliance), each property at most once.
+pub async fn record_echonets_in(
+    client: &impl GenericClient,
+    reports: &[EchonetProperties<'_>],
+) -> Result<(), DbError> {
+    // One row per report (the appliance it may create) ...
+    let (mut devices, mut kinds, mut new_ids) = (Vec::new(), Vec::new(), Vec::new());
+    // ... and one per property.
+    let (mut p_devices, mut p_kinds, mut epcs, mut names, mut vals, mut ats) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for &(device, object, properties, at) in reports {
+        let Some(kind) = echonet_appliance_type(object) else {
+            continue;
+        };
+        devices.push(device.as_str());
+        kinds.push(kind.as_str());
+        new_ids.push(uuid::Uuid::new_v4().to_string());
+        for (epc, val) in properties {
+            p_devices.push(device.as_str());
+            p_kinds.push(kind.as_str());
+            epcs.push(i32::from(*epc));
+            names.push(echonet::property(object, *epc).map_or("unknown", |p| p.name));
+            vals.push(val.as_str());
+            ats.push(at);
+        }
+    }
+    if devices.is_empty() {
         return Ok(());
-    };
-    let epcs: Vec<i32> = properties.iter().map(|(e, _)| i32::from(*e)).collect();
-    let names: Vec<&str> = properties
-        .iter()
-        .map(|(e, _)| echonet::property(object, *e).map_or("unknown", |p| p.name))
-        .collect();
-    let vals: Vec<&str> = properties.iter().map(|(_, v)| v.as_str()).collect();
-    // The appliance row inserted by the first CTE is not visible to the
-    // second's scan (one snapshot), so exactly one of them yields its id.
+    }
+    // An appliance row inserted by `created` is not visible to the scan in
+    // `target` (one snapshot), so exactly one of them yields its id.
     let upsert = client
         .prepare_cached(
-            "WITH created AS (
+            "WITH r AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS r(device_id, type, new_id)),
+             created AS (
                  INSERT INTO appliances (id, user_id, device_id, type, nickname, image)
-                 SELECT $2, d.user_id, d.id, $3, 'Air conditioner', 'ico_ac_1'
-                 FROM devices d
-                 WHERE d.id = $1 AND d.user_id IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM appliances WHERE device_id = $1 AND type = $3)
-                 RETURNING id),
-             target AS (SELECT id FROM created
-                        UNION ALL SELECT id FROM appliances WHERE device_id = $1 AND type = $3)
+                 SELECT r.new_id, d.user_id, d.id, r.type, 'Air conditioner', 'ico_ac_1'
+                 FROM r JOIN devices d ON d.id = r.device_id
+                 WHERE d.user_id IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM appliances a
+                                   WHERE a.device_id = r.device_id AND a.type = r.type)
+                 RETURNING id, device_id, type),
+             target AS (
+                 SELECT id, device_id, type FROM created
+                 UNION ALL
+                 SELECT a.id, a.device_id, a.type
+                 FROM appliances a JOIN r ON a.device_id = r.device_id AND a.type = r.type)
              INSERT INTO echonet_properties (appliance_id, epc, name, val, updated_at)
-             SELECT t.id, p.epc, p.name, p.val, $7
-             FROM target t, unnest($4::int[], $5::text[], $6::text[]) AS p(epc, name, val)
+             SELECT t.id, p.epc, p.name, p.val, p.at
+             FROM unnest($4::text[], $5::text[], $6::int[], $7::text[], $8::text[],
+                         $9::timestamptz[]) AS p(device_id, type, epc, name, val, at)
+             JOIN target t ON t.device_id = p.device_id AND t.type = p.type
              ON CONFLICT (appliance_id, epc) DO UPDATE
                  SET val = EXCLUDED.val, name = EXCLUDED.name, updated_at = EXCLUDED.updated_at
                  WHERE EXCLUDED.updated_at >= echonet_properties.updated_at",
@@ -311,13 +355,7 @@ pub async fn record_echonet_in(
         .execute(
             &upsert,
             &[
-                &device_id.as_str(),
-                &uuid::Uuid::new_v4().to_string(),
-                &kind.as_str(),
-                &epcs,
-                &names,
-                &vals,
-                &at,
+                &devices, &kinds, &new_ids, &p_devices, &p_kinds, &epcs, &names, &vals, &ats,
             ],
         )
         .await?;

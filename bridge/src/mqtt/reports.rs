@@ -314,11 +314,12 @@ impl Shard {
         Ok(effects)
     }
 
-    /// Applies `items` in order. Presence, state and smart-meter reports
+    /// Applies `items` in order. Presence, state and ECHONET Lite reports
     /// are gathered and written many devices per statement (see
-    /// [`Rounds`]); what must see them first (a node's restart, an ECHONET
-    /// Lite object's report of a device whose first presence is still
-    /// gathered) writes them out before it runs.
+    /// [`Rounds`]), acks after the reports before them; what must see them
+    /// first (a node's restart; an ECHONET Lite object's report of a
+    /// device whose presence or state is still gathered, and those after
+    /// it) writes them out before it runs.
     async fn apply(
         &self,
         tx: &impl GenericClient,
@@ -328,22 +329,24 @@ impl Shard {
         let mut gathered = Gathered::default();
         let mut acks = Vec::new();
         for &(node, report) in items {
-            // What runs a statement at once comes after the acks before it;
+            // A flush (and a node's restart) comes after the acks before it;
             // gathered reports are written after them anyway.
-            if matches!(
-                report,
-                Report::Meter(_, Some(_), ..) | Report::NodeStarted(..)
-            ) {
-                self.complete_acks(tx, &mut acks, effects).await?;
-            }
             match report {
                 Report::Presence(device, p) => {
                     self.status.nodes[node].learn_node_id(&p.node);
                     if self.affinity.record(device.as_str(), node, p.online, p.ts) {
+                        if gathered.echonet.holds(device.as_str()) {
+                            self.flush(tx, &mut acks, &mut gathered, effects).await?;
+                        }
                         gathered.presence.push(device.as_str(), (device, p));
                     }
                 }
-                Report::State(device, s) => gathered.state.push(device.as_str(), (device, &**s)),
+                Report::State(device, s) => {
+                    if gathered.echonet.holds(device.as_str()) {
+                        self.flush(tx, &mut acks, &mut gathered, effects).await?;
+                    }
+                    gathered.state.push(device.as_str(), (device, &**s));
+                }
                 Report::Ack(device, id, ack) => acks.push((device, *id, ack)),
                 // The meter's own properties touch no other report's rows:
                 // gathered like presence, many meters per statement.
@@ -352,20 +355,39 @@ impl Shard {
                         .meter
                         .push(device.as_str(), (device, properties.as_slice(), *at));
                 }
+                // An object behind a gateway: gathered too, but after the
+                // gateway's presence and state before it and before those
+                // after it (its first report creates an appliance).
                 Report::Meter(device, Some(object), properties, at) => {
                     if gathered.holds(device.as_str()) {
-                        self.write_gathered(tx, &mut gathered, effects).await?;
+                        self.flush(tx, &mut acks, &mut gathered, effects).await?;
                     }
-                    device_state::record_echonet_in(tx, device, *object, properties, *at).await?;
+                    gathered.echonet.push(
+                        device.as_str(),
+                        (device, *object, properties.as_slice(), *at),
+                    );
                 }
                 Report::NodeStarted(name, started) => {
-                    self.write_gathered(tx, &mut gathered, effects).await?;
+                    self.flush(tx, &mut acks, &mut gathered, effects).await?;
                     self.node_started(tx, node, name, *started, effects).await?;
                 }
             }
         }
-        self.complete_acks(tx, &mut acks, effects).await?;
-        self.write_gathered(tx, &mut gathered, effects).await
+        self.flush(tx, &mut acks, &mut gathered, effects).await
+    }
+
+    /// Writes what is waiting, in the order the reports came in: the acks
+    /// (each completion its own statement, none gathered with another
+    /// report), then the gathered reports.
+    async fn flush<'a>(
+        &self,
+        tx: &impl GenericClient,
+        acks: &mut Vec<(&'a DeviceId, Uuid, &'a Ack)>,
+        gathered: &mut Gathered<'a>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), DbError> {
+        self.complete_acks(tx, acks, effects).await?;
+        self.write_gathered(tx, gathered, effects).await
     }
 
     /// Completes the commands of the acks gathered so far with their
@@ -408,9 +430,10 @@ impl Shard {
         let mut presence = gathered.presence.take().into_iter();
         let mut state = gathered.state.take().into_iter();
         let mut meter = gathered.meter.take().into_iter();
+        let mut echonet = gathered.echonet.take().into_iter();
         loop {
-            let (p, s, m) = (presence.next(), state.next(), meter.next());
-            if p.is_none() && s.is_none() && m.is_none() {
+            let (p, s, m, e) = (presence.next(), state.next(), meter.next(), echonet.next());
+            if p.is_none() && s.is_none() && m.is_none() && e.is_none() {
                 return Ok(());
             }
             if let Some(round) = p {
@@ -421,6 +444,9 @@ impl Shard {
             }
             if let Some(round) = m {
                 device_state::record_meters_in(tx, &round).await?;
+            }
+            if let Some(round) = e {
+                device_state::record_echonets_in(tx, &round).await?;
             }
         }
     }
@@ -509,12 +535,14 @@ impl Shard {
     }
 }
 
-/// Presence, state and smart-meter reports waiting to be written, by round.
+/// Presence, state, smart-meter and other ECHONET Lite reports waiting to be
+/// written, by round.
 #[derive(Default)]
 struct Gathered<'a> {
     presence: Rounds<'a, (&'a DeviceId, &'a PresenceReport)>,
     state: Rounds<'a, (&'a DeviceId, &'a StateReport)>,
     meter: Rounds<'a, device_state::MeterProperties<'a>>,
+    echonet: Rounds<'a, device_state::EchonetProperties<'a>>,
 }
 
 impl Gathered<'_> {

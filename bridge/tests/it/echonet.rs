@@ -93,3 +93,110 @@ async fn detectappliance_validates_the_message_and_lists_matches() {
     .assert_error(400001);
     h.stop().await;
 }
+
+/// `(EPC, value)` of device `id`'s EL_AIRCON properties, as stored.
+async fn aircon_properties(h: &Harness, id: &str) -> Vec<(i32, String)> {
+    h.client()
+        .await
+        .query(
+            "SELECT p.epc, p.val FROM echonet_properties p JOIN appliances a ON a.id = p.appliance_id
+             WHERE a.device_id = $1 AND a.type = 'EL_AIRCON' ORDER BY p.epc",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn many_gateways_objects_are_stored_in_one_statement_each_in_its_owners_account() {
+    use kumo_bridge::device_state::record_echonets_in;
+    use kumo_contract::appliance::echonet::Eoj;
+    use time::{Duration, OffsetDateTime};
+    let h = start().await;
+    let (bob, bob_token) = h.other_user().await;
+    for id in ["gw-1", "gw-2", "gw-3", "gw-4"] {
+        h.add_device(id, DeviceKind::SmartMeter).await;
+    }
+    h.give_device("gw-2", &bob).await;
+    h.client()
+        .await
+        .execute("UPDATE devices SET user_id = NULL WHERE id = 'gw-3'", &[])
+        .await
+        .unwrap();
+    let [g1, g2, g3, g4] = ["gw-1", "gw-2", "gw-3", "gw-4"].map(dev);
+    let aircon = Eoj::parse("013001").unwrap();
+    let floor_heater = Eoj::parse("027b01").unwrap();
+    let now = OffsetDateTime::now_utc();
+    let (on, warm, cool) = (
+        vec![(0x80, "30".to_string()), (0xB3, "1a".to_string())],
+        vec![(0x80, "31".to_string())],
+        vec![(0x80, "30".to_string())],
+    );
+    let client = h.client().await;
+    record_echonets_in(
+        &client,
+        &[
+            (&g1, aircon, &on, now),
+            (&g2, aircon, &warm, now),
+            (&g3, aircon, &cool, now),
+            (&g4, floor_heater, &cool, now),
+        ],
+    )
+    .await
+    .unwrap();
+    // Each owned gateway's air conditioner in its owner's account, with its
+    // properties; the unowned gateway's and the unmodelled class dropped.
+    // (The gateways' own meters are listed too: EL_SMART_METER.)
+    let aircons = |list: serde_json::Value| -> Vec<String> {
+        list["appliances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"] == "EL_AIRCON")
+            .map(|a| a["Device"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mine = h.get("/1/echonetlite/appliances").await.ok();
+    assert_eq!(aircons(mine), ["gw-1"]);
+    let bobs = h.get_as(&bob_token, "/1/echonetlite/appliances").await.ok();
+    assert_eq!(aircons(bobs), ["gw-2"]);
+    assert_eq!(
+        aircon_properties(&h, "gw-1").await,
+        [(0x80, "30".into()), (0xB3, "1a".into())]
+    );
+    assert_eq!(aircon_properties(&h, "gw-2").await, [(0x80, "31".into())]);
+    assert!(aircon_properties(&h, "gw-3").await.is_empty());
+    // Again: the appliances are reused, a newer value replaces, an older
+    // one (a report overtaken by a later one) does not.
+    let (off, stale) = (
+        vec![(0x80, "31".to_string())],
+        vec![(0x80, "30".to_string())],
+    );
+    record_echonets_in(
+        &client,
+        &[
+            (&g1, aircon, &off, now + Duration::seconds(1)),
+            (&g2, aircon, &stale, now - Duration::seconds(1)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        aircon_properties(&h, "gw-1").await,
+        [(0x80, "31".into()), (0xB3, "1a".into())]
+    );
+    assert_eq!(aircon_properties(&h, "gw-2").await, [(0x80, "31".into())]);
+    let appliances: i64 = client
+        .query_one(
+            "SELECT count(*) FROM appliances WHERE type = 'EL_AIRCON'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(appliances, 2);
+    h.stop().await;
+}
