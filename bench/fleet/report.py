@@ -505,6 +505,10 @@ if r0 and h0 and h1:
             waiting = [num(r.get("bridge_db_pool_waiting")) for r in ks if a <= float(r["unix_s"]) < b]
             waiting = [w for w in waiting if w is not None]
             pool = (f"{sum(waiting) / len(waiting):.1f} / {max(waiting):.0f}" if waiting else "–")
+            api = [num(r.get("bridge_api_db_pool_waiting")) for r in ks if a <= float(r["unix_s"]) < b]
+            api = [w for w in api if w is not None]
+            if api:
+                pool += f" (REST API's pool: {sum(api) / len(api):.1f} / {max(api):.0f})"
             p(f"| {name} | {fmt(None if stored is None else stored / max(b - a, 1e-9))} "
               f"| {fmt(None if not batches else 1000 * secs / batches, '{:.0f} ms')} "
               f"| {fmt(max(unacked) if unacked else None)} | {fmt(diff('confirm_timeouts'))} | {pool} |")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Samples a running fleet once per period into a CSV file (bench/fleet/run.sh).
 
-Usage: sample.py WORK OUT.csv PERIOD_S [DB_EVERY_S]
+Usage: sample.py WORK OUT.csv PERIOD_S [ONLINE_EVERY_S]
 
 Reads, every period:
 - WORK/nodes.txt: one `name pid mqtt_port http_port` line per node (http_port
@@ -17,8 +17,8 @@ Reads, every period:
 - WORK/sim.err: the simulator's last progress line (connected, failed, drops).
 - /proc/stat: CPU time of the whole machine (so other jobs show up), and of it
   the interrupt handling (irq + softirq) and the time stolen by the hypervisor;
-- the database (WORK/db_url): devices `online` every period, rows in
-  `readings` every DB_EVERY_S;
+- every ONLINE_EVERY_S (5), on a thread of its own (see `SlowReads`): the
+  devices `online` in the database, as the bridge's /metrics counts them;
 - the nodes' confirmation timeouts and resends (`kumo_broker_confirm_timeouts_total`,
   `kumo_broker_confirm_resends_total`, summed;
   a node that does not answer, or was killed, counts with its last answer, so the
@@ -40,7 +40,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 import urllib.request
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -88,9 +90,9 @@ def all_procs():
     return out
 
 
-def metrics(port):
+def metrics(port, timeout=2):
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
             text = r.read().decode()
     except Exception:
         return None
@@ -119,6 +121,8 @@ WANTED = (
     "kumo_bridge_report_batch_seconds_total ",
     "kumo_bridge_mqtt_unacknowledged ",
     "kumo_bridge_db_pool_waiting ",
+    "kumo_bridge_api_db_pool_waiting ",
+    "kumo_bridge_devices_online ",
     "kumo_bridge_readings_stored_total ",
     "kumo_bridge_reading_batches_total ",
     "kumo_bridge_reading_write_seconds_total ",
@@ -142,6 +146,8 @@ BRIDGE = [
 # the reading writer, and each lane's acknowledgements (in arrival order).
 BRIDGE_WRITER = [w.strip() for w in WANTED if w.startswith(("kumo_bridge_reading", "kumo_bridge_mqtt_lane",
                                                              "kumo_bridge_mqtt_ack"))]
+# Added after fleet run 51: the REST API's own pool (`bridge.api_pool_size`).
+BRIDGE_API = ["kumo_bridge_api_db_pool_waiting"]
 
 
 def column(metric):
@@ -179,26 +185,6 @@ def sim_progress(work):
     return "", "", ""
 
 
-def db_counts(work, with_readings, with_online):
-    """(rows in readings or "", devices online or ""). Both are sequential
-    scans at this scale (devices online: ~0.2 s of PostgreSQL's CPU each at
-    250,000 devices), so they are taken less often than the rest."""
-    url = read(f"{work}/db_url").strip()
-    if not url or not (with_readings or with_online):
-        return "", ""
-    readings = "(SELECT count(*) FROM readings)" if with_readings else "NULL"
-    online = "(SELECT count(*) FROM devices WHERE online)" if with_online else "NULL"
-    try:
-        out = subprocess.run(
-            ["psql", url, "-X", "-q", "-At", "-c", f"SELECT {readings}, {online}"],
-            capture_output=True, text=True, timeout=20,
-        ).stdout.strip()
-        rows, online = out.split("|")
-        return rows, online
-    except Exception:
-        return "", ""
-
-
 def pg_waits(work):
     """What PostgreSQL's active backends wait for now, as
     `event=count;…` (`cpu` when not waiting): where report transactions spend
@@ -217,10 +203,45 @@ def pg_waits(work):
         return ""
 
 
+class SlowReads(threading.Thread):
+    """The bridge's /metrics (its devices-online count is a scan of
+    `devices`) and PostgreSQL's waits take seconds on a busy machine: they
+    are read on a thread of their own every `online_every` s, and each row
+    takes what was read since the row before. Until run 53 they were read
+    between the one-second samples, which then stalled for up to ~7 s around
+    the kill (when the recovery is measured); and the sampler counted the
+    devices online and the rows in `readings` itself too — scans that were
+    ~4 % of the machine in the hold (run 51), the readings count unused by
+    the report (the bridge's `kumo_bridge_readings_stored_total` is in every
+    row; the drain counts the rows at the end). `readings_rows` stays, empty."""
+
+    def __init__(self, work, bridge_port, online_every):
+        super().__init__(daemon=True)
+        self.work, self.bridge_port, self.online_every = work, bridge_port, online_every
+        self.lock = threading.Lock()
+        self.fresh = None
+
+    def run(self):
+        while not os.path.exists(f"{self.work}/sample.stop"):
+            t0 = time.time()
+            b = (metrics(self.bridge_port, 10) if self.bridge_port else None) or {}
+            waits = pg_waits(self.work)
+            online = b.get("kumo_bridge_devices_online")
+            with self.lock:
+                self.fresh = ("" if online is None else f"{online:.0f}", b, waits)
+            time.sleep(max(0.05, self.online_every - (time.time() - t0)))
+
+    def take(self):
+        """What was read since the last call: (devices online, the bridge's
+        metrics, PostgreSQL's waits), or empty values."""
+        with self.lock:
+            fresh, self.fresh = self.fresh, None
+        return fresh or ("", {}, "")
+
+
 def main():
     work, out_path, period = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    db_every = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
-    online_every = float(sys.argv[5]) if len(sys.argv) > 5 else 5.0
+    online_every = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
     nodes = [l.split() for l in read(f"{work}/nodes.txt").splitlines() if l.strip()]
     groups = ["bridge", "postgres", "sim", "tools"]
     header = ["unix_s", "sessions_total", "shed_total"]
@@ -236,7 +257,12 @@ def main():
     header += ["pg_waits", "cpu_machine_irq", "cpu_machine_steal", "node_disconnects", "node_dropped",
                "confirm_resends"]
     header += [column(b) for b in BRIDGE_WRITER]
-    last_db = last_online = 0.0
+    header += [column(b) for b in BRIDGE_API]
+    slow = SlowReads(work, bridge_port, online_every)
+    slow.start()
+    # The nodes' /metrics, all at once: one busy node delays a sample by at
+    # most its 2 s timeout, not 2 s each.
+    scrapes = ThreadPoolExecutor(max_workers=max(1, len(nodes)))
     # Each node's last answered counters: (shed, confirmation timeouts,
     # disconnects by reason, messages dropped, confirmation resends).
     counted = {}
@@ -256,6 +282,9 @@ def main():
             disconnects = {}
             dropped = 0.0
             cpu_nodes = rss_nodes = 0.0
+            answers = dict(zip(
+                [n[0] for n in nodes],
+                scrapes.map(lambda n: metrics(n[3]) if n[3] != "-" and int(n[1]) in procs else None, nodes)))
             for name, pid, port, http in nodes:
                 st = procs.get(int(pid))
                 if st is None:
@@ -277,7 +306,7 @@ def main():
                     sessions.append(open_fds(pid))
                 else:
                     # A node too busy to answer within 2 s reads as unknown, not 0.
-                    m = metrics(http)
+                    m = answers[name]
                     sessions.append(None if m is None else int(m.get("kumo_broker_sessions_open", 0)))
                     if m is not None:
                         counted[name] = (m.get("kumo_broker_connects_shed_total", 0),
@@ -315,13 +344,8 @@ def main():
                         stack.extend(children.get(p, []))
             cpu = {g: sum(procs[p][0] for p in members[g]) for g in groups}
             mem = {g: sum(procs[p][1] for p in members[g]) for g in groups}
-            with_readings = t0 - last_db >= db_every
-            with_online = t0 - last_online >= online_every
-            db = db_counts(work, with_readings, with_online)
-            if with_readings:
-                last_db = t0
-            if with_online:
-                last_online = t0
+            online, b, waits = slow.take()
+            db = ("", online)
             known = None not in sessions
             row = [f"{t0:.3f}", str(sum(sessions)) if known else "", f"{shed:.0f}"]
             row += ["" if s is None else str(s) for s in sessions] + [str(r) for r in rss]
@@ -330,13 +354,13 @@ def main():
             busy, irq, steal = machine_busy()
             row += [f"{busy:.2f}"]
             row += list(progress) + list(db)
-            b = (metrics(bridge_port) if bridge_port and with_online else None) or {}
             row += [f"{timeouts:.0f}"] + [f"{b[k]:g}" if k in b else "" for k in BRIDGE]
-            row += [pg_waits(work) if with_online else ""]
+            row += [waits]
             row += [f"{irq:.2f}", f"{steal:.2f}"]
             row += [";".join(f"{k}={v:.0f}" for k, v in sorted(disconnects.items()))]
             row += [f"{dropped:.0f}", f"{resends:.0f}"]
             row += [f"{b[k]:g}" if k in b else "" for k in BRIDGE_WRITER]
+            row += [f"{b[k]:g}" if k in b else "" for k in BRIDGE_API]
             out.write(",".join(row) + "\n")
             out.flush()
             time.sleep(max(0.05, period - (time.time() - t0)))
