@@ -106,6 +106,26 @@ impl Database {
         .context("building the database pool")
     }
 
+    /// The bridge's pools: `database.pool_size` connections for its own work
+    /// and, unless `api_pool_size` is 0, that many for its REST API.
+    pub fn bridge_pools(
+        &self,
+        settings: &DatabaseSettings,
+        api_pool_size: usize,
+    ) -> anyhow::Result<kumo_bridge::Pools> {
+        let api = (api_pool_size > 0)
+            .then(|| {
+                kumo_schema::connect_pool(
+                    &self.url,
+                    api_pool_size,
+                    Duration::from_secs(settings.connect_timeout_secs),
+                )
+                .context("building the REST API's database pool")
+            })
+            .transpose()?;
+        Ok(kumo_bridge::Pools::new(self.pool(settings)?, api).listening_on(&self.url))
+    }
+
     /// The connection string.
     pub fn url(&self) -> &str {
         &self.url

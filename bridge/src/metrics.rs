@@ -88,6 +88,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
 pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub pool: deadpool_postgres::Pool,
+    /// The REST API's own pool, when it has one (`bridge.api_pool_size`).
+    pub api_pool: Option<deadpool_postgres::Pool>,
     pub mqtt: Option<Arc<crate::mqtt::MqttStatus>>,
 }
 
@@ -108,7 +110,20 @@ pub(crate) async fn serve(listener: TcpListener, sources: Sources, shutdown: Can
 pub async fn render(State(state): State<Sources>) -> ApiResult<Response> {
     let mut out = String::new();
     state.metrics.render_requests(&mut out);
-    render_pool(&state.pool.status(), &mut out);
+    render_pool(
+        "kumo_bridge_db_pool",
+        "the bridge's pool (`database.pool_size`)",
+        &state.pool.status(),
+        &mut out,
+    );
+    if let Some(api) = &state.api_pool {
+        render_pool(
+            "kumo_bridge_api_db_pool",
+            "the REST API's pool (`bridge.api_pool_size`)",
+            &api.status(),
+            &mut out,
+        );
+    }
     let client = state.pool.get().await?;
     let pending = client
         .query(
@@ -142,21 +157,21 @@ pub async fn render(State(state): State<Sources>) -> ApiResult<Response> {
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
-/// The database pool as this request found it (before taking a connection).
-fn render_pool(status: &deadpool_postgres::Status, out: &mut String) {
+/// A database pool as this request found it (before taking a connection).
+fn render_pool(name: &str, which: &str, status: &deadpool_postgres::Status, out: &mut String) {
     let in_use = status.size.saturating_sub(status.available);
     let _ = writeln!(
         out,
-        "# HELP kumo_bridge_db_pool_connections Database connections of the pool, by state.\n\
-         # TYPE kumo_bridge_db_pool_connections gauge\n\
-         kumo_bridge_db_pool_connections{{state=\"in_use\"}} {in_use}\n\
-         kumo_bridge_db_pool_connections{{state=\"idle\"}} {}\n\
-         # HELP kumo_bridge_db_pool_max Most connections the pool opens (`database.pool_size`).\n\
-         # TYPE kumo_bridge_db_pool_max gauge\n\
-         kumo_bridge_db_pool_max {}\n\
-         # HELP kumo_bridge_db_pool_waiting Tasks waiting for a pool connection.\n\
-         # TYPE kumo_bridge_db_pool_waiting gauge\n\
-         kumo_bridge_db_pool_waiting {}",
+        "# HELP {name}_connections Database connections of {which}, by state.\n\
+         # TYPE {name}_connections gauge\n\
+         {name}_connections{{state=\"in_use\"}} {in_use}\n\
+         {name}_connections{{state=\"idle\"}} {}\n\
+         # HELP {name}_max Most connections {which} opens.\n\
+         # TYPE {name}_max gauge\n\
+         {name}_max {}\n\
+         # HELP {name}_waiting Tasks waiting for a connection of {which}.\n\
+         # TYPE {name}_waiting gauge\n\
+         {name}_waiting {}",
         status.available, status.max_size, status.waiting
     );
 }

@@ -47,6 +47,50 @@ pub enum BridgeError {
     Renewal(#[from] crate::renewal::RenewalError),
 }
 
+/// The bridge's database pools: `main` for its own work (readings, presence,
+/// command delivery, rules, webhooks), `api` for the REST API's requests.
+/// (No `Debug`: the connection string may hold a password.)
+#[derive(Clone)]
+pub struct Pools {
+    main: Pool,
+    api: Option<Pool>,
+    /// Where to listen for token revocations (`Pools::listening_on`).
+    listen: Option<String>,
+}
+
+impl Pools {
+    /// `api` (built with `bridge.api_pool_size` connections) for requests, or
+    /// none: requests share `main`. The API's pool is used only by the API's
+    /// tasks, so its connections are opened, and driven, on the API's runtime.
+    pub fn new(main: Pool, api: Option<Pool>) -> Self {
+        Self {
+            main,
+            api,
+            listen: None,
+        }
+    }
+
+    /// The database's connection string, for a connection of the bridge's
+    /// own that listens for token revocations: with it, accepted tokens are
+    /// kept for `bridge.auth_cache_secs`; without, every request looks its
+    /// token up.
+    pub fn listening_on(mut self, url: impl Into<String>) -> Self {
+        self.listen = Some(url.into());
+        self
+    }
+
+    fn api(&self) -> &Pool {
+        self.api.as_ref().unwrap_or(&self.main)
+    }
+}
+
+/// One pool for everything: requests share the bridge's pool.
+impl From<Pool> for Pools {
+    fn from(main: Pool) -> Self {
+        Self::new(main, None)
+    }
+}
+
 /// A bridge that is serving.
 #[derive(Debug)]
 pub struct RunningBridge {
@@ -201,35 +245,37 @@ impl RunningBridge {
 /// commands; without them it serves REST only and commands stay queued.
 pub async fn start(
     settings: Settings,
-    pool: Pool,
+    pools: impl Into<Pools>,
     shutdown: CancellationToken,
 ) -> Result<RunningBridge, BridgeError> {
+    let pools = pools.into();
     if settings.mqtt.enabled() {
         let (sink, outbox) = MqttSink::channel();
-        launch(settings, pool, shutdown, Arc::new(sink), Some(outbox)).await
+        launch(settings, pools, shutdown, Arc::new(sink), Some(outbox)).await
     } else {
-        start_with_sink(settings, pool, shutdown, Arc::new(NoDelivery)).await
+        launch(settings, pools, shutdown, Arc::new(NoDelivery), None).await
     }
 }
 
 /// Starts the bridge without its MQTT side, announcing new commands to `sink`.
 pub async fn start_with_sink(
     settings: Settings,
-    pool: Pool,
+    pools: impl Into<Pools>,
     shutdown: CancellationToken,
     sink: Arc<dyn CommandSink>,
 ) -> Result<RunningBridge, BridgeError> {
-    launch(settings, pool, shutdown, sink, None).await
+    launch(settings, pools.into(), shutdown, sink, None).await
 }
 
 async fn launch(
     settings: Settings,
-    pool: Pool,
+    pools: Pools,
     shutdown: CancellationToken,
     sink: Arc<dyn CommandSink>,
     outbox: Option<Outbox>,
 ) -> Result<RunningBridge, BridgeError> {
     settings.validate().map_err(BridgeError::Config)?;
+    let pool = pools.main.clone();
     let api = ApiRuntime::start(settings.api_threads)?;
     if let (Some(_), Some(ca), Some(cert), Some(key)) = (
         &outbox,
@@ -293,8 +339,21 @@ async fn launch(
         Duration::from_millis(settings.demand_response.poll_interval_ms),
         shutdown.clone(),
     );
+    let tokens = Arc::new(crate::auth::TokenCache::new(Duration::from_secs(
+        settings.auth_cache_secs,
+    )));
+    if let (Some(url), 1..) = (&pools.listen, settings.auth_cache_secs) {
+        // On the API's threads: a revocation is heard by the runtime that
+        // serves the requests, not behind the readings.
+        api.spawn(crate::revocations::listen(
+            url.clone(),
+            tokens.clone(),
+            shutdown.clone(),
+        ));
+    }
     let state = AppState {
-        pool,
+        pool: pools.api().clone(),
+        tokens: tokens.clone(),
         limiter: Arc::new(RateLimiter::new(
             settings.rate_limit.requests,
             Duration::from_secs(settings.rate_limit.window_secs),
@@ -312,7 +371,7 @@ async fn launch(
         demand,
     };
     let effects = crate::rules::Effects {
-        pool: state.pool.clone(),
+        pool: pool.clone(),
         commands: commands.clone(),
         events: events.clone(),
         webhooks: webhooks.clone(),
@@ -321,7 +380,7 @@ async fn launch(
     let provision = crate::provision::start(
         &settings.provision,
         &settings.certs,
-        state.pool.clone(),
+        pool.clone(),
         &settings.mqtt.nodes,
         shutdown.clone(),
     )
@@ -330,7 +389,8 @@ async fn launch(
         metrics_listener,
         crate::metrics::Sources {
             metrics: state.metrics.clone(),
-            pool: state.pool.clone(),
+            pool: pool.clone(),
+            api_pool: pools.api.clone(),
             mqtt: state.mqtt.clone(),
         },
         shutdown.clone(),

@@ -25,6 +25,18 @@ pub struct Settings {
     /// bridge's main runtime). On their own threads requests never queue behind the
     /// readings the bridge ingests, for a place in the run queue or for a core.
     pub api_threads: usize,
+    /// Database connections of the REST API's own pool (default 16; 0 = requests
+    /// share the bridge's pool, `database.pool_size`). Its own connections, driven
+    /// by the API's threads: a request never waits for a connection behind the
+    /// readings being written, nor for the bridge's busy main runtime to carry
+    /// its queries.
+    pub api_pool_size: usize,
+    /// Seconds an accepted access token is trusted without asking the
+    /// database again (default 10; 0 = every request looks it up). Every
+    /// bridge forgets a token the moment it is revoked, wherever that
+    /// happened (PostgreSQL `LISTEN`), and trusts none while it cannot
+    /// listen; an entry never outlives the token's expiry. At most 3,600.
+    pub auth_cache_secs: u64,
     /// The broker nodes the bridge subscribes to and publishes commands through.
     pub mqtt: MqttSettings,
     /// `GET /v1/events`: backlog, buffers, keep-alives.
@@ -226,6 +238,8 @@ impl Default for Settings {
             command_ttl_secs: 600,
             shutdown_grace_secs: 10,
             api_threads: 1,
+            api_pool_size: 16,
+            auth_cache_secs: 10,
             mqtt: MqttSettings::default(),
             events: EventSettings::default(),
             webhooks: WebhookSettings::default(),
@@ -420,6 +434,12 @@ impl Settings {
     pub fn validate(&self) -> Result<(), String> {
         if self.api_threads > 64 {
             return Err("bridge.api_threads must be at most 64".into());
+        }
+        if self.api_pool_size > 1024 {
+            return Err("bridge.api_pool_size must be at most 1024".into());
+        }
+        if self.auth_cache_secs > 3600 {
+            return Err("bridge.auth_cache_secs must be at most 3600".into());
         }
         if self.rate_limit.requests == 0 {
             return Err("bridge.rate_limit.requests must be at least 1".into());

@@ -16,11 +16,19 @@ impl FromRef<AppState> for Pool {
     }
 }
 
+impl FromRef<AppState> for Arc<crate::auth::TokenCache> {
+    fn from_ref(state: &AppState) -> Self {
+        state.tokens.clone()
+    }
+}
+
 /// Cheap to clone: everything inside is shared.
 #[derive(Clone)]
 pub struct AppState {
     /// The system of record.
     pub pool: Pool,
+    /// Tokens accepted a moment ago (`bridge.auth_cache_ms`).
+    pub tokens: Arc<crate::auth::TokenCache>,
     /// Per-token request counters.
     pub limiter: Arc<RateLimiter>,
     /// The durable command table and its delivery sink.

@@ -79,8 +79,19 @@ pub async fn run(args: BridgeArgs, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(applied = ?report.applied, "database migrated");
         }
     }
+    let api_pool = (bridge_settings.api_pool_size > 0)
+        .then(|| {
+            kumo_schema::connect_pool(
+                url,
+                bridge_settings.api_pool_size,
+                Duration::from_secs(settings.database.connect_timeout_secs),
+            )
+            .context("building the REST API's database pool")
+        })
+        .transpose()?;
     let shutdown = super::shutdown_token();
-    let bridge = kumo_bridge::start(bridge_settings, pool, shutdown)
+    let pools = kumo_bridge::Pools::new(pool, api_pool).listening_on(url);
+    let bridge = kumo_bridge::start(bridge_settings, pools, shutdown)
         .await
         .context("starting the bridge")?;
     println!(

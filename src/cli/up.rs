@@ -131,8 +131,8 @@ async fn run_services(
                 .map(|n| format!("localhost:{}", n.mqtt_addr().port()))
                 .collect();
         }
-        let pool = db.pool(&settings.database)?;
-        let running = kumo_bridge::start(cfg, pool, services.clone())
+        let pools = db.bridge_pools(&settings.database, cfg.api_pool_size)?;
+        let running = kumo_bridge::start(cfg, pools, services.clone())
             .await
             .context("starting the bridge")?;
         summary.push(format!(

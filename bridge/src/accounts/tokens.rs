@@ -126,10 +126,13 @@ async fn revoke(
     owner: Option<&str>,
 ) -> Result<Option<String>, AccountError> {
     let client = pool.get().await?;
+    // Every bridge hears it (`crate::revocations`) once this commits.
     let row = client
         .query_opt(
-            "UPDATE access_tokens SET revoked_at = coalesce(revoked_at, now())
-             WHERE id = $1 AND ($2::text IS NULL OR user_id = $2) RETURNING user_id",
+            "WITH revoked AS (
+                 UPDATE access_tokens SET revoked_at = coalesce(revoked_at, now())
+                 WHERE id = $1 AND ($2::text IS NULL OR user_id = $2) RETURNING id, user_id)
+             SELECT user_id, pg_notify('kumo_token_revoked', id::text) FROM revoked",
             &[&token_id, &owner],
         )
         .await?;

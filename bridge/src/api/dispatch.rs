@@ -47,15 +47,20 @@ pub(crate) async fn dispatch(
         expected: d.expected,
         idempotency_key: key.as_deref(),
     };
+    // On the API's pool, not the command log's (the bridge's own work's).
+    let held = match d.held {
+        Some(held) => held,
+        None => state.pool.get().await?,
+    };
     let (id, waited) = match wait {
         // Watched from the moment it is written: the ack's wake-up carries
         // the final row, so waiting reads nothing back.
         Some(limit) => {
-            let waited = state.commands.enqueue_and_wait(cmd, d.held, limit);
+            let waited = state.commands.enqueue_and_wait(cmd, Some(held), limit);
             let (id, waited) = waited.await?;
             (id, Some(waited))
         }
-        None => (state.commands.enqueue(cmd, d.held).await?, None),
+        None => (state.commands.enqueue(cmd, Some(held)).await?, None),
     };
     let mut status = None;
     if let Some(waited) = waited {

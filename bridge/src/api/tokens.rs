@@ -109,5 +109,6 @@ pub async fn revoke_token(
     if !accounts::revoke_token(&state.pool, &caller.user_id, id).await? {
         return Err(ApiError::not_found());
     }
+    state.tokens.forget(id);
     Ok(Json(json!({})))
 }

@@ -12,6 +12,8 @@ async fn missing_unknown_revoked_and_expired_tokens_get_the_same_401() {
     unknown.assert_error(401001);
 
     let revoked = h.token_with(&["basic.read", "basic.write"]).await;
+    // Accepted once (and kept: see the cache's tests below).
+    h.get_as(&revoked, "/1/users/me").await.ok();
     let tokens = h.get("/v1/tokens").await.ok();
     let revoked_id = tokens
         .as_array()
@@ -180,5 +182,125 @@ async fn the_rate_limit_answers_429001_and_counts_per_token() {
 
     let other = h.token_with(&["basic.read"]).await;
     h.get_as(&other, "/1/users/me").await.ok();
+    h.stop().await;
+}
+
+/// The id of the test user's token named `scoped` (made by `token_with`).
+async fn scoped_token_id(h: &Harness) -> String {
+    let tokens = h.get("/v1/tokens").await.ok();
+    tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "scoped" && t["revoked_at"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Expires the `scoped` tokens behind the bridge's back (no revocation is
+/// announced): whether a request still passes shows whether its token was
+/// looked up again.
+async fn expire_behind_the_bridges_back(h: &Harness) {
+    h.client()
+        .await
+        .execute(
+            "UPDATE access_tokens SET expires_at = now() - interval '1 second'
+             WHERE name = 'scoped'",
+            &[],
+        )
+        .await
+        .unwrap();
+}
+
+/// Sends `GET /1/users/me` with `token` until it is refused (every 20 ms, at
+/// most `within`); how long that took.
+async fn refused_within(h: &Harness, token: &str, within: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if h.get_as(token, "/1/users/me").await.status == 401 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_accepted_token_is_kept_for_auth_cache_secs_and_not_with_0() {
+    let h = start().await;
+    let token = h.token_with(&["basic.read"]).await;
+    h.get_as(&token, "/1/users/me").await.ok();
+    expire_behind_the_bridges_back(&h).await;
+    // Kept: not looked up again (for up to 10 s by default).
+    h.get_as(&token, "/1/users/me").await.ok();
+    h.stop().await;
+
+    let mut settings = test_settings();
+    settings.auth_cache_secs = 0;
+    let h = start_with(settings).await;
+    let token = h.token_with(&["basic.read"]).await;
+    h.get_as(&token, "/1/users/me").await.ok();
+    expire_behind_the_bridges_back(&h).await;
+    h.get_as(&token, "/1/users/me").await.assert_error(401001);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_revoked_elsewhere_is_refused_the_moment_the_bridge_hears_it() {
+    let h = start().await;
+    let token = h.token_with(&["basic.read"]).await;
+    h.get_as(&token, "/1/users/me").await.ok();
+    let id = scoped_token_id(&h).await;
+    // As `kumo tokens revoke` (or another bridge) does it: not through
+    // this bridge, which hears it from PostgreSQL.
+    let owner = kumo_bridge::accounts::revoke_any_token(&h.pool, &id)
+        .await
+        .unwrap();
+    assert_eq!(owner.as_deref(), Some(h.user_id.as_str()));
+    assert!(refused_within(&h, &token, std::time::Duration::from_secs(2)).await);
+    // The account's other tokens are untouched.
+    h.get("/1/users/me").await.ok();
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn without_its_listening_connection_the_bridge_keeps_no_token() {
+    let h = start().await;
+    let token = h.token_with(&["basic.read"]).await;
+    h.get_as(&token, "/1/users/me").await.ok();
+    expire_behind_the_bridges_back(&h).await;
+    h.get_as(&token, "/1/users/me").await.ok();
+    // The connection that hears revocations is lost (as in a database
+    // restart): the bridge could miss one now, so it trusts nothing it kept.
+    let ended: i64 = h
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN kumo_token_revoked%') t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, 1, "one listening connection");
+    assert!(refused_within(&h, &token, std::time::Duration::from_secs(2)).await);
+    // Listening again (it reconnects within a second): tokens are kept again.
+    let kept_again = async {
+        loop {
+            let fresh = h.token_with(&["basic.read"]).await;
+            h.get_as(&fresh, "/1/users/me").await.ok();
+            expire_behind_the_bridges_back(&h).await;
+            if h.get_as(&fresh, "/1/users/me").await.status == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), kept_again)
+        .await
+        .expect("tokens kept again within 5 s");
     h.stop().await;
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common::*;
+use kumo_bridge::DeviceKind;
 
 /// Why a second bridge with `settings`, beside `h`'s, does not start.
 async fn start_error(h: &Harness, settings: kumo_bridge::Settings) -> String {
@@ -58,6 +59,63 @@ async fn the_rest_api_answers_while_the_runtime_that_started_the_bridge_is_busy(
         .is_err());
 }
 
+/// A bridge whose own pool has one connection, taken by the test, and
+/// whose REST API has `api` connections of its own (0: none, it shares).
+async fn with_the_bridges_pool_taken(api: usize) -> (Harness, deadpool_postgres::Object) {
+    let one_second = std::time::Duration::from_secs(1);
+    let mut main = None;
+    let h = start_with_pools(test_settings(), |_, url| {
+        let pool = kumo_schema::connect_pool(url, 1, one_second).unwrap();
+        main = Some(pool.clone());
+        let api = (api > 0).then(|| kumo_schema::connect_pool(url, api, one_second).unwrap());
+        kumo_bridge::Pools::new(pool, api)
+    })
+    .await;
+    let taken = main.unwrap().get().await.unwrap();
+    h.add_device("remo-1", DeviceKind::Remo).await;
+    (h, taken)
+}
+
+#[tokio::test]
+async fn the_rest_api_has_database_connections_of_its_own() {
+    let (h, taken) = with_the_bridges_pool_taken(2).await;
+    let light = h
+        .add_appliance("remo-1", "kumo-light-generic", "LIGHT")
+        .await;
+    // Authentication, reads, and a command written: none waits for the
+    // bridge's pool (its only connection is taken).
+    assert_eq!(h.get("/1/users/me").await.ok()["id"], h.user_id.as_str());
+    let r = h
+        .post(&format!("/1/appliances/{light}/light"), &[("button", "on")])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(h.command_count().await, 1);
+    drop(taken);
+    let text = h.metrics_text().await;
+    assert_eq!(gauge(&text, "kumo_bridge_api_db_pool_max"), 2.0, "{text}");
+    assert_eq!(gauge(&text, "kumo_bridge_db_pool_max"), 1.0, "{text}");
+    let opened = gauge(&text, "kumo_bridge_api_db_pool_connections{state=\"idle\"}")
+        + gauge(
+            &text,
+            "kumo_bridge_api_db_pool_connections{state=\"in_use\"}",
+        );
+    assert!(opened >= 1.0, "{text}");
+    assert_eq!(gauge(&text, "kumo_bridge_api_db_pool_waiting"), 0.0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn sharing_the_bridges_pool_requests_wait_for_its_connections() {
+    // The control for the test above: the same, with no pool of the API's.
+    let (h, taken) = with_the_bridges_pool_taken(0).await;
+    h.get("/1/users/me").await.assert_error(503001);
+    drop(taken);
+    h.get("/1/users/me").await.ok();
+    let text = h.metrics_text().await;
+    assert!(!text.contains("kumo_bridge_api_db_pool"), "{text}");
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_paths_get_a_nature_shaped_404_with_headers() {
     let h = start().await;
@@ -98,6 +156,13 @@ async fn invalid_settings_are_refused_before_binding() {
     assert_eq!(
         err,
         "invalid configuration: bridge.api_threads must be at most 64"
+    );
+    let mut settings = test_settings();
+    settings.api_pool_size = 1025;
+    let err = start_error(&h, settings).await;
+    assert_eq!(
+        err,
+        "invalid configuration: bridge.api_pool_size must be at most 1024"
     );
     h.stop().await;
 }

@@ -85,10 +85,22 @@ pub async fn start() -> Harness {
 }
 
 pub async fn start_with(settings: Settings) -> Harness {
+    start_with_pools(settings, |pool, url| {
+        kumo_bridge::Pools::from(pool).listening_on(url)
+    })
+    .await
+}
+
+/// Starts the bridge on the pools `pools` makes of the harness's own pool and
+/// the test database's URL.
+pub async fn start_with_pools(
+    settings: Settings,
+    pools: impl FnOnce(deadpool_postgres::Pool, &str) -> kumo_bridge::Pools,
+) -> Harness {
     let db = kumo_testkit::migrated_db().await;
     let pool = kumo_schema::connect_pool(&db.url, 4, Duration::from_secs(10)).unwrap();
     let shutdown = CancellationToken::new();
-    let bridge = kumo_bridge::start(settings, pool.clone(), shutdown.clone())
+    let bridge = kumo_bridge::start(settings, pools(pool.clone(), &db.url), shutdown.clone())
         .await
         .unwrap();
     let base = format!("http://{}", bridge.http_addr());
