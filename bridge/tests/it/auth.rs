@@ -214,6 +214,14 @@ async fn expire_behind_the_bridges_back(h: &Harness) {
         .unwrap();
 }
 
+/// A new `scoped` token, accepted once, then expired behind the bridge's back.
+async fn used_then_expired(h: &Harness) -> String {
+    let token = h.token_with(&["basic.read"]).await;
+    h.get_as(&token, "/1/users/me").await.ok();
+    expire_behind_the_bridges_back(h).await;
+    token
+}
+
 /// Sends `GET /1/users/me` with `token` until it is refused (every 20 ms, at
 /// most `within`); how long that took.
 async fn refused_within(h: &Harness, token: &str, within: std::time::Duration) -> bool {
@@ -230,9 +238,7 @@ async fn refused_within(h: &Harness, token: &str, within: std::time::Duration) -
 #[tokio::test]
 async fn an_accepted_token_is_kept_for_auth_cache_secs_and_not_with_0() {
     let h = start().await;
-    let token = h.token_with(&["basic.read"]).await;
-    h.get_as(&token, "/1/users/me").await.ok();
-    expire_behind_the_bridges_back(&h).await;
+    let token = used_then_expired(&h).await;
     // Kept: not looked up again (for up to 10 s by default).
     h.get_as(&token, "/1/users/me").await.ok();
     h.stop().await;
@@ -240,9 +246,7 @@ async fn an_accepted_token_is_kept_for_auth_cache_secs_and_not_with_0() {
     let mut settings = test_settings();
     settings.auth_cache_secs = 0;
     let h = start_with(settings).await;
-    let token = h.token_with(&["basic.read"]).await;
-    h.get_as(&token, "/1/users/me").await.ok();
-    expire_behind_the_bridges_back(&h).await;
+    let token = used_then_expired(&h).await;
     h.get_as(&token, "/1/users/me").await.assert_error(401001);
     h.stop().await;
 }
@@ -268,31 +272,38 @@ async fn a_token_revoked_elsewhere_is_refused_the_moment_the_bridge_hears_it() {
 #[tokio::test]
 async fn without_its_listening_connection_the_bridge_keeps_no_token() {
     let h = start().await;
-    let token = h.token_with(&["basic.read"]).await;
-    h.get_as(&token, "/1/users/me").await.ok();
-    expire_behind_the_bridges_back(&h).await;
+    let token = used_then_expired(&h).await;
     h.get_as(&token, "/1/users/me").await.ok();
     // The connection that hears revocations is lost (as in a database
-    // restart): the bridge could miss one now, so it trusts nothing it kept.
-    let ended: i64 = h
-        .client()
+    // restart) and cannot come back — no new connection is let in — so the
+    // bridge could miss a revocation now: it trusts nothing it kept.
+    let mut server: tokio_postgres::Config = h.db_url.parse().unwrap();
+    let db = server.get_dbname().unwrap().to_string();
+    // (A database cannot shut its doors from inside: from another one.)
+    let (admin, connection) = server
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
         .await
+        .unwrap();
+    tokio::spawn(connection);
+    let allow = |yes: bool| format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {yes}");
+    admin.batch_execute(&allow(false)).await.unwrap();
+    let ended: i64 = admin
         .query_one(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND query LIKE 'LISTEN kumo_token_revoked%') t",
-            &[],
+             WHERE datname = $1 AND query LIKE 'LISTEN kumo_token_revoked%') t",
+            &[&db],
         )
         .await
         .unwrap()
         .get(0);
     assert_eq!(ended, 1, "one listening connection");
     assert!(refused_within(&h, &token, std::time::Duration::from_secs(2)).await);
+    admin.batch_execute(&allow(true)).await.unwrap();
     // Listening again (it reconnects within a second): tokens are kept again.
     let kept_again = async {
         loop {
-            let fresh = h.token_with(&["basic.read"]).await;
-            h.get_as(&fresh, "/1/users/me").await.ok();
-            expire_behind_the_bridges_back(&h).await;
+            let fresh = used_then_expired(&h).await;
             if h.get_as(&fresh, "/1/users/me").await.status == 200 {
                 break;
             }

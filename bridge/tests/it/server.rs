@@ -150,20 +150,25 @@ async fn invalid_settings_are_refused_before_binding() {
     settings.rate_limit.requests = 0;
     let err = start_error(&h, settings).await;
     assert!(err.contains("bridge.rate_limit.requests"), "{err}");
-    let mut settings = test_settings();
-    settings.api_threads = 65;
-    let err = start_error(&h, settings).await;
-    assert_eq!(
-        err,
-        "invalid configuration: bridge.api_threads must be at most 64"
-    );
-    let mut settings = test_settings();
-    settings.api_pool_size = 1025;
-    let err = start_error(&h, settings).await;
-    assert_eq!(
-        err,
-        "invalid configuration: bridge.api_pool_size must be at most 1024"
-    );
+    for (change, limit) in [
+        (
+            (|s| s.api_threads = 65) as fn(&mut kumo_bridge::Settings),
+            "bridge.api_threads must be at most 64",
+        ),
+        (
+            |s| s.api_pool_size = 1025,
+            "bridge.api_pool_size must be at most 1024",
+        ),
+        (
+            |s| s.auth_cache_secs = 3601,
+            "bridge.auth_cache_secs must be at most 3600",
+        ),
+    ] {
+        let mut settings = test_settings();
+        change(&mut settings);
+        let err = start_error(&h, settings).await;
+        assert_eq!(err, format!("invalid configuration: {limit}"));
+    }
     h.stop().await;
 }
 
