@@ -23,28 +23,26 @@ pub const CHANNEL: &str = "kumo_token_revoked";
 /// whenever the connection is lost, and keeps `cache` trusting tokens only
 /// while it listens.
 pub async fn listen(url: String, cache: Arc<TokenCache>, shutdown: CancellationToken) {
-    {
-        let first = Duration::from_millis(250);
-        let mut backoff = first;
-        loop {
-            let heard = hear(&url, &cache, &shutdown).await;
-            cache.set_listening(false);
-            match heard {
-                Ok(()) => return,
-                Err(Lost { listened, why }) => {
-                    if listened {
-                        backoff = first;
-                    }
-                    tracing::warn!(error = %why, retry_ms = backoff.as_millis() as u64,
-                        "not listening for token revocations; tokens are looked up on every request");
+    let first = Duration::from_millis(250);
+    let mut backoff = first;
+    loop {
+        let heard = hear(&url, &cache, &shutdown).await;
+        cache.set_listening(false);
+        match heard {
+            Ok(()) => return,
+            Err(Lost { listened, why }) => {
+                if listened {
+                    backoff = first;
                 }
+                tracing::warn!(error = %why, retry_ms = backoff.as_millis() as u64,
+                    "not listening for token revocations; tokens are looked up on every request");
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -63,9 +61,10 @@ fn lost(listened: bool, why: impl std::fmt::Display) -> Lost {
 
 /// One connection's life: `Ok` on shutdown.
 async fn hear(url: &str, cache: &TokenCache, shutdown: &CancellationToken) -> Result<(), Lost> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| lost(false, e))?;
+    let (client, mut connection) = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        connected = tokio_postgres::connect(url, NoTls) => connected.map_err(|e| lost(false, e))?,
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Drives the connection and hands on the notifications it receives.
     let driver = tokio::spawn(async move {
